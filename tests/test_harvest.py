@@ -1,0 +1,153 @@
+"""Harvesting: batched equals solo, early stop equals a full forward, bookkeeping, windows, memmap spill, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from saewidgets.activations import Activations, full_forward_residual, harvest
+
+TEXTS = [
+    "The Golden Gate Bridge is a suspension bridge.",
+    "Paris",
+    "I went for a walk and saw the fog roll over the bay, and then the ferries crossed to Sausalito again.",
+    "def add(a, b): return a + b",
+]
+
+
+def test_batched_left_padded_harvest_equals_solo_runs(tiny):
+    batched = harvest(tiny, TEXTS, layer=1, batch_size=4, progress=False)
+    for doc, text in enumerate(TEXTS):
+        solo = harvest(tiny, [text], layer=1, batch_size=1, progress=False)
+        np.testing.assert_allclose(batched.acts[batched.doc_ids == doc], solo.acts, atol=1e-4)
+
+
+def test_stopping_after_the_layer_equals_reading_it_in_a_full_forward(tiny):
+    acts = harvest(tiny, TEXTS[:1], layer=0, progress=False)
+    full = full_forward_residual(tiny, TEXTS[0], layer=0)
+    skip = 1 if tiny.bos_id is not None else 0
+    np.testing.assert_allclose(acts.acts, full[skip:].numpy(), atol=1e-5)
+
+
+def test_rows_keep_token_document_and_position(tiny):
+    acts = harvest(tiny, TEXTS, layer=1, progress=False)
+    for doc, text in enumerate(TEXTS):
+        ids = tiny.encode(text, add_bos=False)
+        rows = acts.doc_ids == doc
+        assert acts.token_ids[rows].tolist() == ids
+        assert acts.positions[rows].tolist() == list(range(len(ids)))
+    assert np.all(np.diff(acts.doc_ids) >= 0), "rows are ordered by document"
+
+
+def test_bos_rows_are_kept_when_asked(tiny_gemma):
+    acts = harvest(tiny_gemma, TEXTS[:2], layer=1, drop_bos=False, progress=False)
+    first = acts.doc_ids == 0
+    assert acts.token_ids[first][0] == tiny_gemma.bos_id
+    assert acts.positions[first][0] == -1
+
+
+def test_long_documents_are_split_into_windows_not_truncated(tiny):
+    text = " ".join(["the bridge in the fog"] * 40)
+    n = len(tiny.encode(text, add_bos=False))
+    acts = harvest(tiny, [text], layer=1, context_len=16, progress=False)
+    assert len(acts) == n
+    assert acts.positions.tolist() == list(range(n))
+
+
+def test_windows_restart_context_with_bos(tiny_gemma):
+    from saewidgets.activations import _trace_batch
+
+    text = " ".join(["the bridge in the fog"] * 10)
+    windowed = harvest(tiny_gemma, [text], layer=1, context_len=9, progress=False)
+    second = tuple(windowed.token_ids[8:16].tolist())  # the second window: 8 tokens after its BOS
+    alone = _trace_batch(tiny_gemma, 1, [(tiny_gemma.bos_id, *second)])[0, 1:]
+    np.testing.assert_allclose(windowed.acts[8:16], alone.numpy(), atol=1e-4)
+
+
+def test_n_tokens_stops_exactly_and_is_deterministic(tiny):
+    a = harvest(tiny, TEXTS, layer=1, n_tokens=20, progress=False)
+    b = harvest(tiny, TEXTS, layer=1, n_tokens=20, batch_size=1, progress=False)
+    assert len(a) == 20
+    np.testing.assert_allclose(a.acts, b.acts, atol=1e-4)
+    assert np.array_equal(a.token_ids, b.token_ids)
+
+
+def test_memmap_spill_gives_the_same_rows_as_in_memory(tiny, tmp_path):
+    ram = harvest(tiny, TEXTS, layer=1, progress=False)
+    disk = harvest(tiny, TEXTS, layer=1, ram_budget=0, memmap_dir=tmp_path, progress=False)
+    assert isinstance(disk.acts, np.memmap)
+    assert disk.path is not None and disk.path.parent == tmp_path
+    np.testing.assert_allclose(ram.acts, disk.acts, atol=1e-5)
+    path = disk.path
+    del disk
+    import gc
+
+    gc.collect()
+    assert not path.exists(), "an unsaved spill file is removed with its Activations"
+
+
+def test_save_and_load_round_trip(tiny, tmp_path):
+    acts = harvest(tiny, TEXTS, layer=1, progress=False)
+    loaded = Activations.load(acts.save(tmp_path / "h"))
+    np.testing.assert_array_equal(loaded.acts, acts.acts)
+    assert loaded.site == acts.site and loaded.layer == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["h"], "no temporary folder left behind"
+
+
+def test_corrupt_saved_activations_are_named(tiny, tmp_path):
+    acts = harvest(tiny, TEXTS, layer=1, progress=False)
+    folder = acts.save(tmp_path / "h")
+    (folder / "acts.npy").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="corrupt"):
+        Activations.load(folder)
+    with pytest.raises(FileNotFoundError, match="no saved activations"):
+        Activations.load(tmp_path)
+
+
+def test_split_by_document_is_disjoint(tiny):
+    acts = harvest(tiny, TEXTS, layer=1, progress=False)
+    train, held = acts.split(0.25, seed=0)
+    assert set(train.doc_ids) & set(held.doc_ids) == set()
+    assert len(train) + len(held) == len(acts)
+
+
+def test_context_stays_inside_the_document(tiny):
+    acts = harvest(tiny, TEXTS, layer=1, progress=False)
+    first_of_doc2 = int(np.flatnonzero(acts.doc_ids == 2)[0])
+    rows = acts.context(first_of_doc2, before=5, after=2)
+    assert rows[0] == first_of_doc2 and len(rows) == 3
+
+
+@pytest.mark.parametrize(
+    "texts, error, message",
+    [([], ValueError, "no texts"), (["ok", 3], TypeError, "Text 1 is a int"), ([""], ValueError, "no tokens")],
+)
+def test_bad_texts_get_clear_errors(tiny_gpt2, texts, error, message):
+    with pytest.raises(error, match=message):
+        harvest(tiny_gpt2, texts, layer=1, progress=False)
+
+
+def test_too_many_tokens_says_how_many_there_are(tiny_gpt2):
+    n = len(harvest(tiny_gpt2, TEXTS, layer=1, progress=False))
+    with pytest.raises(ValueError, match=f"{n:,} tokens"):
+        harvest(tiny_gpt2, TEXTS, layer=1, n_tokens=n + 1, progress=False)
+
+
+def test_layer_out_of_range_in_harvest(tiny_gpt2):
+    with pytest.raises(ValueError, match="out of range"):
+        harvest(tiny_gpt2, TEXTS, layer=7, progress=False)
+
+
+def test_failed_spill_leaves_nothing_on_disk(tiny_gpt2, tmp_path, monkeypatch):
+    import saewidgets.activations as activations
+
+    calls = []
+
+    def failing_trace(*args):
+        calls.append(1)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(activations, "_trace_batch", failing_trace)
+    with pytest.raises(KeyboardInterrupt):
+        harvest(tiny_gpt2, TEXTS, layer=1, ram_budget=0, memmap_dir=tmp_path, progress=False)
+    assert calls and list(tmp_path.iterdir()) == []
