@@ -1,0 +1,105 @@
+"""Checks and small tensor helpers shared by the analysis modules (no model tracing here).
+
+Everything that validates user input lives here so every function words its errors the same way: what was
+expected, what was found, and what to do.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Sequence
+
+import torch
+
+from ..model import ModelHandle
+
+# Encoding many tokens at once would hold a [tokens, n_features] matrix; this many rows per SAE call keeps it small.
+ENCODE_CHUNK_ROWS = 1024
+
+
+def n_features_of(sae: Any) -> int:
+    """Number of SAE features (latents)."""
+    return int(sae.W_dec.shape[0])
+
+
+def check_feature(sae_or_n: Any, feature: Any, what: str = "feature") -> int:
+    """``feature`` as a plain int, or a clear error when it is not an index into the SAE's features."""
+    n = sae_or_n if isinstance(sae_or_n, int) else n_features_of(sae_or_n)
+    if isinstance(feature, bool) or not isinstance(feature, (int, torch.Tensor)) and not hasattr(feature, "__index__"):
+        raise TypeError(f"{what} must be an int feature index, got {type(feature).__name__} ({feature!r}).")
+    index = int(feature)
+    if not 0 <= index < n:
+        raise IndexError(f"{what} {index} is out of range: this SAE has {n:,} features, numbered 0..{n - 1:,}.")
+    return index
+
+
+def check_features(sae_or_n: Any, features: Iterable[Any]) -> list[int]:
+    """Each of ``features`` checked by `check_feature`."""
+    return [check_feature(sae_or_n, f) for f in features]
+
+
+def sae_layer(model: ModelHandle, sae: Any, layer: Any) -> int:
+    """The block whose residual the SAE reads: ``layer`` if given, else the SAE's own config."""
+    if layer is None:
+        layer = getattr(getattr(sae, "cfg", None), "layer", None)
+        if layer is None or layer < 0:
+            raise ValueError("This SAE does not record the layer it was trained on: pass layer=... explicitly.")
+    resolved = model.resolve_layer(layer)
+    d_in = int(sae.W_dec.shape[1])
+    if d_in != model.d_model:
+        raise ValueError(
+            f"The SAE reads {d_in}-dimensional vectors but {model.name} has d_model {model.d_model}: "
+            "this SAE was trained on another model."
+        )
+    return resolved
+
+
+def prompt_ids(model: ModelHandle, prompt: str, what: str = "prompt") -> torch.Tensor:
+    """Token ids ``[1, T]`` of ``prompt`` (BOS in front when the model uses one); refuses empty prompts."""
+    if not isinstance(prompt, str):
+        raise TypeError(f"{what} must be a str, got {type(prompt).__name__}.")
+    ids = model.encode(prompt)
+    n_text = len(ids) - (model.bos_id is not None)
+    if not prompt.strip() or n_text < 1:
+        raise ValueError(f"The {what} is empty ({prompt!r}): pass some text to analyse.")
+    return torch.tensor([ids], dtype=torch.long)
+
+
+def content_mask(model: ModelHandle, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """True at positions the SAE should see: real tokens other than BOS.
+
+    The SAE never saw BOS in training (`harvest` drops it): its residual is a huge outlier, so features read there
+    mean nothing. Padding is not a real token either.
+    """
+    mask = torch.ones_like(ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    if model.bos_id is not None:
+        mask &= ids != model.bos_id
+    return mask
+
+
+@torch.no_grad()
+def encode_rows(sae: Any, x: torch.Tensor, chunk: int = ENCODE_CHUNK_ROWS) -> torch.Tensor:
+    """SAE feature activations ``[N, F]`` of residual rows ``x [N, d]``, encoded ``chunk`` rows at a time."""
+    parts = [sae.encode(x[i : i + chunk].to(sae.W_dec.dtype)) for i in range(0, len(x), chunk)]
+    return torch.cat(parts) if parts else x.new_zeros((0, n_features_of(sae)))
+
+
+@torch.no_grad()
+def decoder_directions(sae: Any, features: Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
+    """What adding one unit of each feature adds to the raw residual: ``decode(e_i) - decode(0)``, ``[n, d]``.
+
+    Equals ``W_dec[i]`` for a plain decoder; also right for SAEs that normalise their inputs internally.
+    """
+    n = n_features_of(sae)
+    index = torch.arange(n) if features is None else torch.as_tensor(features, dtype=torch.long)
+    basis = torch.zeros(len(index), n, dtype=sae.W_dec.dtype, device=sae.W_dec.device)
+    basis[torch.arange(len(index)), index] = 1.0
+    zero = sae.decode(torch.zeros(1, n, dtype=sae.W_dec.dtype, device=sae.W_dec.device))
+    return sae.decode(basis) - zero
+
+
+def check_finite(value: float, what: str) -> float:
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number, got {value}.")
+    return value
