@@ -1,0 +1,22 @@
+"""saewidgets views: anywidget views of SAE analysis results, linked in the Explorer.
+
+Views only: they render analysis results (``saewidgets.analysis``) and send user actions back through callbacks.
+Every view also exports itself as a self-contained, offline HTML document (``.to_html()``).
+"""
+
+from .attribution_view import AttributionView
+from .dashboard import FeatureDashboard
+from .explorer import Explorer, export_html
+from .feature_map import FeatureMap
+from .heatmap import TokenHeatmap
+from .steering_panel import SteeringPanel
+
+__all__ = [
+    "TokenHeatmap",
+    "FeatureDashboard",
+    "FeatureMap",
+    "AttributionView",
+    "SteeringPanel",
+    "Explorer",
+    "export_html",
+]

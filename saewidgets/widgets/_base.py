@@ -1,0 +1,103 @@
+"""The base class every saewidgets view shares: ESM/CSS loading, static state, static HTML, mime bundle.
+
+Each view's JavaScript lives in ``static/<view>.js`` and the helpers all views share in ``static/common.js``.
+An anywidget ESM is loaded as a single module (relative imports cannot resolve from a blob URL), so the ESM of a
+view is ``common.js`` followed by the view's file, composed here from the files shipped in the package.
+"""
+
+from __future__ import annotations
+
+import base64
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, ClassVar
+
+import anywidget
+
+STATIC_DIR = Path(__file__).parent / "static"
+CSS_PATH = STATIC_DIR / "saewidgets.css"
+EXPORT_LINE = "export default view;"
+# Traits of ipywidgets/anywidget plumbing that a static page does not need.
+_NOT_STATE = {"layout", "tabbable", "tooltip", "comm", "keys", "log"}
+
+
+@lru_cache(maxsize=None)
+def read_static(name: str) -> str:
+    """Text of a file in ``widgets/static`` (cached; the files ship with the package)."""
+    return (STATIC_DIR / name).read_text(encoding="utf-8")
+
+
+def view_esm(view: str) -> str:
+    """The ESM for one view: shared helpers + ``static/<view>.js`` (which ends with ``export default view;``)."""
+    source = read_static(f"{view}.js")
+    if EXPORT_LINE not in source:
+        raise RuntimeError(f"static/{view}.js must end with '{EXPORT_LINE}'")
+    return read_static("common.js") + "\n" + source
+
+
+def static_value(value: Any) -> Any:
+    """A trait value as embedded in a static page: bytes become ``{"__saew_b64__": ...}`` (decoded to a
+    DataView by ``static_host.js``), everything else stays JSON."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"__saew_b64__": base64.b64encode(bytes(value)).decode("ascii")}
+    return value
+
+
+class ViewWidget(anywidget.AnyWidget):
+    """Base of all saewidgets views: a view named ``_view`` whose JS is ``static/<_view>.js``.
+
+    Subclasses declare synced traits and, optionally, ``_fallback_html()``: escaped plain HTML shown where
+    scripts cannot run.
+    """
+
+    _view: ClassVar[str] = ""
+    _css = CSS_PATH
+    # Height of the iframe used for the ``text/html`` fallback in notebooks without a widget manager.
+    _fallback_height: ClassVar[int] = 520
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("_view"):
+            cls._esm = view_esm(cls._view)
+
+    def static_state(self) -> dict[str, Any]:
+        """Synced trait values the JS view reads (not the ipywidgets plumbing), ready for a static page."""
+        state = {}
+        for name in self.keys:
+            if name.startswith("_") or name in _NOT_STATE:
+                continue
+            state[name] = static_value(getattr(self, name))
+        return state
+
+    def _fallback_html(self) -> str:
+        """Escaped, script-free HTML shown before (or instead of) the interactive view."""
+        return "<p>This interactive view needs JavaScript.</p>"
+
+    def to_html(self, title: str | None = None) -> str:
+        """A complete, self-contained HTML document of this view (JS, CSS and data inlined; opens offline)."""
+        from .static_html import view_document
+
+        return view_document(self, title=title)
+
+    def save_html(self, path: str | Path, title: str | None = None) -> Path:
+        """Write :meth:`to_html` to ``path`` atomically; returns the path."""
+        from .static_html import write_atomic
+
+        return write_atomic(path, self.to_html(title=title))
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        """The widget view plus a ``text/html`` static fallback (an iframe) for frontends that cannot load
+        custom widgets (nbviewer, some VS Code setups)."""
+        from .static_html import iframe
+
+        bundle = super()._repr_mimebundle_(**kwargs)
+        if isinstance(bundle, tuple):  # (data, metadata)
+            data, meta = bundle
+        else:
+            data, meta = bundle, None
+        data = dict(data or {})
+        try:
+            data["text/html"] = iframe(self.to_html(), height=self._fallback_height)
+        except Exception as err:  # a fallback must never break display of the live widget
+            data["text/html"] = f"<pre>static view unavailable: {type(err).__name__}</pre>"
+        return (data, meta) if meta is not None else data

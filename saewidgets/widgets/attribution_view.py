@@ -1,0 +1,94 @@
+"""AttributionView: which features push the model towards a chosen next token.
+
+Takes an ``Attribution`` (``tokens``, ``target``, ``top(n) -> [{"feature", "attribution", "ablation",
+"positions"}]``) and optionally ``attribute_fn(target) -> Attribution`` to recompute for a target the user picks.
+Clicking a bar sets ``feature`` (and calls ``on_feature``).
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any, Callable, Sequence
+
+import traitlets as t
+
+from ._base import ViewWidget
+from ._jobs import SingleFlight
+from .serializers import jsonable
+
+AttributeFn = Callable[[str], Any]
+DEFAULT_ROWS = 10
+
+
+class AttributionView(ViewWidget):
+    """The prompt, a target-token picker, and the top ``n`` features for that target as bars."""
+
+    _view = "attribution_view"
+    tokens = t.List(t.Unicode()).tag(sync=True)
+    target = t.Unicode("").tag(sync=True)
+    target_options = t.List(t.Unicode()).tag(sync=True)
+    rows = t.List(t.Dict()).tag(sync=True)
+    feature = t.Int(-1).tag(sync=True)
+    busy = t.Bool(False).tag(sync=True)
+    error = t.Unicode("").tag(sync=True)
+
+    def __init__(
+        self,
+        attribution: Any = None,
+        *,
+        attribute_fn: AttributeFn | None = None,
+        n: int = DEFAULT_ROWS,
+        target_options: Sequence[str] | None = None,
+        on_feature: Callable[[int], None] | None = None,
+        background: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.attribute_fn = attribute_fn
+        self.n = int(n)
+        self.on_feature = on_feature
+        self.background = background
+        self._jobs = SingleFlight(on_busy=lambda b: setattr(self, "busy", b),
+                                  on_error=lambda e: setattr(self, "error", e))
+        if target_options is not None:
+            self.target_options = [str(x) for x in target_options]
+        if attribution is not None:
+            self.set_attribution(attribution)
+        self.on_msg(self._on_frontend_msg)
+
+    def set_attribution(self, attribution: Any) -> None:
+        """Show ``attribution``: its prompt tokens, target and top ``n`` features."""
+        rows = [jsonable(dict(r)) for r in attribution.top(self.n)]
+        for r in rows:
+            r["feature"] = int(r["feature"])
+            r["positions"] = [int(p) for p in (r.get("positions") or [])]
+        with self.hold_sync():
+            self.tokens = [str(x) for x in attribution.tokens]
+            self.target = str(attribution.target)
+            self.rows = rows
+            if not self.target_options:
+                self.target_options = list(dict.fromkeys(self.tokens))
+
+    def attribute(self, target: str, wait: bool = False) -> bool:
+        """Recompute for ``target`` through ``attribute_fn``; False if one is already running or none is set."""
+        if self.attribute_fn is None:
+            self.error = "No attribute_fn: this view can only show the attribution it was given."
+            return False
+        started = self._jobs.start(lambda: self.attribute_fn(target), self.set_attribution,
+                                   background=self.background and not wait)
+        return started
+
+    def _on_frontend_msg(self, widget: Any, content: dict[str, Any], buffers: Any) -> None:
+        if isinstance(content, dict) and content.get("event") == "attribute":
+            self.attribute(str(content.get("target", self.target)))
+
+    @t.observe("feature")
+    def _feature_changed(self, change: dict[str, Any]) -> None:
+        if self.on_feature is not None and change["new"] >= 0:
+            self.on_feature(change["new"])
+
+    def _fallback_html(self) -> str:
+        items = "".join(f"<li>#{int(r['feature'])}: {html.escape(str(r.get('attribution')))}</li>"
+                        for r in self.rows)
+        return (f"<p>{html.escape(''.join(self.tokens))}</p><p>target {html.escape(self.target)!s}</p>"
+                f"<ol>{items}</ol>")

@@ -1,0 +1,163 @@
+"""FeatureMap: the UMAP of every feature's decoder direction as a canvas scatter (16k+ points).
+
+Takes ``coords`` float32 [F, 2] (``FeatureGeometry.coords``), optional ``clusters`` int32 [F] and ``density`` [F]
+(``FeatureStats.density``). Selecting a feature (click, lasso, search) sets ``selected``; its neighbourhood
+(``neighbours_fn(i, n)`` or ``geometry.neighbours``) is highlighted. Text search goes to ``search_fn(query)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import traitlets as t
+
+from ._base import ViewWidget
+from .serializers import array_to_bytes, as_array, bytes_to_array
+
+NeighboursFn = Callable[[int, int], Sequence[tuple[int, float]]]
+SearchFn = Callable[[str], Iterable[Any]]
+DEFAULT_NEIGHBOURS = 10
+
+
+def _feature_ids(results: Iterable[Any]) -> list[int]:
+    """Feature ids from search results given as ints, (id, score) pairs or {"feature": id, ...} dicts."""
+    ids = []
+    for r in results:
+        if isinstance(r, dict):
+            r = r.get("feature")
+        elif isinstance(r, (tuple, list)):
+            r = r[0]
+        ids.append(int(r))
+    return ids
+
+
+class FeatureMap(ViewWidget):
+    """Scatter of all features; ``selected`` (int, -1 for none) syncs both ways, ``lasso`` holds the last
+    lasso selection, ``highlight`` the selected feature's neighbours."""
+
+    _view = "feature_map"
+    coords = t.Bytes(b"").tag(sync=True)
+    n_features = t.Int(0).tag(sync=True)
+    clusters = t.Bytes(b"").tag(sync=True)
+    density = t.Bytes(b"").tag(sync=True)
+    color_by = t.Enum(["cluster", "density"], default_value="cluster").tag(sync=True)
+    selected = t.Int(-1).tag(sync=True)
+    highlight = t.List(t.Int()).tag(sync=True)
+    lasso = t.List(t.Int()).tag(sync=True)
+    query = t.Unicode("").tag(sync=True)
+    search_results = t.List(t.Int()).tag(sync=True)
+    message = t.Unicode("").tag(sync=True)
+    height = t.Int(420).tag(sync=True)
+
+    def __init__(
+        self,
+        coords: Any = None,
+        *,
+        clusters: Any = None,
+        density: Any = None,
+        neighbours_fn: NeighboursFn | None = None,
+        search_fn: SearchFn | None = None,
+        n_neighbours: int = DEFAULT_NEIGHBOURS,
+        selected: int = -1,
+        color_by: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.neighbours_fn = neighbours_fn
+        self.search_fn = search_fn
+        self.n_neighbours = int(n_neighbours)
+        if coords is not None:
+            self.set_points(coords, clusters=clusters, density=density)
+        if color_by is not None:
+            self.color_by = color_by
+        elif not self.clusters and self.density:
+            self.color_by = "density"
+        if selected >= 0:
+            self.selected = int(selected)
+
+    @classmethod
+    def from_geometry(cls, geometry: Any, stats: Any = None, **kwargs: Any) -> "FeatureMap":
+        """A map of a ``FeatureGeometry`` (coords, clusters, neighbours), coloured with ``stats.density``."""
+        return cls(
+            geometry.coords,
+            clusters=getattr(geometry, "clusters", None),
+            density=getattr(stats, "density", None) if stats is not None else None,
+            neighbours_fn=getattr(geometry, "neighbours", None),
+            **kwargs,
+        )
+
+    def set_points(self, coords: Any, *, clusters: Any = None, density: Any = None) -> None:
+        """Replace the points: ``coords`` [F, 2]; ``clusters`` [F] ints (-1 = noise); ``density`` [F]."""
+        xy = as_array(coords, np.float32, 2, "coords")
+        if xy.shape[1] != 2:
+            raise ValueError(f"coords: expected shape [F, 2], got {xy.shape}.")
+        n = xy.shape[0]
+        cl = as_array(clusters, np.int32, 1, "clusters") if clusters is not None else None
+        dn = as_array(density, np.float32, 1, "density") if density is not None else None
+        for name, arr in (("clusters", cl), ("density", dn)):
+            if arr is not None and arr.shape[0] != n:
+                raise ValueError(f"{name}: expected {n} values (one per feature), got {arr.shape[0]}.")
+        with self.hold_sync():
+            self.n_features = n
+            self.coords = array_to_bytes(xy)
+            self.clusters = array_to_bytes(cl, np.int32) if cl is not None else b""
+            self.density = array_to_bytes(dn) if dn is not None else b""
+
+    @property
+    def points(self) -> np.ndarray:
+        """The coordinates shown, float32 ``[F, 2]``."""
+        return bytes_to_array(self.coords, np.float32, (self.n_features, 2))
+
+    def neighbours(self, i: int) -> list[int]:
+        """Ids of the ``n_neighbours`` features nearest ``i`` (empty without a neighbours function)."""
+        if self.neighbours_fn is None or i < 0:
+            return []
+        return _feature_ids(self.neighbours_fn(i, self.n_neighbours))
+
+    @t.validate("selected")
+    def _valid_selected(self, proposal: dict[str, Any]) -> int:
+        i = int(proposal["value"])
+        if i < -1 or (self.n_features and i >= self.n_features):
+            raise t.TraitError(f"selected: feature ids run from 0 to {self.n_features - 1} (or -1); got {i}.")
+        return i
+
+    @t.observe("selected")
+    def _selected_changed(self, change: dict[str, Any]) -> None:
+        try:
+            self.highlight = self.neighbours(change["new"])
+        except Exception as err:
+            self.highlight = []
+            self.message = f"neighbours of #{change['new']} failed: {type(err).__name__}: {err}"
+
+    @t.observe("query")
+    def _query_changed(self, change: dict[str, Any]) -> None:
+        self.search(change["new"])
+
+    def search(self, query: str) -> list[int]:
+        """Select by ``"123"``/``"#123"``, else run ``search_fn(query)``; highlights results, selects the first."""
+        q = (query or "").strip()
+        if not q:
+            self.search_results = []
+            return []
+        if q.lstrip("#").isdigit():
+            ids = [int(q.lstrip("#"))]
+        elif self.search_fn is None:
+            self.message = "Text search needs a search function (FeatureMap(search_fn=...)); search by id here."
+            return []
+        else:
+            try:
+                ids = _feature_ids(self.search_fn(q))
+            except Exception as err:
+                self.message = f"search failed: {type(err).__name__}: {err}"
+                return []
+        ids = [i for i in ids if 0 <= i < self.n_features]
+        with self.hold_sync():
+            self.search_results = ids
+            self.message = "" if ids else f"No features match {q!r}."
+            if ids:
+                self.selected = ids[0]
+        return ids
+
+    def _fallback_html(self) -> str:
+        return f"<p>Feature map of {self.n_features} features (interactive view needs JavaScript).</p>"

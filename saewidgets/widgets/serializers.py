@@ -1,0 +1,56 @@
+"""Binary transport of arrays between Python and the widgets' JavaScript.
+
+Arrays travel as raw little-endian bytes in ``traitlets.Bytes`` traits (ipywidgets sends ``bytes`` as binary
+websocket buffers; anywidget hands them to JS as a ``DataView``), with the shape in a separate ``List`` trait.
+JSON lists would cost ~10 s per 100 MB and hit the server's 10 MiB message limit; bytes do neither.
+Small, mixed records (feature cards, attribution rows) go as JSON after :func:`jsonable`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+__all__ = ["array_to_bytes", "bytes_to_array", "as_array", "jsonable"]
+
+
+def as_array(values: Any, dtype: type, ndim: int, name: str) -> np.ndarray:
+    """``values`` as a C-contiguous array of ``dtype`` with ``ndim`` dimensions, or a clear ``ValueError``."""
+    arr = np.asarray(values.detach().cpu().numpy() if hasattr(values, "detach") else values)
+    if arr.ndim != ndim:
+        raise ValueError(f"{name}: expected a {ndim}-D array, got shape {arr.shape}.")
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def array_to_bytes(values: Any, dtype: type = np.float32) -> bytes:
+    """Little-endian bytes of ``values`` cast to ``dtype`` (float32 or int32 in practice), row-major."""
+    arr = np.ascontiguousarray(np.asarray(values), dtype=np.dtype(dtype).newbyteorder("<"))
+    return arr.tobytes()
+
+
+def bytes_to_array(data: bytes | memoryview, dtype: type, shape: tuple[int, ...] | list[int]) -> np.ndarray:
+    """Inverse of :func:`array_to_bytes`: a (copied) array of ``dtype`` reshaped to ``shape``."""
+    arr = np.frombuffer(bytes(data), dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype)
+    return arr.reshape(tuple(shape))
+
+
+def jsonable(obj: Any) -> Any:
+    """A JSON-safe copy of ``obj``: numpy scalars/arrays to Python numbers/lists, tuples to lists, NaN/inf to None."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if hasattr(obj, "detach") and hasattr(obj, "tolist"):  # torch tensors
+        return jsonable(obj.detach().cpu().tolist())
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj

@@ -1,0 +1,301 @@
+// saewidgets shared front-end helpers.
+//
+// This file is prepended to every view's ESM (widget mode) and included once in the static HTML export, so it
+// must not contain `export` or `import` statements. Every helper that shows a token string writes it with
+// `textContent`: token strings are untrusted input and never go through innerHTML.
+
+const SAEW_NS = "http://www.w3.org/2000/svg";
+
+/** Create an element with an optional class and text (set as textContent, never parsed as HTML). */
+function saewEl(tag, cls, text) {
+  const node = document.createElement(tag);
+  if (cls) node.className = cls;
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  return node;
+}
+
+/** Copy a DataView / ArrayBuffer / typed array into an aligned typed array of the given constructor. */
+function saewTyped(value, Ctor) {
+  if (!value) return new Ctor(0);
+  if (value instanceof Ctor) return value;
+  let buf, off, len;
+  if (value instanceof ArrayBuffer) { buf = value; off = 0; len = value.byteLength; }
+  else if (ArrayBuffer.isView(value)) { buf = value.buffer; off = value.byteOffset; len = value.byteLength; }
+  else return new Ctor(0);
+  const n = Math.floor(len / Ctor.BYTES_PER_ELEMENT);
+  if (off % Ctor.BYTES_PER_ELEMENT === 0) return new Ctor(buf, off, n);
+  return new Ctor(buf.slice(off, off + n * Ctor.BYTES_PER_ELEMENT));
+}
+function saewF32(value) { return saewTyped(value, Float32Array); }
+function saewI32(value) { return saewTyped(value, Int32Array); }
+
+/** Format a number compactly for labels. */
+function saewFmt(v, digits) {
+  if (v === null || v === undefined || Number.isNaN(v)) return "–";
+  const d = digits === undefined ? 3 : digits;
+  const a = Math.abs(v);
+  if (a !== 0 && (a < 1e-3 || a >= 1e5)) return v.toExponential(2);
+  return Number(v).toFixed(d).replace(/\.?0+$/, "") || "0";
+}
+
+/** Make whitespace in a token visible while keeping line breaks: spaces stay, newlines show as ⏎. */
+function saewTokenText(tok) {
+  const s = String(tok);
+  if (s === "") return "∅";
+  return s.replace(/\r?\n/g, "⏎\n").replace(/\t/g, "⇥");
+}
+
+/** Background colour for an activation: orange for positive, blue for negative, alpha ~ |v| / scale. */
+function saewActColor(v, scale) {
+  if (!scale || !v) return "";
+  const a = Math.max(0, Math.min(1, Math.abs(v) / scale));
+  if (a < 0.02) return "";
+  return v > 0 ? `rgba(255, 126, 14, ${(0.12 + 0.78 * a).toFixed(3)})`
+               : `rgba(31, 119, 180, ${(0.12 + 0.78 * a).toFixed(3)})`;
+}
+
+/** One floating tooltip per view root; `show(x, y, lines)` writes each line with textContent. */
+function saewTooltip(root) {
+  const tip = saewEl("div", "saew-tooltip");
+  tip.style.display = "none";
+  root.appendChild(tip);
+  return {
+    show(clientX, clientY, lines) {
+      tip.replaceChildren(...lines.map((l, k) => saewEl("div", k === 0 ? "saew-tooltip-head" : "", l)));
+      tip.style.display = "block";
+      const r = root.getBoundingClientRect();
+      let x = clientX - r.left + 12, y = clientY - r.top + 14;
+      const w = tip.offsetWidth, maxX = root.clientWidth - w - 4;
+      if (x > maxX) x = Math.max(0, clientX - r.left - w - 8);
+      tip.style.left = `${x}px`;
+      tip.style.top = `${y}px`;
+    },
+    hide() { tip.style.display = "none"; },
+  };
+}
+
+/**
+ * Render a token sequence as coloured spans in one pass (a DocumentFragment) with one delegated hover handler,
+ * so 10,000 tokens render without per-token listeners. Returns {recolor(acts, scale), spans, setMarks(positions)}.
+ *   tokens: string[]; acts: indexable numbers (same length) or null; opts: {scale, center, tooltip, label,
+ *   onClick(i)}.
+ */
+function saewTokens(container, tokens, acts, opts) {
+  const o = opts || {};
+  const box = saewEl("div", "saew-tokens");
+  const frag = document.createDocumentFragment();
+  const spans = new Array(tokens.length);
+  for (let i = 0; i < tokens.length; i++) {
+    const s = document.createElement("span");
+    s.className = i === o.center ? "saew-tok saew-tok-center" : "saew-tok";
+    s.textContent = saewTokenText(tokens[i]);
+    s.dataset.i = String(i);
+    spans[i] = s;
+    frag.appendChild(s);
+  }
+  box.appendChild(frag);
+  container.appendChild(box);
+  let current = acts, scale = o.scale;
+  function recolor(newActs, newScale) {
+    current = newActs;
+    scale = newScale;
+    if (!current) { for (const s of spans) s.style.backgroundColor = ""; return; }
+    if (!scale) {
+      scale = 0;
+      for (let i = 0; i < spans.length; i++) scale = Math.max(scale, Math.abs(current[i] || 0));
+    }
+    for (let i = 0; i < spans.length; i++) spans[i].style.backgroundColor = saewActColor(current[i], scale);
+  }
+  recolor(acts, scale);
+  if (o.tooltip) {
+    box.addEventListener("mouseover", (ev) => {
+      const t = ev.target;
+      if (!t || !t.dataset || t.dataset.i === undefined) return;
+      const i = Number(t.dataset.i);
+      const lines = [`token ${JSON.stringify(String(tokens[i]))}`, `position ${i}`];
+      if (current) lines.push(`${o.label || "activation"} ${saewFmt(current[i])}`);
+      o.tooltip.show(ev.clientX, ev.clientY, lines);
+    });
+    box.addEventListener("mouseleave", () => o.tooltip.hide());
+  }
+  if (o.onClick) {
+    box.addEventListener("click", (ev) => {
+      const t = ev.target;
+      if (t && t.dataset && t.dataset.i !== undefined) o.onClick(Number(t.dataset.i));
+    });
+  }
+  function setMarks(positions) {
+    for (const s of spans) s.classList.remove("saew-tok-mark");
+    for (const p of positions || []) if (spans[p]) spans[p].classList.add("saew-tok-mark");
+  }
+  return { box, spans, recolor, setMarks };
+}
+
+/** A small SVG bar chart of a histogram {counts, edges}; bar heights on a log1p scale so tails stay visible. */
+function saewHistogram(container, hist, opts) {
+  const o = opts || {};
+  const counts = (hist && hist.counts) || [], edges = (hist && hist.edges) || [];
+  const W = o.width || 320, H = o.height || 90, pad = 16;
+  const svg = document.createElementNS(SAEW_NS, "svg");
+  svg.setAttribute("class", "saew-hist");
+  svg.setAttribute("viewBox", `0 0 ${W} ${H + pad}`);
+  svg.setAttribute("width", String(W));
+  svg.setAttribute("height", String(H + pad));
+  const maxC = Math.max(1, ...counts.map((c) => Math.log1p(c)));
+  const bw = counts.length ? W / counts.length : W;
+  counts.forEach((c, k) => {
+    const h = (Math.log1p(c) / maxC) * (H - 4);
+    const r = document.createElementNS(SAEW_NS, "rect");
+    r.setAttribute("x", String(k * bw + 0.5));
+    r.setAttribute("y", String(H - h));
+    r.setAttribute("width", String(Math.max(0.5, bw - 1)));
+    r.setAttribute("height", String(h));
+    r.setAttribute("class", "saew-hist-bar");
+    const t = document.createElementNS(SAEW_NS, "title");
+    const lo = edges[k], hi = edges[k + 1];
+    t.textContent = `${saewFmt(lo)} – ${saewFmt(hi)}: ${c}`;
+    r.appendChild(t);
+    svg.appendChild(r);
+  });
+  if (edges.length) {
+    const mk = (x, anchor, v) => {
+      const tx = document.createElementNS(SAEW_NS, "text");
+      tx.setAttribute("x", String(x)); tx.setAttribute("y", String(H + pad - 3));
+      tx.setAttribute("text-anchor", anchor); tx.setAttribute("class", "saew-hist-axis");
+      tx.textContent = saewFmt(v);
+      svg.appendChild(tx);
+    };
+    mk(1, "start", edges[0]);
+    mk(W - 1, "end", edges[edges.length - 1]);
+  }
+  container.appendChild(svg);
+  return svg;
+}
+
+/** A two-column table of {token, value} rows (promoted / suppressed logits). */
+function saewLogitTable(container, title, rows, cls) {
+  const box = saewEl("div", `saew-logits ${cls || ""}`);
+  box.appendChild(saewEl("div", "saew-subhead", title));
+  const table = saewEl("table", "saew-logit-table");
+  for (const r of rows || []) {
+    const tr = saewEl("tr");
+    const tdTok = saewEl("td", "saew-logit-token");
+    tdTok.appendChild(saewEl("code", "", saewTokenText(r.token)));
+    tr.appendChild(tdTok);
+    tr.appendChild(saewEl("td", "saew-logit-value", saewFmt(r.value)));
+    table.appendChild(tr);
+  }
+  box.appendChild(table);
+  container.appendChild(box);
+  return box;
+}
+
+/** Render one example context ({tokens, acts, center, value}) as a heatmap row. */
+function saewContext(container, item, scale, tooltip) {
+  const row = saewEl("div", "saew-context");
+  row.appendChild(saewEl("span", "saew-context-value", saewFmt(item.value, 2)));
+  const tokensBox = saewEl("div", "saew-context-tokens");
+  row.appendChild(tokensBox);
+  saewTokens(tokensBox, item.tokens || [], item.acts || null, { scale, center: item.center, tooltip });
+  container.appendChild(row);
+  return row;
+}
+
+/**
+ * Render a feature card (see saewidgets.analysis.feature_card) into `container`: header statistics, top contexts,
+ * quantile samples, histogram, logits and clickable neighbours (onFeature(j) on click).
+ */
+function saewFeatureCard(container, card, onFeature, tooltip) {
+  container.replaceChildren();
+  if (!card || card.feature === undefined || card.feature === null) {
+    container.appendChild(saewEl("div", "saew-empty", "No feature selected."));
+    return;
+  }
+  if (card.missing) {
+    container.appendChild(saewEl("div", "saew-card-head", `Feature #${card.feature}`));
+    container.appendChild(saewEl("div", "saew-empty", card.missing));
+    return;
+  }
+  const head = saewEl("div", "saew-card-head");
+  head.appendChild(saewEl("span", "saew-card-id", `Feature #${card.feature}`));
+  const stats = saewEl("span", "saew-card-stats");
+  stats.appendChild(saewEl("span", "saew-stat", `density ${saewFmt(card.density * 100, 4)}%`));
+  stats.appendChild(saewEl("span", "saew-stat", `max act ${saewFmt(card.max_act)}`));
+  if (card.mean_act !== undefined) stats.appendChild(saewEl("span", "saew-stat", `mean act ${saewFmt(card.mean_act)}`));
+  head.appendChild(stats);
+  container.appendChild(head);
+
+  const grid = saewEl("div", "saew-card-grid");
+  const left = saewEl("div", "saew-card-main");
+  const right = saewEl("div", "saew-card-side");
+  grid.appendChild(left);
+  grid.appendChild(right);
+  container.appendChild(grid);
+
+  const scale = card.max_act || 0;
+  const top = saewEl("div", "saew-top");
+  top.appendChild(saewEl("div", "saew-subhead", "Top activations"));
+  if (!(card.top || []).length) top.appendChild(saewEl("div", "saew-empty", "This feature never fired on the corpus."));
+  for (const item of card.top || []) saewContext(top, item, scale, tooltip);
+  left.appendChild(top);
+
+  for (const band of card.quantiles || []) {
+    if (!(band.examples || []).length) continue;
+    const q = saewEl("div", "saew-quantile");
+    q.appendChild(saewEl("div", "saew-subhead", `Samples: ${band.label}`));
+    for (const item of band.examples) saewContext(q, item, scale, tooltip);
+    left.appendChild(q);
+  }
+
+  const histBox = saewEl("div", "saew-hist-box");
+  histBox.appendChild(saewEl("div", "saew-subhead", "Activation histogram (non-zero, log count)"));
+  saewHistogram(histBox, card.histogram || {});
+  right.appendChild(histBox);
+  const logits = saewEl("div", "saew-logit-pair");
+  saewLogitTable(logits, "Promoted logits", card.promoted, "saew-promoted");
+  saewLogitTable(logits, "Suppressed logits", card.suppressed, "saew-suppressed");
+  right.appendChild(logits);
+
+  const nb = saewEl("div", "saew-neighbours");
+  nb.appendChild(saewEl("div", "saew-subhead", "Nearest features (decoder cosine)"));
+  for (const n of card.neighbours || []) {
+    const a = saewEl("a", "saew-neighbour", `#${n.feature}`);
+    a.href = "#";
+    a.dataset.feature = String(n.feature);
+    a.title = `cosine ${saewFmt(n.cosine)}`;
+    const wrap = saewEl("span", "saew-neighbour-item");
+    wrap.appendChild(a);
+    wrap.appendChild(saewEl("span", "saew-neighbour-cos", saewFmt(n.cosine, 2)));
+    nb.appendChild(wrap);
+  }
+  nb.addEventListener("click", (ev) => {
+    const t = ev.target;
+    if (t && t.dataset && t.dataset.feature !== undefined) {
+      ev.preventDefault();
+      if (onFeature) onFeature(Number(t.dataset.feature));
+    }
+  });
+  right.appendChild(nb);
+}
+
+/** Subscribe to several `change:` events; returns a function removing them (anywidget cleanup). */
+function saewOn(model, names, cb) {
+  const evts = names.map((n) => `change:${n}`);
+  for (const e of evts) model.on(e, cb);
+  return () => { for (const e of evts) model.off(e, cb); };
+}
+
+/** Coalesce bursts of change events (several traits set together) into one call per microtask. */
+function saewDebounced(fn) {
+  let queued = false;
+  return () => {
+    if (queued) return;
+    queued = true;
+    queueMicrotask(() => { queued = false; fn(); });
+  };
+}
+
+/** True when this view runs from the static HTML export (no kernel behind the model). */
+function saewIsStatic(model) {
+  return !!model.__saewStatic;
+}

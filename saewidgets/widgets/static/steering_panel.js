@@ -1,0 +1,97 @@
+// SteeringPanel: clamp one feature to a multiple of its max activation and compare continuations side by side.
+// Traits: feature (int), feature_options (int[]), multiple (float, -10..10), prompt (string), default_texts and
+// steered_texts (string[] per prompt), busy (bool), error (string), status (string), min_multiple/max_multiple.
+// The Generate button sends {event: "generate"}; Python runs the steer callback (never two at once).
+
+function steeringRender({ model, el }) {
+  const root = saewEl("div", "saew-root saew-steering");
+  el.appendChild(root);
+  const isStatic = saewIsStatic(model);
+  const controls = saewEl("div", "saew-steer-controls");
+  const featLabel = saewEl("label", "saew-label", "feature #");
+  const feat = saewEl("input", "saew-steer-feature");
+  feat.type = "number"; feat.min = "0"; feat.step = "1";
+  const listId = `saew-steer-opts-${Math.random().toString(36).slice(2)}`;
+  const datalist = saewEl("datalist");
+  datalist.id = listId;
+  feat.setAttribute("list", listId);
+  featLabel.append(feat, datalist);
+  const sliderLabel = saewEl("label", "saew-label saew-steer-slider-label", "clamp ");
+  const slider = saewEl("input", "saew-steer-slider");
+  slider.type = "range"; slider.step = "0.5";
+  const sliderValue = saewEl("span", "saew-steer-multiple");
+  sliderLabel.append(slider, sliderValue);
+  controls.append(featLabel, sliderLabel);
+  const prompt = saewEl("textarea", "saew-steer-prompt");
+  prompt.rows = 2;
+  prompt.placeholder = "Prompt to continue";
+  const actions = saewEl("div", "saew-toolbar");
+  const go = saewEl("button", "saew-button saew-steer-generate", "Generate");
+  const status = saewEl("span", "saew-status saew-steer-status");
+  actions.append(go, status);
+  const cols = saewEl("div", "saew-steer-columns");
+  const colDefault = saewEl("div", "saew-steer-col saew-steer-default");
+  const colSteered = saewEl("div", "saew-steer-col saew-steer-steered");
+  cols.append(colDefault, colSteered);
+  root.append(controls, prompt, actions, cols);
+
+  function paintControls() {
+    feat.value = String(model.get("feature"));
+    slider.min = String(model.get("min_multiple"));
+    slider.max = String(model.get("max_multiple"));
+    slider.value = String(model.get("multiple"));
+    sliderValue.textContent = `${saewFmt(model.get("multiple"), 2)}× max`;
+    if (document.activeElement !== prompt) prompt.value = model.get("prompt") || "";
+    datalist.replaceChildren();
+    for (const f of model.get("feature_options") || []) {
+      const o = saewEl("option"); o.value = String(f); datalist.appendChild(o);
+    }
+  }
+  function column(box, title, texts) {
+    box.replaceChildren(saewEl("div", "saew-subhead", title));
+    for (const t of texts || []) box.appendChild(saewEl("pre", "saew-steer-text", t));
+  }
+  function paintOutputs() {
+    const f = model.get("feature"), m = model.get("multiple");
+    column(colDefault, "Default", model.get("default_texts"));
+    column(colSteered, `Steered (#${f} clamped to ${saewFmt(model.get("steered_multiple") ?? m, 2)}× max)`,
+      model.get("steered_texts"));
+  }
+  function paintStatus() {
+    const busy = !!model.get("busy"), err = model.get("error") || "";
+    go.disabled = busy || isStatic;
+    root.classList.toggle("saew-generating", busy);
+    status.className = "saew-status saew-steer-status" + (err ? " saew-error" : busy ? " saew-busy" : "");
+    status.textContent = err || (busy ? "generating…" : model.get("status") || "");
+    if (isStatic) {
+      go.title = "Generating needs a running kernel; this page shows a saved result.";
+      if (!err && !busy) status.textContent = "static page: showing a saved result";
+    }
+  }
+  feat.addEventListener("change", () => {
+    const v = parseInt(feat.value, 10);
+    if (Number.isFinite(v) && v >= 0) { model.set("feature", v); model.save_changes(); }
+  });
+  slider.addEventListener("input", () => {
+    sliderValue.textContent = `${saewFmt(Number(slider.value), 2)}× max`;
+  });
+  slider.addEventListener("change", () => { model.set("multiple", Number(slider.value)); model.save_changes(); });
+  prompt.addEventListener("change", () => { model.set("prompt", prompt.value); model.save_changes(); });
+  go.addEventListener("click", () => {
+    model.set("prompt", prompt.value);
+    model.set("multiple", Number(slider.value));
+    model.save_changes();
+    model.send({ event: "generate" });
+  });
+  paintControls(); paintOutputs(); paintStatus();
+  const offs = [
+    saewOn(model, ["feature", "multiple", "prompt", "feature_options", "min_multiple", "max_multiple"],
+      saewDebounced(paintControls)),
+    saewOn(model, ["default_texts", "steered_texts", "steered_multiple"], saewDebounced(paintOutputs)),
+    saewOn(model, ["busy", "error", "status"], paintStatus),
+  ];
+  return () => offs.forEach((f) => f());
+}
+
+const view = { render: steeringRender };
+export default view;

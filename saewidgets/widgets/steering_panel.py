@@ -1,0 +1,128 @@
+"""SteeringPanel: clamp a feature to k x its max activation and compare default and steered continuations.
+
+Views only: generation is ``steer_fn(prompt, feature, multiple) -> SteeringResult`` (``default`` and ``steered``
+lists of strings), run in a background thread, one at a time, with "generating…" and errors shown in the panel.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any, Callable, Sequence
+
+import traitlets as t
+
+from ._base import ViewWidget
+from ._jobs import SingleFlight
+
+SteerFn = Callable[[str, int, float], Any]
+MIN_MULTIPLE = -10.0
+MAX_MULTIPLE = 10.0
+FALLBACK_CLAMP_MULTIPLE = 5.0
+
+
+def default_clamp_multiple() -> float:
+    """``saewidgets.analysis.DEFAULT_CLAMP_MULTIPLE`` (imported lazily: analysis pulls in torch)."""
+    try:
+        from saewidgets.analysis import DEFAULT_CLAMP_MULTIPLE
+    except ImportError:
+        return FALLBACK_CLAMP_MULTIPLE
+    return float(DEFAULT_CLAMP_MULTIPLE)
+
+
+class SteeringPanel(ViewWidget):
+    """Feature picker, clamp slider (multiples of the feature's max activation), prompt box, Generate button,
+    and default vs steered continuations side by side."""
+
+    _view = "steering_panel"
+    feature = t.Int(0).tag(sync=True)
+    feature_options = t.List(t.Int()).tag(sync=True)
+    multiple = t.Float(FALLBACK_CLAMP_MULTIPLE).tag(sync=True)
+    min_multiple = t.Float(MIN_MULTIPLE).tag(sync=True)
+    max_multiple = t.Float(MAX_MULTIPLE).tag(sync=True)
+    prompt = t.Unicode("").tag(sync=True)
+    default_texts = t.List(t.Unicode()).tag(sync=True)
+    steered_texts = t.List(t.Unicode()).tag(sync=True)
+    steered_multiple = t.Float(None, allow_none=True).tag(sync=True)
+    busy = t.Bool(False).tag(sync=True)
+    error = t.Unicode("").tag(sync=True)
+    status = t.Unicode("").tag(sync=True)
+
+    def __init__(
+        self,
+        steer_fn: SteerFn | None = None,
+        *,
+        feature: int = 0,
+        multiple: float | None = None,
+        prompt: str = "",
+        feature_options: Sequence[int] | None = None,
+        result: Any = None,
+        background: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.steer_fn = steer_fn
+        self.background = background
+        self._jobs = SingleFlight(on_busy=lambda b: setattr(self, "busy", b),
+                                  on_error=lambda e: setattr(self, "error", e))
+        with self.hold_sync():
+            self.feature = int(feature)
+            self.multiple = float(default_clamp_multiple() if multiple is None else multiple)
+            self.prompt = prompt
+            if feature_options is not None:
+                self.feature_options = [int(f) for f in feature_options]
+        if result is not None:
+            self.show_result(result)
+        self.on_msg(self._on_frontend_msg)
+
+    @t.validate("multiple")
+    def _valid_multiple(self, proposal: dict[str, Any]) -> float:
+        m = float(proposal["value"])
+        if not (self.min_multiple <= m <= self.max_multiple):
+            raise t.TraitError(
+                f"multiple: the clamp is a multiple of the feature's max activation between "
+                f"{self.min_multiple:g} and {self.max_multiple:g}; got {m:g}."
+            )
+        return m
+
+    def show_result(self, result: Any, multiple: float | None = None) -> None:
+        """Show a ``SteeringResult`` (``default`` and ``steered`` lists of continuations)."""
+        with self.hold_sync():
+            self.default_texts = [str(s) for s in result.default]
+            self.steered_texts = [str(s) for s in result.steered]
+            self.steered_multiple = self.multiple if multiple is None else float(multiple)
+            self.status = f"feature #{self.feature} at {self.steered_multiple:g}× max"
+
+    def generate(self, wait: bool = False) -> bool:
+        """Run ``steer_fn(prompt, feature, multiple)`` and show the result. Returns False (and does nothing) if a
+        generation is already running. ``wait=True`` runs in the calling thread."""
+        if self.steer_fn is None:
+            self.error = "No steer_fn: pass SteeringPanel(steer_fn=...) to generate."
+            return False
+        prompt, feature, multiple = self.prompt, self.feature, self.multiple
+        if not prompt.strip():
+            self.error = "Type a prompt to continue first."
+            return False
+        started = self._jobs.start(
+            lambda: self.steer_fn(prompt, feature, multiple),
+            lambda result: self.show_result(result, multiple),
+            background=self.background and not wait,
+        )
+        if not started:
+            self.status = "already generating; wait for it to finish"
+        return started
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the generation in flight (if any) finishes."""
+        self._jobs.join(timeout)
+
+    def _on_frontend_msg(self, widget: Any, content: dict[str, Any], buffers: Any) -> None:
+        if isinstance(content, dict) and content.get("event") == "generate":
+            self.generate()
+
+    def _fallback_html(self) -> str:
+        pairs = "".join(
+            f"<tr><td><pre>{html.escape(d)}</pre></td><td><pre>{html.escape(s)}</pre></td></tr>"
+            for d, s in zip(self.default_texts, self.steered_texts)
+        )
+        return (f"<p>Steering feature #{self.feature} at {self.multiple:g}× max (Generate needs a kernel).</p>"
+                f"<table><tr><th>Default</th><th>Steered</th></tr>{pairs}</table>")
