@@ -1,0 +1,250 @@
+"""Python-side behaviour of the widgets: traits, binary transport, selection, callbacks, generation."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import traitlets
+
+from saewidgets.widgets import (AttributionView, FeatureDashboard, FeatureMap, SteeringPanel, TokenHeatmap)
+from saewidgets.widgets import _synthetic as syn
+from saewidgets.widgets.serializers import array_to_bytes, bytes_to_array, jsonable
+
+
+def test_arrays_travel_as_float32_bytes_and_round_trip():
+    a = np.arange(12, dtype=np.float64).reshape(3, 4) / 7
+    b = array_to_bytes(a)
+    assert isinstance(b, bytes) and len(b) == 12 * 4
+    np.testing.assert_array_equal(bytes_to_array(b, np.float32, (3, 4)), a.astype(np.float32))
+
+
+def test_jsonable_turns_numpy_and_nan_into_plain_json():
+    out = jsonable({"a": np.float32(1.5), "b": np.int64(3), "c": (1, 2), "d": float("nan"), "e": np.arange(2)})
+    assert out == {"a": 1.5, "b": 3, "c": [1, 2], "d": None, "e": [0, 1]}
+
+
+def test_heatmap_takes_token_activations_and_ships_acts_as_bytes():
+    ta = syn.token_activations(syn.tokens(50), [7, 3])
+    hm = TokenHeatmap(ta)
+    assert hm.tokens == ta.tokens and hm.features == [7, 3] and hm.feature == 7
+    assert isinstance(hm.acts, bytes) and hm.acts_shape == [50, 2]
+    np.testing.assert_array_equal(hm.values, ta.acts)
+
+
+def test_heatmap_accepts_one_feature_as_a_1d_array_and_rejects_misaligned_acts():
+    hm = TokenHeatmap(tokens=["a", "b"], acts=[0.0, 1.0], feature=12)
+    assert hm.features == [12] and hm.feature == 12 and hm.acts_shape == [2, 1]
+    with pytest.raises(ValueError, match="T = 2 tokens"):
+        TokenHeatmap(tokens=["a", "b"], acts=np.zeros((3, 1)))
+
+
+def test_heatmap_handles_ten_thousand_tokens_as_one_buffer():
+    ta = syn.token_activations(syn.tokens(10_000), [1, 2, 3])
+    hm = TokenHeatmap(ta)
+    assert len(hm.acts) == 10_000 * 3 * 4
+
+
+def test_dashboard_shows_card_and_follows_neighbour_clicks_through_card_fn():
+    geo, st = syn.geometry(50), syn.stats(50)
+    calls = []
+
+    def card_fn(i):
+        calls.append(i)
+        return syn.card(i, geo, st)
+
+    dash = FeatureDashboard(syn.card(3, geo, st), card_fn=card_fn)
+    assert dash.feature == 3 and dash.card["feature"] == 3
+    j = dash.card["neighbours"][0]["feature"]
+    dash.feature = j  # what the JS does when a neighbour link is clicked
+    assert calls == [j] and dash.card["feature"] == j and not dash.loading and dash.error == ""
+
+
+def test_dashboard_reports_card_errors_in_the_view():
+    dash = FeatureDashboard(card_fn=lambda i: 1 / 0)
+    dash.feature = 4
+    assert "ZeroDivisionError" in dash.error and not dash.loading
+
+
+def test_map_selection_highlights_the_neighbourhood():
+    geo, st = syn.geometry(100), syn.stats(100)
+    m = FeatureMap.from_geometry(geo, st, n_neighbours=5)
+    assert m.n_features == 100 and len(m.coords) == 100 * 2 * 4 and len(m.clusters) == 100 * 4
+    m.selected = 10
+    assert m.highlight == [j for j, _ in geo.neighbours(10, 5)]
+    np.testing.assert_array_equal(m.points, geo.coords)
+
+
+def test_map_rejects_out_of_range_selection():
+    m = FeatureMap(np.zeros((4, 2)))
+    with pytest.raises(traitlets.TraitError, match="0 to 3"):
+        m.selected = 4
+
+
+def test_map_search_by_id_and_by_text_callback():
+    m = FeatureMap(np.random.default_rng(0).normal(size=(30, 2)), search_fn=lambda q: [(12, 0.9), (4, 0.5)])
+    m.query = "#7"
+    assert m.selected == 7 and m.search_results == [7]
+    m.query = "bridge"
+    assert m.search_results == [12, 4] and m.selected == 12
+    m2 = FeatureMap(np.zeros((3, 2)))
+    assert m2.search("bridge") == [] and "search function" in m2.message
+
+
+def test_map_colours_by_density_when_there_are_no_clusters():
+    m = FeatureMap(np.zeros((3, 2)), density=[0.1, 0.0, 0.2])
+    assert m.color_by == "density"
+
+
+def test_map_rejects_per_feature_arrays_of_the_wrong_length():
+    with pytest.raises(ValueError, match="one per feature"):
+        FeatureMap(np.zeros((3, 2)), clusters=[0, 1])
+
+
+def test_attribution_view_shows_rows_and_bar_click_opens_feature():
+    toks = syn.tokens(8)
+    opened = []
+    view = AttributionView(syn.attribution(toks, " fog"), n=5, on_feature=opened.append)
+    assert view.tokens == toks and view.target == " fog" and len(view.rows) == 5
+    assert all(isinstance(r["feature"], int) and isinstance(r["positions"], list) for r in view.rows)
+    view.feature = view.rows[2]["feature"]  # what the JS does on a bar click
+    assert opened == [view.rows[2]["feature"]]
+
+
+def test_attribution_view_recomputes_for_a_picked_target():
+    toks = syn.tokens(8)
+    view = AttributionView(syn.attribution(toks, "a"), attribute_fn=lambda tgt: syn.attribution(toks, tgt),
+                           background=False)
+    view._on_frontend_msg(view, {"event": "attribute", "target": " bridge"}, [])
+    assert view.target == " bridge" and view.rows == AttributionView(syn.attribution(toks, " bridge")).rows
+    failing = AttributionView(attribute_fn=lambda tgt: (_ for _ in ()).throw(KeyError(tgt)), background=False)
+    failing.attribute("x")
+    assert "KeyError" in failing.error and not failing.busy
+
+
+def test_steering_slider_defaults_to_the_analysis_clamp_and_is_bounded():
+    from saewidgets.widgets.steering_panel import default_clamp_multiple
+
+    panel = SteeringPanel(syn.steer)
+    assert panel.multiple == default_clamp_multiple()
+    assert (panel.min_multiple, panel.max_multiple) == (-10.0, 10.0)
+    panel.multiple = -10
+    with pytest.raises(traitlets.TraitError, match="between -10 and 10"):
+        panel.multiple = 10.5
+
+
+def test_generate_runs_steer_fn_with_the_panel_values_and_shows_both_columns():
+    calls = []
+
+    def steer_fn(prompt, feature, multiple):
+        calls.append((prompt, feature, multiple))
+        return syn.steer(prompt, feature, multiple)
+
+    panel = SteeringPanel(steer_fn, feature=9, prompt="The bridge", background=False)
+    panel.multiple = 8.0
+    assert panel.generate()
+    assert calls == [("The bridge", 9, 8.0)]
+    assert panel.default_texts == ["The bridge a suspension bridge in San Francisco."]
+    assert "feature 9 at 8x" in panel.steered_texts[0] and panel.steered_multiple == 8.0
+    assert not panel.busy and panel.error == ""
+
+
+def test_generate_click_message_starts_a_background_generation():
+    panel = SteeringPanel(syn.steer, prompt="x")
+    panel._on_frontend_msg(panel, {"event": "generate"}, [])
+    panel.wait(5)
+    assert panel.steered_texts and not panel.busy
+
+
+def test_generate_never_runs_two_at_once_and_shows_busy_state():
+    release = threading.Event()
+    started = threading.Event()
+    calls = []
+
+    def slow(prompt, feature, multiple):
+        calls.append(1)
+        started.set()
+        release.wait(5)
+        return syn.steer(prompt, feature, multiple)
+
+    panel = SteeringPanel(slow, prompt="x")
+    assert panel.generate()
+    started.wait(5)
+    assert panel.busy
+    assert not panel.generate() and "already generating" in panel.status
+    release.set()
+    panel.wait(5)
+    assert calls == [1] and not panel.busy and panel.steered_texts
+
+
+def test_generate_errors_are_shown_in_the_panel():
+    def broken(prompt, feature, multiple):
+        raise RuntimeError("CUDA out of memory")
+
+    panel = SteeringPanel(broken, prompt="x", background=False)
+    panel.generate()
+    assert "CUDA out of memory" in panel.error and not panel.busy
+    assert not SteeringPanel(syn.steer, background=False).generate()  # empty prompt: refused, explained
+    assert not SteeringPanel(None, prompt="x").generate()
+
+
+def test_explorer_selection_anywhere_updates_every_view():
+    ex = syn.explorer(n_features=120, background=False)
+    ex.map.selected = 17
+    assert (ex.dashboard.feature, ex.dashboard.card["feature"], ex.steering.feature, ex.attribution.feature) == \
+        (17, 17, 17, 17)
+    j = ex.dashboard.card["neighbours"][0]["feature"]
+    ex.dashboard.feature = j  # neighbour link
+    assert ex.map.selected == j and ex.steering.feature == j
+    bar = ex.attribution.rows[0]["feature"]
+    ex.attribution.feature = bar  # attribution bar click
+    assert ex.map.selected == bar and ex.dashboard.card["feature"] == bar
+    ex.steering.feature = 3
+    assert ex.selected == 3 and ex.map.highlight
+
+
+def test_explorer_heatmap_tab_colours_text_by_the_selection_and_its_neighbours():
+    ex = syn.explorer(n_features=60, background=False)
+    ex.select(11)
+    ex.tabs.selected_index = 2
+    assert ex.heatmap.feature == 11 and ex.heatmap.features[0] == 11 and len(ex.heatmap.features) > 1
+    nb = ex.heatmap.features[1]
+    ex.heatmap.feature = nb  # the heatmap's feature picker
+    assert ex.selected == nb
+
+
+def test_explorer_generate_uses_the_selected_feature():
+    ex = syn.explorer(n_features=40, background=False)
+    ex.select(6)
+    ex.steering.generate()
+    assert "feature 6" in ex.steering.steered_texts[0]
+
+
+def test_explorer_needs_geometry_or_sae():
+    from saewidgets.widgets import Explorer
+
+    with pytest.raises(ValueError, match="geometry"):
+        Explorer(None, None, syn.stats(5))
+
+
+def test_views_render_in_notebook_mime_bundle_with_html_fallback():
+    def data_of(bundle):
+        return bundle[0] if isinstance(bundle, tuple) else bundle
+
+    hm = TokenHeatmap(tokens=["a"], acts=[1.0], feature=0)
+    bundle = data_of(hm._repr_mimebundle_())
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert bundle["text/html"].startswith("<iframe")
+    ex = syn.explorer(n_features=30, background=False)
+    eb = data_of(ex._repr_mimebundle_())
+    assert "application/vnd.jupyter.widget-view+json" in eb and "<iframe" in eb["text/html"]
+
+
+def test_threaded_trait_updates_finish_quickly():
+    panel = SteeringPanel(syn.steer, prompt="p")
+    t0 = time.time()
+    panel.generate()
+    panel.wait(5)
+    assert time.time() - t0 < 5 and panel.steered_texts
