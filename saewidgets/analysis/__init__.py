@@ -1,0 +1,25 @@
+"""Feature analysis: plain functions over a model, an SAE and a corpus; results are small objects or dicts.
+
+    stats = feature_stats(model, sae, acts)              # top contexts, bands, histograms (one streaming pass)
+    card = feature_card(stats, i, logit_effects(model, sae), feature_geometry(sae))
+    attribute(model, sae, "The Eiffel Tower is in the city of", target=" Paris").top(10)
+    search_contexts(stats, "Golden Gate")
+    steer(model, sae, "I went for a walk and saw", {feature: DEFAULT_CLAMP_MULTIPLE}, stats=stats)
+
+Nothing here imports widgets; widgets render these results.
+"""
+
+from .attribution import Attribution, attribute
+from .cards import feature_card
+from .geometry import FeatureGeometry, feature_geometry
+from .logits import LogitEffects, logit_effects
+from .search import contrastive_search, features_active_on, search_contexts
+from .stats import FeatureStats, feature_stats
+from .steering import DEFAULT_CLAMP_MULTIPLE, SteeringResult, steer
+from .tokens import TokenActivations, token_activations
+
+__all__ = [
+    "Attribution", "attribute", "feature_card", "FeatureGeometry", "feature_geometry", "LogitEffects",
+    "logit_effects", "contrastive_search", "features_active_on", "search_contexts", "FeatureStats",
+    "feature_stats", "DEFAULT_CLAMP_MULTIPLE", "SteeringResult", "steer", "TokenActivations", "token_activations",
+]

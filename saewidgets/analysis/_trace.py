@@ -1,0 +1,70 @@
+"""The few nnsight traces analysis needs: residuals of a prompt, and logits with the residual edited.
+
+Every trace holds ``model.lock`` (widget callbacks run on threads; one model must not be traced concurrently).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..model import ModelHandle, residual_of, with_residual
+from ._common import content_mask, encode_rows, prompt_ids
+
+
+def residuals(model: ModelHandle, ids: torch.Tensor, layer: int,
+              attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The residual stream after block ``layer``, ``[B, T, d]`` float32 on CPU; the trace stops there."""
+    inputs: Any = ids if attention_mask is None else {"input_ids": ids, "attention_mask": attention_mask}
+    with model.lock, torch.no_grad():
+        with model.nn.trace(inputs, **model.trace_kwargs) as tracer:
+            hidden = residual_of(model.block(layer).output).save()
+            tracer.stop()
+    return hidden.detach().float().cpu()
+
+
+def last_logits_with_delta(model: ModelHandle, ids: torch.Tensor, layer: int, delta: torch.Tensor) -> torch.Tensor:
+    """Last-position logits ``[B, vocab]`` of ``ids [1, T]`` repeated per row of ``delta [B, T, d]``, with
+    ``delta[b]`` added to the residual after block ``layer`` in row ``b`` (one batched trace)."""
+    batch = ids.expand(len(delta), -1)
+    delta = delta.to(model.device)
+    block = model.block(layer)
+    with model.lock, torch.no_grad():
+        with model.nn.trace(batch, **model.trace_kwargs):
+            out = block.output
+            hidden = residual_of(out)
+            block.output = with_residual(out, hidden + delta.to(hidden.dtype))
+            logits = model.nn.output.logits[:, -1, :].save()
+    return logits.detach().float().cpu()
+
+
+def residual_and_gradient(model: ModelHandle, ids: torch.Tensor, layer: int,
+                          metric_of_logits: Any) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Residual ``[T, d]`` after block ``layer``, the gradient of ``metric_of_logits(last logits)`` with respect
+    to it, and the metric's value, from one forward and backward pass through nnsight.
+
+    The residual is replaced by a detached leaf that requires grad, so the gradient exists even when the model's
+    parameters are frozen, and flows no further back than this layer.
+    """
+    block = model.block(layer)
+    with model.lock, torch.enable_grad():
+        with model.nn.trace(ids, **model.trace_kwargs):
+            out = block.output
+            leaf = residual_of(out).detach().requires_grad_(True)
+            block.output = with_residual(out, leaf)
+            hidden = leaf.save()
+            metric = metric_of_logits(model.nn.output.logits[0, -1, :])
+            value = metric.save()
+            with metric.backward():
+                grad = leaf.grad.save()
+    return hidden.detach()[0].float().cpu(), grad.detach()[0].float().cpu(), float(value.detach())
+
+
+def prompt_features(model: ModelHandle, sae: Any, prompt: str, layer: int,
+                    what: str = "prompt") -> tuple[list[str], torch.Tensor]:
+    """The prompt's tokens without BOS and the SAE feature activations on them, ``[T, F]``."""
+    ids = prompt_ids(model, prompt, what)
+    keep = content_mask(model, ids)[0]
+    hidden = residuals(model, ids, layer)[0][keep]
+    return model.tokens_to_str(ids[0][keep]), encode_rows(sae, hidden).float()

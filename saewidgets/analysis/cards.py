@@ -1,0 +1,56 @@
+"""The feature card: one JSON-able dict per feature, the contract between analysis and the dashboard widget.
+
+Schema (every number a plain float/int, every token a raw string: escape it before it becomes HTML)::
+
+    {
+      "feature": int,                      # feature index
+      "density": float,                    # fraction of corpus tokens where it fires (activation > 0)
+      "max_act": float,                    # largest activation seen (SAE units)
+      "mean_act": float,                   # mean activation over the tokens where it fires
+      "top": [                             # top activating contexts, highest first
+        {"tokens": [str, ...],             #   the window of tokens (clipped to the document)
+         "acts": [float, ...],             #   the feature's activation on each of them
+         "center": int,                    #   index in "tokens" of the activating token
+         "value": float}                   #   its activation (= acts[center])
+      ],
+      "quantiles": [                       # sampled contexts per band of the max, highest band first
+        {"label": "0.80-1.00 of max", "examples": [same items as "top"]}
+      ],
+      "histogram": {"counts": [int, ...], "edges": [float, ...]},   # non-zero activations; len(edges) = len(counts)+1
+      "promoted": [{"token": str, "value": float}],    # logit effects (empty without logit_effects)
+      "suppressed": [{"token": str, "value": float}],  # most negative first
+      "neighbours": [{"feature": int, "cosine": float}]  # decoder cosine neighbours (empty without geometry)
+    }
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .geometry import FeatureGeometry
+from .logits import LogitEffects
+from .stats import FeatureStats
+
+N_NEIGHBOURS = 10
+
+
+def feature_card(stats: FeatureStats, i: int, logit_effects: LogitEffects | None = None,
+                 geometry: FeatureGeometry | None = None) -> dict[str, Any]:
+    """Everything the dashboard shows about feature ``i`` (schema in the module docstring)."""
+    i = stats.check_feature(i)
+    for other, what in ((logit_effects, "logit effects"), (geometry, "geometry")):
+        if other is not None and other.fingerprint != stats.fingerprint:
+            raise ValueError(f"The {what} were computed for SAE {other.fingerprint} but the statistics for "
+                             f"{stats.fingerprint}: compute both for the same SAE.")
+    return {
+        "feature": i,
+        "density": float(stats.density[i]),
+        "max_act": float(stats.max_act[i]),
+        "mean_act": float(stats.mean_act[i]),
+        "top": stats.top_examples(i),
+        "quantiles": stats.quantile_examples(i),
+        "histogram": stats.histogram(i),
+        "promoted": logit_effects.promoted(i) if logit_effects is not None else [],
+        "suppressed": logit_effects.suppressed(i) if logit_effects is not None else [],
+        "neighbours": geometry.neighbours(i, N_NEIGHBOURS) if geometry is not None else [],
+    }

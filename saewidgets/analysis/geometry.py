@@ -1,0 +1,135 @@
+"""Feature geometry: a 2-D map of decoder directions (UMAP, cosine), cosine neighbours, and clusters to colour by.
+
+Features whose decoder directions point the same way write similar things into the residual stream; the paper
+draws these neighbourhoods with UMAP. With many features the directions are first reduced to ``pca_dims`` with
+PCA (fast, and UMAP's neighbour search is the slow part). Maps are deterministic for a given ``seed`` and cached
+on disk, keyed by ``sae.fingerprint()`` and the parameters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._cache import cache_dir as default_cache_dir
+from ._common import check_feature
+
+_PCA_ABOVE = 2000  # features; below this UMAP runs on the raw directions
+
+
+@dataclass(eq=False)
+class FeatureGeometry:
+    """Where each feature sits on the map and which features are near it.
+
+    Attributes:
+        coords: ``[F, 2]`` float32 UMAP coordinates.
+        clusters: ``[F]`` int32 cluster of each decoder direction (KMeans), for colouring.
+        directions: ``[F, d]`` float32 unit decoder directions (for cosine neighbours).
+        fingerprint: the SAE's fingerprint.
+        params: the settings the map was made with.
+    """
+
+    coords: np.ndarray
+    clusters: np.ndarray
+    directions: np.ndarray = field(repr=False)
+    fingerprint: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_features(self) -> int:
+        return len(self.coords)
+
+    def neighbours(self, feature: int, n: int = 10) -> list[dict[str, Any]]:
+        """The ``n`` features whose decoder directions have the highest cosine with ``feature``'s."""
+        i = check_feature(self.n_features, feature)
+        cosine = self.directions @ self.directions[i]
+        cosine[i] = -np.inf
+        order = np.argsort(-cosine, kind="stable")[:n]
+        return [{"feature": int(j), "cosine": float(cosine[j])} for j in order]
+
+
+def default_n_clusters(n_features: int) -> int:
+    """A number of colours that stays readable: about sqrt(F)/4, between 2 and 30."""
+    return int(min(30, max(2, round(math.sqrt(n_features) / 4))))
+
+
+def feature_geometry(sae: Any, n_neighbors: int = 15, seed: int = 0, n_clusters: int | None = None,
+                     cache_dir: str | os.PathLike | None = None, min_dist: float = 0.1,
+                     pca_dims: int = 50) -> FeatureGeometry:
+    """UMAP map, clusters and neighbour index of ``sae``'s decoder directions.
+
+    Args:
+        n_neighbors: UMAP's neighbourhood size (larger: more global structure).
+        seed: fixes PCA, UMAP and KMeans (same seed, same map).
+        n_clusters: KMeans clusters for colouring (default `default_n_clusters`).
+        cache_dir: where maps are cached (default: the saewidgets cache's ``geometry`` folder).
+        min_dist: UMAP's minimum distance between points.
+        pca_dims: dimensions kept by PCA before UMAP when there are more than 2,000 features.
+    """
+    import torch
+
+    with torch.no_grad():
+        W = sae.W_dec.detach().float().cpu().numpy()
+    n = len(W)
+    if n < 3:
+        raise ValueError(f"A feature map needs at least 3 features; this SAE has {n}.")
+    n_clusters = default_n_clusters(n) if n_clusters is None else int(n_clusters)
+    if not 1 <= n_clusters <= n:
+        raise ValueError(f"n_clusters must be between 1 and the {n} features, got {n_clusters}.")
+    directions = W / np.maximum(np.linalg.norm(W, axis=1, keepdims=True), 1e-12)
+    params = {"n_neighbors": int(min(n_neighbors, n - 1)), "seed": int(seed), "n_clusters": n_clusters,
+              "min_dist": float(min_dist), "pca_dims": int(pca_dims) if n > _PCA_ABOVE else None}
+    fingerprint = sae.fingerprint()
+    path = _cache_path(cache_dir, fingerprint, params)
+    if path.exists():
+        with np.load(path) as cached:
+            return FeatureGeometry(cached["coords"], cached["clusters"], directions.astype(np.float32), fingerprint, params)
+    coords, clusters = _compute(directions, params)
+    _write_atomic(path, coords=coords, clusters=clusters)
+    return FeatureGeometry(coords, clusters, directions.astype(np.float32), fingerprint, params)
+
+
+def _compute(directions: np.ndarray, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+    import umap
+
+    points = directions
+    if params["pca_dims"] is not None and directions.shape[1] > params["pca_dims"]:
+        points = PCA(params["pca_dims"], random_state=params["seed"]).fit_transform(directions)
+    reducer = umap.UMAP(n_neighbors=params["n_neighbors"], min_dist=params["min_dist"], metric="cosine",
+                        random_state=params["seed"], n_components=2)
+    coords = reducer.fit_transform(points).astype(np.float32)
+    clusters = KMeans(params["n_clusters"], n_init=3, random_state=params["seed"]).fit_predict(directions)
+    return coords, clusters.astype(np.int32)
+
+
+def _cache_path(cache_dir: str | os.PathLike | None, fingerprint: str, params: dict[str, Any]) -> Path:
+    import sklearn
+    import umap
+
+    versions = {"umap": getattr(umap, "__version__", ""), "sklearn": sklearn.__version__}
+    key = hashlib.sha256(json.dumps([fingerprint, params, versions], sort_keys=True).encode()).hexdigest()[:16]
+    folder = default_cache_dir("geometry") if cache_dir is None else Path(cache_dir)
+    return folder / f"geometry-{key}.npz"
+
+
+def _write_atomic(path: Path, **arrays: np.ndarray) -> None:
+    """Write an .npz next to ``path`` and move it into place in one ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

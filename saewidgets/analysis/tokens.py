@@ -1,0 +1,33 @@
+"""Per-token feature activations of one text, for heatmaps (tokens coloured by how much a feature fires)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..model import ModelHandle
+from ._common import check_features, sae_layer
+from ._trace import prompt_features
+
+
+@dataclass(eq=False)
+class TokenActivations:
+    """``acts[t, j]`` is feature ``features[j]``'s activation on ``tokens[t]`` (BOS left out)."""
+
+    tokens: list[str]
+    acts: np.ndarray  # float32 [T, n_selected]
+    features: list[int]
+
+
+def token_activations(model: ModelHandle, sae: Any, text: str, features: Sequence[int] | None = None, n: int = 10,
+                      layer: int | str | None = None) -> TokenActivations:
+    """Activations of ``features`` on every token of ``text``; by default the ``n`` features that peak highest."""
+    tokens, f = prompt_features(model, sae, text, sae_layer(model, sae, layer), "text")
+    if features is None:
+        peak = f.max(0).values
+        chosen = [i for i in peak.argsort(descending=True)[:n].tolist() if peak[i] > 0]
+    else:
+        chosen = check_features(sae, features)
+    return TokenActivations(tokens, f[:, chosen].numpy().astype(np.float32), chosen)
