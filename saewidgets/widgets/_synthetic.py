@@ -173,22 +173,23 @@ def steer(prompt: str, feature: int, multiple: float) -> FakeSteeringResult:
 
 
 def explorer(n_features: int = 300, hostile: bool = False, background: bool = True, **kwargs: Any) -> Any:
-    """An Explorer over synthetic data (no model): cards, steering, attribution and heatmap all fake."""
+    """An Explorer over synthetic data (no model): cards, steering, attribution and heatmap all fake.
+    ``kwargs`` override any Explorer keyword (e.g. ``steer_fn=`` a callback of your own)."""
     from .explorer import Explorer
 
     geo, st = geometry(n_features), stats(n_features)
     prompt_toks = tokens(12, seed=5, hostile=hostile)
     text_toks = tokens(200, seed=6, hostile=hostile)
-    ex = Explorer(
-        None, None, st, geo,
-        card_fn=lambda i: card(i, geo, st, hostile=hostile),
-        steer_fn=steer,
-        attribute_fn=lambda prompt, target: attribution(prompt_toks, target, n_features),
-        activations_fn=lambda text, feats: token_activations(text_toks, feats),
-        search_fn=lambda q: [i for i in range(n_features) if str(i).startswith(q[:1])][:5] if q else [],
-        background=background,
-        text="synthetic text",
-        **kwargs,
-    )
+    options: dict[str, Any] = {
+        "card_fn": lambda i: card(i, geo, st, hostile=hostile),
+        "steer_fn": steer,
+        "attribute_fn": lambda prompt, target: attribution(prompt_toks, target, n_features),
+        "activations_fn": lambda text, feats: token_activations(text_toks, feats),
+        "search_fn": lambda q: [i for i in range(n_features) if str(i).startswith(q[:1])][:5] if q else [],
+        "background": background,
+        "text": "synthetic text",
+    }
+    options.update(kwargs)
+    ex = Explorer(None, None, st, geo, **options)
     ex.attribution.set_attribution(attribution(prompt_toks, prompt_toks[-1], n_features))
     return ex

@@ -1,0 +1,79 @@
+"""The static Explorer page in a real browser: renders from file://, stays offline, resists hostile tokens,
+and links map clicks to dashboards client-side."""
+
+from __future__ import annotations
+
+import pytest
+
+from saewidgets.widgets import _synthetic as syn
+from saewidgets.widgets import export_html
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def static_page_path(tmp_path_factory):
+    ex = syn.explorer(n_features=400, hostile=True, background=False)
+    ex.steering.prompt = "The bridge"
+    ex.steering.generate()
+    ex.tabs.selected_index = 2  # fill the heatmap tab, as a user would have
+    return export_html(tmp_path_factory.mktemp("static") / "explorer.html", ex), ex
+
+
+def test_static_explorer_renders_offline_and_map_click_changes_dashboard(page, static_page_path, screenshot):
+    path, ex = static_page_path
+    requests = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(path.as_uri())
+    page.wait_for_selector(".saew-map .saew-map-overlay")
+    page.wait_for_selector(".saew-dashboard .saew-card-id")
+    for cls in ("saew-map", "saew-dashboard", "saew-attribution", "saew-steering", "saew-heatmap"):
+        assert page.locator(f".{cls}").count() == 1, cls
+    assert page.locator(".saew-fallback").count() == 0  # every view replaced its script-free fallback
+    before = page.inner_text(".saew-card-id")
+    assert before == f"Feature #{ex.selected}"
+
+    target = next(i for i in range(400) if i != ex.selected and i not in ex.map.highlight)
+    x, y = page.evaluate(f"document.querySelector('.saew-map').saewScreenOf({target})")
+    box = page.locator(".saew-map-overlay").bounding_box()
+    page.mouse.click(box["x"] + x, box["y"] + y)
+    assert page.inner_text(".saew-card-id") == f"Feature #{target}"
+    assert f"selected #{target}" in page.inner_text(".saew-map-info")
+
+    # A neighbour link navigates client-side too.
+    link = page.locator(".saew-neighbour").first
+    nb = link.inner_text()
+    link.click()
+    assert page.inner_text(".saew-card-id") == f"Feature {nb}"
+
+    assert all(u.startswith(("file:", "data:")) for u in requests), requests
+    assert page.errors == []
+    screenshot(page, "static-explorer", full_page=True)
+
+
+def test_hostile_tokens_do_not_execute_in_the_static_page(page, static_page_path):
+    path, _ = static_page_path
+    page.goto(path.as_uri())
+    page.wait_for_selector(".saew-dashboard .saew-tok")
+    # Visit several dashboards (all full of hostile tokens) and the heatmap tab.
+    for k in range(3):
+        page.locator(".saew-neighbour").nth(k).click()
+    page.locator(".saew-tab-button", has_text="Heatmap").click()
+    page.locator(".saew-heatmap .saew-tok").first.hover()
+    assert page.evaluate("window.__pwned") is None
+    assert page.locator(".saew-root img").count() == 0
+    assert page.locator("body script").count() == 3  # only our own
+    shown = page.locator(".saew-dashboard .saew-tokens").all_inner_texts()
+    assert any("onerror" in s for s in shown)  # the hostile strings are shown as text
+
+
+def test_static_map_search_by_id_selects_and_text_search_explains(page, static_page_path):
+    path, _ = static_page_path
+    page.goto(path.as_uri())
+    search = page.locator(".saew-map-search")
+    search.fill("#12")
+    search.press("Enter")
+    assert page.inner_text(".saew-card-id") == "Feature #12"
+    search.fill("bridge")
+    search.press("Enter")
+    assert "kernel" in page.inner_text(".saew-map-message")
