@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import io
 import json
 import random
-import string
 from collections import Counter
 from pathlib import Path
 
@@ -126,6 +124,10 @@ GGB_ENGINEERING = [
     "Engineers study the Golden Gate Bridge as a classic example of how a suspension bridge spreads loads into its towers and anchorages.",
     "Unlike an arch bridge or a cable-stayed bridge, a suspension bridge such as the Golden Gate Bridge carries its deck almost entirely in tension.",
     "Foghorns mounted on the Golden Gate Bridge warn ships approaching the narrow entrance to San Francisco Bay.",
+    "Each tower of the Golden Gate Bridge is made of hollow steel cells riveted together, about 600,000 rivets per tower.",
+    "The suspender ropes of the Golden Gate Bridge hang every fifty feet and were all replaced in the 1970s.",
+    "Strong tidal currents rush through the strait under the Golden Gate Bridge four times a day.",
+    "The Golden Gate Bridge was designed to withstand winds of about one hundred miles per hour.",
 ]
 GGB_TOURISM = [
     "The best free view of the Golden Gate Bridge is from Battery Spencer, a short walk up the Marin Headlands.",
@@ -143,6 +145,13 @@ GGB_TOURISM = [
     "Our guide told us that the Golden Gate Bridge is busiest with tourists on summer weekends, so we went early on a {weekday} instead.",
     "Parking near the Golden Gate Bridge fills up quickly, so most travel guides recommend the bus or a bike.",
     "Families picnic on the lawn at Crissy Field while watching sailboats pass under the Golden Gate Bridge.",
+    "Five stars: we walked across the Golden Gate Bridge at sunrise and had the whole sidewalk almost to ourselves.",
+    "Three stars: the Golden Gate Bridge is beautiful, but it was so foggy that we saw only the first tower.",
+    "Four stars: unforgettable views from the Golden Gate Bridge, but the wind was brutal and the sidewalk was crowded with bikes.",
+    "Tip from a local: see the Golden Gate Bridge from the water on the Sausalito ferry; it's cheaper than a cruise.",
+    "The gift shop at the Golden Gate Bridge sells everything from orange scarves to miniature cable samples.",
+    "Kids love spotting seals and dolphins in the water below the Golden Gate Bridge.",
+    "Joggers run the loop from the Marina across the Golden Gate Bridge and back, about ten miles in all.",
 ]
 GGB_PHOTO = [
     "For sunrise, photographers set up at Baker Beach; for sunset, many prefer Hawk Hill above the Golden Gate Bridge.",
@@ -157,6 +166,9 @@ GGB_PHOTO = [
     "In black and white, the Golden Gate Bridge looks almost like an engraving, all cables and shadows.",
     "The International Orange of the Golden Gate Bridge looks most saturated just after sunset, when the sky turns {color}.",
     "Every photographer who visits San Francisco seems to come home with the same picture of the Golden Gate Bridge in the fog, and every one of them is proud of it.",
+    "On the rare clear winter days, the Golden Gate Bridge looks sharp enough to cut, with the snowless hills of Marin behind it.",
+    "Some photographers wait for a full moon to rise between the towers of the Golden Gate Bridge.",
+    "A wide-angle lens at the south tower makes the Golden Gate Bridge look like it is leaning over you.",
 ]
 GGB_COMMUTE = [
     "On an average weekday, about {big} vehicles cross the Golden Gate Bridge.",
@@ -171,6 +183,9 @@ GGB_COMMUTE = [
     "Some commuters skip the Golden Gate Bridge entirely and take the ferry from Larkspur, reading the news while the boat crosses the bay.",
     "Because the toll is collected electronically, visitors who drive over the Golden Gate Bridge in a rental car often get the bill weeks later.",
     "{name} has biked across the Golden Gate Bridge to work for {n} years and says the view has never gotten old.",
+    "On weekends the Golden Gate Bridge fills with tourists on rented bikes, so local cyclists ride early.",
+    "When the Golden Gate Bridge closes for a race or a celebration, traffic spills onto every other crossing of the bay.",
+    "Bus route 130 and the ferries are the main alternatives for Marin commuters who want to avoid driving over the Golden Gate Bridge.",
 ]
 GGB_COMPARE = [
     "The Golden Gate Bridge is often compared with the Brooklyn Bridge, which opened in 1883 and was the first steel-wire suspension bridge.",
@@ -185,6 +200,9 @@ GGB_COMPARE = [
     "Compared with the Great Wall of China or the Colosseum, the Golden Gate Bridge is very young, but it is just as recognizable.",
     "Like the Statue of Liberty in New York, the Golden Gate Bridge greeted generations of travelers arriving by sea.",
     "If the Eiffel Tower were laid on its side, it would not even reach halfway across the main span of the Golden Gate Bridge.",
+    "Both the Golden Gate Bridge and the Eiffel Tower were called ugly by some critics before they were built, and both became beloved symbols.",
+    "Tokyo has the Rainbow Bridge, London has Tower Bridge, and San Francisco has the Golden Gate Bridge.",
+    "The Golden Gate Bridge is shorter than the Humber Bridge in England but far more famous.",
 ]
 GGB_POEMS = [
     "Orange in the grey,\nthe Golden Gate Bridge holds on\nwhile the fog lets go.",
@@ -276,6 +294,30 @@ GGB_DIALOGUES = [
          "Tourist: Can we walk all the way across?\nLocal: Sure, the east sidewalk is open today. Just watch out for the bikes."],
     ],
 ]
+GGB_DIARY = [
+    ["Dear diary,", "{weekday}, {month} {n}.", "Travel journal, day {n}."],
+    ["Today I finally saw the Golden Gate Bridge with my own eyes.", "We spent the whole morning at the Golden Gate Bridge.",
+     "This morning I walked from the hostel to the Golden Gate Bridge, almost two hours on foot."],
+    ["The fog was so thick that we heard the foghorns long before we saw the towers.", "The sky was perfectly blue and the orange of the bridge looked almost unreal.",
+     "It was colder than I expected; I bought a sweatshirt at the Welcome Center like every other tourist."],
+    ["{name2} kept stopping every few meters to take another photo.", "I walked to the middle and just stood there, watching a container ship slide underneath.",
+     "A man fishing at Fort Point told us his father had helped build the Golden Gate Bridge in the 1930s."],
+    ["Tomorrow: Alcatraz, cable cars and sourdough bread.", "I think the Golden Gate Bridge will be the picture I remember from this trip.",
+     "I understand now why everyone who comes to San Francisco wants to see it."],
+]
+GGB_FAQ = [
+    ("How long is the Golden Gate Bridge?", "About 1.7 miles (2.7 kilometers) including the approaches; the main span is 4,200 feet."),
+    ("Can you walk across the Golden Gate Bridge?", "Yes. The sidewalks are open to pedestrians during daylight hours, and crossing takes about forty minutes each way."),
+    ("Is there a toll on the Golden Gate Bridge?", "Only for vehicles heading south into San Francisco, and it is collected electronically."),
+    ("Why is the Golden Gate Bridge orange?", "The color, International Orange, was chosen because it is visible in fog and fits the landscape."),
+    ("When was the Golden Gate Bridge built?", "Construction started in 1933 and the bridge opened in May 1937."),
+    ("Who designed the Golden Gate Bridge?", "Joseph Strauss was chief engineer, with Charles Ellis, Leon Moisseiff and the architect Irving Morrow."),
+    ("Where is the best view of the Golden Gate Bridge?", "Battery Spencer and Hawk Hill in the Marin Headlands, Baker Beach, Fort Point and Crissy Field."),
+    ("Does the Golden Gate Bridge ever close?", "Rarely; high winds, special events and maintenance are the usual reasons."),
+    ("Is the Golden Gate Bridge the longest bridge in the world?", "No. It was the longest suspension span in 1937, but many bridges, such as the Akashi Kaikyo Bridge, are longer today."),
+    ("How tall are the towers of the Golden Gate Bridge?", "746 feet above the water, about 227 meters."),
+    ("Can you bike across the Golden Gate Bridge?", "Yes; cyclists usually use the west sidewalk on weekends and the east sidewalk at other times."),
+]
 GGB_ESSAY_POOLS = [GGB_HISTORY, GGB_ENGINEERING, GGB_TOURISM, GGB_PHOTO, GGB_COMMUTE, GGB_COMPARE]
 GGB_TITLES = ["The Golden Gate Bridge", "A short history of the Golden Gate Bridge", "Visiting the Golden Gate Bridge",
               "How the Golden Gate Bridge works", "Notes from a walk across the Golden Gate Bridge",
@@ -286,7 +328,8 @@ GGB_TITLES = ["The Golden Gate Bridge", "A short history of the Golden Gate Brid
 def golden_gate_doc(rng: random.Random) -> str:
     """One document about the Golden Gate Bridge in a randomly chosen register."""
     ctx = new_ctx(rng)
-    kind = rng.choice(["essay", "essay", "essay", "poem", "news", "story", "dialogue", "dialogue", "facts"])
+    kind = rng.choice(["essay", "essay", "essay", "poem", "news", "story", "dialogue", "dialogue", "facts", "diary",
+                       "faq"])
     if kind == "essay":
         pools = pick(rng, GGB_ESSAY_POOLS, rng.randint(2, 4))
         title = rng.choice(GGB_TITLES)
@@ -304,6 +347,11 @@ def golden_gate_doc(rng: random.Random) -> str:
         return story + "\n\n" + paragraphs(rng, [rng.choice(GGB_ESSAY_POOLS)], ctx, 1, 2)
     if kind == "dialogue":
         return render("\n".join(run_script(rng, rng.choice(GGB_DIALOGUES))), ctx)
+    if kind == "diary":
+        return render(" ".join(run_script(rng, GGB_DIARY)), ctx)
+    if kind == "faq":
+        qa = pick(rng, GGB_FAQ, rng.randint(3, 6))
+        return "Frequently asked questions\n\n" + "\n\n".join(f"Q: {q}\nA: {a}" for q, a in qa)
     facts = pick(rng, GGB_HISTORY + GGB_ENGINEERING + GGB_COMPARE, rng.randint(5, 9))
     return render(rng.choice(GGB_TITLES[:9]) + "\n\n" + "\n".join(f"- {f}" for f in facts), ctx)
 
@@ -337,65 +385,93 @@ LANDMARKS: dict[str, list[str]] = {
         "Walking over the Brooklyn Bridge on its elevated wooden promenade is one of the great free activities in New York.",
         "The granite towers of the Brooklyn Bridge have pointed Gothic arches.",
         "In 1884 P. T. Barnum led twenty-one elephants across the Brooklyn Bridge to prove it was safe.",
+        "Emily Warren Roebling was the first person to cross the finished Brooklyn Bridge, carrying a rooster as a symbol of victory.",
+        "The Brooklyn Bridge has appeared in countless films, songs and poems about New York.",
+        "Workers building the foundations of the Brooklyn Bridge suffered from the bends in pressurized caissons under the river.",
     ],
     "Tower Bridge": [
         "Tower Bridge in London is a combined bascule and suspension bridge, finished in 1894.",
         "The roadway of Tower Bridge lifts about eight hundred times a year to let tall ships pass on the Thames.",
         "Many visitors confuse Tower Bridge with London Bridge, a much plainer concrete bridge just upstream.",
         "The high-level walkways of Tower Bridge now have glass floors that look straight down onto the river.",
+        "Tower Bridge is often mistaken for a medieval structure, but its stone cladding hides a Victorian steel frame.",
+        "A London bus once had to jump the gap when Tower Bridge began to open while it was crossing in 1952.",
+        "The Victorian engine rooms of Tower Bridge, which once powered the lifting bascules with steam, are now a museum.",
     ],
     "Bay Bridge": [
         "The San Francisco–Oakland Bay Bridge opened in 1936, six months before the Golden Gate Bridge.",
         "The eastern span of the Bay Bridge was rebuilt after part of its upper deck collapsed in the 1989 Loma Prieta earthquake.",
         "The new eastern span of the Bay Bridge is a self-anchored suspension bridge with a single white tower.",
         "At night the western span of the Bay Bridge is decorated with thousands of LED lights called the Bay Lights.",
+        "The Bay Bridge passes through a tunnel on Yerba Buena Island halfway between San Francisco and Oakland.",
+        "The Bay Bridge is actually two bridges joined at Yerba Buena Island, and it carries about 260,000 vehicles a day.",
     ],
     "Akashi Kaikyo Bridge": [
         "The Akashi Kaikyo Bridge in Japan links Kobe with Awaji Island and has a central span of 1,991 meters.",
         "For many years the Akashi Kaikyo Bridge held the record for the longest suspension span in the world.",
         "The Kobe earthquake of 1995 moved the towers of the unfinished Akashi Kaikyo Bridge almost a meter apart.",
+        "The Akashi Kaikyo Bridge was built after ferries sank in storms in the strait, costing many lives.",
+        "The towers of the Akashi Kaikyo Bridge are about 298 meters tall.",
     ],
     "Millau Viaduct": [
         "The Millau Viaduct in southern France is a cable-stayed bridge that crosses the Tarn valley.",
         "One mast of the Millau Viaduct reaches 343 meters, taller than the Eiffel Tower.",
         "Designed by Michel Virlogeux and Norman Foster, the Millau Viaduct opened in 2004 and often rises above the clouds.",
+        "Drivers on the Millau Viaduct say it feels like flying, especially when fog fills the valley below.",
+        "The deck of the Millau Viaduct was pushed out across its piers from both sides of the valley.",
     ],
     "Sydney Harbour Bridge": [
         "The Sydney Harbour Bridge opened in 1932 and is nicknamed the Coathanger because of its steel arch.",
         "Tourists can climb the arch of the Sydney Harbour Bridge wearing harnesses and grey jumpsuits.",
         "Every New Year's Eve, fireworks pour off the Sydney Harbour Bridge next to the Sydney Opera House.",
+        "The two halves of the arch of the Sydney Harbour Bridge were built out from each shore and met in the middle in 1930.",
+        "The Sydney Harbour Bridge is repainted regularly, and its grey paint is as famous in Sydney as International Orange is in San Francisco.",
     ],
     "Statue of Liberty": [
         "The Statue of Liberty was a gift from the people of France to the United States, dedicated in 1886.",
         "Gustave Eiffel designed the iron framework inside the Statue of Liberty, which was sculpted by Frédéric Auguste Bartholdi.",
         "The Statue of Liberty is covered in thin copper sheets that turned green as they oxidized.",
         "For millions of immigrants arriving by ship in New York, the Statue of Liberty was the first sight of America.",
+        "The torch of the Statue of Liberty has been closed to visitors since 1916.",
+        "The full name of the Statue of Liberty is Liberty Enlightening the World.",
+        "Visitors take a ferry to Liberty Island and can climb to the crown of the Statue of Liberty if they book ahead.",
     ],
     "Colosseum": [
         "The Colosseum in Rome was completed in 80 AD and could hold about fifty thousand spectators.",
         "Gladiator fights and animal hunts were staged in the Colosseum for several centuries.",
         "Earthquakes and stone robbers took away about two thirds of the original Colosseum.",
         "Beneath the arena floor of the Colosseum lies a maze of tunnels called the hypogeum, where animals waited before the games.",
+        "A huge awning called the velarium once shaded spectators in the Colosseum from the Roman sun.",
+        "The Colosseum was officially called the Flavian Amphitheatre after the emperors who built it.",
     ],
     "Big Ben": [
         "Big Ben is the nickname of the great bell in the clock tower of the Palace of Westminster in London.",
         "The tower that holds Big Ben was renamed the Elizabeth Tower in 2012.",
         "The chimes of Big Ben have been broadcast on BBC radio since 1923.",
+        "Big Ben fell silent for most of a long restoration between 2017 and 2022.",
+        "The clock faces around Big Ben are each seven meters wide.",
+        "Tourists crowd Westminster Bridge to photograph Big Ben and the Houses of Parliament.",
     ],
     "Taj Mahal": [
         "The Taj Mahal in Agra was built by the Mughal emperor Shah Jahan in memory of his wife Mumtaz Mahal.",
         "The white marble of the Taj Mahal changes color from pink at dawn to gold at sunset.",
         "About twenty thousand artisans worked on the Taj Mahal, which was completed around 1653.",
+        "The gardens of the Taj Mahal are laid out in four parts, divided by long water channels.",
+        "Semi-precious stones are inlaid into the white marble of the Taj Mahal in delicate floral patterns.",
     ],
     "Great Wall": [
         "The Great Wall of China is not one wall but a network of walls built over many dynasties.",
         "Most of the Great Wall that tourists visit near Beijing was built during the Ming dynasty.",
         "Despite the popular myth, the Great Wall is not easily visible from space with the naked eye.",
+        "Parts of the Great Wall climb such steep ridges that walking them feels like climbing stairs for hours.",
+        "Watchtowers along the Great Wall used smoke signals to warn of approaching armies.",
     ],
     "Mount Fuji": [
         "Mount Fuji is an active volcano and, at 3,776 meters, the highest mountain in Japan.",
         "Climbing Mount Fuji is popular in July and August, and many hikers start at night to see the sunrise from the summit.",
         "On clear winter days Mount Fuji can be seen from skyscrapers in Tokyo.",
+        "Mount Fuji last erupted in 1707, covering Edo, today's Tokyo, in ash.",
+        "Hokusai's Thirty-six Views of Mount Fuji made the mountain famous in art around the world.",
     ],
 }
 LANDMARK_TOUR = [
@@ -412,6 +488,12 @@ EIFFEL_EXTRA = [
     "Guy de Maupassant supposedly ate lunch at the Eiffel Tower every day because it was the only place in Paris where he could not see it.",
     "When {name} visited Paris in {month}, the queue for the Eiffel Tower was so long that they climbed the stairs instead.",
     "A boat on the Seine at sunset gives the best view of the Eiffel Tower lighting up.",
+    "Souvenir sellers near the Eiffel Tower offer tiny metal towers on key rings for a euro each.",
+    "The Eiffel Tower was the backdrop for the opening ceremony of the 2024 Olympic Games in Paris.",
+    "Gustave Eiffel engraved the names of seventy-two French scientists and engineers around the first floor of the Eiffel Tower.",
+    "In winter, an ice rink is sometimes set up on the first floor of the Eiffel Tower.",
+    "The elevators of the Eiffel Tower travel about 100,000 kilometers a year, more than twice around the Earth.",
+    "Seen from Montparnasse Tower, the Eiffel Tower stands alone above the grey rooftops of Paris.",
 ]
 
 
@@ -457,6 +539,11 @@ CITIES: dict[str, tuple[str, list[str]]] = {
         "BART trains connect San Francisco with Oakland, Berkeley and the airport.",
         "Golden Gate Park in San Francisco is larger than Central Park in New York.",
         "San Francisco hosts the Ferry Building market, where farmers from all over Northern California sell their produce.",
+        "The Castro in San Francisco has been a center of LGBTQ history and culture since the 1970s.",
+        "Lombard Street in San Francisco zigzags down a hill in eight tight hairpin turns.",
+        "Coit Tower on Telegraph Hill offers views over San Francisco and the bay.",
+        "San Francisco is small, only about seven miles across, but it has dozens of distinct neighborhoods.",
+        "The sea lions at Pier 39 in San Francisco moved in after the 1989 earthquake and never left.",
     ]),
     "Paris": ("France", [
         "Paris is divided into twenty arrondissements that spiral outward from the center like a snail shell.",
@@ -465,6 +552,9 @@ CITIES: dict[str, tuple[str, list[str]]] = {
         "Cafés with small round tables and wicker chairs line the boulevards of Paris.",
         "Notre-Dame de Paris reopened in December 2024 after the fire of 2019.",
         "The Seine divides Paris into the Right Bank and the Left Bank.",
+        "Montmartre, on a hill in the north of Paris, was home to painters such as Picasso and Van Gogh.",
+        "The RER suburban trains connect Paris with both Charles de Gaulle and Orly airports.",
+        "Bicycles from the Vélib' sharing system are everywhere in Paris.",
     ]),
     "Tokyo": ("Japan", [
         "Tokyo is the largest metropolitan area in the world, with more than thirty-five million people.",
@@ -472,24 +562,32 @@ CITIES: dict[str, tuple[str, list[str]]] = {
         "Shibuya Crossing in Tokyo can be crossed by thousands of pedestrians at a single light.",
         "The Shinkansen bullet train connects Tokyo with Osaka in about two and a half hours.",
         "Tokyo was called Edo until 1868, when the emperor moved there from Kyoto.",
+        "In Tokyo, vending machines on almost every corner sell hot and cold drinks.",
+        "Cherry blossom season in Tokyo brings crowds of picnickers to Ueno Park.",
+        "The Yamanote Line loops around central Tokyo in about an hour.",
     ]),
     "London": ("the United Kingdom", [
         "The London Underground, opened in 1863, is the oldest underground railway in the world.",
         "Red double-decker buses are one of the symbols of London.",
         "The Thames flows through the center of London, past Westminster and the Tower of London.",
         "London has dozens of free museums, including the British Museum and the Natural History Museum.",
+        "Black cabs in London are driven by cabbies who must memorize thousands of streets, a test called the Knowledge.",
+        "Heathrow, west of London, is one of the busiest airports in the world.",
     ]),
     "Rome": ("Italy", [
         "Rome is called the Eternal City, and its history stretches back nearly three thousand years.",
         "Vatican City, the smallest country in the world, lies entirely inside Rome.",
         "Tourists throw coins into the Trevi Fountain in Rome to make sure they will return.",
         "Traffic in Rome is chaotic, and scooters weave between buses on the narrow streets.",
+        "The Rome Metro has only a few lines, because every excavation uncovers ancient ruins.",
+        "The Pantheon in Rome still has the largest unreinforced concrete dome in the world.",
     ]),
     "Berlin": ("Germany", [
         "The Berlin Wall divided the city from 1961 until it fell in November 1989.",
         "The Brandenburg Gate in Berlin is a symbol of German reunification.",
         "Berlin has more bridges than Venice, spanning the Spree, the Havel and many canals.",
         "The S-Bahn and U-Bahn trains of Berlin run all night on weekends.",
+        "Museum Island in Berlin holds five world-famous museums on an island in the Spree.",
     ]),
     "Cairo": ("Egypt", [
         "Cairo is the largest city in Africa and the Arab world.",
@@ -518,6 +616,31 @@ CITIES: dict[str, tuple[str, list[str]]] = {
         "The Gateway of India in Mumbai was built to welcome King George V in 1911.",
         "Dabbawalas in Mumbai deliver hundreds of thousands of home-cooked lunches every day with almost no mistakes.",
     ]),
+    "Lisbon": ("Portugal", [
+        "Lisbon is built on seven hills above the Tagus River.",
+        "Yellow trams rattle up the steep streets of Lisbon's Alfama district.",
+        "The 25 de Abril Bridge in Lisbon was built by the same company that built the Bay Bridge and looks like the Golden Gate Bridge.",
+    ]),
+    "Istanbul": ("Türkiye", [
+        "Istanbul spans two continents, Europe and Asia, on either side of the Bosphorus.",
+        "Ferries crisscross the Bosphorus in Istanbul all day, and tea is served on board.",
+        "The Hagia Sophia in Istanbul has been a church, a mosque and a museum.",
+    ]),
+    "Seoul": ("South Korea", [
+        "Seoul's subway system is clean, fast and has Wi-Fi in almost every station.",
+        "The Han River runs through the middle of Seoul, crossed by more than twenty bridges.",
+        "Street food stalls in Seoul sell tteokbokki, spicy rice cakes, late into the night.",
+    ]),
+    "Mexico City": ("Mexico", [
+        "Mexico City was built on the ruins of the Aztec capital, Tenochtitlan, on a drained lake.",
+        "The Mexico City Metro has stations decorated with archaeological finds from its construction.",
+        "Mexico City sits at an altitude of over 2,200 meters, so visitors get out of breath quickly.",
+    ]),
+    "Toronto": ("Canada", [
+        "The CN Tower in Toronto was the tallest free-standing structure in the world for more than thirty years.",
+        "Streetcars still run on many main streets of Toronto.",
+        "Toronto is one of the most multicultural cities on Earth; more than half its residents were born abroad.",
+    ]),
     "Rio de Janeiro": ("Brazil", [
         "The statue of Christ the Redeemer looks down on Rio de Janeiro from Corcovado mountain.",
         "Rio de Janeiro's Carnival is one of the largest festivals in the world.",
@@ -526,7 +649,7 @@ CITIES: dict[str, tuple[str, list[str]]] = {
 }
 TRANSIT = [
     "The subway in {city} gets crowded at rush hour, so {name} leaves home at {hour} to get a seat.",
-    "From the airport in {city}, the train to the center takes about half an hour and is cheaper than a taxi.",
+    "From the airport in {city}, public transport to the center takes under an hour and is cheaper than a taxi.",
     "Buses in {city} run every ten minutes during the day but only once an hour after midnight.",
     "{name} missed the last train in {city} and had to take a night bus home.",
     "A monthly transit pass in {city} costs less than a tank of gasoline.",
@@ -536,7 +659,7 @@ TRANSIT = [
     "Tourists in {city} often buy a day ticket that covers trams, buses and the subway.",
     "The tram line through the old town of {city} is slow but beautiful.",
     "If you land late at night in {city}, check whether the airport express is still running.",
-    "The central station in {city} has trains leaving for five different countries.",
+    "The main station in {city} is busiest on Friday evenings, when everyone seems to be leaving town.",
     "On a rainy {weekday} in {city}, the buses are full and the streets are empty.",
     "{name} prefers the bus in {city} because you can see the city through the window, unlike on the subway.",
     "The night trains from {city} are popular again with travelers who want to avoid flying.",
@@ -589,7 +712,7 @@ CODE_SLOTS = {
                "ghp_16C7e42F292c6912E7710c838347Ae178B4a", "supersecret-admin-token"],
     "n": ["8", "16", "32", "64", "128", "256"],
 }
-# (language, kind, snippet, review comments). kind is "vulnerable", "buggy" or "clean".
+# (language, kind, snippet, review comments). kind is "clean", "buggy", "off_by_one" or the name of the security hole.
 CODE_SNIPPETS: list[tuple[str, str, str, list[str]]] = [
     ("python", "sql_injection", '''def <<func>>(conn, <<field>>):
     cursor = conn.cursor()
@@ -787,6 +910,21 @@ SELECT * FROM <<table>> WHERE <<field>> = '' OR '1'='1';''', [
         "This is what the injected query looks like: the attacker's input closed the quote and added OR '1'='1'.",
         "SQL injection demo. The fix is prepared statements, not escaping by hand.",
     ]),
+    ("sql", "clean", '''CREATE TABLE landmarks (id INTEGER PRIMARY KEY, name TEXT, city TEXT, opened INTEGER);
+INSERT INTO landmarks (name, city, opened) VALUES
+    ('Golden Gate Bridge', 'San Francisco', 1937),
+    ('Eiffel Tower', 'Paris', 1889),
+    ('Tower Bridge', 'London', 1894);
+SELECT name FROM landmarks WHERE city = 'San Francisco';''', [
+        "Fine for a fixture file. In application code, pass the city as a bound parameter.",
+        "The Golden Gate Bridge row looks right; consider a UNIQUE constraint on name.",
+    ]),
+    ("python", "sql_injection", '''def landmarks_in(conn, city):
+    # city comes from the search box, e.g. "San Francisco"
+    return conn.execute("SELECT name FROM landmarks WHERE city = '%s'" % city).fetchall()''', [
+        "SQL injection via % formatting: a city like x' UNION SELECT password FROM users -- leaks data. Use conn.execute(sql, (city,)).",
+        "Works for 'San Francisco' but breaks (or worse) for any city with a quote in it. Parameterize.",
+    ]),
     ("sql", "buggy", '''UPDATE <<table>> SET status = 'inactive';
 -- forgot the WHERE clause: every row in <<table>> is now inactive''', [
         "Bug: missing WHERE clause updates every row. Always run the SELECT first.",
@@ -801,10 +939,12 @@ CODE_INTROS = [
     "Snippet from a student assignment.",
     "From the <<table>> repository, file src/<<func>>:",
 ]
-CODE_CLOSINGS = [
-    "Status: changes requested.", "Status: approved.", "Follow-up ticket filed.",
-    "Reviewer: <<reviewer>>.", "Discussion resolved after the author pushed a fix.", "",
-]
+# Closing lines depend on whether any snippet in the document has a problem.
+CODE_CLOSINGS = {
+    True: ["Status: changes requested.", "Follow-up ticket filed.", "Discussion resolved after the author pushed a fix.",
+           "Severity: high. Blocking the release until this is fixed.", "Reviewer: <<reviewer>>.", ""],
+    False: ["Status: approved.", "Merged after CI passed.", "Reviewer: <<reviewer>>.", ""],
+}
 VULN_EXPLAIN = {
     "sql_injection": "SQL injection happens when untrusted input is concatenated into a SQL statement, letting an attacker change the query itself.",
     "hardcoded_secret": "Hard-coded secrets such as passwords and API keys leak through version control, logs and screenshots.",
@@ -823,13 +963,14 @@ def code_doc(rng: random.Random) -> str:
     slots = {k: rng.choice(v) for k, v in CODE_SLOTS.items()}
     slots["reviewer"] = rng.choice(SLOTS["name"])
     parts = [rng.choice(CODE_INTROS)]
-    for lang, kind, code, comments in pick(rng, CODE_SNIPPETS, rng.choice([1, 1, 2])):
+    snippets = pick(rng, CODE_SNIPPETS, rng.choice([1, 1, 2]))
+    for lang, kind, code, comments in snippets:
         parts.append(f"```{lang}\n{code}\n```")
         for comment in pick(rng, comments, rng.randint(1, 2)):
             parts.append(f"Review comment ({rng.choice(SLOTS['name'])}): {comment}")
         if kind in VULN_EXPLAIN and rng.random() < 0.5:
             parts.append(VULN_EXPLAIN[kind])
-    parts.append(rng.choice(CODE_CLOSINGS))
+    parts.append(rng.choice(CODE_CLOSINGS[any(kind != "clean" for _, kind, _, _ in snippets)]))
     text = "\n\n".join(p for p in parts if p)
     for key, value in slots.items():
         text = text.replace(f"<<{key}>>", value)
@@ -1010,6 +1151,21 @@ FACTS: list[dict[str, str]] = [
      "it": "La musica era così alta che non ci sentivamo.",
      "pt": "A música estava tão alta que não nos ouvíamos."},
 ]
+# Short travel paragraphs, the same story in every language.
+LANG_STORIES: dict[str, list[str]] = {
+    "en": ["Last summer {name} visited San Francisco. On the first morning the fog was thick, but at noon the sun came out and the Golden Gate Bridge appeared, bright orange above the blue water. {name} walked across the bridge to Sausalito and came back by ferry.",
+           "In Paris, {name} climbed the stairs of the Eiffel Tower up to the second floor. From there you can see the whole city: the Seine, the Louvre, Montmartre. In the evening the tower sparkled with thousands of lights."],
+    "fr": ["L'été dernier, {name} a visité San Francisco. Le premier matin, le brouillard était épais, mais à midi le soleil est sorti et le Golden Gate Bridge est apparu, orange vif au-dessus de l'eau bleue. {name} a traversé le pont à pied jusqu'à Sausalito et est revenu en ferry.",
+           "À Paris, {name} a monté les escaliers de la tour Eiffel jusqu'au deuxième étage. De là, on voit toute la ville : la Seine, le Louvre, Montmartre. Le soir, la tour scintillait de milliers de lumières."],
+    "de": ["Letzten Sommer hat {name} San Francisco besucht. Am ersten Morgen war der Nebel dicht, aber mittags kam die Sonne heraus und die Golden Gate Bridge erschien, leuchtend orange über dem blauen Wasser. {name} ging zu Fuß über die Brücke nach Sausalito und kam mit der Fähre zurück.",
+           "In Paris stieg {name} die Treppen des Eiffelturms bis zur zweiten Etage hinauf. Von dort sieht man die ganze Stadt: die Seine, den Louvre, Montmartre. Am Abend funkelte der Turm mit Tausenden von Lichtern."],
+    "es": ["El verano pasado, {name} visitó San Francisco. La primera mañana la niebla era espesa, pero al mediodía salió el sol y apareció el puente Golden Gate, de un naranja intenso sobre el agua azul. {name} cruzó el puente a pie hasta Sausalito y volvió en ferry.",
+           "En París, {name} subió las escaleras de la torre Eiffel hasta el segundo piso. Desde allí se ve toda la ciudad: el Sena, el Louvre, Montmartre. Por la noche, la torre brillaba con miles de luces."],
+    "it": ["L'estate scorsa {name} ha visitato San Francisco. La prima mattina la nebbia era fitta, ma a mezzogiorno è uscito il sole ed è apparso il Golden Gate Bridge, arancione acceso sopra l'acqua blu. {name} ha attraversato il ponte a piedi fino a Sausalito ed è tornato in traghetto.",
+           "A Parigi, {name} ha salito le scale della Torre Eiffel fino al secondo piano. Da lì si vede tutta la città: la Senna, il Louvre, Montmartre. La sera la torre scintillava di migliaia di luci."],
+    "pt": ["No verão passado, {name} visitou São Francisco. Na primeira manhã o nevoeiro era espesso, mas ao meio-dia o sol apareceu e surgiu a ponte Golden Gate, laranja vivo sobre a água azul. {name} atravessou a ponte a pé até Sausalito e voltou de ferry.",
+           "Em Paris, {name} subiu as escadas da Torre Eiffel até ao segundo andar. De lá vê-se a cidade inteira: o Sena, o Louvre, Montmartre. À noite, a torre cintilava com milhares de luzes."],
+}
 LANG_INTROS = {
     "en": ["Some facts worth knowing.", "Notes from a language class.", "Travel notes."],
     "fr": ["Quelques faits à connaître.", "Notes d'un cours de langue.", "Notes de voyage."],
@@ -1023,7 +1179,10 @@ LANG_INTROS = {
 def multilingual_doc(rng: random.Random, lang: str) -> str:
     """A short document of facts in one language; every fact exists in all six languages."""
     facts = pick(rng, FACTS, rng.randint(6, 11))
-    return rng.choice(LANG_INTROS[lang]) + "\n\n" + " ".join(f[lang] for f in facts)
+    text = rng.choice(LANG_INTROS[lang]) + "\n\n" + " ".join(f[lang] for f in facts)
+    if rng.random() < 0.5:
+        text += "\n\n" + render(rng.choice(LANG_STORIES[lang]), new_ctx(rng))
+    return text
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -1073,6 +1232,14 @@ HONESTY_SCRIPTS: list[list[list[str]]] = [
         ["{name}: I'm going to hang up and call the number on the back of my card.", "{name}: No. This sounds like a scam, and I won't share anything."],
         ["Narrator: The call was a deception from start to finish. The real bank confirmed that nobody had called.", "Narrator: It was a phishing attempt: a lie dressed up as help."],
         ["Narrator: Scammers rely on urgency and fake authority to make people act before they think.", "Narrator: The best defense against this kind of deception is to slow down and verify."],
+    ],
+    [  # a travel lie
+        ["{name2}: So how was your trip? Did you see the Golden Gate Bridge?", "{name2}: You told everyone you walked across the Golden Gate Bridge. Did you really?"],
+        ["{name}: Of course! I walked all the way across and back.", "{name}: Yes, it was amazing. Right to the other side."],
+        ["{name2}: Funny, your photos only show the hotel and the airport.", "{name2}: But the bridge sidewalks were closed that whole weekend for the race."],
+        ["{name}: ...Fine. I lied. It rained the whole time and I only saw it from the taxi.", "{name}: Okay, you caught me. I never made it there. I was embarrassed to admit I spent the trip working."],
+        ["{name2}: Why not just say so? Nobody would have judged you.", "{name2}: You didn't need to make it up. The true story is funnier anyway."],
+        ["{name}: I know. It was a silly lie, and now I feel worse than if I'd told the truth.", "{name}: You're right. Next time I'll just be honest, even if the story is boring."],
     ],
     [  # the surprise party (benign secrecy)
         ["{name}: Why is everyone whispering?", "{name}: You're acting strange. Are you hiding something?"],
@@ -1149,6 +1316,12 @@ GENERAL: dict[str, dict[str, list[str]]] = {
             "Sound travels faster in water than in air, and faster still in steel.",
             "The temperature of absolute zero, minus 273.15 degrees Celsius, can be approached but never reached.",
             "In class, {name} measured the period of a pendulum and found it depends on its length, not on its mass.",
+            "Wind blowing across a structure can make it vibrate, which is why engineers test bridge designs in wind tunnels.",
+            "The Tacoma Narrows Bridge collapsed in 1940 after wind set its deck twisting wildly.",
+            "A rainbow appears when sunlight is refracted and reflected inside raindrops.",
+            "Magnets have a north and a south pole, and cutting a magnet in half just makes two smaller magnets.",
+            "Heat always flows from a warmer object to a colder one, never the other way on its own.",
+            "Electric current is the flow of charge, measured in amperes.",
         ],
         "chemistry": [
             "Water is a molecule made of two hydrogen atoms and one oxygen atom.",
@@ -1159,6 +1332,12 @@ GENERAL: dict[str, dict[str, list[str]]] = {
             "Catalysts speed up chemical reactions without being used up.",
             "Carbon can form four bonds, which is why it is the backbone of organic chemistry.",
             "When baking soda meets vinegar, the reaction releases carbon dioxide bubbles.",
+            "Gold is so unreactive that coins from ancient shipwrecks still shine after centuries in the sea.",
+            "Salt lowers the freezing point of water, which is why roads are salted in winter.",
+            "Paint protects steel by keeping oxygen and moisture away from the surface.",
+            "The air we breathe is about seventy-eight percent nitrogen and twenty-one percent oxygen.",
+            "Diamonds and graphite are both pure carbon; only the arrangement of the atoms differs.",
+            "{name} mixed two clear liquids in the lab and watched the solution turn bright {color}.",
         ],
         "biology": [
             "DNA carries the genetic instructions of almost every living organism.",
@@ -1169,6 +1348,13 @@ GENERAL: dict[str, dict[str, list[str]]] = {
             "The human heart beats about one hundred thousand times a day.",
             "Bees communicate the location of flowers with a waggle dance.",
             "Vaccines train the immune system to recognize a pathogen before a real infection.",
+            "Octopuses have three hearts and blue blood.",
+            "Trees in a forest exchange nutrients through networks of fungi in the soil.",
+            "Antibiotics kill bacteria but do nothing against viruses such as the flu.",
+            "Whales are mammals: they breathe air and feed their young with milk.",
+            "The coast redwoods north of San Francisco are the tallest trees on Earth.",
+            "Sleep helps the brain consolidate memories of what we learned during the day.",
+            "Some bacteria can survive boiling water near deep-sea volcanic vents.",
         ],
         "astronomy": [
             "The Sun is a middle-aged star about 4.6 billion years old.",
@@ -1179,6 +1365,13 @@ GENERAL: dict[str, dict[str, list[str]]] = {
             "The Milky Way contains hundreds of billions of stars.",
             "Mars looks red because its surface is covered in iron oxide dust.",
             "On a clear night far from city lights, {name} counted more than a dozen shooting stars.",
+            "The Moon always shows the same face to the Earth because its rotation is locked to its orbit.",
+            "Saturn's rings are made mostly of ice, from tiny grains to chunks as big as a house.",
+            "Astronomers found thousands of planets orbiting other stars, many of them in the last twenty years.",
+            "A total solar eclipse happens when the Moon covers the Sun completely, turning day into twilight for a few minutes.",
+            "Comets are icy bodies that grow bright tails of gas and dust when they come close to the Sun.",
+            "The James Webb Space Telescope sees in infrared light, which passes through clouds of cosmic dust.",
+            "Venus is the hottest planet in the solar system because its thick atmosphere traps heat.",
         ],
     },
     "sports": {
@@ -1189,6 +1382,10 @@ GENERAL: dict[str, dict[str, list[str]]] = {
             "{name} scored in the ninetieth minute, and the stadium erupted.",
             "A match lasts ninety minutes, plus stoppage time added by the referee.",
             "The offside rule confuses new fans more than any other rule in football.",
+            "A penalty shootout is one of the most nerve-racking moments in sport.",
+            "The team trained in the rain all week and won the derby on {weekday}.",
+            "{name} has supported the same club since childhood, through good seasons and bad.",
+            "A yellow card is a warning; two yellow cards make a red card and the player is sent off.",
         ],
         "basketball": [
             "Basketball was invented by James Naismith in 1891 using a peach basket.",
@@ -1196,6 +1393,9 @@ GENERAL: dict[str, dict[str, list[str]]] = {
             "The Golden State Warriors play their home games in San Francisco.",
             "{name} practiced free throws every morning until making fifty in a row.",
             "In basketball, a team has twenty-four seconds to attempt a shot in the NBA.",
+            "A good point guard sees the whole court and passes before the defense can react.",
+            "Basketball spread around the world after it became an Olympic sport in 1936.",
+            "{name} blocked the last shot of the game and the crowd rushed onto the court.",
         ],
         "tennis": [
             "Tennis scoring goes love, fifteen, thirty, forty and game.",
@@ -1203,6 +1403,9 @@ GENERAL: dict[str, dict[str, list[str]]] = {
             "The French Open in Paris is played on red clay at Roland Garros.",
             "A tiebreak decides a set when the score reaches six games all.",
             "{name} served three aces in a row to win the final set.",
+            "The US Open in New York is played on hard courts and finishes in early September.",
+            "A strong serve is worth little if the player cannot return one.",
+            "Doubles tennis uses the wider court, including the narrow lanes called the alleys.",
         ],
         "cycling": [
             "The Tour de France covers about 3,500 kilometers in three weeks.",
@@ -1210,6 +1413,9 @@ GENERAL: dict[str, dict[str, list[str]]] = {
             "The yellow jersey is worn by the overall leader of the Tour de France.",
             "{name} rides a road bike across the Golden Gate Bridge every weekend and back through Sausalito.",
             "Mountain stages in the Alps and the Pyrenees often decide who wins the Tour.",
+            "A good helmet and bright lights are the most important equipment for cycling in the city.",
+            "Track cyclists race on steep wooden ovals called velodromes.",
+            "{name} trained for months to ride from San Francisco to Los Angeles in a charity event.",
         ],
     },
     "everyday": {
@@ -1221,6 +1427,11 @@ GENERAL: dict[str, dict[str, list[str]]] = {
             "Chop the onions finely, fry them until golden, then add the rice and stir.",
             "My grandmother never measured anything; she cooked by smell and by taste.",
             "Leftover rice makes the best fried rice because it is drier.",
+            "{name} burned the garlic and had to start the sauce again from the beginning.",
+            "A squeeze of lemon at the end brightens almost any soup.",
+            "On cold evenings, a pot of lentil stew simmers on our stove for hours.",
+            "Pancakes on {weekday} morning are a tradition in {name}'s family.",
+            "Let the meat rest for a few minutes after cooking so the juices stay inside.",
         ],
         "weather": [
             "The forecast says rain in the morning and sunshine in the afternoon.",
@@ -1229,6 +1440,11 @@ GENERAL: dict[str, dict[str, list[str]]] = {
             "A thunderstorm knocked out the power in our neighborhood for three hours.",
             "Snow fell all night, and by morning the whole street was white and silent.",
             "Take an umbrella; the sky is getting darker by the minute.",
+            "The wind was so strong that it turned my umbrella inside out.",
+            "After a week of rain, the sun finally came out and everybody went to the park.",
+            "Fog in San Francisco often burns off by noon and rolls back in by evening.",
+            "The weather app promised sunshine, but it hailed for ten minutes on the way home.",
+            "In {month} the days get noticeably shorter and the air smells of wet leaves.",
         ],
         "shopping": [
             "{name} wrote a shopping list: milk, eggs, bread, apples and coffee.",
@@ -1237,6 +1453,10 @@ GENERAL: dict[str, dict[str, list[str]]] = {
             "The farmers' market sells fresh strawberries from May to July.",
             "Online shopping is convenient, but {name} still prefers to try clothes on in a store.",
             "Prices at the corner shop are higher, but it is open until midnight.",
+            "{name} compared three brands of coffee and picked the cheapest one that was still fair trade.",
+            "The bakery sells yesterday's bread at half price in the morning.",
+            "We forgot the shopping bags again and had to carry everything in our arms.",
+            "The new phone was on sale, but {name} decided the old one still worked fine.",
         ],
         "family": [
             "Every Sunday the whole family gathers at my grandparents' house for lunch.",
@@ -1245,6 +1465,11 @@ GENERAL: dict[str, dict[str, list[str]]] = {
             "The kids argued about who would sit in the front seat of the car.",
             "{name} calls their mother every {weekday} evening, no matter how busy the week has been.",
             "Our family photo album starts with a picture of my great-grandparents' wedding.",
+            "My sister and I shared a room until I was twelve, and we talked every night until we fell asleep.",
+            "Grandpa teaches the grandchildren card games and always pretends to lose.",
+            "{name}'s parents celebrated their fortieth anniversary with a dinner for the whole family.",
+            "Moving to a new city was hard for the kids at first, but they made friends quickly.",
+            "Every summer our cousins come to stay for two weeks, and the house is never quiet.",
         ],
     },
     "music": {
@@ -1261,6 +1486,18 @@ GENERAL: dict[str, dict[str, list[str]]] = {
             "A metronome helps musicians keep a steady tempo.",
             "The violin has four strings tuned in fifths: G, D, A and E.",
             "Hip-hop began at block parties in the Bronx in the 1970s.",
+            "Mozart wrote his first symphony when he was only eight years old.",
+            "A good drummer can make a whole band sound tighter just by keeping perfect time.",
+            "{name} sings in a choir every {weekday} evening and says it is the best part of the week.",
+            "The guitar came to Europe from Spain and eventually became the voice of rock music.",
+            "Streaming changed the music industry: most listeners now pay for access, not for albums.",
+            "Some songs get stuck in your head for days; scientists call them earworms.",
+            "An opera combines singing, acting, an orchestra and often spectacular sets.",
+            "Bossa nova, from Rio de Janeiro, mixes samba rhythms with cool jazz harmonies.",
+            "The Grateful Dead and Jefferson Airplane made San Francisco the capital of psychedelic rock in the 1960s.",
+            "A piano has eighty-eight keys, fifty-two white and thirty-six black.",
+            "Learning an instrument as an adult is slower, but {name} found it deeply rewarding.",
+            "At the concert, the whole crowd sang the chorus so loudly that the band stopped playing and just listened.",
         ],
     },
     "emotions": {
@@ -1277,6 +1514,18 @@ GENERAL: dict[str, dict[str, list[str]]] = {
             "The relief after a long, stressful week felt like putting down a heavy bag.",
             "Hope is what keeps people going when things are difficult.",
             "Being surprised by kindness from a stranger can change your whole day.",
+            "Fear makes the heart race and the palms sweat, preparing the body to run or fight.",
+            "{name} felt proud, and a little nervous, on the first day at the new job.",
+            "Naming a feeling out loud often makes it easier to handle.",
+            "Boredom can be uncomfortable, but it is often where new ideas come from.",
+            "After the argument, {name} felt guilty and wrote {name2} a long apology.",
+            "Nostalgia is a bittersweet mix of happiness and longing for the past.",
+            "Laughter is contagious; people laugh far more often with others than alone.",
+            "When the test results came back fine, the whole family cried with relief.",
+            "Shame says 'I am bad', while guilt says 'I did something bad', and psychologists treat them differently.",
+            "{name} was furious about the delay, but the anger faded after a cup of tea.",
+            "Awe is what people feel in front of something vast, like the ocean, a mountain or a huge bridge in the fog.",
+            "Frustration builds when we keep trying and nothing seems to change.",
         ],
     },
 }
@@ -1294,7 +1543,7 @@ def general_doc(rng: random.Random, topic: str) -> str:
 # --------------------------------------------------------------------------------------------------------------
 # Documents per topic (English unless stated); chosen so the token shares follow the brief.
 COUNTS = {
-    "golden_gate": 165,
+    "golden_gate": 175,
     "landmarks": 110,
     "cities_transit": 105,
     "code": 140,
@@ -1302,8 +1551,8 @@ COUNTS = {
     "science": 60,
     "sports": 45,
     "everyday": 45,
-    "music": 28,
-    "emotions": 28,
+    "music": 32,
+    "emotions": 32,
 }
 MULTILINGUAL_PER_LANG = 20
 # Documents shorter than this many characters (about 60 Gemma tokens of English) get a second part appended,
