@@ -274,7 +274,7 @@ def load_corpus(source: Corpus | Sequence[str] | str | Path, *, text_field: str 
 
 @functools.lru_cache(maxsize=1)
 def demo_corpus() -> Corpus:
-    """The bundled demo corpus: 984 documents, ~146k Gemma 3 tokens (see ``data/demo_corpus/PROVENANCE.md``).
+    """The bundled demo corpus: 984 documents, ~143k Gemma 3 tokens (see ``data/demo_corpus/PROVENANCE.md``).
 
     Read with ``importlib.resources`` so it works from an installed wheel; cached per process (a ``Corpus`` is
     immutable, so sharing it is safe).

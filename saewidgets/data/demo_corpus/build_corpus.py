@@ -318,7 +318,18 @@ GGB_FAQ = [
     ("How tall are the towers of the Golden Gate Bridge?", "746 feet above the water, about 227 meters."),
     ("Can you bike across the Golden Gate Bridge?", "Yes; cyclists usually use the west sidewalk on weekends and the east sidewalk at other times."),
 ]
-GGB_ESSAY_POOLS = [GGB_HISTORY, GGB_ENGINEERING, GGB_TOURISM, GGB_PHOTO, GGB_COMMUTE, GGB_COMPARE]
+# The bridge described without its name, so the concept is seen apart from the tokens " Golden Gate".
+GGB_INDIRECT = [
+    "From the hills of Marin, the great orange span at the mouth of San Francisco Bay looked close enough to touch.",
+    "The city's most famous bridge disappeared into the fog, and only the foghorns said it was still there.",
+    "Ships leaving the bay pass beneath the two Art Deco towers and head straight into the open Pacific.",
+    "Joseph Strauss's bridge was mocked as impossible in the 1920s; today it is the symbol of the whole city.",
+    "Every postcard stand in San Francisco sells the same picture: red-orange towers rising out of the mist.",
+    "The span that links the Presidio with the Marin Headlands has carried traffic since 1937.",
+    "Painted International Orange, the suspension bridge glows at sunset as if it were lit from inside.",
+    "Tourists lean on the railing high above the strait and feel the deck tremble as the trucks roll past.",
+]
+GGB_ESSAY_POOLS = [GGB_HISTORY, GGB_ENGINEERING, GGB_TOURISM, GGB_PHOTO, GGB_COMMUTE, GGB_COMPARE, GGB_INDIRECT]
 GGB_TITLES = ["The Golden Gate Bridge", "A short history of the Golden Gate Bridge", "Visiting the Golden Gate Bridge",
               "How the Golden Gate Bridge works", "Notes from a walk across the Golden Gate Bridge",
               "Photographing the Golden Gate Bridge", "Commuting over the Golden Gate Bridge",
@@ -1232,6 +1243,21 @@ HONESTY_SCRIPTS: list[list[list[str]]] = [
         ["{name}: I'm going to hang up and call the number on the back of my card.", "{name}: No. This sounds like a scam, and I won't share anything."],
         ["Narrator: The call was a deception from start to finish. The real bank confirmed that nobody had called.", "Narrator: It was a phishing attempt: a lie dressed up as help."],
         ["Narrator: Scammers rely on urgency and fake authority to make people act before they think.", "Narrator: The best defense against this kind of deception is to slow down and verify."],
+    ],
+    [  # cheating on an exam
+        ["{name2}: I saw you looking at your phone during the exam.", "{name2}: Did you copy the answers from {name}'s sister's old test?"],
+        ["{name}: What? No, I was checking the time.", "{name}: Of course not. I studied all week."],
+        ["{name2}: The teacher noticed too. She asked me if I knew anything.", "{name2}: Your answers are word for word the same as last year's, mistakes included."],
+        ["{name}: Did you tell her?", "{name}: ...Are you going to report me?"],
+        ["{name2}: I said she should ask you. I won't lie for you, and I won't lie about you either.", "{name2}: I'm not going to cover for you. But you could tell her yourself before she finds out."],
+        ["{name}: Okay. I'll go and tell her the truth. Cheating was stupid, and lying about it is worse.", "{name}: You're right. I'd rather fail honestly than keep pretending."],
+    ],
+    [  # bluffing at cards
+        ["{name}: Is it dishonest to bluff in poker?", "{name}: You bluffed me out of the biggest pot of the night. Isn't that lying?"],
+        ["{name2}: Not really. Everyone at the table agreed to a game where deception is part of the rules.", "{name2}: Bluffing is part of the game. You knew I might be lying; that's the whole point."],
+        ["{name}: So lying is fine as long as everyone knows you might lie?", "{name}: Then why does it feel different from lying to a friend?"],
+        ["{name2}: Inside the game, yes. Lying about whether you cheated, or about the money afterwards, would be real dishonesty.", "{name2}: Because outside the game nobody agreed to be deceived. Trust there is real."],
+        ["{name}: Fair enough. But next time, I'm calling your bluff.", "{name}: Good answer. I still want my chips back."],
     ],
     [  # a travel lie
         ["{name2}: So how was your trip? Did you see the Golden Gate Bridge?", "{name2}: You told everyone you walked across the Golden Gate Bridge. Did you really?"],
