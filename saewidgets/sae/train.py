@@ -1,0 +1,285 @@
+"""`train_sae`: Adam on shuffled activation rows, with checkpoints that resume exactly and Ctrl-C that keeps the work.
+
+The loop, step by step: batch rows from the deterministic `BatchOrder`; scale them to mean norm sqrt(d_in); the
+architecture's objective (`architectures.training_step`); back-propagate; for unit-norm decoders drop the gradient
+component along each decoder row; clip; Adam at the scheduled learning rate (linear warm-up, constant, linear
+decay to 0); renormalise decoder rows; update the dead-latent counters (tokens since each latent last fired).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .architectures import needs_unit_decoder, training_step
+from .base import SAE
+from .checkpoint import CHECKPOINT_NAME, BatchOrder, load_checkpoint, save_checkpoint
+from .config import Architecture, SAEConfig, TrainConfig
+from .data import Rows, as_rows, check_finite
+
+StepCallback = Callable[[int, dict[str, float]], None]
+_DEFAULT_STEPS = 1000
+# Fields that must agree between a checkpoint and the run resuming it.
+_RESUME_KEYS = ("n_steps", "batch_size", "seed", "lr", "l1", "l0", "aux_k", "aux_coefficient")
+
+
+def default_lr(arch: Architecture, n_features: int) -> float:
+    """Learning rate that works for short CPU runs: 2e-4 / sqrt(F / 16384) (Gao et al.'s scaling), capped at 1e-3."""
+    return min(1e-3, 2e-4 / math.sqrt(n_features / 2**14))
+
+
+def train_sae(
+    activations: Any,
+    arch: Architecture = "topk",
+    n_features: int = 4096,
+    k: int | None = None,
+    *,
+    l1: float | None = None,
+    l0: float | None = None,
+    lr: float | None = None,
+    batch_size: int = 4096,
+    n_steps: int | None = None,
+    n_tokens: int | None = None,
+    seed: int = 0,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int = 1000,
+    resume: bool | str | os.PathLike = True,
+    progress: bool = True,
+    callback: StepCallback | None = None,
+    device: str | torch.device | None = None,
+    **options: Any,
+) -> SAE:
+    """Train a sparse autoencoder on residual activations and return it (in eval mode, on the CPU).
+
+    Args:
+        activations: ``[N, d]`` tensor or array, or an `Activations` (its model, layer and site go into the config).
+        arch: ``"topk"``, ``"batchtopk"``, ``"relu"`` (L1, Scaling Monosemanticity) or ``"jumprelu"``.
+        n_features: latents (dictionary size).
+        k: active latents per token (``topk``; batch average for ``batchtopk``).
+        l1: L1 coefficient (``relu``); l0: L0 coefficient (``jumprelu``).
+        lr: peak Adam learning rate (default `default_lr`).
+        batch_size: tokens per step.
+        n_steps, n_tokens: run length in steps, or in tokens (rounded up to whole steps); default 1000 steps.
+        seed: initialisation and batch order.
+        checkpoint_dir: folder for ``checkpoint.pt``, written every ``checkpoint_every`` steps and on Ctrl-C.
+        resume: True continues from ``checkpoint_dir``'s checkpoint if there is one; a path resumes from that file;
+            False starts over.
+        progress: tqdm bar with loss, L0, fraction of variance explained and dead fraction.
+        callback: called as ``callback(step, info)`` after every step (raise KeyboardInterrupt there to stop).
+        device: where to train (default CPU).
+        **options: any other `TrainConfig` field (``aux_k``, ``dead_after_tokens``, ``lr_warmup_steps``, ...).
+
+    The returned SAE has a ``history`` attribute: a list of ``{step, loss, mse, l0, fve, dead}`` logged during training.
+    """
+    rows = as_rows(activations)
+    check_finite(rows)
+    if n_steps is None:
+        n_steps = math.ceil(n_tokens / batch_size) if n_tokens is not None else _DEFAULT_STEPS
+    unknown = set(options) - set(TrainConfig.__dataclass_fields__)
+    if unknown:
+        raise TypeError(f"train_sae() got unknown options {sorted(unknown)}; see saewidgets.sae.TrainConfig for the fields.")
+    tc = TrainConfig(
+        n_steps=n_steps, batch_size=batch_size, lr=lr if lr is not None else default_lr(arch, n_features), seed=seed,
+        **({"l1": l1} if l1 is not None else {}), **({"l0": l0} if l0 is not None else {}), **options,
+    )
+    if n_steps < 1 or batch_size < 1:
+        raise ValueError(f"n_steps and batch_size must be positive, got n_steps={n_steps}, batch_size={batch_size}.")
+    cfg = SAEConfig(
+        d_in=rows.d, n_features=n_features, architecture=arch, k=k, model_name=rows.model_name, layer=rows.layer,
+        site=rows.site,
+    )
+    trainer = _Trainer(rows, cfg, tc, torch.device(device or "cpu"))
+    checkpoint = _checkpoint_to_resume(checkpoint_dir, resume)
+    if checkpoint is not None:
+        trainer.restore(checkpoint)
+    return trainer.run(checkpoint_dir, checkpoint_every, progress, callback)
+
+
+def _checkpoint_to_resume(checkpoint_dir: str | os.PathLike | None, resume: bool | str | os.PathLike) -> dict | None:
+    if resume is False:
+        return None
+    if resume is not True:
+        return load_checkpoint(resume)
+    if checkpoint_dir is not None and (Path(checkpoint_dir) / CHECKPOINT_NAME).exists():
+        return load_checkpoint(Path(checkpoint_dir) / CHECKPOINT_NAME)
+    return None
+
+
+class _Trainer:
+    """The state of one training run and the loop over it."""
+
+    def __init__(self, rows: Rows, cfg: SAEConfig, tc: TrainConfig, device: torch.device) -> None:
+        self.rows, self.tc, self.device = rows, tc, device
+        self.order = BatchOrder(len(rows), tc.batch_size, tc.seed)
+        self.data_fingerprint = rows.fingerprint()
+        cfg.input_scale, mean = self._input_statistics(cfg.d_in)
+        self.sae = SAE(cfg, torch.Generator().manual_seed(tc.seed)).to(device)
+        with torch.no_grad():
+            self.sae.b_dec.copy_(mean)
+            if cfg.architecture == "jumprelu":
+                self.sae.threshold.fill_(tc.jumprelu_init_threshold)
+        self.optimizer = torch.optim.Adam(self.sae.parameters(), lr=tc.lr)
+        self.tokens_since_fired = torch.zeros(cfg.n_features, dtype=torch.long)
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+
+    def _input_statistics(self, d_in: int) -> tuple[float, torch.Tensor]:
+        """(input scale making the mean row norm sqrt(d_in), mean of the scaled rows) from a seeded sample."""
+        g = torch.Generator().manual_seed(self.tc.seed)
+        n = min(len(self.rows), self.tc.n_scale_samples)
+        sample = self.rows.take(torch.randperm(len(self.rows), generator=g)[:n].numpy()).double()
+        mean_norm = float(sample.norm(dim=1).mean())
+        if mean_norm == 0:
+            raise ValueError("Every sampled activation row is zero: there is nothing to encode.")
+        scale = math.sqrt(d_in) / mean_norm
+        return scale, (sample.mean(0) * scale).float()
+
+    # -- checkpoints ----------------------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "sae_config": self.sae.cfg.to_dict(), "train_config": self.tc.to_dict(), "step": self.step,
+            "sae_state": {k: v.cpu() for k, v in self.sae.state_dict().items()}, "optimizer": self.optimizer.state_dict(),
+            "tokens_since_fired": self.tokens_since_fired, "rng": torch.get_rng_state(),
+            "data": {"n_rows": len(self.rows), "d": self.rows.d, "fingerprint": self.data_fingerprint},
+            "history": self.history,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint; refuse one made with other data or other settings."""
+        saved_cfg, saved_tc = state["sae_config"], state["train_config"]
+        mine = {**self.tc.to_dict(), **self.sae.cfg.to_dict()}
+        keys = ("architecture", "n_features", "k", "d_in", *_RESUME_KEYS)
+        diff = {key: (saved_cfg.get(key, saved_tc.get(key)), mine[key]) for key in keys
+                if saved_cfg.get(key, saved_tc.get(key)) != mine[key]}
+        if state["data"]["fingerprint"] != self.data_fingerprint:
+            diff["data"] = (f"{state['data']['n_rows']} x {state['data']['d']}", f"{len(self.rows)} x {self.rows.d}")
+        if diff:
+            listed = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in diff.items())
+            raise ValueError(
+                f"The checkpoint was made by a different run ({listed}). Pass the same settings and data, "
+                "or resume=False to start over."
+            )
+        self.sae.cfg = SAEConfig.from_dict(saved_cfg)
+        self.sae.load_state_dict(state["sae_state"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.tokens_since_fired = state["tokens_since_fired"].clone()
+        torch.set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self.history = list(state["history"])
+
+    # -- the loop ---------------------------------------------------------------------------------------------
+
+    def run(self, checkpoint_dir: str | os.PathLike | None, every: int, progress: bool,
+            callback: StepCallback | None) -> SAE:
+        from tqdm.auto import tqdm
+
+        tc = self.tc
+        log_every = max(1, tc.n_steps // 200)
+        self.sae.train()
+        bar = tqdm(total=tc.n_steps, initial=self.step, desc=f"train {self.sae.cfg.architecture} SAE",
+                   unit="step", disable=not progress)
+        try:
+            while self.step < tc.n_steps:
+                info = self._one_step()
+                if self.step % log_every == 0 or self.step == tc.n_steps:
+                    self.history.append({"step": self.step, **info})
+                    bar.set_postfix(loss=f"{info['loss']:.4g}", L0=f"{info['l0']:.1f}", fve=f"{info['fve']:.3f}",
+                                    dead=f"{info['dead']:.1%}", refresh=False)
+                bar.update(1)
+                if callback is not None:
+                    callback(self.step, info)
+                if checkpoint_dir is not None and every > 0 and self.step % every == 0:
+                    save_checkpoint(Path(checkpoint_dir) / CHECKPOINT_NAME, self.state())
+        except KeyboardInterrupt:
+            where = Path(checkpoint_dir) if checkpoint_dir is not None else _interrupt_dir(self.sae.cfg)
+            save_checkpoint(where / CHECKPOINT_NAME, self.state())
+            warnings.warn(
+                f"Training interrupted after step {self.step} of {tc.n_steps}; returning the SAE trained so far. "
+                f"Checkpoint saved to {where / CHECKPOINT_NAME}: call train_sae again with checkpoint_dir={str(where)!r} "
+                "and the same settings to continue.",
+                stacklevel=3,
+            )
+        finally:
+            bar.close()
+        return self._finish()
+
+    def _one_step(self) -> dict[str, float]:
+        tc, sae = self.tc, self.sae
+        x = self.rows.take(self.order.rows(self.step)).to(self.device) * sae.cfg.input_scale
+        dead = (self.tokens_since_fired >= tc.dead_after_tokens).to(self.device)
+        out = training_step(sae, x, tc, self.step, dead)
+        if not torch.isfinite(out.loss):
+            raise FloatingPointError(
+                f"The training loss became {out.loss.item()} at step {self.step} (terms: {out.terms}). "
+                f"Lower the learning rate (lr={tc.lr:g}; try {tc.lr / 4:g}) or check the activations for outliers."
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        unit = needs_unit_decoder(sae.cfg.architecture)
+        if unit:
+            _remove_parallel_gradient(sae.W_dec)
+        if tc.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(sae.parameters(), tc.grad_clip)
+        for group in self.optimizer.param_groups:
+            group["lr"] = tc.lr * _lr_factor(self.step, tc)
+        self.optimizer.step()
+        with torch.no_grad():
+            if unit:
+                sae.W_dec.div_(sae.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8))
+            if sae.cfg.architecture == "jumprelu":
+                sae.threshold.clamp_(min=0.0)
+        self.tokens_since_fired += x.shape[0]
+        self.tokens_since_fired[out.fired.cpu()] = 0
+        self.step += 1
+        mse = out.terms["mse"]
+        variance = x.sub(x.mean(0)).pow(2).sum(-1).mean().item()
+        return {"loss": out.loss.item(), **out.terms, "l0": out.l0, "fve": 1 - mse / max(variance, 1e-12),
+                "dead": float((self.tokens_since_fired >= tc.dead_after_tokens).float().mean())}
+
+    def _finish(self) -> SAE:
+        sae, tc = self.sae.cpu().eval(), self.tc
+        from .. import __version__
+
+        sparsity = {"relu": {"l1": tc.l1}, "jumprelu": {"l0": tc.l0, "bandwidth": tc.jumprelu_bandwidth}}
+        sae.cfg.provenance = {
+            "trainer": "saewidgets", "saewidgets_version": __version__, "tokens": self.step * tc.batch_size,
+            "steps": self.step, "planned_steps": tc.n_steps, "batch_size": tc.batch_size, "lr": tc.lr, "seed": tc.seed,
+            **sparsity.get(sae.cfg.architecture, {}), "n_training_rows": len(self.rows),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        for p in sae.parameters():
+            p.requires_grad_(False)
+        sae.history = self.history
+        return sae
+
+
+def _lr_factor(step: int, tc: TrainConfig) -> float:
+    """Linear warm-up over ``lr_warmup_steps``, constant, then linear decay to 0 over the last ``lr_decay_fraction``."""
+    warm = min(1.0, (step + 1) / max(1, tc.lr_warmup_steps))
+    decay_start = tc.n_steps * (1 - tc.lr_decay_fraction)
+    decay = 1.0 if step < decay_start else max(0.0, (tc.n_steps - step) / max(1.0, tc.n_steps - decay_start))
+    return warm * decay
+
+
+@torch.no_grad()
+def _remove_parallel_gradient(W_dec: torch.nn.Parameter) -> None:
+    """Project out the gradient component along each (unit) decoder row: Adam then moves rows on the sphere."""
+    if W_dec.grad is None:
+        return
+    parallel = (W_dec.grad * W_dec).sum(dim=1, keepdim=True)
+    W_dec.grad.sub_(parallel * W_dec)
+
+
+def _interrupt_dir(cfg: SAEConfig) -> Path:
+    from .._cache import cache_dir
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return cache_dir("sae-checkpoints", f"{cfg.architecture}-{cfg.n_features}-{stamp}")
