@@ -153,7 +153,7 @@ def _from_documents(docs: Sequence[Document], name: str) -> Corpus:
     kept = [d for d in docs if d.text.strip()]
     dropped = len(docs) - len(kept)
     if dropped:
-        warnings.warn(f"{name}: dropped {dropped} empty document(s) of {len(docs)}", stacklevel=3)
+        warnings.warn(f"{name}: dropped {dropped} empty document(s) of {len(docs)}", stacklevel=4)
     if not kept:
         raise ValueError(f"{name}: no non-empty documents; pass at least one non-empty string")
     return Corpus(kept, name=name)
@@ -188,8 +188,8 @@ def _parse_jsonl(lines: Iterable[str], source: str, text_field: str) -> list[Doc
         text = obj[text_field]
         if not isinstance(text, str):
             raise TypeError(f"{source}, line {lineno}: field {text_field!r} is {type(text).__name__}, not str")
-        docs.append(Document(text=text, id=str(obj.get("id", f"{Path(source).name}-{lineno}")),
-                             topic=str(obj.get("topic", UNKNOWN)), lang=str(obj.get("lang", UNKNOWN))))
+        docs.append(Document(text=text, id=str(obj.get("id") or f"{Path(source).name}-{lineno}"),
+                             topic=str(obj.get("topic") or UNKNOWN), lang=str(obj.get("lang") or UNKNOWN)))
     return docs
 
 
