@@ -60,8 +60,8 @@ class Attribution:
         key = {"attribution": totals, "negative": -totals, "abs": totals.abs()}.get(by)
         if key is None:
             raise ValueError(f"by={by!r} is not understood: use 'attribution', 'negative' or 'abs'.")
-        order = key.argsort(descending=True)[:n].tolist()
-        return [self._row(i) for i in order if totals[i] != 0]
+        order = [i for i in key.argsort(descending=True).tolist() if totals[i] != 0]
+        return [self._row(i) for i in order[:n]]
 
     def _row(self, feature: int) -> dict[str, Any]:
         column = self.scores[:, feature]

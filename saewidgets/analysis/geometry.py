@@ -9,17 +9,17 @@ on disk, keyed by ``sae.fingerprint()`` and the parameters.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .._cache import cache_dir as default_cache_dir
+from .._cache import atomic_write_bytes, cache_dir as default_cache_dir
 from ._common import check_feature
 
 _PCA_ABOVE = 2000  # features; below this UMAP runs on the raw directions
@@ -106,7 +106,7 @@ def _compute(directions: np.ndarray, params: dict[str, Any]) -> tuple[np.ndarray
     if params["pca_dims"] is not None and directions.shape[1] > params["pca_dims"]:
         points = PCA(params["pca_dims"], random_state=params["seed"]).fit_transform(directions)
     reducer = umap.UMAP(n_neighbors=params["n_neighbors"], min_dist=params["min_dist"], metric="cosine",
-                        random_state=params["seed"], n_components=2)
+                        random_state=params["seed"], n_components=2, n_jobs=1)  # a seed forces 1 job
     coords = reducer.fit_transform(points).astype(np.float32)
     clusters = KMeans(params["n_clusters"], n_init=3, random_state=params["seed"]).fit_predict(directions)
     return coords, clusters.astype(np.int32)
@@ -123,13 +123,7 @@ def _cache_path(cache_dir: str | os.PathLike | None, fingerprint: str, params: d
 
 
 def _write_atomic(path: Path, **arrays: np.ndarray) -> None:
-    """Write an .npz next to ``path`` and move it into place in one ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write an .npz through a temporary file and one ``os.replace``: readers never see half a map."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())

@@ -14,14 +14,24 @@ logit soft-capping). Which form the model's norm takes is checked numerically, n
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from .._cache import atomic_dir
 from ..model import ModelHandle
 from ._common import check_feature, decoder_directions, n_features_of
+
+
+_TENSORS = "logit_effects.safetensors"
+_META = "logit_effects.json"
 
 
 @dataclass(eq=False)
@@ -42,6 +52,29 @@ class LogitEffects:
     def _rows(self, ids: torch.Tensor, values: torch.Tensor, feature: int) -> list[dict[str, Any]]:
         i = check_feature(self.n_features, feature)
         return [{"token": self.token_strings[int(t)], "value": float(v)} for t, v in zip(ids[i], values[i])]
+
+    _TENSOR_FIELDS = ("promoted_ids", "promoted_values", "suppressed_ids", "suppressed_values")
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write to folder ``path`` (safetensors + json), atomically."""
+        path = Path(path)
+        with atomic_dir(path) as tmp:
+            save_file({k: getattr(self, k).contiguous() for k in self._TENSOR_FIELDS}, str(tmp / _TENSORS))
+            meta = {"fingerprint": self.fingerprint, "token_strings": {str(k): v for k, v in self.token_strings.items()}}
+            (tmp / _META).write_text(json.dumps(meta))
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "LogitEffects":
+        """Read logit effects written by `save`."""
+        path = Path(path)
+        try:
+            meta = json.loads((path / _META).read_text())
+            tensors = load_file(str(path / _TENSORS))
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{path} holds no readable logit effects ({err}); compute them with logit_effects().") from err
+        return cls(**{k: tensors[k] for k in cls._TENSOR_FIELDS}, fingerprint=meta["fingerprint"],
+                   token_strings={int(k): v for k, v in meta["token_strings"].items()})
 
     def promoted(self, feature: int) -> list[dict[str, Any]]:
         """``[{"token", "value"}]``, the tokens the feature most promotes."""
@@ -90,15 +123,24 @@ def direction_logits(model: ModelHandle, directions: torch.Tensor) -> torch.Tens
         return (d * gain).to(W_U.device, W_U.dtype) @ W_U.T
 
 
-def logit_effects(model: ModelHandle, sae: Any, k: int = 10, batch_size: int = 128,
-                  progress: bool = True) -> LogitEffects:
+def logit_effects(model: ModelHandle, sae: Any, k: int = 10, batch_size: int = 128, progress: bool = True,
+                  cache_dir: str | os.PathLike | None = None) -> LogitEffects:
     """Each feature's ``k`` most promoted and most suppressed tokens.
 
     Features go ``batch_size`` at a time (a ``[batch_size, vocab]`` logit block: 134 MB for Gemma's 262k vocab at
-    128), so 16k features need no more memory than 128.
+    128), so 16k features need no more memory than 128. With ``cache_dir`` the result is kept there, keyed by the
+    SAE's fingerprint, the model and ``k``, and loaded on later calls.
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}.")
+    if cache_dir is not None:
+        key = hashlib.sha256(json.dumps([sae.fingerprint(), model.name, model.vocab_size, k]).encode()).hexdigest()[:16]
+        path = Path(cache_dir) / f"logit_effects-{key}"
+        if (path / _META).exists():
+            return LogitEffects.load(path)
+        effects = logit_effects(model, sae, k, batch_size, progress)
+        effects.save(path)
+        return effects
     n = n_features_of(sae)
     k = min(k, model.vocab_size)
     top_ids, top_vals, low_ids, low_vals = [], [], [], []

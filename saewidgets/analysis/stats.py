@@ -104,7 +104,7 @@ class FeatureStats:
         before = self.context[0]
         return {
             "tokens": [self.token_strings[int(t)] for t in tokens[keep]],
-            "acts": [round(float(a), 6) for a in acts[keep]],
+            "acts": [float(a) for a in acts[keep]],
             "center": int((keep < before).sum()),
             "value": float(value),
         }
@@ -243,7 +243,7 @@ def feature_stats(
                         ("samples_per_band", samples_per_band), ("n_bins", n_bins), ("batch_size", batch_size)):
         if value < 1:
             raise ValueError(f"{name} must be at least 1, got {value}.")
-    acts = _as_activations(model, sae, corpus_or_activations, layer, n_tokens)
+    acts = _as_activations(model, sae, corpus_or_activations, layer, n_tokens, progress)
     total = len(acts) if n_tokens is None else min(n_tokens, len(acts))
     if total == 0:
         raise ValueError("There are no tokens to compute statistics over.")
@@ -261,7 +261,8 @@ def feature_stats(
     return acc.finish(model, sae.fingerprint(), acts.model_name or model.name, layer, total, n_bins)
 
 
-def _as_activations(model: ModelHandle, sae: Any, source: Any, layer: int, n_tokens: int | None) -> Any:
+def _as_activations(model: ModelHandle, sae: Any, source: Any, layer: int, n_tokens: int | None,
+                    progress: bool) -> Any:
     """``source`` if it already holds activations (checked against the SAE), else a harvest of it."""
     if hasattr(source, "acts") and hasattr(source, "token_ids"):
         width = source.acts.shape[1]
@@ -273,7 +274,7 @@ def _as_activations(model: ModelHandle, sae: Any, source: Any, layer: int, n_tok
         return source
     from ..activations import harvest
 
-    return harvest(model, source, layer, n_tokens=n_tokens)
+    return harvest(model, source, layer, n_tokens=n_tokens, progress=progress)
 
 
 class _Accumulator:

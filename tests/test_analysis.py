@@ -1,0 +1,379 @@
+"""Feature analysis on tiny random models: each result checked against a brute-force or plain-PyTorch computation."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from saewidgets.activations import harvest
+from saewidgets.analysis import (
+    FeatureStats, attribute, contrastive_search, feature_card, feature_geometry, feature_stats, features_active_on,
+    logit_effects, search_contexts, steer, token_activations,
+)
+from saewidgets.analysis.logits import norm_gain
+from saewidgets.models.tiny import _TRAINING_TEXT
+from saewidgets.sae import SAE, SAEConfig
+
+LAYER = 1
+PROMPT = "The Eiffel Tower is in the city of"
+
+
+def make_sae(d_model: int, n_features: int = 64, k: int = 6, seed: int = 0) -> SAE:
+    """A random TopK SAE on the tiny models' last block (random weights fire on everything a little)."""
+    sae = SAE(SAEConfig(d_in=d_model, n_features=n_features, architecture="topk", k=k, layer=LAYER),
+              generator=torch.Generator().manual_seed(seed))
+    return sae.eval()
+
+
+@pytest.fixture(scope="module")
+def sae(tiny):
+    return make_sae(tiny.d_model)
+
+
+@pytest.fixture(scope="module")
+def acts(tiny):
+    # distinct sentences only: duplicated text would make top-k ties whose order is arbitrary
+    return harvest(tiny, _TRAINING_TEXT, LAYER, progress=False)
+
+
+@pytest.fixture(scope="module")
+def stats(tiny, sae, acts):
+    return feature_stats(tiny, sae, acts, top_k=5, context=(3, 2), n_bins=8, batch_size=13, progress=False)
+
+
+def dense_features(sae, acts) -> torch.Tensor:
+    with torch.no_grad():
+        return sae.encode(acts.torch())
+
+
+# -- statistics -------------------------------------------------------------------------------------------------
+
+def test_streamed_top_contexts_equal_brute_force(tiny, sae, acts, stats):
+    f = dense_features(sae, acts)
+    for i in range(sae.cfg.n_features):
+        column = f[:, i]
+        n_fired = int((column > 0).sum())
+        values = column.topk(min(5, n_fired)).values if n_fired else column[:0]
+        assert torch.allclose(stats.top_values[i, : len(values)], values)
+        for example in stats.top_examples(i):
+            # identical tokens can tie (GPT-2 has no BOS: every text starting "The" gives one residual), so the
+            # example must match one of the rows holding its value
+            rows = (column - example["value"]).abs().le(1e-6).nonzero().flatten().tolist()
+            windows = [acts.context(row, 3, 2) for row in rows]
+            expected = [(tiny.tokens_to_str(acts.token_ids[w]), list(w).index(row), column[w].tolist())
+                        for row, w in zip(rows, windows)]
+            assert any(example["tokens"] == tokens and example["center"] == center
+                       and np.allclose(example["acts"], window_acts, atol=1e-5)
+                       for tokens, center, window_acts in expected)
+
+
+def test_density_max_mean_and_histogram_equal_brute_force(sae, acts, stats):
+    f = dense_features(sae, acts)
+    fired = f > 0
+    assert torch.allclose(stats.density, fired.float().mean(0))
+    assert torch.allclose(stats.max_act, f.max(0).values.clamp(min=0))
+    mean = (f * fired).sum(0) / fired.sum(0).clamp(min=1)
+    assert torch.allclose(stats.mean_act, mean, rtol=1e-5)
+    for i in range(sae.cfg.n_features):
+        hist = stats.histogram(i)
+        values = f[:, i][fired[:, i]].double().numpy()
+        if len(values) == 0:
+            assert hist == {"counts": [], "edges": []}
+            continue
+        assert len(hist["counts"]) <= 8 and hist["edges"][0] == 0 and hist["edges"][-1] >= values.max()
+        # numpy's last bin is closed; ours never holds a value on its upper edge, since that edge exceeds the max
+        assert hist["counts"] == np.histogram(values, bins=hist["edges"])[0].tolist()
+
+
+def test_band_samples_lie_in_their_band(sae, stats):
+    for i in range(sae.cfg.n_features):
+        max_act = float(stats.max_act[i])
+        for band in stats.quantile_examples(i):
+            lo, hi = (float(x) * max_act for x in band["label"].split(" ")[0].split("-"))
+            assert len(band["examples"]) <= 5
+            for example in band["examples"]:
+                assert lo - 1e-6 <= example["value"] <= hi + 1e-6
+                assert example["acts"][example["center"]] == pytest.approx(example["value"], rel=1e-5)
+
+
+def test_stats_from_texts_equal_stats_from_activations(tiny, sae, acts, stats):
+    from_texts = feature_stats(tiny, sae, _TRAINING_TEXT, top_k=5, context=(3, 2), n_bins=8, batch_size=13,
+                               progress=False)
+    assert torch.equal(from_texts.top_values, stats.top_values)
+    assert torch.equal(from_texts.top_tokens, stats.top_tokens)
+
+
+def test_stats_save_load_round_trip(tmp_path, sae, stats):
+    stats.save(tmp_path / "stats")
+    loaded = FeatureStats.load(tmp_path / "stats", sae=sae)
+    for name in FeatureStats._TENSOR_FIELDS:  # NaN marks empty slots, and NaN != NaN
+        assert torch.equal(getattr(loaded, name).nan_to_num(-1), getattr(stats, name).nan_to_num(-1)), name
+    assert loaded.token_strings == stats.token_strings
+    assert loaded.top_examples(3) == stats.top_examples(3)
+    assert not list(tmp_path.glob(".*")), "no temporary files left beside the result"
+
+
+def test_stats_for_another_sae_are_refused(tmp_path, tiny, stats):
+    other = make_sae(tiny.d_model, seed=1)
+    with pytest.raises(ValueError, match="computed for SAE"):
+        stats.check_matches(other)
+    stats.save(tmp_path / "stats")
+    with pytest.raises(ValueError, match="computed for SAE"):
+        FeatureStats.load(tmp_path / "stats", sae=other)
+    with pytest.raises(ValueError, match="computed for SAE"):
+        steer(tiny, other, "Hello", {0: 1.0}, stats=stats, max_new_tokens=1)
+
+
+def test_feature_index_out_of_range_names_the_range(tiny, sae, stats):
+    with pytest.raises(IndexError, match=r"64 features, numbered 0..63"):
+        stats.top_examples(64)
+    with pytest.raises(IndexError, match=r"numbered 0..63"):
+        feature_card(stats, -1)
+    with pytest.raises(IndexError, match=r"numbered 0..63"):
+        steer(tiny, sae, "Hello", {99: 1.0}, stats=stats)
+    with pytest.raises(IndexError, match=r"numbered 0..63"):
+        token_activations(tiny, sae, "Hello", features=[70])
+
+
+def test_feature_card_follows_the_schema_and_is_json(tiny, sae, stats, tmp_path):
+    effects = logit_effects(tiny, sae, k=3, progress=False)
+    geometry = feature_geometry(sae, cache_dir=tmp_path)
+    i = int(stats.density.argmax())
+    card = json.loads(json.dumps(feature_card(stats, i, effects, geometry)))
+    assert set(card) == {"feature", "density", "max_act", "mean_act", "top", "quantiles", "histogram", "promoted",
+                         "suppressed", "neighbours"}
+    assert card["feature"] == i and card["top"] and set(card["top"][0]) == {"tokens", "acts", "center", "value"}
+    assert card["quantiles"][0]["label"] == "0.80-1.00 of max"
+    assert len(card["histogram"]["edges"]) == len(card["histogram"]["counts"]) + 1
+    assert len(card["promoted"]) == 3 and set(card["promoted"][0]) == {"token", "value"}
+    assert card["neighbours"][0]["feature"] != i
+    assert feature_card(stats, i)["promoted"] == []
+
+
+# -- logit effects ------------------------------------------------------------------------------------------------
+
+def test_logit_effects_equal_brute_force(tiny, sae):
+    effects = logit_effects(tiny, sae, k=5, batch_size=7, progress=False)
+    directions = sae.W_dec.detach() / sae.cfg.input_scale
+    _, centres = norm_gain(tiny.final_norm, tiny.d_model)
+    centred = directions - directions.mean(-1, keepdim=True) if centres else directions
+    scale = centred.pow(2).mean(-1, keepdim=True).sqrt()  # the per-token scale the effect leaves out
+    brute = (tiny.logits_of_residual(directions) - tiny.logits_of_residual(torch.zeros(1, tiny.d_model))) * scale
+    values, ids = brute.topk(5, dim=-1)
+    assert torch.allclose(effects.promoted_values, values, rtol=1e-3, atol=1e-5)
+    assert torch.equal(effects.promoted_ids, ids)
+    low, low_ids = (-brute).topk(5, dim=-1)
+    assert torch.allclose(effects.suppressed_values, -low, rtol=1e-3, atol=1e-5)
+    assert torch.equal(effects.suppressed_ids, low_ids)
+
+
+def test_logit_effects_cache_round_trip(tiny, sae, tmp_path):
+    first = logit_effects(tiny, sae, k=3, progress=False, cache_dir=tmp_path)
+    again = logit_effects(tiny, sae, k=3, progress=False, cache_dir=tmp_path)
+    assert torch.equal(first.promoted_ids, again.promoted_ids) and first.promoted(2) == again.promoted(2)
+
+
+# -- attribution -------------------------------------------------------------------------------------------------
+
+def reference_attribution(model, sae, prompt: str, target: int, ablate: list[int]):
+    """Activation x gradient and ablation effects with a plain forward hook and autograd (no nnsight)."""
+    ids = torch.tensor([model.encode(prompt)])
+    keep = torch.ones(ids.shape[1], dtype=torch.bool)
+    if model.bos_id is not None:
+        keep &= ids[0] != model.bos_id
+    block = model.hf.get_submodule(model.site_name(LAYER))
+    saved = {}
+
+    def splice(module, inputs, output):
+        h = output[0] if isinstance(output, tuple) else output
+        f = sae.encode(h).detach().requires_grad_(True)
+        recon = sae.decode(f)
+        spliced = torch.where(keep[None, :, None], recon + (h - recon).detach(), h)
+        saved["f"], saved["h"], saved["recon"] = f, spliced, recon
+        spliced.retain_grad()
+        return (spliced, *output[1:]) if isinstance(output, tuple) else spliced
+
+    handle = block.register_forward_hook(splice)
+    try:
+        logit = model.hf(ids).logits[0, -1, target]
+        logit.backward()
+    finally:
+        handle.remove()
+    f = saved["f"]
+    scores = (f * f.grad)[0] * keep[:, None]
+    error = ((saved["h"] - saved["recon"]).detach() * saved["h"].grad)[0].sum(-1) * keep
+
+    def ablated_logit(feature: int | None) -> float:
+        def edit(module, inputs, output):
+            h = output[0] if isinstance(output, tuple) else output
+            f = sae.encode(h)
+            g = f.clone()
+            if feature is not None:
+                g[0, keep, feature] = 0
+            new = h + sae.decode(g) - sae.decode(f)
+            return (new, *output[1:]) if isinstance(output, tuple) else new
+
+        handle = block.register_forward_hook(edit)
+        try:
+            with torch.no_grad():
+                return float(model.hf(ids).logits[0, -1, target])
+        finally:
+            handle.remove()
+
+    clean = ablated_logit(None)
+    return scores.detach(), error.detach(), {i: clean - ablated_logit(i) for i in ablate}
+
+
+def test_attribution_equals_plain_pytorch_hook_and_autograd(tiny, sae):
+    target = 5
+    result = attribute(tiny, sae, PROMPT, target=target, n_ablate=4)
+    scores, error, ablations = reference_attribution(tiny, sae, PROMPT, target, list(result.ablations))
+    assert torch.allclose(result.scores, scores, atol=1e-5, rtol=1e-4)
+    assert torch.allclose(result.error_attribution, error, atol=1e-5, rtol=1e-4)
+    assert result.ablations.keys() == ablations.keys()
+    for i in ablations:
+        assert result.ablations[i] == pytest.approx(ablations[i], abs=1e-4)
+    top = result.top(3)
+    nonzero = [i for i in result.totals.argsort(descending=True).tolist() if result.totals[i] != 0]
+    assert [row["feature"] for row in top] == nonzero[:3]
+    assert top[0]["ablation"] == result.ablations[top[0]["feature"]]
+    assert result.tokens == tiny.tokens_to_str(tiny.encode(PROMPT))
+
+
+def test_logit_difference_target_is_the_difference_of_two_attributions(tiny, sae):
+    both = attribute(tiny, sae, PROMPT, target=(5, 7), n_ablate=0)
+    a = attribute(tiny, sae, PROMPT, target=5, n_ablate=0)
+    b = attribute(tiny, sae, PROMPT, target=7, n_ablate=0)
+    assert torch.allclose(both.scores, a.scores - b.scores, atol=1e-5)
+    assert both.metric == pytest.approx(a.metric - b.metric, abs=1e-5)
+
+
+def test_target_of_several_tokens_says_how_it_tokenizes(tiny, sae):
+    pieces = tiny.tokens_to_str(tiny.tokenizer(" Eiffelxyz", add_special_tokens=False)["input_ids"])
+    assert len(pieces) > 1
+    with pytest.warns(UserWarning, match=r"is \d+ tokens .*attributing to the first"):
+        result = attribute(tiny, sae, PROMPT, target=" Eiffelxyz", n_ablate=0)
+    assert result.target == repr(pieces[0])
+
+
+def test_bad_targets_and_prompts_are_refused(tiny, sae):
+    with pytest.raises(ValueError, match="out of range"):
+        attribute(tiny, sae, PROMPT, target=10**9)
+    with pytest.raises(ValueError, match="empty"):
+        attribute(tiny, sae, PROMPT, target="")
+    for call in (lambda: attribute(tiny, sae, "", target=5), lambda: steer(tiny, sae, "  ", {0: 1.0}, units="activation"),
+                 lambda: features_active_on(tiny, sae, ""), lambda: token_activations(tiny, sae, "")):
+        with pytest.raises(ValueError, match="empty"):
+            call()
+
+
+# -- search ----------------------------------------------------------------------------------------------------
+
+def test_search_contexts_ranks_by_fraction_of_top_contexts(stats):
+    hits = search_contexts(stats, "golden gate")
+    assert hits, "some random feature has a Golden Gate sentence among its top contexts"
+    fractions = [h["fraction"] for h in hits]
+    assert fractions == sorted(fractions, reverse=True)
+    for h in hits:
+        texts = stats.context_texts(h["feature"])
+        assert h["fraction"] == sum("golden gate" in t.lower() for t in texts) / stats.top_values.shape[1]
+    with pytest.raises(ValueError, match="non-empty"):
+        search_contexts(stats, "")
+
+
+def test_features_active_on_a_span_are_those_firing_there(tiny, sae, stats):
+    ta = token_activations(tiny, sae, PROMPT, features=list(range(sae.cfg.n_features)))
+    span = ta.tokens.index(" Tower") if " Tower" in ta.tokens else 1
+    hits = features_active_on(tiny, sae, PROMPT, span=(span, span + 1), n=5)
+    expected = np.argsort(-ta.acts[span], kind="stable")[:5]
+    assert [h["feature"] for h in hits] == [int(i) for i in expected if ta.acts[span, i] > 0]
+    by_text = features_active_on(tiny, sae, PROMPT, span=ta.tokens[span], n=5)
+    assert by_text[0]["position"] == span or by_text[0]["activation"] == hits[0]["activation"]
+    scaled = features_active_on(tiny, sae, PROMPT, n=5, stats=stats)
+    assert all(0 < h["fraction_of_max"] for h in scaled)
+    with pytest.raises(ValueError, match="does not occur"):
+        features_active_on(tiny, sae, PROMPT, span="Golden Gate")
+
+
+def test_contrastive_search_finds_features_of_a_not_b(tiny, sae):
+    hits = contrastive_search(tiny, sae, "The Golden Gate Bridge", "SELECT name FROM users", n=5)
+    assert hits and all(h["activation_a"] > h["activation_b"] for h in hits)
+
+
+def test_token_activations_shape_and_default_features(tiny, sae):
+    ta = token_activations(tiny, sae, PROMPT, n=4)
+    assert ta.acts.dtype == np.float32 and ta.acts.shape == (len(ta.tokens), len(ta.features)) and len(ta.features) <= 4
+    assert "<bos>" not in ta.tokens
+
+
+# -- geometry --------------------------------------------------------------------------------------------------
+
+def test_geometry_is_deterministic_with_a_seed_and_cached(tiny, sae, tmp_path):
+    a = feature_geometry(sae, seed=3, cache_dir=tmp_path / "a")
+    b = feature_geometry(sae, seed=3, cache_dir=tmp_path / "b")
+    assert np.array_equal(a.coords, b.coords) and np.array_equal(a.clusters, b.clusters)
+    assert a.coords.shape == (64, 2) and len(set(a.clusters.tolist())) > 1
+    cached = feature_geometry(sae, seed=3, cache_dir=tmp_path / "a")
+    assert np.array_equal(cached.coords, a.coords)
+    assert len(list((tmp_path / "a").glob("geometry-*.npz"))) == 1
+
+
+def test_neighbours_are_the_highest_decoder_cosines(sae, tmp_path):
+    geometry = feature_geometry(sae, cache_dir=tmp_path)
+    W = torch.nn.functional.normalize(sae.W_dec.detach(), dim=-1)
+    cosine = W @ W[7]
+    cosine[7] = -2
+    expected = cosine.topk(4).indices.tolist()
+    got = geometry.neighbours(7, 4)
+    assert [n["feature"] for n in got] == expected
+    assert got[0]["cosine"] == pytest.approx(float(cosine[expected[0]]), abs=1e-5)
+
+
+# -- steering --------------------------------------------------------------------------------------------------
+
+def features_silent_on(model, sae, text: str) -> list[int]:
+    ta = token_activations(model, sae, text, features=list(range(sae.cfg.n_features)))
+    return [i for i in range(sae.cfg.n_features) if ta.acts[:, i].max() == 0]
+
+
+def test_clamping_to_the_natural_activation_reproduces_the_default_text(tiny, sae):
+    prompts = ["I went for a walk and saw", "The Eiffel Tower"]
+    base = steer(tiny, sae, prompts, {0: 0.0}, units="activation", max_new_tokens=8)
+    silent = set(range(sae.cfg.n_features))
+    for p, d in zip(prompts, base.default):
+        silent &= set(features_silent_on(tiny, sae, p + d))
+    assert silent, "some feature never fires on these texts"
+    feature = min(silent)
+    result = steer(tiny, sae, prompts, {feature: 0.0}, units="activation", max_new_tokens=8)
+    assert result.steered == result.default == base.default
+    added = steer(tiny, sae, prompts, {3: 0.0}, units="activation", mode="add", max_new_tokens=8)
+    assert added.steered == added.default
+
+
+def test_strong_clamp_changes_the_text(tiny, sae, stats):
+    result = steer(tiny, sae, "I went for a walk and saw", {3: 10.0}, stats=stats, max_new_tokens=8)
+    assert result.clamps[3] == pytest.approx(10 * float(stats.max_act[3]))
+    assert result.steered != result.default
+
+
+def test_steering_without_default_and_with_sampling(tiny, sae, stats):
+    a = steer(tiny, sae, "Hello", [3], stats=stats, max_new_tokens=5, temperature=1.0, seed=1, include_default=False)
+    b = steer(tiny, sae, "Hello", [3], stats=stats, max_new_tokens=5, temperature=1.0, seed=1, include_default=False)
+    assert a.steered == b.steered and a.default == [""]
+
+
+def test_absurd_or_meaningless_strengths(tiny, sae, stats):
+    with pytest.warns(UserWarning, match="gibberish"):
+        steer(tiny, sae, "Hello", {3: 500.0}, stats=stats, max_new_tokens=1)
+    with pytest.warns(UserWarning, match="negative"):
+        steer(tiny, sae, "Hello", {3: -1.0}, stats=stats, max_new_tokens=1)
+    with pytest.raises(ValueError, match="finite"):
+        steer(tiny, sae, "Hello", {3: math.inf}, stats=stats)
+    with pytest.raises(ValueError, match="pass stats"):
+        steer(tiny, sae, "Hello", {3: 2.0})
+    with pytest.raises(ValueError, match="mode"):
+        steer(tiny, sae, "Hello", {3: 2.0}, stats=stats, mode="boost")
