@@ -216,40 +216,16 @@ def harvest(
         memmap_dir: where such a file goes (default: the saewidgets cache's ``spill`` folder).
         progress: show a progress bar.
     """
-    texts = _as_texts(texts_or_corpus)
     layer = model.resolve_layer(layer)
-    if not 2 <= context_len <= model.max_context:
-        raise ValueError(f"context_len={context_len} must be between 2 and the model's context, {model.max_context} tokens.")
-    if n_tokens is not None and n_tokens < 1:
-        raise ValueError(f"n_tokens must be positive, got {n_tokens}.")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}.")
-
-    docs = [model.encode(t, add_bos=False) for t in texts]
-    bos = model.bos_id
-    windows = _plan_windows(docs, bos, context_len, n_tokens, drop_bos)
-    total = windows[-1].offset + windows[-1].n_rows if windows else 0
-    if total == 0:
-        raise ValueError("The texts contain no tokens: every text is empty.")
-    if n_tokens is not None and total < n_tokens:
-        raise ValueError(
-            f"n_tokens={n_tokens:,} is more than the {total:,} tokens these {len(texts)} texts hold: "
-            f"pass n_tokens <= {total:,} or more text."
-        )
-
+    windows = plan_harvest(model, texts_or_corpus, context_len, n_tokens, batch_size, drop_bos)
+    total = windows[-1].offset + windows[-1].n_rows
     acts, spill = _allocate(total, model.d_model, ram_budget, memmap_dir)
     token_ids = np.empty(total, dtype=np.int32)
     doc_ids = np.empty(total, dtype=np.int32)
     positions = np.empty(total, dtype=np.int32)
     try:
-        order = sorted(range(len(windows)), key=lambda i: -len(windows[i].ids))  # longest first: least padding
         with tqdm(total=total, desc=f"harvest layer {layer}", unit="tok", disable=not progress) as bar:
-            for b in range(0, len(order), batch_size):
-                batch = [windows[i] for i in order[b : b + batch_size]]
-                hidden = _trace_batch(model, layer, [w.ids for w in batch])
-                for row, w in enumerate(batch):
-                    _store(w, hidden[row], bos, acts, token_ids, doc_ids, positions)
-                bar.update(sum(w.n_rows for w in batch))
+            fill_rows(model, layer, windows, batch_size, (acts, token_ids, doc_ids, positions), base=0, bar=bar)
     except BaseException:
         if spill is not None:
             del acts
@@ -259,6 +235,50 @@ def harvest(
     if spill is not None:
         weakref.finalize(result, _remove_spill, spill)
     return result
+
+
+def plan_harvest(model: ModelHandle, texts_or_corpus: Any, context_len: int, n_tokens: int | None, batch_size: int,
+                 drop_bos: bool) -> list[_Window]:
+    """Check harvest settings and cut the texts into windows; the rows they give are numbered in (doc, position) order.
+
+    Shared by `harvest` and the disk-backed store (`saewidgets.store`), so both number rows identically.
+    """
+    texts = _as_texts(texts_or_corpus)
+    if not 2 <= context_len <= model.max_context:
+        raise ValueError(f"context_len={context_len} must be between 2 and the model's context, {model.max_context} tokens.")
+    if n_tokens is not None and n_tokens < 1:
+        raise ValueError(f"n_tokens must be positive, got {n_tokens}.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}.")
+
+    docs = [model.encode(t, add_bos=False) for t in texts]
+    windows = _plan_windows(docs, model.bos_id, context_len, n_tokens, drop_bos)
+    total = windows[-1].offset + windows[-1].n_rows if windows else 0
+    if total == 0:
+        raise ValueError("The texts contain no tokens: every text is empty.")
+    if n_tokens is not None and total < n_tokens:
+        raise ValueError(
+            f"n_tokens={n_tokens:,} is more than the {total:,} tokens these {len(texts)} texts hold: "
+            f"pass n_tokens <= {total:,} or more text."
+        )
+    return windows
+
+
+def fill_rows(model: ModelHandle, layer: int, windows: Sequence[_Window], batch_size: int,
+              out: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], base: int, bar: Any) -> None:
+    """Trace ``windows`` in batches (longest first: least padding) and write their rows into ``out``.
+
+    ``out`` is (acts, token_ids, doc_ids, positions); a window's rows go to ``w.offset - base`` onwards, so a
+    caller holding only some windows (a store shard) passes its first row as ``base``.
+    """
+    order = sorted(range(len(windows)), key=lambda i: -len(windows[i].ids))
+    bos = model.bos_id
+    for b in range(0, len(order), batch_size):
+        batch = [windows[i] for i in order[b : b + batch_size]]
+        hidden = _trace_batch(model, layer, [w.ids for w in batch])
+        for row, w in enumerate(batch):
+            _store(w, hidden[row], bos, *out, base=base)
+        bar.update(sum(w.n_rows for w in batch))
 
 
 def _remove_spill(path: Path) -> None:
@@ -294,7 +314,7 @@ def _trace_batch(model: ModelHandle, layer: int, inputs: list[tuple[int, ...]]) 
 
 
 def _store(w: _Window, hidden: torch.Tensor, bos: int | None, acts: np.ndarray, token_ids: np.ndarray,
-           doc_ids: np.ndarray, positions: np.ndarray) -> None:
+           doc_ids: np.ndarray, positions: np.ndarray, base: int = 0) -> None:
     """Copy one window's real-token rows (dropping padding, and BOS unless it is kept) into the output arrays."""
     real = hidden[hidden.shape[0] - len(w.ids) :]
     ids = np.asarray(w.ids, dtype=np.int32)
@@ -302,7 +322,7 @@ def _store(w: _Window, hidden: torch.Tensor, bos: int | None, acts: np.ndarray, 
     if bos is not None:
         pos[0] = -1
     keep = slice(len(w.ids) - w.n_rows, len(w.ids))  # the last n_rows tokens: BOS is first, so it goes when dropped
-    rows = slice(w.offset, w.offset + w.n_rows)
+    rows = slice(w.offset - base, w.offset - base + w.n_rows)
     acts[rows] = real[keep].numpy()
     token_ids[rows] = ids[keep]
     doc_ids[rows] = w.doc
