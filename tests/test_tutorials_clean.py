@@ -1,0 +1,61 @@
+"""The tutorials as committed: the seven expected notebooks, valid nbformat 4, a title, and no outputs.
+
+Outputs (and execution counts) are stripped before committing so diffs stay readable and no stale numbers, images
+or widget state ship with the repository; CI executes every notebook fresh with nbmake instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+TUTORIALS = Path(__file__).resolve().parent.parent / "tutorials"
+EXPECTED = [
+    "01_quickstart.ipynb",
+    "02_training.ipynb",
+    "03_reading_features.ipynb",
+    "04_geometry.ipynb",
+    "05_attribution.ipynb",
+    "06_steering.ipynb",
+    "07_beyond_one_machine.ipynb",
+]
+NOTEBOOKS = sorted(TUTORIALS.glob("*.ipynb"))
+
+
+def test_the_seven_tutorials_exist():
+    missing = [name for name in EXPECTED if not (TUTORIALS / name).exists()]
+    assert not missing, f"missing tutorials: {missing}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_is_valid_nbformat_4(path):
+    nb = nbformat.read(path, as_version=nbformat.NO_CONVERT)
+    assert nb.nbformat == 4, f"{path.name} is nbformat {nb.nbformat}, expected 4"
+    nbformat.validate(nb)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_is_stripped_of_outputs(path):
+    nb = nbformat.read(path, as_version=4)
+    dirty = [i for i, cell in enumerate(nb.cells)
+             if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count") is not None)]
+    assert not dirty, (f"{path.name}: code cells {dirty} have outputs or execution counts; strip them "
+                       "(e.g. `jupyter nbconvert --clear-output --inplace` or nbstripout) before committing")
+    assert "widgets" not in nb.metadata, f"{path.name} carries saved widget state in its metadata; strip it"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_starts_with_a_title(path):
+    nb = nbformat.read(path, as_version=4)
+    first = next((c for c in nb.cells if c.source.strip()), None)
+    assert first is not None and first.cell_type == "markdown", f"{path.name} must open with a markdown cell"
+    assert first.source.lstrip().startswith("# "), f"{path.name}'s first cell must start with a '# ' title"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_has_exercises(path):
+    nb = nbformat.read(path, as_version=4)
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert "## Exercises" in text, f"{path.name} should end with a '## Exercises' section"
