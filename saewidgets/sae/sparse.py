@@ -1,0 +1,233 @@
+"""Sparse TopK / BatchTopK training: no dense decoder product, forward or backward.
+
+A TopK SAE step done densely costs ~10 d F FLOP per token (encoder and decoder products, forward and backward).
+Only the encoder forward has to be dense (every latent's pre-activation is needed to pick the top k); everything
+after it touches just the ``nnz`` active (token, latent) pairs, about ``k`` per token:
+
+    forward                                 backward
+    pre     = (x - b_dec) @ W_enc + b_enc   grad W_enc[:, j] = sum_{t: j active} g_pre[t, j] (x - b_dec)[t]
+    x_hat_t = sum_j v_tj W_dec[j] + b_dec   grad W_dec[j]    = sum_{t: j active} v_tj grad_x_hat[t]
+                                            grad v_tj        = <grad_x_hat[t], W_dec[j]>
+                                            grad b_enc[j]    = sum_t g_pre[t, j];  grad b_dec -= W_enc @ grad b_enc
+
+The two "sum over the tokens where latent j is active" products are ``embedding_bag`` over the active pairs
+sorted by latent; the decoder forward is ``embedding_bag`` over pairs grouped by token; ``grad v`` is a sampled
+dense-dense product (``torch.sparse.sampled_addmm``). So a step costs ~2 d F + O(k d) FLOP per token.
+
+`sparse_training_step` is a drop-in for `architectures.training_step` on ``topk`` and ``batchtopk`` SAEs: same
+selection, same loss terms (MSE + AuxK), same gradients within float rounding.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .architectures import StepOutput, _mse, _update_threshold
+from .base import SAE
+from .config import TrainConfig
+
+SPARSE_ARCHITECTURES = ("topk", "batchtopk")
+_BATCHTOPK_CANDIDATES = 4  # per-token candidates for BatchTopK, in multiples of k (exactness is checked)
+
+
+@dataclass
+class ActivePairs:
+    """The active (token, latent) pairs of a batch, grouped by token (``rows`` ascending)."""
+
+    rows: torch.Tensor
+    """``[nnz]`` int64 token (batch row) of each pair."""
+    cols: torch.Tensor
+    """``[nnz]`` int64 latent of each pair."""
+    n_rows: int
+    """Tokens in the batch."""
+    n_features: int
+    """Latents in the SAE."""
+
+    @cached_property
+    def row_offsets(self) -> torch.Tensor:
+        """``[n_rows + 1]`` start of each token's pairs (CSR row pointer)."""
+        return F.pad(torch.bincount(self.rows, minlength=self.n_rows).cumsum(0), (1, 0))
+
+    @cached_property
+    def by_latent(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(stable order sorting the pairs by latent, start of each latent's run in it): the bags of the
+        transposed products, computed once per batch and shared by the encoder and decoder backward."""
+        counts = torch.bincount(self.cols, minlength=self.n_features)
+        return _stable_argsort(self.cols, self.n_features), counts.cumsum(0) - counts
+
+
+def _stable_argsort(keys: torch.Tensor, n_keys: int) -> torch.Tensor:
+    """Stable argsort of integer ``keys`` in ``[0, n_keys)``. On CPU numpy's (a radix sort for 16-bit keys) takes
+    ~1 ms for 131k pairs where torch's threaded sort took 10-600 ms on a busy 2-core machine."""
+    if keys.device.type != "cpu":
+        return keys.argsort(stable=True)
+    dtype = np.uint16 if n_keys <= 2**16 else np.int32 if n_keys <= 2**31 else np.int64
+    return torch.from_numpy(np.argsort(keys.numpy().astype(dtype), kind="stable")).long()
+
+
+# -- selection (no gradient) ----------------------------------------------------------------------------------
+
+
+def select_topk(pre: torch.Tensor, k: int) -> ActivePairs:
+    """Each token's ``k`` largest pre-activations."""
+    indices = pre.topk(k, dim=-1, sorted=False).indices
+    rows = torch.arange(pre.shape[0], device=pre.device).repeat_interleave(k)
+    return ActivePairs(rows, indices.reshape(-1), *pre.shape)
+
+
+def select_batch_topk(pre: torch.Tensor, k: int) -> ActivePairs:
+    """The ``k * n_rows`` largest pre-activations of the whole batch, without a top-k over all ``n_rows * F``.
+
+    Each token offers its ``4 k`` largest as candidates and the batch keeps the best ``k * n_rows`` of those. A
+    token all of whose candidates were kept might have more above the cut: such tokens offer their whole row and
+    the selection is redone, so the result equals ``pre.flatten().topk(k * n_rows)`` (up to ties)."""
+    n_rows, n_features = pre.shape
+    total = k * n_rows
+    m = min(n_features, _BATCHTOPK_CANDIDATES * k)
+    cand_values, cand_cols = pre.topk(m, dim=-1, sorted=False)
+    cand_rows = torch.arange(n_rows, device=pre.device).repeat_interleave(m)
+    cand_values, cand_cols = cand_values.reshape(-1), cand_cols.reshape(-1)
+    kept = cand_values.topk(total, sorted=False).indices
+    if m < n_features:
+        full = torch.bincount(cand_rows[kept], minlength=n_rows) == m
+        if bool(full.any()):
+            rows_full = full.nonzero().squeeze(1)
+            partial = ~full[cand_rows]
+            cand_values = torch.cat([cand_values[partial], pre[rows_full].reshape(-1)])
+            cand_cols = torch.cat([cand_cols[partial], torch.arange(n_features, device=pre.device).repeat(len(rows_full))])
+            cand_rows = torch.cat([cand_rows[partial], rows_full.repeat_interleave(n_features)])
+            kept = cand_values.topk(total, sorted=False).indices
+    flat = cand_rows[kept] * n_features + cand_cols[kept]
+    flat = flat[_stable_argsort(flat, n_rows * n_features)]
+    return ActivePairs(flat // n_features, flat % n_features, n_rows, n_features)
+
+
+def select_dead_topk(pre: torch.Tensor, dead: torch.Tensor, aux_k: int) -> ActivePairs | None:
+    """AuxK's pairs: each token's ``aux_k`` largest pre-activations among ``dead`` latents (None if none is dead).
+    Reads only the dead columns of ``pre``."""
+    dead_ids = dead.nonzero().squeeze(1)
+    if len(dead_ids) == 0:
+        return None
+    local = pre[:, dead_ids].topk(min(aux_k, len(dead_ids)), dim=-1, sorted=False).indices
+    rows = torch.arange(pre.shape[0], device=pre.device).repeat_interleave(local.shape[1])
+    return ActivePairs(rows, dead_ids[local].reshape(-1), *pre.shape)
+
+
+# -- differentiable pieces -----------------------------------------------------------------------------------
+
+
+def _sum_by_latent(table: torch.Tensor, weights: torch.Tensor, pairs: ActivePairs) -> torch.Tensor:
+    """``[n_features, d]``: row j = sum over the pairs (t, j) of ``weights[pair] * table[t]`` (0 for idle latents)."""
+    order, starts = pairs.by_latent
+    return F.embedding_bag(pairs.rows[order], table, starts, mode="sum", per_sample_weights=weights[order])
+
+
+class _GatherEncoder(torch.autograd.Function):
+    """Pre-activations of the active pairs, ``((x - b_dec) @ W_enc + b_enc)[rows, cols]``, read from a ``pre``
+    computed without autograd; the backward touches only those pairs (``x`` itself gets no gradient)."""
+
+    @staticmethod
+    def forward(ctx: Any, pre: torch.Tensor, x_in: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor,
+                b_dec: torch.Tensor, pairs: ActivePairs, b_dec_in_input: bool) -> torch.Tensor:
+        ctx.save_for_backward(x_in, W_enc)
+        ctx.pairs, ctx.b_dec_in_input = pairs, b_dec_in_input
+        return pre[pairs.rows, pairs.cols]
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x_in, W_enc = ctx.saved_tensors
+        pairs, n_features = ctx.pairs, W_enc.shape[1]
+        grad_b_enc = torch.zeros(n_features, dtype=grad.dtype, device=grad.device).index_add_(0, pairs.cols, grad)
+        grad_W_enc = _sum_by_latent(x_in, grad, pairs).t() if ctx.needs_input_grad[2] else None
+        grad_b_dec = -(W_enc @ grad_b_enc) if ctx.b_dec_in_input and ctx.needs_input_grad[4] else None
+        return None, None, grad_W_enc, grad_b_enc, grad_b_dec, None, None
+
+
+class _SparseDecode(torch.autograd.Function):
+    """``out[t] = sum over the pairs (t, j) of values[pair] * W_dec[j]`` (no bias), forward and backward sparse."""
+
+    @staticmethod
+    def forward(ctx: Any, values: torch.Tensor, W_dec: torch.Tensor, pairs: ActivePairs) -> torch.Tensor:
+        ctx.save_for_backward(values, W_dec)
+        ctx.pairs = pairs
+        return F.embedding_bag(pairs.cols, W_dec, pairs.row_offsets[:-1], mode="sum", per_sample_weights=values)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+        values, W_dec = ctx.saved_tensors
+        pairs = ctx.pairs
+        grad = grad.contiguous()
+        grad_values = _sampled_dot(grad, W_dec, pairs) if ctx.needs_input_grad[0] else None
+        grad_W_dec = _sum_by_latent(grad, values, pairs) if ctx.needs_input_grad[1] else None
+        return grad_values, grad_W_dec, None
+
+
+def _sampled_dot(a: torch.Tensor, W: torch.Tensor, pairs: ActivePairs) -> torch.Tensor:
+    """``<a[t], W[j]>`` for every pair (t, j): the sampled dense-dense product, via CSR ``sampled_addmm`` (whose
+    CPU kernel reads each row's columns in any order, so TopK's unsorted indices need no sort)."""
+    ones = torch.ones(len(pairs.cols), dtype=a.dtype, device=a.device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+        pattern = torch.sparse_csr_tensor(pairs.row_offsets, pairs.cols, ones, size=(pairs.n_rows, W.shape[0]))
+        return torch.sparse.sampled_addmm(pattern, a, W.t(), beta=0.0).values()
+
+
+def sparse_decode_pairs(values: torch.Tensor, W_dec: torch.Tensor, pairs: ActivePairs) -> torch.Tensor:
+    """``[n_rows, d]`` reconstruction (no bias) from the active pairs' ``values``; differentiable, sparse both ways."""
+    return _SparseDecode.apply(values, W_dec, pairs)
+
+
+def _encoder_input(sae: SAE, x: torch.Tensor) -> torch.Tensor:
+    """What the encoder multiplies: ``x - b_dec`` (or ``x``), without autograd (the backward adds b_dec's part)."""
+    return x - sae.b_dec.detach() if sae.cfg.apply_b_dec_to_input else x
+
+
+def gather_pre_activations(sae: SAE, x: torch.Tensor, pre: torch.Tensor, pairs: ActivePairs) -> torch.Tensor:
+    """The active pairs' pre-activations as a differentiable function of the encoder weights (``x`` normalised)."""
+    return _GatherEncoder.apply(pre, _encoder_input(sae, x), sae.W_enc, sae.b_enc, sae.b_dec, pairs, sae.cfg.apply_b_dec_to_input)
+
+
+# -- the training step ---------------------------------------------------------------------------------------
+
+
+def sparse_training_step(sae: SAE, x: torch.Tensor, tc: TrainConfig, step: int, dead: torch.Tensor) -> StepOutput:
+    """`architectures.training_step` for ``topk`` / ``batchtopk`` SAEs, without dense decoder products.
+
+    ``x`` is a batch in the SAE's normalised units, ``dead`` a ``[n_features]`` bool mask of dead latents."""
+    arch = sae.cfg.architecture
+    if arch not in SPARSE_ARCHITECTURES:
+        raise ValueError(f"The sparse training step handles {' and '.join(SPARSE_ARCHITECTURES)} SAEs, not {arch!r}.")
+    with torch.no_grad():
+        pre = torch.addmm(sae.b_enc, _encoder_input(sae, x), sae.W_enc)  # = sae.pre_activations(x), bias fused
+    pairs = select_topk(pre, sae.cfg.k) if arch == "topk" else select_batch_topk(pre, sae.cfg.k)
+    values = F.relu(gather_pre_activations(sae, x, pre, pairs))
+    x_hat = sparse_decode_pairs(values, sae.W_dec, pairs) + sae.b_dec
+    if arch == "batchtopk":
+        _update_threshold(sae, values.detach(), tc.threshold_momentum, step)
+    mse = _mse(x, x_hat)
+    aux = _sparse_auxk(sae, x, x_hat, pre, dead, tc.aux_k or max(1, sae.cfg.d_in // 2))
+    loss = mse + tc.aux_coefficient * aux
+    positive = values.detach() > 0
+    fired = torch.bincount(pairs.cols[positive], minlength=sae.cfg.n_features) > 0
+    l0 = positive.sum().item() / x.shape[0]
+    return StepOutput(loss, x_hat.detach(), fired, l0, {"mse": mse.item(), "auxk": aux.item()})
+
+
+def _sparse_auxk(sae: SAE, x: torch.Tensor, x_hat: torch.Tensor, pre: torch.Tensor, dead: torch.Tensor,
+                 aux_k: int) -> torch.Tensor:
+    """AuxK as `architectures` defines it (dead latents' top ``aux_k`` reconstruct the error, normalised by its
+    variance), with the dead latents' pairs going through the same sparse pieces."""
+    pairs = select_dead_topk(pre, dead, aux_k)
+    if pairs is None:
+        return pre.new_zeros(())
+    error = (x - x_hat).detach()
+    values = F.relu(gather_pre_activations(sae, x, pre, pairs))
+    error_hat = sparse_decode_pairs(values, sae.W_dec, pairs)
+    return _mse(error, error_hat) / error.sub(error.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
