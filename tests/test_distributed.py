@@ -1,0 +1,84 @@
+"""Data-parallel training: a 2-process torchrun (gloo, CPU, tiny model) that loses a rank resumes, and the result
+equals single-process training on the same rows."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from saewidgets.sae import load_sae, train_sae
+from saewidgets.sae.checkpoint import load_checkpoint
+from saewidgets.store import ActivationStore, harvest_to_store
+
+TEXTS = [
+    "The Golden Gate Bridge is a suspension bridge in San Francisco, painted international orange.",
+    "Paris is the capital of France, and the Eiffel Tower stands on the Champ de Mars.",
+    "I went for a walk and saw the fog roll over the bay, and then the ferries crossed to Sausalito.",
+    "def add(a, b):\n    return a + b",
+    "Le pont est rouge. Die Brücke ist rot. El puente es rojo.",
+    "She kept the secret, but honesty mattered more to her than anything.",
+] * 4
+TRAIN = dict(arch="topk", n_features=64, k=8, batch_size=32, n_steps=12, seed=0)
+CLI_TRAIN = ["--arch", "topk", "--n-features", "64", "--k", "8", "--batch-size", "32", "--n-steps", "12"]
+
+# Harvests the store across both ranks, then trains; rank 1 kills itself (SIGKILL) after step 6.
+WORKER = """
+import os, signal, sys
+from saewidgets.corpus import load_corpus
+from saewidgets.models import tiny_model
+from saewidgets.sae.distributed import init_process_group, train_sae_distributed
+from saewidgets.store import harvest_to_store
+
+rank, world, device = init_process_group()
+corpus, store_dir, out = sys.argv[1:]
+store = harvest_to_store(tiny_model("gpt2"), load_corpus(corpus), store_dir, 1, shard_tokens=100, progress=False)
+
+def kill_rank_1(step, info):
+    if rank == 1 and step == 6:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+train_sae_distributed(store, checkpoint_dir=out + "/checkpoints", checkpoint_every=4, callback=kill_rank_1,
+                      progress=False, **{train})
+"""
+
+
+def torchrun(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_torchrun_resumes_after_a_rank_is_killed_and_equals_single_process_training(tmp_path):
+    corpus, store_dir, out = tmp_path / "corpus.txt", tmp_path / "store", tmp_path / "run"
+    corpus.write_text("\n\n".join(TEXTS))
+    worker = tmp_path / "worker.py"
+    worker.write_text(textwrap.dedent(WORKER.format(train=TRAIN)))
+
+    killed = torchrun(str(worker), str(corpus), str(store_dir), str(out))
+    assert killed.returncode != 0, "the job fails when a rank dies"
+    assert load_checkpoint(out / "checkpoints")["step"] == 4, "rank 0 wrote the last checkpoint before the kill"
+    store = ActivationStore(store_dir)
+    assert len(store.shard_sizes()) >= 4, "both ranks harvested shards of one store"
+
+    resumed = torchrun("-m", "saewidgets.train", "--model", "tiny-gpt2", "--corpus", str(corpus), "--layer", "1",
+                       "--store", str(store_dir), "--shard-tokens", "100", "--out", str(out),
+                       "--checkpoint-every", "4", *CLI_TRAIN)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    distributed = load_sae(out / "sae")
+    assert distributed.cfg.provenance["data_parallel_ranks"] == 2
+    single = train_sae(store.subset(slice(None)), progress=False, **TRAIN)
+    for name, tensor in single.state_dict().items():
+        torch.testing.assert_close(distributed.state_dict()[name], tensor, atol=2e-5, rtol=1e-4, msg=name)
+
+
+def test_distributed_training_outside_a_process_group_says_how_to_launch(tiny_gpt2, tmp_path):
+    from saewidgets.sae.distributed import train_sae_distributed
+
+    store = harvest_to_store(tiny_gpt2, TEXTS[:6], tmp_path / "store", layer=1, progress=False)
+    with pytest.raises(RuntimeError, match="torchrun"):
+        train_sae_distributed(store, **TRAIN)
