@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -24,12 +25,29 @@ def cache_dir(*parts: str) -> Path:
     return path
 
 
+# errno values that mean "no room left": a full disk or a used-up quota.
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def _disk_full_error(err: OSError, final: Path) -> OSError:
+    """A disk-full error that says so in words, names the file, and says the previous version is untouched."""
+    try:
+        free = f"{shutil.disk_usage(final.parent).free / 2**20:,.1f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    return OSError(
+        err.errno,
+        f"The disk is full ({free} on the device holding {final.parent}): could not write {final}. Nothing was "
+        f"changed: the previous {final.name}, if there was one, is intact. Free some space and try again.",
+    )
+
+
 @contextmanager
 def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder beside ``final``; on success it replaces ``final`` in one rename.
 
     Nothing half-written is ever visible at ``final``: an exception (or Ctrl-C) inside the block deletes the
-    temporary folder and leaves whatever was at ``final`` before untouched.
+    temporary folder and leaves whatever was at ``final`` before untouched. A full disk is reported as such.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -43,8 +61,10 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError) and err.errno in _DISK_FULL:
+            raise _disk_full_error(err, final) from err
         raise
 
 
@@ -59,6 +79,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno in _DISK_FULL:
+            raise _disk_full_error(err, path) from err
         raise
