@@ -15,6 +15,7 @@ import json
 import os
 import uuid
 import weakref
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -120,7 +121,7 @@ class Activations:
             acts = np.load(directory / "acts.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
             with np.load(directory / "tokens.npz", allow_pickle=False) as tokens:
                 book = {k: tokens[k] for k in ("token_ids", "doc_ids", "positions")}
-        except (ValueError, KeyError, OSError, json.JSONDecodeError) as err:
+        except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as err:  # JSONDecodeError is a ValueError
             raise ValueError(f"The saved activations in {directory} are corrupt or incomplete ({err}); harvest again.") from err
         if acts.shape != (meta["n_tokens"], meta["d_model"]):
             raise ValueError(
