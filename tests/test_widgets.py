@@ -107,8 +107,8 @@ def test_attribution_view_shows_rows_and_bar_click_opens_feature():
     toks = syn.tokens(8)
     opened = []
     view = AttributionView(syn.attribution(toks, " fog"), n=5, on_feature=opened.append)
-    assert view.tokens == toks and view.target == " fog" and len(view.rows) == 5
-    assert all(isinstance(r["feature"], int) and isinstance(r["positions"], list) for r in view.rows)
+    assert view.tokens == toks and view.target_label == " fog" and len(view.rows) == 5
+    assert all(isinstance(r["feature"], int) and all(isinstance(p, int) for p in r["positions"]) for r in view.rows)
     view.feature = view.rows[2]["feature"]  # what the JS does on a bar click
     assert opened == [view.rows[2]["feature"]]
 
@@ -118,7 +118,10 @@ def test_attribution_view_recomputes_for_a_picked_target():
     view = AttributionView(syn.attribution(toks, "a"), attribute_fn=lambda tgt: syn.attribution(toks, tgt),
                            background=False)
     view._on_frontend_msg(view, {"event": "attribute", "target": " bridge"}, [])
-    assert view.target == " bridge" and view.rows == AttributionView(syn.attribution(toks, " bridge")).rows
+    assert view.target == " bridge" and view.target_label == " bridge"
+    assert view.rows == AttributionView(syn.attribution(toks, " bridge")).rows
+    view.attribute("")  # empty: the model's own top token
+    assert view.target_label == " the"
     failing = AttributionView(attribute_fn=lambda tgt: (_ for _ in ()).throw(KeyError(tgt)), background=False)
     failing.attribute("x")
     assert "KeyError" in failing.error and not failing.busy

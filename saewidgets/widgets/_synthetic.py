@@ -151,12 +151,14 @@ def token_activations(text_tokens: list[str], features: list[int]) -> FakeTokenA
 
 
 def attribution(prompt_tokens: list[str], target: str, n_features: int = 300) -> FakeAttribution:
-    """Attribution rows for ``target`` (deterministic in the target string)."""
+    """Attribution rows for ``target`` (deterministic in the target string; None: a default target)."""
+    target = " the" if target is None else target
     rng = np.random.default_rng(sum(map(ord, target)))
     feats = rng.choice(n_features, size=12, replace=False)
     vals = np.sort(rng.normal(0, 1, size=12))[::-1]
     rows = [{"feature": int(f), "attribution": float(v), "ablation": float(v * 0.8),
-             "positions": [int(p) for p in rng.choice(len(prompt_tokens), size=2, replace=False)]}
+             "positions": [{"position": int(p), "token": prompt_tokens[p], "attribution": float(v) / 2}
+                           for p in rng.choice(len(prompt_tokens), size=2, replace=False)]}
             for f, v in zip(feats, vals)]
     rows.sort(key=lambda r: -abs(r["attribution"]))
     return FakeAttribution(tokens=list(prompt_tokens), target=target, rows=rows)

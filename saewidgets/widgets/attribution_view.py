@@ -1,7 +1,8 @@
 """AttributionView: which features push the model towards a chosen next token.
 
 Takes an ``Attribution`` (``tokens``, ``target``, ``top(n) -> [{"feature", "attribution", "ablation",
-"positions"}]``) and optionally ``attribute_fn(target) -> Attribution`` to recompute for a target the user picks.
+"positions"}]``; positions as ints or ``{"position", ...}`` dicts) and optionally ``attribute_fn(target) ->
+Attribution`` to recompute for a target the user types (``None`` when left empty: the model's own top token).
 Clicking a bar sets ``feature`` (and calls ``on_feature``).
 """
 
@@ -25,7 +26,8 @@ class AttributionView(ViewWidget):
 
     _view = "attribution_view"
     tokens = t.List(t.Unicode()).tag(sync=True)
-    target = t.Unicode("").tag(sync=True)
+    target = t.Unicode("").tag(sync=True)  # what the user typed (raw token text, e.g. " Paris")
+    target_label = t.Unicode("").tag(sync=True)  # the attribution's own description of its target
     target_options = t.List(t.Unicode()).tag(sync=True)
     rows = t.List(t.Dict()).tag(sync=True)
     feature = t.Int(-1).tag(sync=True)
@@ -58,22 +60,28 @@ class AttributionView(ViewWidget):
 
     def set_attribution(self, attribution: Any) -> None:
         """Show ``attribution``: its prompt tokens, target and top ``n`` features."""
-        rows = [jsonable(dict(r)) for r in attribution.top(self.n)]
-        for r in rows:
-            r["feature"] = int(r["feature"])
-            r["positions"] = [int(p) for p in (r.get("positions") or [])]
+        rows = []
+        for r in attribution.top(self.n):
+            row = jsonable({k: v for k, v in dict(r).items() if k != "positions"})
+            row["feature"] = int(row["feature"])
+            row["positions"] = [int(p["position"] if isinstance(p, dict) else p) for p in (r.get("positions") or [])]
+            rows.append(row)
         with self.hold_sync():
             self.tokens = [str(x) for x in attribution.tokens]
-            self.target = str(attribution.target)
+            self.target_label = str(attribution.target)
             self.rows = rows
             if not self.target_options:
                 self.target_options = list(dict.fromkeys(self.tokens))
 
-    def attribute(self, target: str, wait: bool = False) -> bool:
-        """Recompute for ``target`` through ``attribute_fn``; False if one is already running or none is set."""
+    def attribute(self, target: str | None = None, wait: bool = False) -> bool:
+        """Recompute for ``target`` (raw token text; empty or None: the model's top token) through
+        ``attribute_fn``; False if one is already running or none is set."""
         if self.attribute_fn is None:
             self.error = "No attribute_fn: this view can only show the attribution it was given."
             return False
+        target = target or None
+        if target is not None:
+            self.target = target
         started = self._jobs.start(lambda: self.attribute_fn(target), self.set_attribution,
                                    background=self.background and not wait)
         return started
@@ -90,5 +98,5 @@ class AttributionView(ViewWidget):
     def _fallback_html(self) -> str:
         items = "".join(f"<li>#{int(r['feature'])}: {html.escape(str(r.get('attribution')))}</li>"
                         for r in self.rows)
-        return (f"<p>{html.escape(''.join(self.tokens))}</p><p>target {html.escape(self.target)!s}</p>"
+        return (f"<p>{html.escape(''.join(self.tokens))}</p><p>target {html.escape(self.target_label)}</p>"
                 f"<ol>{items}</ol>")

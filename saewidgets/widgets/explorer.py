@@ -47,7 +47,7 @@ class Explorer(ipw.VBox):
     (FeatureGeometry; computed from the SAE's decoder if None), ``logit_effects`` (for the dashboards' logit
     tables). ``prompt`` seeds the attribution and steering tabs; ``text`` the heatmap tab. The keyword callables
     replace the analysis functions: ``card_fn(i)``, ``steer_fn(prompt, feature, multiple)``,
-    ``attribute_fn(prompt, target)``, ``activations_fn(text, features)`` (-> TokenActivations),
+    ``attribute_fn(prompt, target or None)``, ``activations_fn(text, features)`` (-> TokenActivations),
     ``search_fn(query)`` (-> feature ids).
     """
 
@@ -181,7 +181,7 @@ class Explorer(ipw.VBox):
     def _default_steer_fn(self, prompt: str, feature: int, multiple: float) -> Any:
         return _analysis().steer(self.model, self.sae, prompt, {feature: multiple}, stats=self.stats)
 
-    def _default_attribute_fn(self, prompt: str, target: str) -> Any:
+    def _default_attribute_fn(self, prompt: str, target: str | None) -> Any:
         return _analysis().attribute(self.model, self.sae, prompt, target=target)
 
     def _default_activations_fn(self, text: str, features: list[int]) -> Any:
@@ -190,7 +190,7 @@ class Explorer(ipw.VBox):
     def _default_search_fn(self) -> Callable[[str], Iterable[Any]] | None:
         if self.stats is None:
             return None
-        return lambda query: _analysis().search_features(self.stats, query)
+        return lambda query: _analysis().search_contexts(self.stats, query)
 
     # -- static export ---------------------------------------------------------------------------------------
     def static_cards(self, features: Iterable[int] | None = None, limit: int = STATIC_DEFAULT_CARDS) -> list[int]:

@@ -1,8 +1,9 @@
 // AttributionView: a prompt's tokens, a target-token picker, and the features that most push the model towards
 // that target (activation x gradient), drawn as bars. Hovering a bar marks the positions where it acts; clicking
 // a bar opens the feature.
-// Traits: tokens (string[]), target (string; set here when the user picks one, Python recomputes), target_options
-// (string[]), rows ([{feature, attribution, ablation, positions}]), feature (int), busy (bool), error (string).
+// Traits: tokens (string[]), target (string the user typed; empty = the model's top token), target_label (the
+// attribution's description of its target), target_options (string[]),
+// rows ([{feature, attribution, ablation, positions: int[]}]), feature (int), busy (bool), error (string).
 
 function attributionRender({ model, el }) {
   const root = saewEl("div", "saew-root saew-attribution");
@@ -13,6 +14,7 @@ function attributionRender({ model, el }) {
   const label = saewEl("label", "saew-label", "target token ");
   const input = saewEl("input", "saew-attr-target");
   input.type = "text";
+  input.placeholder = "next token (empty: model's top)";
   const listId = `saew-attr-opts-${Math.random().toString(36).slice(2)}`;
   const datalist = saewEl("datalist");
   datalist.id = listId;
@@ -27,7 +29,7 @@ function attributionRender({ model, el }) {
 
   function paintPrompt() {
     promptBox.replaceChildren();
-    tokensView = saewTokens(promptBox, model.get("tokens") || [], null, { tooltip, label: "" });
+    tokensView = saewTokens(promptBox, model.get("tokens") || [], null, { tooltip, inline: true });
     datalist.replaceChildren();
     for (const t of model.get("target_options") || []) {
       const o = saewEl("option");
@@ -39,12 +41,13 @@ function attributionRender({ model, el }) {
   function paintRows() {
     bars.replaceChildren();
     const rows = model.get("rows") || [];
-    const target = model.get("target") || "";
+    const targetLabel = model.get("target_label") || "";
     if (!rows.length) {
-      bars.appendChild(saewEl("div", "saew-empty", target ? "No attributions." : "Pick a target token."));
+      bars.appendChild(saewEl("div", "saew-empty",
+        targetLabel ? "No attributions." : "Pick a target token and press Attribute."));
       return;
     }
-    const head = saewEl("div", "saew-subhead", `Top features for target ${JSON.stringify(target)}`);
+    const head = saewEl("div", "saew-subhead", `Top features for target ${targetLabel}`);
     bars.appendChild(head);
     const mx = Math.max(1e-12, ...rows.map((r) => Math.abs(r.attribution)));
     const selected = model.get("feature");
@@ -88,6 +91,7 @@ function attributionRender({ model, el }) {
     model.save_changes();
   });
   function submit() {
+    if (saewIsStatic(model)) return;
     model.set("target", input.value);
     model.save_changes();
     model.send({ event: "attribute", target: input.value });
@@ -97,7 +101,7 @@ function attributionRender({ model, el }) {
   paintPrompt(); paintRows(); paintStatus();
   const offs = [
     saewOn(model, ["tokens", "target_options"], saewDebounced(paintPrompt)),
-    saewOn(model, ["rows", "feature", "target"], saewDebounced(paintRows)),
+    saewOn(model, ["rows", "feature", "target_label"], saewDebounced(paintRows)),
     saewOn(model, ["busy", "error"], paintStatus),
   ];
   return () => offs.forEach((f) => f());

@@ -38,11 +38,12 @@ function saewFmt(v, digits) {
   return Number(v).toFixed(d).replace(/\.?0+$/, "") || "0";
 }
 
-/** Make whitespace in a token visible while keeping line breaks: spaces stay, newlines show as ⏎. */
-function saewTokenText(tok) {
+/** Make whitespace in a token visible: spaces stay, tabs show as ⇥, newlines as ⏎ (followed by a real line
+ * break unless `inline`, as in one-line context rows). */
+function saewTokenText(tok, inline) {
   const s = String(tok);
   if (s === "") return "∅";
-  return s.replace(/\r?\n/g, "⏎\n").replace(/\t/g, "⇥");
+  return s.replace(/\r?\n/g, inline ? "⏎" : "⏎\n").replace(/\t/g, "⇥");
 }
 
 /** Background colour for an activation: orange for positive, blue for negative, alpha ~ |v| / scale. */
@@ -78,7 +79,7 @@ function saewTooltip(root) {
  * Render a token sequence as coloured spans in one pass (a DocumentFragment) with one delegated hover handler,
  * so 10,000 tokens render without per-token listeners. Returns {recolor(acts, scale), spans, setMarks(positions)}.
  *   tokens: string[]; acts: indexable numbers (same length) or null; opts: {scale, center, tooltip, label,
- *   onClick(i)}.
+ *   inline (newlines shown as ⏎ without breaking the line), onClick(i)}.
  */
 function saewTokens(container, tokens, acts, opts) {
   const o = opts || {};
@@ -88,7 +89,7 @@ function saewTokens(container, tokens, acts, opts) {
   for (let i = 0; i < tokens.length; i++) {
     const s = document.createElement("span");
     s.className = i === o.center ? "saew-tok saew-tok-center" : "saew-tok";
-    s.textContent = saewTokenText(tokens[i]);
+    s.textContent = saewTokenText(tokens[i], o.inline);
     s.dataset.i = String(i);
     spans[i] = s;
     frag.appendChild(s);
@@ -180,7 +181,7 @@ function saewLogitTable(container, title, rows, cls) {
   for (const r of rows || []) {
     const tr = saewEl("tr");
     const tdTok = saewEl("td", "saew-logit-token");
-    tdTok.appendChild(saewEl("code", "", saewTokenText(r.token)));
+    tdTok.appendChild(saewEl("code", "", saewTokenText(r.token, true)));
     tr.appendChild(tdTok);
     tr.appendChild(saewEl("td", "saew-logit-value", saewFmt(r.value)));
     table.appendChild(tr);
@@ -196,7 +197,7 @@ function saewContext(container, item, scale, tooltip) {
   row.appendChild(saewEl("span", "saew-context-value", saewFmt(item.value, 2)));
   const tokensBox = saewEl("div", "saew-context-tokens");
   row.appendChild(tokensBox);
-  saewTokens(tokensBox, item.tokens || [], item.acts || null, { scale, center: item.center, tooltip });
+  saewTokens(tokensBox, item.tokens || [], item.acts || null, { scale, center: item.center, tooltip, inline: true });
   container.appendChild(row);
   return row;
 }
