@@ -13,6 +13,7 @@ import io
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,18 +99,44 @@ def feature_geometry(sae: Any, n_neighbors: int = 15, seed: int = 0, n_clusters:
 
 
 def _compute(directions: np.ndarray, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """UMAP coordinates and KMeans clusters of unit directions ``[F, d]``.
+
+    The cosine k-nearest-neighbour graph is computed exactly with chunked matrix products (seconds for 16k
+    features) and handed to UMAP, which then skips its approximate neighbour search, the slow part on few cores.
+    KMeans runs on the same (PCA-reduced) points.
+    """
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
     import umap
 
     points = directions
     if params["pca_dims"] is not None and directions.shape[1] > params["pca_dims"]:
-        points = PCA(params["pca_dims"], random_state=params["seed"]).fit_transform(directions)
+        points = PCA(params["pca_dims"], svd_solver="randomized", random_state=params["seed"]).fit_transform(directions)
+    knn = _cosine_knn(points, params["n_neighbors"])
     reducer = umap.UMAP(n_neighbors=params["n_neighbors"], min_dist=params["min_dist"], metric="cosine",
-                        random_state=params["seed"], n_components=2, n_jobs=1)  # a seed forces 1 job
-    coords = reducer.fit_transform(points).astype(np.float32)
-    clusters = KMeans(params["n_clusters"], n_init=3, random_state=params["seed"]).fit_predict(directions)
+                        random_state=params["seed"], n_components=2, n_jobs=1,  # a seed forces one job anyway
+                        precomputed_knn=(*knn, None))
+    with warnings.catch_warnings():  # "no search index, so no transform()": we never transform new points
+        warnings.filterwarnings("ignore", message=".*knn_search_index.*")
+        coords = reducer.fit_transform(points).astype(np.float32)
+    clusters = KMeans(params["n_clusters"], n_init=1, random_state=params["seed"]).fit_predict(points)
     return coords, clusters.astype(np.int32)
+
+
+def _cosine_knn(points: np.ndarray, k: int, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """Exact cosine neighbours (each point first, at distance 0): indices and distances ``[F, k]``."""
+    import torch
+
+    x = torch.nn.functional.normalize(torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)), dim=1)
+    indices, distances = [], []
+    for start in range(0, len(x), chunk):
+        similarity = x[start : start + chunk] @ x.T
+        rows = torch.arange(start, min(start + chunk, len(x)))
+        similarity[rows - start, rows] = 2.0  # self first, even among duplicate directions
+        values, index = similarity.topk(k, dim=1)
+        indices.append(index)
+        distances.append((1.0 - values).clamp(min=0.0))
+    return torch.cat(indices).numpy().astype(np.int64), torch.cat(distances).numpy().astype(np.float32)
 
 
 def _cache_path(cache_dir: str | os.PathLike | None, fingerprint: str, params: dict[str, Any]) -> Path:
