@@ -77,3 +77,66 @@ def test_static_map_search_by_id_selects_and_text_search_explains(page, static_p
     search.fill("bridge")
     search.press("Enter")
     assert "kernel" in page.inner_text(".saew-map-message")
+
+
+def test_ten_thousand_token_heatmap_renders_fast_and_hover_shows_token_value_position(page, tmp_path, screenshot):
+    from saewidgets.widgets import TokenHeatmap
+
+    toks = syn.tokens(10_000, seed=3, hostile=True)
+    ta = syn.token_activations(toks, [4, 9])
+    path = TokenHeatmap(ta, title="10k tokens").save_html(tmp_path / "heatmap.html")
+    page.goto(path.as_uri())
+    page.wait_for_function("() => document.querySelectorAll('.saew-heatmap .saew-tok').length === 10000")
+    # Time a full rebuild of the 10k-token view (what a new text costs) inside the page.
+    ms = page.evaluate("""() => {
+        const m = SAEW.models.main, t0 = performance.now();
+        m.set('title', 'rebuilt');
+        return new Promise(r => queueMicrotask(() => r(performance.now() - t0)));
+    }""")
+    assert page.inner_text(".saew-heatmap .saew-title") == "rebuilt"
+    assert ms < 1500, f"rebuilding 10k tokens took {ms:.0f} ms"
+    k = 1234
+    span = page.locator(f".saew-heatmap .saew-tok[data-i='{k}']")
+    span.scroll_into_view_if_needed()
+    t0 = page.evaluate("performance.now()")
+    span.hover()
+    tip = page.locator(".saew-tooltip")
+    tip.wait_for(state="visible")
+    assert page.evaluate("performance.now()") - t0 < 1000
+    text = tip.inner_text()
+    assert f"position {k}" in text and json_token(toks[k]) in text
+    shown_value = float(text.split("activation ")[1].split()[0])
+    assert shown_value == pytest.approx(float(ta.acts[k, 0]), abs=1e-3)
+    # Switch the feature: every span is recoloured from the second column.
+    page.select_option(".saew-heatmap-picker", "1")
+    assert "feature #9" in page.inner_text(".saew-heatmap .saew-muted")
+    assert page.evaluate("window.__pwned") is None and page.errors == []
+    screenshot(page, "static-heatmap-10k")
+
+
+def json_token(tok: str) -> str:
+    import json
+
+    return json.dumps(tok)
+
+
+def test_lasso_on_the_static_map_selects_the_features_inside(page, static_page_path):
+    path, ex = static_page_path
+    page.goto(path.as_uri())
+    page.wait_for_selector(".saew-map .saew-map-overlay")
+    box = page.locator(".saew-map-overlay").bounding_box()
+    # A rectangle-ish lasso around the whole canvas's middle third.
+    x0, y0, x1, y1 = box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.2, \
+        box["x"] + box["width"] * 0.8, box["y"] + box["height"] * 0.8
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for x, y in [(x1, y0), (x1, y1), (x0, y1), (x0, y0 + 2)]:
+        page.mouse.move(x, y, steps=5)
+    page.mouse.up()
+    info = page.inner_text(".saew-map-info")
+    assert "lasso" in info, info
+    n = int(info.split("lasso ")[1])
+    inside = page.evaluate("SAEW.models.map.get('lasso')")
+    assert len(inside) == n > 0
+    selected = page.evaluate("SAEW.models.map.get('selected')")
+    assert selected in inside and page.inner_text(".saew-card-id") == f"Feature #{selected}"
