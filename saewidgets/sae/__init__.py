@@ -8,6 +8,11 @@
 
 from .base import SAE, SparseCode
 from .config import ARCHITECTURES, Architecture, SAEConfig, TrainConfig
+from .io import SAEFileError, load_sae, save_sae
+from .metrics import SAEMetrics, check_compatible, evaluate_sae
 from .train import train_sae
 
-__all__ = ["ARCHITECTURES", "Architecture", "SAE", "SAEConfig", "SparseCode", "TrainConfig", "train_sae"]
+__all__ = [
+    "ARCHITECTURES", "Architecture", "SAE", "SAEConfig", "SAEFileError", "SAEMetrics", "SparseCode", "TrainConfig",
+    "check_compatible", "evaluate_sae", "load_sae", "save_sae", "train_sae",
+]

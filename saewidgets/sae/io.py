@@ -327,6 +327,14 @@ def build_sae(cfg: SAEConfig, tensors: dict[str, torch.Tensor], source: str | os
                 f"{source}: {key} has shape {tuple(tensors[key].shape)} but the config (d_in={d}, n_features={n}) "
                 f"needs {shape}. The weights and config do not belong together."
             )
+    for key in shapes:
+        bad = ~torch.isfinite(tensors[key])
+        if bool(bad.any()):
+            where = tuple(bad.nonzero()[0].tolist())
+            raise SAEFileError(
+                f"{source}: {key} holds {int(bad.sum()):,} non-finite values (first {tensors[key][where].item()} at "
+                f"{list(where)}). The weights are corrupt or training diverged: use an earlier checkpoint or train again."
+            )
     sae = SAE(cfg)
     with torch.no_grad():
         for key in shapes:

@@ -1,0 +1,209 @@
+"""How good an SAE is, in one call: reconstruction and sparsity on held-out tokens, and the language model's loss
+with the SAE spliced into the residual stream (traced with nnsight).
+
+CE loss recovered = (L_zero - L_sae) / (L_zero - L_clean): 1 when splicing the SAE's reconstruction costs the model
+nothing, 0 when it is as bad as zeroing the layer's output. Splices and ablations apply to real, non-BOS tokens (the
+SAE never trains on BOS, whose residual is a huge outlier); padding never counts.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Sequence
+
+import numpy as np
+import torch
+
+from .base import SAE
+from .data import as_rows, check_finite
+
+DENSE_THRESHOLD = 0.1  # a latent firing on more than this fraction of tokens counts as dense
+_Splice = Literal["clean", "sae", "zero"]
+
+
+@dataclass
+class SAEMetrics:
+    """Quality of an SAE on held-out tokens (and, optionally, inside the model)."""
+
+    n_tokens: int
+    """Held-out tokens the reconstruction metrics use."""
+    l0: float
+    """Mean active latents per token."""
+    mse: float
+    """Mean squared error per activation element, in raw residual units."""
+    fve: float
+    """Fraction of variance explained: 1 - sum ||x - x_hat||^2 / sum ||x - mean(x)||^2."""
+    dead_fraction: float
+    """Latents that never fired on these tokens."""
+    dense_fraction: float
+    """Latents firing on more than 10% of tokens."""
+    density_histogram: dict[str, list[float]] = field(repr=False)
+    """``counts`` and ``edges`` of log10(firing density) over the latents that fired."""
+    sae_fingerprint: str = ""
+    """`SAE.fingerprint` of the SAE measured."""
+    ce_clean: float | None = None
+    """Model's next-token cross-entropy (nats/token) without intervention."""
+    ce_with_sae: float | None = None
+    """... with the layer's output replaced by the SAE reconstruction."""
+    ce_zero_ablation: float | None = None
+    """... with the layer's output set to zero."""
+    ce_loss_recovered: float | None = None
+    """(L_zero - L_sae) / (L_zero - L_clean)."""
+    delta_lm_loss: float | None = None
+    """L_sae - L_clean (nats/token)."""
+    n_ce_tokens: int | None = None
+    """Predicted tokens the CE numbers average over."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        lines = [
+            f"SAE metrics on {self.n_tokens:,} held-out tokens (SAE {self.sae_fingerprint})",
+            f"  L0                       {self.l0:.2f} active latents / token",
+            f"  variance explained       {self.fve:.2%}",
+            f"  MSE                      {self.mse:.4g} per element",
+            f"  dead / dense latents     {self.dead_fraction:.1%} / {self.dense_fraction:.1%}",
+        ]
+        if self.ce_clean is not None:
+            lines += [
+                f"  CE loss clean / SAE / 0  {self.ce_clean:.4f} / {self.ce_with_sae:.4f} / {self.ce_zero_ablation:.4f} "
+                f"nats on {self.n_ce_tokens:,} tokens",
+                f"  CE loss recovered        {self.ce_loss_recovered:.2%}",
+                f"  delta LM loss            {self.delta_lm_loss:+.4f} nats",
+            ]
+        return "\n".join(lines)
+
+
+@torch.no_grad()
+def evaluate_sae(
+    sae: SAE,
+    activations: Any,
+    model: Any = None,
+    texts: Sequence[str] | None = None,
+    *,
+    layer: int | str | None = None,
+    batch_size: int = 4096,
+    context_len: int = 128,
+    text_batch_size: int = 8,
+    density_bins: int = 40,
+) -> SAEMetrics:
+    """Measure ``sae`` on held-out ``activations`` (``[N, d]`` tensor/array or `Activations`) and, given a model
+    handle and texts, the model's loss with the SAE spliced in at ``layer`` (default: the layer it was trained on)."""
+    rows = as_rows(activations)
+    check_finite(rows)
+    if rows.d != sae.cfg.d_in:
+        raise ValueError(f"The activations are {rows.d} wide but the SAE expects d_in={sae.cfg.d_in}: "
+                         "evaluate it on activations from the layer and model it was trained on.")
+    metrics = _reconstruction_metrics(sae, rows, batch_size, density_bins)
+    if model is not None and texts is not None:
+        ce = lm_loss_with_sae(sae, model, texts, layer=layer, context_len=context_len, batch_size=text_batch_size)
+        metrics.ce_clean, metrics.ce_with_sae, metrics.ce_zero_ablation, metrics.n_ce_tokens = ce
+        gap = metrics.ce_zero_ablation - metrics.ce_clean
+        metrics.ce_loss_recovered = (metrics.ce_zero_ablation - metrics.ce_with_sae) / gap if gap != 0 else math.nan
+        metrics.delta_lm_loss = metrics.ce_with_sae - metrics.ce_clean
+    return metrics
+
+
+def _reconstruction_metrics(sae: SAE, rows: Any, batch_size: int, density_bins: int) -> SAEMetrics:
+    n, d = len(rows), rows.d
+    sse = sum_x = sum_x2 = l0 = 0.0
+    fires = torch.zeros(sae.cfg.n_features, dtype=torch.float64)
+    device = sae.W_enc.device
+    for start in range(0, n, batch_size):
+        x = rows.take(np.arange(start, min(n, start + batch_size))).to(device)
+        f = sae.encode(x)
+        x_hat = sae.decode(f)
+        active = f != 0
+        sse += float((x - x_hat).double().pow(2).sum())
+        sum_x = sum_x + x.double().sum(0)
+        sum_x2 += float(x.double().pow(2).sum())
+        l0 += float(active.sum())
+        fires += active.sum(0).double().cpu()
+    total_var = sum_x2 - float(sum_x.pow(2).sum()) / n
+    density = (fires / n).numpy()
+    fired = density[density > 0]
+    counts, edges = np.histogram(np.log10(fired), bins=density_bins) if fired.size else (np.zeros(0), np.zeros(0))
+    return SAEMetrics(
+        n_tokens=n, l0=l0 / n, mse=sse / (n * d), fve=1 - sse / total_var if total_var > 0 else math.nan,
+        dead_fraction=float((density == 0).mean()), dense_fraction=float((density > DENSE_THRESHOLD).mean()),
+        density_histogram={"counts": counts.tolist(), "edges": edges.tolist()}, sae_fingerprint=sae.fingerprint(),
+    )
+
+
+def check_compatible(sae: SAE, model: Any, layer: int | str | None = None) -> int:
+    """Raise if ``sae`` cannot read ``model``'s residual stream; warn if it was trained on another model or layer.
+
+    Returns the resolved layer (``layer``, else the layer in the SAE's config).
+    """
+    if sae.cfg.d_in != model.d_model:
+        raise ValueError(
+            f"This SAE reads {sae.cfg.d_in}-wide activations but {model.name} has d_model={model.d_model}: it was "
+            f"trained on another model{f' ({sae.cfg.model_name})' if sae.cfg.model_name else ''}. "
+            "Load the model it was trained on, or train an SAE on this one."
+        )
+    if layer is None:
+        if sae.cfg.layer is None:
+            raise ValueError("The SAE's config records no layer: pass layer= (the block whose output it reads).")
+        layer = sae.cfg.layer
+    resolved = model.resolve_layer(layer)
+    if sae.cfg.layer is not None and sae.cfg.layer != resolved:
+        warnings.warn(f"The SAE was trained on layer {sae.cfg.layer} but is used at layer {resolved}.", stacklevel=3)
+    if sae.cfg.model_name and sae.cfg.model_name != model.name:
+        warnings.warn(f"The SAE was trained on {sae.cfg.model_name!r} but is used with {model.name!r}.", stacklevel=3)
+    return resolved
+
+
+def lm_loss_with_sae(
+    sae: SAE, model: Any, texts: Sequence[str], *, layer: int | str | None = None, context_len: int = 128,
+    batch_size: int = 8,
+) -> tuple[float, float, float, int]:
+    """(CE clean, CE with the SAE spliced in, CE with the layer zero-ablated, predicted tokens), in nats/token."""
+    layer = check_compatible(sae, model, layer)
+    if isinstance(texts, str) or not texts:
+        raise ValueError("texts must be a non-empty list of strings.")
+    inputs = [model.encode(t)[:context_len] for t in texts]
+    totals = {mode: 0.0 for mode in ("clean", "sae", "zero")}
+    count = 0
+    for b in range(0, len(inputs), batch_size):
+        ids, mask = _left_pad(inputs[b : b + batch_size], model)
+        splice = mask.bool() & (ids != model.bos_id if model.bos_id is not None else True)
+        targets = mask[:, 1:].bool() & mask[:, :-1].bool()
+        for mode in totals:
+            logits = _logits(sae, model, layer, ids, mask, splice, mode)
+            nll = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="none")
+            totals[mode] += float(nll[targets.flatten()].sum())
+        count += int(targets.sum())
+    if count == 0:
+        raise ValueError("The texts give no next-token predictions (each needs at least two tokens).")
+    return totals["clean"] / count, totals["sae"] / count, totals["zero"] / count, count
+
+
+def _left_pad(inputs: list[list[int]], model: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(i) for i in inputs)
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    ids = torch.full((len(inputs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(inputs), width), dtype=torch.long)
+    for row, seq in enumerate(inputs):
+        ids[row, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
+        mask[row, width - len(seq):] = 1
+    return ids, mask
+
+
+def _logits(sae: SAE, model: Any, layer: int, ids: torch.Tensor, mask: torch.Tensor, splice: torch.Tensor,
+            mode: _Splice) -> torch.Tensor:
+    """Logits of one left-padded batch, with block ``layer``'s output replaced at ``splice`` positions per ``mode``."""
+    from ..model import residual_of, with_residual
+
+    block = model.block(layer)
+    device = model.device
+    with model.lock, model.nn.trace({"input_ids": ids.to(device), "attention_mask": mask.to(device)}, **model.trace_kwargs):
+        if mode != "clean":
+            out = block.output
+            h = residual_of(out)
+            new = sae(h).to(h.dtype) if mode == "sae" else torch.zeros_like(h)
+            block.output = with_residual(out, torch.where(splice.to(h.device)[..., None], new, h))
+        logits = model.nn.output.logits.save()
+    return logits.detach().cpu()
