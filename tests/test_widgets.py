@@ -89,6 +89,9 @@ def test_map_search_by_id_and_by_text_callback():
     assert m.selected == 7 and m.search_results == [7]
     m.query = "bridge"
     assert m.search_results == [12, 4] and m.selected == 12
+    m.selected = 0
+    m._on_frontend_msg(m, {"event": "search", "query": "bridge"}, [])  # the search box, same query again
+    assert m.selected == 12
     m2 = FeatureMap(np.zeros((3, 2)))
     assert m2.search("bridge") == [] and "search function" in m2.message
 

@@ -75,6 +75,16 @@ class FeatureMap(ViewWidget):
             self.color_by = "density"
         if selected >= 0:
             self.selected = int(selected)
+        self.on_msg(self._on_frontend_msg)
+
+    def _on_frontend_msg(self, widget: Any, content: dict[str, Any], buffers: Any) -> None:
+        """The search box sends {"event": "search", "query": ...} on Enter."""
+        if isinstance(content, dict) and content.get("event") == "search":
+            query = str(content.get("query", ""))
+            if query == self.query:
+                self.search(query)
+            else:
+                self.query = query  # the observer runs the search
 
     @classmethod
     def from_geometry(cls, geometry: Any, stats: Any = None, **kwargs: Any) -> "FeatureMap":

@@ -2,8 +2,9 @@
 
 A notebook builds every view from small synthetic data (no model; a fake steer callback defined in the notebook),
 runs all cells, and the test checks each view's DOM, clicks a map point (the dashboard changes through a Python
-round trip), moves the steering slider and presses Generate (the steered text shows the new multiple, so Python
-saw the slider).
+round trip), follows a neighbour link, runs a text search and an attribution for a typed target through Python,
+clicks an attribution bar, moves the steering slider and presses Generate (the steered text shows the new
+multiple, so Python saw the slider).
 """
 
 from __future__ import annotations
@@ -83,6 +84,37 @@ def test_widgets_work_in_jupyterlab(page, jupyter_server, screenshot):
     assert re.fullmatch(r"Feature #\d+", picked)
     assert f"selected {picked.split()[-1]}" in page.inner_text(".saew-map-info")
     screenshot(page, "jupyterlab-explorer", locator=page.locator(".saew-explorer").first)
+
+    def card_becomes(text: str) -> None:
+        page.wait_for_function(
+            "(t) => { const e = document.querySelector('.saew-dashboard .saew-card-id');"
+            " return e && e.textContent === t; }", arg=text, timeout=20_000)
+
+    # A neighbour link on the dashboard: JS sets `feature`, Python selects it everywhere.
+    link = page.locator(".saew-dashboard .saew-neighbour").first
+    neighbour = link.inner_text()
+    link.click()
+    card_becomes(f"Feature {neighbour}")
+    assert f"selected {neighbour}" in page.inner_text(".saew-map-info")
+
+    # Text search goes to the notebook's search callback and selects its first hit.
+    search = page.locator(".saew-map-search").first
+    search.fill("3")
+    search.press("Enter")
+    card_becomes("Feature #3")
+
+    # Attribution: a new target through Python, then a bar click opens that feature.
+    target = page.locator(".saew-attr-target").first
+    target.fill(" fog")
+    page.locator(".saew-attr-go").first.click()
+    page.wait_for_function(
+        "() => { const h = document.querySelector('.saew-attribution .saew-subhead');"
+        " return h && h.textContent.includes('fog'); }", timeout=20_000)
+    bar = page.locator(".saew-attr-row").nth(1)
+    bar_feature = bar.locator(".saew-attr-feature").inner_text()
+    bar.click()
+    card_becomes(f"Feature {bar_feature}")
+    picked = f"Feature {bar_feature}"
 
     # Steering tab: move the slider by clicking its track, then Generate.
     page.get_by_role("tab", name="Steering").click()

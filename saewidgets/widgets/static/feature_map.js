@@ -268,8 +268,8 @@ function featureMapRender({ model, el }) {
       drawOverlay();
       return;
     }
-    model.set("query", q);
-    model.save_changes();
+    // A message rather than only the `query` trait, so that repeating the same search runs it again.
+    model.send({ event: "search", query: q });
   });
   colorSel.addEventListener("change", () => { model.set("color_by", colorSel.value); model.save_changes(); });
   // Test and scripting hook: screen position (relative to the canvas) of feature i.
