@@ -64,6 +64,38 @@ def _has_path(root: torch.nn.Module, dotted: str) -> bool:
     return True
 
 
+class TraceLock:
+    """The re-entrant lock held around every trace of one model (widget callbacks run on threads).
+
+    Every trace already passes through it, so it is also where a remote model's failures are made readable: on
+    leaving the block, an error from talking to NDIF (time-out, refused key, unknown model) is re-raised as a
+    `saewidgets.remote.RemoteModelError` that says what to do, with the API key scrubbed from the message.
+    """
+
+    def __init__(self, handle: "ModelHandle") -> None:
+        self._lock = threading.RLock()
+        self._handle = handle
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        return self._lock.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> "TraceLock":
+        self._lock.acquire()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self._lock.release()
+        if exc is not None and self._handle.remote:
+            from .remote import translate_error
+
+            readable = translate_error(exc, self._handle.name)
+            if readable is not None:
+                raise readable from None  # the original may quote request headers, which hold the key
+
+
 class ModelHandle:
     """A causal LM wrapped for tracing, plus the facts about it that analysis needs.
 
@@ -74,12 +106,13 @@ class ModelHandle:
         hf: the underlying ``transformers`` model.
         tokenizer: its tokenizer, set to pad on the left (decoder models batch left-padded).
         name: a human-readable model name, recorded in SAE configs and statistics.
-        lock: a re-entrant lock; hold it around every trace or generate (widget callbacks run on threads).
-        remote: run traces on NDIF instead of locally.
+        lock: a re-entrant `TraceLock`; hold it around every trace or generate (widget callbacks run on threads).
+        remote: False (run here), True (run on NDIF) or ``"local"`` (nnsight's simulation: serialize every trace
+            as NDIF would, run it here; for tests).
     """
 
     def __init__(
-        self, hf_model: torch.nn.Module, tokenizer: Any, name: str, *, remote: bool = False, envoy: Any = None
+        self, hf_model: torch.nn.Module, tokenizer: Any, name: str, *, remote: bool | str = False, envoy: Any = None
     ) -> None:
         import nnsight
 
@@ -90,7 +123,7 @@ class ModelHandle:
         self.tokenizer = self.nn.tokenizer
         self.name = name
         self.remote = remote
-        self.lock = threading.RLock()
+        self.lock = TraceLock(self)
         self._blocks_path, self._norm_path = self._find_layout(hf_model)
 
     @staticmethod
@@ -105,7 +138,7 @@ class ModelHandle:
         )
 
     def __repr__(self) -> str:
-        where = "NDIF" if self.remote else str(self.device)
+        where = {True: "NDIF", "local": "NDIF simulated locally"}.get(self.remote, str(self.device))
         return f"ModelHandle({self.name!r}, layers={self.n_layers}, d_model={self.d_model}, on {where})"
 
     # -- shape facts ------------------------------------------------------------------------------------------
@@ -126,6 +159,10 @@ class ModelHandle:
 
     @property
     def device(self) -> torch.device:
+        """Where input tensors go: the model's device; the CPU for a remote model (its weights here are on the meta
+        device, and requests carry CPU tensors)."""
+        if self.remote:
+            return torch.device("cpu")
         return next(self.hf.parameters()).device
 
     @cached_property
@@ -176,7 +213,7 @@ class ModelHandle:
     @property
     def trace_kwargs(self) -> dict[str, Any]:
         """Keyword arguments every ``nn.trace`` / ``nn.generate`` call passes (remote execution)."""
-        return {"remote": True} if self.remote else {}
+        return {"remote": self.remote} if self.remote else {}
 
     # -- reading residual directions as logits -----------------------------------------------------------------
 

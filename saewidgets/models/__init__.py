@@ -19,7 +19,7 @@ def load_model(
     model: Any = None,
     tokenizer: Any = None,
     *,
-    remote: bool = False,
+    remote: bool | str = False,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
 ) -> ModelHandle:
@@ -31,7 +31,8 @@ def load_model(
       - an HF repo id or a local checkpoint folder (hub ids need a network);
       - an already-loaded HF causal LM, together with ``tokenizer``;
       - an existing `ModelHandle` (returned as is);
-      - with ``remote=True``, an HF repo id that NDIF hosts: traces then run remotely (needs ``NDIF_API_KEY``).
+      - with ``remote=True``, an HF repo id that NDIF hosts: traces then run remotely (needs ``NDIF_API_KEY``);
+        ``remote="local"`` serializes every trace as for NDIF but runs it here (tests, offline dry runs).
     """
     if isinstance(model, ModelHandle):
         return model
@@ -44,7 +45,7 @@ def load_model(
     if remote:
         if model is None:
             raise ValueError("remote=True needs the HF repo id of a model NDIF hosts, e.g. load_model('google/gemma-2-2b', remote=True).")
-        return load_remote(model)
+        return load_remote(model, remote)
     if model in _EMBEDDED_ALIASES:
         return load_embedded(device=device, dtype=dtype or torch.float32)
     if model in _TINY:

@@ -29,16 +29,27 @@ def load_pretrained(name_or_path: str, *, device: str | torch.device | None = No
     return ModelHandle(model, tokenizer, name=name_or_path)
 
 
-def load_remote(repo_id: str):
+def load_remote(repo_id: str, mode: bool | str = True):
     """A handle whose traces run on NDIF (the National Deep Inference Fabric): weights stay on NDIF's servers.
 
-    Only the model's config and tokenizer are fetched; nnsight builds the model on the meta device.
+    Only the model's config and tokenizer are fetched; nnsight builds the model on the meta device. ``mode="local"``
+    runs nnsight's local simulation instead (every trace serialized as for NDIF, then run here; no key needed).
     """
     import nnsight
     import transformers
 
     from ..model import ModelHandle
+    from ..remote import RemoteModelError, require_api_key, scrub
 
-    tokenizer = transformers.AutoTokenizer.from_pretrained(repo_id)
-    envoy = nnsight.TransformersModel(repo_id, tokenizer=tokenizer, task="text-generation")
-    return ModelHandle(envoy._module, envoy.tokenizer, name=repo_id, remote=True, envoy=envoy)
+    if mode is True:
+        require_api_key()
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(repo_id)
+        envoy = nnsight.TransformersModel(repo_id, tokenizer=tokenizer, task="text-generation")
+    except (OSError, ValueError) as err:
+        raise RemoteModelError(
+            f"Could not find the model {repo_id!r}: NDIF runs models by their Hugging Face hub id, and saewidgets "
+            f"reads the config and tokenizer from the hub ({scrub(str(err)).splitlines()[0][:300]}). Check the id "
+            "and the network; see which models NDIF serves at https://ndif.us."
+        ) from err
+    return ModelHandle(envoy._module, envoy.tokenizer, name=repo_id, remote=mode, envoy=envoy)
