@@ -26,6 +26,13 @@ def test_jsonable_turns_numpy_and_nan_into_plain_json():
     assert out == {"a": 1.5, "b": 3, "c": [1, 2], "d": None, "e": [0, 1]}
 
 
+def test_static_cards_round_floats_to_four_significant_digits():
+    from saewidgets.widgets.serializers import round_floats
+
+    assert round_floats({"a": [1.23456789, 2], "b": {"c": 123456.7}, "t": "x"}) == \
+        {"a": [1.235, 2], "b": {"c": 123500.0}, "t": "x"}
+
+
 def test_heatmap_takes_token_activations_and_ships_acts_as_bytes():
     ta = syn.token_activations(syn.tokens(50), [7, 3])
     hm = TokenHeatmap(ta)

@@ -25,9 +25,9 @@ from .static_html import document, iframe, view_container, view_spec, write_atom
 from .steering_panel import SteeringPanel
 
 # Static pages embed every feature's card up to this many features; beyond it, the densest ones (plus the
-# selection and its neighbours). Each card is a few kB of JSON.
-STATIC_ALL_CARDS_UP_TO = 4096
-STATIC_DEFAULT_CARDS = 2000
+# selection and its neighbours). A card is ~2-15 kB of JSON (floats rounded to 4 significant digits).
+STATIC_ALL_CARDS_UP_TO = 2048
+STATIC_DEFAULT_CARDS = 1000
 # The text/html fallback shown in notebooks without widget support embeds only the selection's neighbourhood.
 FALLBACK_CARDS = 1 + DEFAULT_NEIGHBOURS
 DEFAULT_PROMPT = "The Golden Gate Bridge is"
@@ -244,10 +244,10 @@ class Explorer(ipw.VBox):
         return document(title, body, data)
 
     def dashboard_card(self, feature: int) -> dict:
-        """The card of ``feature`` as the dashboard shows it (JSON-safe)."""
-        from .serializers import jsonable
+        """The card of ``feature`` as a static page embeds it (JSON-safe, floats to 4 significant digits)."""
+        from .serializers import jsonable, round_floats
 
-        return jsonable(dict(self.card_fn(int(feature))))
+        return round_floats(jsonable(dict(self.card_fn(int(feature)))))
 
     def save_html(self, path: str | Path, **kwargs: Any) -> Path:
         """Write :meth:`to_html` to ``path`` atomically."""

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["array_to_bytes", "bytes_to_array", "as_array", "jsonable"]
+__all__ = ["array_to_bytes", "bytes_to_array", "as_array", "jsonable", "round_floats"]
 
 
 def as_array(values: Any, dtype: type, ndim: int, name: str) -> np.ndarray:
@@ -53,4 +53,16 @@ def jsonable(obj: Any) -> Any:
         return f if math.isfinite(f) else None
     if isinstance(obj, np.bool_):
         return bool(obj)
+    return obj
+
+
+def round_floats(obj: Any, digits: int = 4) -> Any:
+    """A copy of JSON data with every float rounded to ``digits`` significant digits (static pages embed
+    thousands of feature cards; activations need no more precision than a colour and a label show)."""
+    if isinstance(obj, dict):
+        return {k: round_floats(v, digits) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [round_floats(v, digits) for v in obj]
+    if isinstance(obj, float):
+        return float(f"{obj:.{digits}g}")
     return obj
