@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     rank, world, device = init_process_group()
     try:
-        model = load_model(args.model)
+        model = load_model(args.model, device=device)
         corpus = demo_corpus() if args.corpus == "demo" else load_corpus(args.corpus)
         store = harvest_to_store(model, corpus, args.store, args.layer, n_tokens=args.n_tokens,
                                  context_len=args.context_len, shard_tokens=args.shard_tokens,

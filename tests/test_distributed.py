@@ -82,3 +82,20 @@ def test_distributed_training_outside_a_process_group_says_how_to_launch(tiny_gp
     store = harvest_to_store(tiny_gpt2, TEXTS[:6], tmp_path / "store", layer=1, progress=False)
     with pytest.raises(RuntimeError, match="torchrun"):
         train_sae_distributed(store, **TRAIN)
+
+
+def test_entry_point_without_torchrun_trains_in_one_process_like_train_sae(tmp_path, monkeypatch):
+    from saewidgets.sae.distributed import _free_port
+    from saewidgets.train import main
+
+    for name, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}.items():
+        monkeypatch.setenv(name, value)  # what init_process_group would set, restored after the test
+    monkeypatch.setenv("MASTER_PORT", str(_free_port()))
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(TEXTS[:8]))
+    main(["--model", "tiny-gpt2", "--corpus", str(corpus), "--layer", "1", "--store", str(tmp_path / "store"),
+          "--out", str(tmp_path / "run"), "--checkpoint-every", "5", *CLI_TRAIN])
+    store = ActivationStore(tmp_path / "store")
+    single = train_sae(store.subset(slice(None)), progress=False, **TRAIN)
+    for name, tensor in single.state_dict().items():
+        torch.testing.assert_close(load_sae(tmp_path / "run" / "sae").state_dict()[name], tensor, atol=2e-5, rtol=1e-4)

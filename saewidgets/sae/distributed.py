@@ -113,7 +113,8 @@ def train_sae_distributed(
     Call it on every rank with the same arguments; ``batch_size`` is the global batch (each rank trains on
     ``batch_size / world_size`` rows per step). ``activations`` may also be an `ActivationStore`. Every rank returns
     the same SAE; only rank 0 writes ``checkpoint_dir``. Other arguments are those of `train_sae` (``l1``, ``l0``
-    and any `TrainConfig` field go in ``options``). Outside a process group it trains in this one process.
+    and any `TrainConfig` field go in ``options``). `init_process_group` joins the group torchrun describes (or
+    makes a one-process group, so the same script also runs under plain ``python``).
     """
     if not (dist.is_available() and dist.is_initialized()):
         raise RuntimeError(
