@@ -141,3 +141,11 @@ def test_notebook_fallback_iframe_holds_the_document_as_escaped_text():
     parsed = parse(data["text/html"])
     assert [t for t, _ in parsed.tags] == ["iframe"]
     assert parsed.tags[0][1]["srcdoc"].startswith("<!DOCTYPE html>")
+
+
+def test_named_features_are_linked_and_their_cards_always_embedded():
+    ex = syn.explorer(n_features=3000, background=False)
+    data = json.loads(parse(ex.to_html(features=[1], highlights={"Golden Gate Bridge": 2999})).scripts[0][1])
+    assert "2999" in data["cards"] and "1" in data["cards"]
+    state = next(v for v in data["views"] if v["name"] == "map")["state"]
+    assert state["bookmarks"] == [{"label": "Golden Gate Bridge", "feature": 2999}]

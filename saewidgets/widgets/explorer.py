@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping
 
 import ipywidgets as ipw
 import numpy as np
@@ -48,7 +48,8 @@ class Explorer(ipw.VBox):
     tables). ``prompt`` seeds the attribution and steering tabs; ``text`` the heatmap tab. The keyword callables
     replace the analysis functions: ``card_fn(i)``, ``steer_fn(prompt, feature, multiple)``,
     ``attribute_fn(prompt, target or None)``, ``activations_fn(text, features)`` (-> TokenActivations),
-    ``search_fn(query)`` (-> feature ids).
+    ``search_fn(query)`` (-> feature ids). ``highlights`` ``{name: feature}`` shows named features as links
+    above the map.
     """
 
     def __init__(
@@ -68,6 +69,7 @@ class Explorer(ipw.VBox):
         attribute_fn: Callable[[str, str], Any] | None = None,
         activations_fn: Callable[[str, list[int]], Any] | None = None,
         search_fn: Callable[[str], Iterable[Any]] | None = None,
+        highlights: Mapping[str, int] | None = None,
         map_height: int = 460,
         background: bool = True,
     ) -> None:
@@ -83,6 +85,7 @@ class Explorer(ipw.VBox):
 
         self.map = FeatureMap.from_geometry(self.geometry, stats, search_fn=search_fn, n_neighbours=n_neighbours,
                                             height=map_height)
+        self.map.set_bookmarks(dict(highlights or {}))
         self.dashboard = FeatureDashboard(card_fn=self.card_fn)
         self.attribution = AttributionView(
             attribute_fn=(lambda target: attribute_fn(self.attribution_prompt.value, target)) if attribute_fn
@@ -143,6 +146,23 @@ class Explorer(ipw.VBox):
                 self.refresh_heatmap()
         finally:
             self._syncing = False
+
+    def show_steering(self, example: Any) -> None:
+        """Show a saved steering result in the Steering tab (and the static page): a ``SteeringResult`` (its
+        clamped feature from ``clamps``; pass a dict to give the multiple) or a dict with ``feature``,
+        ``multiple``, ``prompts``, ``default``, ``steered``."""
+        if isinstance(example, Mapping):
+            feature, multiple = int(example["feature"]), float(example["multiple"])
+            prompts = list(example.get("prompts") or [])
+            result: Any = _Result(default=list(example["default"]), steered=list(example["steered"]))
+        else:
+            feature = int(next(iter(example.clamps)))
+            multiple, prompts, result = self.steering.multiple, list(example.prompts), example
+        with self.steering.hold_sync():
+            self.steering.multiple = multiple
+            if prompts:
+                self.steering.prompt = prompts[0]
+            self.steering.show_result(result, multiple=multiple, feature=feature)
 
     def _tab_changed(self, change: dict[str, Any]) -> None:
         if change["new"] == 2 and self.selected not in self.heatmap.features:
@@ -210,11 +230,17 @@ class Explorer(ipw.VBox):
         return list(dict.fromkeys(f for f in chosen if 0 <= f < n))
 
     def to_html(self, features: Iterable[int] | None = None, title: str = "saewidgets explorer",
-                limit: int = STATIC_DEFAULT_CARDS) -> str:
+                limit: int = STATIC_DEFAULT_CARDS, highlights: Mapping[str, int] | None = None) -> str:
         """The Explorer as one self-contained HTML document (map, dashboards of the embedded features,
-        attribution, steering and heatmap as last shown); clicking the map selects client-side."""
+        attribution, steering and heatmap as last shown); clicking the map selects client-side.
+
+        ``features``: which cards to embed (default: see :meth:`static_cards`); ``highlights``: ``{name:
+        feature}`` links above the map (their cards are always embedded)."""
+        if highlights is not None:
+            self.map.set_bookmarks(dict(highlights))
+        named = [b["feature"] for b in self.map.bookmarks]
         cards: dict[str, Any] = {}
-        for f in self.static_cards(features, limit):
+        for f in dict.fromkeys([*named, *self.static_cards(features, limit)]):
             try:
                 cards[str(f)] = self.dashboard_card(f)
             except Exception as err:
@@ -262,6 +288,13 @@ class Explorer(ipw.VBox):
             except Exception as err:
                 bundle["text/html"] = f"<pre>static view unavailable: {html.escape(type(err).__name__)}</pre>"
         return bundle
+
+
+class _Result:
+    """A minimal SteeringResult for results saved as plain dicts."""
+
+    def __init__(self, default: list[str], steered: list[str]) -> None:
+        self.default, self.steered = default, steered
 
 
 def export_html(path: str | Path, explorer: Explorer, **kwargs: Any) -> Path:

@@ -49,6 +49,8 @@ class FeatureMap(ViewWidget):
     search_results = t.List(t.Int()).tag(sync=True)
     message = t.Unicode("").tag(sync=True)
     height = t.Int(420).tag(sync=True)
+    # Named features shown as one-click links above the map: [{"label": str, "feature": int}].
+    bookmarks = t.List(t.Dict()).tag(sync=True)
 
     def __init__(
         self,
@@ -113,6 +115,11 @@ class FeatureMap(ViewWidget):
             self.coords = array_to_bytes(xy)
             self.clusters = array_to_bytes(cl, np.int32) if cl is not None else b""
             self.density = array_to_bytes(dn) if dn is not None else b""
+
+    def set_bookmarks(self, named: dict[str, int] | None) -> None:
+        """Show ``{name: feature}`` (e.g. concepts found by search) as links that select the feature."""
+        self.bookmarks = [{"label": str(k), "feature": int(v)} for k, v in (named or {}).items()
+                          if 0 <= int(v) < self.n_features]
 
     @property
     def points(self) -> np.ndarray:

@@ -42,7 +42,8 @@ class SteeringPanel(ViewWidget):
     prompt = t.Unicode("").tag(sync=True)
     default_texts = t.List(t.Unicode()).tag(sync=True)
     steered_texts = t.List(t.Unicode()).tag(sync=True)
-    steered_multiple = t.Float(None, allow_none=True).tag(sync=True)
+    steered_multiple = t.Float(None, allow_none=True).tag(sync=True)  # the clamp of the result shown
+    steered_feature = t.Int(-1).tag(sync=True)  # the feature of the result shown
     busy = t.Bool(False).tag(sync=True)
     error = t.Unicode("").tag(sync=True)
     status = t.Unicode("").tag(sync=True)
@@ -84,13 +85,15 @@ class SteeringPanel(ViewWidget):
             )
         return m
 
-    def show_result(self, result: Any, multiple: float | None = None) -> None:
-        """Show a ``SteeringResult`` (``default`` and ``steered`` lists of continuations)."""
+    def show_result(self, result: Any, multiple: float | None = None, feature: int | None = None) -> None:
+        """Show a ``SteeringResult`` (``default`` and ``steered`` lists of continuations) obtained by clamping
+        ``feature`` (default: the panel's) to ``multiple`` x its max activation (default: the slider's)."""
         with self.hold_sync():
             self.default_texts = [str(s) for s in result.default]
             self.steered_texts = [str(s) for s in result.steered]
             self.steered_multiple = self.multiple if multiple is None else float(multiple)
-            self.status = f"feature #{self.feature} at {self.steered_multiple:g}× max"
+            self.steered_feature = self.feature if feature is None else int(feature)
+            self.status = f"feature #{self.steered_feature} at {self.steered_multiple:g}× max"
 
     def generate(self, wait: bool = False) -> bool:
         """Run ``steer_fn(prompt, feature, multiple)`` and show the result. Returns False (and does nothing) if a
@@ -104,7 +107,7 @@ class SteeringPanel(ViewWidget):
             return False
         started = self._jobs.start(
             lambda: self.steer_fn(prompt, feature, multiple),
-            lambda result: self.show_result(result, multiple),
+            lambda result: self.show_result(result, multiple, feature),
             background=self.background and not wait,
         )
         if not started:

@@ -17,7 +17,10 @@ def static_page_path(tmp_path_factory):
     ex.steering.prompt = "The bridge"
     ex.steering.generate()
     ex.tabs.selected_index = 2  # fill the heatmap tab, as a user would have
-    return export_html(tmp_path_factory.mktemp("static") / "explorer.html", ex), ex
+    ex.show_steering({"feature": 42, "multiple": 4.0, "prompts": ["I saw"], "default": ["I saw a cat"],
+                      "steered": ["I saw the bridge"]})
+    highlights = {"<img src=x onerror=\"window.__pwned=1\"> Golden Gate": 42}
+    return export_html(tmp_path_factory.mktemp("static") / "explorer.html", ex, highlights=highlights), ex
 
 
 def test_static_explorer_renders_offline_and_map_click_changes_dashboard(page, static_page_path, screenshot):
@@ -45,6 +48,15 @@ def test_static_explorer_renders_offline_and_map_click_changes_dashboard(page, s
     nb = link.inner_text()
     link.click()
     assert page.inner_text(".saew-card-id") == f"Feature {nb}"
+
+    # A named feature (its label is hostile text) is one click away.
+    mark = page.locator(".saew-map-bookmark")
+    assert "onerror" in mark.inner_text()
+    mark.click()
+    assert page.inner_text(".saew-card-id") == "Feature #42"
+    page.locator(".saew-tab-button", has_text="Steering").click()
+    assert page.inner_text(".saew-steer-steered .saew-steer-text") == "I saw the bridge"
+    assert "#42 clamped to 4" in page.inner_text(".saew-steer-steered .saew-subhead")
 
     assert all(u.startswith(("file:", "data:")) for u in requests), requests
     assert page.errors == []

@@ -2,7 +2,7 @@
 // Traits: coords (float32 bytes [F, 2]), clusters (int32 bytes [F] or empty), density (float32 bytes [F] or empty),
 // color_by ("cluster" | "density"), selected (int, -1 = none), highlight (int[]: the selected feature's
 // neighbourhood), lasso (int[]: features inside the last lasso), query (string: a text search for Python),
-// search_results (int[]), message (string), height (px).
+// search_results (int[]), message (string), height (px), bookmarks ([{label, feature}]: named features as links).
 // Click selects the nearest point; drag draws a lasso; the wheel zooms around the cursor; double-click resets.
 
 const SAEW_CLUSTER_COLORS = [
@@ -31,12 +31,29 @@ function featureMapRender({ model, el }) {
   }
   const info = saewEl("span", "saew-muted saew-map-info");
   bar.append(search, colorSel, info);
+  const marks = saewEl("div", "saew-map-bookmarks");
   const msg = saewEl("div", "saew-map-message");
   const wrap = saewEl("div", "saew-map-canvas-wrap");
   const base = saewEl("canvas", "saew-map-canvas");
   const over = saewEl("canvas", "saew-map-overlay");
   wrap.append(base, over);
-  root.append(bar, msg, wrap);
+  root.append(bar, marks, msg, wrap);
+  function paintBookmarks() {
+    marks.replaceChildren();
+    for (const b of model.get("bookmarks") || []) {
+      const a = saewEl("a", "saew-map-bookmark", `${b.label} #${b.feature}`);
+      a.href = "#";
+      a.dataset.feature = String(b.feature);
+      marks.appendChild(a);
+    }
+  }
+  marks.addEventListener("click", (ev) => {
+    const t = ev.target;
+    if (t && t.dataset && t.dataset.feature !== undefined) {
+      ev.preventDefault();
+      select(Number(t.dataset.feature));
+    }
+  });
 
   let F = 0, nx = new Float32Array(0), ny = new Float32Array(0);
   let colorIdx = new Uint16Array(0), palette = [], order = new Uint32Array(0);
@@ -275,7 +292,7 @@ function featureMapRender({ model, el }) {
   // Test and scripting hook: screen position (relative to the canvas) of feature i.
   root.saewScreenOf = (i) => [sx[i], sy[i]];
 
-  function full() { resize(); loadData(); drawBase(); }
+  function full() { resize(); loadData(); drawBase(); paintBookmarks(); }
   full();
   const ro = typeof ResizeObserver !== "undefined" ? new ResizeObserver(() => {
     const w = Math.max(200, wrap.clientWidth || 400);
@@ -284,6 +301,7 @@ function featureMapRender({ model, el }) {
   if (ro) ro.observe(wrap);
   const offs = [
     saewOn(model, ["coords", "clusters", "density", "height"], saewDebounced(full)),
+    saewOn(model, ["bookmarks"], paintBookmarks),
     saewOn(model, ["color_by"], saewDebounced(() => { loadColors(); drawBase(); })),
     saewOn(model, ["selected", "highlight", "lasso", "search_results", "message"], saewDebounced(drawOverlay)),
   ];

@@ -52,10 +52,10 @@ function steeringRender({ model, el }) {
     for (const t of texts || []) box.appendChild(saewEl("pre", "saew-steer-text", t));
   }
   function paintOutputs() {
-    const f = model.get("feature"), m = model.get("multiple");
+    const sf = model.get("steered_feature"), f = sf >= 0 ? sf : model.get("feature");
+    const m = model.get("steered_multiple") ?? model.get("multiple");
     column(colDefault, "Default", model.get("default_texts"));
-    column(colSteered, `Steered (#${f} clamped to ${saewFmt(model.get("steered_multiple") ?? m, 2)}× max)`,
-      model.get("steered_texts"));
+    column(colSteered, `Steered (#${f} clamped to ${saewFmt(m, 2)}× max)`, model.get("steered_texts"));
   }
   function paintStatus() {
     const busy = !!model.get("busy"), err = model.get("error") || "";
@@ -87,7 +87,8 @@ function steeringRender({ model, el }) {
   const offs = [
     saewOn(model, ["feature", "multiple", "prompt", "feature_options", "min_multiple", "max_multiple"],
       saewDebounced(paintControls)),
-    saewOn(model, ["default_texts", "steered_texts", "steered_multiple"], saewDebounced(paintOutputs)),
+    saewOn(model, ["default_texts", "steered_texts", "steered_multiple", "steered_feature"],
+      saewDebounced(paintOutputs)),
     saewOn(model, ["busy", "error", "status"], paintStatus),
   ];
   return () => offs.forEach((f) => f());
