@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -190,8 +191,12 @@ class FeatureStats:
         try:
             meta = json.loads((path / _META).read_text())
             tensors = load_file(str(path / _TENSORS))
-        except (OSError, ValueError, json.JSONDecodeError) as err:
+        except (OSError, ValueError, SafetensorError) as err:  # a truncated file is a SafetensorError
             raise ValueError(f"The feature statistics in {path} are corrupt ({err}); compute them again.") from err
+        missing = [k for k in cls._TENSOR_FIELDS if k not in tensors]
+        if missing:
+            raise ValueError(f"The feature statistics in {path} are corrupt ({_TENSORS} lacks {', '.join(missing)}); "
+                             "compute them again.")
         if meta.get("format_version") != _FORMAT_VERSION:
             raise ValueError(f"{path} was written in format {meta.get('format_version')}, this saewidgets reads "
                              f"format {_FORMAT_VERSION}: compute the statistics again.")
@@ -255,7 +260,15 @@ def feature_stats(
         for start in range(0, total, batch_size):
             stop = min(total, start + batch_size)
             lo, hi = max(0, start - before), min(total, stop + after)  # margins so every window is encoded
-            f = encode_rows(sae, acts.torch(slice(lo, hi)))
+            x = acts.torch(slice(lo, hi))
+            if not bool(torch.isfinite(x).all()):
+                row, col = (~torch.isfinite(x)).nonzero()[0].tolist()
+                raise FloatingPointError(
+                    f"The activations contain {float(x[row, col])} at row {lo + row:,}, column {col}: statistics of "
+                    "non-finite activations mean nothing. Re-harvest them (a float16 model overflows: use float32 "
+                    "or bfloat16) or drop those rows."
+                )
+            f = encode_rows(sae, x)
             acc.update(f, start - lo, stop - lo, token_ids[lo:hi], doc_ids[lo:hi])
             bar.update(stop - start)
     return acc.finish(model, sae.fingerprint(), acts.model_name or model.name, layer, total, n_bins)
