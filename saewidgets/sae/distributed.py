@@ -7,7 +7,8 @@ slices of it. Gradients are averaged across ranks as soon as backward has accumu
 hook per parameter, as DDP does), so the decoder projection, clipping and Adam then run on the global-batch
 gradient, identically on every rank. After each step the dead-latent counters are made global too (a latent fired
 if it fired on any rank; every rank counts ``batch_size`` tokens). Rank 0 alone writes checkpoints (atomically,
-through `save_checkpoint`); every rank resumes from the same file.
+through `save_checkpoint`); every rank resumes from the same file, so the store and ``checkpoint_dir`` must be on
+a filesystem every rank sees (one machine, or a shared mount across nodes).
 
 The result equals single-process `train_sae` on the same rows and settings within float tolerance (summation
 order differs) for ``relu``, ``jumprelu`` and ``topk``. Two objectives are batch-global and only approximately
