@@ -1,0 +1,107 @@
+"""SAE training tokens/s: `saewidgets.train_sae` against SAELens's `SAETrainer`, same activations and settings.
+
+Both train a TopK SAE (fp32, CPU) from a fresh initialisation for ``steps`` steps of ``batch`` tokens on the same
+in-memory activations; each timed run includes building the SAE and its optimizer (a fixed cost that ``steps``
+amortises). SAELens is driven through its public ``SAETrainer.fit()`` with an in-memory data provider, no
+normalisation, no W&B. The machine's fp32 matmul rate (``batch x d_in @ d_in x n_features``, the encoder product
+every TopK step needs) is timed in the same rounds, which gives the ceiling in tokens/s: ``rate / (2 d_in F)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import io
+import itertools
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from .timing import Row, interleaved, matmul_gflops, median
+
+GOAL_VS_SAELENS = 4.0
+
+
+@dataclass
+class TrainSettings:
+    d_in: int = 640
+    n_features: int = 16_384
+    k: int = 32
+    batch: int = 4096
+    steps: int = 4
+    repeats: int = 3
+
+
+def activations(s: TrainSettings, seed: int = 0) -> torch.Tensor:
+    """``[steps * batch, d_in]`` residual-like rows: a random mean plus anisotropic Gaussian noise (fp32)."""
+    g = torch.Generator().manual_seed(seed)
+    scales = torch.rand(s.d_in, generator=g) * 2 + 0.1
+    return torch.randn(s.d_in, generator=g) * 3 + torch.randn(s.steps * s.batch, s.d_in, generator=g) * scales
+
+
+def saelens_run(x: torch.Tensor, s: TrainSettings) -> Callable[[], Any]:
+    """A contender: SAELens 6.x trains a TopK SAE on ``x`` for ``s.steps`` steps via ``SAETrainer.fit()``."""
+    from sae_lens import LoggingConfig, TopKTrainingSAE, TopKTrainingSAEConfig
+    from sae_lens.config import SAETrainerConfig
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    batches = list(x.split(s.batch))
+
+    def run() -> Any:
+        sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=s.d_in, d_sae=s.n_features, k=s.k, dtype="float32",
+                                                    device="cpu"))
+        cfg = SAETrainerConfig(total_training_samples=s.steps * s.batch, train_batch_size_samples=s.batch,
+                               lr=2e-4, lr_end=2e-5, device="cpu", logger=LoggingConfig(log_to_wandb=False))
+        trainer = SAETrainer(cfg, sae, data_provider=itertools.cycle(batches))
+        with contextlib.redirect_stderr(io.StringIO()):  # its progress bar
+            return trainer.fit()
+
+    return run
+
+
+def ours_run(x: torch.Tensor, s: TrainSettings, kernel: str | None) -> Callable[[], Any]:
+    """A contender: `saewidgets.train_sae` on ``x`` (``kernel`` picks the sparse or dense TopK step, if offered)."""
+    from saewidgets import train_sae
+
+    extra = {"kernel": kernel} if kernel is not None else {}
+    return lambda: train_sae(x, "topk", s.n_features, s.k, batch_size=s.batch, n_steps=s.steps, progress=False,
+                             **extra)
+
+
+def run(quick: bool = False) -> list[Row]:
+    return measure(TrainSettings(steps=2, repeats=2) if quick else TrainSettings())
+
+
+def measure(s: TrainSettings) -> list[Row]:
+    """Interleaved runs of SAELens, ours (each kernel) and the matmul; rows: ours vs SAELens, ours vs ceiling."""
+    x = activations(s)
+    from saewidgets import train_sae
+
+    kernels = ["sparse", "dense"] if "kernel" in inspect.signature(train_sae).parameters else [None]
+    contenders = {"saelens": saelens_run(x, s), **{f"ours-{k or 'default'}": ours_run(x, s, k) for k in kernels},
+                  "matmul": matmul_gflops(s.batch, s.d_in, s.n_features)}
+    times = interleaved(contenders, s.repeats)
+    tokens = s.steps * s.batch
+    rate = {name: tokens / median(t) for name, t in times.items() if name != "matmul"}
+    gflops = 2 * s.batch * s.d_in * s.n_features / median(times["matmul"]) / 1e9
+    ceiling = gflops * 1e9 / (2 * s.d_in * s.n_features)  # tokens/s if a step cost only its encoder product
+    settings = (f"TopK d_in {s.d_in}, {s.n_features:,} latents, k {s.k}, batch {s.batch:,}, fp32, {s.steps} steps "
+                f"per run from a fresh init, median of {s.repeats}")
+    rows = []
+    for name in rate:
+        if not name.startswith("ours"):
+            continue
+        rows.append(Row(
+            "train", f"SAE training tokens/s ({name.removeprefix('ours-')} kernel)", "tokens/s", rate[name],
+            rate["saelens"], "SAELens SAETrainer.fit (TopKTrainingSAE)", "higher",
+            GOAL_VS_SAELENS if name in ("ours-sparse", "ours-default") else None,
+            f"{settings}; {rate[name] / ceiling:.0%} of the matmul ceiling ({ceiling:,.0f} tokens/s at "
+            f"{gflops:.0f} GFLOP/s measured here); SAELens at {rate['saelens'] / ceiling:.0%}",
+            {k: times[k] for k in ("saelens", name)}))
+    best = max((n for n in rate if n.startswith("ours")), key=rate.get)
+    rows.append(Row("train", f"SAE training tokens/s ({best.removeprefix('ours-')} kernel) vs the matmul ceiling",
+                    "tokens/s", rate[best], ceiling, f"encoder product alone at {gflops:.0f} GFLOP/s", "higher", None,
+                    "ceiling = measured fp32 GFLOP/s of the 4096x640 @ 640x16384 product / (2 d_in F) FLOP per token",
+                    {best: times[best], "matmul": times["matmul"]}))
+    return rows

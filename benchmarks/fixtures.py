@@ -1,0 +1,57 @@
+"""Inputs several benchmarks share, built once per process: the model, demo texts, harvested rows, SAEs."""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import torch
+
+LAYER = 9
+
+
+@functools.lru_cache(maxsize=1)
+def gemma() -> Any:
+    """The embedded Gemma 3 270M handle (fp32, CPU)."""
+    import saewidgets
+
+    return saewidgets.load_model()
+
+
+def harvest_texts(model: Any, n_tokens: int) -> list[str]:
+    """The first demo-corpus documents that hold at least ``n_tokens`` tokens (so nothing extra is tokenized)."""
+    from saewidgets import demo_corpus
+
+    texts, total = [], 0
+    for text in demo_corpus():
+        texts.append(text)
+        total += len(model.encode(text, add_bos=False))
+        if total >= n_tokens:
+            return texts
+    raise ValueError(f"The demo corpus holds {total:,} tokens, fewer than the {n_tokens:,} asked for.")
+
+
+@functools.lru_cache(maxsize=2)
+def activations(n_tokens: int) -> Any:
+    """An `Activations` of ``n_tokens`` demo-corpus tokens at layer ``LAYER``."""
+    from saewidgets import harvest
+
+    model = gemma()
+    return harvest(model, harvest_texts(model, n_tokens), layer=LAYER, n_tokens=n_tokens, progress=False)
+
+
+def random_sae(n_features: int, k: int = 32, seed: int = 0, acts: Any = None) -> Any:
+    """An untrained TopK SAE over Gemma's layer-``LAYER`` residuals (random unit decoder rows, encoder = transpose;
+    input scale from ``acts`` when given). Timing does not depend on training; the figures say so."""
+    from saewidgets.sae import SAE, SAEConfig
+
+    scale = 1.0
+    if acts is not None:
+        scale = math.sqrt(acts.d_model) / float(acts.torch(slice(0, 4096)).norm(dim=1).mean())
+    cfg = SAEConfig(d_in=640, n_features=n_features, architecture="topk", k=k, model_name=gemma().name, layer=LAYER,
+                    site=gemma().site_name(LAYER), input_scale=scale)
+    sae = SAE(cfg, torch.Generator().manual_seed(seed)).eval()
+    for p in sae.parameters():
+        p.requires_grad_(False)
+    return sae

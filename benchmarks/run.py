@@ -1,0 +1,93 @@
+"""Run the benchmarks, print a table, write ``benchmarks/results/<machine>.json``.
+
+    python -m benchmarks [--quick] [--only NAME ...] [--out FILE]
+
+Each benchmark module has ``run(quick) -> list[Row]``; a benchmark whose piece of saewidgets is missing (or that
+fails) is reported as skipped with the reason, and the others still run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python benchmarks/run.py`: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    __package__ = "benchmarks"
+
+from .timing import Row, machine  # noqa: E402
+
+BENCHMARKS = {
+    "train": "SAE training tokens/s vs SAELens SAETrainer, and vs the matmul ceiling",
+    "harvest": "harvest tokens/s vs a plain HF forward hooked at the layer, and vs a full forward",
+    "stats": "feature-statistics pass tokens/s (16k features) vs encoding alone",
+    "umap": "feature-map (UMAP) seconds for 4k and 16k features vs umap-learn defaults",
+    "steer": "steered generation time vs plain HF generate",
+    "widgets": "static HTML payload bytes and chromium render time (10k-token heatmap, 16k-point map)",
+}
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def format_table(rows: list[Row]) -> str:
+    """A Markdown table: figure, ours, reference, ratio (with the goal and whether it is met)."""
+    lines = ["| benchmark | figure | ours | reference | ours / reference | goal |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        goal = "" if r.goal is None else f"{'>=' if r.better == 'higher' else '<='} {r.goal:g}x " + (
+            "(met)" if r.met else "(not met)")
+        lines.append(f"| {r.benchmark} | {r.figure} | {_num(r.ours)} {r.unit} | {_num(r.reference)} {r.unit} "
+                     f"({r.reference_name}) | {r.ratio:.2f}x ({r.better} is better) | {goal} |")
+    return "\n".join(lines)
+
+
+def _num(x: float) -> str:
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller runs and fewer repeats (a few minutes)")
+    parser.add_argument("--only", action="append", choices=sorted(BENCHMARKS), help="run only this benchmark (repeatable)")
+    parser.add_argument("--out", type=Path, help="JSON file to write (default benchmarks/results/<machine>.json)")
+    args = parser.parse_args(argv)
+
+    info = machine()
+    names = args.only or list(BENCHMARKS)
+    rows: list[Row] = []
+    skipped: dict[str, str] = {}
+    seconds: dict[str, float] = {}
+    for name in names:
+        print(f"[{name}] {BENCHMARKS[name]} ...", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        try:
+            rows += importlib.import_module(f".bench_{name}", __package__).run(quick=args.quick)
+        except Exception as exc:  # one broken benchmark must not hide the others
+            skipped[name] = f"{type(exc).__name__}: {exc}"
+            traceback.print_exc()
+        seconds[name] = time.perf_counter() - start
+        print(f"[{name}] {seconds[name]:.0f} s", file=sys.stderr, flush=True)
+
+    table = format_table(rows)
+    print(f"\nMachine: {info['cpu']}, {info['cores']} cores, torch {info['torch']} ({info['torch_threads']} threads)"
+          f"{', GPU ' + info['gpu'] if info['gpu'] else ', no GPU'}; mode: {'quick' if args.quick else 'full'}\n")
+    print(table)
+    for name, why in skipped.items():
+        print(f"\nskipped {name}: {why}")
+    out = args.out or RESULTS_DIR / f"{info['name']}{'-quick' if args.quick else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "machine": info, "mode": "quick" if args.quick else "full",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "seconds": seconds,
+        "rows": [r.to_dict() for r in rows], "skipped": skipped, "table_markdown": table,
+    }, indent=1))
+    print(f"\nwrote {out}")
+    return 1 if skipped else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,96 @@
+"""What every benchmark shares: interleaved timing, the result row, the machine's description and matmul ceiling."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Literal
+
+import torch
+
+
+@dataclass
+class Row:
+    """One figure: ours against a reference, both measured in this process, interleaved."""
+
+    benchmark: str
+    """Benchmark name (``--only`` selects by it)."""
+    figure: str
+    """What is measured, e.g. ``SAE training (TopK, 16,384 latents, k 32)``."""
+    unit: str
+    """Unit of ``ours`` and ``reference`` (``tokens/s``, ``s``, ``bytes``, ``ms``)."""
+    ours: float
+    """Median of our repeats."""
+    reference: float
+    """Median of the reference's repeats."""
+    reference_name: str
+    """What the reference is."""
+    better: Literal["higher", "lower"]
+    """Which direction of ``ratio`` is good."""
+    goal: float | None = None
+    """Target ratio (ours / reference), if the issue sets one."""
+    notes: str = ""
+    """Settings and caveats."""
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    """Every repeat, per contender (seconds, or the unit for sizes)."""
+
+    @property
+    def ratio(self) -> float:
+        """ours / reference."""
+        return self.ours / self.reference if self.reference else float("nan")
+
+    @property
+    def met(self) -> bool | None:
+        """Whether the goal is met (None without a goal)."""
+        if self.goal is None:
+            return None
+        return self.ratio >= self.goal if self.better == "higher" else self.ratio <= self.goal
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ratio": self.ratio, "met": self.met}
+
+
+def interleaved(contenders: dict[str, Callable[[], Any]], repeats: int, warmup: bool = True) -> dict[str, list[float]]:
+    """Wall-clock seconds of each contender, run in turn (A, B, C, A, B, C, ...) ``repeats`` times, so that load
+    from other processes on a shared machine hits every contender alike. One untimed warm-up round first."""
+    if warmup:
+        for fn in contenders.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def matmul_gflops(m: int = 4096, k: int = 640, n: int = 16384) -> Callable[[], float]:
+    """A contender timing one fp32 ``[m, k] @ [k, n]`` product; FLOP of one call: ``2 m k n``."""
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    out = torch.empty(m, n)
+    return lambda: torch.mm(a, b, out=out)
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return {
+        "name": os.environ.get("SAEWIDGETS_BENCH_MACHINE") or f"cpu{os.cpu_count()}-{platform.node()}",
+        "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+        "python": platform.python_version(), "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "load_average_at_start": load,
+    }
