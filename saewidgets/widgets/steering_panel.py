@@ -123,9 +123,9 @@ class SteeringPanel(ViewWidget):
             self.generate()
 
     def _fallback_html(self) -> str:
-        pairs = "".join(
-            f"<tr><td><pre>{html.escape(d)}</pre></td><td><pre>{html.escape(s)}</pre></td></tr>"
-            for d, s in zip(self.default_texts, self.steered_texts)
-        )
+        # One cell per column (continuations joined), so the markup's shape never depends on the data.
+        default = "\n\n".join(self.default_texts)
+        steered = "\n\n".join(self.steered_texts)
         return (f"<p>Steering feature #{self.feature} at {self.multiple:g}× max (Generate needs a kernel).</p>"
-                f"<table><tr><th>Default</th><th>Steered</th></tr>{pairs}</table>")
+                f"<table><tr><th>Default</th><th>Steered</th></tr><tr><td><pre>{html.escape(default)}</pre></td>"
+                f"<td><pre>{html.escape(steered)}</pre></td></tr></table>")
