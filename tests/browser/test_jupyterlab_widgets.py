@@ -134,6 +134,14 @@ def test_widgets_work_in_jupyterlab(page, jupyter_server, screenshot):
     assert f"feature={picked.split('#')[-1]}" in steered
     assert page.inner_text(".saew-steer-default .saew-steer-text") == "The bridge (default)"
     screenshot(page, "jupyterlab-steering", locator=page.locator(".saew-explorer").first)
+
+    # Heatmap tab: opening it asks Python for the selected feature's activations on the text.
+    page.get_by_role("tab", name="Heatmap").click()
+    page.wait_for_function(
+        "() => { const h = document.querySelector('.saew-explorer .saew-heatmap');"
+        " return h && h.querySelectorAll('.saew-tok').length > 0; }", timeout=20_000)
+    assert f"feature #{picked.split('#')[-1]}" in page.locator(".saew-explorer .saew-heatmap .saew-muted").inner_text()
+    assert page.errors == [], page.errors
     screenshot(page, "jupyterlab-page", full_page=True)
     assert time.time() - t0 < 120
 

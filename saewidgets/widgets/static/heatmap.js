@@ -54,6 +54,12 @@ function heatmapRender({ model, el }) {
     });
     pickLabel.style.display = n > 1 ? "" : "none";
     body.replaceChildren();
+    if (!T) {
+      view = null;
+      info.textContent = "";
+      body.appendChild(saewEl("div", "saew-empty", "No text yet."));
+      return;
+    }
     view = saewTokens(body, tokens, null, { tooltip, label: "activation" });
     paint();
   }
