@@ -1,0 +1,591 @@
+"""Every bad input we know users hit, what they get back, and the table in docs/bad_inputs.md that lists them.
+
+Each `Case` builds one bad input in a temporary folder, makes the call a user would make, and pins the error type
+and the gist of the message (a regex). `test_docs_table_is_current` renders all cases (type and the exact message,
+with the temporary folder shown as ``<tmp>``) and checks docs/bad_inputs.md says the same; after changing a message,
+regenerate the table with ``python tests/test_bad_inputs.py``.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import os
+import pickle
+import re
+import sys
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "bad_inputs.md"
+
+
+# -- small, deterministic ingredients ----------------------------------------------------------------------------
+
+@lru_cache(maxsize=None)
+def tiny():
+    from saewidgets.models import tiny_model
+
+    return tiny_model("gpt2")
+
+
+def tiny_sae(arch: str = "topk", d: int = 64, n: int = 32, layer: int = 1):
+    from saewidgets.sae import SAE, SAEConfig
+
+    return SAE(SAEConfig(d_in=d, n_features=n, architecture=arch, k=4 if "topk" in arch else None, layer=layer,
+                         model_name="tiny-gpt2"), torch.Generator().manual_seed(0))
+
+
+TEXTS = ["The Golden Gate Bridge is a suspension bridge in San Francisco.", "Le pont est rouge. Die Brücke ist rot."]
+
+
+@lru_cache(maxsize=None)
+def tiny_acts():
+    from saewidgets import harvest
+
+    return harvest(tiny(), TEXTS, layer=1, progress=False)
+
+
+@lru_cache(maxsize=None)
+def tiny_stats():
+    from saewidgets.analysis import feature_stats
+
+    return feature_stats(tiny(), tiny_sae(), tiny_acts(), top_k=2, context=(2, 1), progress=False)
+
+
+def saved_sae(tmp: Path) -> Path:
+    from saewidgets.sae import save_sae
+
+    return save_sae(tiny_sae(), tmp / "sae")
+
+
+def truncate(path: Path, keep: float = 0.5) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
+class Evil:
+    """Unpickling this runs code: it creates ``MARKER`` in the current folder."""
+
+    def __reduce__(self):
+        return (exec, ("open('PWNED_MARKER', 'w').close()",))
+
+
+def disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@dataclass
+class Case:
+    input: str
+    where: str
+    run: Callable[[Path, pytest.MonkeyPatch], Any]
+    error: type[BaseException]
+    says: str  # regex the message must match
+
+    @property
+    def id(self) -> str:
+        return re.sub(r"\W+", "-", f"{self.where} {self.input}").strip("-")[:80]
+
+
+# -- the cases ---------------------------------------------------------------------------------------------------
+
+def _sae_wrong_shape(tmp, mp):
+    from safetensors.torch import load_file, save_file
+
+    folder = saved_sae(tmp)
+    tensors = load_file(str(folder / "sae.safetensors"))
+    tensors["W_enc"] = tensors["W_enc"][:, :10].contiguous()
+    save_file(tensors, str(folder / "sae.safetensors"))
+    return load(folder)
+
+
+def _sae_missing_tensor(tmp, mp):
+    from safetensors.torch import load_file, save_file
+
+    folder = saved_sae(tmp)
+    tensors = load_file(str(folder / "sae.safetensors"))
+    del tensors["b_dec"]
+    save_file(tensors, str(folder / "sae.safetensors"))
+    return load(folder)
+
+
+def _edit_config(tmp, **changes):
+    folder = saved_sae(tmp)
+    cfg = json.loads((folder / "config.json").read_text())
+    for k, v in changes.items():
+        if v is None:
+            cfg.pop(k, None)
+        else:
+            cfg[k] = v
+    (folder / "config.json").write_text(json.dumps(cfg))
+    return load(folder)
+
+
+def load(path):
+    from saewidgets.sae import load_sae
+
+    return load_sae(path)
+
+
+def _sae_inf(tmp, mp):
+    from saewidgets.sae import save_sae
+
+    sae = tiny_sae()
+    with torch.no_grad():
+        sae.W_dec[3, 5] = float("inf")
+    return load(save_sae(sae, tmp / "sae"))
+
+
+def _npz_object_array(tmp, mp):
+    path = tmp / "params.npz"
+    np.savez(path, W_enc=np.array([Evil()], dtype=object), W_dec=np.zeros((2, 2)))
+    return load(path)
+
+
+def _torch_pickle(tmp, mp):
+    path = tmp / "sae.pt"
+    torch.save({"W_enc": Evil()}, path)
+    return load(path)
+
+
+def _pkl(tmp, mp):
+    path = tmp / "sae.pkl"
+    path.write_bytes(pickle.dumps({"W_enc": Evil()}))
+    return load(path)
+
+
+def _safetensors_that_is_a_pickle(tmp, mp):
+    folder = saved_sae(tmp)
+    (folder / "sae.safetensors").write_bytes(pickle.dumps({"W_enc": Evil()}))
+    return load(folder)
+
+
+def _missing_relative(tmp, mp):
+    mp.setenv("HF_HUB_OFFLINE", "1")
+    mp.chdir(tmp)
+    return load("my_sae")
+
+
+def _gemma_truncated(tmp, mp):
+    sae = tiny_sae("jumprelu")
+    path = tmp / "params.npz"
+    np.savez(path, W_enc=sae.W_enc.detach().numpy(), W_dec=sae.W_dec.detach().numpy(),
+             b_enc=sae.b_enc.detach().numpy(), b_dec=sae.b_dec.detach().numpy(),
+             threshold=sae.threshold.detach().numpy())
+    return load(truncate(path))
+
+
+def _checkpoint(tmp):
+    from saewidgets.sae import train_sae
+
+    folder = tmp / "ckpt"
+    x = torch.randn(256, 8, generator=torch.Generator().manual_seed(0))
+    train_sae(x, "topk", 16, 2, batch_size=32, n_steps=2, checkpoint_dir=folder, checkpoint_every=1, progress=False)
+    return x, folder
+
+
+def _checkpoint_truncated(tmp, mp):
+    from saewidgets.sae import train_sae
+
+    x, folder = _checkpoint(tmp)
+    truncate(folder / "checkpoint.pt")
+    return train_sae(x, "topk", 16, 2, batch_size=32, n_steps=4, checkpoint_dir=folder, progress=False)
+
+
+def _checkpoint_evil(tmp, mp):
+    from saewidgets.sae import train_sae
+
+    x, folder = _checkpoint(tmp)
+    torch.save({"format": "saewidgets.sae.checkpoint/1", "evil": Evil()}, folder / "checkpoint.pt")
+    return train_sae(x, "topk", 16, 2, batch_size=32, n_steps=2, checkpoint_dir=folder, progress=False)
+
+
+def _checkpoint_other_run(tmp, mp):
+    from saewidgets.sae import train_sae
+
+    x, folder = _checkpoint(tmp)
+    return train_sae(x, "topk", 16, 2, batch_size=32, n_steps=2, lr=1e-2, checkpoint_dir=folder, progress=False)
+
+
+def _saved_acts(tmp):
+    return tiny_acts().save(tmp / "acts")
+
+
+def _acts_truncated(tmp, mp):
+    from saewidgets.activations import Activations
+
+    folder = _saved_acts(tmp)
+    truncate(folder / "acts.npy")
+    return Activations.load(folder)
+
+
+def _acts_tokens_corrupt(tmp, mp):
+    from saewidgets.activations import Activations
+
+    folder = _saved_acts(tmp)
+    truncate(folder / "tokens.npz")
+    return Activations.load(folder)
+
+
+def _acts_meta_garbage(tmp, mp):
+    from saewidgets.activations import Activations
+
+    folder = _saved_acts(tmp)
+    (folder / "activations.json").write_text('{"model_name": "tiny", "lay')
+    return Activations.load(folder)
+
+
+def _acts_wrong_shape(tmp, mp):
+    from saewidgets.activations import Activations
+
+    folder = _saved_acts(tmp)
+    np.save(folder / "acts.npy", np.zeros((3, 64), dtype=np.float32))
+    return Activations.load(folder)
+
+
+def _acts_pickle(tmp, mp):
+    from saewidgets.activations import Activations
+
+    folder = _saved_acts(tmp)
+    np.save(folder / "acts.npy", np.array([Evil()], dtype=object), allow_pickle=True)
+    return Activations.load(folder)
+
+
+def _stats_folder(tmp):
+    return tiny_stats().save(tmp / "stats")
+
+
+def _stats_truncated(tmp, mp):
+    from saewidgets.analysis import FeatureStats
+
+    folder = _stats_folder(tmp)
+    truncate(folder / "feature_stats.safetensors")
+    return FeatureStats.load(folder)
+
+
+def _stats_json_truncated(tmp, mp):
+    from saewidgets.analysis import FeatureStats
+
+    folder = _stats_folder(tmp)
+    truncate(folder / "feature_stats.json")
+    return FeatureStats.load(folder)
+
+
+def _stats_missing_tensor(tmp, mp):
+    from safetensors.torch import load_file, save_file
+
+    from saewidgets.analysis import FeatureStats
+
+    folder = _stats_folder(tmp)
+    tensors = load_file(str(folder / "feature_stats.safetensors"))
+    del tensors["max_act"]
+    save_file(tensors, str(folder / "feature_stats.safetensors"))
+    return FeatureStats.load(folder)
+
+
+def _stats_other_sae(tmp, mp):
+    from saewidgets.analysis import FeatureStats
+
+    return FeatureStats.load(_stats_folder(tmp), sae=_other_sae())
+
+
+def _other_sae():
+    sae = tiny_sae()
+    with torch.no_grad():
+        sae.W_enc.mul_(2)
+    return sae
+
+
+def _nan_model_harvest(tmp, mp):
+    from saewidgets import harvest
+    from saewidgets.models import tiny_model
+
+    model = tiny_model("gpt2", seed=1)
+    with torch.no_grad():
+        model.hf.transformer.h[0].mlp.c_fc.weight[0, 0] = float("nan")
+    return harvest(model, TEXTS, layer=1, progress=False)
+
+
+def _train_nan(tmp, mp):
+    from saewidgets.sae import train_sae
+
+    x = torch.randn(128, 8)
+    x[17, 3] = float("nan")
+    return train_sae(x, "topk", 16, 2, batch_size=32, n_steps=1, progress=False)
+
+
+def _train_inf_memmap(tmp, mp):
+    from saewidgets.sae import train_sae
+
+    x = np.lib.format.open_memmap(tmp / "x.npy", mode="w+", dtype=np.float32, shape=(70_000, 4))
+    x[:] = 1.0
+    x[69_999, 2] = -np.inf
+    return train_sae(x, "topk", 8, 2, batch_size=32, n_steps=1, progress=False)
+
+
+def _stats_nan_acts(tmp, mp):
+    from saewidgets.analysis import feature_stats
+
+    acts = tiny_acts().subset(slice(None))
+    acts.acts[4, 7] = np.nan
+    return feature_stats(tiny(), tiny_sae(), acts, progress=False)
+
+
+def _enospc_save_sae(tmp, mp):
+    import safetensors.torch
+
+    from saewidgets.sae import save_sae
+
+    folder = saved_sae(tmp)
+    mp.setattr(safetensors.torch, "save_file", disk_full)
+    return save_sae(tiny_sae(), folder)
+
+
+def _enospc_stats(tmp, mp):
+    import saewidgets.analysis.stats as stats_module
+
+    folder = _stats_folder(tmp)
+    mp.setattr(stats_module, "save_file", disk_full)
+    return tiny_stats().save(folder)
+
+
+def _enospc_acts(tmp, mp):
+    folder = _saved_acts(tmp)
+    mp.setattr(np, "save", disk_full)
+    return tiny_acts().save(folder)
+
+
+def _enospc_checkpoint(tmp, mp):
+    from saewidgets.sae import train_sae
+
+    x, folder = _checkpoint(tmp)
+    mp.setattr(os, "fsync", disk_full)
+    return train_sae(x, "topk", 16, 2, batch_size=32, n_steps=4, checkpoint_dir=folder, checkpoint_every=1,
+                     resume=False, progress=False)
+
+
+def _long_prompt(what):
+    def run(tmp, mp):
+        from saewidgets import analysis
+
+        text = "the bridge " * 400  # ~800 tokens; the tiny GPT-2 has 256 positions
+        sae = tiny_sae()
+        if what == "token_activations":
+            return analysis.token_activations(tiny(), sae, text, [0, 1])
+        return analysis.attribute(tiny(), sae, text, target=" bridge")
+    return run
+
+
+def _harvest(**kwargs):
+    def run(tmp, mp):
+        from saewidgets import harvest
+
+        options = {"layer": 1, "progress": False, **kwargs}
+        texts = options.pop("texts", TEXTS)
+        return harvest(tiny(), texts, **options)
+    return run
+
+
+def _train(x, **kwargs):
+    def run(tmp, mp):
+        from saewidgets.sae import train_sae
+
+        return train_sae(x() if callable(x) else x, **{"batch_size": 8, "n_steps": 1, "progress": False, **kwargs})
+    return run
+
+
+def _steer_nan(tmp, mp):
+    from saewidgets.analysis import steer
+
+    return steer(tiny(), tiny_sae(), "The bridge", {0: float("nan")}, units="activation")
+
+
+def _feature_out_of_range(tmp, mp):
+    from saewidgets.analysis import token_activations
+
+    return token_activations(tiny(), tiny_sae(), "The bridge", [99])
+
+
+def _empty_prompt(tmp, mp):
+    from saewidgets.analysis import token_activations
+
+    return token_activations(tiny(), tiny_sae(), "   ", [0])
+
+
+def _sae_other_model(tmp, mp):
+    from saewidgets.analysis import token_activations
+
+    return token_activations(tiny(), tiny_sae(d=32), "The bridge", [0])
+
+
+CASES = [
+    # files
+    Case("sae.safetensors cut off halfway", "load_sae", lambda t, m: load(truncate(saved_sae(t) / "sae.safetensors")),
+         ValueError, r"sae\.safetensors could not be read .*truncated or corrupt"),
+    Case("config.json cut off halfway", "load_sae", lambda t, m: load(truncate(saved_sae(t) / "config.json")),
+         ValueError, r"config\.json is not valid JSON"),
+    Case("config.json without n_features", "load_sae", lambda t, m: _edit_config(t, n_features=None),
+         ValueError, r"config\.json: the SAE config is invalid .*n_features"),
+    Case("config.json with architecture \"evil\"", "load_sae", lambda t, m: _edit_config(t, architecture="evil"),
+         ValueError, r"config\.json: the SAE config is invalid .*architecture"),
+    Case("config.json that is a JSON list", "load_sae",
+         lambda t, m: (saved_sae(t) / "config.json").write_text("[1, 2]") and load(t / "sae"),
+         ValueError, r"config\.json should hold a JSON object"),
+    Case("W_enc of the wrong shape", "load_sae", _sae_wrong_shape, ValueError,
+         r"sae\.safetensors: W_enc has shape \(64, 10\) but the config .* needs \(64, 32\)"),
+    Case("weights file without b_dec", "load_sae", _sae_missing_tensor, ValueError, r"sae\.safetensors lacks b_dec"),
+    Case("Gemma Scope params.npz cut off halfway", "load_sae", _gemma_truncated, ValueError,
+         r"params\.npz could not be read"),
+    Case("a path that does not exist (relative, offline)", "load_sae", _missing_relative, (FileNotFoundError, ValueError, OSError),
+         r"my_sae"),
+    Case("checkpoint.pt cut off halfway", "train_sae (resume)", _checkpoint_truncated, ValueError,
+         r"checkpoint\.pt is not a readable saewidgets checkpoint"),
+    Case("checkpoint from a run with other settings", "train_sae (resume)", _checkpoint_other_run, ValueError,
+         r"different run \(lr: checkpoint .*resume=False"),
+    Case("acts.npy cut off halfway", "Activations.load", _acts_truncated, ValueError, r"acts.* corrupt or incomplete"),
+    Case("tokens.npz cut off halfway", "Activations.load", _acts_tokens_corrupt, ValueError, r"acts.* corrupt or incomplete"),
+    Case("activations.json cut off", "Activations.load", _acts_meta_garbage, ValueError, r"acts.* corrupt or incomplete"),
+    Case("acts.npy with fewer rows than activations.json says", "Activations.load", _acts_wrong_shape, ValueError,
+         r"acts\.npy has shape \(3, 64\) but activations\.json says"),
+    Case("feature_stats.safetensors cut off halfway", "FeatureStats.load", _stats_truncated, ValueError,
+         r"feature statistics in .*stats are corrupt"),
+    Case("feature_stats.json cut off halfway", "FeatureStats.load", _stats_json_truncated, ValueError,
+         r"feature statistics in .*stats are corrupt"),
+    Case("feature_stats.safetensors without max_act", "FeatureStats.load", _stats_missing_tensor, ValueError,
+         r"stats.*max_act"),
+    Case("statistics of another SAE", "FeatureStats.load(sae=...)", _stats_other_sae, ValueError,
+         r"computed for SAE \w+, but this SAE is \w+"),
+    # code in files
+    Case("a pickle (.pkl) whose unpickling runs code", "load_sae", _pkl, ValueError, r"refuses to unpickle"),
+    Case("torch.save file (.pt) holding an object that runs code", "load_sae", _torch_pickle, ValueError,
+         r"refuses to unpickle"),
+    Case("sae.safetensors that is really a pickle", "load_sae", _safetensors_that_is_a_pickle, ValueError,
+         r"sae\.safetensors could not be read"),
+    Case("params.npz holding a pickled object array", "load_sae", _npz_object_array, ValueError,
+         r"params\.npz .*(pickle|could not be read)"),
+    Case("checkpoint.pt holding an object that runs code", "train_sae (resume)", _checkpoint_evil, ValueError,
+         r"checkpoint\.pt is not a readable saewidgets checkpoint"),
+    Case("acts.npy holding a pickled object array", "Activations.load", _acts_pickle, ValueError,
+         r"acts.* corrupt or incomplete .*Python objects"),
+    # numbers
+    Case("activations with a NaN", "train_sae", _train_nan, FloatingPointError,
+         r"contain nan at row 17, column 3"),
+    Case("memory-mapped activations with -inf in the last row", "train_sae", _train_inf_memmap, FloatingPointError,
+         r"contain -inf at row 69,?999, column 2"),
+    Case("weights with an inf", "load_sae", _sae_inf, ValueError, r"sae\.safetensors.*W_dec.*(inf|finite)"),
+    Case("a model with a NaN weight", "harvest", _nan_model_harvest, FloatingPointError,
+         r"NaN/inf activations at layer 1"),
+    Case("activations with a NaN", "feature_stats", _stats_nan_acts, FloatingPointError, r"(NaN|nan).*row 4"),
+    Case("a NaN clamp strength", "steer", _steer_nan, ValueError, r"strength of feature 0 must be a finite number"),
+    # arguments
+    Case("layer=99 on a 2-layer model", "harvest", _harvest(layer=99), ValueError, r"layer=99 is out of range"),
+    Case("an empty list of texts", "harvest", _harvest(texts=[]), ValueError, r"got no texts"),
+    Case("a list holding a non-string", "harvest", _harvest(texts=["ok", 3]), TypeError, r"Text 1 is a int"),
+    Case("context_len longer than the model's context", "harvest", _harvest(context_len=10_000), ValueError,
+         r"context_len=10000 must be between 2 and the model's context, 256"),
+    Case("n_tokens beyond the corpus", "harvest", _harvest(n_tokens=10**6), ValueError,
+         r"n_tokens=1,000,000 is more than the \d+ tokens"),
+    Case("1-D activations", "train_sae", _train(torch.zeros(10)), ValueError, r"shape \[n_tokens, d_model\]"),
+    Case("integer activations", "train_sae", _train(torch.zeros(10, 4, dtype=torch.int64)), TypeError,
+         r"floating-point activations"),
+    Case("all-zero activations", "train_sae", _train(torch.zeros(10, 4), arch="relu", n_features=8), ValueError,
+         r"Every sampled activation row is zero"),
+    Case("an unknown option", "train_sae", _train(torch.randn(10, 4), bogus=1), TypeError, r"unknown options \['bogus'\]"),
+    Case("feature 99 of a 32-feature SAE", "token_activations", _feature_out_of_range, IndexError,
+         r"feature 99 is out of range: this SAE has 32 features"),
+    Case("a blank text", "token_activations", _empty_prompt, ValueError, r"is empty"),
+    Case("an SAE trained on another model (d_in 32 vs 64)", "token_activations", _sae_other_model, ValueError,
+         r"reads 32-dimensional vectors but tiny-gpt2 has d_model 64"),
+    # disk full
+    Case("disk full while writing", "save_sae", _enospc_save_sae, OSError, r"disk is full"),
+    Case("disk full while writing", "FeatureStats.save", _enospc_stats, OSError, r"disk is full"),
+    Case("disk full while writing", "Activations.save", _enospc_acts, OSError, r"disk is full"),
+    Case("disk full while writing a checkpoint", "train_sae", _enospc_checkpoint, OSError, r"disk is full"),
+]
+
+
+# -- the tests ---------------------------------------------------------------------------------------------------
+
+def run_case(case: Case, tmp: Path, mp: pytest.MonkeyPatch) -> BaseException:
+    mp.chdir(tmp)  # a pickle that ran would drop its marker here
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(BaseException) as info:
+            case.run(tmp, mp)
+    assert not (tmp / "PWNED_MARKER").exists(), "unpickling ran code"
+    return info.value
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_gets_a_clear_error(case, tmp_path, monkeypatch):
+    err = run_case(case, tmp_path, monkeypatch)
+    assert isinstance(err, case.error), f"{type(err).__name__}: {err}"
+    assert re.search(case.says, str(err), re.S), str(err)
+
+
+def test_disk_full_leaves_the_previous_files_intact(tmp_path, monkeypatch):
+    """After each failed save above the previous version still loads, and no temporary file is left beside it."""
+    from saewidgets.activations import Activations
+    from saewidgets.analysis import FeatureStats
+    from saewidgets.sae import load_sae
+
+    for case, loader, name in ((_enospc_save_sae, load_sae, "sae"), (_enospc_stats, FeatureStats.load, "stats"),
+                               (_enospc_acts, Activations.load, "acts")):
+        tmp = tmp_path / name
+        tmp.mkdir()
+        with monkeypatch.context() as mp:
+            with pytest.raises(OSError):
+                case(tmp, mp)
+        loader(tmp / name)
+        assert sorted(p.name for p in tmp.iterdir()) == [name], "a temporary file or folder was left behind"
+
+
+def render_table() -> str:
+    """The markdown table: every case with the error users see (temporary paths shown as <tmp>)."""
+    import tempfile
+
+    lines = [
+        "# Bad inputs and what they get",
+        "",
+        "Generated by `python tests/test_bad_inputs.py` from the cases in `tests/test_bad_inputs.py`, which also",
+        "pin each error (`pytest tests/test_bad_inputs.py`); a test fails when this table and the code disagree.",
+        "Faults (SIGKILL during training or a save, full disk, threads) are covered by `tests/test_reliability_*.py`,",
+        "untrusted text and files by `tests/test_security_*.py`.",
+        "",
+        "| input | where | error | message |",
+        "|---|---|---|---|",
+    ]
+    for case in CASES:
+        with tempfile.TemporaryDirectory() as d, pytest.MonkeyPatch.context() as mp:
+            tmp = Path(d).resolve()
+            err = run_case(case, tmp, mp)
+            message = str(err).replace(str(tmp), "<tmp>")
+        message = re.sub(r"[\d,.]+ MiB free", "<n> MiB free", message)  # the machine's free space
+        message = re.sub(r"\x1b\[[0-9;]*m", "", message)  # terminal bold in torch's messages
+        message = re.sub(r"\s+", " ", message).replace("|", "\\|")
+        lines.append(f"| {case.input} | `{case.where}` | `{type(err).__name__}` | {message} |")
+    return "\n".join(lines) + "\n"
+
+
+def test_docs_table_is_current():
+    assert DOC.exists(), "docs/bad_inputs.md is missing: run python tests/test_bad_inputs.py"
+    assert DOC.read_text(encoding="utf-8") == render_table(), (
+        "docs/bad_inputs.md is out of date: run python tests/test_bad_inputs.py")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT / "tests"))
+    DOC.parent.mkdir(exist_ok=True)
+    DOC.write_text(render_table(), encoding="utf-8")
+    print(f"wrote {DOC}")
