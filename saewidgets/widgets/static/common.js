@@ -140,8 +140,9 @@ function saewHistogram(container, hist, opts) {
   const svg = document.createElementNS(SAEW_NS, "svg");
   svg.setAttribute("class", "saew-hist");
   svg.setAttribute("viewBox", `0 0 ${W} ${H + pad}`);
-  svg.setAttribute("width", String(W));
-  svg.setAttribute("height", String(H + pad));
+  svg.style.width = "100%";
+  svg.style.maxWidth = `${W}px`;
+  svg.style.height = "auto";
   const maxC = Math.max(1, ...counts.map((c) => Math.log1p(c)));
   const bw = counts.length ? W / counts.length : W;
   counts.forEach((c, k) => {
@@ -233,6 +234,29 @@ function saewFeatureCard(container, card, onFeature, tooltip) {
   grid.appendChild(right);
   container.appendChild(grid);
 
+  // Neighbours right under the header: the links a reader follows most, visible without scrolling.
+  const nb = saewEl("div", "saew-neighbours");
+  nb.appendChild(saewEl("span", "saew-subhead", "Nearest features (decoder cosine):"));
+  for (const n of card.neighbours || []) {
+    const a = saewEl("a", "saew-neighbour", `#${n.feature}`);
+    a.href = "#";
+    a.dataset.feature = String(n.feature);
+    a.title = `cosine ${saewFmt(n.cosine)}`;
+    const wrap = saewEl("span", "saew-neighbour-item");
+    wrap.appendChild(a);
+    wrap.appendChild(saewEl("span", "saew-neighbour-cos", saewFmt(n.cosine, 2)));
+    nb.appendChild(wrap);
+  }
+  nb.addEventListener("click", (ev) => {
+    const t = ev.target;
+    if (t && t.dataset && t.dataset.feature !== undefined) {
+      ev.preventDefault();
+      if (onFeature) onFeature(Number(t.dataset.feature));
+    }
+  });
+  if (!(card.neighbours || []).length) nb.style.display = "none";
+  container.insertBefore(nb, grid);
+
   const scale = card.max_act || 0;
   const top = saewEl("div", "saew-top");
   top.appendChild(saewEl("div", "saew-subhead", "Top activations"));
@@ -257,26 +281,6 @@ function saewFeatureCard(container, card, onFeature, tooltip) {
   saewLogitTable(logits, "Suppressed logits", card.suppressed, "saew-suppressed");
   right.appendChild(logits);
 
-  const nb = saewEl("div", "saew-neighbours");
-  nb.appendChild(saewEl("div", "saew-subhead", "Nearest features (decoder cosine)"));
-  for (const n of card.neighbours || []) {
-    const a = saewEl("a", "saew-neighbour", `#${n.feature}`);
-    a.href = "#";
-    a.dataset.feature = String(n.feature);
-    a.title = `cosine ${saewFmt(n.cosine)}`;
-    const wrap = saewEl("span", "saew-neighbour-item");
-    wrap.appendChild(a);
-    wrap.appendChild(saewEl("span", "saew-neighbour-cos", saewFmt(n.cosine, 2)));
-    nb.appendChild(wrap);
-  }
-  nb.addEventListener("click", (ev) => {
-    const t = ev.target;
-    if (t && t.dataset && t.dataset.feature !== undefined) {
-      ev.preventDefault();
-      if (onFeature) onFeature(Number(t.dataset.feature));
-    }
-  });
-  right.appendChild(nb);
 }
 
 /** Subscribe to several `change:` events; returns a function removing them (anywidget cleanup). */
