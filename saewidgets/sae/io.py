@@ -335,6 +335,13 @@ def build_sae(cfg: SAEConfig, tensors: dict[str, torch.Tensor], source: str | os
                 f"{source}: {key} holds {int(bad.sum()):,} non-finite values (first {tensors[key][where].item()} at "
                 f"{list(where)}). The weights are corrupt or training diverged: use an earlier checkpoint or train again."
             )
+        finite = torch.isfinite(tensors[key])
+        if not bool(finite.all()):
+            where = tuple(int(i) for i in (~finite).nonzero()[0])
+            raise SAEFileError(
+                f"{source}: {key} holds a non-finite value ({float(tensors[key][where])} at index {where}); the "
+                "training that produced it diverged. Retrain (with a lower learning rate) or use another SAE."
+            )
     sae = SAE(cfg)
     with torch.no_grad():
         for key in shapes:

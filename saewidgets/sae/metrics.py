@@ -89,9 +89,11 @@ def evaluate_sae(
     context_len: int = 128,
     text_batch_size: int = 8,
     density_bins: int = 40,
+    progress: bool = False,
 ) -> SAEMetrics:
     """Measure ``sae`` on held-out ``activations`` (``[N, d]`` tensor/array or `Activations`) and, given a model
-    handle and texts, the model's loss with the SAE spliced in at ``layer`` (default: the layer it was trained on)."""
+    handle and texts, the model's loss with the SAE spliced in at ``layer`` (default: the layer it was trained on).
+    ``progress`` shows a bar over the text batches (three traces each: clean, SAE spliced, zero-ablated)."""
     rows = as_rows(activations)
     check_finite(rows)
     if rows.d != sae.cfg.d_in:
@@ -99,7 +101,8 @@ def evaluate_sae(
                          "evaluate it on activations from the layer and model it was trained on.")
     metrics = _reconstruction_metrics(sae, rows, batch_size, density_bins)
     if model is not None and texts is not None:
-        ce = lm_loss_with_sae(sae, model, texts, layer=layer, context_len=context_len, batch_size=text_batch_size)
+        ce = lm_loss_with_sae(sae, model, texts, layer=layer, context_len=context_len, batch_size=text_batch_size,
+                              progress=progress)
         metrics.ce_clean, metrics.ce_with_sae, metrics.ce_zero_ablation, metrics.n_ce_tokens = ce
         gap = metrics.ce_zero_ablation - metrics.ce_clean
         metrics.ce_loss_recovered = (metrics.ce_zero_ablation - metrics.ce_with_sae) / gap if gap != 0 else math.nan
@@ -156,9 +159,10 @@ def check_compatible(sae: SAE, model: Any, layer: int | str | None = None) -> in
     return resolved
 
 
+@torch.no_grad()
 def lm_loss_with_sae(
     sae: SAE, model: Any, texts: Sequence[str], *, layer: int | str | None = None, context_len: int = 128,
-    batch_size: int = 8,
+    batch_size: int = 8, progress: bool = False,
 ) -> tuple[float, float, float, int]:
     """(CE clean, CE with the SAE spliced in, CE with the layer zero-ablated, predicted tokens), in nats/token."""
     layer = check_compatible(sae, model, layer)
@@ -167,7 +171,9 @@ def lm_loss_with_sae(
     inputs = [model.encode(t)[:context_len] for t in texts]
     totals = {mode: 0.0 for mode in ("clean", "sae", "zero")}
     count = 0
-    for b in range(0, len(inputs), batch_size):
+    from tqdm.auto import tqdm
+
+    for b in tqdm(range(0, len(inputs), batch_size), desc="CE loss with SAE", unit="batch", disable=not progress):
         ids, mask = _left_pad(inputs[b : b + batch_size], model)
         splice = mask.bool() & (ids != model.bos_id if model.bos_id is not None else True)
         targets = mask[:, 1:].bool() & mask[:, :-1].bool()
