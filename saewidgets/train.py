@@ -4,7 +4,8 @@ and train an SAE data-parallel across the ranks.
     torchrun --nproc-per-node 2 -m saewidgets.train --model tiny-gpt2 --corpus demo --store acts/ --out my_sae/
 
 Each rank harvests its share of the store's shards (skipping shards an earlier, interrupted run committed), then
-all ranks train on the whole store with gradients all-reduced (`saewidgets.sae.distributed`); rank 0 writes
+all ranks train on the whole store with gradients all-reduced (`saewidgets.sae.distributed`), or with the latents
+split across the ranks (``--shard-latents``, `saewidgets.sae.sharded`); rank 0 writes
 checkpoints to ``OUT/checkpoints`` and the finished SAE to ``OUT/sae`` (`load_sae` reads it). Run the same command again after a crash
 or a killed rank: the harvest and the training both resume where they stopped.
 """
@@ -37,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
+    p.add_argument("--shard-latents", action="store_true",
+                   help="split the latents across the ranks (TopK SAEs too wide for one device) instead of the batch")
     p.add_argument("--restart", action="store_true", help="ignore an existing store and checkpoint and start over")
     return p
 
@@ -49,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .models import load_model
     from .sae import save_sae
     from .sae.distributed import init_process_group, train_sae_distributed
+    from .sae.sharded import train_sae_latent_sharded
     from .store import harvest_to_store
 
     rank, world, device = init_process_group()
@@ -58,13 +62,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         store = harvest_to_store(model, corpus, args.store, args.layer, n_tokens=args.n_tokens,
                                  context_len=args.context_len, shard_tokens=args.shard_tokens,
                                  resume=not args.restart, progress=rank == 0)
-        options = {"l1": args.l1} if args.l1 is not None else {}
-        sae = train_sae_distributed(
-            store, args.arch, args.n_features, args.k if args.arch in ("topk", "batchtopk") else None,
-            lr=args.lr, batch_size=args.batch_size, n_steps=args.n_steps, seed=args.seed,
-            checkpoint_dir=Path(args.out) / "checkpoints", checkpoint_every=args.checkpoint_every,
-            resume=not args.restart, device=device, **options,
-        )
+        common = dict(lr=args.lr, batch_size=args.batch_size, n_steps=args.n_steps, seed=args.seed,
+                      checkpoint_dir=Path(args.out) / "checkpoints", checkpoint_every=args.checkpoint_every,
+                      resume=not args.restart, device=device, **({"l1": args.l1} if args.l1 is not None else {}))
+        if args.shard_latents:
+            if args.arch != "topk":
+                raise SystemExit("--shard-latents trains TopK SAEs only: pass --arch topk.")
+            sae = train_sae_latent_sharded(store, args.n_features, args.k, **common)
+        else:
+            k = args.k if args.arch in ("topk", "batchtopk") else None
+            sae = train_sae_distributed(store, args.arch, args.n_features, k, progress=rank == 0, **common)
         if rank == 0:
             print(f"saved to {save_sae(sae, Path(args.out) / 'sae')}  ({world} rank{'s' if world > 1 else ''})")
     finally:

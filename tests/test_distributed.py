@@ -99,3 +99,33 @@ def test_entry_point_without_torchrun_trains_in_one_process_like_train_sae(tmp_p
     single = train_sae(store.subset(slice(None)), progress=False, **TRAIN)
     for name, tensor in single.state_dict().items():
         torch.testing.assert_close(load_sae(tmp_path / "run" / "sae").state_dict()[name], tensor, atol=2e-5, rtol=1e-4)
+
+
+SHARDED_WORKER = """
+import sys
+from saewidgets.sae.distributed import init_process_group
+from saewidgets.sae.sharded import train_sae_latent_sharded
+from saewidgets.store import ActivationStore
+
+init_process_group()
+train_sae_latent_sharded(ActivationStore(sys.argv[1]), checkpoint_dir=sys.argv[2], checkpoint_every=6, **{train})
+"""
+# Wide and very sparse, and latents count as dead after one step without firing, so AuxK is at work.
+SHARDED = dict(n_features=256, k=2, batch_size=32, n_steps=12, seed=0, dead_after_tokens=32)
+
+
+def test_latent_sharded_topk_across_two_ranks_equals_single_process_training(tiny_gpt2, tmp_path):
+    store = harvest_to_store(tiny_gpt2, TEXTS, tmp_path / "store", layer=1, progress=False)
+    worker = tmp_path / "worker.py"
+    worker.write_text(textwrap.dedent(SHARDED_WORKER.format(train=SHARDED)))
+    run = torchrun(str(worker), str(store.path), str(tmp_path / "checkpoints"))
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    single = train_sae(store.subset(slice(None)), "topk", progress=False, **SHARDED)
+    assert single.history[-1]["auxk"] > 0 and single.history[-1]["dead"] > 0.5, "dead latents and AuxK exercised"
+    # The sharded run's gathered checkpoint is the single-process format: train_sae resumes it (here: at its end).
+    sharded = train_sae(store.subset(slice(None)), "topk", progress=False, checkpoint_dir=tmp_path / "checkpoints",
+                        **SHARDED)
+    assert load_checkpoint(tmp_path / "checkpoints")["step"] == 12
+    for name, tensor in single.state_dict().items():
+        torch.testing.assert_close(sharded.state_dict()[name], tensor, atol=2e-5, rtol=1e-4, msg=name)

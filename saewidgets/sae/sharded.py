@@ -1,0 +1,247 @@
+"""Latent-sharded TopK training for SAEs too wide for one device: each rank holds ``n_features / world_size``
+latents (their encoder columns, encoder biases and decoder rows) and the top k is taken across the shards.
+
+Every rank reads the same batch. A step, per rank: pre-activations of its own latents; its local top k; an
+all-gather of every rank's local top-k values gives each token's global k-th largest value, and the rank keeps the
+local candidates at or above it (together, exactly the k latents single-process TopK picks); a sparse decode of
+those; the partial reconstructions are summed across ranks. Two autograd functions carry gradients across the
+shards (Megatron's f and g): the centred input is copied into the shards (its gradient summed back), the partial
+reconstructions are summed out of them (gradient passed through), so ``b_dec`` -- replicated on every rank -- gets
+its full gradient everywhere. AuxK picks dead latents across shards the same way; gradient clipping uses the
+global norm. The result equals single-process TopK `train_sae` within float tolerance.
+
+Checkpoints are gathered: rank 0 writes the same ``checkpoint.pt`` single-process training writes (full weights,
+Adam state, dead-latent counters), so a run can resume on any number of ranks, or in one process. That needs the
+full SAE in CPU memory on each rank at start and at checkpoints; accelerator memory holds only the shard.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from .base import SAE, sparse_decode
+from .checkpoint import CHECKPOINT_NAME, save_checkpoint
+from .config import SAEConfig, TrainConfig
+from .distributed import _rows
+from .train import StepCallback, _checkpoint_to_resume, _lr_factor, _remove_parallel_gradient, _Trainer, default_lr
+
+_SHARDED = ("W_enc", "b_enc", "W_dec")  # parameters split across ranks along the latent axis; b_dec is replicated
+
+
+class _CopyToShards(torch.autograd.Function):
+    """Identity forward; backward sums the gradient every shard sends back (Megatron's ``f``)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+class _SumOverShards(torch.autograd.Function):
+    """Sum across ranks forward; identity backward, since every rank computes the same loss (Megatron's ``g``)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous().clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad
+
+
+def _global_topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """This shard's share of each row's top ``k`` over all shards: (ReLU'd values, local indices), ``[B, k]``,
+    with value 0 for local candidates that did not make the global top k."""
+    values, indices = pre.topk(k, dim=-1, sorted=False)
+    gathered = [torch.empty_like(values) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, values.detach().contiguous())
+    kth = torch.cat(gathered, dim=-1).topk(k, dim=-1).values[..., -1:]
+    return F.relu(torch.where(values >= kth, values, torch.zeros_like(values))), indices
+
+
+def _mse(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    return (x_hat - x).pow(2).sum(-1).mean()
+
+
+class LatentShardedTrainer:
+    """TopK SAE training with the latents split across the ranks of a process group."""
+
+    def __init__(self, rows: Any, cfg: SAEConfig, tc: TrainConfig, device: torch.device) -> None:
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        width = cfg.n_features // self.world_size
+        if cfg.architecture != "topk" or cfg.n_features % self.world_size or cfg.k > width:
+            raise ValueError(
+                f"Latent sharding trains TopK SAEs whose n_features divides by the {self.world_size} ranks into "
+                f"shards of at least k latents; got {cfg.architecture} with n_features={cfg.n_features}, k={cfg.k}."
+            )
+        # The gathered view: same initialisation and input statistics as one process, and the checkpoint format.
+        self.full = _Trainer(rows, cfg, tc, torch.device("cpu"))
+        self.tc, self.device = tc, device
+        self.lo, self.hi = self.rank * width, (self.rank + 1) * width
+        self.params = {name: torch.nn.Parameter(self._local(name, p.detach()).to(device).clone())
+                       for name, p in self.full.sae.named_parameters()}
+        self.optimizer = torch.optim.Adam(self.params.values(), lr=tc.lr)
+        self.tokens_since_fired = torch.zeros(width, dtype=torch.long)
+
+    def _local(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
+        """This rank's slice of a full ``[d, F]`` / ``[F]`` / ``[F, d]`` tensor of parameter ``name``."""
+        if name not in _SHARDED:
+            return tensor
+        return tensor[:, self.lo : self.hi] if name == "W_enc" else tensor[self.lo : self.hi]
+
+    def _gathered(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
+        """The full tensor of parameter ``name`` (or of its optimizer state) from every rank's slice."""
+        if name not in _SHARDED:
+            return tensor.detach().cpu()
+        parts = [torch.empty_like(tensor) for _ in range(self.world_size)]
+        dist.all_gather(parts, tensor.detach().contiguous())
+        return torch.cat(parts, dim=1 if name == "W_enc" else 0).cpu()
+
+    # -- checkpoints: through the single-process trainer's state, gathered ---------------------------------
+
+    def _sync_full(self) -> None:
+        """Copy the gathered weights, Adam state and counters into ``self.full`` (collective: every rank calls it)."""
+        with torch.no_grad():
+            for name, p in self.full.sae.named_parameters():
+                p.copy_(self._gathered(name, self.params[name]))
+        state = self.optimizer.state_dict()
+        for i, name in enumerate(self.params):
+            if i in state["state"]:
+                state["state"][i] = {key: self._gathered(name, value) if value.dim() else value
+                                     for key, value in state["state"][i].items()}
+        self.full.optimizer.load_state_dict(state)
+        self.full.tokens_since_fired = self._gathered("b_enc", self.tokens_since_fired)
+
+    def restore(self, checkpoint: dict[str, Any]) -> None:
+        """Continue from a (single-process or sharded) checkpoint: every rank takes its slice."""
+        self.full.restore(checkpoint)
+        with torch.no_grad():
+            for name, p in self.full.sae.named_parameters():
+                self.params[name].copy_(self._local(name, p.detach()))
+        state = self.full.optimizer.state_dict()
+        for i, name in enumerate(self.params):
+            if i in state["state"]:
+                state["state"][i] = {key: self._local(name, value).to(self.device) if value.dim() else value
+                                     for key, value in state["state"][i].items()}
+        self.optimizer.load_state_dict(state)
+        self.tokens_since_fired = self._local("b_enc", self.full.tokens_since_fired).clone()
+
+    # -- the loop ---------------------------------------------------------------------------------------------
+
+    def _step(self) -> dict[str, float]:
+        tc, p, step = self.tc, self.params, self.full.step
+        cfg = self.full.sae.cfg
+        x = self.full.rows.take(self.full.order.rows(step)).to(self.device) * cfg.input_scale
+        dead = (self.tokens_since_fired >= tc.dead_after_tokens).to(self.device)
+        pre = _CopyToShards.apply(x - p["b_dec"]) @ p["W_enc"] + p["b_enc"]
+        values, indices = _global_topk(pre, cfg.k)
+        x_hat = _SumOverShards.apply(sparse_decode(values, indices, p["W_dec"])) + p["b_dec"]
+        mse = _mse(x, x_hat)
+        aux = self._auxk(x, x_hat, pre, dead, tc.aux_k or max(1, cfg.d_in // 2))
+        loss = mse + tc.aux_coefficient * aux
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        _remove_parallel_gradient(p["W_dec"])
+        if tc.grad_clip > 0:
+            self._clip(tc.grad_clip)
+        for group in self.optimizer.param_groups:
+            group["lr"] = tc.lr * _lr_factor(step, tc)
+        self.optimizer.step()
+        with torch.no_grad():
+            p["W_dec"].div_(p["W_dec"].norm(dim=1, keepdim=True).clamp_min(1e-8))
+        fired = torch.zeros_like(pre, dtype=torch.bool).scatter_(-1, indices, values > 0)
+        self.tokens_since_fired += x.shape[0]
+        self.tokens_since_fired[fired.any(0).cpu()] = 0
+        self.full.step += 1
+        l0 = _SumOverShards.apply(fired.sum(-1).float()).mean()
+        dead_fraction = _SumOverShards.apply((self.tokens_since_fired >= tc.dead_after_tokens).sum().to(self.device))
+        variance = x.sub(x.mean(0)).pow(2).sum(-1).mean().item()
+        return {"loss": loss.item(), "mse": mse.item(), "auxk": aux.item(), "l0": l0.item(),
+                "fve": 1 - mse.item() / max(variance, 1e-12), "dead": dead_fraction.item() / cfg.n_features}
+
+    def _auxk(self, x: torch.Tensor, x_hat: torch.Tensor, pre: torch.Tensor, dead: torch.Tensor, aux_k: int) -> torch.Tensor:
+        """AuxK over the dead latents of all shards (as `train_sae` computes it over the whole SAE)."""
+        n_dead = int(_SumOverShards.apply(dead.sum().to(self.device)))
+        if n_dead == 0:
+            return pre.new_zeros(())
+        error = (x - x_hat).detach()
+        masked = pre.masked_fill(~dead, float("-inf"))
+        values, indices = _global_topk(masked, min(aux_k, n_dead, pre.shape[-1]))
+        error_hat = _SumOverShards.apply(sparse_decode(values, indices, self.params["W_dec"]))
+        return _mse(error, error_hat) / error.sub(error.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
+
+    @torch.no_grad()
+    def _clip(self, max_norm: float) -> None:
+        """`clip_grad_norm_` with the norm of the whole SAE's gradient (sharded parts summed, ``b_dec`` once)."""
+        sharded = sum(self.params[n].grad.pow(2).sum() for n in _SHARDED)
+        total = (_SumOverShards.apply(sharded) + self.params["b_dec"].grad.pow(2).sum()).sqrt()
+        scale = (max_norm / (total + 1e-6)).clamp(max=1.0)
+        for param in self.params.values():
+            param.grad.mul_(scale)
+
+    def run(self, checkpoint_dir: str | os.PathLike | None, every: int, callback: StepCallback | None) -> SAE:
+        log_every = max(1, self.tc.n_steps // 200)
+        while self.full.step < self.tc.n_steps:
+            info = self._step()
+            step = self.full.step
+            if step % log_every == 0 or step == self.tc.n_steps:
+                self.full.history.append({"step": step, **info})
+            if callback is not None:
+                callback(step, info)
+            if checkpoint_dir is not None and every > 0 and step % every == 0:
+                self._sync_full()
+                if self.rank == 0:
+                    save_checkpoint(Path(checkpoint_dir) / CHECKPOINT_NAME, self.full.state())
+        self._sync_full()
+        return self.full._finish()
+
+
+def train_sae_latent_sharded(
+    activations: Any,
+    n_features: int = 4096,
+    k: int = 32,
+    *,
+    lr: float | None = None,
+    batch_size: int = 4096,
+    n_steps: int = 1000,
+    seed: int = 0,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int = 1000,
+    resume: bool = True,
+    callback: StepCallback | None = None,
+    device: str | torch.device | None = None,
+    **options: Any,
+) -> SAE:
+    """Train a TopK SAE with its ``n_features`` latents split across the ranks of a ``torch.distributed`` group.
+
+    Call on every rank with the same arguments (``batch_size`` rows per step, the same on every rank); every rank
+    returns the full SAE; rank 0 writes ``checkpoint_dir``. ``activations`` may be an `ActivationStore`;
+    ``options`` are `TrainConfig` fields. Equal to ``train_sae(activations, "topk", n_features, k, ...)``.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError("train_sae_latent_sharded() needs a torch.distributed process group: launch with torchrun.")
+    rows = _rows(activations)
+    tc = TrainConfig(n_steps=n_steps, batch_size=batch_size, seed=seed,
+                     lr=lr if lr is not None else default_lr("topk", n_features), **options)
+    cfg = SAEConfig(d_in=rows.d, n_features=n_features, architecture="topk", k=k, model_name=rows.model_name,
+                    layer=rows.layer, site=rows.site)
+    trainer = LatentShardedTrainer(rows, cfg, tc, torch.device(device or "cpu"))
+    checkpoint = _checkpoint_to_resume(checkpoint_dir, resume)
+    if checkpoint is not None:
+        trainer.restore(checkpoint)
+    sae = trainer.run(checkpoint_dir, checkpoint_every, callback)
+    sae.cfg.provenance["latent_shards"] = trainer.world_size
+    return sae
