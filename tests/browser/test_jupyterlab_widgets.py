@@ -14,8 +14,6 @@ import time
 
 import pytest
 
-from conftest import notebook7_available, write_notebook
-
 pytestmark = pytest.mark.browser
 
 CELLS = [
@@ -57,9 +55,9 @@ def open_and_run(page, url: str) -> None:
     page.wait_for_function(ALL_CELLS_RAN_JS, timeout=RUN_TIMEOUT_MS)
 
 
-def test_widgets_work_in_jupyterlab(page, jupyter_server, screenshot):
+def test_widgets_work_in_jupyterlab(page, jupyter_server, screenshot, notebook_writer):
     base, token, root = jupyter_server
-    write_notebook(root, "widgets_lab.ipynb", CELLS)
+    notebook_writer(root, "widgets_lab.ipynb", CELLS)
     t0 = time.time()
     open_and_run(page, f"{base}/lab/tree/widgets_lab.ipynb?token={token}")
     for cls in ("saew-map", "saew-dashboard", "saew-attribution", "saew-steering", "saew-heatmap"):
@@ -146,10 +144,9 @@ def test_widgets_work_in_jupyterlab(page, jupyter_server, screenshot):
     assert time.time() - t0 < 120
 
 
-@pytest.mark.skipif(not notebook7_available(), reason="Notebook 7 (package `notebook`) is not installed")
-def test_widgets_render_in_notebook7(page, jupyter_server, screenshot):
+def test_widgets_render_in_notebook7(notebook7, page, jupyter_server, screenshot, notebook_writer):
     base, token, root = jupyter_server
-    write_notebook(root, "widgets_nb7.ipynb", CELLS[:2])
+    notebook_writer(root, "widgets_nb7.ipynb", CELLS[:2])
     open_and_run(page, f"{base}/notebooks/widgets_nb7.ipynb?token={token}")
     page.wait_for_selector(".saew-dashboard .saew-card-id", timeout=RUN_TIMEOUT_MS)
     for cls in ("saew-map", "saew-dashboard", "saew-attribution"):

@@ -152,3 +152,31 @@ def test_lasso_on_the_static_map_selects_the_features_inside(page, static_page_p
     assert len(inside) == n > 0
     selected = page.evaluate("SAEW.models.map.get('selected')")
     assert selected in inside and page.inner_text(".saew-card-id") == f"Feature #{selected}"
+
+
+def test_map_of_twenty_thousand_features_draws_and_selects_quickly(page, tmp_path, screenshot):
+    from saewidgets.widgets import FeatureMap
+
+    n = 20_000
+    geo, st = syn.geometry(n, n_clusters=20), syn.stats(n)
+    path = FeatureMap.from_geometry(geo, st, color_by="density").save_html(tmp_path / "map.html")
+    page.goto(path.as_uri())
+    page.wait_for_selector(".saew-map .saew-map-overlay")
+    assert f"{n} features" in page.inner_text(".saew-map-info")
+    # Redraw every point (what zooming costs) and time it in the page.
+    ms = page.evaluate("""() => {
+        const m = SAEW.models.main, t0 = performance.now();
+        m.set('color_by', 'cluster');
+        return new Promise(r => queueMicrotask(() => r(performance.now() - t0)));
+    }""")
+    assert ms < 1000, f"redrawing {n} points took {ms:.0f} ms"
+    target = 12345
+    x, y = page.evaluate(f"document.querySelector('.saew-map').saewScreenOf({target})")
+    box = page.locator(".saew-map-overlay").bounding_box()
+    page.mouse.click(box["x"] + x, box["y"] + y)
+    selected = page.evaluate("SAEW.models.main.get('selected')")
+    sx, sy = page.evaluate(f"document.querySelector('.saew-map').saewScreenOf({selected})")
+    assert abs(sx - x) < 1.5 and abs(sy - y) < 1.5  # the clicked point (or one drawn on the same pixel)
+    page.mouse.wheel(0, -400)  # zoom in around the cursor
+    assert page.errors == []
+    screenshot(page, "static-map-20k")
