@@ -178,5 +178,15 @@ def test_map_of_twenty_thousand_features_draws_and_selects_quickly(page, tmp_pat
     sx, sy = page.evaluate(f"document.querySelector('.saew-map').saewScreenOf({selected})")
     assert abs(sx - x) < 1.5 and abs(sy - y) < 1.5  # the clicked point (or one drawn on the same pixel)
     page.mouse.wheel(0, -400)  # zoom in around the cursor
+    zx, zy = page.evaluate(f"document.querySelector('.saew-map').saewScreenOf({target})")
+    assert abs(zx - x) < 3 and abs(zy - y) < 3  # the point under the cursor stays put
+    page.keyboard.down("Shift")  # shift-drag pans by the drag distance
+    page.mouse.down()
+    page.mouse.move(box["x"] + x + 40, box["y"] + y + 25, steps=4)
+    page.mouse.up()
+    page.keyboard.up("Shift")
+    px, py = page.evaluate(f"document.querySelector('.saew-map').saewScreenOf({target})")
+    assert abs(px - zx - 40) < 3 and abs(py - zy - 25) < 3
+    assert page.evaluate("SAEW.models.main.get('lasso')") in (None, [])  # panning is not a lasso
     assert page.errors == []
     screenshot(page, "static-map-20k")

@@ -3,7 +3,8 @@
 // color_by ("cluster" | "density"), selected (int, -1 = none), highlight (int[]: the selected feature's
 // neighbourhood), lasso (int[]: features inside the last lasso), query (string: a text search for Python),
 // search_results (int[]), message (string), height (px), bookmarks ([{label, feature}]: named features as links).
-// Click selects the nearest point; drag draws a lasso; the wheel zooms around the cursor; double-click resets.
+// Click selects the nearest point; drag draws a lasso; shift-drag pans; the wheel zooms around the cursor;
+// double-click resets the view.
 
 const SAEW_CLUSTER_COLORS = [
   "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
@@ -202,14 +203,26 @@ function featureMapRender({ model, el }) {
     const r = over.getBoundingClientRect();
     return [ev.clientX - r.left, ev.clientY - r.top];
   }
-  let down = null, hoverQueued = null;
+  let down = null, hoverQueued = null, pan = null;
+  over.title = "click: select · drag: lasso · shift-drag: pan · wheel: zoom · double-click: reset";
   over.addEventListener("pointerdown", (ev) => {
+    over.setPointerCapture(ev.pointerId);
+    if (ev.shiftKey || ev.button === 1) {
+      pan = { p: local(ev), cx: cam.cx, cy: cam.cy };
+      return;
+    }
     down = local(ev);
     lassoPath = [down];
-    over.setPointerCapture(ev.pointerId);
   });
   over.addEventListener("pointermove", (ev) => {
     const p = local(ev);
+    if (pan) {
+      const s = (Math.min(W, H) - 24) * cam.z;
+      cam.cx = pan.cx - (p[0] - pan.p[0]) / s;
+      cam.cy = pan.cy - (p[1] - pan.p[1]) / s;
+      drawBase();
+      return;
+    }
     if (down) {
       lassoPath.push(p);
       drawOverlay();
@@ -232,6 +245,7 @@ function featureMapRender({ model, el }) {
   });
   over.addEventListener("pointerleave", () => tooltip.hide());
   over.addEventListener("pointerup", (ev) => {
+    if (pan) { pan = null; return; }
     if (!down) return;
     const path = lassoPath || [];
     const start = down;
