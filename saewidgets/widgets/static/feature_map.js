@@ -159,7 +159,10 @@ function featureMapRender({ model, el }) {
     const sel = model.get("selected");
     if (sel >= 0 && sel < F && hl.length) {
       g.strokeStyle = "rgba(214,39,40,0.35)"; g.lineWidth = 1;
-      for (const i of hl) if (i >= 0 && i < F) { g.beginPath(); g.moveTo(sx[sel], sy[sel]); g.lineTo(sx[i], sy[i]); g.stroke(); }
+      for (const i of hl) {
+        if (i < 0 || i >= F) continue;
+        g.beginPath(); g.moveTo(sx[sel], sy[sel]); g.lineTo(sx[i], sy[i]); g.stroke();
+      }
     }
     for (const i of hl) if (i >= 0 && i < F) ring(g, i, 4, "#333", 1.5);
     if (sel >= 0 && sel < F) {
@@ -252,7 +255,10 @@ function featureMapRender({ model, el }) {
     down = null;
     lassoPath = null;
     let xmin = Infinity, xmax = -Infinity, ymin = Infinity, ymax = -Infinity;
-    for (const [x, y] of path) { xmin = Math.min(xmin, x); xmax = Math.max(xmax, x); ymin = Math.min(ymin, y); ymax = Math.max(ymax, y); }
+    for (const [x, y] of path) {
+      xmin = Math.min(xmin, x); xmax = Math.max(xmax, x);
+      ymin = Math.min(ymin, y); ymax = Math.max(ymax, y);
+    }
     if (path.length < 3 || (xmax - xmin < 5 && ymax - ymin < 5)) {
       const i = nearest(start[0], start[1], 10);
       if (i >= 0) select(i); else drawOverlay();
