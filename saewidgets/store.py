@@ -75,7 +75,8 @@ class ShardedRows:
 
     def __getitem__(self, key: Any) -> Any:
         if isinstance(key, tuple):  # rows first, then the rest of the index on the gathered rows
-            return self[key[0]][(slice(None), *key[1:])]
+            rows = self[key[0]]
+            return rows[key[1:]] if isinstance(key[0], (int, np.integer)) else rows[(slice(None), *key[1:])]
         if isinstance(key, (int, np.integer)):
             row = int(key) + len(self) if key < 0 else int(key)
             if not 0 <= row < len(self):
@@ -304,7 +305,9 @@ def _write_manifest(directory: Path, header: dict[str, Any], shards: Sequence[_S
 def _read_manifest(directory: Path) -> dict[str, Any]:
     path = directory / MANIFEST
     if not path.exists():
-        raise FileNotFoundError(f"{directory} is not an activation store (no {MANIFEST}); make one with harvest_to_store().")
+        raise FileNotFoundError(
+            f"{directory} is not an activation store (no {MANIFEST}); make one with harvest_to_store()."
+        )
     try:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as err:

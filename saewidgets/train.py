@@ -6,8 +6,8 @@ and train an SAE data-parallel across the ranks.
 Each rank harvests its share of the store's shards (skipping shards an earlier, interrupted run committed), then
 all ranks train on the whole store with gradients all-reduced (`saewidgets.sae.distributed`), or with the latents
 split across the ranks (``--shard-latents``, `saewidgets.sae.sharded`); rank 0 writes
-checkpoints to ``OUT/checkpoints`` and the finished SAE to ``OUT/sae`` (`load_sae` reads it). Run the same command again after a crash
-or a killed rank: the harvest and the training both resume where they stopped.
+checkpoints to ``OUT/checkpoints`` and the finished SAE to ``OUT/sae`` (`load_sae` reads it). Run the same
+command again after a crash or a killed rank: the harvest and the training both resume where they stopped.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ from typing import Sequence
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m saewidgets.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=None, help="HF id, local folder, 'tiny-gpt2'/'tiny-gemma' (default: embedded Gemma 3 270M)")
+    p.add_argument("--model", default=None,
+                   help="HF id, local folder, 'tiny-gpt2'/'tiny-gemma' (default: the embedded Gemma 3 270M)")
     p.add_argument("--corpus", default="demo", help="'demo', a .txt/.jsonl file, a folder, or an HF dataset")
-    p.add_argument("--layer", default="middle", type=lambda v: v if v == "middle" else int(v), help="block index or 'middle'")
+    p.add_argument("--layer", default="middle", type=lambda v: v if v == "middle" else int(v),
+                   help="block index or 'middle'")
     p.add_argument("--n-tokens", type=int, default=None, help="tokens of the corpus to harvest (default: all)")
     p.add_argument("--context-len", type=int, default=128, help="tokens per model input, BOS included")
     p.add_argument("--store", required=True, help="activation store folder (shared by all ranks; resumed if present)")

@@ -96,7 +96,8 @@ def test_feature_edit_equals_the_full_sae_clamp(arch):
     expected = sae.decode(clamped) - sae.decode(f)
     torch.testing.assert_close(FeatureEdit.of(sae, values)(hidden), expected, atol=1e-4, rtol=1e-4)
     added = FeatureEdit.of(sae, values, mode="add")(hidden)
-    torch.testing.assert_close(added[0, 0], sum(v * sae.W_dec[i] for i, v in values.items()) / 0.7, atol=1e-5, rtol=1e-5)
+    expected_add = sum(v * sae.W_dec[i] for i, v in values.items()) / 0.7
+    torch.testing.assert_close(added[0, 0], expected_add, atol=1e-5, rtol=1e-5)
 
 
 def test_topk_feature_edit_is_exact_where_the_feature_is_in_the_top_k():

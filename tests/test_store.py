@@ -73,7 +73,8 @@ def test_feature_stats_read_a_store_like_activations(tiny_gemma, reference, tmp_
     from saewidgets.analysis import feature_stats
     from saewidgets.sae import SAE, SAEConfig
 
-    sae = SAE(SAEConfig(d_in=tiny_gemma.d_model, n_features=32, architecture="relu", layer=1), torch.Generator().manual_seed(0))
+    cfg = SAEConfig(d_in=tiny_gemma.d_model, n_features=32, architecture="relu", layer=1)
+    sae = SAE(cfg, torch.Generator().manual_seed(0))
     store = harvest_to_store(tiny_gemma, TEXTS, tmp_path / "s", **SETTINGS)
     from_store = feature_stats(tiny_gemma, sae, store, batch_size=37, progress=False)
     from_ram = feature_stats(tiny_gemma, sae, reference, batch_size=37, progress=False)
@@ -178,7 +179,9 @@ def test_shuffled_batches_cover_every_row_once_and_mix_shards(tiny_gemma, tmp_pa
 def test_sharded_rows_index_like_one_array():
     parts = [np.arange(12).reshape(4, 3), np.arange(12, 18).reshape(2, 3), np.arange(18, 27).reshape(3, 3)]
     whole, rows = np.concatenate(parts), ShardedRows(parts)
-    for key in (slice(None), slice(2, 7), slice(1, 9, 3), np.array([8, 0, 5, 5, -1]), whole[:, 0] % 2 == 0, (slice(3, 6), 1)):
+    keys = (slice(None), slice(2, 7), slice(1, 9, 3), np.array([8, 0, 5, 5, -1]), whole[:, 0] % 2 == 0,
+            (slice(3, 6), 1), (5, 2))
+    for key in keys:
         assert np.array_equal(rows[key], whole[key]), key
     assert rows.shape == (9, 3) and np.array_equal(rows[4], whole[4]) and np.array_equal(np.asarray(rows), whole)
     with pytest.raises(IndexError):

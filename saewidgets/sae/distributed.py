@@ -91,6 +91,33 @@ def _rows(activations: Any) -> Rows:
     return as_rows(activations)
 
 
+def setup_run(caller: str, activations: Any, arch: Architecture, n_features: int, k: int | None, *,
+              lr: float | None, batch_size: int, n_steps: int, seed: int,
+              **options: Any) -> tuple[Rows, SAEConfig, TrainConfig]:
+    """Rows and configs of a run across a process group, checked as `train_sae` checks them."""
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError(
+            f"{caller}() needs a torch.distributed process group: launch with "
+            "`torchrun --nproc-per-node N -m saewidgets.train ...`, or call train_sae() in a single process."
+        )
+    rows = _rows(activations)
+    check_finite(rows)
+    if n_steps < 1 or batch_size < 1:
+        raise ValueError(f"n_steps and batch_size must be positive, got n_steps={n_steps}, batch_size={batch_size}.")
+    tc = TrainConfig(n_steps=n_steps, batch_size=batch_size, seed=seed,
+                     lr=lr if lr is not None else default_lr(arch, n_features), **options)
+    cfg = SAEConfig(d_in=rows.d, n_features=n_features, architecture=arch, k=k, model_name=rows.model_name,
+                    layer=rows.layer, site=rows.site)
+    return rows, cfg, tc
+
+
+def resume_from(trainer: Any, checkpoint_dir: str | os.PathLike | None, resume: bool) -> None:
+    """Restore ``trainer`` from ``checkpoint_dir``'s checkpoint when there is one and ``resume`` is set."""
+    checkpoint = _checkpoint_to_resume(checkpoint_dir, resume)
+    if checkpoint is not None:
+        trainer.restore(checkpoint)
+
+
 def train_sae_distributed(
     activations: Any,
     arch: Architecture = "topk",
@@ -117,23 +144,10 @@ def train_sae_distributed(
     and any `TrainConfig` field go in ``options``). `init_process_group` joins the group torchrun describes (or
     makes a one-process group, so the same script also runs under plain ``python``).
     """
-    if not (dist.is_available() and dist.is_initialized()):
-        raise RuntimeError(
-            "train_sae_distributed() needs a torch.distributed process group: launch with "
-            "`torchrun --nproc-per-node N -m saewidgets.train ...`, or call train_sae() in a single process."
-        )
-    rows = _rows(activations)
-    check_finite(rows)
-    if n_steps < 1 or batch_size < 1:
-        raise ValueError(f"n_steps and batch_size must be positive, got n_steps={n_steps}, batch_size={batch_size}.")
-    tc = TrainConfig(n_steps=n_steps, batch_size=batch_size, seed=seed,
-                     lr=lr if lr is not None else default_lr(arch, n_features), **options)
-    cfg = SAEConfig(d_in=rows.d, n_features=n_features, architecture=arch, k=k, model_name=rows.model_name,
-                    layer=rows.layer, site=rows.site)
+    rows, cfg, tc = setup_run("train_sae_distributed", activations, arch, n_features, k, lr=lr,
+                              batch_size=batch_size, n_steps=n_steps, seed=seed, **options)
     trainer = DataParallelTrainer(rows, cfg, tc, torch.device(device or "cpu"))
-    checkpoint = _checkpoint_to_resume(checkpoint_dir, resume)
-    if checkpoint is not None:
-        trainer.restore(checkpoint)
+    resume_from(trainer, checkpoint_dir, resume)
     writer = checkpoint_dir if trainer.rank == 0 else None
     sae = trainer.run(writer, checkpoint_every, progress and trainer.rank == 0, callback)
     sae.cfg.provenance["data_parallel_ranks"] = trainer.world_size

@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from .base import SAE, sparse_decode
 from .checkpoint import CHECKPOINT_NAME, save_checkpoint
 from .config import SAEConfig, TrainConfig
-from .distributed import _rows
-from .train import StepCallback, _checkpoint_to_resume, _lr_factor, _remove_parallel_gradient, _Trainer, default_lr
+from .distributed import resume_from, setup_run
+from .train import StepCallback, _lr_factor, _remove_parallel_gradient, _Trainer
 
 _SHARDED = ("W_enc", "b_enc", "W_dec")  # parameters split across ranks along the latent axis; b_dec is replicated
 
@@ -172,7 +172,8 @@ class LatentShardedTrainer:
         return {"loss": loss.item(), "mse": mse.item(), "auxk": aux.item(), "l0": l0.item(),
                 "fve": 1 - mse.item() / max(variance, 1e-12), "dead": dead_fraction.item() / cfg.n_features}
 
-    def _auxk(self, x: torch.Tensor, x_hat: torch.Tensor, pre: torch.Tensor, dead: torch.Tensor, aux_k: int) -> torch.Tensor:
+    def _auxk(self, x: torch.Tensor, x_hat: torch.Tensor, pre: torch.Tensor, dead: torch.Tensor,
+              aux_k: int) -> torch.Tensor:
         """AuxK over the dead latents of all shards (as `train_sae` computes it over the whole SAE)."""
         n_dead = int(_SumOverShards.apply(dead.sum().to(self.device)))
         if n_dead == 0:
@@ -231,17 +232,10 @@ def train_sae_latent_sharded(
     returns the full SAE; rank 0 writes ``checkpoint_dir``. ``activations`` may be an `ActivationStore`;
     ``options`` are `TrainConfig` fields. Equal to ``train_sae(activations, "topk", n_features, k, ...)``.
     """
-    if not (dist.is_available() and dist.is_initialized()):
-        raise RuntimeError("train_sae_latent_sharded() needs a torch.distributed process group: launch with torchrun.")
-    rows = _rows(activations)
-    tc = TrainConfig(n_steps=n_steps, batch_size=batch_size, seed=seed,
-                     lr=lr if lr is not None else default_lr("topk", n_features), **options)
-    cfg = SAEConfig(d_in=rows.d, n_features=n_features, architecture="topk", k=k, model_name=rows.model_name,
-                    layer=rows.layer, site=rows.site)
+    rows, cfg, tc = setup_run("train_sae_latent_sharded", activations, "topk", n_features, k, lr=lr,
+                              batch_size=batch_size, n_steps=n_steps, seed=seed, **options)
     trainer = LatentShardedTrainer(rows, cfg, tc, torch.device(device or "cpu"))
-    checkpoint = _checkpoint_to_resume(checkpoint_dir, resume)
-    if checkpoint is not None:
-        trainer.restore(checkpoint)
+    resume_from(trainer, checkpoint_dir, resume)
     sae = trainer.run(checkpoint_dir, checkpoint_every, callback)
     sae.cfg.provenance["latent_shards"] = trainer.world_size
     return sae
