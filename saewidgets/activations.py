@@ -69,7 +69,7 @@ class Activations:
     def torch(self, rows: slice | np.ndarray | None = None) -> torch.Tensor:
         """The activations (or the given rows) as a float32 tensor."""
         block = self.acts if rows is None else self.acts[rows]
-        return torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32))
+        return torch.from_numpy(np.array(block, dtype=np.float32))  # a copy: memmaps are read-only
 
     def context(self, row: int, before: int = 10, after: int = 4) -> np.ndarray:
         """Row indices of the tokens around ``row`` within its document (at most ``before`` + 1 + ``after``)."""

@@ -1,0 +1,71 @@
+"""What ``saewidgets demo`` shows on top of the cached pipeline: named concept features, steering, the HTML file.
+
+Concept features are found the way a person would look for them: by searching the top activating contexts for a
+phrase (`search_contexts`), not by a single token, so "Golden Gate Bridge" finds a feature that fires across
+descriptions of the bridge rather than one that fires on the token " Gate".
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from ._cache import atomic_write_bytes
+
+# (name shown to the user, phrase searched for in the top contexts)
+CONCEPTS: tuple[tuple[str, str], ...] = (
+    ("Golden Gate Bridge", "Golden Gate"),
+    ("Eiffel Tower / Paris", "Eiffel"),
+    ("honesty and lies", "honest"),
+    ("SQL and code security", "SQL"),
+    ("trains and transit", "train"),
+)
+
+
+def highlight_features(art: Any, concepts: Sequence[tuple[str, str]] = CONCEPTS) -> dict[str, int]:
+    """For each concept, the feature whose top contexts contain its phrase most consistently (if any does)."""
+    from .analysis import search_contexts
+
+    found: dict[str, int] = {}
+    for name, phrase in concepts:
+        hits = [h for h in search_contexts(art.stats, phrase, n=10) if h["feature"] not in found.values()]
+        if hits:
+            found[name] = int(hits[0]["feature"])
+    return found
+
+
+def steering_examples(art: Any, highlights: dict[str, int], prompts: Sequence[str], *, concept: str = "Golden Gate Bridge",
+                      max_new_tokens: int = 24, progress: bool = True) -> list[dict[str, Any]]:
+    """Clamp the concept's feature at the default multiple on neutral prompts; cached beside the SAE."""
+    from .analysis import DEFAULT_CLAMP_MULTIPLE, steer
+
+    if concept not in highlights or not prompts:
+        return []
+    feature = highlights[concept]
+    key = {"feature": feature, "multiple": DEFAULT_CLAMP_MULTIPLE, "prompts": list(prompts), "tokens": max_new_tokens}
+    path = Path(art.folder) / "steering.json"
+    if path.exists():
+        cached = json.loads(path.read_text())
+        if cached.get("key") == key:
+            return cached["examples"]
+    if progress:
+        print(f"steering: clamping feature {feature} ({concept}) at {DEFAULT_CLAMP_MULTIPLE}x its max...", flush=True)
+    result = steer(art.model, art.sae, list(prompts), {feature: DEFAULT_CLAMP_MULTIPLE}, stats=art.stats,
+                   max_new_tokens=max_new_tokens)
+    examples = [{"name": concept, "feature": feature, "multiple": DEFAULT_CLAMP_MULTIPLE, "prompts": result.prompts,
+                 "default": result.default, "steered": result.steered}]
+    atomic_write_bytes(path, json.dumps({"key": key, "examples": examples}, indent=1).encode())
+    return examples
+
+
+def write_explorer(art: Any, out_dir: Path, *, highlights: dict[str, int], steering: list[dict[str, Any]]) -> Path:
+    """Write the self-contained Explorer page for the demo's SAE to ``out_dir/explorer.html``."""
+    from .widgets import Explorer
+
+    selected = highlights.get("Golden Gate Bridge", next(iter(highlights.values()), 0))
+    explorer = Explorer(art.model, art.sae, art.stats, geometry=art.geometry, logit_effects=art.logit_effects,
+                        selected=selected, background=False)
+    if steering:
+        explorer.show_steering(steering[0])
+    return explorer.save_html(Path(out_dir) / "explorer.html", highlights=highlights)
