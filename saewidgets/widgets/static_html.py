@@ -11,10 +11,10 @@ from __future__ import annotations
 import html
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
+from .._cache import atomic_write_bytes
 from ._base import EXPORT_LINE, CSS_PATH, read_static
 
 __all__ = ["script_json", "static_bundle_js", "document", "view_document", "iframe", "write_atomic"]
@@ -91,16 +91,5 @@ def iframe(doc: str, height: int = 520) -> str:
 def write_atomic(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write_bytes(path, text.encode("utf-8"))
     return path
