@@ -49,6 +49,17 @@ def _num(x: float) -> str:
     return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
 
 
+def write_json(path: Path, info: dict, mode: str, rows: list[Row], skipped: dict[str, str],
+               seconds: dict[str, float]) -> None:
+    """The machine, every row (with its raw samples) and the Markdown table, as JSON at ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        "machine": info, "mode": mode, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seconds": seconds, "rows": [r.to_dict() for r in rows], "skipped": skipped,
+        "table_markdown": format_table(rows),
+    }, indent=1))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller runs and fewer repeats (a few minutes)")
@@ -79,12 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, why in skipped.items():
         print(f"\nskipped {name}: {why}")
     out = args.out or RESULTS_DIR / f"{info['name']}{'-quick' if args.quick else ''}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "machine": info, "mode": "quick" if args.quick else "full",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "seconds": seconds,
-        "rows": [r.to_dict() for r in rows], "skipped": skipped, "table_markdown": table,
-    }, indent=1))
+    write_json(out, info, "quick" if args.quick else "full", rows, skipped, seconds)
     print(f"\nwrote {out}")
     return 1 if skipped else 0
 

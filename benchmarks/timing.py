@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -88,9 +89,11 @@ def machine() -> dict[str, Any]:
     except (OSError, StopIteration):
         pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    slug = "-".join(re.findall(r"[a-z0-9]+", f"{gpu or cpu} {os.cpu_count()} cores".lower()))
     return {
-        "name": os.environ.get("SAEWIDGETS_BENCH_MACHINE") or f"cpu{os.cpu_count()}-{platform.node()}",
+        "name": os.environ.get("SAEWIDGETS_BENCH_MACHINE") or slug,
         "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-        "python": platform.python_version(), "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "python": platform.python_version(), "gpu": gpu,
         "load_average_at_start": load,
     }

@@ -91,3 +91,18 @@ def test_sparse_step_refuses_architectures_it_does_not_handle() -> None:
     sae = SAE(SAEConfig(d_in=D_IN, n_features=N_FEATURES, architecture="relu"))
     with pytest.raises(ValueError, match="topk and batchtopk"):
         sparse_training_step(sae, _batch(torch.float32), TrainConfig(n_steps=1), 0, _dead_mask(0))
+
+
+def test_benchmark_harness_runs_the_training_comparison_and_writes_its_table_and_json(tmp_path) -> None:
+    import json
+
+    from benchmarks.bench_train import TrainSettings, measure
+    from benchmarks.run import format_table, write_json
+    from benchmarks.timing import machine
+
+    rows = measure(TrainSettings(d_in=16, n_features=64, k=4, batch=32, steps=1, repeats=1))
+    assert rows and all(r.ours > 0 and r.reference > 0 for r in rows)
+    assert "SAELens" in format_table(rows)
+    write_json(tmp_path / "m.json", machine(), "smoke", rows, {}, {"train": 0.0})
+    saved = json.loads((tmp_path / "m.json").read_text())
+    assert [r["figure"] for r in saved["rows"]] == [r.figure for r in rows]
