@@ -24,6 +24,8 @@ _EXPORTS = {
     "Corpus": "saewidgets.corpus",
     "harvest": "saewidgets.activations",
     "Activations": "saewidgets.activations",
+    "harvest_to_store": "saewidgets.store",
+    "ActivationStore": "saewidgets.store",
     "SAE": "saewidgets.sae",
     "SAEConfig": "saewidgets.sae",
     "train_sae": "saewidgets.sae",

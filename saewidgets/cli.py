@@ -92,6 +92,8 @@ def _open_lab(art) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Harvest a corpus, train an SAE, save it and print its held-out metrics."""
+    if args.distributed:
+        return _train_distributed(args)
     from . import harvest, load_model
     from .corpus import demo_corpus, load_corpus
     from .pipeline import FULL
@@ -113,6 +115,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"saved to {out}")
     print(evaluate_sae(sae, held_out, model=model, texts=corpus.texts[:8] if hasattr(corpus, "texts") else None))
     return 0
+
+
+def _train_distributed(args: argparse.Namespace) -> int:
+    """Data-parallel training: hand the same options to ``torchrun ... -m saewidgets.train`` on this machine."""
+    import subprocess
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.distributed}",
+               "-m", "saewidgets.train", "--corpus", args.corpus, "--out", args.out,
+               "--store", args.store or str(Path(args.out) / "store")]
+    for name in _SETTING_OPTIONS:
+        value = getattr(args, name)
+        if value is not None:
+            command += [f"--{name.replace('_', '-')}", str(value)]
+    if args.l1 is not None:
+        command += ["--l1", str(args.l1)]
+    print("running:", " ".join(command), flush=True)
+    return subprocess.call(command)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-dir", default=None, help="write checkpoints here (resumes if present)")
     train.add_argument("--format", choices=["native", "saelens"], default="native")
     train.add_argument("--out", required=True, help="folder to save the SAE in")
+    train.add_argument("--distributed", type=int, metavar="N", help="data-parallel over N processes (torchrun)")
+    train.add_argument("--store", help="with --distributed: the disk-backed activation store folder")
     train.set_defaults(func=cmd_train)
     return parser
 
