@@ -10,7 +10,6 @@ every TopK step needs) is timed in the same rounds, which gives the ceiling in t
 from __future__ import annotations
 
 import contextlib
-import inspect
 import io
 import itertools
 from dataclasses import dataclass
@@ -61,10 +60,10 @@ def saelens_run(x: torch.Tensor, s: TrainSettings) -> Callable[[], Any]:
 
 
 def ours_run(x: torch.Tensor, s: TrainSettings, kernel: str | None) -> Callable[[], Any]:
-    """A contender: `saewidgets.train_sae` on ``x`` (``kernel`` picks the sparse or dense TopK step, if offered)."""
+    """A contender: `saewidgets.train_sae` on ``x``; ``kernel`` "sparse" / "dense" sets ``sparse_kernels``."""
     from saewidgets import train_sae
 
-    extra = {"kernel": kernel} if kernel is not None else {}
+    extra = {"sparse_kernels": kernel == "sparse"} if kernel is not None else {}
     return lambda: train_sae(x, "topk", s.n_features, s.k, batch_size=s.batch, n_steps=s.steps, progress=False,
                              **extra)
 
@@ -76,9 +75,9 @@ def run(quick: bool = False) -> list[Row]:
 def measure(s: TrainSettings) -> list[Row]:
     """Interleaved runs of SAELens, ours (each kernel) and the matmul; rows: ours vs SAELens, ours vs ceiling."""
     x = activations(s)
-    from saewidgets import train_sae
+    from saewidgets.sae import TrainConfig
 
-    kernels = ["sparse", "dense"] if "kernel" in inspect.signature(train_sae).parameters else [None]
+    kernels = ["sparse", "dense"] if "sparse_kernels" in TrainConfig.__dataclass_fields__ else [None]
     contenders = {"saelens": saelens_run(x, s), **{f"ours-{k or 'default'}": ours_run(x, s, k) for k in kernels},
                   "matmul": matmul_gflops(s.batch, s.d_in, s.n_features)}
     times = interleaved(contenders, s.repeats)

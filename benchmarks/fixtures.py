@@ -42,15 +42,15 @@ def activations(n_tokens: int) -> Any:
 
 
 def random_sae(n_features: int, k: int = 32, seed: int = 0, acts: Any = None) -> Any:
-    """An untrained TopK SAE over Gemma's layer-``LAYER`` residuals (random unit decoder rows, encoder = transpose;
-    input scale from ``acts`` when given). Timing does not depend on training; the figures say so."""
+    """An untrained TopK SAE over Gemma's 640-d layer-``LAYER`` residuals (random unit decoder rows, encoder =
+    transpose; input scale and model from ``acts`` when given). Timing does not depend on training."""
     from saewidgets.sae import SAE, SAEConfig
 
-    scale = 1.0
+    where: dict[str, Any] = {}
     if acts is not None:
         scale = math.sqrt(acts.d_model) / float(acts.torch(slice(0, 4096)).norm(dim=1).mean())
-    cfg = SAEConfig(d_in=640, n_features=n_features, architecture="topk", k=k, model_name=gemma().name, layer=LAYER,
-                    site=gemma().site_name(LAYER), input_scale=scale)
+        where = {"model_name": acts.model_name, "site": acts.site, "input_scale": scale}
+    cfg = SAEConfig(d_in=640, n_features=n_features, architecture="topk", k=k, layer=LAYER, **where)
     sae = SAE(cfg, torch.Generator().manual_seed(seed)).eval()
     for p in sae.parameters():
         p.requires_grad_(False)
