@@ -285,6 +285,15 @@ def test_search_contexts_ranks_by_fraction_of_top_contexts(stats):
         search_contexts(stats, "")
 
 
+def test_search_beyond_the_query_skips_contexts_that_fire_on_the_query_itself(stats):
+    beyond = {h["feature"]: h["fraction"] for h in search_contexts(stats, "Gate", n=64, beyond_query=True)}
+    every = {h["feature"]: h["fraction"] for h in search_contexts(stats, "Gate", n=64)}
+    assert set(beyond) <= set(every) and all(beyond[i] <= every[i] for i in beyond)
+    for i in beyond:
+        assert any(ex["tokens"][ex["center"]].strip() != "Gate" and "Gate" in "".join(ex["tokens"])
+                   for ex in stats.top_examples(i))
+
+
 def test_features_active_on_a_span_are_those_firing_there(tiny, sae, stats):
     ta = token_activations(tiny, sae, PROMPT, features=list(range(sae.cfg.n_features)))
     span = ta.tokens.index(" Tower") if " Tower" in ta.tokens else 1

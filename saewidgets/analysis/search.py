@@ -83,24 +83,48 @@ def contrastive_search(model: ModelHandle, sae: Any, prompt_a: str, prompt_b: st
             for i in order if score[i] > 0]
 
 
-def search_contexts(stats: FeatureStats, query: str, n: int = 10, case_sensitive: bool = False) -> list[dict[str, Any]]:
+def search_contexts(stats: FeatureStats, query: str, n: int = 10, case_sensitive: bool = False,
+                    beyond_query: bool = False) -> list[dict[str, Any]]:
     """Features whose top contexts contain ``query``, ranked by the fraction of their top-k slots that do.
 
     Counting over all ``k`` slots (not only the filled ones) keeps rare features with one lucky context from
     outranking features that fire on the concept again and again. Ties go to the larger max activation.
+
+    With ``beyond_query=True`` a context counts only if its activating token lies outside every occurrence of
+    the query: this finds features that respond to the concept in the text around a name (better for steering)
+    rather than to the name's own tokens.
+
     Returns ``[{"feature", "fraction", "n_contexts", "max_act", "density", "example"}]``.
     """
     if not query:
         raise ValueError("search_contexts() needs a non-empty query, e.g. 'Golden Gate'.")
-    needle = query if case_sensitive else query.lower()
+    fold = (lambda t: t) if case_sensitive else str.lower
+    needle = fold(query)
     slots = stats.top_values.shape[1]
     hits = []
     for i in range(stats.n_features):
         texts = stats.context_texts(i)
-        matching = [t for t in texts if needle in (t if case_sensitive else t.lower())]
+        matching = [j for j, t in enumerate(texts) if needle in fold(t)]
+        if beyond_query:
+            matching = [j for j in matching if not _centre_inside_query(stats, i, j, needle, fold)]
         if matching:
-            hits.append((len(matching) / slots, float(stats.max_act[i]), i, len(texts), matching[0]))
+            hits.append((len(matching) / slots, float(stats.max_act[i]), i, len(texts), texts[matching[0]]))
     hits.sort(key=lambda h: (-h[0], -h[1]))
     return [{"feature": i, "fraction": fraction, "n_contexts": count, "max_act": max_act,
              "density": float(stats.density[i]), "example": example}
             for fraction, max_act, i, count, example in hits[:n]]
+
+
+def _centre_inside_query(stats: FeatureStats, feature: int, slot: int, needle: str, fold) -> bool:
+    """Whether the activating token of top context ``slot`` overlaps an occurrence of ``needle``."""
+    example = stats.top_examples(feature, slot + 1)[slot]
+    pieces = example["tokens"]
+    start = sum(len(p) for p in pieces[: example["center"]])
+    end = start + len(pieces[example["center"]])
+    text = fold("".join(pieces))
+    at = text.find(needle)
+    while at >= 0:
+        if at < end and start < at + len(needle):
+            return True
+        at = text.find(needle, at + 1)
+    return False

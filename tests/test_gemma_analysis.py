@@ -1,0 +1,80 @@
+"""Acceptance of the analysis on the real Gemma 3 270M with the demo SAE (cached by `demo_artifacts`).
+
+What only a real model shows: a Golden Gate Bridge feature found by its contexts, steering with it, and an
+attribution of " Paris" that names Paris features and survives ablation. Reuses the cached demo pipeline, so
+after the first build each test takes seconds to a minute on two cores.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from saewidgets.analysis import (
+    DEFAULT_CLAMP_MULTIPLE, attribute, feature_card, search_contexts, steer,
+)
+
+pytestmark = pytest.mark.gemma
+
+BRIDGE = re.compile(r"golden gate|bridge|san francisco|suspension|marin|puente|ponte|pont\b|brücke", re.I)
+PARIS = re.compile(r"paris|france|french|eiffel|louvre|seine|parigi|parís", re.I)
+NEUTRAL_PROMPTS = ["I went for a walk and saw", "My favourite place in the world is",
+                   "Yesterday my friend told me about"]
+
+
+@pytest.fixture(scope="module")
+def demo(gemma):
+    from saewidgets.pipeline import demo_artifacts, settings_from_env
+
+    return demo_artifacts(settings_from_env(), model=gemma, progress=False)
+
+
+def fraction_matching(stats, feature: int, pattern: re.Pattern) -> float:
+    texts = stats.context_texts(feature)
+    return sum(bool(pattern.search(t)) for t in texts) / max(1, len(texts))
+
+
+def golden_gate_feature(stats) -> int:
+    """The feature the tutorial steers with: most top contexts about the bridge, chosen by context."""
+    return search_contexts(stats, "Golden Gate", n=1)[0]["feature"]
+
+
+def readable(text: str) -> bool:
+    """Not one token repeated: at least 40% distinct words and no word four times in a row."""
+    words = text.split()
+    if len(words) < 4:
+        return False
+    runs = any(len(set(words[i : i + 4])) == 1 for i in range(len(words) - 3))
+    return len(set(words)) / len(words) >= 0.4 and not runs
+
+
+def test_searching_golden_gate_finds_a_feature_about_the_bridge(demo):
+    hits = search_contexts(demo.stats, "Golden Gate Bridge", n=5)
+    assert hits, "no feature has the Golden Gate Bridge among its top contexts"
+    best = hits[0]["feature"]
+    assert fraction_matching(demo.stats, best, BRIDGE) >= 0.8
+    card = json.loads(json.dumps(feature_card(demo.stats, best, demo.logit_effects, demo.geometry)))
+    assert card["top"] and card["neighbours"] and card["promoted"]
+
+
+def test_clamping_the_golden_gate_feature_steers_neutral_prompts_to_the_bridge(demo, gemma):
+    feature = golden_gate_feature(demo.stats)
+    result = steer(gemma, demo.sae, NEUTRAL_PROMPTS, {feature: DEFAULT_CLAMP_MULTIPLE}, stats=demo.stats,
+                   max_new_tokens=24)
+    print(result)
+    steered_hits = sum(bool(BRIDGE.search(t)) for t in result.steered)
+    default_hits = sum(bool(BRIDGE.search(t)) for t in result.default)
+    assert steered_hits >= 2 and default_hits == 0, result
+    assert sum(readable(t) for t in result.steered) >= 2, result
+
+
+def test_attribution_of_paris_names_paris_features_that_ablation_confirms(demo, gemma):
+    result = attribute(gemma, demo.sae, "The Eiffel Tower is in the city of", target=" Paris", n_ablate=5)
+    top = result.top(5)
+    assert len(top) == 5
+    paris = [row["feature"] for row in top if fraction_matching(demo.stats, row["feature"], PARIS) >= 0.3]
+    assert paris and paris[0] in [row["feature"] for row in top[:3]], top
+    for row in top:
+        assert row["ablation"] is not None and row["ablation"] * row["attribution"] > 0, row
