@@ -7,6 +7,7 @@ expected, what was found, and what to do.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Iterable, Sequence
 
 import torch
@@ -54,14 +55,27 @@ def sae_layer(model: ModelHandle, sae: Any, layer: Any) -> int:
     return resolved
 
 
-def prompt_ids(model: ModelHandle, prompt: str, what: str = "prompt") -> torch.Tensor:
-    """Token ids ``[1, T]`` of ``prompt`` (BOS in front when the model uses one); refuses empty prompts."""
+def prompt_ids(model: ModelHandle, prompt: str, what: str = "prompt", reserve: int = 0) -> torch.Tensor:
+    """Token ids ``[1, T]`` of ``prompt`` (BOS in front when the model uses one); refuses empty prompts.
+
+    A prompt longer than the model's context (less ``reserve`` tokens kept free, e.g. for generation) keeps only
+    its last tokens, with a warning: the model cannot read more, and the end is what predicts the next token.
+    """
     if not isinstance(prompt, str):
         raise TypeError(f"{what} must be a str, got {type(prompt).__name__}.")
     ids = model.encode(prompt)
     n_text = len(ids) - (model.bos_id is not None)
     if not prompt.strip() or n_text < 1:
         raise ValueError(f"The {what} is empty ({prompt!r}): pass some text to analyse.")
+    room = model.max_context - reserve - (model.bos_id is not None)
+    if n_text > room:
+        if room < 1:
+            raise ValueError(f"{model.name} reads at most {model.max_context} tokens, so {reserve} more cannot be "
+                             "generated after any prompt: ask for fewer new tokens.")
+        warnings.warn(f"The {what} is {n_text:,} tokens but {model.name} reads at most {model.max_context:,}"
+                      f"{f' (less {reserve} to generate)' if reserve else ''}: only its last {room:,} tokens are used. "
+                      "Split long texts yourself (harvest() windows them) to cover all of it.", stacklevel=3)
+        ids = ids[:len(ids) - n_text] + ids[len(ids) - room:]
     return torch.tensor([ids], dtype=torch.long)
 
 

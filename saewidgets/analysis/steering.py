@@ -103,9 +103,10 @@ def clamp_values(sae: Any, features: Mapping[int, float] | int | Sequence[int], 
     return values
 
 
-def _batch(model: ModelHandle, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded ids and attention mask of ``prompts`` (BOS in front when the model uses one)."""
-    rows = [prompt_ids(model, p)[0] for p in prompts]
+def _batch(model: ModelHandle, prompts: list[str], reserve: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ids and attention mask of ``prompts`` (BOS in front when the model uses one), each cut to its
+    last tokens if it would not leave ``reserve`` tokens of context to generate."""
+    rows = [prompt_ids(model, p, reserve=reserve)[0] for p in prompts]
     width = max(len(r) for r in rows)
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
@@ -172,7 +173,7 @@ def steer(
     directions = decoder_directions(sae, list(values)) if mode == "add" else None
 
     n = len(prompts)
-    ids, attention = _batch(model, prompts * 2 if include_default else prompts)
+    ids, attention = _batch(model, prompts * 2 if include_default else prompts, reserve=max_new_tokens)
     first = n if include_default else 0
     prompt_mask = content_mask(model, ids, attention)[first:, :, None].to(model.device)
     block = model.block(layer)
