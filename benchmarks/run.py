@@ -50,14 +50,31 @@ def _num(x: float) -> str:
 
 
 def write_json(path: Path, info: dict, mode: str, rows: list[Row], skipped: dict[str, str],
-               seconds: dict[str, float]) -> None:
-    """The machine, every row (with its raw samples) and the Markdown table, as JSON at ``path``."""
+               seconds: dict[str, float]) -> list[dict]:
+    """Write the machine, every row (with its raw samples) and the Markdown table as JSON at ``path``.
+
+    Rows of benchmarks not run this time are kept from an existing file of the same mode (``--only`` updates
+    part of the table); each row carries the date it was measured. Returns all rows written."""
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    ran = set(seconds)
+    fresh = [{**r.to_dict(), "date": now} for r in rows]
+    kept: list[dict] = []
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old.get("mode") == mode:
+            kept = [r for r in old.get("rows", []) if r["benchmark"] not in ran]
+    order = {name: i for i, name in enumerate(BENCHMARKS)}
+    all_rows = sorted(kept + fresh, key=lambda r: order.get(r["benchmark"], len(order)))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({
-        "machine": info, "mode": mode, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "seconds": seconds, "rows": [r.to_dict() for r in rows], "skipped": skipped,
-        "table_markdown": format_table(rows),
+        "machine": info, "mode": mode, "date": now, "seconds": seconds, "rows": all_rows, "skipped": skipped,
+        "table_markdown": format_table([_row(r) for r in all_rows]),
     }, indent=1))
+    return all_rows
+
+
+def _row(data: dict) -> Row:
+    return Row(**{k: data[k] for k in Row.__dataclass_fields__})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, why in skipped.items():
         print(f"\nskipped {name}: {why}")
     out = args.out or RESULTS_DIR / f"{info['name']}{'-quick' if args.quick else ''}.json"
-    write_json(out, info, "quick" if args.quick else "full", rows, skipped, seconds)
-    print(f"\nwrote {out}")
+    written = write_json(out, info, "quick" if args.quick else "full", rows, skipped, seconds)
+    print(f"\nwrote {out} ({len(written)} rows, {len(written) - len(rows)} kept from earlier runs)")
     return 1 if skipped else 0
 
 
