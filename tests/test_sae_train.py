@@ -15,7 +15,7 @@ from saewidgets.sae import SAE, SAEConfig, load_sae, save_sae, train_sae
 from saewidgets.sae.checkpoint import CHECKPOINT_NAME, BatchOrder, load_checkpoint
 
 
-def planted_data(n_planted: int = 256, d: int = 64, n_tokens: int = 40_000, p: float = 0.02, seed: int = 0):
+def planted_data(n_planted: int = 256, d: int = 64, n_tokens: int = 30_000, p: float = 0.02, seed: int = 0):
     """Tokens that are sparse non-negative combinations of ``n_planted`` unit-norm random directions."""
     g = torch.Generator().manual_seed(seed)
     directions = torch.randn(n_planted, d, generator=g)
@@ -35,7 +35,7 @@ ARCH_SETTINGS = {
     "topk": dict(k=8, n_steps=500, dead_after_tokens=20_000),
     "batchtopk": dict(k=8, n_steps=500, dead_after_tokens=20_000),
     "relu": dict(l1=1.0, n_steps=500),
-    "jumprelu": dict(l0=1.0, n_steps=600, jumprelu_bandwidth=0.05, jumprelu_init_threshold=0.1),
+    "jumprelu": dict(n_steps=600),  # the default L0 coefficient, bandwidth and initial threshold
 }
 
 

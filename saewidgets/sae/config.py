@@ -79,11 +79,12 @@ class TrainConfig:
     """``relu``: coefficient of sum_i f_i ||W_dec_i|| (inputs scaled to mean norm sqrt(d_in))."""
     sparsity_warmup_fraction: float = 0.05
     """``relu``/``jumprelu``: fraction of the run over which the L1 / L0 coefficient ramps up linearly from 0."""
-    l0: float = 1e-3
-    """``jumprelu``: coefficient of the L0 penalty (expected active latents per token)."""
-    jumprelu_bandwidth: float = 0.001
-    """``jumprelu``: kernel width of the straight-through pseudo-derivative (in scaled input units)."""
-    jumprelu_init_threshold: float = 0.001
+    l0: float = 1.0
+    """``jumprelu``: coefficient of the L0 penalty (active latents per token, against the summed squared error)."""
+    jumprelu_bandwidth: float = 0.05
+    """``jumprelu``: kernel width of the straight-through pseudo-derivative, in the SAE's units (mean input norm
+    sqrt(d_in)); widen it if thresholds barely move, narrow it for a sharper estimate."""
+    jumprelu_init_threshold: float = 0.1
     """``jumprelu``: initial threshold of every latent."""
     aux_k: int | None = None
     """``topk``/``batchtopk``: dead latents used by the AuxK loss (default d_in // 2)."""
@@ -93,6 +94,9 @@ class TrainConfig:
     """A latent that has not fired for this many training tokens counts as dead."""
     threshold_momentum: float = 0.01
     """``batchtopk``: EMA rate of the running inference threshold (minimum selected pre-activation)."""
+    sparse_kernels: bool = True
+    """``topk``/``batchtopk``: train with `sparse.sparse_training_step` (no dense decoder product; same results
+    within float rounding, ~2x faster on CPU at 4k latents, more for wider SAEs)."""
     grad_clip: float = 1.0
     """Gradient-norm clipping (0 to disable)."""
     seed: int = 0

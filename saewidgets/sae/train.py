@@ -1,7 +1,8 @@
 """`train_sae`: Adam on shuffled activation rows, with checkpoints that resume exactly and Ctrl-C that keeps the work.
 
 The loop, step by step: batch rows from the deterministic `BatchOrder`; scale them to mean norm sqrt(d_in); the
-architecture's objective (`architectures.training_step`); back-propagate; for unit-norm decoders drop the gradient
+architecture's objective (`architectures.training_step`, or `sparse.sparse_training_step` for TopK/BatchTopK);
+back-propagate; for unit-norm decoders drop the gradient
 component along each decoder row; clip; Adam at the scheduled learning rate (linear warm-up, constant, linear
 decay to 0); renormalise decoder rows; update the dead-latent counters (tokens since each latent last fired).
 """
@@ -23,6 +24,7 @@ from .base import SAE
 from .checkpoint import CHECKPOINT_NAME, BatchOrder, load_checkpoint, save_checkpoint
 from .config import Architecture, SAEConfig, TrainConfig
 from .data import Rows, as_rows, check_finite
+from .sparse import SPARSE_ARCHITECTURES, sparse_training_step
 
 StepCallback = Callable[[int, dict[str, float]], None]
 _DEFAULT_STEPS = 1000
@@ -215,7 +217,8 @@ class _Trainer:
         tc, sae = self.tc, self.sae
         x = self.rows.take(self.order.rows(self.step)).to(self.device) * sae.cfg.input_scale
         dead = (self.tokens_since_fired >= tc.dead_after_tokens).to(self.device)
-        out = training_step(sae, x, tc, self.step, dead)
+        sparse = tc.sparse_kernels and sae.cfg.architecture in SPARSE_ARCHITECTURES
+        out = (sparse_training_step if sparse else training_step)(sae, x, tc, self.step, dead)
         if not torch.isfinite(out.loss):
             raise FloatingPointError(
                 f"The training loss became {out.loss.item()} at step {self.step} (terms: {out.terms}). "
