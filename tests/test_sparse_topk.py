@@ -106,3 +106,21 @@ def test_benchmark_harness_runs_the_training_comparison_and_writes_its_table_and
     write_json(tmp_path / "m.json", machine(), "smoke", rows, {}, {"train": 0.0})
     saved = json.loads((tmp_path / "m.json").read_text())
     assert [r["figure"] for r in saved["rows"]] == [r.figure for r in rows]
+
+
+@pytest.mark.parametrize("arch", ["topk", "batchtopk"])
+def test_sparse_step_does_only_the_encoder_forward_as_a_dense_matrix_product(arch: str) -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    n_tokens, d_in, n_features = 256, 32, 1024
+    x = torch.randn(n_tokens, d_in, generator=torch.Generator().manual_seed(7))
+    encoder_forward = 2 * n_tokens * d_in * n_features
+    dead = torch.zeros(n_features, dtype=torch.bool)
+    flops = {}
+    for name, step_fn in (("sparse", sparse_training_step), ("dense", training_step)):
+        sae = SAE(SAEConfig(d_in=d_in, n_features=n_features, architecture=arch, k=8))
+        with FlopCounterMode(display=False) as counter:
+            step_fn(sae, x, TrainConfig(n_steps=1), 0, dead).loss.backward()
+        flops[name] = counter.get_total_flops()
+    assert flops["sparse"] <= 1.05 * encoder_forward  # + the [d, F] @ [F] bias term
+    assert flops["dense"] >= 2.9 * encoder_forward
