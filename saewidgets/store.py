@@ -340,7 +340,11 @@ class ActivationStore:
             raise ValueError(f"The store in {self.path} has no committed shards yet.")
         acts, index = [], []
         for entry in self.manifest["shards"]:
-            folder = self.path / "shards" / entry["name"]
+            name = entry.get("name")
+            if not isinstance(name, str) or not name.isascii() or not name.isdigit():  # never a path from the file
+                raise ValueError(f"{self.path / MANIFEST} lists a shard named {name!r}, but shard names are numbers "
+                                 "(00000, 00001, ...): the manifest is damaged or was edited; harvest again.")
+            folder = self.path / "shards" / name
             try:
                 a = np.load(folder / "acts.npy", mmap_mode="r", allow_pickle=False)
                 i = np.load(folder / "index.npy", mmap_mode="r", allow_pickle=False)
