@@ -10,7 +10,8 @@ Ours includes everything `harvest` does: tokenizing, windowing, tracing, droppin
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 

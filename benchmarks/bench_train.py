@@ -12,8 +12,9 @@ from __future__ import annotations
 import contextlib
 import io
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -88,14 +89,14 @@ def measure(s: TrainSettings) -> list[Row]:
     settings = (f"TopK d_in {s.d_in}, {s.n_features:,} latents, k {s.k}, batch {s.batch:,}, fp32, {s.steps} steps "
                 f"per run from a fresh init, median of {s.repeats}")
     rows = []
-    for name in rate:
+    for name, ours in rate.items():
         if not name.startswith("ours"):
             continue
         rows.append(Row(
-            "train", f"SAE training tokens/s ({name.removeprefix('ours-')} kernel)", "tokens/s", rate[name],
+            "train", f"SAE training tokens/s ({name.removeprefix('ours-')} kernel)", "tokens/s", ours,
             rate["saelens"], "SAELens SAETrainer.fit (TopKTrainingSAE)", "higher",
             GOAL_VS_SAELENS if name in ("ours-sparse", "ours-default") else None,
-            f"{settings}; {rate[name] / ceiling:.0%} of the matmul ceiling ({ceiling:,.0f} tokens/s at "
+            f"{settings}; {ours / ceiling:.0%} of the matmul ceiling ({ceiling:,.0f} tokens/s at "
             f"{gflops:.0f} GFLOP/s measured here); SAELens at {rate['saelens'] / ceiling:.0%}",
             {k: times[k] for k in ("saelens", name)}))
     best = max((n for n in rate if n.startswith("ours")), key=rate.get)

@@ -47,10 +47,11 @@ def contenders(sae: Any) -> dict[str, Any]:
 def run(quick: bool = False) -> list[Row]:
     sizes, repeats = ((2048,), 1) if quick else ((4096, 16_384), 1)
     interleaved(contenders(clustered_sae(600)), repeats=0)  # warm-up: numba compilation, imports
+    runs = f"median of {repeats}" if repeats > 1 else "one run each (a reference run takes minutes)"
     rows = []
     for n in sizes:
         times = interleaved(contenders(clustered_sae(n)), repeats, warmup=False)
         rows.append(Row("umap", f"feature map of {n:,} features", "s", median(times["ours"]),
                         median(times["umap-learn"]), "umap.UMAP(metric='cosine') defaults on 640-d directions",
-                        "lower", None, f"clustered synthetic directions, seed 0, " + (f"median of {repeats}" if repeats > 1 else "one run each (minutes per reference run)"), times))
+                        "lower", None, f"clustered synthetic directions, seed 0, {runs}", times))
     return rows

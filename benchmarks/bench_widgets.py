@@ -12,9 +12,9 @@ from __future__ import annotations
 import base64
 import html
 import tempfile
-import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

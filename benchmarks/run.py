@@ -21,7 +21,7 @@ if __package__ in (None, ""):  # `python benchmarks/run.py`: make `benchmarks` i
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "benchmarks"
 
-from .timing import Row, machine  # noqa: E402
+from .timing import Row, machine
 
 BENCHMARKS = {
     "train": "SAE training tokens/s vs SAELens SAETrainer, and vs the matmul ceiling",
@@ -80,7 +80,8 @@ def _row(data: dict) -> Row:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller runs and fewer repeats (a few minutes)")
-    parser.add_argument("--only", action="append", choices=sorted(BENCHMARKS), help="run only this benchmark (repeatable)")
+    parser.add_argument("--only", action="append", choices=sorted(BENCHMARKS),
+                        help="run only this benchmark (repeatable)")
     parser.add_argument("--out", type=Path, help="JSON file to write (default benchmarks/results/<machine>.json)")
     args = parser.parse_args(argv)
 
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         try:
             rows += importlib.import_module(f".bench_{name}", __package__).run(quick=args.quick)
-        except Exception as exc:  # one broken benchmark must not hide the others
+        except Exception as exc:  # noqa: BLE001 -- one broken benchmark must not hide the others
             skipped[name] = f"{type(exc).__name__}: {exc}"
             traceback.print_exc()
         seconds[name] = time.perf_counter() - start

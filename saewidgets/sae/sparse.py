@@ -103,7 +103,8 @@ def select_batch_topk(pre: torch.Tensor, k: int) -> ActivePairs:
             rows_full = full.nonzero().squeeze(1)
             partial = ~full[cand_rows]
             cand_values = torch.cat([cand_values[partial], pre[rows_full].reshape(-1)])
-            cand_cols = torch.cat([cand_cols[partial], torch.arange(n_features, device=pre.device).repeat(len(rows_full))])
+            every_col = torch.arange(n_features, device=pre.device).repeat(len(rows_full))
+            cand_cols = torch.cat([cand_cols[partial], every_col])
             cand_rows = torch.cat([cand_rows[partial], rows_full.repeat_interleave(n_features)])
             kept = cand_values.topk(total, sorted=False).indices
     flat = cand_rows[kept] * n_features + cand_cols[kept]
@@ -191,9 +192,10 @@ def _encoder_input(sae: SAE, x: torch.Tensor) -> torch.Tensor:
     return x - sae.b_dec.detach() if sae.cfg.apply_b_dec_to_input else x
 
 
-def gather_pre_activations(sae: SAE, x: torch.Tensor, pre: torch.Tensor, pairs: ActivePairs) -> torch.Tensor:
-    """The active pairs' pre-activations as a differentiable function of the encoder weights (``x`` normalised)."""
-    return _GatherEncoder.apply(pre, _encoder_input(sae, x), sae.W_enc, sae.b_enc, sae.b_dec, pairs, sae.cfg.apply_b_dec_to_input)
+def gather_pre_activations(sae: SAE, x_in: torch.Tensor, pre: torch.Tensor, pairs: ActivePairs) -> torch.Tensor:
+    """The active pairs' pre-activations as a differentiable function of the encoder weights and biases, given
+    the encoder input ``x_in`` (`_encoder_input`) and ``pre`` computed from it."""
+    return _GatherEncoder.apply(pre, x_in, sae.W_enc, sae.b_enc, sae.b_dec, pairs, sae.cfg.apply_b_dec_to_input)
 
 
 # -- the training step ---------------------------------------------------------------------------------------
@@ -206,15 +208,16 @@ def sparse_training_step(sae: SAE, x: torch.Tensor, tc: TrainConfig, step: int, 
     arch = sae.cfg.architecture
     if arch not in SPARSE_ARCHITECTURES:
         raise ValueError(f"The sparse training step handles {' and '.join(SPARSE_ARCHITECTURES)} SAEs, not {arch!r}.")
+    x_in = _encoder_input(sae, x)
     with torch.no_grad():  # = sae.pre_activations(x), bias fused, into the reused buffer
-        pre = torch.addmm(sae.b_enc, _encoder_input(sae, x), sae.W_enc, out=_pre_buffer(x.shape[0], sae.W_enc))
+        pre = torch.addmm(sae.b_enc, x_in, sae.W_enc, out=_pre_buffer(x.shape[0], sae.W_enc))
     pairs = select_topk(pre, sae.cfg.k) if arch == "topk" else select_batch_topk(pre, sae.cfg.k)
-    values = F.relu(gather_pre_activations(sae, x, pre, pairs))
+    values = F.relu(gather_pre_activations(sae, x_in, pre, pairs))
     x_hat = sparse_decode_pairs(values, sae.W_dec, pairs) + sae.b_dec
     if arch == "batchtopk":
         _update_threshold(sae, values.detach(), tc.threshold_momentum, step)
     mse = _mse(x, x_hat)
-    aux = _sparse_auxk(sae, x, x_hat, pre, dead, tc.aux_k or max(1, sae.cfg.d_in // 2))
+    aux = _sparse_auxk(sae, x, x_in, x_hat, pre, dead, tc.aux_k or max(1, sae.cfg.d_in // 2))
     loss = mse + tc.aux_coefficient * aux
     positive = values.detach() > 0
     fired = torch.bincount(pairs.cols[positive], minlength=sae.cfg.n_features) > 0
@@ -237,14 +240,14 @@ def release_workspace() -> None:
     _workspace.pre = None
 
 
-def _sparse_auxk(sae: SAE, x: torch.Tensor, x_hat: torch.Tensor, pre: torch.Tensor, dead: torch.Tensor,
-                 aux_k: int) -> torch.Tensor:
+def _sparse_auxk(sae: SAE, x: torch.Tensor, x_in: torch.Tensor, x_hat: torch.Tensor, pre: torch.Tensor,
+                 dead: torch.Tensor, aux_k: int) -> torch.Tensor:
     """AuxK as `architectures` defines it (dead latents' top ``aux_k`` reconstruct the error, normalised by its
     variance), with the dead latents' pairs going through the same sparse pieces."""
     pairs = select_dead_topk(pre, dead, aux_k)
     if pairs is None:
         return pre.new_zeros(())
     error = (x - x_hat).detach()
-    values = F.relu(gather_pre_activations(sae, x, pre, pairs))
+    values = F.relu(gather_pre_activations(sae, x_in, pre, pairs))
     error_hat = sparse_decode_pairs(values, sae.W_dec, pairs)
     return _mse(error, error_hat) / error.sub(error.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
