@@ -119,6 +119,7 @@ def feature_map(tokens: list[str], label: str) -> FeatureMap:
     geo, stats = syn.geometry(30), syn.stats(30)
     fmap = FeatureMap.from_geometry(geo, stats, search_fn=lambda q: [])
     fmap.search(label)  # unmatched text search: the query is echoed in the message
+    fmap.set_bookmarks({label: 1, tokens[0]: 2})  # named features shown as links
     return fmap
 
 
@@ -150,6 +151,8 @@ def explorer(tokens: list[str], label: str, n: int = 30):
         text=label, prompt=label,
     )
     ex.attribution.set_attribution(syn.attribution(toks, label))
+    ex.map.set_bookmarks({label: 1, tokens[0]: 2})
+    ex.show_steering({"feature": 2, "multiple": 1.5, "prompts": [label], "default": tokens, "steered": tokens})
     ex.steering.generate(wait=True)
     ex.refresh_heatmap()
     ex.map.search(label)
@@ -163,9 +166,9 @@ BUILDERS: dict[str, Callable[[list[str], str], Any]] = {
 
 
 def carried(name: str, tokens: list[str], label: str) -> list[str]:
-    """The strings a view's exported data must hold verbatim (the map holds no tokens and echoes the query only
-    as a repr inside its message)."""
-    return [] if name == "feature_map" else tokens + [label]
+    """The strings a view's exported data must hold verbatim (the map holds bookmark labels, and echoes the
+    query only as a repr inside its message)."""
+    return [label, tokens[0]] if name == "feature_map" else tokens + [label]
 
 
 @pytest.mark.parametrize("name", list(BUILDERS))
