@@ -25,9 +25,12 @@ from ._common import check_feature, check_finite, content_mask, decoder_directio
 from .stats import FeatureStats
 
 #: Clamp strength (multiple of max activation) used by default and by the steering panel and tutorial.
-#: Gemma 3 270M is far smaller than the paper's model, which was clamped at 5-10x: here ~1.5-3x steers toward
-#: the concept in readable text; beyond ~4x the continuation collapses into a few repeated tokens.
-DEFAULT_CLAMP_MULTIPLE = 2.0
+#: Measured on Gemma 3 270M, layer 9, with the demo SAEs (TopK 2048/k32 and 4096/k48 on 40k demo tokens):
+#: 1x barely changes greedy text; 1.5x shifts the topic while the text stays readable (a Golden Gate feature
+#: turned "I went for a walk and saw" into "... waterfalls. I was on the trail of the Great Wall of China");
+#: 2x already breaks some features (German filler words, "is is is"); 3x and above collapse into repeated tokens,
+#: newlines or <start_of_image>. The paper's 5-10x was for a far larger model.
+DEFAULT_CLAMP_MULTIPLE = 1.5
 #: Past this multiple of max activation a strength is allowed but warned about: text is usually gibberish.
 ABSURD_MULTIPLE = 20.0
 
