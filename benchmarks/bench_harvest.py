@@ -73,7 +73,7 @@ def hf_forward(model: Any, batches: list[dict[str, torch.Tensor]], stop: bool) -
 
 
 def run(quick: bool = False) -> list[Row]:
-    n_tokens, repeats = (1024, 2) if quick else (4096, 3)
+    n_tokens, repeats = (1024, 2) if quick else (2048, 3)
     model = gemma()
     texts = harvest_texts(model, n_tokens)
     from saewidgets import harvest

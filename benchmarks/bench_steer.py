@@ -13,7 +13,7 @@ PROMPTS = ["The Golden Gate Bridge is", "I went for a walk and saw", "def fibona
 
 
 def run(quick: bool = False) -> list[Row]:
-    new_tokens, repeats = (16, 2) if quick else (32, 3)
+    new_tokens, repeats = (8, 2) if quick else (16, 3)
     from saewidgets import steer
 
     model = gemma()
