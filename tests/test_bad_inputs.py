@@ -262,6 +262,18 @@ def _acts_pickle(tmp, mp):
     return Activations.load(folder)
 
 
+def _store_traversal(tmp, mp):
+    from saewidgets.store import STORE_FORMAT, ActivationStore
+
+    store = tmp / "store"
+    (store / "shards").mkdir(parents=True)
+    manifest = {"format": STORE_FORMAT, "model": "m", "site": "s", "layer": 0, "d_model": 4, "dtype": "float32",
+                "corpus_fingerprint": "x", "settings": {}, "n_rows": 2, "n_shards": 1, "complete": True,
+                "shards": [{"name": "../../elsewhere", "rows": 2}]}
+    (store / "manifest.json").write_text(json.dumps(manifest))
+    return ActivationStore(store)
+
+
 def _stats_folder(tmp):
     return tiny_stats().save(tmp / "stats")
 
@@ -466,6 +478,8 @@ CASES = [
          r"stats.*max_act"),
     Case("statistics of another SAE", "FeatureStats.load(sae=...)", _stats_other_sae, ValueError,
          r"computed for SAE \w+, but this SAE is \w+"),
+    Case("manifest.json naming a shard \"../../elsewhere\"", "ActivationStore", _store_traversal, ValueError,
+         r"manifest\.json lists a shard named '\.\./\.\./elsewhere'"),
     # code in files
     Case("a pickle (.pkl) whose unpickling runs code", "load_sae", _pkl, ValueError, r"refuses to unpickle"),
     Case("torch.save file (.pt) holding an object that runs code", "load_sae", _torch_pickle, ValueError,
@@ -515,6 +529,15 @@ CASES = [
 ]
 
 
+# Inputs that work with a warning (the call returns; the warning says what was done).
+WARNING_CASES = [
+    Case("a text longer than the model's context (~800 tokens, the model reads 256)", "token_activations",
+         _long_prompt("token_activations"), UserWarning, r"only its last 256 tokens are used"),
+    Case("a prompt longer than the model's context", "attribute", _long_prompt("attribute"), UserWarning,
+         r"only its last 256 tokens are used"),
+]
+
+
 # -- the tests ---------------------------------------------------------------------------------------------------
 
 def run_case(case: Case, tmp: Path, mp: pytest.MonkeyPatch) -> BaseException:
@@ -532,6 +555,19 @@ def test_bad_input_gets_a_clear_error(case, tmp_path, monkeypatch):
     err = run_case(case, tmp_path, monkeypatch)
     assert isinstance(err, case.error), f"{type(err).__name__}: {err}"
     assert re.search(case.says, str(err), re.S), str(err)
+
+
+def run_warning_case(case: Case, tmp: Path, mp: pytest.MonkeyPatch) -> Warning:
+    mp.chdir(tmp)
+    with pytest.warns(case.error) as record:
+        case.run(tmp, mp)
+    return next(w.message for w in record if isinstance(w.message, case.error))
+
+
+@pytest.mark.parametrize("case", WARNING_CASES, ids=[c.id for c in WARNING_CASES])
+def test_input_handled_with_a_warning(case, tmp_path, monkeypatch):
+    message = run_warning_case(case, tmp_path, monkeypatch)
+    assert re.search(case.says, str(message)), str(message)
 
 
 def test_disk_full_leaves_the_previous_files_intact(tmp_path, monkeypatch):
@@ -575,6 +611,11 @@ def render_table() -> str:
         message = re.sub(r"\x1b\[[0-9;]*m", "", message)  # terminal bold in torch's messages
         message = re.sub(r"\s+", " ", message).replace("|", "\\|")
         lines.append(f"| {case.input} | `{case.where}` | `{type(err).__name__}` | {message} |")
+    lines += ["", "## Handled with a warning", "", "| input | where | warning | message |", "|---|---|---|---|"]
+    for case in WARNING_CASES:
+        with tempfile.TemporaryDirectory() as d, pytest.MonkeyPatch.context() as mp:
+            message = str(run_warning_case(case, Path(d).resolve(), mp))
+        lines.append(f"| {case.input} | `{case.where}` | `{case.error.__name__}` | {message} |")
     return "\n".join(lines) + "\n"
 
 
