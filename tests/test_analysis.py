@@ -11,8 +11,17 @@ import torch
 
 from saewidgets.activations import harvest
 from saewidgets.analysis import (
-    FeatureStats, attribute, contrastive_search, feature_card, feature_geometry, feature_stats, features_active_on,
-    logit_effects, search_contexts, steer, token_activations,
+    FeatureStats,
+    attribute,
+    contrastive_search,
+    feature_card,
+    feature_geometry,
+    feature_stats,
+    features_active_on,
+    logit_effects,
+    search_contexts,
+    steer,
+    token_activations,
 )
 from saewidgets.analysis.logits import norm_gain
 from saewidgets.models.tiny import _TRAINING_TEXT

@@ -13,13 +13,17 @@ import re
 import pytest
 
 from saewidgets.analysis import (
-    DEFAULT_CLAMP_MULTIPLE, attribute, feature_card, search_contexts, steer,
+    DEFAULT_CLAMP_MULTIPLE,
+    attribute,
+    feature_card,
+    search_contexts,
+    steer,
 )
 
 pytestmark = pytest.mark.gemma
 
-BRIDGE = re.compile(r"golden gate|bridge|san francisco|suspension|marin|puente|ponte|pont\b|brücke", re.I)
-PARIS = re.compile(r"paris|france|french|eiffel|louvre|seine|parigi|parís", re.I)
+BRIDGE = re.compile(r"golden gate|bridge|san francisco|suspension|marin|puente|ponte|pont\b|brücke", re.IGNORECASE)
+PARIS = re.compile(r"paris|france|french|eiffel|louvre|seine|parigi|parís", re.IGNORECASE)
 NEUTRAL_PROMPTS = ["I went for a walk and saw", "My favourite place in the world is",
                    "Yesterday my friend told me about"]
 

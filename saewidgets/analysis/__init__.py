@@ -19,7 +19,21 @@ from .steering import DEFAULT_CLAMP_MULTIPLE, SteeringResult, steer
 from .tokens import TokenActivations, token_activations
 
 __all__ = [
-    "Attribution", "attribute", "feature_card", "FeatureGeometry", "feature_geometry", "LogitEffects",
-    "logit_effects", "contrastive_search", "features_active_on", "search_contexts", "FeatureStats",
-    "feature_stats", "DEFAULT_CLAMP_MULTIPLE", "SteeringResult", "steer", "TokenActivations", "token_activations",
+    "DEFAULT_CLAMP_MULTIPLE",
+    "Attribution",
+    "FeatureGeometry",
+    "FeatureStats",
+    "LogitEffects",
+    "SteeringResult",
+    "TokenActivations",
+    "attribute",
+    "contrastive_search",
+    "feature_card",
+    "feature_geometry",
+    "feature_stats",
+    "features_active_on",
+    "logit_effects",
+    "search_contexts",
+    "steer",
+    "token_activations",
 ]

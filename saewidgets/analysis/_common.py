@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 
@@ -99,13 +100,13 @@ def encode_rows(sae: Any, x: torch.Tensor, chunk: int = ENCODE_CHUNK_ROWS) -> to
 
 
 @torch.no_grad()
-def decoder_directions(sae: Any, features: Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
+def decoder_directions(sae: Any, features: Sequence[int] | torch.Tensor) -> torch.Tensor:
     """What adding one unit of each feature adds to the raw residual: ``decode(e_i) - decode(0)``, ``[n, d]``.
 
     Equals ``W_dec[i]`` for a plain decoder; also right for SAEs that normalise their inputs internally.
     """
     n = n_features_of(sae)
-    index = torch.arange(n) if features is None else torch.as_tensor(features, dtype=torch.long)
+    index = torch.as_tensor(features, dtype=torch.long)
     basis = torch.zeros(len(index), n, dtype=sae.W_dec.dtype, device=sae.W_dec.device)
     basis[torch.arange(len(index)), index] = 1.0
     zero = sae.decode(torch.zeros(1, n, dtype=sae.W_dec.dtype, device=sae.W_dec.device))

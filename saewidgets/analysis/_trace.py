@@ -17,10 +17,9 @@ def residuals(model: ModelHandle, ids: torch.Tensor, layer: int,
               attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """The residual stream after block ``layer``, ``[B, T, d]`` float32 on CPU; the trace stops there."""
     inputs: Any = ids if attention_mask is None else {"input_ids": ids, "attention_mask": attention_mask}
-    with model.lock, torch.no_grad():
-        with model.nn.trace(inputs, **model.trace_kwargs) as tracer:
-            hidden = residual_of(model.block(layer).output).save()
-            tracer.stop()
+    with model.lock, torch.no_grad(), model.nn.trace(inputs, **model.trace_kwargs) as tracer:
+        hidden = residual_of(model.block(layer).output).save()
+        tracer.stop()
     return hidden.detach().float().cpu()
 
 
@@ -30,12 +29,11 @@ def last_logits_with_delta(model: ModelHandle, ids: torch.Tensor, layer: int, de
     batch = ids.expand(len(delta), -1)
     delta = delta.to(model.device)
     block = model.block(layer)
-    with model.lock, torch.no_grad():
-        with model.nn.trace(batch, **model.trace_kwargs):
-            out = block.output
-            hidden = residual_of(out)
-            block.output = with_residual(out, hidden + delta.to(hidden.dtype))
-            logits = model.nn.output.logits[:, -1, :].save()
+    with model.lock, torch.no_grad(), model.nn.trace(batch, **model.trace_kwargs):
+        out = block.output
+        hidden = residual_of(out)
+        block.output = with_residual(out, hidden + delta.to(hidden.dtype))
+        logits = model.nn.output.logits[:, -1, :].save()
     return logits.detach().float().cpu()
 
 
@@ -48,16 +46,15 @@ def residual_and_gradient(model: ModelHandle, ids: torch.Tensor, layer: int,
     parameters are frozen, and flows no further back than this layer.
     """
     block = model.block(layer)
-    with model.lock, torch.enable_grad():
-        with model.nn.trace(ids, **model.trace_kwargs):
-            out = block.output
-            leaf = residual_of(out).detach().requires_grad_(True)
-            block.output = with_residual(out, leaf)
-            hidden = leaf.save()
-            metric = metric_of_logits(model.nn.output.logits[0, -1, :])
-            value = metric.save()
-            with metric.backward():
-                grad = leaf.grad.save()
+    with model.lock, torch.enable_grad(), model.nn.trace(ids, **model.trace_kwargs):
+        out = block.output
+        leaf = residual_of(out).detach().requires_grad_(True)
+        block.output = with_residual(out, leaf)
+        hidden = leaf.save()
+        metric = metric_of_logits(model.nn.output.logits[0, -1, :])
+        value = metric.save()
+        with metric.backward():
+            grad = leaf.grad.save()
     return hidden.detach()[0].float().cpu(), grad.detach()[0].float().cpu(), float(value.detach())
 
 

@@ -11,8 +11,9 @@ feature is zeroed at every position (error term kept). BOS is left out: the SAE 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from .._cache import atomic_write_bytes, cache_dir as default_cache_dir
+from .._cache import atomic_write_bytes
+from .._cache import cache_dir as default_cache_dir
 from ._common import check_feature
 
 _PCA_ABOVE = 2000  # features; below this UMAP runs on the raw directions
@@ -105,9 +106,9 @@ def _compute(directions: np.ndarray, params: dict[str, Any]) -> tuple[np.ndarray
     features) and handed to UMAP, which then skips its approximate neighbour search, the slow part on few cores.
     KMeans runs on the same (PCA-reduced) points.
     """
+    import umap
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
-    import umap
 
     points = directions
     if params["pca_dims"] is not None and directions.shape[1] > params["pca_dims"]:

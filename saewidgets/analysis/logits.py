@@ -29,7 +29,6 @@ from .._cache import atomic_dir
 from ..model import ModelHandle
 from ._common import check_feature, decoder_directions, n_features_of
 
-
 _TENSORS = "logit_effects.safetensors"
 _META = "logit_effects.json"
 
@@ -65,7 +64,7 @@ class LogitEffects:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "LogitEffects":
+    def load(cls, path: str | os.PathLike) -> LogitEffects:
         """Read logit effects written by `save`."""
         path = Path(path)
         try:

@@ -182,7 +182,7 @@ class FeatureStats:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, sae: Any = None) -> "FeatureStats":
+    def load(cls, path: str | os.PathLike, sae: Any = None) -> FeatureStats:
         """Read statistics written by `save`; with ``sae``, also check they belong to it."""
         path = Path(path)
         if not (path / _META).exists():
