@@ -585,6 +585,15 @@ def test_disk_full_leaves_the_previous_files_intact(tmp_path, monkeypatch):
                 case(tmp, mp)
         loader(tmp / name)
         assert sorted(p.name for p in tmp.iterdir()) == [name], "a temporary file or folder was left behind"
+    from saewidgets.sae.checkpoint import load_checkpoint
+
+    tmp = tmp_path / "checkpoint"
+    tmp.mkdir()
+    with monkeypatch.context() as mp:
+        with pytest.raises(OSError, match="disk is full"):
+            _enospc_checkpoint(tmp, mp)
+    assert load_checkpoint(tmp / "ckpt")["step"] == 2  # the checkpoint of the earlier, finished run
+    assert sorted(p.name for p in (tmp / "ckpt").iterdir()) == ["checkpoint.pt"]
 
 
 def render_table() -> str:
