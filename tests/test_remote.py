@@ -143,8 +143,6 @@ def test_steering_edit_leaves_unsteered_rows_and_masked_prompt_positions_alone(l
     assert torch.equal(both[:2], plain), "rows before `first` are the default continuation"
 
 
-@pytest.mark.xfail(reason="analysis/_trace.py references the ModelHandle (model.nn.output, model.block) inside trace "
-                          "bodies, which cannot be serialized for NDIF: bind nn = model.nn / block before the trace")
 def test_attribution_runs_through_the_remote_path(remote, local, payloads):
     from saewidgets.analysis import attribute
 
@@ -201,3 +199,14 @@ def test_server_answers_become_readable_errors(status, message, monkeypatch):
     readable = translate_error(error, "google/gemma-2-2b")
     assert message in str(readable) and SECRET not in str(readable)
     assert translate_error(ValueError("a bug in my own code"), "m") is None, "user errors pass through unchanged"
+
+
+def test_steer_runs_remotely_with_only_the_steered_rows_in_the_request(remote, local, payloads):
+    from saewidgets.analysis import steer
+
+    sae = make_sae("relu")
+    payloads.clear()
+    far = steer(remote, sae, PROMPTS[0], {3: 4.0}, units="activation", max_new_tokens=3)
+    near = steer(local, sae, PROMPTS[0], {3: 4.0}, units="activation", max_new_tokens=3)
+    assert (far.default, far.steered) == (near.default, near.steered)
+    assert payloads and max(payloads) < sum(p.numel() * p.element_size() for p in sae.parameters())

@@ -1,6 +1,8 @@
 """The few nnsight traces analysis needs: residuals of a prompt, and logits with the residual edited.
 
 Every trace holds ``model.lock`` (widget callbacks run on threads; one model must not be traced concurrently).
+The envoys a trace body uses are bound to locals before the ``with``: a remote (NDIF) trace serializes every
+object its body references, and the `ModelHandle` itself (which holds a lock) cannot be serialized.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ def residuals(model: ModelHandle, ids: torch.Tensor, layer: int,
               attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """The residual stream after block ``layer``, ``[B, T, d]`` float32 on CPU; the trace stops there."""
     inputs: Any = ids if attention_mask is None else {"input_ids": ids, "attention_mask": attention_mask}
+    block = model.block(layer)
     with model.lock, torch.no_grad(), model.nn.trace(inputs, **model.trace_kwargs) as tracer:
-        hidden = residual_of(model.block(layer).output).save()
+        hidden = residual_of(block.output).save()
         tracer.stop()
     return hidden.detach().float().cpu()
 
@@ -28,12 +31,12 @@ def last_logits_with_delta(model: ModelHandle, ids: torch.Tensor, layer: int, de
     ``delta[b]`` added to the residual after block ``layer`` in row ``b`` (one batched trace)."""
     batch = ids.expand(len(delta), -1)
     delta = delta.to(model.device)
-    block = model.block(layer)
-    with model.lock, torch.no_grad(), model.nn.trace(batch, **model.trace_kwargs):
+    nn, block = model.nn, model.block(layer)
+    with model.lock, torch.no_grad(), nn.trace(batch, **model.trace_kwargs):
         out = block.output
         hidden = residual_of(out)
         block.output = with_residual(out, hidden + delta.to(hidden.dtype))
-        logits = model.nn.output.logits[:, -1, :].save()
+        logits = nn.output.logits[:, -1, :].save()
     return logits.detach().float().cpu()
 
 
@@ -45,13 +48,13 @@ def residual_and_gradient(model: ModelHandle, ids: torch.Tensor, layer: int,
     The residual is replaced by a detached leaf that requires grad, so the gradient exists even when the model's
     parameters are frozen, and flows no further back than this layer.
     """
-    block = model.block(layer)
-    with model.lock, torch.enable_grad(), model.nn.trace(ids, **model.trace_kwargs):
+    nn, block = model.nn, model.block(layer)
+    with model.lock, torch.enable_grad(), nn.trace(ids, **model.trace_kwargs):
         out = block.output
         leaf = residual_of(out).detach().requires_grad_(True)
         block.output = with_residual(out, leaf)
         hidden = leaf.save()
-        metric = metric_of_logits(model.nn.output.logits[0, -1, :])
+        metric = metric_of_logits(nn.output.logits[0, -1, :])
         value = metric.save()
         with metric.backward():
             grad = leaf.grad.save()

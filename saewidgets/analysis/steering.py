@@ -17,11 +17,13 @@ import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 import torch
 
-from ..model import ModelHandle, residual_of, with_residual
+from ..model import ModelHandle
+from ..remote import FeatureEdit, steered_generate
 from ._common import check_feature, check_finite, content_mask, decoder_directions, prompt_ids, sae_layer
 from .stats import FeatureStats
 
@@ -180,24 +182,16 @@ def steer(
     ids, attention = _batch(model, prompts * 2 if include_default else prompts, reserve=max_new_tokens)
     first = n if include_default else 0
     prompt_mask = content_mask(model, ids, attention)[first:, :, None].to(model.device)
-    block = model.block(layer)
     sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
     if temperature > 0:
         torch.manual_seed(seed)
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else model.tokenizer.eos_token_id
-    with model.lock, torch.no_grad():
-        with model.nn.generate({"input_ids": ids, "attention_mask": attention}, max_new_tokens=max_new_tokens,
-                               min_new_tokens=max_new_tokens, pad_token_id=pad, **sampling,
-                               **model.trace_kwargs) as tracer:
-            for step in tracer.iter[:max_new_tokens]:
-                out = block.output
-                hidden = residual_of(out)
-                steered = hidden[first:]
-                delta = _edit(sae, steered, values, mode, directions)
-                if step == 0:  # the prompt pass: leave BOS and padding alone
-                    delta = delta * prompt_mask
-                block.output = with_residual(out, torch.cat([hidden[:first], steered + delta]))
-            result = tracer.result.save()
+    if model.remote:  # the request carries only the steered features' rows, never the whole SAE
+        edit: Any = FeatureEdit.of(sae, values, mode)
+    else:
+        edit = partial(_edit, sae, values=values, mode=mode, directions=directions)
+    result = steered_generate(model, layer, edit, ids, attention, max_new_tokens=max_new_tokens, first=first,
+                              prompt_mask=prompt_mask, pad_token_id=pad, **sampling)
     texts = model.tokenizer.batch_decode(result[:, ids.shape[1]:], skip_special_tokens=True)
     default, steered_texts = (texts[:n], texts[n:]) if include_default else ([""] * n, texts)
     settings = {"units": units, "layer": layer, "max_new_tokens": max_new_tokens, "temperature": temperature,
