@@ -54,7 +54,11 @@ class FeatureGeometry:
         i = check_feature(self.n_features, feature)
         cosine = self.directions @ self.directions[i]
         cosine[i] = -np.inf
-        order = np.argsort(-cosine, kind="stable")[:n]
+        n = min(n, len(cosine) - 1)
+        if n <= 0:
+            return []
+        top = np.argpartition(-cosine, n - 1)[:n]  # O(F), then sort only the n kept
+        order = top[np.lexsort((top, -cosine[top]))]
         return [{"feature": int(j), "cosine": float(cosine[j])} for j in order]
 
 

@@ -101,12 +101,13 @@ class FeatureStats:
 
     def _example(self, tokens: torch.Tensor, acts: torch.Tensor, value: float) -> dict[str, Any]:
         """One context as the card contract wants it: token strings, activations, index of the activating token."""
-        keep = (tokens >= 0).nonzero().flatten()
+        ids, values = tokens.tolist(), acts.tolist()  # plain lists: per-element tensor indexing is slow
+        keep = [j for j, t in enumerate(ids) if t >= 0]
         before = self.context[0]
         return {
-            "tokens": [self.token_strings[int(t)] for t in tokens[keep]],
-            "acts": [float(a) for a in acts[keep]],
-            "center": int((keep < before).sum()),
+            "tokens": [self.token_strings[ids[j]] for j in keep],
+            "acts": [values[j] for j in keep],
+            "center": sum(j < before for j in keep),
             "value": float(value),
         }
 
