@@ -53,11 +53,16 @@ class BatchOrder:
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
-    """Write ``state`` to ``path`` atomically."""
+    """Write ``state`` to ``path`` atomically (removing temporaries that killed writes left beside it)."""
+    path = Path(path)
     buffer = io.BytesIO()
     torch.save({"format": _FORMAT, **state}, buffer)
+    if path.parent.is_dir():
+        # A process killed mid-write (SIGKILL, power loss) leaves its hidden temporary file; nothing else deletes it.
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
     atomic_write_bytes(path, buffer.getvalue())
-    return Path(path)
+    return path
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
