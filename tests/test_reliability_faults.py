@@ -292,3 +292,38 @@ def test_sigkilled_disk_store_harvest_keeps_only_complete_shards_and_resumes_to_
                                       np.asarray(getattr(reference, name)[: len(reference)]), err_msg=name)
     assert sorted(p.name for p in shards.iterdir() if not p.name.isdigit()) == [], "temporary shards left behind"
     assert (folder / MANIFEST).exists()
+
+
+MIDWRITE_CHILD = """
+    import os, signal, sys, torch
+    torch.set_num_threads(int(sys.argv[2]))
+    sys.path.insert(0, sys.argv[3])
+    from test_reliability_faults import TRAIN, training_data
+    from saewidgets.sae import train_sae
+
+    real_fsync, calls = os.fsync, [0]
+
+    def fsync_then_die(fd):
+        calls[0] += 1
+        if calls[0] == 5:  # the 5th checkpoint's bytes are written to its temporary file, not yet renamed
+            os.kill(os.getpid(), signal.SIGKILL)
+        real_fsync(fd)
+
+    os.fsync = fsync_then_die
+    train_sae(training_data(), checkpoint_dir=sys.argv[1], **TRAIN)
+"""
+
+
+def test_sigkill_in_the_middle_of_a_checkpoint_write_keeps_the_previous_one_and_the_next_run_cleans_up(tmp_path):
+    folder = tmp_path / "ckpt"
+    proc = child(MIDWRITE_CHILD, str(folder), str(torch.get_num_threads()), str(Path(__file__).parent))
+    proc.wait(timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()[-3000:]
+    assert load_checkpoint(folder / CHECKPOINT_NAME)["step"] == 4  # the last complete checkpoint
+    stray = [p.name for p in folder.iterdir() if p.name != CHECKPOINT_NAME]
+    # SIGKILL cannot be caught: the half-written temporary stays, hidden, and is never read as a checkpoint.
+    assert stray and all(n.startswith(f".{CHECKPOINT_NAME}.") and n.endswith(".tmp") for n in stray), stray
+
+    resumed = train_sae(training_data(), checkpoint_dir=folder, **TRAIN)
+    assert resumed.cfg.provenance["steps"] == TRAIN["n_steps"]
+    assert sorted(p.name for p in folder.iterdir()) == [CHECKPOINT_NAME], "the next run left the stray temporary"
