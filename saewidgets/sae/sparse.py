@@ -47,31 +47,45 @@ class ActivePairs:
     """``[nnz]`` int64 token (batch row) of each pair."""
     cols: torch.Tensor
     """``[nnz]`` int64 latent of each pair."""
-    n_rows: int
-    """Tokens in the batch."""
+    row_offsets: torch.Tensor
+    """``[n_rows + 1]`` start of each token's pairs (CSR row pointer)."""
     n_features: int
     """Latents in the SAE."""
 
-    @cached_property
-    def row_offsets(self) -> torch.Tensor:
-        """``[n_rows + 1]`` start of each token's pairs (CSR row pointer)."""
-        return F.pad(torch.bincount(self.rows, minlength=self.n_rows).cumsum(0), (1, 0))
+    @classmethod
+    def uniform(cls, cols: torch.Tensor, n_features: int) -> ActivePairs:
+        """Pairs from ``cols [n_rows, m]``: the same number ``m`` of latents for every token."""
+        n_rows, m = cols.shape
+        rows = torch.arange(n_rows, device=cols.device).repeat_interleave(m)
+        return cls(rows, cols.reshape(-1), torch.arange(0, n_rows * m + 1, m, device=cols.device), n_features)
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.row_offsets) - 1
 
     @cached_property
-    def by_latent(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(stable order sorting the pairs by latent, start of each latent's run in it): the bags of the
-        transposed products, computed once per batch and shared by the encoder and decoder backward."""
-        counts = torch.bincount(self.cols, minlength=self.n_features)
-        return _stable_argsort(self.cols, self.n_features), counts.cumsum(0) - counts
+    def by_latent(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(the pairs in stable order by latent, their tokens in that order, start of each latent's run): the bags
+        of the transposed products, computed once per batch and shared by the encoder and decoder backward."""
+        order, starts = _group_by_key(self.cols, self.n_features)
+        return order, self.rows[order], starts
 
 
-def _stable_argsort(keys: torch.Tensor, n_keys: int) -> torch.Tensor:
-    """Stable argsort of integer ``keys`` in ``[0, n_keys)``. On CPU numpy's (a radix sort for 16-bit keys) takes
-    ~1 ms for 131k pairs where torch's threaded sort took 10-600 ms on a busy 2-core machine."""
+def _group_by_key(keys: torch.Tensor, n_keys: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(stable argsort of integer ``keys`` in ``[0, n_keys)``, start of each key's run in it). On CPU through
+    numpy (a radix sort for 16-bit keys, ~1 ms for 131k pairs) where torch's threaded sort and bincount took
+    10-600 ms on a busy 2-core machine."""
     if keys.device.type != "cpu":
-        return keys.argsort(stable=True)
-    dtype = np.uint16 if n_keys <= 2**16 else np.int32 if n_keys <= 2**31 else np.int64
-    return torch.from_numpy(np.argsort(keys.numpy().astype(dtype), kind="stable")).long()
+        counts = torch.bincount(keys, minlength=n_keys)
+        return keys.argsort(stable=True), counts.cumsum(0) - counts
+    k = keys.numpy()
+    counts = np.bincount(k, minlength=n_keys)
+    order = np.argsort(k.astype(_key_dtype(n_keys)), kind="stable")
+    return torch.from_numpy(order).long(), torch.from_numpy(np.cumsum(counts) - counts)
+
+
+def _key_dtype(n_keys: int) -> type:
+    return np.uint16 if n_keys <= 2**16 else np.int32 if n_keys <= 2**31 else np.int64
 
 
 # -- selection (no gradient) ----------------------------------------------------------------------------------
@@ -79,9 +93,7 @@ def _stable_argsort(keys: torch.Tensor, n_keys: int) -> torch.Tensor:
 
 def select_topk(pre: torch.Tensor, k: int) -> ActivePairs:
     """Each token's ``k`` largest pre-activations."""
-    indices = pre.topk(k, dim=-1, sorted=False).indices
-    rows = torch.arange(pre.shape[0], device=pre.device).repeat_interleave(k)
-    return ActivePairs(rows, indices.reshape(-1), *pre.shape)
+    return ActivePairs.uniform(pre.topk(k, dim=-1, sorted=False).indices, pre.shape[1])
 
 
 def select_batch_topk(pre: torch.Tensor, k: int) -> ActivePairs:
@@ -107,9 +119,9 @@ def select_batch_topk(pre: torch.Tensor, k: int) -> ActivePairs:
             cand_cols = torch.cat([cand_cols[partial], every_col])
             cand_rows = torch.cat([cand_rows[partial], rows_full.repeat_interleave(n_features)])
             kept = cand_values.topk(total, sorted=False).indices
-    flat = cand_rows[kept] * n_features + cand_cols[kept]
-    flat = flat[_stable_argsort(flat, n_rows * n_features)]
-    return ActivePairs(flat // n_features, flat % n_features, n_rows, n_features)
+    rows, cols = cand_rows[kept], cand_cols[kept]
+    order, starts = _group_by_key(rows, n_rows)
+    return ActivePairs(rows[order], cols[order], F.pad(starts, (0, 1), value=total), n_features)
 
 
 def select_dead_topk(pre: torch.Tensor, dead: torch.Tensor, aux_k: int) -> ActivePairs | None:
@@ -119,8 +131,7 @@ def select_dead_topk(pre: torch.Tensor, dead: torch.Tensor, aux_k: int) -> Activ
     if len(dead_ids) == 0:
         return None
     local = pre[:, dead_ids].topk(min(aux_k, len(dead_ids)), dim=-1, sorted=False).indices
-    rows = torch.arange(pre.shape[0], device=pre.device).repeat_interleave(local.shape[1])
-    return ActivePairs(rows, dead_ids[local].reshape(-1), *pre.shape)
+    return ActivePairs.uniform(dead_ids[local], pre.shape[1])
 
 
 # -- differentiable pieces -----------------------------------------------------------------------------------
@@ -128,8 +139,8 @@ def select_dead_topk(pre: torch.Tensor, dead: torch.Tensor, aux_k: int) -> Activ
 
 def _sum_by_latent(table: torch.Tensor, weights: torch.Tensor, pairs: ActivePairs) -> torch.Tensor:
     """``[n_features, d]``: row j = sum over the pairs (t, j) of ``weights[pair] * table[t]`` (0 for idle latents)."""
-    order, starts = pairs.by_latent
-    return F.embedding_bag(pairs.rows[order], table, starts, mode="sum", per_sample_weights=weights[order])
+    order, rows, starts = pairs.by_latent
+    return F.embedding_bag(rows, table, starts, mode="sum", per_sample_weights=weights[order])
 
 
 class _GatherEncoder(torch.autograd.Function):
@@ -220,7 +231,7 @@ def sparse_training_step(sae: SAE, x: torch.Tensor, tc: TrainConfig, step: int, 
     aux = _sparse_auxk(sae, x, x_in, x_hat, pre, dead, tc.aux_k or max(1, sae.cfg.d_in // 2))
     loss = mse + tc.aux_coefficient * aux
     positive = values.detach() > 0
-    fired = torch.bincount(pairs.cols[positive], minlength=sae.cfg.n_features) > 0
+    fired = torch.zeros(sae.cfg.n_features, dtype=torch.bool, device=x.device).index_fill_(0, pairs.cols[positive], True)
     l0 = positive.sum().item() / x.shape[0]
     return StepOutput(loss, x_hat.detach(), fired, l0, {"mse": mse.item(), "auxk": aux.item()})
 
