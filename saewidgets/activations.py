@@ -186,8 +186,27 @@ def _allocate(n_rows: int, d_model: int, ram_budget: int, memmap_dir: str | os.P
         return np.empty((n_rows, d_model), dtype=np.float32), None
     folder = Path(memmap_dir) if memmap_dir is not None else cache_dir("spill")
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"acts-{uuid.uuid4().hex}.npy"
+    _remove_orphan_spills(folder)
+    path = folder / f"acts-{os.getpid()}-{uuid.uuid4().hex}.npy"
     return np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n_rows, d_model)), path
+
+
+def _remove_orphan_spills(folder: Path) -> None:
+    """Delete spill files left by harvests whose process died (``kill -9`` skips the clean-up on exit)."""
+    for path in folder.glob("acts-*-*.npy"):
+        pid = path.name.split("-")[1]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            path.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
 
 
 def harvest(

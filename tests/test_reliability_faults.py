@@ -230,8 +230,6 @@ def test_sigkilled_harvest_leaves_no_result_folder(killed_harvest):
     # test_next_harvest_removes_spill_files_of_dead_processes.
 
 
-@pytest.mark.xfail(strict=True, reason="harvest does not yet remove the memmap spill files of killed processes "
-                   "(reported to the lead: a killed 1M-token harvest leaves its acts-*.npy in the spill folder)")
 def test_next_harvest_removes_spill_files_of_dead_processes(killed_harvest):
     spill, _ = killed_harvest
     orphans = sorted(spill.iterdir())
