@@ -72,8 +72,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _open_lab(art) -> int:
+    import json
     import os
     import subprocess
+    from dataclasses import asdict
+
+    from .pipeline import SETTINGS_ENV
 
     tutorials = Path(__file__).resolve().parent.parent / "tutorials"
     notebook = tutorials / "01_quickstart.ipynb"
@@ -82,7 +86,7 @@ def _open_lab(art) -> int:
               "none was found next to this installation. Clone the repository and run it from there.",
               file=sys.stderr)
         return 2
-    env = dict(os.environ, SAEWIDGETS_DEMO_KEY=art.settings.key())
+    env = dict(os.environ, **{SETTINGS_ENV: json.dumps(asdict(art.settings))})  # the notebook reuses this SAE
     command = [sys.executable, "-m", "jupyter", "lab", str(notebook)]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         command.append("--allow-root")

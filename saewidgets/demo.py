@@ -1,8 +1,9 @@
 """What ``saewidgets demo`` shows on top of the cached pipeline: named concept features, steering, the HTML file.
 
-Concept features are found the way a person would look for them: by searching the top activating contexts for a
-phrase (`search_contexts`), not by a single token, so "Golden Gate Bridge" finds a feature that fires across
-descriptions of the bridge rather than one that fires on the token " Gate".
+Named features are found the way a person would look for them: by searching the top activating contexts for a
+phrase (`search_contexts`). That ranks features by how consistently their contexts are about the phrase; it does
+not tell a concept feature from one that fires on a single token of the name (on the quick demo SAE the
+"Golden Gate Bridge" feature fires on " Gate"), which the dashboard shows at a glance.
 """
 
 from __future__ import annotations

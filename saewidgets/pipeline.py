@@ -73,8 +73,14 @@ class DemoArtifacts:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+SETTINGS_ENV = "SAEWIDGETS_DEMO_SETTINGS"
+
+
 def settings_from_env(base: DemoSettings = FULL) -> DemoSettings:
-    """``base``, shrunk to the quick settings when ``SAEWIDGETS_QUICK=1`` (tutorials in CI use this)."""
+    """The settings a notebook's ``demo_artifacts()`` uses: those ``saewidgets demo --lab`` passed on (as JSON in
+    ``$SAEWIDGETS_DEMO_SETTINGS``), else the quick ones when ``SAEWIDGETS_QUICK=1`` (CI), else ``base``."""
+    if os.environ.get(SETTINGS_ENV):
+        return DemoSettings(**json.loads(os.environ[SETTINGS_ENV]))
     return QUICK if os.environ.get("SAEWIDGETS_QUICK") == "1" else base
 
 
@@ -135,7 +141,7 @@ def demo_artifacts(settings: DemoSettings | None = None, *, model: Any = None, p
         stats = feature_stats(model, sae, acts, progress=progress)
         stats.save(stats_dir)
 
-    effects = logit_effects(model, sae, cache_dir=folder)
+    effects = logit_effects(model, sae, cache_dir=folder, progress=progress)
     geometry = feature_geometry(sae, cache_dir=folder)
     return DemoArtifacts(settings, folder, model, corpus, acts, held_out, sae, metrics, stats, effects, geometry)
 

@@ -49,3 +49,19 @@ def test_demo_options_override_only_what_is_given():
 def test_bad_layer_argument_is_refused():
     with pytest.raises(SystemExit):
         build_parser().parse_args(["demo", "--layer", "top"])
+
+
+def test_lab_settings_reach_the_notebook_through_the_environment(monkeypatch):
+    import json
+    from dataclasses import asdict
+
+    from saewidgets.pipeline import FULL, QUICK, SETTINGS_ENV, settings_from_env
+
+    custom = QUICK.__class__(**{**asdict(QUICK), "n_features": 777})
+    monkeypatch.setenv(SETTINGS_ENV, json.dumps(asdict(custom)))
+    assert settings_from_env() == custom and settings_from_env().key() == custom.key()
+    monkeypatch.delenv(SETTINGS_ENV)
+    monkeypatch.setenv("SAEWIDGETS_QUICK", "1")
+    assert settings_from_env() == QUICK
+    monkeypatch.delenv("SAEWIDGETS_QUICK")
+    assert settings_from_env() == FULL

@@ -10,6 +10,7 @@ import sys
 import textwrap
 
 import numpy as np
+import torch
 import pytest
 
 from saewidgets.activations import harvest
@@ -186,3 +187,19 @@ def test_sharded_rows_index_like_one_array():
     assert rows.shape == (9, 3) and np.array_equal(rows[4], whole[4]) and np.array_equal(np.asarray(rows), whole)
     with pytest.raises(IndexError):
         rows[9]
+
+
+def test_train_sae_reads_a_store_like_the_same_rows_in_memory(tmp_path):
+    from saewidgets import harvest
+    from saewidgets.models import tiny_model
+    from saewidgets.sae import train_sae
+    from saewidgets.store import harvest_to_store
+
+    model = tiny_model("gpt2")
+    texts = ["The Golden Gate Bridge is red and tall. " * 12] * 12
+    store = harvest_to_store(model, texts, tmp_path / "s", layer=1, shard_tokens=300, progress=False)
+    in_memory = harvest(model, texts, layer=1, progress=False)
+    options = dict(n_features=32, k=4, n_steps=8, batch_size=64, seed=3, progress=False)
+    a, b = train_sae(store, **options), train_sae(in_memory, **options)
+    for name in ("W_enc", "W_dec", "b_enc", "b_dec"):
+        torch.testing.assert_close(getattr(a, name), getattr(b, name))

@@ -48,6 +48,11 @@ class Rows:
         return h.hexdigest()[:16]
 
 
+def _is_row_matrix(matrix: Any) -> bool:
+    """A numpy-like matrix read by row indexing (e.g. the disk store's `ShardedRows`)."""
+    return all(hasattr(matrix, a) for a in ("shape", "dtype", "ndim", "__getitem__"))
+
+
 def as_rows(activations: Any) -> Rows:
     """Accept an ``[N, d]`` tensor / ndarray or anything with an ``.acts`` matrix (an `Activations`)."""
     meta: dict[str, Any] = {}
@@ -62,7 +67,7 @@ def as_rows(activations: Any) -> Rows:
         }
     if isinstance(matrix, torch.Tensor):
         matrix = matrix.detach()
-    elif not isinstance(matrix, np.ndarray):
+    elif not isinstance(matrix, np.ndarray) and not _is_row_matrix(matrix):
         raise TypeError(
             f"Expected activations as an [N, d] tensor, a numpy array or an Activations object, got "
             f"{type(activations).__name__}. Harvest some with saewidgets.harvest(model, texts)."
