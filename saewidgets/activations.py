@@ -131,13 +131,13 @@ class Activations:
         return cls(acts, path=directory, model_name=meta["model_name"], layer=meta["layer"], site=meta["site"], **book)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Window:
     """One model input: a slice of a document's tokens, with BOS in front when the model uses one."""
 
     doc: int
     start: int  # position in the document of the first non-BOS token
-    ids: tuple[int, ...]  # model input ids, BOS included
+    ids: np.ndarray  # int32 model input ids, BOS included
     n_rows: int  # rows this window contributes
     offset: int  # first output row
 
@@ -158,23 +158,25 @@ def _as_texts(texts_or_corpus: Any) -> list[str]:
 
 
 def _plan_windows(
-    docs: Sequence[Sequence[int]], bos: int | None, context_len: int, n_tokens: int | None, drop_bos: bool
+    docs: Sequence[np.ndarray], bos: int | None, context_len: int, n_tokens: int | None, drop_bos: bool
 ) -> list[_Window]:
-    """Cut documents into windows in document order, stopping once ``n_tokens`` rows are planned."""
+    """Cut documents (int32 token arrays) into windows in document order, stopping once ``n_tokens`` rows are
+    planned. Token ids stay in numpy arrays: a few bytes per token of bookkeeping, not a Python int each."""
+    prefix = np.array([bos] if bos is not None else [], dtype=np.int32)
     body = context_len - (1 if bos is not None else 0)
     keep_bos_row = bos is not None and not drop_bos
     windows: list[_Window] = []
     offset = 0
     for doc, ids in enumerate(docs):
         for start in range(0, len(ids), body):
-            chunk = tuple(ids[start : start + body])
+            chunk = ids[start : start + body]
             n_rows = len(chunk) + keep_bos_row
             if n_tokens is not None and offset + n_rows > n_tokens:
                 chunk = chunk[: n_tokens - offset - keep_bos_row]
                 n_rows = n_tokens - offset
-            if not chunk:
+            if len(chunk) == 0:
                 return windows
-            windows.append(_Window(doc, start, ((bos,) if bos is not None else ()) + chunk, n_rows, offset))
+            windows.append(_Window(doc, start, np.concatenate((prefix, chunk)), n_rows, offset))
             offset += n_rows
             if n_tokens is not None and offset >= n_tokens:
                 return windows
@@ -271,7 +273,7 @@ def plan_harvest(model: ModelHandle, texts_or_corpus: Any, context_len: int, n_t
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
 
-    docs = [model.encode(t, add_bos=False) for t in texts]
+    docs = [np.asarray(model.encode(t, add_bos=False), dtype=np.int32) for t in texts]
     windows = _plan_windows(docs, model.bos_id, context_len, n_tokens, drop_bos)
     total = windows[-1].offset + windows[-1].n_rows if windows else 0
     if total == 0:
@@ -305,7 +307,7 @@ def _remove_spill(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
-def _trace_batch(model: ModelHandle, layer: int, inputs: list[tuple[int, ...]]) -> torch.Tensor:
+def _trace_batch(model: ModelHandle, layer: int, inputs: Sequence[Sequence[int]]) -> torch.Tensor:
     """Residuals after block ``layer`` for left-padded inputs, ``[batch, max_len, d_model]`` float32 on CPU.
 
     The trace stops right after the block, so the rest of the model (and its unembedding) never runs.
@@ -315,7 +317,7 @@ def _trace_batch(model: ModelHandle, layer: int, inputs: list[tuple[int, ...]]) 
     input_ids = torch.full((len(inputs), width), pad, dtype=torch.long)
     mask = torch.zeros((len(inputs), width), dtype=torch.long)
     for row, ids in enumerate(inputs):
-        input_ids[row, width - len(ids) :] = torch.tensor(ids)
+        input_ids[row, width - len(ids) :] = torch.as_tensor(np.asarray(ids), dtype=torch.long)
         mask[row, width - len(ids) :] = 1
     block = model.block(layer)
     with model.lock, torch.no_grad():

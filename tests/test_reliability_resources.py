@@ -24,11 +24,12 @@ N_TOKENS = 1_000_000
 D_MODEL = 128
 MATRIX_MB = N_TOKENS * D_MODEL * 4 / 2**20  # 488 MiB of activations
 RAM_BUDGET = 2**20
-# Memory harvest/statistics may hold besides the budget: token bookkeeping (token ids of every document and the
-# window plan as Python lists, int32 row arrays: ~100 bytes a token, whatever d_model is) and the model's working
-# set for one batch of 16 x 256 tokens. Far below the activations, so holding those in RAM fails the test.
+# Memory harvest/statistics may hold besides the budget: token bookkeeping (int32 token ids of every document and
+# window, int32 row arrays, plus the tokenizer's transient per-document lists) and the model's and tokenizer's
+# working set for one batch of 16 x 256 tokens. Measured here: +115 to +160 MiB in all. Far below the activations
+# (488 MiB), so holding those in RAM fails the test.
 BOOKKEEPING_MB = 128 * N_TOKENS / 2**20
-WORKING_SET_MB = 64
+WORKING_SET_MB = 96
 
 CHILD = """
     import json, resource, sys, threading, time
