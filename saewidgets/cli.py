@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-GOLDEN_GATE_QUERY = "Golden Gate"
 STEERING_PROMPTS = ("I went for a walk and saw", "My favourite place in the world is", "Today I want to write about")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +70,6 @@ class DemoArtifacts:
     stats: Any
     logit_effects: Any
     geometry: Any
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 SETTINGS_ENV = "SAEWIDGETS_DEMO_SETTINGS"

@@ -9,7 +9,6 @@ regenerate the table with ``python tests/test_bad_inputs.py``.
 from __future__ import annotations
 
 import errno
-import io
 import json
 import os
 import pickle

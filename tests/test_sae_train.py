@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from saewidgets.sae import SAE, SAEConfig, load_sae, save_sae, train_sae
+from saewidgets.sae import SAE, SAEConfig, load_sae, train_sae
 from saewidgets.sae.checkpoint import CHECKPOINT_NAME, BatchOrder, load_checkpoint
 
 
