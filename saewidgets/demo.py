@@ -36,25 +36,43 @@ def highlight_features(art: Any, concepts: Sequence[tuple[str, str]] = CONCEPTS)
     return found
 
 
+def readable(text: str) -> bool:
+    """Whether a continuation is still language: at least 4 words, 40% of them distinct, none 4 times in a row."""
+    words = text.split()
+    if len(words) < 4:
+        return False
+    repeated = any(len(set(words[i : i + 4])) == 1 for i in range(len(words) - 3))
+    return len(set(words)) / len(words) >= 0.4 and not repeated
+
+
 def steering_examples(art: Any, highlights: dict[str, int], prompts: Sequence[str], *, concept: str = "Golden Gate Bridge",
                       max_new_tokens: int = 24, progress: bool = True) -> list[dict[str, Any]]:
-    """Clamp the concept's feature at the default multiple on neutral prompts; cached beside the SAE."""
+    """Clamp the concept's feature on neutral prompts; cached beside the SAE.
+
+    How far a feature can be pushed before a small model's text breaks down depends on the SAE, so the clamp starts
+    at `DEFAULT_CLAMP_MULTIPLE` and steps down until every continuation stays readable (the last one tried is kept
+    either way, and the multiple used is reported).
+    """
     from .analysis import DEFAULT_CLAMP_MULTIPLE, steer
 
     if concept not in highlights or not prompts:
         return []
     feature = highlights[concept]
-    key = {"feature": feature, "multiple": DEFAULT_CLAMP_MULTIPLE, "prompts": list(prompts), "tokens": max_new_tokens}
+    multiples = sorted({DEFAULT_CLAMP_MULTIPLE, 1.0, 0.75}, reverse=True)
+    key = {"feature": feature, "multiples": multiples, "prompts": list(prompts), "tokens": max_new_tokens}
     path = Path(art.folder) / "steering.json"
     if path.exists():
         cached = json.loads(path.read_text())
         if cached.get("key") == key:
             return cached["examples"]
-    if progress:
-        print(f"steering: clamping feature {feature} ({concept}) at {DEFAULT_CLAMP_MULTIPLE}x its max...", flush=True)
-    result = steer(art.model, art.sae, list(prompts), {feature: DEFAULT_CLAMP_MULTIPLE}, stats=art.stats,
-                   max_new_tokens=max_new_tokens)
-    examples = [{"name": concept, "feature": feature, "multiple": DEFAULT_CLAMP_MULTIPLE, "prompts": result.prompts,
+    for multiple in multiples:
+        if progress:
+            print(f"steering: clamping feature {feature} ({concept}) at {multiple}x its max...", flush=True)
+        result = steer(art.model, art.sae, list(prompts), {feature: multiple}, stats=art.stats,
+                       max_new_tokens=max_new_tokens)
+        if all(readable(text) for text in result.steered):
+            break
+    examples = [{"name": concept, "feature": feature, "multiple": multiple, "prompts": result.prompts,
                  "default": result.default, "steered": result.steered}]
     atomic_write_bytes(path, json.dumps({"key": key, "examples": examples}, indent=1).encode())
     return examples
