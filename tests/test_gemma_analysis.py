@@ -19,6 +19,7 @@ from saewidgets.analysis import (
     search_contexts,
     steer,
 )
+from saewidgets.demo import readable
 
 pytestmark = pytest.mark.gemma
 
@@ -36,15 +37,6 @@ def fraction_matching(stats, feature: int, pattern: re.Pattern) -> float:
 def golden_gate_feature(stats) -> int:
     """The feature the tutorial steers with: most top contexts about the bridge, chosen by context."""
     return search_contexts(stats, "Golden Gate", n=1)[0]["feature"]
-
-
-def readable(text: str) -> bool:
-    """Not one token repeated: at least 40% distinct words and no word four times in a row."""
-    words = text.split()
-    if len(words) < 4:
-        return False
-    runs = any(len(set(words[i : i + 4])) == 1 for i in range(len(words) - 3))
-    return len(set(words)) / len(words) >= 0.4 and not runs
 
 
 def test_searching_golden_gate_finds_a_feature_about_the_bridge(demo):
