@@ -28,7 +28,7 @@ def run(quick: bool = False) -> list[Row]:
 
     contenders = {"hf-generate": plain,
                   "ours": lambda: steer(model, sae, PROMPTS, {123: 5.0}, units="activation",
-                                        max_new_tokens=new_tokens, include_default=False)}
+                                        max_new_tokens=new_tokens, repetition_penalty=1.0, include_default=False)}
     times = interleaved(contenders, repeats)
     return [Row("steer", f"steered generation time ({len(PROMPTS)} prompts x {new_tokens} tokens)", "s",
                 median(times["ours"]), median(times["hf-generate"]), "HF generate, same prompts, greedy", "lower",

@@ -43,6 +43,7 @@ _EXPORTS = {
     "feature_geometry": "saewidgets.analysis",
     "token_activations": "saewidgets.analysis",
     "search_contexts": "saewidgets.analysis",
+    "steering_search": "saewidgets.analysis",
     "Explorer": "saewidgets.widgets",
 }
 

@@ -56,10 +56,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     highlights = highlight_features(art)
     for name, feature in highlights.items():
         print(f"  feature {feature:>5}  {name}")
-    examples = [] if args.no_steer else steering_examples(art, highlights, STEERING_PROMPTS[: args.n_prompts],
-                                                          progress=True)
+    examples = [] if args.no_steer else steering_examples(art, STEERING_PROMPTS[: args.n_prompts], progress=True)
     for ex in examples:
-        print(f"\nsteering feature {ex['feature']} ({ex['name']}) at {ex['multiple']}x max:")
+        print(f"\nsteering feature {ex['feature']} ({ex['name']}, output score {ex['output_score']:.2f} nats) "
+              f"at {ex['multiple']}x max:")
         for prompt, default, steered in zip(ex["prompts"], ex["default"], ex["steered"]):
             print(f"  {prompt!r}\n    default: {default!r}\n    steered: {steered!r}")
     out = write_explorer(art, Path(args.out), highlights=highlights, steering=examples)

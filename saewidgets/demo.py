@@ -4,6 +4,9 @@ Named features are found the way a person would look for them: by searching the 
 phrase (`search_contexts`). That ranks features by how consistently their contexts are about the phrase; it does
 not tell a concept feature from one that fires on a single token of the name (on the quick demo SAE the
 "Golden Gate Bridge" feature fires on " Gate"), which the dashboard shows at a glance.
+
+The steering example needs the other kind, a feature that makes the model say the concept, so it is chosen by
+`steering_search` (context hits ranked by what clamping them does to the model's output).
 """
 
 from __future__ import annotations
@@ -45,35 +48,46 @@ def readable(text: str) -> bool:
     return len(set(words)) / len(words) >= 0.4 and not repeated
 
 
-def steering_examples(art: Any, highlights: dict[str, int], prompts: Sequence[str], *, concept: str = "Golden Gate Bridge",
+#: What the demo steers toward: (name shown, phrase searched in top contexts, words the steered text should say).
+STEERING_CONCEPT = ("Golden Gate Bridge", "Golden Gate", "Golden Gate Bridge")
+
+
+def steering_examples(art: Any, prompts: Sequence[str], *, concept: tuple[str, str, str] = STEERING_CONCEPT,
                       max_new_tokens: int = 24, progress: bool = True) -> list[dict[str, Any]]:
-    """Clamp the concept's feature on neutral prompts; cached beside the SAE.
+    """Clamp the concept's best steering feature on neutral prompts; cached beside the SAE.
 
-    How far a feature can be pushed before a small model's text breaks down depends on the SAE, so the clamp starts
-    at `DEFAULT_CLAMP_MULTIPLE` and steps down until every continuation stays readable (the last one tried is kept
-    either way, and the multiple used is reported).
+    The feature is the top of `steering_search` (context hits ranked by output score), not the top context hit:
+    features that fire on the name's own tokens break the text when clamped instead of steering it. The clamp
+    starts at `DEFAULT_CLAMP_MULTIPLE` and steps down while some continuation is unreadable (how far a feature can
+    be pushed before a small model's text breaks down varies); the last one tried is kept either way and the
+    multiple used is reported.
     """
-    from .analysis import DEFAULT_CLAMP_MULTIPLE, steer
+    from .analysis import DEFAULT_CLAMP_MULTIPLE, DEFAULT_REPETITION_PENALTY, steer, steering_search
 
-    if concept not in highlights or not prompts:
+    name, phrase, words = concept
+    if not prompts:
         return []
-    feature = highlights[concept]
-    multiples = sorted({DEFAULT_CLAMP_MULTIPLE, 1.0, 0.75}, reverse=True)
-    key = {"feature": feature, "multiples": multiples, "prompts": list(prompts), "tokens": max_new_tokens}
+    multiples = sorted({DEFAULT_CLAMP_MULTIPLE, 1.5, 1.0}, reverse=True)
+    key = {"concept": list(concept), "multiples": multiples, "prompts": list(prompts), "tokens": max_new_tokens,
+           "repetition_penalty": DEFAULT_REPETITION_PENALTY, "sae": art.sae.fingerprint()}
     path = Path(art.folder) / "steering.json"
     if path.exists():
         cached = json.loads(path.read_text())
         if cached.get("key") == key:
             return cached["examples"]
+    hits = steering_search(art.model, art.sae, art.stats, phrase, n=1, words=words, progress=progress)
+    if not hits:
+        return []
+    feature = int(hits[0]["feature"])
     for multiple in multiples:
         if progress:
-            print(f"steering: clamping feature {feature} ({concept}) at {multiple}x its max...", flush=True)
+            print(f"steering: clamping feature {feature} ({name}) at {multiple}x its max...", flush=True)
         result = steer(art.model, art.sae, list(prompts), {feature: multiple}, stats=art.stats,
                        max_new_tokens=max_new_tokens)
         if all(readable(text) for text in result.steered):
             break
-    examples = [{"name": concept, "feature": feature, "multiple": multiple, "prompts": result.prompts,
-                 "default": result.default, "steered": result.steered}]
+    examples = [{"name": name, "feature": feature, "multiple": multiple, "output_score": hits[0]["output_score"],
+                 "prompts": result.prompts, "default": result.default, "steered": result.steered}]
     atomic_write_bytes(path, json.dumps({"key": key, "examples": examples}, indent=1).encode())
     return examples
 
@@ -92,7 +106,8 @@ def write_explorer(art: Any, out_dir: Path, *, highlights: dict[str, int], steer
     from .analysis import attribute
     from .widgets import Explorer
 
-    selected = highlights.get("Golden Gate Bridge", next(iter(highlights.values()), 0))
+    fallback = highlights.get("Golden Gate Bridge", next(iter(highlights.values()), 0))
+    selected = steering[0]["feature"] if steering else fallback
     explorer = Explorer(art.model, art.sae, art.stats, geometry=art.geometry, logit_effects=art.logit_effects,
                         selected=selected, prompt=ATTRIBUTION_PROMPT, text=HEATMAP_TEXT, background=False)
     if steering:

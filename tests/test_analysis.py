@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -19,10 +20,13 @@ from saewidgets.analysis import (
     feature_stats,
     features_active_on,
     logit_effects,
+    output_scores,
     search_contexts,
     steer,
+    steering_search,
     token_activations,
 )
+from saewidgets.analysis.output_score import concept_token_ids
 from saewidgets.analysis.logits import norm_gain
 from saewidgets.models.tiny import _TRAINING_TEXT
 from saewidgets.sae import SAE, SAEConfig
@@ -353,20 +357,16 @@ def test_neighbours_are_the_highest_decoder_cosines(sae, tmp_path):
 
 # -- steering --------------------------------------------------------------------------------------------------
 
-def features_silent_on(model, sae, text: str) -> list[int]:
-    ta = token_activations(model, sae, text, features=list(range(sae.cfg.n_features)))
-    return [i for i in range(sae.cfg.n_features) if ta.acts[:, i].max() == 0]
-
-
 def test_clamping_to_the_natural_activation_reproduces_the_default_text(tiny, sae):
+    # A feature that can never fire (its encoder bias far below any pre-activation) has natural activation 0 on
+    # every token the model will generate, so clamping it to 0 must leave the text exactly as it was. (Checking
+    # silence by re-tokenizing generated text is not enough: byte-level pieces do not re-tokenize the same way.)
     prompts = ["I went for a walk and saw", "The Eiffel Tower"]
-    base = steer(tiny, sae, prompts, {0: 0.0}, units="activation", max_new_tokens=8)
-    silent = set(range(sae.cfg.n_features))
-    for p, d in zip(prompts, base.default):
-        silent &= set(features_silent_on(tiny, sae, p + d))
-    assert silent, "some feature never fires on these texts"
-    feature = min(silent)
-    result = steer(tiny, sae, prompts, {feature: 0.0}, units="activation", max_new_tokens=8)
+    dead = copy.deepcopy(sae)
+    with torch.no_grad():
+        dead.b_enc[7] = -1e6
+    base = steer(tiny, dead, prompts, {0: 0.0}, units="activation", max_new_tokens=8)
+    result = steer(tiny, dead, prompts, {7: 0.0}, units="activation", max_new_tokens=8)
     assert result.steered == result.default == base.default
     added = steer(tiny, sae, prompts, {3: 0.0}, units="activation", mode="add", max_new_tokens=8)
     assert added.steered == added.default
@@ -395,3 +395,92 @@ def test_absurd_or_meaningless_strengths(tiny, sae, stats):
         steer(tiny, sae, "Hello", {3: 2.0})
     with pytest.raises(ValueError, match="mode"):
         steer(tiny, sae, "Hello", {3: 2.0}, stats=stats, mode="boost")
+
+
+def test_repetition_penalty_reaches_generate(tiny, sae):
+    prompt = "the bridge in the fog"
+    ids = torch.tensor([tiny.encode(prompt)])
+    pad = tiny.tokenizer.pad_token_id if tiny.tokenizer.pad_token_id is not None else tiny.tokenizer.eos_token_id
+    for penalty in (1.0, 3.0):
+        with torch.no_grad():
+            plain = tiny.hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, min_new_tokens=8,
+                                     do_sample=False, repetition_penalty=penalty, pad_token_id=pad)
+        result = steer(tiny, sae, prompt, {0: 0.0}, units="activation", max_new_tokens=8,
+                       repetition_penalty=penalty)
+        assert result.default == [tiny.tokenizer.decode(plain[0, ids.shape[1]:], skip_special_tokens=True)]
+        assert result.settings["repetition_penalty"] == penalty
+    with pytest.raises(ValueError, match="repetition_penalty"):
+        steer(tiny, sae, prompt, {0: 0.0}, units="activation", repetition_penalty=0.0)
+
+
+# -- output scores ----------------------------------------------------------------------------------------------
+
+def reference_output_score(model, sae, prompt: str, feature: int, value: float, token_ids: list[int]) -> float:
+    """Mean over the prompt's tokens (BOS aside) of the rise in log p(next token in ``token_ids``) when ``feature``
+    is clamped to ``value`` there, with a plain forward hook (no nnsight, no batching)."""
+    ids = torch.tensor([model.encode(prompt)])
+    keep = torch.ones(ids.shape[1], dtype=torch.bool)
+    if model.bos_id is not None:
+        keep &= ids[0] != model.bos_id
+    block = model.hf.get_submodule(model.site_name(LAYER))
+
+    def clamp(module, inputs, output):
+        h = output[0] if isinstance(output, tuple) else output
+        f = sae.encode(h)
+        g = f.clone()
+        g[0, keep, feature] = value
+        new = h + sae.decode(g) - sae.decode(f)
+        return (new, *output[1:]) if isinstance(output, tuple) else new
+
+    def concept_logprob() -> torch.Tensor:
+        with torch.no_grad():
+            logprobs = model.hf(ids).logits[0].float().log_softmax(-1)
+        return logprobs[:, token_ids].logsumexp(-1)
+
+    before = concept_logprob()
+    handle = block.register_forward_hook(clamp)
+    try:
+        after = concept_logprob()
+    finally:
+        handle.remove()
+    return float((after - before)[keep].mean())
+
+
+def test_output_scores_equal_plain_pytorch_hooks(tiny, sae, stats):
+    prompts = ["I went for a walk and saw", "The fog", "Paris is the capital of France and"]
+    features = [0, 3, 5, 7, 11]  # more than one forward pass's worth (FEATURES_PER_PASS)
+    words = "bridge Paris"
+    token_ids = concept_token_ids(tiny, words)
+    scores = output_scores(tiny, sae, stats, features, words, multiple=3.0, prompts=prompts, progress=False)
+    for feature, score in zip(features, scores.tolist()):
+        value = 3.0 * float(stats.max_act[feature])
+        expected = np.mean([reference_output_score(tiny, sae, p, feature, value, token_ids) for p in prompts])
+        assert score == pytest.approx(expected, abs=1e-4)
+
+
+def test_concept_tokens_cover_the_usual_spellings(tiny):
+    ids = concept_token_ids(tiny, "Bridge")
+    for spelling in ("Bridge", " Bridge", "bridge", " bridge"):
+        assert tiny.tokenizer.encode(spelling, add_special_tokens=False)[0] in ids
+    with pytest.raises(ValueError, match="words"):
+        concept_token_ids(tiny, "   ")
+
+
+def test_steering_search_ranks_context_hits_by_output_score(tiny, sae, stats):
+    hits = steering_search(tiny, sae, stats, "the", n=4, words="bridge", candidates=6, progress=False)
+    candidates = {h["feature"] for b in (False, True) for h in search_contexts(stats, "the", n=6, beyond_query=b)}
+    assert hits and {h["feature"] for h in hits} <= candidates
+    assert [h["output_score"] for h in hits] == sorted((h["output_score"] for h in hits), reverse=True)
+    everything = output_scores(tiny, sae, stats, sorted(candidates), "bridge", progress=False)
+    assert hits[0]["output_score"] == pytest.approx(float(everything.max()), abs=1e-5)
+    assert steering_search(tiny, sae, stats, "no context says this", words="bridge", progress=False) == []
+
+
+def test_output_scores_refuse_bad_input(tiny, sae, stats):
+    with pytest.raises(IndexError, match=r"numbered 0..63"):
+        output_scores(tiny, sae, stats, [sae.cfg.n_features], "bridge", progress=False)
+    with pytest.raises(ValueError, match="neutral prompt"):
+        output_scores(tiny, sae, stats, [0], "bridge", prompts=[], progress=False)
+    other = make_sae(tiny.d_model, seed=1)
+    with pytest.raises(ValueError, match="computed for SAE"):
+        output_scores(tiny, other, stats, [0], "bridge", progress=False)

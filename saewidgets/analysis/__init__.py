@@ -4,6 +4,7 @@
     card = feature_card(stats, i, logit_effects(model, sae), feature_geometry(sae))
     attribute(model, sae, "The Eiffel Tower is in the city of", target=" Paris").top(10)
     search_contexts(stats, "Golden Gate")
+    feature = steering_search(model, sae, stats, "Golden Gate", words="Golden Gate Bridge")[0]["feature"]
     steer(model, sae, "I went for a walk and saw", {feature: DEFAULT_CLAMP_MULTIPLE}, stats=stats)
 
 Nothing here imports widgets; widgets render these results.
@@ -13,13 +14,15 @@ from .attribution import Attribution, attribute
 from .cards import feature_card
 from .geometry import FeatureGeometry, feature_geometry
 from .logits import LogitEffects, logit_effects
+from .output_score import output_scores, steering_search
 from .search import contrastive_search, features_active_on, search_contexts
 from .stats import FeatureStats, feature_stats
-from .steering import DEFAULT_CLAMP_MULTIPLE, SteeringResult, steer
+from .steering import DEFAULT_CLAMP_MULTIPLE, DEFAULT_REPETITION_PENALTY, SteeringResult, steer
 from .tokens import TokenActivations, token_activations
 
 __all__ = [
     "DEFAULT_CLAMP_MULTIPLE",
+    "DEFAULT_REPETITION_PENALTY",
     "Attribution",
     "FeatureGeometry",
     "FeatureStats",
@@ -33,7 +36,9 @@ __all__ = [
     "feature_stats",
     "features_active_on",
     "logit_effects",
+    "output_scores",
     "search_contexts",
     "steer",
+    "steering_search",
     "token_activations",
 ]

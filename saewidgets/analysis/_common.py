@@ -80,6 +80,19 @@ def prompt_ids(model: ModelHandle, prompt: str, what: str = "prompt", reserve: i
     return torch.tensor([ids], dtype=torch.long)
 
 
+def left_padded_batch(model: ModelHandle, prompts: list[str], reserve: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ids and attention mask of ``prompts`` (BOS in front when the model uses one), each cut to its
+    last tokens if it would not leave ``reserve`` tokens of context to generate."""
+    rows = [prompt_ids(model, p, reserve=reserve)[0] for p in prompts]
+    width = max(len(r) for r in rows)
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r):], mask[i, width - len(r):] = r, 1
+    return ids, mask
+
+
 def content_mask(model: ModelHandle, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """True at positions the SAE should see: real tokens other than BOS.
 

@@ -40,6 +40,28 @@ def last_logits_with_delta(model: ModelHandle, ids: torch.Tensor, layer: int, de
     return logits.detach().float().cpu()
 
 
+def token_logprob_with_delta(model: ModelHandle, ids: torch.Tensor, attention_mask: torch.Tensor, layer: int,
+                             delta: torch.Tensor, token_ids: list[int]) -> torch.Tensor:
+    """Log of the next-token probability that falls on any of ``token_ids``, at every position: ``[B, T]``.
+
+    ``ids``/``attention_mask [P, T]`` are repeated ``B // P`` times to match ``delta [B, T, d]``, which is added to
+    the residual after block ``layer`` (one batched trace). Only the ``[B, T]`` result leaves the trace, never the
+    ``[B, T, vocab]`` logits.
+    """
+    repeat = len(delta) // len(ids)
+    inputs = {"input_ids": ids.repeat(repeat, 1), "attention_mask": attention_mask.repeat(repeat, 1)}
+    delta = delta.to(model.device)
+    index = torch.tensor(token_ids, dtype=torch.long, device=model.device)
+    nn, block = model.nn, model.block(layer)
+    with model.lock, torch.no_grad(), nn.trace(inputs, **model.trace_kwargs):
+        out = block.output
+        hidden = residual_of(out)
+        block.output = with_residual(out, hidden + delta.to(hidden.dtype))
+        logits = nn.output.logits.float()
+        logprob = (logits.index_select(-1, index).logsumexp(-1) - logits.logsumexp(-1)).save()
+    return logprob.detach().cpu()
+
+
 def residual_and_gradient(model: ModelHandle, ids: torch.Tensor, layer: int,
                           metric_of_logits: Any) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Residual ``[T, d]`` after block ``layer``, the gradient of ``metric_of_logits(last logits)`` with respect

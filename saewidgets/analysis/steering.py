@@ -24,7 +24,7 @@ import torch
 
 from ..model import ModelHandle
 from ..remote import FeatureEdit, steered_generate
-from ._common import check_feature, check_finite, content_mask, decoder_directions, prompt_ids, sae_layer
+from ._common import check_feature, check_finite, content_mask, decoder_directions, left_padded_batch, sae_layer
 from .stats import FeatureStats
 
 #: Clamp strength (multiple of max activation) used by default and by the steering panel and tutorial.
@@ -33,7 +33,9 @@ from .stats import FeatureStats
 #: turned "I went for a walk and saw" into "... waterfalls. I was on the trail of the Great Wall of China");
 #: 2x already breaks some features (German filler words, "is is is"); 3x and above collapse into repeated tokens,
 #: newlines or <start_of_image>. The paper's 5-10x was for a far larger model.
-DEFAULT_CLAMP_MULTIPLE = 1.5
+DEFAULT_CLAMP_MULTIPLE = 2.0
+#: ``generate``'s repetition penalty used by `steer` (and the steering panel) unless told otherwise.
+DEFAULT_REPETITION_PENALTY = 1.2
 #: Past this multiple of max activation a strength is allowed but warned about: text is usually gibberish.
 ABSURD_MULTIPLE = 20.0
 
@@ -109,21 +111,8 @@ def clamp_values(sae: Any, features: Mapping[int, float] | int | Sequence[int], 
     return values
 
 
-def _batch(model: ModelHandle, prompts: list[str], reserve: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded ids and attention mask of ``prompts`` (BOS in front when the model uses one), each cut to its
-    last tokens if it would not leave ``reserve`` tokens of context to generate."""
-    rows = [prompt_ids(model, p, reserve=reserve)[0] for p in prompts]
-    width = max(len(r) for r in rows)
-    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r):], mask[i, width - len(r):] = r, 1
-    return ids, mask
-
-
-def _edit(sae: Any, hidden: torch.Tensor, values: dict[int, float], mode: Mode,
-          directions: torch.Tensor) -> torch.Tensor:
+def intervention_delta(sae: Any, hidden: torch.Tensor, values: dict[int, float], mode: Mode,
+                       directions: torch.Tensor | None) -> torch.Tensor:
     """What the intervention adds to residuals ``hidden [B, T, d]``: ``decode(f') - decode(f)`` or ``sum v d``.
 
     Exactly zero when the clamp values equal the natural activations, so the text is then unchanged.
@@ -149,6 +138,7 @@ def steer(
     max_new_tokens: int = 30,
     temperature: float = 0.0,
     seed: int = 0,
+    repetition_penalty: float = DEFAULT_REPETITION_PENALTY,
     layer: int | str | None = None,
     include_default: bool = True,
 ) -> SteeringResult:
@@ -162,6 +152,10 @@ def steer(
         units: ``"max"``: strengths are multiples of each feature's max activation; ``"activation"``: raw values.
         max_new_tokens: tokens generated per prompt (exactly this many; EOS does not stop early).
         temperature: 0 for greedy decoding, else sampling at this temperature with ``seed``.
+        repetition_penalty: HF ``generate``'s penalty on tokens already in the text (1 = none). A steered
+            small model falls into loops ("the bridge and the bridge and ...") long before it stops making sense;
+            a mild penalty, as Neuronpedia's steering applies, keeps it writing sentences. Default and steered rows
+            get the same penalty.
         layer: the block the SAE reads (default: ``sae.cfg.layer``).
         include_default: also generate the unsteered continuations (in the same batch).
     """
@@ -172,6 +166,8 @@ def steer(
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}.")
     if temperature < 0 or not math.isfinite(temperature):
         raise ValueError(f"temperature must be 0 (greedy) or positive, got {temperature}.")
+    if not (math.isfinite(repetition_penalty) and repetition_penalty > 0):
+        raise ValueError(f"repetition_penalty must be positive (1 = none), got {repetition_penalty}.")
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     if not prompts:
         raise ValueError("steer() got no prompts.")
@@ -179,21 +175,23 @@ def steer(
     directions = decoder_directions(sae, list(values)) if mode == "add" else None
 
     n = len(prompts)
-    ids, attention = _batch(model, prompts * 2 if include_default else prompts, reserve=max_new_tokens)
+    ids, attention = left_padded_batch(model, prompts * 2 if include_default else prompts, reserve=max_new_tokens)
     first = n if include_default else 0
     prompt_mask = content_mask(model, ids, attention)[first:, :, None].to(model.device)
     sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+    if repetition_penalty != 1.0:
+        sampling["repetition_penalty"] = repetition_penalty
     if temperature > 0:
         torch.manual_seed(seed)
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else model.tokenizer.eos_token_id
     if model.remote:  # the request carries only the steered features' rows, never the whole SAE
         edit: Any = FeatureEdit.of(sae, values, mode)
     else:
-        edit = partial(_edit, sae, values=values, mode=mode, directions=directions)
+        edit = partial(intervention_delta, sae, values=values, mode=mode, directions=directions)
     result = steered_generate(model, layer, edit, ids, attention, max_new_tokens=max_new_tokens, first=first,
                               prompt_mask=prompt_mask, pad_token_id=pad, **sampling)
     texts = model.tokenizer.batch_decode(result[:, ids.shape[1]:], skip_special_tokens=True)
     default, steered_texts = (texts[:n], texts[n:]) if include_default else ([""] * n, texts)
     settings = {"units": units, "layer": layer, "max_new_tokens": max_new_tokens, "temperature": temperature,
-                "seed": seed, "strengths": _strengths(sae, features)}
+                "seed": seed, "repetition_penalty": repetition_penalty, "strengths": _strengths(sae, features)}
     return SteeringResult(prompts, default, steered_texts, values, mode, settings)
