@@ -11,14 +11,25 @@ from typing import Sequence
 STEERING_PROMPTS = ("I went for a walk and saw", "My favourite place in the world is", "Today I want to write about")
 
 
-def _layer(value: str) -> int | str:
-    return value if value == "middle" else int(value)
+#: Layer names ``--layer`` accepts (`saewidgets.model.NAMED_DEPTHS` resolves them; kept here so parsing the
+#: command line does not import torch).
+LAYER_NAMES = ("middle", "late")
+
+
+def layer_arg(value: str) -> int | str:
+    """``--layer``: a block index (negative counts from the end) or one of `LAYER_NAMES`."""
+    if value in LAYER_NAMES:
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a block index or one of {', '.join(LAYER_NAMES)}") from None
 
 
 def _add_sae_options(p: argparse.ArgumentParser, defaults) -> None:
     """Options that override fields of the `DemoSettings` the command starts from (unset: keep its value)."""
     p.add_argument("--model", help="HF id or local folder (default: the embedded Gemma 3 270M)")
-    p.add_argument("--layer", type=_layer, help=f"block index or 'middle' (default {defaults.layer})")
+    p.add_argument("--layer", type=layer_arg, help=f"block index, 'middle' or 'late' (default {defaults.layer})")
     p.add_argument("--n-tokens", type=int, help="tokens of the corpus to harvest (default: all)")
     p.add_argument("--arch", choices=["relu", "topk", "batchtopk", "jumprelu"], help=f"default {defaults.arch}")
     p.add_argument("--n-features", type=int, help=f"dictionary size (default {defaults.n_features})")

@@ -39,21 +39,12 @@ def highlight_features(art: Any, concepts: Sequence[tuple[str, str]] = CONCEPTS)
     return found
 
 
-def readable(text: str) -> bool:
-    """Whether a continuation is still language: at least 4 words, 40% of them distinct, none 4 times in a row."""
-    words = text.split()
-    if len(words) < 4:
-        return False
-    repeated = any(len(set(words[i : i + 4])) == 1 for i in range(len(words) - 3))
-    return len(set(words)) / len(words) >= 0.4 and not repeated
+#: What the demo steers toward: (name shown, phrase searched in top contexts, terms the steered text should say).
+STEERING_CONCEPT = ("Golden Gate Bridge", "Golden Gate", ("Golden Gate", "bridge", "San Francisco"))
 
 
-#: What the demo steers toward: (name shown, phrase searched in top contexts, words the steered text should say).
-STEERING_CONCEPT = ("Golden Gate Bridge", "Golden Gate", "Golden Gate Bridge")
-
-
-def steering_examples(art: Any, prompts: Sequence[str], *, concept: tuple[str, str, str] = STEERING_CONCEPT,
-                      max_new_tokens: int = 24, progress: bool = True) -> list[dict[str, Any]]:
+def steering_examples(art: Any, prompts: Sequence[str], *,
+                      concept: tuple[str, str, tuple[str, ...]] = STEERING_CONCEPT, max_new_tokens: int = 24, progress: bool = True) -> list[dict[str, Any]]:
     """Clamp the concept's best steering feature on neutral prompts; cached beside the SAE.
 
     The feature is the top of `steering_search` (context hits ranked by output score), not the top context hit:
@@ -63,19 +54,20 @@ def steering_examples(art: Any, prompts: Sequence[str], *, concept: tuple[str, s
     multiple used is reported.
     """
     from .analysis import DEFAULT_CLAMP_MULTIPLE, DEFAULT_REPETITION_PENALTY, steer, steering_search
+    from .analysis.output_score import readable
 
-    name, phrase, words = concept
+    name, phrase, terms = concept
     if not prompts:
         return []
     multiples = sorted({DEFAULT_CLAMP_MULTIPLE, 1.5, 1.0}, reverse=True)
-    key = {"concept": list(concept), "multiples": multiples, "prompts": list(prompts), "tokens": max_new_tokens,
-           "repetition_penalty": DEFAULT_REPETITION_PENALTY, "sae": art.sae.fingerprint()}
+    key = {"concept": [name, phrase, list(terms)], "multiples": multiples, "prompts": list(prompts),
+           "tokens": max_new_tokens, "repetition_penalty": DEFAULT_REPETITION_PENALTY, "sae": art.sae.fingerprint()}
     path = Path(art.folder) / "steering.json"
     if path.exists():
         cached = json.loads(path.read_text())
         if cached.get("key") == key:
             return cached["examples"]
-    hits = steering_search(art.model, art.sae, art.stats, phrase, n=1, words=words, progress=progress)
+    hits = steering_search(art.model, art.sae, art.stats, phrase, n=1, terms=terms, progress=progress)
     if not hits:
         return []
     feature = int(hits[0]["feature"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from functools import cached_property
+from collections.abc import Callable
 from typing import Any, Sequence
 
 import torch
@@ -26,6 +27,8 @@ _LAYOUTS: tuple[tuple[str, str], ...] = (
 )
 
 LayerSpec = int | str
+#: Layers by name: block index as a function of the number of blocks.
+NAMED_DEPTHS: dict[str, Callable[[int], int]] = {"middle": lambda n: n // 2, "late": lambda n: 2 * n // 3}
 
 
 def residual_of(output: Any) -> torch.Tensor:
@@ -187,18 +190,22 @@ class ModelHandle:
     # -- sites ------------------------------------------------------------------------------------------------
 
     def resolve_layer(self, layer: LayerSpec) -> int:
-        """Turn ``layer`` (int, negative int counted from the end, or ``"middle"``) into a block index."""
+        """Turn ``layer`` into a block index: an int, a negative int counted from the end, ``"middle"`` (the
+        paper's choice, ``n // 2``) or ``"late"`` (two thirds deep, ``2n // 3``: where features that steer
+        the output concentrate)."""
         if isinstance(layer, str):
-            if layer == "middle":
-                return self.n_layers // 2
-            raise ValueError(f"layer={layer!r} is not understood: pass an int in [0, {self.n_layers}) or 'middle'.")
+            if layer in NAMED_DEPTHS:
+                return NAMED_DEPTHS[layer](self.n_layers)
+            raise ValueError(f"layer={layer!r} is not understood: pass an int in [0, {self.n_layers}), 'middle' "
+                             "or 'late'.")
         if isinstance(layer, bool) or not isinstance(layer, int):
-            raise TypeError(f"layer must be an int or 'middle', got {type(layer).__name__}.")
+            raise TypeError(f"layer must be an int, 'middle' or 'late', got {type(layer).__name__}.")
         n = self.n_layers
         if not -n <= layer < n:
             raise ValueError(
                 f"layer={layer} is out of range for {self.name}, which has {n} decoder blocks: "
-                f"pass 0..{n - 1}, -{n}..-1, or 'middle' (= {n // 2})."
+                f"pass 0..{n - 1}, -{n}..-1, 'middle' (= {self.resolve_layer('middle')}) or 'late' "
+                f"(= {self.resolve_layer('late')})."
             )
         return layer % n
 

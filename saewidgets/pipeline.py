@@ -23,8 +23,11 @@ class DemoSettings:
 
     model: str | None = None
     """Model to load (None: the embedded Gemma 3 270M)."""
-    layer: int | str = "middle"
-    """Residual site: block index or "middle" (the paper's choice)."""
+    layer: int | str = "late"
+    """Residual site: a block index, "middle" (the paper's choice) or "late" (two thirds deep: block 12 of Gemma 3
+    270M's 18). The demo reads "late": steering needs features that make the model *say* a concept, and those
+    concentrate in later layers (Arad et al. 2025). Measured here on quick SAEs with two seeds each: at block 12
+    both had a feature that steers neutral prompts to the Golden Gate Bridge; at block 9 only one did."""
     n_tokens: int | None = None
     """Tokens of the demo corpus to harvest (None: all of it)."""
     context_len: int = 128

@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from .cli import layer_arg
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m saewidgets.train", description=__doc__,
@@ -24,8 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None,
                    help="HF id, local folder, 'tiny-gpt2'/'tiny-gemma' (default: the embedded Gemma 3 270M)")
     p.add_argument("--corpus", default="demo", help="'demo', a .txt/.jsonl file, a folder, or an HF dataset")
-    p.add_argument("--layer", default="middle", type=lambda v: v if v == "middle" else int(v),
-                   help="block index or 'middle'")
+    p.add_argument("--layer", default="middle", type=layer_arg,
+                   help="block index, 'middle' or 'late'")
     p.add_argument("--n-tokens", type=int, default=None, help="tokens of the corpus to harvest (default: all)")
     p.add_argument("--context-len", type=int, default=128, help="tokens per model input, BOS included")
     p.add_argument("--store", required=True, help="activation store folder (shared by all ranks; resumed if present)")

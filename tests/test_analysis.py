@@ -449,9 +449,9 @@ def reference_output_score(model, sae, prompt: str, feature: int, value: float, 
 def test_output_scores_equal_plain_pytorch_hooks(tiny, sae, stats):
     prompts = ["I went for a walk and saw", "The fog", "Paris is the capital of France and"]
     features = [0, 3, 5, 7, 11]  # more than one forward pass's worth (FEATURES_PER_PASS)
-    words = "bridge Paris"
-    token_ids = concept_token_ids(tiny, words)
-    scores = output_scores(tiny, sae, stats, features, words, multiple=3.0, prompts=prompts, progress=False)
+    terms = ["bridge", "Paris"]
+    token_ids = concept_token_ids(tiny, terms)
+    scores = output_scores(tiny, sae, stats, features, terms, multiple=3.0, prompts=prompts, progress=False)
     for feature, score in zip(features, scores.tolist()):
         value = 3.0 * float(stats.max_act[feature])
         expected = np.mean([reference_output_score(tiny, sae, p, feature, value, token_ids) for p in prompts])
@@ -462,18 +462,18 @@ def test_concept_tokens_cover_the_usual_spellings(tiny):
     ids = concept_token_ids(tiny, "Bridge")
     for spelling in ("Bridge", " Bridge", "bridge", " bridge"):
         assert tiny.tokenizer.encode(spelling, add_special_tokens=False)[0] in ids
-    with pytest.raises(ValueError, match="words"):
-        concept_token_ids(tiny, "   ")
+    with pytest.raises(ValueError, match="No terms"):
+        concept_token_ids(tiny, ["   ", ""])
 
 
 def test_steering_search_ranks_context_hits_by_output_score(tiny, sae, stats):
-    hits = steering_search(tiny, sae, stats, "the", n=4, words="bridge", candidates=6, progress=False)
+    hits = steering_search(tiny, sae, stats, "the", n=4, terms="bridge", candidates=6, progress=False)
     candidates = {h["feature"] for b in (False, True) for h in search_contexts(stats, "the", n=6, beyond_query=b)}
     assert hits and {h["feature"] for h in hits} <= candidates
     assert [h["output_score"] for h in hits] == sorted((h["output_score"] for h in hits), reverse=True)
     everything = output_scores(tiny, sae, stats, sorted(candidates), "bridge", progress=False)
     assert hits[0]["output_score"] == pytest.approx(float(everything.max()), abs=1e-5)
-    assert steering_search(tiny, sae, stats, "no context says this", words="bridge", progress=False) == []
+    assert steering_search(tiny, sae, stats, "no context says this", terms="bridge", progress=False) == []
 
 
 def test_output_scores_refuse_bad_input(tiny, sae, stats):

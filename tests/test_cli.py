@@ -51,6 +51,15 @@ def test_bad_layer_argument_is_refused():
         build_parser().parse_args(["demo", "--layer", "top"])
 
 
+def test_layer_names_on_the_command_line_are_the_ones_the_model_resolves():
+    from saewidgets.cli import LAYER_NAMES
+    from saewidgets.model import NAMED_DEPTHS
+
+    assert set(LAYER_NAMES) == set(NAMED_DEPTHS)
+    assert build_parser().parse_args(["demo", "--layer", "late"]).layer == "late"
+    assert build_parser().parse_args(["demo", "--layer", "-2"]).layer == -2
+
+
 def test_lab_settings_reach_the_notebook_through_the_environment(monkeypatch):
     import json
     from dataclasses import asdict

@@ -18,8 +18,10 @@ from saewidgets.analysis import (
     feature_card,
     search_contexts,
     steer,
+    steering_search,
 )
-from saewidgets.demo import readable
+from saewidgets.analysis.output_score import SCORING_PROMPTS, readable
+from saewidgets.demo import STEERING_CONCEPT
 
 pytestmark = pytest.mark.gemma
 
@@ -34,9 +36,11 @@ def fraction_matching(stats, feature: int, pattern: re.Pattern) -> float:
     return sum(bool(pattern.search(t)) for t in texts) / max(1, len(texts))
 
 
-def golden_gate_feature(stats) -> int:
-    """The feature the tutorial steers with: most top contexts about the bridge, chosen by context."""
-    return search_contexts(stats, "Golden Gate", n=1)[0]["feature"]
+def golden_gate_steering_feature(demo, gemma) -> int:
+    """The feature the demo and the tutorial steer with: context hits for "Golden Gate" ranked by output score and
+    a trial generation on `SCORING_PROMPTS` (none of which is a prompt judged below)."""
+    _, phrase, terms = STEERING_CONCEPT
+    return steering_search(gemma, demo.sae, demo.stats, phrase, n=1, terms=terms, progress=False)[0]["feature"]
 
 
 def test_searching_golden_gate_finds_a_feature_about_the_bridge(demo):
@@ -48,13 +52,10 @@ def test_searching_golden_gate_finds_a_feature_about_the_bridge(demo):
     assert card["top"] and card["neighbours"] and card["promoted"]
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "Open acceptance (issue 9): SAEs trained here on the demo corpus (2-4k features, <=150k tokens) learn token "
-    "features for ' Golden', ' Gate', ' Bridge' but no Golden Gate concept feature; clamping them shifts topics "
-    "at 1.5x and degenerates from 2x, without mentioning the bridge. Kept as a test so it reports XPASS once a "
-    "wider SAE on more text learns the concept."))
 def test_clamping_the_golden_gate_feature_steers_neutral_prompts_to_the_bridge(demo, gemma):
-    feature = golden_gate_feature(demo.stats)
+    assert not set(NEUTRAL_PROMPTS) & set(SCORING_PROMPTS), "the feature must be chosen on other prompts"
+    feature = golden_gate_steering_feature(demo, gemma)
+    assert fraction_matching(demo.stats, feature, BRIDGE) >= 0.5, "a feature about the bridge, by its contexts"
     result = steer(gemma, demo.sae, NEUTRAL_PROMPTS, {feature: DEFAULT_CLAMP_MULTIPLE}, stats=demo.stats,
                    max_new_tokens=24)
     print(result)

@@ -14,6 +14,7 @@ pytestmark = pytest.mark.gemma
 def test_embedded_gemma_has_the_expected_shape(gemma):
     assert (gemma.n_layers, gemma.d_model, gemma.vocab_size) == (18, 640, 262144)
     assert gemma.resolve_layer("middle") == 9
+    assert gemma.resolve_layer("late") == 12
 
 
 def test_greedy_next_token_knows_where_the_golden_gate_bridge_is(gemma):

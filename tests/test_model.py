@@ -34,6 +34,7 @@ def test_tiny_models_expose_their_layout(name, site, bos):
 def test_layer_resolution_accepts_negative_and_middle(tiny_gemma):
     assert tiny_gemma.resolve_layer(-1) == 1
     assert tiny_gemma.resolve_layer("middle") == 1
+    assert tiny_gemma.resolve_layer("late") == 1  # 2 * 2 // 3
     assert tiny_gemma.resolve_layer(0) == 0
 
 

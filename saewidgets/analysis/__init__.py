@@ -4,7 +4,7 @@
     card = feature_card(stats, i, logit_effects(model, sae), feature_geometry(sae))
     attribute(model, sae, "The Eiffel Tower is in the city of", target=" Paris").top(10)
     search_contexts(stats, "Golden Gate")
-    feature = steering_search(model, sae, stats, "Golden Gate", words="Golden Gate Bridge")[0]["feature"]
+    feature = steering_search(model, sae, stats, "Golden Gate", terms=["Golden Gate", "bridge"])[0]["feature"]
     steer(model, sae, "I went for a walk and saw", {feature: DEFAULT_CLAMP_MULTIPLE}, stats=stats)
 
 Nothing here imports widgets; widgets render these results.

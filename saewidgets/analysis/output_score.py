@@ -13,13 +13,18 @@ it makes "I went for a walk and saw" continue with "a bridge and I have seen it 
 
 `output_scores` measures the effect directly, as the paper does: clamp each candidate at ``multiple`` x its max
 activation on a few neutral prompts, in one batched forward pass (no generation). The score is how much the
-next-token probability of the concept's words rises, in nats of log probability averaged over the prompts' tokens.
-`steering_search` puts the two steps together: candidates are the features whose top contexts contain the query
-(`search_contexts`, with and without the name's own tokens), ranked by output score.
+next-token probability of the concept's terms rises, in nats of log probability averaged over the prompts' tokens.
+
+A rise from one in a million to one in ten thousand is a big score and still no mention, and a feature that says
+"Golden" in "Golden Age" raises the same first token as "Golden Gate". So `steering_search` checks what the score
+only predicts: candidates are the features whose top contexts contain the query (`search_contexts`, with and
+without the name's own tokens); the best few by output score are clamped while the model writes on the same
+neutral prompts, and ranked by how many continuations mention one of the terms and stay readable (`readable`).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,7 +36,7 @@ from ._common import check_features, content_mask, left_padded_batch, sae_layer
 from ._trace import residuals, token_logprob_with_delta
 from .search import search_contexts
 from .stats import FeatureStats
-from .steering import DEFAULT_CLAMP_MULTIPLE, clamp_values, intervention_delta
+from .steering import DEFAULT_CLAMP_MULTIPLE, clamp_values, intervention_delta, steer
 
 #: Neutral prompts the output score is measured on. Deliberately not the prompts the README and the tests steer,
 #: so a feature is chosen on text other than the text it is judged on.
@@ -47,34 +52,56 @@ SCORING_PROMPTS: tuple[str, ...] = (
 FEATURES_PER_PASS = 4
 
 
-def concept_token_ids(model: ModelHandle, words: str) -> list[int]:
-    """Token ids whose prediction means the model is about to write one of ``words``.
+def _as_terms(terms: str | Sequence[str]) -> list[str]:
+    terms = [terms] if isinstance(terms, str) else list(terms)
+    terms = [t.strip() for t in terms if t and t.strip()]
+    if not terms:
+        raise ValueError("No terms to score: pass what the steered text should say, e.g. ['Golden Gate', 'bridge'].")
+    return terms
 
-    For each whitespace-separated word this is the first token of its usual spellings: as written and in lower
-    case, with and without a leading space ("Bridge", " Bridge", "bridge", " bridge").
+
+def concept_token_ids(model: ModelHandle, terms: str | Sequence[str]) -> list[int]:
+    """Token ids whose prediction means the model is starting to write one of ``terms``.
+
+    For each term this is the first token of its usual spellings: as written, in lower case and capitalised, with
+    and without a leading space ("Bridge", " Bridge", "bridge", " bridge").
     """
     tokenizer = model.tokenizer
     found: set[int] = set()
-    for word in words.split():
-        for spelling in {word, word.lower(), word.capitalize()}:
+    for term in _as_terms(terms):
+        for spelling in {term, term.lower(), term[0].upper() + term[1:]}:
             for text in (spelling, " " + spelling):
                 ids = tokenizer.encode(text, add_special_tokens=False)
                 if ids:
                     found.add(int(ids[0]))
-    if not found:
-        raise ValueError(f"No words to score in {words!r}: pass the concept's words, e.g. 'Golden Gate Bridge'.")
     return sorted(found)
 
 
+def readable(text: str) -> bool:
+    """Whether a continuation is still language: at least 4 words, 40% of them distinct, none 4 times in a row."""
+    words = text.split()
+    if len(words) < 4:
+        return False
+    repeated = any(len(set(words[i : i + 4])) == 1 for i in range(len(words) - 3))
+    return len(set(words)) / len(words) >= 0.4 and not repeated
+
+
+def mentions(text: str, terms: str | Sequence[str]) -> bool:
+    """Whether ``text`` mentions one of ``terms`` (case-insensitive, as whole words; plurals count)."""
+    pattern = "|".join(re.escape(t) for t in _as_terms(terms))
+    return re.search(rf"\b(?:{pattern})(?:s|es)?\b", text, re.IGNORECASE) is not None
+
+
 @torch.no_grad()
-def output_scores(model: ModelHandle, sae: Any, stats: FeatureStats, features: Sequence[int], words: str,
+def output_scores(model: ModelHandle, sae: Any, stats: FeatureStats, features: Sequence[int],
+                  terms: str | Sequence[str],
                   multiple: float = DEFAULT_CLAMP_MULTIPLE, prompts: Sequence[str] = SCORING_PROMPTS,
                   layer: int | str | None = None, progress: bool = True) -> torch.Tensor:
-    """Output score of each of ``features`` for the concept named by ``words``: ``[len(features)]`` nats.
+    """Output score of each of ``features`` for the concept named by ``terms``: ``[len(features)]`` nats.
 
     Each feature is clamped at ``multiple`` x its max activation (error term kept, as in `steer`) at every token
     of ``prompts``; the score is the mean, over the prompts' tokens, of the rise in the log probability that the
-    next token starts one of ``words`` (`concept_token_ids`). Positive: clamping pushes the model toward the
+    next token starts one of ``terms`` (`concept_token_ids`). Positive: clamping pushes the model toward the
     concept. The clamp strength should be the one steering will use.
     """
     features = check_features(sae, features)
@@ -85,7 +112,7 @@ def output_scores(model: ModelHandle, sae: Any, stats: FeatureStats, features: S
     if not prompts:
         raise ValueError("output_scores() needs at least one neutral prompt.")
     layer = sae_layer(model, sae, layer)
-    token_ids = concept_token_ids(model, words)
+    token_ids = concept_token_ids(model, terms)
     ids, attention = left_padded_batch(model, prompts)
     mask = content_mask(model, ids, attention)
     hidden = residuals(model, ids, layer, attention)
@@ -106,22 +133,31 @@ def output_scores(model: ModelHandle, sae: Any, stats: FeatureStats, features: S
 
 
 def steering_search(model: ModelHandle, sae: Any, stats: FeatureStats, query: str, n: int = 5,
-                    words: str | None = None, candidates: int = 30, multiple: float = DEFAULT_CLAMP_MULTIPLE,
-                    prompts: Sequence[str] = SCORING_PROMPTS, progress: bool = True) -> list[dict[str, Any]]:
-    """The features to steer with toward ``query``: those whose top contexts mention it, best output score first.
+                    terms: str | Sequence[str] | None = None, candidates: int = 30, shortlist: int = 6,
+                    multiple: float = DEFAULT_CLAMP_MULTIPLE, prompts: Sequence[str] = SCORING_PROMPTS,
+                    max_new_tokens: int = 20, progress: bool = True) -> list[dict[str, Any]]:
+    """The features to steer with toward ``query``, best first.
 
     Args:
         query: phrase searched for in the top contexts (as `search_contexts`), e.g. "Golden Gate".
         n: how many features to return.
-        words: the words the steered model should write (default: ``query``'s), e.g. "Golden Gate Bridge".
+        terms: what the steered text should say; any one counts (default: ``query``), e.g.
+            ``["Golden Gate", "bridge", "San Francisco"]``. Give the concept, not just its name's first word:
+            "Golden" alone is also "Golden Age".
         candidates: how many context hits to score, from each of `search_contexts` with and without
             ``beyond_query`` (steering features often fire around a name rather than on it).
-        multiple: clamp strength the score is measured at (use the one you will steer with).
-        prompts: neutral prompts the score is measured on.
+        shortlist: how many of the best by output score are then tried by generating (the slow step).
+        multiple: clamp strength to measure at (use the one you will steer with).
+        prompts: neutral prompts to measure on.
+        max_new_tokens: length of each trial continuation.
 
-    Returns ``[{"feature", "output_score", "fraction", "max_act", "density", "example"}]``; ``fraction`` and
-    ``example`` are from the context search. Empty when no feature's top contexts contain ``query``.
+    Returns ``[{"feature", "steer_rate", "output_score", "steered", "fraction", "max_act", "density", "example"}]``:
+    ``steer_rate`` is the fraction of trial continuations that mention a term and stay readable, ``steered``
+    the first of them; the rest come from the context search. Sorted by ``steer_rate``, then ``output_score``
+    (features past the shortlist have ``steer_rate`` None and come last). Empty when no top context contains
+    ``query``.
     """
+    terms = _as_terms(terms if terms is not None else query)
     hits: dict[int, dict[str, Any]] = {}
     for beyond_query in (False, True):
         for hit in search_contexts(stats, query, n=candidates, beyond_query=beyond_query):
@@ -129,6 +165,14 @@ def steering_search(model: ModelHandle, sae: Any, stats: FeatureStats, query: st
     if not hits:
         return []
     features = list(hits)
-    scores = output_scores(model, sae, stats, features, words or query, multiple, prompts, progress=progress)
-    ranked = sorted(zip(scores.tolist(), features), key=lambda pair: -pair[0])
-    return [{**hits[f], "output_score": score} for score, f in ranked[:n]]
+    scores = output_scores(model, sae, stats, features, terms, multiple, prompts, progress=progress)
+    ranked = [{**hits[f], "output_score": score, "steer_rate": None, "steered": None}
+              for score, f in sorted(zip(scores.tolist(), features), key=lambda pair: -pair[0])]
+    trials = ranked[:shortlist]
+    for row in tqdm(trials, desc="steering trials", unit="feature", disable=not progress):
+        result = steer(model, sae, list(prompts), {row["feature"]: multiple}, stats=stats,
+                       max_new_tokens=max_new_tokens, include_default=False)
+        row["steer_rate"] = sum(mentions(t, terms) and readable(t) for t in result.steered) / len(result.steered)
+        row["steered"] = result.steered[0]
+    trials.sort(key=lambda row: (-row["steer_rate"], -row["output_score"]))
+    return (trials + ranked[shortlist:])[:n]
