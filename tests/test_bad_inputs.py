@@ -422,6 +422,21 @@ def _steer_nan(tmp, mp):
     return steer(tiny(), tiny_sae(), "The bridge", {0: float("nan")}, units="activation")
 
 
+def _steering_search(**kwargs):
+    def run(tmp, mp):
+        from saewidgets.analysis import steering_search
+
+        options = {"query": "the", "progress": False, **kwargs}
+        return steering_search(tiny(), tiny_sae(), tiny_stats(), **options)
+    return run
+
+
+def _output_score_out_of_range(tmp, mp):
+    from saewidgets.analysis import output_scores
+
+    return output_scores(tiny(), tiny_sae(), tiny_stats(), [40], "bridge", progress=False)
+
+
 def _feature_out_of_range(tmp, mp):
     from saewidgets.analysis import token_activations
 
@@ -518,6 +533,11 @@ CASES = [
     Case("feature 99 of a 32-feature SAE", "token_activations", _feature_out_of_range, IndexError,
          r"feature 99 is out of range: this SAE has 32 features"),
     Case("a blank text", "token_activations", _empty_prompt, ValueError, r"is empty"),
+    Case("terms that are all blank", "steering_search", _steering_search(terms=["", "  "]), ValueError,
+         r"No terms to score: pass what the steered text should say"),
+    Case("an empty query", "steering_search", _steering_search(query=""), ValueError, r"needs a non-empty query"),
+    Case("feature 40 of a 32-feature SAE", "output_scores", _output_score_out_of_range, IndexError,
+         r"feature 40 is out of range: this SAE has 32 features"),
     Case("an SAE trained on another model (d_in 32 vs 64)", "token_activations", _sae_other_model, ValueError,
          r"reads 32-dimensional vectors but tiny-gpt2 has d_model 64"),
     # disk full

@@ -157,6 +157,8 @@ def steering_search(model: ModelHandle, sae: Any, stats: FeatureStats, query: st
     (features past the shortlist have ``steer_rate`` None and come last). Empty when no top context contains
     ``query``.
     """
+    if not query.strip():
+        raise ValueError("steering_search() needs a non-empty query, e.g. 'Golden Gate'.")
     terms = _as_terms(terms if terms is not None else query)
     hits: dict[int, dict[str, Any]] = {}
     for beyond_query in (False, True):

@@ -28,11 +28,15 @@ from ._common import check_feature, check_finite, content_mask, decoder_directio
 from .stats import FeatureStats
 
 #: Clamp strength (multiple of max activation) used by default and by the steering panel and tutorial.
-#: Measured on Gemma 3 270M, layer 9, with the demo SAEs (TopK 2048/k32 and 4096/k48 on 40k demo tokens):
-#: 1x barely changes greedy text; 1.5x shifts the topic while the text stays readable (a Golden Gate feature
-#: turned "I went for a walk and saw" into "... waterfalls. I was on the trail of the Great Wall of China");
-#: 2x already breaks some features (German filler words, "is is is"); 3x and above collapse into repeated tokens,
-#: newlines or <start_of_image>. The paper's 5-10x was for a far larger model.
+#: Measured on Gemma 3 270M with the demo SAEs (TopK, 2048 features, k 32, blocks 9 and 12), greedy decoding with
+#: `DEFAULT_REPETITION_PENALTY`, on features `steering_search` picks for "Golden Gate":
+#: - 1x barely changes the text ("... a California redwood forest").
+#: - 2x steers while the text stays readable: "I went for a walk and saw" -> "the San Francisco Bay area's
+#:   first-class Yosemite Grizzly Bear"; at block 9, "a bridge and I have seen it many times".
+#: - 4x turns into fragments and capitalised word lists ("SFSFing The Baylings' new film, Grizz Bear Sutter").
+#: - 10x, the paper's setting, repeats one token ("California SF SF SF SF ...").
+#: Features that fire on a name's own tokens break down sooner (by 4x: "Maks Maks Maks ..."). The paper's 5-10x
+#: was for a far larger model.
 DEFAULT_CLAMP_MULTIPLE = 2.0
 #: ``generate``'s repetition penalty used by `steer` (and the steering panel) unless told otherwise.
 DEFAULT_REPETITION_PENALTY = 1.2
