@@ -94,9 +94,9 @@ def mentions(text: str, terms: str | Sequence[str]) -> bool:
 
 @torch.no_grad()
 def output_scores(model: ModelHandle, sae: Any, stats: FeatureStats, features: Sequence[int],
-                  terms: str | Sequence[str],
-                  multiple: float = DEFAULT_CLAMP_MULTIPLE, prompts: Sequence[str] = SCORING_PROMPTS,
-                  layer: int | str | None = None, progress: bool = True) -> torch.Tensor:
+                  terms: str | Sequence[str], multiple: float = DEFAULT_CLAMP_MULTIPLE,
+                  prompts: Sequence[str] = SCORING_PROMPTS, layer: int | str | None = None,
+                  progress: bool = True) -> torch.Tensor:
     """Output score of each of ``features`` for the concept named by ``terms``: ``[len(features)]`` nats.
 
     Each feature is clamped at ``multiple`` x its max activation (error term kept, as in `steer`) at every token
@@ -116,6 +116,7 @@ def output_scores(model: ModelHandle, sae: Any, stats: FeatureStats, features: S
     ids, attention = left_padded_batch(model, prompts)
     mask = content_mask(model, ids, attention)
     hidden = residuals(model, ids, layer, attention)
+    sae_hidden, sae_mask = hidden.to(sae.W_dec.device), mask[..., None].to(sae.W_dec.device)
     weight = mask.float() / mask.sum(-1, keepdim=True).clamp(min=1) / len(prompts)
     baseline = token_logprob_with_delta(model, ids, attention, layer, torch.zeros_like(hidden), token_ids)
 
@@ -124,7 +125,7 @@ def output_scores(model: ModelHandle, sae: Any, stats: FeatureStats, features: S
     for start in tqdm(chunks, desc="output scores", unit="pass", disable=not progress or len(chunks) < 2):
         chunk = features[start : start + FEATURES_PER_PASS]
         values = clamp_values(sae, {f: multiple for f in chunk}, stats, "max", "clamp")
-        delta = torch.cat([intervention_delta(sae, hidden, {f: values[f]}, "clamp", None) * mask[..., None]
+        delta = torch.cat([intervention_delta(sae, sae_hidden, {f: values[f]}, "clamp", None) * sae_mask
                            for f in chunk])
         logprob = token_logprob_with_delta(model, ids, attention, layer, delta, token_ids)
         gain = (logprob - baseline.repeat(len(chunk), 1)) * weight.repeat(len(chunk), 1)
