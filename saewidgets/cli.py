@@ -69,8 +69,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"  feature {feature:>5}  {name}")
     examples = [] if args.no_steer else steering_examples(art, STEERING_PROMPTS[: args.n_prompts], progress=True)
     for ex in examples:
-        print(f"\nsteering feature {ex['feature']} ({ex['name']}, output score {ex['output_score']:.2f} nats) "
-              f"at {ex['multiple']}x max:")
+        print(f"\nsteering feature {ex['feature']} ({ex['name']}; {ex['steer_rate']:.0%} of trial continuations "
+              f"mentioned it readably, output score {ex['output_score']:.2f} nats) at {ex['multiple']}x max:")
+        if not ex["steer_rate"]:
+            print("  (no feature this SAE learned steered the trials to the concept: the text below shows where the "
+                  "best candidate goes instead; retrain with another --seed or --n-features to look for one)")
         for prompt, default, steered in zip(ex["prompts"], ex["default"], ex["steered"]):
             print(f"  {prompt!r}\n    default: {default!r}\n    steered: {steered!r}")
     out = write_explorer(art, Path(args.out), highlights=highlights, steering=examples)

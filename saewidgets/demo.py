@@ -43,43 +43,44 @@ def highlight_features(art: Any, concepts: Sequence[tuple[str, str]] = CONCEPTS)
 STEERING_CONCEPT = ("Golden Gate Bridge", "Golden Gate", ("Golden Gate", "bridge", "San Francisco"))
 
 
+#: Clamp strengths the demo tries (multiples of max activation): the demo calibrates the strength per SAE.
+STEERING_MULTIPLES = (1.0, 1.5, 2.0)
+
+
 def steering_examples(art: Any, prompts: Sequence[str], *,
-                      concept: tuple[str, str, tuple[str, ...]] = STEERING_CONCEPT, max_new_tokens: int = 24, progress: bool = True) -> list[dict[str, Any]]:
+                      concept: tuple[str, str, tuple[str, ...]] = STEERING_CONCEPT, max_new_tokens: int = 24,
+                      progress: bool = True) -> list[dict[str, Any]]:
     """Clamp the concept's best steering feature on neutral prompts; cached beside the SAE.
 
-    The feature is the top of `steering_search` (context hits ranked by output score), not the top context hit:
-    features that fire on the name's own tokens break the text when clamped instead of steering it. The clamp
-    starts at `DEFAULT_CLAMP_MULTIPLE` and steps down while some continuation is unreadable (how far a feature can
-    be pushed before a small model's text breaks down varies); the last one tried is kept either way and the
-    multiple used is reported.
+    Feature and strength both come from `steering_search` (context hits ranked by output score, then tried at each
+    of `STEERING_MULTIPLES` on its own neutral prompts), not from the top context hit: features that fire on the
+    name's own tokens break the text when clamped instead of steering it, and how hard a feature can be pushed
+    before a small model's text breaks down varies with the SAE.
     """
-    from .analysis import DEFAULT_CLAMP_MULTIPLE, DEFAULT_REPETITION_PENALTY, steer, steering_search
-    from .analysis.output_score import readable
+    from .analysis import DEFAULT_REPETITION_PENALTY, steer, steering_search
 
     name, phrase, terms = concept
     if not prompts:
         return []
-    multiples = sorted({DEFAULT_CLAMP_MULTIPLE, 1.5, 1.0}, reverse=True)
-    key = {"concept": [name, phrase, list(terms)], "multiples": multiples, "prompts": list(prompts),
+    key = {"concept": [name, phrase, list(terms)], "multiples": list(STEERING_MULTIPLES), "prompts": list(prompts),
            "tokens": max_new_tokens, "repetition_penalty": DEFAULT_REPETITION_PENALTY, "sae": art.sae.fingerprint()}
     path = Path(art.folder) / "steering.json"
     if path.exists():
         cached = json.loads(path.read_text())
         if cached.get("key") == key:
             return cached["examples"]
-    hits = steering_search(art.model, art.sae, art.stats, phrase, n=1, terms=terms, progress=progress)
+    hits = steering_search(art.model, art.sae, art.stats, phrase, n=1, terms=terms, multiples=STEERING_MULTIPLES,
+                           progress=progress)
     if not hits:
         return []
-    feature = int(hits[0]["feature"])
-    for multiple in multiples:
-        if progress:
-            print(f"steering: clamping feature {feature} ({name}) at {multiple}x its max...", flush=True)
-        result = steer(art.model, art.sae, list(prompts), {feature: multiple}, stats=art.stats,
-                       max_new_tokens=max_new_tokens)
-        if all(readable(text) for text in result.steered):
-            break
-    examples = [{"name": name, "feature": feature, "multiple": multiple, "output_score": hits[0]["output_score"],
-                 "prompts": result.prompts, "default": result.default, "steered": result.steered}]
+    best = hits[0]
+    if progress:
+        print(f"steering: clamping feature {best['feature']} ({name}) at {best['multiple']}x its max...", flush=True)
+    result = steer(art.model, art.sae, list(prompts), {best["feature"]: best["multiple"]}, stats=art.stats,
+                   max_new_tokens=max_new_tokens)
+    examples = [{"name": name, "feature": int(best["feature"]), "multiple": best["multiple"],
+                 "output_score": best["output_score"], "steer_rate": best["steer_rate"], "prompts": result.prompts,
+                 "default": result.default, "steered": result.steered}]
     atomic_write_bytes(path, json.dumps({"key": key, "examples": examples}, indent=1).encode())
     return examples
 

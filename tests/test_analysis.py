@@ -26,7 +26,7 @@ from saewidgets.analysis import (
     steering_search,
     token_activations,
 )
-from saewidgets.analysis.output_score import concept_token_ids
+from saewidgets.analysis.output_score import concept_token_ids, mentions, readable
 from saewidgets.analysis.logits import norm_gain
 from saewidgets.models.tiny import _TRAINING_TEXT
 from saewidgets.sae import SAE, SAEConfig
@@ -466,14 +466,44 @@ def test_concept_tokens_cover_the_usual_spellings(tiny):
         concept_token_ids(tiny, ["   ", ""])
 
 
-def test_steering_search_ranks_context_hits_by_output_score(tiny, sae, stats):
-    hits = steering_search(tiny, sae, stats, "the", n=4, terms="bridge", candidates=6, progress=False)
-    candidates = {h["feature"] for b in (False, True) for h in search_contexts(stats, "the", n=6, beyond_query=b)}
-    assert hits and {h["feature"] for h in hits} <= candidates
-    assert [h["output_score"] for h in hits] == sorted((h["output_score"] for h in hits), reverse=True)
-    everything = output_scores(tiny, sae, stats, sorted(candidates), "bridge", progress=False)
-    assert hits[0]["output_score"] == pytest.approx(float(everything.max()), abs=1e-5)
+def test_steering_search_ranks_context_hits_by_output_score_then_trials(tiny, sae, stats):
+    prompts, multiples, terms = ["The fog", "I went for a walk and saw"], (1.0, 3.0), ["the", "bridge"]
+    hits = steering_search(tiny, sae, stats, "the", n=8, terms=terms, candidates=6, shortlist=3, multiples=multiples,
+                           prompts=prompts, max_new_tokens=6, progress=False)
+    candidates = sorted({h["feature"] for b in (False, True)
+                         for h in search_contexts(stats, "the", n=6, beyond_query=b)})
+    assert len(hits) == min(8, len(candidates)) and {h["feature"] for h in hits} <= set(candidates)
+    # output scores are measured at the strongest multiple; the shortlist is the best three of them
+    scores = dict(zip(candidates, output_scores(tiny, sae, stats, candidates, terms, 3.0, prompts,
+                                                progress=False).tolist()))
+    for h in hits:
+        assert h["output_score"] == pytest.approx(scores[h["feature"]], abs=1e-5)
+    tried, rest = hits[:3], hits[3:]
+    assert {h["feature"] for h in tried} == set(sorted(scores, key=lambda f: -scores[f])[:3])
+    assert all(h["steer_rate"] is None and h["multiple"] is None for h in rest)
+    assert [h["output_score"] for h in rest] == sorted((h["output_score"] for h in rest), reverse=True)
+    # each tried feature carries its best trial, recomputed here with steer()
+    for h in tried:
+        rates = {}
+        for m in multiples:
+            texts = steer(tiny, sae, prompts, {h["feature"]: m}, stats=stats, max_new_tokens=6,
+                          include_default=False).steered
+            rates[m] = sum(mentions(t, terms) and readable(t) for t in texts) / len(texts)
+        assert h["steer_rate"] == max(rates.values())
+        assert h["multiple"] == min(m for m in multiples if rates[m] == h["steer_rate"])
+    assert [(-h["steer_rate"], -h["output_score"]) for h in tried] == sorted(
+        (-h["steer_rate"], -h["output_score"]) for h in tried)
     assert steering_search(tiny, sae, stats, "no context says this", terms="bridge", progress=False) == []
+
+
+def test_trial_checks_mention_terms_as_words_and_catch_loops():
+    assert mentions("Two bridges crossed the bay.", ["Golden Gate", "bridge"])
+    assert mentions("a GOLDEN GATE view", ["Golden Gate"])
+    assert not mentions("an abridged Golden Age story", ["Golden Gate", "bridge"])
+    assert readable("the bridge was long and the view was wide")
+    assert not readable("bridge bridge bridge bridge and more")
+    assert not readable("the the the the")
+    assert not readable("too short")
 
 
 def test_output_scores_refuse_bad_input(tiny, sae, stats):

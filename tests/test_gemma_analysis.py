@@ -40,7 +40,9 @@ def golden_gate_steering_feature(demo, gemma) -> int:
     """The feature the demo and the tutorial steer with: context hits for "Golden Gate" ranked by output score and
     a trial generation on `SCORING_PROMPTS` (none of which is a prompt judged below)."""
     _, phrase, terms = STEERING_CONCEPT
-    return steering_search(gemma, demo.sae, demo.stats, phrase, n=1, terms=terms, progress=False)[0]["feature"]
+    best = steering_search(gemma, demo.sae, demo.stats, phrase, n=1, terms=terms, progress=False)[0]
+    assert best["multiple"] == DEFAULT_CLAMP_MULTIPLE and best["steer_rate"] > 0, best
+    return best["feature"]
 
 
 def test_searching_golden_gate_finds_a_feature_about_the_bridge(demo):

@@ -134,10 +134,10 @@ def output_scores(model: ModelHandle, sae: Any, stats: FeatureStats, features: S
 
 
 def steering_search(model: ModelHandle, sae: Any, stats: FeatureStats, query: str, n: int = 5,
-                    terms: str | Sequence[str] | None = None, candidates: int = 30, shortlist: int = 6,
-                    multiple: float = DEFAULT_CLAMP_MULTIPLE, prompts: Sequence[str] = SCORING_PROMPTS,
+                    terms: str | Sequence[str] | None = None, candidates: int = 50, shortlist: int = 6,
+                    multiples: Sequence[float] = (DEFAULT_CLAMP_MULTIPLE,), prompts: Sequence[str] = SCORING_PROMPTS,
                     max_new_tokens: int = 20, progress: bool = True) -> list[dict[str, Any]]:
-    """The features to steer with toward ``query``, best first.
+    """The features to steer with toward ``query``, best first, each with the clamp strength that worked best.
 
     Args:
         query: phrase searched for in the top contexts (as `search_contexts`), e.g. "Golden Gate".
@@ -148,19 +148,25 @@ def steering_search(model: ModelHandle, sae: Any, stats: FeatureStats, query: st
         candidates: how many context hits to score, from each of `search_contexts` with and without
             ``beyond_query`` (steering features often fire around a name rather than on it).
         shortlist: how many of the best by output score are then tried by generating (the slow step).
-        multiple: clamp strength to measure at (use the one you will steer with).
+        multiples: clamp strengths (multiples of max activation) to try each shortlisted feature at. The output
+            score is measured at the largest. One strength by default; several calibrate the strength too: how
+            far is right depends on the SAE and on how its max activations were measured (a bigger corpus finds
+            bigger maxima, so the same multiple pushes harder).
         prompts: neutral prompts to measure on.
         max_new_tokens: length of each trial continuation.
 
-    Returns ``[{"feature", "steer_rate", "output_score", "steered", "fraction", "max_act", "density", "example"}]``:
-    ``steer_rate`` is the fraction of trial continuations that mention a term and stay readable, ``steered``
-    the first of them; the rest come from the context search. Sorted by ``steer_rate``, then ``output_score``
-    (features past the shortlist have ``steer_rate`` None and come last). Empty when no top context contains
-    ``query``.
+    Returns ``[{"feature", "multiple", "steer_rate", "output_score", "steered", "fraction", "max_act", "density",
+    "example"}]``: ``steer_rate`` is the fraction of trial continuations at ``multiple`` that mention a term and
+    stay readable (the best over ``multiples``, the gentler strength on a tie), ``steered`` the first of them; the
+    rest come from the context search. Sorted by ``steer_rate``, then ``output_score`` (features past the
+    shortlist have ``steer_rate`` None and come last). Empty when no top context contains ``query``.
     """
     if not query.strip():
         raise ValueError("steering_search() needs a non-empty query, e.g. 'Golden Gate'.")
     terms = _as_terms(terms if terms is not None else query)
+    multiples = sorted({float(m) for m in multiples})
+    if not multiples:
+        raise ValueError("steering_search() needs at least one clamp multiple to try, e.g. multiples=(2.0,).")
     hits: dict[int, dict[str, Any]] = {}
     for beyond_query in (False, True):
         for hit in search_contexts(stats, query, n=candidates, beyond_query=beyond_query):
@@ -168,14 +174,16 @@ def steering_search(model: ModelHandle, sae: Any, stats: FeatureStats, query: st
     if not hits:
         return []
     features = list(hits)
-    scores = output_scores(model, sae, stats, features, terms, multiple, prompts, progress=progress)
-    ranked = [{**hits[f], "output_score": score, "steer_rate": None, "steered": None}
+    scores = output_scores(model, sae, stats, features, terms, multiples[-1], prompts, progress=progress)
+    ranked = [{**hits[f], "output_score": score, "multiple": None, "steer_rate": None, "steered": None}
               for score, f in sorted(zip(scores.tolist(), features), key=lambda pair: -pair[0])]
     trials = ranked[:shortlist]
     for row in tqdm(trials, desc="steering trials", unit="feature", disable=not progress):
-        result = steer(model, sae, list(prompts), {row["feature"]: multiple}, stats=stats,
-                       max_new_tokens=max_new_tokens, include_default=False)
-        row["steer_rate"] = sum(mentions(t, terms) and readable(t) for t in result.steered) / len(result.steered)
-        row["steered"] = result.steered[0]
+        for multiple in multiples:
+            result = steer(model, sae, list(prompts), {row["feature"]: multiple}, stats=stats,
+                           max_new_tokens=max_new_tokens, include_default=False)
+            rate = sum(mentions(t, terms) and readable(t) for t in result.steered) / len(result.steered)
+            if row["steer_rate"] is None or rate > row["steer_rate"]:
+                row.update(multiple=multiple, steer_rate=rate, steered=result.steered[0])
     trials.sort(key=lambda row: (-row["steer_rate"], -row["output_score"]))
     return (trials + ranked[shortlist:])[:n]
