@@ -43,8 +43,9 @@ def highlight_features(art: Any, concepts: Sequence[tuple[str, str]] = CONCEPTS)
 STEERING_CONCEPT = ("Golden Gate Bridge", "Golden Gate", ("Golden Gate", "bridge", "San Francisco"))
 
 
-#: Clamp strengths the demo tries (multiples of max activation): the demo calibrates the strength per SAE.
-STEERING_MULTIPLES = (1.0, 1.5, 2.0)
+#: How the demo searches for its steering feature: clamp strengths tried (multiples of max activation; the demo
+#: calibrates the strength per SAE), context hits scored per search, best-scored features tried by generating.
+STEERING_SEARCH = {"multiples": (1.0, 1.5, 2.0), "candidates": 50, "shortlist": 6}
 
 
 def steering_examples(art: Any, prompts: Sequence[str], *,
@@ -53,24 +54,25 @@ def steering_examples(art: Any, prompts: Sequence[str], *,
     """Clamp the concept's best steering feature on neutral prompts; cached beside the SAE.
 
     Feature and strength both come from `steering_search` (context hits ranked by output score, then tried at each
-    of `STEERING_MULTIPLES` on its own neutral prompts), not from the top context hit: features that fire on the
-    name's own tokens break the text when clamped instead of steering it, and how hard a feature can be pushed
-    before a small model's text breaks down varies with the SAE.
+    of the `STEERING_SEARCH` multiples on its own neutral prompts), not from the top context hit: features that
+    fire on the name's own tokens break the text when clamped instead of steering it, and how hard a feature can
+    be pushed before a small model's text breaks down varies with the SAE.
     """
     from .analysis import DEFAULT_REPETITION_PENALTY, steer, steering_search
 
     name, phrase, terms = concept
     if not prompts:
         return []
-    key = {"concept": [name, phrase, list(terms)], "multiples": list(STEERING_MULTIPLES), "prompts": list(prompts),
-           "tokens": max_new_tokens, "repetition_penalty": DEFAULT_REPETITION_PENALTY, "sae": art.sae.fingerprint()}
+    key = json.loads(json.dumps({"concept": [name, phrase, terms], "search": STEERING_SEARCH, "prompts": prompts,
+                                 "tokens": max_new_tokens, "repetition_penalty": DEFAULT_REPETITION_PENALTY,
+                                 "sae": art.sae.fingerprint()}))  # as it reads back from the file
     path = Path(art.folder) / "steering.json"
     if path.exists():
         cached = json.loads(path.read_text())
         if cached.get("key") == key:
             return cached["examples"]
-    hits = steering_search(art.model, art.sae, art.stats, phrase, n=1, terms=terms, multiples=STEERING_MULTIPLES,
-                           progress=progress)
+    hits = steering_search(art.model, art.sae, art.stats, phrase, n=1, terms=terms, progress=progress,
+                           **STEERING_SEARCH)
     if not hits:
         return []
     best = hits[0]

@@ -11,8 +11,8 @@ Where models come from (the embedded offline Gemma, the hub, tiny test models) l
 from __future__ import annotations
 
 import threading
-from functools import cached_property
 from collections.abc import Callable
+from functools import cached_property
 from typing import Any, Sequence
 
 import torch
