@@ -41,7 +41,7 @@ def golden_gate_steering_feature(demo, gemma) -> int:
     a trial generation on `SCORING_PROMPTS` (none of which is a prompt judged below)."""
     _, phrase, terms = STEERING_CONCEPT
     best = steering_search(gemma, demo.sae, demo.stats, phrase, n=1, terms=terms, progress=False)[0]
-    assert best["multiple"] == DEFAULT_CLAMP_MULTIPLE and best["steer_rate"] > 0, best
+    assert best["steer_rate"] > 0, best  # its trials (at the default strength) mentioned the bridge
     return best["feature"]
 
 
