@@ -221,44 +221,19 @@ def _saved_acts(tmp):
     return tiny_acts().save(tmp / "acts")
 
 
-def _acts_truncated(tmp, mp):
-    from saewidgets.activations import Activations
+def _damaged_acts(damage):
+    """A case that saves activations, applies ``damage(folder)`` and loads them back."""
+    def run(tmp, mp):
+        from saewidgets.activations import Activations
 
-    folder = _saved_acts(tmp)
-    truncate(folder / "acts.npy")
-    return Activations.load(folder)
-
-
-def _acts_tokens_corrupt(tmp, mp):
-    from saewidgets.activations import Activations
-
-    folder = _saved_acts(tmp)
-    truncate(folder / "tokens.npz")
-    return Activations.load(folder)
+        folder = _saved_acts(tmp)
+        damage(folder)
+        return Activations.load(folder)
+    return run
 
 
-def _acts_meta_garbage(tmp, mp):
-    from saewidgets.activations import Activations
-
-    folder = _saved_acts(tmp)
-    (folder / "activations.json").write_text('{"model_name": "tiny", "lay')
-    return Activations.load(folder)
-
-
-def _acts_wrong_shape(tmp, mp):
-    from saewidgets.activations import Activations
-
-    folder = _saved_acts(tmp)
-    np.save(folder / "acts.npy", np.zeros((3, 64), dtype=np.float32))
-    return Activations.load(folder)
-
-
-def _acts_pickle(tmp, mp):
-    from saewidgets.activations import Activations
-
-    folder = _saved_acts(tmp)
-    np.save(folder / "acts.npy", np.array([Evil()], dtype=object), allow_pickle=True)
-    return Activations.load(folder)
+def _write_object_array(path):
+    np.save(path, np.array([Evil()], dtype=object), allow_pickle=True)
 
 
 def _store_traversal(tmp, mp):
@@ -277,32 +252,23 @@ def _stats_folder(tmp):
     return tiny_stats().save(tmp / "stats")
 
 
-def _stats_truncated(tmp, mp):
-    from saewidgets.analysis import FeatureStats
+def _damaged_stats(damage):
+    """A case that saves feature statistics, applies ``damage(folder)`` and loads them back."""
+    def run(tmp, mp):
+        from saewidgets.analysis import FeatureStats
 
-    folder = _stats_folder(tmp)
-    truncate(folder / "feature_stats.safetensors")
-    return FeatureStats.load(folder)
-
-
-def _stats_json_truncated(tmp, mp):
-    from saewidgets.analysis import FeatureStats
-
-    folder = _stats_folder(tmp)
-    truncate(folder / "feature_stats.json")
-    return FeatureStats.load(folder)
+        folder = _stats_folder(tmp)
+        damage(folder)
+        return FeatureStats.load(folder)
+    return run
 
 
-def _stats_missing_tensor(tmp, mp):
+def _drop_tensor(path, name):
     from safetensors.torch import load_file, save_file
 
-    from saewidgets.analysis import FeatureStats
-
-    folder = _stats_folder(tmp)
-    tensors = load_file(str(folder / "feature_stats.safetensors"))
-    del tensors["max_act"]
-    save_file(tensors, str(folder / "feature_stats.safetensors"))
-    return FeatureStats.load(folder)
+    tensors = load_file(str(path))
+    del tensors[name]
+    save_file(tensors, str(path))
 
 
 def _stats_other_sae(tmp, mp):
@@ -479,16 +445,24 @@ CASES = [
          r"checkpoint\.pt is not a readable saewidgets checkpoint"),
     Case("checkpoint from a run with other settings", "train_sae (resume)", _checkpoint_other_run, ValueError,
          r"different run \(lr: checkpoint .*resume=False"),
-    Case("acts.npy cut off halfway", "Activations.load", _acts_truncated, ValueError, r"acts.* corrupt or incomplete"),
-    Case("tokens.npz cut off halfway", "Activations.load", _acts_tokens_corrupt, ValueError, r"acts.* corrupt or incomplete"),
-    Case("activations.json cut off", "Activations.load", _acts_meta_garbage, ValueError, r"acts.* corrupt or incomplete"),
-    Case("acts.npy with fewer rows than activations.json says", "Activations.load", _acts_wrong_shape, ValueError,
+    Case("acts.npy cut off halfway", "Activations.load",
+         _damaged_acts(lambda f: truncate(f / "acts.npy")), ValueError, r"acts.* corrupt or incomplete"),
+    Case("tokens.npz cut off halfway", "Activations.load",
+         _damaged_acts(lambda f: truncate(f / "tokens.npz")), ValueError, r"acts.* corrupt or incomplete"),
+    Case("activations.json cut off", "Activations.load",
+         _damaged_acts(lambda f: (f / "activations.json").write_text('{"model_name": "tiny", "lay')), ValueError,
+         r"acts.* corrupt or incomplete"),
+    Case("acts.npy with fewer rows than activations.json says", "Activations.load",
+         _damaged_acts(lambda f: np.save(f / "acts.npy", np.zeros((3, 64), dtype=np.float32))), ValueError,
          r"acts\.npy has shape \(3, 64\) but activations\.json says"),
-    Case("feature_stats.safetensors cut off halfway", "FeatureStats.load", _stats_truncated, ValueError,
+    Case("feature_stats.safetensors cut off halfway", "FeatureStats.load",
+         _damaged_stats(lambda f: truncate(f / "feature_stats.safetensors")), ValueError,
          r"feature statistics in .*stats are corrupt"),
-    Case("feature_stats.json cut off halfway", "FeatureStats.load", _stats_json_truncated, ValueError,
+    Case("feature_stats.json cut off halfway", "FeatureStats.load",
+         _damaged_stats(lambda f: truncate(f / "feature_stats.json")), ValueError,
          r"feature statistics in .*stats are corrupt"),
-    Case("feature_stats.safetensors without max_act", "FeatureStats.load", _stats_missing_tensor, ValueError,
+    Case("feature_stats.safetensors without max_act", "FeatureStats.load",
+         _damaged_stats(lambda f: _drop_tensor(f / "feature_stats.safetensors", "max_act")), ValueError,
          r"stats.*max_act"),
     Case("statistics of another SAE", "FeatureStats.load(sae=...)", _stats_other_sae, ValueError,
          r"computed for SAE \w+, but this SAE is \w+"),
@@ -504,7 +478,8 @@ CASES = [
          r"params\.npz .*(pickle|could not be read)"),
     Case("checkpoint.pt holding an object that runs code", "train_sae (resume)", _checkpoint_evil, ValueError,
          r"checkpoint\.pt is not a readable saewidgets checkpoint"),
-    Case("acts.npy holding a pickled object array", "Activations.load", _acts_pickle, ValueError,
+    Case("acts.npy holding a pickled object array", "Activations.load",
+         _damaged_acts(lambda f: _write_object_array(f / "acts.npy")), ValueError,
          r"acts.* corrupt or incomplete .*Python objects"),
     # numbers
     Case("activations with a NaN", "train_sae", _train_nan, FloatingPointError,
