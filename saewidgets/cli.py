@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Sequence
-
-STEERING_PROMPTS = ("I went for a walk and saw", "My favourite place in the world is", "Today I want to write about")
-
 
 #: Layer names ``--layer`` accepts (`saewidgets.model.NAMED_DEPTHS` resolves them; kept here so parsing the
 #: command line does not import torch).
@@ -53,58 +49,12 @@ def _settings(args: argparse.Namespace, base):
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Train (or reuse) the demo SAE, then write a self-contained HTML explorer."""
-    from .pipeline import FULL, QUICK, demo_artifacts
+    from .demo.run import run_demo
+    from .demo.settings import FULL, QUICK
 
-    start = time.time()
     settings = _settings(args, QUICK if args.quick else FULL)
-    art = demo_artifacts(settings, refresh=args.refresh)
-    print(f"\nSAE: {art.sae.cfg.n_features:,} {art.sae.cfg.architecture} features on {art.model.name} "
-          f"{art.activations.site} ({len(art.activations):,} tokens)  [cache: {art.folder}]")
-    print("held-out metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in art.metrics.items() if isinstance(v, float)))
-
-    from .demo import highlight_features, steering_examples, write_explorer
-
-    highlights = highlight_features(art)
-    for name, feature in highlights.items():
-        print(f"  feature {feature:>5}  {name}")
-    examples = [] if args.no_steer else steering_examples(art, STEERING_PROMPTS[: args.n_prompts], progress=True)
-    for ex in examples:
-        print(f"\nsteering feature {ex['feature']} ({ex['name']}; {ex['steer_rate']:.0%} of trial continuations "
-              f"mentioned it readably, output score {ex['output_score']:.2f} nats) at {ex['multiple']}x max:")
-        if not ex["steer_rate"]:
-            print("  (no feature this SAE learned steered the trials to the concept: the text below shows where the "
-                  "best candidate goes instead; retrain with another --seed or --n-features to look for one)")
-        for prompt, default, steered in zip(ex["prompts"], ex["default"], ex["steered"]):
-            print(f"  {prompt!r}\n    default: {default!r}\n    steered: {steered!r}")
-    out = write_explorer(art, Path(args.out), highlights=highlights, steering=examples)
-    print(f"\nExplorer written to {out.resolve()}  (open it in any browser; it works offline)")
-    print(f"done in {time.time() - start:.0f} s")
-    if args.lab:
-        return _open_lab(art)
-    return 0
-
-
-def _open_lab(art) -> int:
-    import json
-    import os
-    import subprocess
-    from dataclasses import asdict
-
-    from .pipeline import SETTINGS_ENV
-
-    tutorials = Path(__file__).resolve().parent.parent / "tutorials"
-    notebook = tutorials / "01_quickstart.ipynb"
-    if not notebook.exists():
-        print("--lab opens tutorials/01_quickstart.ipynb from a source checkout of saewidgets; "
-              "none was found next to this installation. Clone the repository and run it from there.",
-              file=sys.stderr)
-        return 2
-    env = dict(os.environ, **{SETTINGS_ENV: json.dumps(asdict(art.settings))})  # the notebook reuses this SAE
-    command = [sys.executable, "-m", "jupyter", "lab", str(notebook)]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        command.append("--allow-root")
-    print("starting:", " ".join(command))
-    return subprocess.call(command, env=env)
+    return run_demo(settings, args.out, refresh=args.refresh, steer=not args.no_steer, n_prompts=args.n_prompts,
+                    lab=args.lab)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -113,7 +63,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _train_distributed(args)
     from . import harvest, load_model
     from .corpus import demo_corpus, load_corpus
-    from .pipeline import FULL
+    from .demo.settings import FULL
     from .sae import evaluate_sae, save_sae, train_sae
 
     s = _settings(args, FULL)
@@ -152,7 +102,7 @@ def _train_distributed(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .pipeline import FULL, QUICK
+    from .demo.settings import FULL, QUICK
 
     parser = argparse.ArgumentParser(prog="saewidgets", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)

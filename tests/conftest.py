@@ -47,6 +47,6 @@ def gemma():
 def demo(gemma):
     """The quick demo artifacts on the real Gemma (harvest, SAE, stats, logit effects, geometry): built once into the
     saewidgets cache, shared with ``saewidgets demo --quick`` and the tutorials."""
-    from saewidgets.pipeline import QUICK, demo_artifacts
+    from saewidgets.demo import QUICK, demo_artifacts
 
     return demo_artifacts(QUICK, model=gemma, progress=False)

@@ -39,7 +39,7 @@ def test_distributed_train_command_runs_two_processes(tmp_path):
 
 def test_demo_options_override_only_what_is_given():
     from saewidgets.cli import _settings
-    from saewidgets.pipeline import QUICK
+    from saewidgets.demo import QUICK
 
     args = build_parser().parse_args(["demo", "--quick", "--n-features", "512"])
     settings = _settings(args, QUICK)
@@ -64,7 +64,7 @@ def test_lab_settings_reach_the_notebook_through_the_environment(monkeypatch):
     import json
     from dataclasses import asdict
 
-    from saewidgets.pipeline import FULL, QUICK, SETTINGS_ENV, settings_from_env
+    from saewidgets.demo import FULL, QUICK, SETTINGS_ENV, settings_from_env
 
     custom = QUICK.__class__(**{**asdict(QUICK), "n_features": 777})
     monkeypatch.setenv(SETTINGS_ENV, json.dumps(asdict(custom)))

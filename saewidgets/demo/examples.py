@@ -1,4 +1,4 @@
-"""What ``saewidgets demo`` shows on top of the cached pipeline: named concept features, steering, the HTML file.
+"""The examples ``saewidgets demo`` shows on top of the cached pipeline: named concept features and steering.
 
 Named features are found the way a person would look for them: by searching the top activating contexts for a
 phrase (`search_contexts`). That ranks features by how consistently their contexts are about the phrase; it does
@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from ._cache import atomic_write_bytes
+from .._cache import atomic_write_bytes
 
 # (name shown to the user, phrase searched for in the top contexts)
 CONCEPTS: tuple[tuple[str, str], ...] = (
@@ -29,7 +29,7 @@ CONCEPTS: tuple[tuple[str, str], ...] = (
 
 def highlight_features(art: Any, concepts: Sequence[tuple[str, str]] = CONCEPTS) -> dict[str, int]:
     """For each concept, the feature whose top contexts contain its phrase most consistently (if any does)."""
-    from .analysis import search_contexts
+    from ..analysis import search_contexts
 
     found: dict[str, int] = {}
     for name, phrase in concepts:
@@ -38,6 +38,9 @@ def highlight_features(art: Any, concepts: Sequence[tuple[str, str]] = CONCEPTS)
             found[name] = int(hits[0]["feature"])
     return found
 
+
+#: Neutral prompts the demo steers (``--n-prompts`` takes the first few).
+STEERING_PROMPTS = ("I went for a walk and saw", "My favourite place in the world is", "Today I want to write about")
 
 #: What the demo steers toward: (name shown, phrase searched in top contexts, terms the steered text should say).
 STEERING_CONCEPT = ("Golden Gate Bridge", "Golden Gate", ("Golden Gate", "bridge", "San Francisco"))
@@ -58,7 +61,7 @@ def steering_examples(art: Any, prompts: Sequence[str], *,
     fire on the name's own tokens break the text when clamped instead of steering it, and how hard a feature can
     be pushed before a small model's text breaks down varies with the SAE.
     """
-    from .analysis import DEFAULT_REPETITION_PENALTY, steer, steering_search
+    from ..analysis import DEFAULT_REPETITION_PENALTY, steer, steering_search
 
     name, phrase, terms = concept
     if not prompts:
@@ -85,28 +88,3 @@ def steering_examples(art: Any, prompts: Sequence[str], *,
                  "default": result.default, "steered": result.steered}]
     atomic_write_bytes(path, json.dumps({"key": key, "examples": examples}, indent=1).encode())
     return examples
-
-
-ATTRIBUTION_PROMPT, ATTRIBUTION_TARGET = "The Eiffel Tower is in the city of", " Paris"
-HEATMAP_TEXT = ("On a foggy morning we walked across the Golden Gate Bridge from San Francisco to Sausalito, "
-                "then took the ferry back past Alcatraz. Later that week we flew to Paris and climbed the Eiffel Tower.")
-
-
-def write_explorer(art: Any, out_dir: Path, *, highlights: dict[str, int], steering: list[dict[str, Any]]) -> Path:
-    """Write the self-contained Explorer page for the demo's SAE to ``out_dir/explorer.html``.
-
-    The page cannot run the model, so it carries one example of each live computation: the steering examples,
-    an attribution of " Paris" after "The Eiffel Tower is in the city of", and a heatmap of a short travel text.
-    """
-    from .analysis import attribute
-    from .widgets import Explorer
-
-    fallback = highlights.get("Golden Gate Bridge", next(iter(highlights.values()), 0))
-    selected = steering[0]["feature"] if steering else fallback
-    explorer = Explorer(art.model, art.sae, art.stats, geometry=art.geometry, logit_effects=art.logit_effects,
-                        selected=selected, prompt=ATTRIBUTION_PROMPT, text=HEATMAP_TEXT, background=False)
-    if steering:
-        explorer.show_steering(steering[0])
-    explorer.attribution.set_attribution(attribute(art.model, art.sae, ATTRIBUTION_PROMPT, target=ATTRIBUTION_TARGET))
-    explorer.refresh_heatmap()
-    return explorer.save_html(Path(out_dir) / "explorer.html", highlights=highlights)

@@ -7,55 +7,13 @@ by the settings; later calls with the same settings load them in seconds.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ._cache import atomic_write_bytes, cache_dir
-
-
-@dataclass(frozen=True)
-class DemoSettings:
-    """What the demo trains; every field is part of the cache key."""
-
-    model: str | None = None
-    """Model to load (None: the embedded Gemma 3 270M)."""
-    layer: int | str = "late"
-    """Residual site: a block index, "middle" (the paper's choice) or "late" (two thirds deep: block 12 of Gemma 3
-    270M's 18). The demo reads "late": steering needs features that make the model *say* a concept, and those
-    concentrate in later layers (Arad et al. 2025). Measured here on quick SAEs with two seeds each: at block 12
-    both had a feature that steers neutral prompts to the Golden Gate Bridge; at block 9 only one did."""
-    n_tokens: int | None = None
-    """Tokens of the demo corpus to harvest (None: all of it)."""
-    context_len: int = 128
-    """Tokens per model input."""
-    arch: str = "topk"
-    """SAE architecture: relu, topk, batchtopk or jumprelu."""
-    n_features: int = 4096
-    """Dictionary size."""
-    k: int = 32
-    """Active latents per token (TopK / BatchTopK)."""
-    n_steps: int = 1500
-    """Optimizer steps."""
-    batch_size: int = 1024
-    """Tokens per optimizer step."""
-    lr: float = 1e-3
-    """Peak learning rate."""
-    held_out_fraction: float = 0.05
-    """Documents kept out of training, for honest metrics."""
-    seed: int = 0
-    """Seed for the split, initialisation and batch order."""
-
-    def key(self) -> str:
-        blob = json.dumps(asdict(self), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:12]
-
-
-FULL = DemoSettings()
-QUICK = DemoSettings(n_tokens=40_000, n_features=2048, n_steps=600)
+from .._cache import atomic_write_bytes, cache_dir
+from .settings import DemoSettings, settings_from_env
 
 
 @dataclass
@@ -75,17 +33,6 @@ class DemoArtifacts:
     geometry: Any
 
 
-SETTINGS_ENV = "SAEWIDGETS_DEMO_SETTINGS"
-
-
-def settings_from_env(base: DemoSettings = FULL) -> DemoSettings:
-    """The settings a notebook's ``demo_artifacts()`` uses: those ``saewidgets demo --lab`` passed on (as JSON in
-    ``$SAEWIDGETS_DEMO_SETTINGS``), else the quick ones when ``SAEWIDGETS_QUICK=1`` (CI), else ``base``."""
-    if os.environ.get(SETTINGS_ENV):
-        return DemoSettings(**json.loads(os.environ[SETTINGS_ENV]))
-    return QUICK if os.environ.get("SAEWIDGETS_QUICK") == "1" else base
-
-
 def demo_artifacts(settings: DemoSettings | None = None, *, model: Any = None, progress: bool = True,
                    refresh: bool = False, **overrides: Any) -> DemoArtifacts:
     """Compute (or load from the cache) every result the demo shows.
@@ -96,11 +43,11 @@ def demo_artifacts(settings: DemoSettings | None = None, *, model: Any = None, p
         refresh: ignore the cache and recompute everything.
         overrides: fields of `DemoSettings` to change, e.g. ``n_features=8192``.
     """
-    from . import load_model
-    from .activations import Activations, harvest
-    from .analysis import FeatureStats, feature_geometry, feature_stats, logit_effects
-    from .corpus import demo_corpus
-    from .sae import evaluate_sae, load_sae, save_sae, train_sae
+    from .. import load_model
+    from ..activations import Activations, harvest
+    from ..analysis import FeatureStats, feature_geometry, feature_stats, logit_effects
+    from ..corpus import demo_corpus
+    from ..sae import evaluate_sae, load_sae, save_sae, train_sae
 
     settings = replace(settings or settings_from_env(), **overrides)
     folder = cache_dir("demo", settings.key())

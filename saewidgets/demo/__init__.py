@@ -1,0 +1,18 @@
+"""The demo as one subpackage: what ``saewidgets demo``, the tutorials, Binder and the integration tests share.
+
+- `settings` — `DemoSettings` (the cache key), the `FULL` and `QUICK` runs, `settings_from_env`;
+- `pipeline` — `demo_artifacts`: model -> harvest -> SAE -> metrics -> statistics -> logit effects -> geometry, cached;
+- `examples` — named concept features (`highlight_features`) and the steering example (`steering_examples`);
+- `page` — `write_explorer`: the self-contained Explorer page;
+- `run` — `run_demo`: the ``saewidgets demo`` command from start to finish.
+"""
+
+from __future__ import annotations
+
+from .examples import STEERING_CONCEPT, STEERING_PROMPTS, highlight_features, steering_examples
+from .page import write_explorer
+from .pipeline import DemoArtifacts, demo_artifacts
+from .settings import FULL, QUICK, SETTINGS_ENV, DemoSettings, settings_from_env
+
+__all__ = ["FULL", "QUICK", "SETTINGS_ENV", "STEERING_CONCEPT", "STEERING_PROMPTS", "DemoArtifacts", "DemoSettings",
+           "demo_artifacts", "highlight_features", "settings_from_env", "steering_examples", "write_explorer"]
