@@ -3,9 +3,14 @@
     labels = explain_features(stats, PatternExplainer(), logit_effects=effects)     # offline, every feature
     search_labels(labels, "bridge")
 
-Explainers share one interface (`Explainer`): `PatternExplainer` builds labels from the statistics alone.
+    chat = ChatExplainer("gpt-4o-mini", base_url="https://api.openai.com/v1", api_key_env="OPENAI_API_KEY")
+    labels = labels.merged(explain_features(stats, chat, features=[3, 14], cache_dir="labels-cache"))
+
+Explainers share one interface (`Explainer`): `PatternExplainer` builds labels from the statistics alone;
+`ChatExplainer` asks any OpenAI-compatible endpoint (needs ``pip install "saewidgets[explain]"``).
 """
 
+from .chat import ChatExplainer
 from .explainer import CostEstimate, Explainer, ExplainerError, Prompt
 from .labels import Explanation, Labels, search_labels
 from .pattern import PatternExplainer
@@ -13,6 +18,7 @@ from .records import FeatureRecord, feature_record, marked_text
 from .run import estimate_cost, explain_features
 
 __all__ = [
+    "ChatExplainer",
     "CostEstimate",
     "Explainer",
     "ExplainerError",
