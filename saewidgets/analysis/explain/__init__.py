@@ -12,10 +12,12 @@ Explainers share one interface (`Explainer`): `PatternExplainer` builds labels f
 
 from .chat import ChatExplainer
 from .explainer import CostEstimate, Explainer, ExplainerError, Prompt
+from .local import LocalExplainer
 from .labels import Explanation, Labels, search_labels
 from .pattern import PatternExplainer
 from .records import FeatureRecord, feature_record, marked_text
 from .run import estimate_cost, explain_features
+from .scoring import Scores, ScoringExamples, held_out_examples, score_explanations
 
 __all__ = [
     "ChatExplainer",
@@ -25,11 +27,16 @@ __all__ = [
     "Explanation",
     "FeatureRecord",
     "Labels",
+    "LocalExplainer",
     "PatternExplainer",
     "Prompt",
+    "Scores",
+    "ScoringExamples",
     "estimate_cost",
     "explain_features",
     "feature_record",
+    "held_out_examples",
     "marked_text",
+    "score_explanations",
     "search_labels",
 ]

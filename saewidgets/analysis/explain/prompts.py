@@ -87,9 +87,9 @@ def explanation_prompt(record: FeatureRecord) -> Prompt:
 
 def parse_explanation(reply: str, completion: bool) -> str:
     """The phrase in a reply: the text after the last ``[EXPLANATION]:`` (chat; else its last line) or the first
-    line of a completion. '' when there is none."""
+    non-empty line of a completion. '' when there is none."""
     if completion:
-        lines = [ln.strip() for ln in reply.strip().splitlines()]
+        lines = [ln.strip() for ln in reply.splitlines() if ln.strip()]
         text = lines[0] if lines else ""
     elif EXPLANATION_TAG in reply:
         after = reply.rsplit(EXPLANATION_TAG, 1)[1].strip()
