@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import functools
 import gzip
+import itertools
 import json
 import random
 import re
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, overload
 
-__all__ = ["Document", "Corpus", "demo_corpus", "load_corpus"]
+__all__ = ["Document", "Corpus", "demo_corpus", "load_corpus", "stream_documents", "corpus_for_tokens"]
 
 UNKNOWN = "unknown"
 _LOCAL_SUFFIXES = (".txt", ".jsonl", ".jsonl.gz", ".json", ".gz")
@@ -221,16 +222,55 @@ def _load_hf(name: str, split: str, text_field: str, n_docs: int, config: str | 
         import datasets
     except ImportError:
         raise ImportError(f"{name!r} is not a local file or directory, so it was taken as a Hugging Face dataset "
-                          "name, which needs the datasets package: pip install datasets") from None
+                          "name, which needs the datasets package: pip install 'saewidgets[datasets]'") from None
     stream = datasets.load_dataset(name, config, split=split, streaming=True)
-    docs = []
-    for i, row in enumerate(stream):
-        if len(docs) >= n_docs:
-            break
+    return _from_documents(list(itertools.islice(stream_documents(stream, name, text_field), n_docs)), name)
+
+
+def is_stream(source: Any) -> bool:
+    """Whether ``source`` is an iterable read lazily, row by row (a streamed Hugging Face ``IterableDataset``, a
+    generator): anything iterable that is not a string, path, sequence or `Corpus`."""
+    return (isinstance(source, Iterable) and not isinstance(source, (str, bytes, Path, Sequence, Corpus))
+            and not hasattr(source, "__len__"))
+
+
+def stream_documents(rows: Iterable[Any], name: str, text_field: str = "text") -> Iterator[Document]:
+    """Documents from ``rows`` (strings, or dicts such as a streamed dataset's rows), read one at a time.
+
+    Only the rows consumed are ever read, so a dataset far larger than memory (or the network's patience) can feed
+    the first documents of a harvest. Each row's ``id``, ``topic`` and ``lang`` fields are kept when present.
+    """
+    for i, row in enumerate(rows):
+        if isinstance(row, str):
+            yield Document(text=row, id=f"{name}-{i}")
+            continue
+        if not isinstance(row, dict):
+            raise TypeError(f"{name}: row {i} is {type(row).__name__}; a stream must yield strings or dicts with "
+                            f"a {text_field!r} field")
         if text_field not in row:
-            raise ValueError(f"dataset {name!r} has no field {text_field!r} (fields: {sorted(row)}); "
-                             "pass text_field=...")
-        docs.append(Document(text=str(row[text_field]), id=f"{name}-{i}"))
+            raise ValueError(f"{name}: row {i} has no field {text_field!r} (fields: {sorted(row)}); "
+                             "pass text_field=... to name the field holding the text")
+        yield Document(text=str(row[text_field]), id=str(row.get("id") or f"{name}-{i}"),
+                       topic=str(row.get("topic") or UNKNOWN), lang=str(row.get("lang") or UNKNOWN))
+
+
+def corpus_for_tokens(rows: Iterable[Any], n_tokens: int, count_tokens: Callable[[str], int], *,
+                      text_field: str = "text", name: str = "stream") -> Corpus:
+    """The fewest leading documents of ``rows`` that hold ``n_tokens`` tokens (all of them if the stream ends first).
+
+    ``count_tokens(text)`` counts one document's tokens (without BOS). Rows after the last document needed are
+    never read: this is how a streamed dataset feeds `saewidgets.harvest_to_store` without loading it whole.
+    """
+    if not isinstance(n_tokens, int) or n_tokens < 1:
+        raise ValueError(f"n_tokens must be a positive integer, got {n_tokens!r}")
+    docs, total = [], 0
+    for doc in stream_documents(rows, name, text_field):
+        if not doc.text.strip():
+            continue
+        docs.append(doc)
+        total += count_tokens(doc.text)
+        if total >= n_tokens:
+            break
     return _from_documents(docs, name)
 
 
@@ -245,7 +285,9 @@ def load_corpus(source: Corpus | Sequence[str] | str | Path, *, text_field: str 
         object per line with the text in ``text_field`` and optional ``id``, ``topic``, ``lang``), or a directory
         of ``.txt`` files (one document per file, read recursively in sorted order);
       - otherwise a Hugging Face dataset name, streamed (``split``, ``config``; ``n_docs`` defaults to 10,000).
-        This needs the network and ``pip install datasets``.
+        This needs the network and ``pip install 'saewidgets[datasets]'``;
+      - an iterable read lazily, such as ``datasets.load_dataset(..., streaming=True)`` or a generator, of strings
+        or of dicts with the text in ``text_field``: its first ``n_docs`` rows (default 10,000) are read.
 
     Empty documents are dropped with a warning; ``n_docs`` keeps the first ``n_docs`` documents.
     """
@@ -255,6 +297,10 @@ def load_corpus(source: Corpus | Sequence[str] | str | Path, *, text_field: str 
         corpus = source
     elif isinstance(source, (list, tuple)):
         corpus = _from_strings(source, "texts")
+    elif is_stream(source):
+        name = str(getattr(getattr(source, "info", None), "dataset_name", None) or "stream")
+        return _from_documents(list(itertools.islice(stream_documents(source, name, text_field), n_docs or 10_000)),
+                               name)
     elif isinstance(source, (str, Path)):
         path = Path(source).expanduser()
         if path.exists():

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from ._cache import atomic_write_bytes
 from .activations import DEFAULT_CONTEXT_LEN, Activations, _as_texts, _Window, fill_rows, plan_harvest
+from .corpus import corpus_for_tokens, is_stream
 from .model import LayerSpec, ModelHandle
 
 STORE_FORMAT = "saewidgets.store/1"
@@ -194,10 +195,15 @@ def harvest_to_store(
     dtype: str = "float32",
     resume: bool = True,
     progress: bool = True,
+    text_field: str = "text",
 ) -> "ActivationStore":
     """Harvest the residual stream after block ``layer`` into a disk-backed store in ``directory``.
 
     Takes the arguments of `saewidgets.harvest` (same windows, same rows, same order), plus:
+
+    ``texts_or_corpus`` may also be a stream, such as a Hugging Face dataset loaded with ``streaming=True`` (``pip
+    install 'saewidgets[datasets]'``) or a generator of strings or dict rows: then ``n_tokens`` is required, and
+    only the leading documents that hold ``n_tokens`` tokens are read (the dataset is never loaded whole).
 
     Args:
         directory: the store folder (created; a store already there is resumed, see ``resume``).
@@ -205,6 +211,7 @@ def harvest_to_store(
         dtype: ``"float32"`` or ``"float16"`` (half the disk; ~3 significant digits).
         resume: continue an interrupted harvest with the same model, corpus and settings, skipping committed
             shards. False deletes what the folder holds and starts over.
+        text_field: for a stream of dict rows, the field that holds the text.
 
     Under ``torch.distributed`` (e.g. torchrun) every rank must call this with the same arguments: rank r
     harvests shards r, r + world_size, ...; all ranks return the finished store.
@@ -214,6 +221,12 @@ def harvest_to_store(
     if shard_tokens < 1:
         raise ValueError(f"shard_tokens must be positive, got {shard_tokens}.")
     layer = model.resolve_layer(layer)
+    if is_stream(texts_or_corpus):
+        if n_tokens is None:
+            raise ValueError("harvest_to_store() got a stream (e.g. a dataset loaded with streaming=True), which may "
+                             "never end: pass n_tokens=... to say how many tokens to harvest from it.")
+        texts_or_corpus = corpus_for_tokens(texts_or_corpus, n_tokens, lambda t: len(model.encode(t, add_bos=False)),
+                                            text_field=text_field)
     texts = _as_texts(texts_or_corpus)
     windows = plan_harvest(model, texts, context_len, n_tokens, batch_size, drop_bos)
     shards = _group_shards(windows, shard_tokens)

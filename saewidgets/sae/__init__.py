@@ -10,9 +10,10 @@ from .base import SAE, SparseCode
 from .config import ARCHITECTURES, Architecture, SAEConfig, TrainConfig
 from .io import SAEFileError, load_sae, save_sae
 from .metrics import SAEMetrics, check_compatible, evaluate_sae
+from .tracking import WandbLogger
 from .train import train_sae
 
 __all__ = [
     "ARCHITECTURES", "Architecture", "SAE", "SAEConfig", "SAEFileError", "SAEMetrics", "SparseCode", "TrainConfig",
-    "check_compatible", "evaluate_sae", "load_sae", "save_sae", "train_sae",
+    "WandbLogger", "check_compatible", "evaluate_sae", "load_sae", "save_sae", "train_sae",
 ]
