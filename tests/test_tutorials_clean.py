@@ -59,3 +59,23 @@ def test_notebook_has_exercises(path):
     nb = nbformat.read(path, as_version=4)
     text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     assert "## Exercises" in text, f"{path.name} should end with a '## Exercises' section"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_installs_saewidgets_only_when_it_is_missing(path, monkeypatch):
+    """The first code cell makes the notebook work on Colab: pip-installs saewidgets where it cannot be imported,
+    and does nothing where it can (here, and under nbmake)."""
+    import importlib.util
+    import subprocess
+
+    nb = nbformat.read(path, as_version=4)
+    first = next(c for c in nb.cells if c.cell_type == "code")
+    calls: list[list[str]] = []
+    monkeypatch.setattr(subprocess, "check_call", lambda command, **kw: calls.append(command))
+    exec(compile(first.source, path.name, "exec"), {})
+    assert calls == [], f"{path.name}'s install cell ran pip although saewidgets is installed"
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "saewidgets" else real(name, *a))
+    exec(compile(first.source, path.name, "exec"), {})
+    assert len(calls) == 1 and calls[0][1:4] == ["-m", "pip", "install"], calls
+    assert any(arg.startswith("saewidgets[demo] @ git+https://github.com/") for arg in calls[0]), calls
