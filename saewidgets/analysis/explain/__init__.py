@@ -7,13 +7,16 @@
     labels = labels.merged(explain_features(stats, chat, features=[3, 14], cache_dir="labels-cache"))
 
 Explainers share one interface (`Explainer`): `PatternExplainer` builds labels from the statistics alone;
-`ChatExplainer` asks any OpenAI-compatible endpoint (needs ``pip install "saewidgets[explain]"``).
+`ChatExplainer` asks any OpenAI-compatible endpoint (needs ``pip install "saewidgets[explain]"``);
+`LocalExplainer` runs a transformers causal LM here. `score_explanations` scores them on `held_out_examples`
+(delphi's detection and fuzzing); `export_neuronpedia` / `import_neuronpedia_explanations` speak Neuronpedia.
 """
 
 from .chat import ChatExplainer
 from .explainer import CostEstimate, Explainer, ExplainerError, Prompt
 from .local import LocalExplainer
 from .labels import Explanation, Labels, search_labels
+from .neuronpedia import export_neuronpedia, import_neuronpedia_explanations, read_neuronpedia_dashboards
 from .pattern import PatternExplainer
 from .records import FeatureRecord, feature_record, marked_text
 from .run import estimate_cost, explain_features
@@ -34,9 +37,12 @@ __all__ = [
     "ScoringExamples",
     "estimate_cost",
     "explain_features",
+    "export_neuronpedia",
     "feature_record",
     "held_out_examples",
+    "import_neuronpedia_explanations",
     "marked_text",
+    "read_neuronpedia_dashboards",
     "score_explanations",
     "search_labels",
 ]
