@@ -221,7 +221,7 @@ def test_explorer_selection_anywhere_updates_every_view():
 def test_explorer_heatmap_tab_colours_text_by_the_selection_and_its_neighbours():
     ex = syn.explorer(n_features=60, background=False)
     ex.select(11)
-    ex.tabs.selected_index = 2
+    ex.tab = "heatmap"
     assert ex.heatmap.feature == 11 and ex.heatmap.features[0] == 11 and len(ex.heatmap.features) > 1
     nb = ex.heatmap.features[1]
     ex.heatmap.feature = nb  # the heatmap's feature picker
@@ -274,3 +274,52 @@ def test_explorer_shows_a_saved_steering_example_and_named_features():
     assert ex.steering.feature == 3 and ex.steering.steered_feature == 12
     ex.show_steering(syn.steer("p", 7, 2.0))
     assert ex.steering.steered_feature == 7
+
+
+def test_explorer_is_one_widget_whose_traits_mirror_every_view():
+    from saewidgets.widgets.explorer import CHILDREN, Explorer
+
+    ex = syn.explorer(n_features=50, background=False)
+    for prefix, cls in CHILDREN.items():
+        for name in cls.state_names():
+            assert f"{prefix}_{name}" not in vars(Explorer), f"{prefix}_{name} shadows an Explorer attribute"
+            assert getattr(ex, f"{prefix}_{name}") == getattr(getattr(ex, prefix), name), (prefix, name)
+    assert all(getattr(ex, p).comm is None for p in CHILDREN)  # the views open no comm of their own
+    ex.map_selected = 9  # what a map click in explorer.js does
+    assert ex.selected == 9 and ex.dashboard_card["feature"] == 9 and ex.steering_feature == 9
+    ex.dashboard_feature = 4  # a neighbour link
+    assert ex.map_selected == 4 and ex.map_highlight == ex.map.highlight
+    ex.map_selected = 10_000  # invalid from the front-end: the view keeps its value, the map says why
+    assert ex.map_selected == 4 and "feature ids run from 0" in ex.map_message
+
+
+def test_explorer_messages_reach_its_views_and_stop_drops_a_running_job():
+    import threading
+
+    release = threading.Event()
+
+    def slow_steer(prompt, feature, multiple):
+        release.wait(5)
+        return syn.steer(prompt, feature, multiple)
+
+    ex = syn.explorer(n_features=30, steer_fn=slow_steer)
+    ex.steering.prompt = "p"
+    ex._on_frontend_msg(ex, {"view": "steering", "msg": {"event": "generate"}}, [])
+    assert ex.steering_busy
+    ex._on_frontend_msg(ex, {"view": "steering", "msg": {"event": "stop"}}, [])
+    release.set()
+    ex.wait(5)
+    assert ex.steering_error == "stopped" and ex.steering_steered_texts == []
+    ex._on_frontend_msg(ex, {"view": "map", "msg": {"event": "search", "query": "#3"}}, [])
+    assert ex.selected == 3 and ex.map_search_results == [3]
+
+
+def test_dashboard_cards_show_repeated_contexts_once_with_their_count():
+    from saewidgets.widgets.dashboard import display_card
+
+    row = {"tokens": ["a", "b"], "center": 1, "value": 2.0, "acts": [0, 2.0]}
+    other = {"tokens": ["c"], "center": 0, "value": 1.0, "acts": [1.0]}
+    card = display_card({"feature": 1, "top": [row, dict(row), other, dict(row)],
+                         "quantiles": [{"label": "q", "examples": [other, dict(other)]}]})
+    assert [c.get("count", 1) for c in card["top"]] == [3, 1] and card["top"][0]["tokens"] == ["a", "b"]
+    assert card["quantiles"][0]["examples"] == [dict(other, count=2)]

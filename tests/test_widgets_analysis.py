@@ -49,7 +49,7 @@ def test_explorer_defaults_run_steer_attribute_heatmap_and_search(wired):
     assert ex.steering.error == "" and len(ex.steering.steered_texts) == 1 and len(ex.steering.default_texts) == 1
     assert ex.attribution.attribute("", wait=True)  # the model's own top token
     assert ex.attribution.error == "" and ex.attribution.rows and ex.attribution.tokens
-    ex.tabs.selected_index = 2
+    ex.tab = "heatmap"
     assert ex.heatmap.features[0] == 5 and ex.heatmap.acts_shape[0] == len(ex.heatmap.tokens) > 0
     word = ex.dashboard.card["top"][0]["tokens"][ex.dashboard.card["top"][0]["center"]].strip() or "the"
     ex.map.query = word
@@ -60,4 +60,4 @@ def test_real_explorer_exports_a_static_page(wired, tmp_path):
     ex, stats = wired
     doc = ex.to_html()
     data = json.loads(doc.split('<script type="application/json" id="saew-data">')[1].split("</script>")[0])
-    assert len(data["cards"]) == stats.n_features
+    assert data["cards"]["features"] == list(range(stats.n_features))  # every card embedded (compressed)

@@ -118,13 +118,28 @@ def test_inlined_javascript_cannot_close_its_own_script_element():
         assert sink not in js, sink
 
 
+def unpack_cards(packed: dict) -> dict[int, dict]:
+    """The cards of a static page, decompressed as static_host.js does (gzip groups of base64)."""
+    import base64
+    import gzip
+
+    cards = {}
+    for chunk in packed["chunks"].values():
+        cards.update({int(k): v for k, v in json.loads(gzip.decompress(base64.b64decode(chunk))).items()})
+    assert sorted(cards) == packed["features"]
+    return cards
+
+
 def test_explorer_static_page_embeds_cards_for_every_feature_of_a_small_map():
     ex = syn.explorer(n_features=25, background=False)
     data = json.loads(parse(ex.to_html()).scripts[0][1])
-    assert sorted(map(int, data["cards"])) == list(range(25))
-    assert data["explorer"]["selected"] == ex.selected
+    cards = unpack_cards(data["cards"])
+    assert sorted(cards) == list(range(25))
+    assert cards[7] == ex.static_card(7) and cards[7]["feature"] == 7
+    assert [v["name"] for v in data["views"]] == ["explorer"]  # one view: the Explorer, with every part inside
+    assert data["views"][0]["state"]["map_selected"] == ex.selected
     small = json.loads(parse(ex.to_html(features=[1, 2])).scripts[0][1])
-    assert {1, 2, ex.selected} <= set(map(int, small["cards"])) and len(small["cards"]) <= 3 + 10
+    assert {1, 2, ex.selected} <= set(unpack_cards(small["cards"])) and len(small["cards"]["features"]) <= 3 + 10
 
 
 def test_export_html_writes_atomically(tmp_path):
@@ -146,6 +161,6 @@ def test_notebook_fallback_iframe_holds_the_document_as_escaped_text():
 def test_named_features_are_linked_and_their_cards_always_embedded():
     ex = syn.explorer(n_features=3000, background=False)
     data = json.loads(parse(ex.to_html(features=[1], highlights={"Golden Gate Bridge": 2999})).scripts[0][1])
-    assert "2999" in data["cards"] and "1" in data["cards"]
-    state = next(v for v in data["views"] if v["name"] == "map")["state"]
-    assert state["bookmarks"] == [{"label": "Golden Gate Bridge", "feature": 2999}]
+    assert {2999, 1} <= set(unpack_cards(data["cards"]))
+    state = data["views"][0]["state"]
+    assert state["map_bookmarks"] == [{"label": "Golden Gate Bridge", "feature": 2999}]

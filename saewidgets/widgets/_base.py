@@ -2,12 +2,14 @@
 
 Each view's JavaScript lives in ``static/<view>.js`` and the helpers all views share in ``static/common.js``.
 An anywidget ESM is loaded as a single module (relative imports cannot resolve from a blob URL), so the ESM of a
-view is ``common.js`` followed by the view's file, composed here from the files shipped in the package.
+view is ``common.js``, the views it composes (each registered in ``SAEW_VIEWS``) and its own file, put together
+here from the files shipped in the package. The static HTML export inlines the same files.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,12 +29,26 @@ def read_static(name: str) -> str:
     return (STATIC_DIR / name).read_text(encoding="utf-8")
 
 
-def view_esm(view: str) -> str:
-    """The ESM for one view: shared helpers + ``static/<view>.js`` (which ends with ``export default view;``)."""
+def view_source(view: str) -> str:
+    """``static/<view>.js``, checked to end with ``export default view;``."""
     source = read_static(f"{view}.js")
     if EXPORT_LINE not in source:
         raise RuntimeError(f"static/{view}.js must end with '{EXPORT_LINE}'")
-    return read_static("common.js") + "\n" + source
+    return source
+
+
+def registered_views(views: tuple[str, ...]) -> str:
+    """Classic-script JS defining ``SAEW_VIEWS[name]`` for each view (each file in its own scope)."""
+    parts = ["const SAEW_VIEWS = {};"]
+    for view in views:
+        body = view_source(view).replace(EXPORT_LINE, f"SAEW_VIEWS[{json.dumps(view)}] = view;")
+        parts.append(f"(function () {{\n{body}\n}})();")
+    return "\n".join(parts)
+
+
+def view_esm(view: str, composes: tuple[str, ...] = ()) -> str:
+    """The ESM of one view: shared helpers, the views it composes (``SAEW_VIEWS``) and ``static/<view>.js``."""
+    return "\n".join([read_static("common.js"), registered_views(composes), view_source(view)])
 
 
 def static_value(value: Any) -> Any:
@@ -51,6 +67,8 @@ class ViewWidget(anywidget.AnyWidget):
     """
 
     _view: ClassVar[str] = ""
+    # Views whose JS this view renders inside itself (the Explorer composes all the others).
+    _composes: ClassVar[tuple[str, ...]] = ()
     _css = CSS_PATH
     # Height of the iframe used for the ``text/html`` fallback in notebooks without a widget manager.
     _fallback_height: ClassVar[int] = 520
@@ -58,16 +76,28 @@ class ViewWidget(anywidget.AnyWidget):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.__dict__.get("_view"):
-            cls._esm = view_esm(cls._view)
+            cls._esm = view_esm(cls._view, cls._composes)
+
+    def __init__(self, **kwargs: Any) -> None:
+        # ``embedded=True``: a view whose state another widget shows (the Explorer): it never opens a comm of
+        # its own, so only the composing widget reaches the front-end (and the saved notebook).
+        self._saew_embedded = bool(kwargs.pop("embedded", False))
+        super().__init__(**kwargs)
+
+    def open(self) -> None:
+        """Open the comm to the front-end, unless this view is embedded in another widget."""
+        if not getattr(self, "_saew_embedded", False):
+            super().open()
+
+    @classmethod
+    def state_names(cls) -> list[str]:
+        """Names of the synced traits the JS view reads (not the ipywidgets plumbing)."""
+        return [name for name in cls.class_trait_names(sync=True)
+                if not name.startswith("_") and name not in _NOT_STATE]
 
     def static_state(self) -> dict[str, Any]:
         """Synced trait values the JS view reads (not the ipywidgets plumbing), ready for a static page."""
-        state = {}
-        for name in self.keys:
-            if name.startswith("_") or name in _NOT_STATE:
-                continue
-            state[name] = static_value(getattr(self, name))
-        return state
+        return {name: static_value(getattr(self, name)) for name in self.state_names()}
 
     def _fallback_html(self) -> str:
         """Escaped, script-free HTML shown before (or instead of) the interactive view."""

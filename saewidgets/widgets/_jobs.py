@@ -3,13 +3,38 @@
 Widgets hand user actions to analysis callbacks that can take seconds (a model forward/generate). A
 :class:`SingleFlight` runs them in a daemon thread, refuses a second start while one is running, and reports
 "busy"/"error"/result through callables the widget supplies, so every view handles progress and errors alike.
+
+A job can be stopped (the views' Stop buttons): :meth:`SingleFlight.stop` sets the job's ``threading.Event``,
+which analysis calls that accept ``cancel=`` check between batches (see :func:`cancel_kwargs`); whatever the job
+returns after a stop is dropped, so a stopped result never replaces the one shown.
 """
 
 from __future__ import annotations
 
+import inspect
 import threading
 import traceback
 from typing import Any, Callable
+
+_current = threading.local()
+STOPPED = "stopped"
+
+
+def current_stop_event() -> threading.Event | None:
+    """The stop event of the job running in this thread (None outside a job)."""
+    return getattr(_current, "event", None)
+
+
+def cancel_kwargs(fn: Callable[..., Any]) -> dict[str, Any]:
+    """``{"cancel": event}`` when ``fn`` takes a ``cancel`` argument and a job is running here, else ``{}``."""
+    event = current_stop_event()
+    if event is None:
+        return {}
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {"cancel": event} if "cancel" in params else {}
 
 
 class SingleFlight:
@@ -18,6 +43,7 @@ class SingleFlight:
     def __init__(self, on_busy: Callable[[bool], None], on_error: Callable[[str], None]) -> None:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._event = threading.Event()
         self._on_busy = on_busy
         self._on_error = on_error
 
@@ -26,22 +52,35 @@ class SingleFlight:
         """Whether a job is in flight."""
         return self._lock.locked()
 
-    def start(self, job: Callable[[], Any], on_done: Callable[[Any], None], background: bool = True) -> bool:
-        """Run ``job()`` then ``on_done(result)``; errors go to ``on_error`` as one readable message.
+    def stop(self) -> bool:
+        """Ask the job in flight to stop; its result (if it still returns one) is dropped. False if none runs."""
+        if not self.running:
+            return False
+        self._event.set()
+        return True
 
-        ``background=False`` runs in the calling thread (tests, scripts)."""
+    def start(self, job: Callable[[], Any], on_done: Callable[[Any], None], background: bool = True) -> bool:
+        """Run ``job()`` then ``on_done(result)``; errors go to ``on_error`` as one readable message, a stop as
+        ``"stopped"``. ``background=False`` runs in the calling thread (tests, scripts)."""
         if not self._lock.acquire(blocking=False):
             return False
+        event = self._event = threading.Event()
         self._on_busy(True)
         self._on_error("")
 
         def run() -> None:
+            _current.event = event
             try:
-                on_done(job())
+                result = job()
+                if event.is_set():
+                    self._on_error(STOPPED)
+                else:
+                    on_done(result)
             except Exception as err:  # shown in the view, never raised into the comm handler
                 detail = traceback.format_exception_only(type(err), err)[-1].strip()
-                self._on_error(detail)
+                self._on_error(STOPPED if event.is_set() else detail)
             finally:
+                _current.event = None
                 self._on_busy(False)
                 self._lock.release()
 

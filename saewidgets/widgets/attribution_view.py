@@ -3,7 +3,8 @@
 Takes an ``Attribution`` (``tokens``, ``target``, ``top(n) -> [{"feature", "attribution", "ablation",
 "positions"}]``; positions as ints or ``{"position", ...}`` dicts) and optionally ``attribute_fn(target) ->
 Attribution`` to recompute for a target the user types (``None`` when left empty: the model's own top token).
-Clicking a bar sets ``feature`` (and calls ``on_feature``).
+Clicking a bar sets ``feature`` (and calls ``on_feature``). ``prompt_editable=True`` shows the ``prompt`` as an
+editable box (the Explorer's ``attribute_fn`` reads it); Stop drops a running attribution.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ class AttributionView(ViewWidget):
     target_label = t.Unicode("").tag(sync=True)  # the attribution's own description of its target
     target_options = t.List(t.Unicode()).tag(sync=True)
     rows = t.List(t.Dict()).tag(sync=True)
+    prompt = t.Unicode("").tag(sync=True)
+    prompt_editable = t.Bool(False).tag(sync=True)
     feature = t.Int(-1).tag(sync=True)
     busy = t.Bool(False).tag(sync=True)
     error = t.Unicode("").tag(sync=True)
@@ -86,9 +89,19 @@ class AttributionView(ViewWidget):
                                    background=self.background and not wait)
         return started
 
+    def stop(self) -> bool:
+        """Stop the attribution in flight (its result is dropped)."""
+        return self._jobs.stop()
+
     def _on_frontend_msg(self, widget: Any, content: dict[str, Any], buffers: Any) -> None:
-        if isinstance(content, dict) and content.get("event") == "attribute":
+        if not isinstance(content, dict):
+            return
+        if content.get("event") == "attribute":
+            if "prompt" in content and self.prompt_editable:
+                self.prompt = str(content["prompt"])
             self.attribute(str(content.get("target", self.target)))
+        elif content.get("event") == "stop":
+            self.stop()
 
     @t.observe("feature")
     def _feature_changed(self, change: dict[str, Any]) -> None:

@@ -14,6 +14,30 @@ from .serializers import jsonable
 CardFn = Callable[[int], Mapping[str, Any]]
 
 
+def dedupe_contexts(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Contexts with identical tokens and activating position shown once, in their first (strongest) place,
+    with ``count`` = how many times they occurred (a corpus repeats boilerplate; 15 equal rows say nothing)."""
+    seen: dict[tuple, dict[str, Any]] = {}
+    for item in items:
+        key = (tuple(item.get("tokens") or ()), item.get("center"))
+        if key in seen:
+            seen[key]["count"] = seen[key].get("count", 1) + 1
+        else:
+            seen[key] = dict(item)
+    return list(seen.values())
+
+
+def display_card(card: Mapping[str, Any]) -> dict[str, Any]:
+    """A feature card as the dashboard shows it: JSON-safe, top contexts and quantile samples de-duplicated."""
+    clean = jsonable(dict(card))
+    if clean.get("top"):
+        clean["top"] = dedupe_contexts(clean["top"])
+    for band in clean.get("quantiles") or []:
+        if band.get("examples"):
+            band["examples"] = dedupe_contexts(band["examples"])
+    return clean
+
+
 class FeatureDashboard(ViewWidget):
     """One feature's dashboard. Clicking a neighbour sets ``feature``; with ``card_fn`` the dashboard then
     fetches and shows that feature's card (``card_fn(i) -> card dict``), so it is navigable on its own."""
@@ -36,7 +60,7 @@ class FeatureDashboard(ViewWidget):
 
     def show_card(self, card: Mapping[str, Any]) -> None:
         """Display ``card`` (a feature-card dict) and set ``feature`` to its id."""
-        clean = jsonable(dict(card))
+        clean = display_card(card)
         with self.hold_sync():
             self.error = ""
             self.card = clean

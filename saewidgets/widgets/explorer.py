@@ -1,36 +1,58 @@
-"""Explorer: every view linked — map left, dashboard right, tabs for attribution, steering and heatmap.
+"""Explorer: every view linked in ONE anywidget — map left, dashboard right, tabs for attribution, steering and heatmap.
 
 Selecting a feature anywhere (map click/lasso/search, a neighbour link, an attribution bar, the steering or
 heatmap picker) updates every view. The Explorer wires the views to the analysis functions
 (``saewidgets.analysis``: ``feature_card``, ``steer``, ``attribute``, token activations, geometry); each callable can
 be replaced by a keyword (``card_fn=``, ``steer_fn=``, ...) so the Explorer runs without a model in tests and on
-precomputed data. ``to_html()`` / :func:`export_html` give the same layout as one offline HTML file in which
-clicking the map shows the embedded dashboards, all client-side.
+precomputed data.
+
+One widget, one ES module: the views (``ex.map``, ``ex.dashboard``, ``ex.attribution``, ``ex.steering``,
+``ex.heatmap``) keep their Python API and logic but open no comm of their own; their synced traits are mirrored
+into the Explorer's traits as ``<view>_<trait>`` and ``static/explorer.js`` renders each view's JS against its
+slice of the Explorer's model. So the Explorer renders wherever anywidget does (JupyterLab, Notebook 7, VS Code,
+Colab, marimo's ``mo.ui.anywidget``). ``to_html()`` / :func:`export_html` run the same JS in one offline HTML file
+in which selecting a feature shows its embedded (compressed) dashboard, all client-side; a displayed Explorer
+also leaves such a page (its neighbourhood only) in the notebook, shown when the notebook is reopened without a
+kernel.
 """
 
 from __future__ import annotations
 
-import html
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-import ipywidgets as ipw
+import anywidget
 import numpy as np
+import traitlets as t
 
+from ._base import ViewWidget
+from ._jobs import SingleFlight, cancel_kwargs
 from .attribution_view import AttributionView
-from .dashboard import FeatureDashboard
+from .dashboard import FeatureDashboard, display_card
 from .feature_map import DEFAULT_NEIGHBOURS, FeatureMap
 from .heatmap import TokenHeatmap
-from .static_html import document, iframe, view_container, view_spec, write_atomic
+from .static_html import document, iframe, offline_copy, packed_cards, view_container, view_spec, write_atomic
 from .steering_panel import SteeringPanel
 
 # Static pages embed every feature's card up to this many features; beyond it, the densest ones (plus the
-# selection and its neighbours). A card is ~2-15 kB of JSON (floats rounded to 4 significant digits).
-STATIC_ALL_CARDS_UP_TO = 2048
-STATIC_DEFAULT_CARDS = 1000
-# The text/html fallback shown in notebooks without widget support embeds only the selection's neighbourhood.
+# selection and its neighbours). Cards are de-duplicated, rounded to 4 significant digits and gzip-compressed.
+STATIC_ALL_CARDS_UP_TO = 16384
+STATIC_DEFAULT_CARDS = 4096
+# The copy left in a notebook for viewing without a kernel embeds only the selection's neighbourhood.
 FALLBACK_CARDS = 1 + DEFAULT_NEIGHBOURS
 DEFAULT_PROMPT = "The Golden Gate Bridge is"
+DEFAULT_TEXT = ("On a foggy morning we walked across the Golden Gate Bridge from San Francisco, then took the "
+                "ferry past Alcatraz. Later we flew to Paris and climbed the Eiffel Tower.")
+TABS = ("attribution", "steering", "heatmap")
+# The views the Explorer composes: its attribute name (and trait prefix) -> view class.
+CHILDREN: dict[str, type[ViewWidget]] = {
+    "map": FeatureMap,
+    "dashboard": FeatureDashboard,
+    "attribution": AttributionView,
+    "steering": SteeringPanel,
+    "heatmap": TokenHeatmap,
+}
 
 
 def _analysis() -> Any:
@@ -40,8 +62,19 @@ def _analysis() -> Any:
     return analysis
 
 
-class Explorer(ipw.VBox):
-    """All saewidgets views linked around one selected feature.
+def _mirrored_traits() -> dict[str, t.TraitType]:
+    """One synced trait per view trait, named ``<view>_<trait>``; the view object stays the source of truth
+    (it validates), so the mirrors accept any value."""
+    return {f"{prefix}_{name}": t.Any(None, allow_none=True).tag(sync=True)
+            for prefix, cls in CHILDREN.items() for name in cls.state_names()}
+
+
+_ExplorerState = type("_ExplorerState", (ViewWidget,), {
+    "__doc__": "The Explorer's synced state: every composed view's traits, mirrored.", **_mirrored_traits()})
+
+
+class Explorer(_ExplorerState):  # type: ignore[misc, valid-type]
+    """All saewidgets views linked around one selected feature, as one widget.
 
     Parameters: ``model`` (ModelHandle), ``sae`` (SAE), ``stats`` (FeatureStats), ``geometry``
     (FeatureGeometry; computed from the SAE's decoder if None), ``logit_effects`` (for the dashboards' logit
@@ -52,6 +85,16 @@ class Explorer(ipw.VBox):
     above the map.
     """
 
+    _view = "explorer"
+    _composes = ("heatmap", "dashboard", "feature_map", "attribution_view", "steering_panel")
+    _fallback_height = 900
+    tab = t.Enum(TABS, default_value="attribution").tag(sync=True)
+    heatmap_text = t.Unicode("").tag(sync=True)
+    heatmap_error = t.Unicode("").tag(sync=True)
+    heatmap_busy = t.Bool(False).tag(sync=True)
+    # Ties the offline copy left in the notebook to this widget, so the live view can hide it.
+    fallback_id = t.Unicode("").tag(sync=True)
+
     def __init__(
         self,
         model: Any = None,
@@ -61,7 +104,7 @@ class Explorer(ipw.VBox):
         logit_effects: Any = None,
         *,
         prompt: str = DEFAULT_PROMPT,
-        text: str = "",
+        text: str = DEFAULT_TEXT,
         selected: int | None = None,
         n_neighbours: int = DEFAULT_NEIGHBOURS,
         card_fn: Callable[[int], dict] | None = None,
@@ -70,9 +113,10 @@ class Explorer(ipw.VBox):
         activations_fn: Callable[[str, list[int]], Any] | None = None,
         search_fn: Callable[[str], Iterable[Any]] | None = None,
         highlights: Mapping[str, int] | None = None,
-        map_height: int = 460,
+        map_height: int = 440,
         background: bool = True,
     ) -> None:
+        super().__init__()
         self.model, self.sae, self.stats, self.logit_effects = model, sae, stats, logit_effects
         self.geometry = geometry if geometry is not None else self._default_geometry()
         self.card_fn = card_fn or self._default_card_fn
@@ -81,48 +125,77 @@ class Explorer(ipw.VBox):
         steer_fn = steer_fn or (self._default_steer_fn if model is not None else None)
         search_fn = search_fn or self._default_search_fn()
         self.prompt = prompt
+        self.background = background
         self._syncing = False
+        self._heatmap_jobs = SingleFlight(on_busy=lambda b: setattr(self, "heatmap_busy", b),
+                                          on_error=lambda e: setattr(self, "heatmap_error", e))
 
         self.map = FeatureMap.from_geometry(self.geometry, stats, search_fn=search_fn, n_neighbours=n_neighbours,
-                                            height=map_height)
+                                            height=map_height, embedded=True)
         self.map.set_bookmarks(dict(highlights or {}))
-        self.dashboard = FeatureDashboard(card_fn=self.card_fn)
+        self.dashboard = FeatureDashboard(card_fn=self.card_fn, embedded=True)
         self.attribution = AttributionView(
-            attribute_fn=(lambda target: attribute_fn(self.attribution_prompt.value, target)) if attribute_fn
+            attribute_fn=(lambda target: attribute_fn(self.attribution.prompt, target)) if attribute_fn
             else None,
-            background=background,
+            background=background, embedded=True, prompt=prompt, prompt_editable=attribute_fn is not None,
         )
-        self.attribution_prompt = ipw.Text(value=prompt, description="prompt",
-                                           layout=ipw.Layout(width="100%"))
-        self.steering = SteeringPanel(steer_fn, prompt=prompt, background=background)
-        self.heatmap = TokenHeatmap(title="")
-        self.heatmap_text = ipw.Textarea(value=text, placeholder="Text to colour by the selected feature",
-                                         layout=ipw.Layout(width="100%", height="70px"))
-        self.heatmap_button = ipw.Button(description="Show", tooltip="Colour this text by the selected feature "
-                                         "and its neighbours")
-        self.heatmap_button.on_click(lambda _: self.refresh_heatmap())
-        self.heatmap_error = ipw.HTML("")
-
-        self.tabs = ipw.Tab(children=[
-            ipw.VBox([self.attribution_prompt, self.attribution]),
-            self.steering,
-            ipw.VBox([self.heatmap_text, ipw.HBox([self.heatmap_button, self.heatmap_error]), self.heatmap]),
-        ])
-        for k, title in enumerate(["Attribution", "Steering", "Heatmap"]):
-            self.tabs.set_title(k, title)
-        self.tabs.observe(self._tab_changed, "selected_index")
-        self.map.layout = ipw.Layout(width="44%", min_width="300px")
-        self.dashboard.layout = ipw.Layout(width="56%", max_height="680px", overflow="auto")
-        top = ipw.HBox([self.map, self.dashboard], layout=ipw.Layout(width="100%", align_items="flex-start"))
-        super().__init__([top, self.tabs])
-        self.add_class("saew-explorer")
+        self.steering = SteeringPanel(steer_fn, prompt=prompt, background=background, embedded=True)
+        self.heatmap = TokenHeatmap(title="", embedded=True)
+        self.heatmap_text = text
+        self.fallback_id = uuid.uuid4().hex
+        self._mirror_all()
 
         self.map.observe(lambda c: self.select(c["new"]), "selected")
         for view in (self.dashboard, self.attribution, self.steering, self.heatmap):
             view.observe(lambda c: self.select(c["new"]), "feature")
+        self.on_msg(self._on_frontend_msg)
         first = selected if selected is not None else self._first_feature()
         if first is not None:
             self.select(first)
+
+    # -- one model for all views -----------------------------------------------------------------------------
+    def _mirror_all(self) -> None:
+        """Copy every view's state into the Explorer's traits, and keep both in step from now on."""
+        self._child_of: dict[str, tuple[ViewWidget, str]] = {}
+        with self.hold_sync():
+            for prefix in CHILDREN:
+                child = getattr(self, prefix)
+                names = child.state_names()
+                for name in names:
+                    self._child_of[f"{prefix}_{name}"] = (child, name)
+                    setattr(self, f"{prefix}_{name}", getattr(child, name))
+                child.observe(lambda c, p=prefix: setattr(self, f"{p}_{c['name']}", c["new"]), names=names)
+        self.observe(self._to_child, names=list(self._child_of))
+
+    def _to_child(self, change: dict[str, Any]) -> None:
+        """A view trait changed in the front-end: set it on the view (which validates and reacts)."""
+        child, name = self._child_of[change["name"]]
+        try:
+            setattr(child, name, change["new"])
+        except t.TraitError as err:
+            setattr(self, change["name"], getattr(child, name))  # show the view's value again
+            if isinstance(child, FeatureMap):
+                child.message = str(err)
+
+    def _on_frontend_msg(self, widget: Any, content: dict[str, Any], buffers: Any) -> None:
+        """Messages from explorer.js: a view's own message (``{"view": prefix, "msg": ...}``), the liveness
+        handshake, and the heatmap tab's Show/Stop."""
+        if not isinstance(content, dict):
+            return
+        view = content.get("view")
+        if view in CHILDREN:
+            child = getattr(self, view)
+            handler = getattr(child, "_on_frontend_msg", None)
+            if handler is not None:
+                handler(child, content.get("msg") or {}, buffers)
+        elif content.get("event") == "hello":
+            self.send({"event": "live"})
+        elif content.get("event") == "heatmap":
+            if "text" in content:
+                self.heatmap_text = str(content["text"])
+            self.refresh_heatmap(wait=not self.background)
+        elif content.get("event") == "heatmap_stop":
+            self._heatmap_jobs.stop()
 
     # -- selection -------------------------------------------------------------------------------------------
     @property
@@ -142,8 +215,8 @@ class Explorer(ipw.VBox):
             self.attribution.feature = int(feature)
             if int(feature) in self.heatmap.features:
                 self.heatmap.feature = int(feature)
-            elif self.tabs.selected_index == 2:
-                self.refresh_heatmap()
+            elif self.tab == "heatmap":
+                self.refresh_heatmap(wait=not self.background)
         finally:
             self._syncing = False
 
@@ -164,23 +237,33 @@ class Explorer(ipw.VBox):
                 self.steering.prompt = prompts[0]
             self.steering.show_result(result, multiple=multiple, feature=feature)
 
+    @t.observe("tab")
     def _tab_changed(self, change: dict[str, Any]) -> None:
-        if change["new"] == 2 and self.selected not in self.heatmap.features:
-            self.refresh_heatmap()
+        if change["new"] == "heatmap" and self.selected not in self.heatmap.features:
+            self.refresh_heatmap(wait=not self.background)
 
-    def refresh_heatmap(self) -> None:
-        """Colour the heatmap text by the selected feature and its neighbours (one model pass)."""
-        text = self.heatmap_text.value
+    def refresh_heatmap(self, wait: bool = True) -> bool:
+        """Colour the heatmap text by the selected feature and its neighbours (one model pass), each on its own
+        maximum over the corpus. ``wait=False`` runs it in the background (Stop can drop it). False when
+        nothing was started (no text, no activations function, or one already running)."""
+        text = self.heatmap_text
         if not text.strip() or self.activations_fn is None or self.selected < 0:
-            self.heatmap_error.value = "" if text.strip() else "<i>type some text first</i>"
-            return
+            self.heatmap_error = "" if text.strip() else "type some text first"
+            return False
         features = [self.selected] + [f for f in self.map.neighbours(self.selected) if f != self.selected]
-        try:
-            self.heatmap.set_activations(self.activations_fn(text, features), feature=self.selected)
-            self.heatmap_error.value = ""
-        except Exception as err:
-            self.heatmap_error.value = f"<span style='color:#c62828'>{html.escape(type(err).__name__)}: " \
-                                       f"{html.escape(str(err))}</span>"
+        selected = self.selected
+        max_act = getattr(self.stats, "max_act", None)
+        scales = [float(max_act[f]) for f in features] if max_act is not None else None
+        return self._heatmap_jobs.start(
+            lambda: self.activations_fn(text, features),
+            lambda acts: self.heatmap.set_activations(acts, feature=selected, scales=scales),
+            background=not wait,
+        )
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the steering, attribution and heatmap jobs in flight (if any) finish."""
+        for jobs in (self.steering._jobs, self.attribution._jobs, self._heatmap_jobs):
+            jobs.join(timeout)
 
     def _first_feature(self) -> int | None:
         """The densest feature (a sensible first thing to look at), else 0."""
@@ -199,10 +282,12 @@ class Explorer(ipw.VBox):
         return _analysis().feature_card(self.stats, i, self.logit_effects, self.geometry)
 
     def _default_steer_fn(self, prompt: str, feature: int, multiple: float) -> Any:
-        return _analysis().steer(self.model, self.sae, prompt, {feature: multiple}, stats=self.stats)
+        steer = _analysis().steer
+        return steer(self.model, self.sae, prompt, {feature: multiple}, stats=self.stats, **cancel_kwargs(steer))
 
     def _default_attribute_fn(self, prompt: str, target: str | None) -> Any:
-        return _analysis().attribute(self.model, self.sae, prompt, target=target)
+        attribute = _analysis().attribute
+        return attribute(self.model, self.sae, prompt, target=target, **cancel_kwargs(attribute))
 
     def _default_activations_fn(self, text: str, features: list[int]) -> Any:
         return _analysis().token_activations(self.model, self.sae, text, features)
@@ -232,62 +317,68 @@ class Explorer(ipw.VBox):
     def to_html(self, features: Iterable[int] | None = None, title: str = "saewidgets explorer",
                 limit: int = STATIC_DEFAULT_CARDS, highlights: Mapping[str, int] | None = None) -> str:
         """The Explorer as one self-contained HTML document (map, dashboards of the embedded features,
-        attribution, steering and heatmap as last shown); clicking the map selects client-side.
+        attribution, steering and heatmap as last shown); selecting a feature works client-side.
 
         ``features``: which cards to embed (default: see :meth:`static_cards`); ``highlights``: ``{name:
         feature}`` links above the map (their cards are always embedded)."""
         if highlights is not None:
             self.map.set_bookmarks(dict(highlights))
         named = [b["feature"] for b in self.map.bookmarks]
-        cards: dict[str, Any] = {}
+        cards: dict[int, Any] = {}
         for f in dict.fromkeys([*named, *self.static_cards(features, limit)]):
             try:
-                cards[str(f)] = self.dashboard_card(f)
+                cards[f] = self.static_card(f)
             except Exception as err:
-                cards[str(f)] = {"feature": f, "missing": f"card failed: {type(err).__name__}: {err}"}
-        views = [("map", self.map), ("dashboard", self.dashboard), ("attribution", self.attribution),
-                 ("steering", self.steering), ("heatmap", self.heatmap)]
-        ids = {name: f"saew-{name}" for name, _ in views}
-        mount = {name: view_container(ids[name], view._fallback_html()) for name, view in views}
-        body = (
-            "<div class=\"saew-explorer\"><div class=\"saew-explorer-top\">"
-            f"<div class=\"saew-explorer-map\">{mount['map']}</div>"
-            f"<div class=\"saew-explorer-dashboard\">{mount['dashboard']}</div></div>"
-            "<div class=\"saew-tabs\"><div class=\"saew-tab-bar\">"
-            "<button class=\"saew-tab-button saew-tab-active\">Attribution</button>"
-            "<button class=\"saew-tab-button\">Steering</button>"
-            "<button class=\"saew-tab-button\">Heatmap</button></div>"
-            f"<div class=\"saew-tab-pane\">{mount['attribution']}</div>"
-            f"<div class=\"saew-tab-pane\" style=\"display:none\">{mount['steering']}</div>"
-            f"<div class=\"saew-tab-pane\" style=\"display:none\">{mount['heatmap']}</div>"
-            "</div></div>"
-        )
-        data = {
-            "views": [view_spec(view, name, ids[name]) for name, view in views],
-            "cards": cards,
-            "explorer": {**{name: name for name, _ in views}, "selected": self.selected},
-        }
+                cards[f] = {"feature": f, "missing": f"card failed: {type(err).__name__}: {err}"}
+        element_id = "saew-explorer-0"
+        body = view_container(element_id, self._fallback_html())
+        data = {"views": [view_spec(self, "explorer", element_id)], "cards": packed_cards(cards)}
         return document(title, body, data)
 
-    def dashboard_card(self, feature: int) -> dict:
-        """The card of ``feature`` as a static page embeds it (JSON-safe, floats to 4 significant digits)."""
-        from .serializers import jsonable, round_floats
+    def static_card(self, feature: int) -> dict:
+        """The card of ``feature`` as a static page embeds it (de-duplicated, floats to 4 significant digits)."""
+        from .serializers import round_floats
 
-        return round_floats(jsonable(dict(self.card_fn(int(feature)))))
+        return round_floats(display_card(self.card_fn(int(feature))))
 
     def save_html(self, path: str | Path, **kwargs: Any) -> Path:
         """Write :meth:`to_html` to ``path`` atomically."""
         return write_atomic(path, self.to_html(**kwargs))
 
+    def _fallback_html(self) -> str:
+        return (f"<p>saewidgets Explorer of {self.map.n_features} features (the interactive view needs "
+                "JavaScript).</p>" + self.dashboard._fallback_html())
+
+    def offline_html(self) -> str:
+        """What a notebook keeps for viewing without a kernel: this Explorer as a static page of the selection's
+        neighbourhood, in an iframe tagged with ``fallback_id`` (the live view hides it)."""
+        neighbourhood = [self.selected, *self.map.neighbours(self.selected)] if self.selected >= 0 else []
+        page = self.to_html(features=neighbourhood[:FALLBACK_CARDS])
+        return offline_copy(iframe(page, height=self._fallback_height), self.fallback_id)
+
+    def _ipython_display_(self, **kwargs: Any) -> None:
+        """Two outputs: the offline copy (``text/html``; shown when the notebook is reopened without a kernel,
+        hidden by the live view) and the live widget."""
+        from IPython.display import display
+
+        try:
+            display({"text/html": self.offline_html(), "text/plain": ""}, raw=True)
+        except Exception as err:  # the offline copy must never stop the live widget from showing
+            display({"text/plain": f"(offline copy unavailable: {type(err).__name__}: {err})"}, raw=True)
+        bundle = anywidget.AnyWidget._repr_mimebundle_(self, **kwargs)
+        data, meta = bundle if isinstance(bundle, tuple) else (bundle, None)
+        display(data, metadata=meta, raw=True)
+
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        bundle = super()._repr_mimebundle_(**kwargs)
-        if isinstance(bundle, dict):
-            try:
-                neighbourhood = [self.selected, *self.map.neighbours(self.selected)] if self.selected >= 0 else []
-                bundle["text/html"] = iframe(self.to_html(features=neighbourhood[:FALLBACK_CARDS]), height=900)
-            except Exception as err:
-                bundle["text/html"] = f"<pre>static view unavailable: {html.escape(type(err).__name__)}</pre>"
-        return bundle
+        """For front-ends that ask for one bundle: the widget view plus the offline copy as ``text/html``."""
+        bundle = anywidget.AnyWidget._repr_mimebundle_(self, **kwargs)
+        data, meta = bundle if isinstance(bundle, tuple) else (bundle, None)
+        data = dict(data or {})
+        try:
+            data["text/html"] = self.offline_html()
+        except Exception as err:  # a fallback must never break display of the live widget
+            data["text/html"] = f"<pre>static view unavailable: {type(err).__name__}</pre>"
+        return (data, meta) if meta is not None else data
 
 
 class _Result:
@@ -300,5 +391,3 @@ class _Result:
 def export_html(path: str | Path, explorer: Explorer, **kwargs: Any) -> Path:
     """Write ``explorer.to_html(**kwargs)`` to ``path`` atomically (temp file + rename); returns the path."""
     return explorer.save_html(path, **kwargs)
-
-

@@ -22,14 +22,26 @@ DEFAULT_NEIGHBOURS = 10
 
 def _feature_ids(results: Iterable[Any]) -> list[int]:
     """Feature ids from search results given as ints, (id, score) pairs or {"feature": id, ...} dicts."""
-    ids = []
+    return [hit[0] for hit in _hits(results)]
+
+
+def _hits(results: Iterable[Any]) -> list[tuple[int, str]]:
+    """(feature id, one-line description) of each search result, in rank order: dicts from
+    ``search_contexts`` are described by the share of top contexts matching and an example context."""
+    hits = []
     for r in results:
+        label = ""
         if isinstance(r, dict):
+            if r.get("fraction") is not None:
+                label = f"{100 * float(r['fraction']):.0f}% of top contexts"
+            if r.get("example"):
+                label = f"{label} · {str(r['example']).strip()}" if label else str(r["example"]).strip()
             r = r.get("feature")
         elif isinstance(r, (tuple, list)):
+            label = f"score {float(r[1]):.3g}" if len(r) > 1 else ""
             r = r[0]
-        ids.append(int(r))
-    return ids
+        hits.append((int(r), " ".join(label.split())[:160]))
+    return hits
 
 
 class FeatureMap(ViewWidget):
@@ -47,6 +59,7 @@ class FeatureMap(ViewWidget):
     lasso = t.List(t.Int()).tag(sync=True)
     query = t.Unicode("").tag(sync=True)
     search_results = t.List(t.Int()).tag(sync=True)
+    search_labels = t.List(t.Unicode()).tag(sync=True)  # one line describing each search result
     message = t.Unicode("").tag(sync=True)
     height = t.Int(420).tag(sync=True)
     # Named features shown as one-click links above the map: [{"label": str, "feature": int}].
@@ -155,21 +168,23 @@ class FeatureMap(ViewWidget):
         """Select by ``"123"``/``"#123"``, else run ``search_fn(query)``; highlights results, selects the first."""
         q = (query or "").strip()
         if not q:
-            self.search_results = []
+            self.search_results, self.search_labels = [], []
             return []
         if q.lstrip("#").isdigit():
-            ids = [int(q.lstrip("#"))]
+            hits = [(int(q.lstrip("#")), "")]
         elif self.search_fn is None:
             self.message = "Text search needs a search function (FeatureMap(search_fn=...)); search by id here."
             return []
         else:
             try:
-                ids = _feature_ids(self.search_fn(q))
+                hits = _hits(self.search_fn(q))
             except Exception as err:
                 self.message = f"search failed: {type(err).__name__}: {err}"
                 return []
-        ids = [i for i in ids if 0 <= i < self.n_features]
+        hits = [(i, label) for i, label in hits if 0 <= i < self.n_features]
+        ids = [i for i, _ in hits]
         with self.hold_sync():
+            self.search_labels = [label for _, label in hits]
             self.search_results = ids
             self.message = "" if ids else f"No features match {q!r}."
             if ids:

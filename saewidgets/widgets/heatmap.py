@@ -23,7 +23,9 @@ FALLBACK_TOKENS = 2000
 class TokenHeatmap(ViewWidget):
     """Tokens coloured by one feature's activation; hover shows token, value and position.
 
-    ``feature`` is the feature id shown (one of ``features``); the picker in the view switches it.
+    ``feature`` is the feature id shown (one of ``features``); the picker in the view switches it. ``scales``
+    (one per feature, e.g. each feature's max activation over the corpus) sets full colour; without them a
+    column is coloured on its own maximum in this text.
     """
 
     _view = "heatmap"
@@ -31,6 +33,7 @@ class TokenHeatmap(ViewWidget):
     acts = t.Bytes(b"").tag(sync=True)
     acts_shape = t.List(t.Int(), default_value=[0, 0]).tag(sync=True)
     features = t.List(t.Int()).tag(sync=True)
+    scales = t.List(t.Float()).tag(sync=True)
     feature = t.Int(-1).tag(sync=True)
     title = t.Unicode("").tag(sync=True)
 
@@ -57,9 +60,11 @@ class TokenHeatmap(ViewWidget):
         acts: Any = None,
         features: Sequence[int] | None = None,
         feature: int | None = None,
+        scales: Sequence[float] | None = None,
     ) -> None:
         """Show new text: a ``TokenActivations``-like object, or ``tokens`` + ``acts`` ([T] or [T, n]) +
-        ``features`` (the feature id of each column; default 0..n-1, or ``[feature]`` for a 1-D ``acts``)."""
+        ``features`` (the feature id of each column; default 0..n-1, or ``[feature]`` for a 1-D ``acts``); ``scales``:
+        the activation of full colour for each column (default: the column's own maximum)."""
         if activations is not None:
             tokens = list(activations.tokens)
             acts = activations.acts
@@ -78,6 +83,9 @@ class TokenHeatmap(ViewWidget):
         features = [int(f) for f in (features or range(arr.shape[1]))]
         if len(features) != arr.shape[1]:
             raise ValueError(f"TokenHeatmap: {len(features)} feature ids for {arr.shape[1]} activation columns.")
+        scale_list = [float(v) for v in scales] if scales is not None else []
+        if scale_list and len(scale_list) != len(features):
+            raise ValueError(f"TokenHeatmap: {len(scale_list)} scales for {len(features)} features.")
         shown = int(feature) if feature is not None and int(feature) in features else (
             self.feature if self.feature in features else (features[0] if features else -1))
         with self.hold_sync():
@@ -85,6 +93,7 @@ class TokenHeatmap(ViewWidget):
             self.acts = array_to_bytes(arr)
             self.acts_shape = [int(arr.shape[0]), int(arr.shape[1])]
             self.features = features
+            self.scales = scale_list
             self.feature = shown
 
     @property

@@ -8,18 +8,24 @@ in for the anywidget model; nothing is fetched from the network.
 
 from __future__ import annotations
 
+import base64
+import gzip
 import html
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from .._cache import atomic_write_bytes
-from ._base import EXPORT_LINE, CSS_PATH, read_static
+from ._base import CSS_PATH, read_static, registered_views
 
-__all__ = ["script_json", "static_bundle_js", "document", "view_document", "iframe", "write_atomic"]
+__all__ = ["script_json", "static_bundle_js", "document", "view_document", "iframe", "write_atomic",
+           "packed_cards", "offline_copy"]
 
-VIEWS = ("heatmap", "dashboard", "feature_map", "attribution_view", "steering_panel")
+VIEWS = ("heatmap", "dashboard", "feature_map", "attribution_view", "steering_panel", "explorer")
+# Cards are packed in groups of this many consecutive feature ids: one group is decompressed when one of its
+# cards is first shown (~100 kB of JSON, a few ms), the rest stay compressed.
+CARDS_PER_CHUNK = 64
 _JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
 
@@ -33,12 +39,8 @@ def script_json(obj: Any) -> str:
 
 
 def static_bundle_js(views: Iterable[str] = VIEWS) -> str:
-    """One classic script: the shared helpers, each view registered as ``SAEW.views[name]``, and the host."""
-    parts = [read_static("static_host.js"), read_static("common.js")]
-    for view in views:
-        body = read_static(f"{view}.js").replace(EXPORT_LINE, f"SAEW.views[{json.dumps(view)}] = view;")
-        parts.append(f"(function () {{\n{body}\n}})();")
-    js = "\n".join(parts)
+    """One classic script: the shared helpers, each view registered in ``SAEW_VIEWS``, and the host."""
+    js = "\n".join([read_static("common.js"), registered_views(tuple(views)), read_static("static_host.js")])
     if "</script" in js.lower() or "<!--" in js:
         raise RuntimeError("static JS must not contain '</script' or '<!--' (it is inlined into HTML)")
     return js
@@ -79,6 +81,36 @@ def view_document(widget: Any, title: str | None = None) -> str:
     body = view_container(element_id, widget._fallback_html())
     data = {"views": [view_spec(widget, "main", element_id)]}
     return document(title or f"saewidgets {type(widget).__name__}", body, data)
+
+
+def packed_cards(cards: Mapping[int, Any], per_chunk: int = CARDS_PER_CHUNK) -> dict[str, Any]:
+    """Feature cards for a static page, compact: grouped by ``feature // per_chunk``, each group's JSON
+    gzip-compressed and base64-encoded; ``static_host.js`` decompresses a group (``DecompressionStream``) the
+    first time one of its cards is shown. A 4,096-feature page stays a few MB instead of ~12."""
+    groups: dict[int, dict[str, Any]] = {}
+    for feature, card in cards.items():
+        groups.setdefault(int(feature) // per_chunk, {})[str(int(feature))] = card
+    chunks = {}
+    for key, group in sorted(groups.items()):
+        raw = json.dumps(group, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+        chunks[str(key)] = base64.b64encode(gzip.compress(raw, compresslevel=9, mtime=0)).decode("ascii")
+    return {"per_chunk": per_chunk, "features": sorted(int(f) for f in cards), "chunks": chunks}
+
+
+def offline_copy(frame_html: str, fallback_id: str) -> str:
+    """The ``text/html`` output a displayed Explorer leaves in the notebook: its static page (an iframe), tagged
+    with the widget's ``fallback_id``. While the live widget shows, its JS hides this copy; when the notebook is
+    reopened without a kernel, JupyterLab/Notebook 7 show this copy and the style below hides the widget
+    output's "model not found" line next to it (trusted notebooks; CSS ``:has``)."""
+    fid = html.escape(fallback_id, quote=True)
+    style = ("<style>.jp-OutputArea-child:has(.saew-offline-copy) + .jp-OutputArea-child "
+             ".jupyter-widgets.jp-OutputArea-output:not(:has(*)){display:none}"
+             ".jp-OutputArea-child:has(.saew-offline-copy):has(+ .jp-OutputArea-child .saew-explorer-live)"
+             "{display:none}</style>")
+    return (f"<div class=\"saew-offline-copy\" data-saew-for=\"{fid}\">{style}"
+            "<div class=\"saew-offline-note\" style=\"font:12px sans-serif;color:#777;margin:2px 0\">"
+            "Saved copy of the Explorer (no kernel): the selection and its neighbours are embedded; run the "
+            f"cell to explore every feature.</div>{frame_html}</div>")
 
 
 def iframe(doc: str, height: int = 520) -> str:

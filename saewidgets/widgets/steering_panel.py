@@ -1,7 +1,8 @@
 """SteeringPanel: clamp a feature to k x its max activation and compare default and steered continuations.
 
 Views only: generation is ``steer_fn(prompt, feature, multiple) -> SteeringResult`` (``default`` and ``steered``
-lists of strings), run in a background thread, one at a time, with "generating…" and errors shown in the panel.
+lists of strings), run in a background thread, one at a time, with "generating…" and errors shown in the panel;
+Stop drops a running generation (and stops it early where the analysis call takes ``cancel=``).
 """
 
 from __future__ import annotations
@@ -118,9 +119,15 @@ class SteeringPanel(ViewWidget):
         """Block until the generation in flight (if any) finishes."""
         self._jobs.join(timeout)
 
+    def stop(self) -> bool:
+        """Stop the generation in flight (its result is dropped)."""
+        return self._jobs.stop()
+
     def _on_frontend_msg(self, widget: Any, content: dict[str, Any], buffers: Any) -> None:
         if isinstance(content, dict) and content.get("event") == "generate":
             self.generate()
+        elif isinstance(content, dict) and content.get("event") == "stop":
+            self.stop()
 
     def _fallback_html(self) -> str:
         # One cell per column (continuations joined), so the markup's shape never depends on the data.

@@ -11,12 +11,20 @@ from saewidgets.widgets import export_html
 pytestmark = pytest.mark.browser
 
 
+def card_is(page, text: str, timeout: int = 5000) -> None:
+    """Wait until the dashboard shows ``text`` as its heading (clicks select after the double-click window, and
+    packed cards decompress asynchronously)."""
+    page.wait_for_function(
+        "(t) => { const e = document.querySelector('.saew-card-id'); return e && e.textContent === t; }",
+        arg=text, timeout=timeout)
+
+
 @pytest.fixture(scope="module")
 def static_page_path(tmp_path_factory):
     ex = syn.explorer(n_features=400, hostile=True, background=False)
     ex.steering.prompt = "The bridge"
     ex.steering.generate()
-    ex.tabs.selected_index = 2  # fill the heatmap tab, as a user would have
+    ex.tab = "heatmap"  # fill the heatmap tab, as a user would have
     ex.show_steering({"feature": 42, "multiple": 4.0, "prompts": ["I saw"], "default": ["I saw a cat"],
                       "steered": ["I saw the bridge"]})
     highlights = {"<img src=x onerror=\"window.__pwned=1\"> Golden Gate": 42}
@@ -40,20 +48,23 @@ def test_static_explorer_renders_offline_and_map_click_changes_dashboard(page, s
     x, y = page.evaluate(f"document.querySelector('.saew-map').saewScreenOf({target})")
     box = page.locator(".saew-map-overlay").bounding_box()
     page.mouse.click(box["x"] + x, box["y"] + y)
-    assert page.inner_text(".saew-card-id") == f"Feature #{target}"
+    card_is(page, f"Feature #{target}")
     assert f"selected #{target}" in page.inner_text(".saew-map-info")
+    # The embedded card decoded in the browser is the card Python embedded, field for field.
+    shown = page.evaluate(f"SAEW.models.explorer.__saewCards.get({target})")
+    assert shown == ex.static_card(target)
 
     # A neighbour link navigates client-side too.
     link = page.locator(".saew-neighbour").first
     nb = link.inner_text()
     link.click()
-    assert page.inner_text(".saew-card-id") == f"Feature {nb}"
+    card_is(page, f"Feature {nb}")
 
     # A named feature (its label is hostile text) is one click away.
     mark = page.locator(".saew-map-bookmark")
     assert "onerror" in mark.inner_text()
     mark.click()
-    assert page.inner_text(".saew-card-id") == "Feature #42"
+    card_is(page, "Feature #42")
     page.locator(".saew-tab-button", has_text="Steering").click()
     assert page.inner_text(".saew-steer-steered .saew-steer-text") == "I saw the bridge"
     assert "#42 clamped to 4" in page.inner_text(".saew-steer-steered .saew-subhead")
@@ -70,6 +81,7 @@ def test_hostile_tokens_do_not_execute_in_the_static_page(page, static_page_path
     # Visit several dashboards (all full of hostile tokens) and the heatmap tab.
     for k in range(3):
         page.locator(".saew-neighbour").nth(k).click()
+        page.wait_for_timeout(50)
     page.locator(".saew-tab-button", has_text="Heatmap").click()
     page.locator(".saew-heatmap .saew-tok").first.hover()
     assert page.evaluate("window.__pwned") is None
@@ -85,7 +97,7 @@ def test_static_map_search_by_id_selects_and_text_search_explains(page, static_p
     search = page.locator(".saew-map-search")
     search.fill("#12")
     search.press("Enter")
-    assert page.inner_text(".saew-card-id") == "Feature #12"
+    card_is(page, "Feature #12")
     search.fill("bridge")
     search.press("Enter")
     assert "kernel" in page.inner_text(".saew-map-message")
@@ -148,10 +160,19 @@ def test_lasso_on_the_static_map_selects_the_features_inside(page, static_page_p
     info = page.inner_text(".saew-map-info")
     assert "lasso" in info, info
     n = int(info.split("lasso ")[1])
-    inside = page.evaluate("SAEW.models.map.get('lasso')")
+    inside = page.evaluate("SAEW.models.explorer.get('map_lasso')")
     assert len(inside) == n > 0
-    selected = page.evaluate("SAEW.models.map.get('selected')")
-    assert selected in inside and page.inner_text(".saew-card-id") == f"Feature #{selected}"
+    selected = page.evaluate("SAEW.models.explorer.get('map_selected')")
+    assert selected in inside
+    card_is(page, f"Feature #{selected}")
+    # The lassoed features are listed, densest first, and each is one click away.
+    items = page.locator(".saew-map-result-link")
+    assert items.count() == min(n, 100)
+    density = [ex.stats.density[int(t.lstrip("#"))] for t in items.all_inner_texts()]
+    assert density == sorted(density, reverse=True)
+    third = items.nth(2).inner_text()
+    items.nth(2).click()
+    card_is(page, f"Feature {third}")
 
 
 def test_map_of_twenty_thousand_features_draws_and_selects_quickly(page, tmp_path, screenshot):
@@ -174,10 +195,12 @@ def test_map_of_twenty_thousand_features_draws_and_selects_quickly(page, tmp_pat
     x, y = page.evaluate(f"document.querySelector('.saew-map').saewScreenOf({target})")
     box = page.locator(".saew-map-overlay").bounding_box()
     page.mouse.click(box["x"] + x, box["y"] + y)
+    page.wait_for_function("() => SAEW.models.main.get('selected') >= 0")
     selected = page.evaluate("SAEW.models.main.get('selected')")
     sx, sy = page.evaluate(f"document.querySelector('.saew-map').saewScreenOf({selected})")
     assert abs(sx - x) < 1.5 and abs(sy - y) < 1.5  # the clicked point (or one drawn on the same pixel)
-    page.mouse.wheel(0, -400)  # zoom in around the cursor
+    page.mouse.wheel(0, -400)  # the map was clicked into: the wheel zooms around the cursor
+    page.wait_for_timeout(100)
     zx, zy = page.evaluate(f"document.querySelector('.saew-map').saewScreenOf({target})")
     assert abs(zx - x) < 3 and abs(zy - y) < 3  # the point under the cursor stays put
     page.keyboard.down("Shift")  # shift-drag pans by the drag distance

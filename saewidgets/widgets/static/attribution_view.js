@@ -3,7 +3,10 @@
 // a bar opens the feature.
 // Traits: tokens (string[]), target (string the user typed; empty = the model's top token), target_label (the
 // attribution's description of its target), target_options (string[]),
-// rows ([{feature, attribution, ablation, positions: int[]}]), feature (int), busy (bool), error (string).
+// rows ([{feature, attribution, ablation, positions: int[]}]), feature (int), busy (bool), error (string),
+// prompt (string) shown as an editable box when prompt_editable (the Explorer), sent with Attribute. Values are
+// in logits of the target: attribution = activation x gradient (a linear estimate of the logit lost without the
+// feature); ablation = the logit actually lost when the feature is zeroed.
 
 function attributionRender({ model, el }) {
   const root = saewEl("div", "saew-root saew-attribution");
@@ -21,10 +24,14 @@ function attributionRender({ model, el }) {
   input.setAttribute("list", listId);
   label.append(input, datalist);
   const go = saewEl("button", "saew-button saew-attr-go", "Attribute");
+  const stop = saewEl("button", "saew-button saew-stop saew-attr-stop", "Stop");
   const status = saewEl("span", "saew-status");
-  bar.append(label, go, status);
+  bar.append(label, go, stop, status);
+  const promptInput = saewEl("textarea", "saew-attr-prompt-input");
+  promptInput.rows = 2;
+  promptInput.placeholder = "Prompt whose next token to explain";
   const bars = saewEl("div", "saew-attr-bars");
-  root.append(bar, promptBox, bars);
+  root.append(promptInput, bar, promptBox, bars);
   let tokensView = null;
 
   function paintPrompt() {
@@ -37,6 +44,8 @@ function attributionRender({ model, el }) {
       datalist.appendChild(o);
     }
     input.value = model.get("target") || "";
+    promptInput.style.display = model.get("prompt_editable") ? "" : "none";
+    if (document.activeElement !== promptInput) promptInput.value = model.get("prompt") || "";
   }
   function paintRows() {
     bars.replaceChildren();
@@ -49,6 +58,14 @@ function attributionRender({ model, el }) {
     }
     const head = saewEl("div", "saew-subhead", `Top features for target ${targetLabel}`);
     bars.appendChild(head);
+    const hasAblation = rows.some((r) => r.ablation !== undefined && r.ablation !== null);
+    const cols = saewEl("div", "saew-attr-row saew-attr-head");
+    cols.append(saewEl("span", "saew-attr-feature", "feature"), saewEl("span", "saew-attr-track saew-attr-track-head", ""),
+      saewEl("span", "saew-attr-value", "act×grad (logit)"));
+    if (hasAblation) cols.appendChild(saewEl("span", "saew-attr-ablation", "ablation (Δlogit)"));
+    cols.title = "act×grad: linear estimate of the target logit the feature adds; ablation: the logit actually " +
+      "lost when the feature is zeroed at every position";
+    bars.appendChild(cols);
     const mx = Math.max(1e-12, ...rows.map((r) => Math.abs(r.attribution)));
     const selected = model.get("feature");
     rows.forEach((r, k) => {
@@ -60,9 +77,9 @@ function attributionRender({ model, el }) {
       fill.style.width = `${(100 * Math.abs(r.attribution)) / mx}%`;
       track.appendChild(fill);
       row.appendChild(track);
-      row.appendChild(saewEl("span", "saew-attr-value", saewFmt(r.attribution)));
-      if (r.ablation !== undefined && r.ablation !== null)
-        row.appendChild(saewEl("span", "saew-attr-ablation", `ablation ${saewFmt(r.ablation)}`));
+      row.appendChild(saewEl("span", "saew-attr-value", saewSig(r.attribution, 3)));
+      if (hasAblation) row.appendChild(saewEl("span", "saew-attr-ablation",
+        r.ablation === undefined || r.ablation === null ? "–" : saewSig(r.ablation, 3)));
       bars.appendChild(row);
     });
   }
@@ -71,6 +88,8 @@ function attributionRender({ model, el }) {
     status.className = "saew-status" + (err ? " saew-error" : model.get("busy") ? " saew-busy" : "");
     status.textContent = err || (model.get("busy") ? "attributing…" : "");
     go.disabled = !!model.get("busy") || saewIsStatic(model);
+    stop.disabled = !model.get("busy");
+    promptInput.readOnly = saewIsStatic(model);
     input.disabled = saewIsStatic(model);
     if (saewIsStatic(model)) go.title = "Attribution to a new target needs a running kernel.";
   }
@@ -93,14 +112,18 @@ function attributionRender({ model, el }) {
   function submit() {
     if (saewIsStatic(model)) return;
     model.set("target", input.value);
+    if (model.get("prompt_editable")) model.set("prompt", promptInput.value);
     model.save_changes();
-    model.send({ event: "attribute", target: input.value });
+    const msg = { event: "attribute", target: input.value };
+    if (model.get("prompt_editable")) msg.prompt = promptInput.value;
+    model.send(msg);
   }
   go.addEventListener("click", submit);
+  stop.addEventListener("click", () => model.send({ event: "stop" }));
   input.addEventListener("keydown", (ev) => { if (ev.key === "Enter") submit(); });
   paintPrompt(); paintRows(); paintStatus();
   const offs = [
-    saewOn(model, ["tokens", "target_options"], saewDebounced(paintPrompt)),
+    saewOn(model, ["tokens", "target_options", "prompt", "prompt_editable"], saewDebounced(paintPrompt)),
     saewOn(model, ["rows", "feature", "target_label"], saewDebounced(paintRows)),
     saewOn(model, ["busy", "error"], paintStatus),
   ];

@@ -105,7 +105,12 @@ function saewTokens(container, tokens, acts, opts) {
       scale = 0;
       for (let i = 0; i < spans.length; i++) scale = Math.max(scale, Math.abs(current[i] || 0));
     }
-    for (let i = 0; i < spans.length; i++) spans[i].style.backgroundColor = saewActColor(current[i], scale);
+    for (let i = 0; i < spans.length; i++) {
+      const bg = saewActColor(current[i], scale);
+      spans[i].style.backgroundColor = bg;
+      // Dark ink on strong colours, so the token stays readable in dark themes too.
+      spans[i].style.color = bg && Math.abs(current[i]) > 0.45 * scale ? "#111" : "";
+    }
   }
   recolor(acts, scale);
   if (o.tooltip) {
@@ -174,17 +179,30 @@ function saewHistogram(container, hist, opts) {
   return svg;
 }
 
-/** A two-column table of {token, value} rows (promoted / suppressed logits). */
-function saewLogitTable(container, title, rows, cls) {
+/** A number with `sig` significant digits, thousands as k (for table cells: short, never clipped). */
+function saewSig(v, sig) {
+  if (v === null || v === undefined || Number.isNaN(v)) return "–";
+  const a = Math.abs(v), s = sig || 3;
+  if (a >= 1e4) return `${(v / 1e3).toPrecision(s).replace(/\.?0+$/, "")}k`;
+  if (a !== 0 && a < 1e-3) return v.toExponential(1);
+  return Number(v.toPrecision(s)).toString();
+}
+
+/** A table of {token, value} rows (promoted / suppressed logits) with a header naming the unit. */
+function saewLogitTable(container, title, rows, cls, unit, factor) {
   const box = saewEl("div", `saew-logits ${cls || ""}`);
-  box.appendChild(saewEl("div", "saew-subhead", title));
+  const head = saewEl("div", "saew-subhead saew-logit-head", `${title} `);
+  head.appendChild(saewEl("span", "saew-muted saew-logit-unit", unit));
+  box.appendChild(head);
   const table = saewEl("table", "saew-logit-table");
   for (const r of rows || []) {
     const tr = saewEl("tr");
     const tdTok = saewEl("td", "saew-logit-token");
-    tdTok.appendChild(saewEl("code", "", saewTokenText(r.token, true)));
+    const code = saewEl("code", "", saewTokenText(r.token, true));
+    code.title = JSON.stringify(String(r.token));
+    tdTok.appendChild(code);
     tr.appendChild(tdTok);
-    tr.appendChild(saewEl("td", "saew-logit-value", saewFmt(r.value)));
+    tr.appendChild(saewEl("td", "saew-logit-value", saewSig(r.value * factor)));
     table.appendChild(tr);
   }
   box.appendChild(table);
@@ -192,20 +210,34 @@ function saewLogitTable(container, title, rows, cls) {
   return box;
 }
 
-/** Render one example context ({tokens, acts, center, value}) as a heatmap row. */
+/** Render one example context ({tokens, acts, center, value, count}) as a heatmap row. */
 function saewContext(container, item, scale, tooltip) {
   const row = saewEl("div", "saew-context");
-  row.appendChild(saewEl("span", "saew-context-value", saewFmt(item.value, 2)));
+  row.appendChild(saewEl("span", "saew-context-value", saewSig(item.value, 3)));
   const tokensBox = saewEl("div", "saew-context-tokens");
   row.appendChild(tokensBox);
   saewTokens(tokensBox, item.tokens || [], item.acts || null, { scale, center: item.center, tooltip, inline: true });
+  if (item.count > 1) {
+    const n = saewEl("span", "saew-context-count", `×${item.count}`);
+    n.title = `this context occurred ${item.count} times among the top activations`;
+    row.appendChild(n);
+  }
   container.appendChild(row);
   return row;
 }
 
+/** How the logit tables state their values: the card's own unit when it names one, else the logit change at
+ * the feature's mean activation (per-unit values times mean act; same ranking, readable size). */
+function saewLogitUnit(card) {
+  if (card.logit_unit) return { unit: String(card.logit_unit), factor: 1 };
+  if (card.mean_act > 0) return { unit: "Δlogit @ mean act", factor: card.mean_act };
+  return { unit: "logit / unit act", factor: 1 };
+}
+
 /**
- * Render a feature card (see saewidgets.analysis.feature_card) into `container`: header statistics, top contexts,
- * quantile samples, histogram, logits and clickable neighbours (onFeature(j) on click).
+ * Render a feature card (see saewidgets.analysis.feature_card) into `container`, most-read first: header
+ * statistics; histogram and promoted / suppressed logits side by side; clickable neighbours (onFeature(j));
+ * de-duplicated top contexts; quantile samples.
  */
 function saewFeatureCard(container, card, onFeature, tooltip) {
   container.replaceChildren();
@@ -213,30 +245,37 @@ function saewFeatureCard(container, card, onFeature, tooltip) {
     container.appendChild(saewEl("div", "saew-empty", "No feature selected."));
     return;
   }
-  if (card.missing) {
-    container.appendChild(saewEl("div", "saew-card-head", `Feature #${card.feature}`));
-    container.appendChild(saewEl("div", "saew-empty", card.missing));
-    return;
-  }
   const head = saewEl("div", "saew-card-head");
   head.appendChild(saewEl("span", "saew-card-id", `Feature #${card.feature}`));
-  const stats = saewEl("span", "saew-card-stats");
-  stats.appendChild(saewEl("span", "saew-stat", `density ${saewFmt(card.density * 100, 4)}%`));
-  stats.appendChild(saewEl("span", "saew-stat", `max act ${saewFmt(card.max_act)}`));
-  if (card.mean_act !== undefined) stats.appendChild(saewEl("span", "saew-stat", `mean act ${saewFmt(card.mean_act)}`));
-  head.appendChild(stats);
   container.appendChild(head);
+  if (card.missing) {
+    container.appendChild(saewEl("div", "saew-empty saew-card-missing", card.missing));
+    return;
+  }
+  const stats = saewEl("span", "saew-card-stats");
+  const stat = (label, value, title) => {
+    const s = saewEl("span", "saew-stat");
+    s.append(saewEl("span", "saew-muted", `${label} `), saewEl("b", "", value));
+    if (title) s.title = title;
+    stats.appendChild(s);
+  };
+  stat("fires on", `${saewSig(card.density * 100, 3)}% of tokens`, "density: fraction of tokens where it is > 0");
+  stat("max act", saewSig(card.max_act, 3), "largest activation seen (SAE units)");
+  if (card.mean_act !== undefined) stat("mean act", saewSig(card.mean_act, 3), "mean over the tokens where it fires");
+  head.appendChild(stats);
 
-  const grid = saewEl("div", "saew-card-grid");
-  const left = saewEl("div", "saew-card-main");
-  const right = saewEl("div", "saew-card-side");
-  grid.appendChild(left);
-  grid.appendChild(right);
-  container.appendChild(grid);
+  const summary = saewEl("div", "saew-card-summary");
+  const histBox = saewEl("div", "saew-hist-box");
+  histBox.appendChild(saewEl("div", "saew-subhead", "Activations (non-zero; log count)"));
+  saewHistogram(histBox, card.histogram || {}, { width: 240, height: 70 });
+  summary.appendChild(histBox);
+  const { unit, factor } = saewLogitUnit(card);
+  saewLogitTable(summary, "Promoted", card.promoted, "saew-promoted", unit, factor);
+  saewLogitTable(summary, "Suppressed", card.suppressed, "saew-suppressed", unit, factor);
+  container.appendChild(summary);
 
-  // Neighbours right under the header: the links a reader follows most, visible without scrolling.
   const nb = saewEl("div", "saew-neighbours");
-  nb.appendChild(saewEl("span", "saew-subhead", "Nearest features (decoder cosine):"));
+  nb.appendChild(saewEl("span", "saew-subhead", "Nearest (decoder cosine):"));
   for (const n of card.neighbours || []) {
     const a = saewEl("a", "saew-neighbour", `#${n.feature}`);
     a.href = "#";
@@ -255,32 +294,22 @@ function saewFeatureCard(container, card, onFeature, tooltip) {
     }
   });
   if (!(card.neighbours || []).length) nb.style.display = "none";
-  container.insertBefore(nb, grid);
+  container.appendChild(nb);
 
   const scale = card.max_act || 0;
   const top = saewEl("div", "saew-top");
   top.appendChild(saewEl("div", "saew-subhead", "Top activations"));
   if (!(card.top || []).length) top.appendChild(saewEl("div", "saew-empty", "This feature never fired on the corpus."));
   for (const item of card.top || []) saewContext(top, item, scale, tooltip);
-  left.appendChild(top);
+  container.appendChild(top);
 
   for (const band of card.quantiles || []) {
     if (!(band.examples || []).length) continue;
     const q = saewEl("div", "saew-quantile");
     q.appendChild(saewEl("div", "saew-subhead", `Samples: ${band.label}`));
     for (const item of band.examples) saewContext(q, item, scale, tooltip);
-    left.appendChild(q);
+    container.appendChild(q);
   }
-
-  const histBox = saewEl("div", "saew-hist-box");
-  histBox.appendChild(saewEl("div", "saew-subhead", "Activation histogram (non-zero, log count)"));
-  saewHistogram(histBox, card.histogram || {});
-  right.appendChild(histBox);
-  const logits = saewEl("div", "saew-logit-pair");
-  saewLogitTable(logits, "Promoted logits", card.promoted, "saew-promoted");
-  saewLogitTable(logits, "Suppressed logits", card.suppressed, "saew-suppressed");
-  right.appendChild(logits);
-
 }
 
 /** Subscribe to several `change:` events; returns a function removing them (anywidget cleanup). */
@@ -300,7 +329,16 @@ function saewDebounced(fn) {
   };
 }
 
-/** True when this view runs from the static HTML export (no kernel behind the model). */
+/** True when this view runs without a kernel behind the model (the static HTML export, or a saved notebook). */
 function saewIsStatic(model) {
   return !!model.__saewStatic;
+}
+
+/** Keep key presses inside `root` (typing, arrow keys on a slider) from reaching the host's shortcuts
+ * (JupyterLab would move the active cell). Escape still leaves. */
+function saewKeepKeys(root) {
+  root.setAttribute("data-lm-suppress-shortcuts", "true");
+  for (const type of ["keydown", "keyup", "keypress"]) {
+    root.addEventListener(type, (ev) => { if (ev.key !== "Escape") ev.stopPropagation(); });
+  }
 }

@@ -2,9 +2,12 @@
 // Traits: coords (float32 bytes [F, 2]), clusters (int32 bytes [F] or empty), density (float32 bytes [F] or empty),
 // color_by ("cluster" | "density"), selected (int, -1 = none), highlight (int[]: the selected feature's
 // neighbourhood), lasso (int[]: features inside the last lasso), query (string: a text search for Python),
-// search_results (int[]), message (string), height (px), bookmarks ([{label, feature}]: named features as links).
-// Click selects the nearest point; drag draws a lasso; shift-drag pans; the wheel zooms around the cursor;
-// double-click resets the view.
+// search_results (int[]) and search_labels (string[]: one line per result), message (string), height (px),
+// bookmarks ([{label, feature}]: named features as links). Search and lasso results are listed, ranked and
+// clickable, under the toolbar.
+// Click selects the nearest point; drag draws a lasso; shift-drag pans; the wheel zooms around the cursor only
+// with Ctrl/⌘/Alt held or after a click into the map (so scrolling the page never zooms it); double-click
+// resets the view (and selects nothing).
 
 const SAEW_CLUSTER_COLORS = [
   "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
@@ -15,6 +18,8 @@ const SAEW_RAMP = [
   "#c2df23", "#fde725",
 ];
 const SAEW_DEAD = "#d0d0d0";
+// A click waits this long before selecting, so that a double-click (reset the view) selects nothing.
+const SAEW_DBLCLICK_MS = 250;
 
 function featureMapRender({ model, el }) {
   const root = saewEl("div", "saew-root saew-map");
@@ -34,11 +39,62 @@ function featureMapRender({ model, el }) {
   bar.append(search, colorSel, info);
   const marks = saewEl("div", "saew-map-bookmarks");
   const msg = saewEl("div", "saew-map-message");
+  const results = saewEl("div", "saew-map-results");
   const wrap = saewEl("div", "saew-map-canvas-wrap");
   const base = saewEl("canvas", "saew-map-canvas");
   const over = saewEl("canvas", "saew-map-overlay");
   wrap.append(base, over);
-  root.append(bar, marks, msg, wrap);
+  root.append(bar, marks, msg, results, wrap);
+  let lassoShown = true;  // the lasso list, until closed or a new lasso
+  function paintResults() {
+    results.replaceChildren();
+    const hits = model.get("search_results") || [], labels = model.get("search_labels") || [];
+    const lasso = model.get("lasso") || [];
+    let title = "", items = [];
+    if (hits.length) {
+      title = `Search: ${hits.length} feature${hits.length > 1 ? "s" : ""}, best first`;
+      items = hits.map((f, k) => [f, labels[k] || ""]);
+    } else if (lasso.length && lassoShown) {
+      const d = saewF32(model.get("density"));
+      const ranked = lasso.slice().sort((a, b) => (d.length === F ? d[b] - d[a] : a - b));
+      title = `Lasso: ${lasso.length} feature${lasso.length > 1 ? "s" : ""}, densest first`;
+      items = ranked.slice(0, 100).map((f) => [f, d.length === F ? `fires on ${saewSig(d[f] * 100, 3)}%` : ""]);
+      if (lasso.length > 100) items.push([-1, `… and ${lasso.length - 100} more`]);
+    }
+    results.style.display = items.length ? "" : "none";
+    if (!items.length) return;
+    const head = saewEl("div", "saew-map-results-head");
+    head.appendChild(saewEl("span", "saew-subhead", title));
+    const close = saewEl("button", "saew-button saew-map-results-close", "×");
+    close.title = "Close this list";
+    close.addEventListener("click", () => {
+      if (hits.length) { search.value = ""; model.set("search_results", []); model.set("search_labels", []); model.save_changes(); }
+      else lassoShown = false;
+      paintResults();
+    });
+    head.appendChild(close);
+    const list = saewEl("ol", "saew-map-results-list");
+    const sel = model.get("selected");
+    for (const [f, label] of items) {
+      const li = saewEl("li", f === sel ? "saew-map-result saew-map-result-selected" : "saew-map-result");
+      if (f >= 0) {
+        const a = saewEl("a", "saew-map-result-link", `#${f}`);
+        a.href = "#";
+        a.dataset.feature = String(f);
+        li.appendChild(a);
+      }
+      if (label) li.appendChild(saewEl("span", "saew-muted saew-map-result-label", ` ${label}`));
+      list.appendChild(li);
+    }
+    results.append(head, list);
+  }
+  results.addEventListener("click", (ev) => {
+    const t = ev.target;
+    if (t && t.dataset && t.dataset.feature !== undefined) {
+      ev.preventDefault();
+      select(Number(t.dataset.feature));
+    }
+  });
   function paintBookmarks() {
     marks.replaceChildren();
     for (const b of model.get("bookmarks") || []) {
@@ -154,17 +210,21 @@ function featureMapRender({ model, el }) {
     const g = over.getContext("2d");
     g.setTransform(dpr, 0, 0, dpr, 0, 0);
     g.clearRect(0, 0, W, H);
+    const ink = getComputedStyle(root).color || "#333";
+    if (lassoShown) for (const i of model.get("lasso") || []) if (i >= 0 && i < F) ring(g, i, 3.5, "rgba(120,120,120,0.9)", 1);
     for (const i of model.get("search_results") || []) if (i >= 0 && i < F) ring(g, i, 5, "#1f77b4", 1.5);
     const hl = model.get("highlight") || [];
     const sel = model.get("selected");
     if (sel >= 0 && sel < F && hl.length) {
-      g.strokeStyle = "rgba(214,39,40,0.35)"; g.lineWidth = 1;
+      // Decoder-cosine neighbours can lie anywhere on the map: faint dashed lines keep long ones readable.
+      g.strokeStyle = "rgba(214,39,40,0.3)"; g.lineWidth = 1; g.setLineDash([3, 3]);
       for (const i of hl) {
         if (i < 0 || i >= F) continue;
         g.beginPath(); g.moveTo(sx[sel], sy[sel]); g.lineTo(sx[i], sy[i]); g.stroke();
       }
+      g.setLineDash([]);
     }
-    for (const i of hl) if (i >= 0 && i < F) ring(g, i, 4, "#333", 1.5);
+    for (const i of hl) if (i >= 0 && i < F) ring(g, i, 4, ink, 1.5);
     if (sel >= 0 && sel < F) {
       ring(g, sel, 7, "#d62728", 2.5);
       g.font = "12px sans-serif"; g.fillStyle = "#d62728";
@@ -206,9 +266,11 @@ function featureMapRender({ model, el }) {
     const r = over.getBoundingClientRect();
     return [ev.clientX - r.left, ev.clientY - r.top];
   }
-  let down = null, hoverQueued = null, pan = null;
-  over.title = "click: select · drag: lasso · shift-drag: pan · wheel: zoom · double-click: reset";
+  let down = null, hoverQueued = null, pan = null, active = false, clickTimer = null;
+  over.title = "click: select · drag: lasso · shift-drag: pan · Ctrl+wheel (or click first): zoom · double-click: reset";
+  wrap.addEventListener("pointerleave", () => { active = false; });
   over.addEventListener("pointerdown", (ev) => {
+    active = true;
     over.setPointerCapture(ev.pointerId);
     if (ev.shiftKey || ev.button === 1) {
       pan = { p: local(ev), cx: cam.cx, cy: cam.cy };
@@ -260,8 +322,11 @@ function featureMapRender({ model, el }) {
       ymin = Math.min(ymin, y); ymax = Math.max(ymax, y);
     }
     if (path.length < 3 || (xmax - xmin < 5 && ymax - ymin < 5)) {
+      // A click selects once the double-click window has passed (a double-click only resets the view).
       const i = nearest(start[0], start[1], 10);
-      if (i >= 0) select(i); else drawOverlay();
+      drawOverlay();
+      clearTimeout(clickTimer);
+      if (i >= 0) clickTimer = setTimeout(() => select(i), SAEW_DBLCLICK_MS);
       return;
     }
     const inside = [];
@@ -273,12 +338,19 @@ function featureMapRender({ model, el }) {
     const d = saewF32(model.get("density"));
     let best = inside.length ? inside[0] : -1;
     if (d.length === F) for (const i of inside) if (d[i] > d[best]) best = i;
+    lassoShown = true;
     model.set("lasso", inside);
     if (best >= 0) model.set("selected", best);
     model.save_changes();
     drawOverlay();
   });
   over.addEventListener("wheel", (ev) => {
+    if (!(active || ev.ctrlKey || ev.metaKey || ev.altKey)) {
+      hint.style.display = "";
+      clearTimeout(hintTimer);
+      hintTimer = setTimeout(() => { hint.style.display = "none"; }, 1500);
+      return;  // the page scrolls
+    }
     ev.preventDefault();
     const [x, y] = local(ev);
     const s = (Math.min(W, H) - 24) * cam.z;
@@ -289,7 +361,14 @@ function featureMapRender({ model, el }) {
     cam.cy = dataY - (y - H / 2) / s2;
     drawBase();
   }, { passive: false });
-  over.addEventListener("dblclick", () => { cam.z = 1; cam.cx = 0.5; cam.cy = 0.5; drawBase(); });
+  over.addEventListener("dblclick", () => {
+    clearTimeout(clickTimer);
+    cam.z = 1; cam.cx = 0.5; cam.cy = 0.5; drawBase();
+  });
+  const hint = saewEl("div", "saew-map-hint", "Ctrl + wheel to zoom (or click the map first)");
+  hint.style.display = "none";
+  wrap.appendChild(hint);
+  let hintTimer = null;
   search.addEventListener("keydown", (ev) => {
     if (ev.key !== "Enter") return;
     const q = search.value.trim();
@@ -308,6 +387,12 @@ function featureMapRender({ model, el }) {
     // A message rather than only the `query` trait, so that repeating the same search runs it again.
     model.send({ event: "search", query: q });
   });
+  // A selection made elsewhere clears a search it is not part of, so the box never shows a stale query.
+  function selectionChanged() {
+    const sel = model.get("selected");
+    const hits = model.get("search_results") || [];
+    if (search.value && hits.indexOf(sel) < 0 && document.activeElement !== search) search.value = "";
+  }
   colorSel.addEventListener("change", () => { model.set("color_by", colorSel.value); model.save_changes(); });
   // Test and scripting hook: screen position (relative to the canvas) of feature i.
   root.saewScreenOf = (i) => [sx[i], sy[i]];
@@ -324,7 +409,10 @@ function featureMapRender({ model, el }) {
     saewOn(model, ["bookmarks"], paintBookmarks),
     saewOn(model, ["color_by"], saewDebounced(() => { loadColors(); drawBase(); })),
     saewOn(model, ["selected", "highlight", "lasso", "search_results", "message"], saewDebounced(drawOverlay)),
+    saewOn(model, ["selected", "lasso", "search_results", "search_labels", "density"], saewDebounced(paintResults)),
+    saewOn(model, ["selected"], selectionChanged),
   ];
+  paintResults();
   return () => { offs.forEach((f) => f()); if (ro) ro.disconnect(); };
 }
 

@@ -1,6 +1,8 @@
 // TokenHeatmap view: text coloured by one feature's activation per token, switchable between features.
 // Traits: tokens (string[]), acts (float32 bytes, row-major [T, n_sel]), acts_shape ([T, n_sel]),
-// features (int[], the feature id of each column), feature (int, the feature shown), title (string).
+// features (int[], the feature id of each column), scales (float[]: full colour for each column, e.g. the
+// feature's max activation over the corpus, so weak activations look weak; empty: the column's own max here),
+// feature (int, the feature shown), title (string).
 
 function heatmapRender({ model, el }) {
   const root = saewEl("div", "saew-root saew-heatmap");
@@ -34,10 +36,13 @@ function heatmapRender({ model, el }) {
     const col = column(k);
     let mx = 0;
     for (let t = 0; t < T; t++) mx = Math.max(mx, Math.abs(col[t]));
-    view.recolor(col, mx || 1);
+    const scales = model.get("scales") || [];
+    const scale = scales[k] > 0 ? scales[k] : 0;
+    view.recolor(col, scale || mx || 1);
     picker.value = String(k);
     const feats = model.get("features") || [];
-    info.textContent = `${T} tokens · feature #${feats[k]} · max ${saewFmt(mx)}`;
+    info.textContent = `${T} tokens · feature #${feats[k]} · max here ${saewSig(mx, 3)}` +
+      (scale ? ` · colour scale: its max over the corpus, ${saewSig(scale, 3)}` : " · colour scale: max here");
   }
   function build() {
     const tokens = model.get("tokens") || [];
@@ -70,7 +75,7 @@ function heatmapRender({ model, el }) {
   });
   build();
   const offBuild = saewOn(model, ["tokens", "acts", "acts_shape", "features", "title"], saewDebounced(build));
-  const offPaint = saewOn(model, ["feature"], paint);
+  const offPaint = saewOn(model, ["feature", "scales"], saewDebounced(paint));
   return () => { offBuild(); offPaint(); };
 }
 

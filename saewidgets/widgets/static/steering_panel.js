@@ -1,10 +1,12 @@
 // SteeringPanel: clamp one feature to a multiple of its max activation and compare continuations side by side.
 // Traits: feature (int), feature_options (int[]), multiple (float, -10..10), prompt (string), default_texts and
 // steered_texts (string[] per prompt), busy (bool), error (string), status (string), min_multiple/max_multiple.
-// The Generate button sends {event: "generate"}; Python runs the steer callback (never two at once).
+// The Generate button sends {event: "generate"}; Python runs the steer callback (never two at once); Stop sends
+// {event: "stop"}. Arrow keys move the slider and stay in it (the host's shortcuts never see them).
 
 function steeringRender({ model, el }) {
   const root = saewEl("div", "saew-root saew-steering");
+  saewKeepKeys(root);
   el.appendChild(root);
   const isStatic = saewIsStatic(model);
   const controls = saewEl("div", "saew-steer-controls");
@@ -27,8 +29,9 @@ function steeringRender({ model, el }) {
   prompt.placeholder = "Prompt to continue";
   const actions = saewEl("div", "saew-toolbar");
   const go = saewEl("button", "saew-button saew-steer-generate", "Generate");
+  const stop = saewEl("button", "saew-button saew-stop saew-steer-stop", "Stop");
   const status = saewEl("span", "saew-status saew-steer-status");
-  actions.append(go, status);
+  actions.append(go, stop, status);
   const cols = saewEl("div", "saew-steer-columns");
   const colDefault = saewEl("div", "saew-steer-col saew-steer-default");
   const colSteered = saewEl("div", "saew-steer-col saew-steer-steered");
@@ -52,14 +55,21 @@ function steeringRender({ model, el }) {
     for (const t of texts || []) box.appendChild(saewEl("pre", "saew-steer-text", t));
   }
   function paintOutputs() {
-    const sf = model.get("steered_feature"), f = sf >= 0 ? sf : model.get("feature");
-    const m = model.get("steered_multiple") ?? model.get("multiple");
+    // The heading names the feature and clamp of the texts shown, and says when they are not the feature in use.
+    const texts = model.get("steered_texts") || [];
+    const current = model.get("feature"), sf = model.get("steered_feature");
+    const shown = texts.length && sf >= 0 ? sf : current;
+    const m = texts.length ? (model.get("steered_multiple") ?? model.get("multiple")) : model.get("multiple");
     column(colDefault, "Default", model.get("default_texts"));
-    column(colSteered, `Steered (#${f} clamped to ${saewFmt(m, 2)}× max)`, model.get("steered_texts"));
+    let head = `Steered (#${shown} clamped to ${saewFmt(m, 2)}× max)`;
+    if (texts.length && shown !== current) head += ` — result for #${shown}; Generate for #${current}`;
+    column(colSteered, head, texts);
+    if (!texts.length) colSteered.appendChild(saewEl("div", "saew-empty", `Press Generate to steer with #${current}.`));
   }
   function paintStatus() {
     const busy = !!model.get("busy"), err = model.get("error") || "";
     go.disabled = busy || isStatic;
+    stop.disabled = !busy;
     root.classList.toggle("saew-generating", busy);
     status.className = "saew-status saew-steer-status" + (err ? " saew-error" : busy ? " saew-busy" : "");
     status.textContent = err || (busy ? "generating…" : model.get("status") || "");
@@ -77,6 +87,7 @@ function steeringRender({ model, el }) {
   });
   slider.addEventListener("change", () => { model.set("multiple", Number(slider.value)); model.save_changes(); });
   prompt.addEventListener("change", () => { model.set("prompt", prompt.value); model.save_changes(); });
+  stop.addEventListener("click", () => model.send({ event: "stop" }));
   go.addEventListener("click", () => {
     model.set("prompt", prompt.value);
     model.set("multiple", Number(slider.value));
@@ -87,7 +98,7 @@ function steeringRender({ model, el }) {
   const offs = [
     saewOn(model, ["feature", "multiple", "prompt", "feature_options", "min_multiple", "max_multiple"],
       saewDebounced(paintControls)),
-    saewOn(model, ["default_texts", "steered_texts", "steered_multiple", "steered_feature"],
+    saewOn(model, ["default_texts", "steered_texts", "steered_multiple", "steered_feature", "feature", "multiple"],
       saewDebounced(paintOutputs)),
     saewOn(model, ["busy", "error", "status"], paintStatus),
   ];
