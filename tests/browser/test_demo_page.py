@@ -32,7 +32,8 @@ def test_demo_writes_an_offline_page_with_a_golden_gate_feature(demo, tmp_path, 
     assert bridge.count() == 1
     bridge.click()
     feature = bridge.inner_text().split("#")[-1]
-    assert page.inner_text(".saew-card-id") == f"Feature #{feature}"
+    page.wait_for_function("(t) => document.querySelector('.saew-card-id').textContent === t",
+                           arg=f"Feature #{feature}")
     contexts = page.locator(".saew-dashboard").inner_text()
     assert contexts.count("Golden") >= 5, "the feature's top contexts are about the bridge"
     screenshot(page, "demo-explorer")
