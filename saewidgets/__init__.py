@@ -44,6 +44,8 @@ _EXPORTS = {
     "token_activations": "saewidgets.analysis",
     "search_contexts": "saewidgets.analysis",
     "steering_search": "saewidgets.analysis",
+    "steering_vector": "saewidgets.analysis",
+    "steer_vector": "saewidgets.analysis",
     "Explorer": "saewidgets.widgets",
 }
 

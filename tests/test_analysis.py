@@ -26,7 +26,9 @@ from saewidgets.analysis import (
     steering_search,
     token_activations,
 )
-from saewidgets.analysis.output_score import concept_token_ids, mentions, readable
+from saewidgets.analysis.output_score import concept_token_ids
+from saewidgets.analysis.steering import generate
+from saewidgets.analysis.steering_judge import calibrate_fluency, judge_steering
 from saewidgets.analysis.logits import norm_gain
 from saewidgets.models.tiny import _TRAINING_TEXT
 from saewidgets.sae import SAE, SAEConfig
@@ -482,28 +484,20 @@ def test_steering_search_ranks_context_hits_by_output_score_then_trials(tiny, sa
     assert {h["feature"] for h in tried} == set(sorted(scores, key=lambda f: -scores[f])[:3])
     assert all(h["steer_rate"] is None and h["multiple"] is None for h in rest)
     assert [h["output_score"] for h in rest] == sorted((h["output_score"] for h in rest), reverse=True)
-    # each tried feature carries its best trial, recomputed here with steer()
+    # each tried feature carries its best trial, recomputed here with steer() and judged against the defaults
+    default = generate(tiny, prompts, max_new_tokens=6)
+    fluency = calibrate_fluency(tiny, prompts, max_new_tokens=6, default=default)
     for h in tried:
         rates = {}
         for m in multiples:
             texts = steer(tiny, sae, prompts, {h["feature"]: m}, stats=stats, max_new_tokens=6,
                           include_default=False).steered
-            rates[m] = sum(mentions(t, terms) and readable(t) for t in texts) / len(texts)
+            rates[m] = judge_steering(tiny, prompts, default, texts, terms, fluency).rate
         assert h["steer_rate"] == max(rates.values())
         assert h["multiple"] == min(m for m in multiples if rates[m] == h["steer_rate"])
     assert [(-h["steer_rate"], -h["output_score"]) for h in tried] == sorted(
         (-h["steer_rate"], -h["output_score"]) for h in tried)
     assert steering_search(tiny, sae, stats, "no context says this", terms="bridge", progress=False) == []
-
-
-def test_trial_checks_mention_terms_as_words_and_catch_loops():
-    assert mentions("Two bridges crossed the bay.", ["Golden Gate", "bridge"])
-    assert mentions("a GOLDEN GATE view", ["Golden Gate"])
-    assert not mentions("an abridged Golden Age story", ["Golden Gate", "bridge"])
-    assert readable("the bridge was long and the view was wide")
-    assert not readable("bridge bridge bridge bridge and more")
-    assert not readable("the the the the")
-    assert not readable("too short")
 
 
 def test_output_scores_refuse_bad_input(tiny, sae, stats):

@@ -20,7 +20,8 @@ from saewidgets.analysis import (
     steer,
     steering_search,
 )
-from saewidgets.analysis.output_score import SCORING_PROMPTS, readable
+from saewidgets.analysis.output_score import SCORING_PROMPTS
+from saewidgets.analysis.steering_judge import continuation_logprobs, degenerate
 from saewidgets.demo import STEERING_CONCEPT
 
 pytestmark = pytest.mark.gemma
@@ -64,7 +65,20 @@ def test_clamping_the_golden_gate_feature_steers_neutral_prompts_to_the_bridge(d
     steered_hits = sum(bool(BRIDGE.search(t)) for t in result.steered)
     default_hits = sum(bool(BRIDGE.search(t)) for t in result.default)
     assert steered_hits >= 2 and default_hits == 0, result
-    assert sum(readable(t) for t in result.steered) >= 2, result
+    assert sum(not degenerate(t) for t in result.steered) >= 2, result
+
+
+def test_fluency_score_separates_sentences_from_word_salad(gemma):
+    """The measurements `FLUENCY_MARGIN` rests on: the unsteered model's mean log probability per token of fixed
+    continuations of one prompt (its own greedy continuations of selection prompts score about -1.2 to -1.9)."""
+    prompt = "I went for a walk and saw"
+    fluent = [" the Golden Gate Bridge in San Francisco. It was a beautiful day and the fog was rolling in over the bay.",
+              " a dog. It was running in the park and I think it was happy."]
+    broken = [" SFSFing The Baylings' new film, Grizz Bear Sutter",
+              " Golden Bridge bridges over bridge piers Golden span cables towers San",
+              " xq zzv bloop ferg wint kraal snorp tiv"]
+    scores = continuation_logprobs(gemma, [prompt] * 5, fluent + broken).tolist()
+    assert min(scores[:2]) > -1.9 - 1.5 > max(scores[2:]), scores
 
 
 def test_attribution_of_paris_names_paris_features_that_ablation_confirms(demo, gemma):

@@ -6,6 +6,8 @@
     search_contexts(stats, "Golden Gate")
     feature = steering_search(model, sae, stats, "Golden Gate", terms=["Golden Gate", "bridge"])[0]["feature"]
     steer(model, sae, "I went for a walk and saw", {feature: DEFAULT_CLAMP_MULTIPLE}, stats=stats)
+    vector = steering_vector(acts, [i for i, d in enumerate(corpus.documents) if d.topic == "golden_gate"])
+    steer_vector(model, "I went for a walk and saw", vector, alpha=0.5)  # DiffMean, the baseline to beat
 
 Nothing here imports widgets; widgets render these results.
 """
@@ -17,28 +19,43 @@ from .logits import LogitEffects, logit_effects
 from .output_score import output_scores, steering_search
 from .search import contrastive_search, features_active_on, search_contexts
 from .stats import FeatureStats, feature_stats
-from .steering import DEFAULT_CLAMP_MULTIPLE, DEFAULT_REPETITION_PENALTY, SteeringResult, steer
+from .steering import DEFAULT_CLAMP_MULTIPLE, DEFAULT_REPETITION_PENALTY, SteeringResult, generate, steer, steer_vector
+from .steering_judge import FluencyThreshold, SteeringJudgement, calibrate_fluency, judge_steering, mentions
+from .steering_sets import CONCEPTS, SELECTION_PROMPTS, SteeringConcept
+from .diffmean import SteeringVector, steering_vector
 from .tokens import TokenActivations, token_activations
 
 __all__ = [
+    "CONCEPTS",
     "DEFAULT_CLAMP_MULTIPLE",
     "DEFAULT_REPETITION_PENALTY",
     "Attribution",
     "FeatureGeometry",
     "FeatureStats",
+    "FluencyThreshold",
     "LogitEffects",
+    "SELECTION_PROMPTS",
+    "SteeringConcept",
+    "SteeringJudgement",
     "SteeringResult",
+    "SteeringVector",
     "TokenActivations",
     "attribute",
+    "calibrate_fluency",
     "contrastive_search",
     "feature_card",
     "feature_geometry",
     "feature_stats",
     "features_active_on",
+    "generate",
+    "judge_steering",
     "logit_effects",
+    "mentions",
     "output_scores",
     "search_contexts",
     "steer",
+    "steer_vector",
     "steering_search",
+    "steering_vector",
     "token_activations",
 ]

@@ -62,6 +62,20 @@ def token_logprob_with_delta(model: ModelHandle, ids: torch.Tensor, attention_ma
     return logprob.detach().cpu()
 
 
+def next_token_logprobs(model: ModelHandle, ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Log probability the unedited model gives each next token of ``ids [B, T]``: ``[B, T - 1]``, where entry
+    ``t`` is ``log p(ids[:, t + 1] | ids[:, :t + 1])`` (meaningless where ``attention_mask`` marks padding).
+
+    Only the ``[B, T - 1]`` result leaves the trace, never the ``[B, T, vocab]`` logits."""
+    targets = ids[:, 1:, None].to(model.device)
+    nn = model.nn
+    with model.lock, torch.no_grad(), nn.trace({"input_ids": ids, "attention_mask": attention_mask},
+                                               **model.trace_kwargs):
+        logits = nn.output.logits[:, :-1].float()
+        logprob = (logits.gather(-1, targets)[..., 0] - logits.logsumexp(-1)).save()
+    return logprob.detach().cpu()
+
+
 def residual_and_gradient(model: ModelHandle, ids: torch.Tensor, layer: int,
                           metric_of_logits: Any) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Residual ``[T, d]`` after block ``layer``, the gradient of ``metric_of_logits(last logits)`` with respect

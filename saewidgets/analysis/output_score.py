@@ -19,12 +19,12 @@ A rise from one in a million to one in ten thousand is a big score and still no 
 "Golden" in "Golden Age" raises the same first token as "Golden Gate". So `steering_search` checks what the score
 only predicts: candidates are the features whose top contexts contain the query (`search_contexts`, with and
 without the name's own tokens); the best few by output score are clamped while the model writes on the same
-neutral prompts, and ranked by how many continuations mention one of the terms and stay readable (`readable`).
+neutral prompts, and ranked by how many continuations mention one of the terms, stay fluent and were not about
+the concept without the clamp (`judge_steering`; fluency calibrated on the same prompts' default continuations).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,28 +36,16 @@ from ._common import check_features, content_mask, left_padded_batch, sae_layer
 from ._trace import residuals, token_logprob_with_delta
 from .search import search_contexts
 from .stats import FeatureStats
-from .steering import DEFAULT_CLAMP_MULTIPLE, clamp_values, intervention_delta, steer
+from .steering import DEFAULT_CLAMP_MULTIPLE, clamp_values, generate, intervention_delta, steer
+from .steering_judge import as_terms, calibrate_fluency, judge_steering
+from .steering_sets import SELECTION_PROMPTS
 
-#: Neutral prompts the output score is measured on. Deliberately not the prompts the README and the tests steer,
-#: so a feature is chosen on text other than the text it is judged on.
-SCORING_PROMPTS: tuple[str, ...] = (
-    "The weather today is",
-    "Here is a short story:",
-    "She opened the door and",
-    "The best thing about this city is",
-    "In the news this morning,",
-    "My plan for the weekend is to",
-)
+#: Neutral prompts the output score and the trial generations are measured on: the first six selection prompts
+#: (`SELECTION_PROMPTS`), never an evaluation prompt, so a feature is chosen on text other than the text it is
+#: judged on.
+SCORING_PROMPTS: tuple[str, ...] = SELECTION_PROMPTS[:6]
 #: Candidate features clamped per forward pass (each adds one row per scoring prompt).
 FEATURES_PER_PASS = 4
-
-
-def _as_terms(terms: str | Sequence[str]) -> list[str]:
-    terms = [terms] if isinstance(terms, str) else list(terms)
-    terms = [t.strip() for t in terms if t and t.strip()]
-    if not terms:
-        raise ValueError("No terms to score: pass what the steered text should say, e.g. ['Golden Gate', 'bridge'].")
-    return terms
 
 
 def concept_token_ids(model: ModelHandle, terms: str | Sequence[str]) -> list[int]:
@@ -68,28 +56,13 @@ def concept_token_ids(model: ModelHandle, terms: str | Sequence[str]) -> list[in
     """
     tokenizer = model.tokenizer
     found: set[int] = set()
-    for term in _as_terms(terms):
+    for term in as_terms(terms):
         for spelling in {term, term.lower(), term[0].upper() + term[1:]}:
             for text in (spelling, " " + spelling):
                 ids = tokenizer.encode(text, add_special_tokens=False)
                 if ids:
                     found.add(int(ids[0]))
     return sorted(found)
-
-
-def readable(text: str) -> bool:
-    """Whether a continuation is still language: at least 4 words, 40% of them distinct, none 4 times in a row."""
-    words = text.split()
-    if len(words) < 4:
-        return False
-    repeated = any(len(set(words[i : i + 4])) == 1 for i in range(len(words) - 3))
-    return len(set(words)) / len(words) >= 0.4 and not repeated
-
-
-def mentions(text: str, terms: str | Sequence[str]) -> bool:
-    """Whether ``text`` mentions one of ``terms`` (case-insensitive, as whole words; plurals count)."""
-    pattern = "|".join(re.escape(t) for t in _as_terms(terms))
-    return re.search(rf"\b(?:{pattern})(?:s|es)?\b", text, re.IGNORECASE) is not None
 
 
 @torch.no_grad()
@@ -156,14 +129,14 @@ def steering_search(model: ModelHandle, sae: Any, stats: FeatureStats, query: st
         max_new_tokens: length of each trial continuation.
 
     Returns ``[{"feature", "multiple", "steer_rate", "output_score", "steered", "fraction", "max_act", "density",
-    "example"}]``: ``steer_rate`` is the fraction of trial continuations at ``multiple`` that mention a term and
-    stay readable (the best over ``multiples``, the gentler strength on a tie), ``steered`` the first of them; the
-    rest come from the context search. Sorted by ``steer_rate``, then ``output_score`` (features past the
+    "example"}]``: ``steer_rate`` is the fraction of trial continuations at ``multiple`` that succeed by
+    `judge_steering` (mention a term, stay fluent, and the default continuation did not mention one; the best
+    over ``multiples``, the gentler strength on a tie), ``steered`` the first of them; the rest come from the context search. Sorted by ``steer_rate``, then ``output_score`` (features past the
     shortlist have ``steer_rate`` None and come last). Empty when no top context contains ``query``.
     """
     if not query.strip():
         raise ValueError("steering_search() needs a non-empty query, e.g. 'Golden Gate'.")
-    terms = _as_terms(terms if terms is not None else query)
+    terms = as_terms(terms if terms is not None else query)
     multiples = sorted({float(m) for m in multiples})
     if not multiples:
         raise ValueError("steering_search() needs at least one clamp multiple to try, e.g. multiples=(2.0,).")
@@ -174,6 +147,8 @@ def steering_search(model: ModelHandle, sae: Any, stats: FeatureStats, query: st
     if not hits:
         return []
     features = list(hits)
+    default = generate(model, prompts, max_new_tokens=max_new_tokens)
+    fluency = calibrate_fluency(model, prompts, max_new_tokens=max_new_tokens, default=default)
     scores = output_scores(model, sae, stats, features, terms, multiples[-1], prompts, progress=progress)
     ranked = [{**hits[f], "output_score": score, "multiple": None, "steer_rate": None, "steered": None}
               for score, f in sorted(zip(scores.tolist(), features), key=lambda pair: -pair[0])]
@@ -182,7 +157,7 @@ def steering_search(model: ModelHandle, sae: Any, stats: FeatureStats, query: st
         for multiple in multiples:
             result = steer(model, sae, list(prompts), {row["feature"]: multiple}, stats=stats,
                            max_new_tokens=max_new_tokens, include_default=False)
-            rate = sum(mentions(t, terms) and readable(t) for t in result.steered) / len(result.steered)
+            rate = judge_steering(model, prompts, default, result.steered, terms, fluency).rate
             if row["steer_rate"] is None or rate > row["steer_rate"]:
                 row.update(multiple=multiple, steer_rate=rate, steered=result.steered[0])
     trials.sort(key=lambda row: (-row["steer_rate"], -row["output_score"]))

@@ -166,21 +166,102 @@ def steer(
     layer = sae_layer(model, sae, layer)
     if mode not in ("clamp", "add"):
         raise ValueError(f"mode={mode!r} is not understood: use 'clamp' or 'add'.")
+    _check_generation(max_new_tokens, temperature, repetition_penalty)
+    prompts = _as_prompts(prompts)
+    values = clamp_values(sae, features, stats, units, mode)
+    directions = decoder_directions(sae, list(values)) if mode == "add" else None
+    if model.remote:  # the request carries only the steered features' rows, never the whole SAE
+        edit: Any = FeatureEdit.of(sae, values, mode)
+    else:
+        edit = partial(intervention_delta, sae, values=values, mode=mode, directions=directions)
+    default, steered_texts = _generate(model, prompts, layer, edit, max_new_tokens=max_new_tokens,
+                                       temperature=temperature, seed=seed, repetition_penalty=repetition_penalty,
+                                       include_default=include_default)
+    settings = {"units": units, "layer": layer, "max_new_tokens": max_new_tokens, "temperature": temperature,
+                "seed": seed, "repetition_penalty": repetition_penalty, "strengths": _strengths(sae, features)}
+    return SteeringResult(prompts, default, steered_texts, values, mode, settings)
+
+
+@dataclass(eq=False)
+class AddVector:
+    """The edit `steer_vector` makes: add ``delta [d]`` to every residual (a plain object, so a remote request
+    can carry it)."""
+
+    delta: torch.Tensor
+
+    def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.delta.to(hidden.device, hidden.dtype).expand_as(hidden)
+
+
+def steer_vector(
+    model: ModelHandle,
+    prompts: str | Sequence[str],
+    vector: Any,
+    alpha: float,
+    max_new_tokens: int = 30,
+    temperature: float = 0.0,
+    seed: int = 0,
+    repetition_penalty: float = DEFAULT_REPETITION_PENALTY,
+    include_default: bool = True,
+) -> SteeringResult:
+    """Continue ``prompts`` with a steering vector added at every token, next to the default continuation.
+
+    Args:
+        vector: a `SteeringVector` (e.g. DiffMean, `steering_vector`); it is added after its own layer.
+        alpha: strength in median residual norms: each residual gets ``alpha x vector.median_norm x direction``.
+        Others as `steer`.
+
+    The result's ``clamps`` is empty and ``mode`` is ``"vector"``; ``settings`` records ``alpha``.
+    """
+    alpha = check_finite(alpha, "alpha")
+    _check_generation(max_new_tokens, temperature, repetition_penalty)
+    if getattr(vector, "model_name", None) and vector.model_name != model.name:
+        warnings.warn(f"This steering vector was computed on {vector.model_name!r} residuals but the model is "
+                      f"{model.name!r}.", stacklevel=2)
+    layer = model.resolve_layer(vector.layer)
+    prompts = _as_prompts(prompts)
+    default, steered_texts = _generate(model, prompts, layer, AddVector(vector.delta(alpha)),
+                                       max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                                       repetition_penalty=repetition_penalty, include_default=include_default)
+    settings = {"alpha": alpha, "layer": layer, "max_new_tokens": max_new_tokens, "temperature": temperature,
+                "seed": seed, "repetition_penalty": repetition_penalty}
+    return SteeringResult(prompts, default, steered_texts, {}, "vector", settings)
+
+
+def generate(model: ModelHandle, prompts: str | Sequence[str], max_new_tokens: int = 30, temperature: float = 0.0,
+             seed: int = 0, repetition_penalty: float = DEFAULT_REPETITION_PENALTY) -> list[str]:
+    """The model's own continuations of ``prompts``, decoded exactly as `steer` decodes its default rows."""
+    _check_generation(max_new_tokens, temperature, repetition_penalty)
+    prompts = _as_prompts(prompts)
+    _, texts = _generate(model, prompts, 0, None, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                         repetition_penalty=repetition_penalty, include_default=False)
+    return texts
+
+
+def _check_generation(max_new_tokens: int, temperature: float, repetition_penalty: float) -> None:
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}.")
     if temperature < 0 or not math.isfinite(temperature):
         raise ValueError(f"temperature must be 0 (greedy) or positive, got {temperature}.")
     if not (math.isfinite(repetition_penalty) and repetition_penalty > 0):
         raise ValueError(f"repetition_penalty must be positive (1 = none), got {repetition_penalty}.")
+
+
+def _as_prompts(prompts: str | Sequence[str]) -> list[str]:
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     if not prompts:
         raise ValueError("steer() got no prompts.")
-    values = clamp_values(sae, features, stats, units, mode)
-    directions = decoder_directions(sae, list(values)) if mode == "add" else None
+    return prompts
 
+
+def _generate(model: ModelHandle, prompts: list[str], layer: int, edit: Any, *, max_new_tokens: int,
+              temperature: float, seed: int, repetition_penalty: float,
+              include_default: bool) -> tuple[list[str], list[str]]:
+    """Default and edited continuations of ``prompts`` from one batched ``generate`` (rows ``[prompts; prompts]``,
+    only the second half edited; without ``include_default`` only the edited rows). ``edit=None``: no edit."""
     n = len(prompts)
     ids, attention = left_padded_batch(model, prompts * 2 if include_default else prompts, reserve=max_new_tokens)
-    first = n if include_default else 0
+    first = len(ids) if edit is None else (n if include_default else 0)
     prompt_mask = content_mask(model, ids, attention)[first:, :, None].to(model.device)
     sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
     if repetition_penalty != 1.0:
@@ -188,14 +269,8 @@ def steer(
     if temperature > 0:
         torch.manual_seed(seed)
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else model.tokenizer.eos_token_id
-    if model.remote:  # the request carries only the steered features' rows, never the whole SAE
-        edit: Any = FeatureEdit.of(sae, values, mode)
-    else:
-        edit = partial(intervention_delta, sae, values=values, mode=mode, directions=directions)
-    result = steered_generate(model, layer, edit, ids, attention, max_new_tokens=max_new_tokens, first=first,
-                              prompt_mask=prompt_mask, pad_token_id=pad, **sampling)
+    result = steered_generate(model, layer, edit if edit is not None else torch.zeros_like, ids, attention,
+                              max_new_tokens=max_new_tokens, first=first, prompt_mask=prompt_mask,
+                              pad_token_id=pad, **sampling)
     texts = model.tokenizer.batch_decode(result[:, ids.shape[1]:], skip_special_tokens=True)
-    default, steered_texts = (texts[:n], texts[n:]) if include_default else ([""] * n, texts)
-    settings = {"units": units, "layer": layer, "max_new_tokens": max_new_tokens, "temperature": temperature,
-                "seed": seed, "repetition_penalty": repetition_penalty, "strengths": _strengths(sae, features)}
-    return SteeringResult(prompts, default, steered_texts, values, mode, settings)
+    return (texts[:n], texts[n:]) if include_default else ([""] * n, texts)

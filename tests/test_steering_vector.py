@@ -1,0 +1,82 @@
+"""DiffMean steering vectors, checked against a plain PyTorch computation, and steering by adding them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from saewidgets.activations import harvest
+from saewidgets.analysis import SteeringVector, steer_vector, steering_vector
+from saewidgets.models.tiny import _TRAINING_TEXT
+
+LAYER = 1
+
+
+@pytest.fixture(scope="module")
+def acts(tiny):
+    return harvest(tiny, _TRAINING_TEXT, LAYER, progress=False)
+
+
+def test_diffmean_equals_plain_pytorch(acts, monkeypatch):
+    x = torch.from_numpy(np.asarray(acts.acts, dtype=np.float32)).double()
+    docs = np.unique(acts.doc_ids)[:2]
+    rows = torch.from_numpy(np.isin(acts.doc_ids, docs))
+    diff = x[rows].mean(0) - x[~rows].mean(0)
+    monkeypatch.setattr("saewidgets.analysis.diffmean.CHUNK_ROWS", 7)  # sums over several chunks
+    for concept in (docs.tolist(), rows.numpy(), rows):
+        v = steering_vector(acts, concept)
+        assert torch.allclose(v.direction.double(), diff / diff.norm(), atol=1e-5)
+        assert v.norm == pytest.approx(float(diff.norm()), rel=1e-5)
+        assert v.median_norm == pytest.approx(float(x.norm(dim=1).median()), rel=1e-5)
+        assert (v.n_concept, v.n_other, v.layer) == (int(rows.sum()), int((~rows).sum()), LAYER)
+        assert torch.allclose(v.delta(0.5), 0.5 * v.median_norm * v.direction)
+
+
+def test_diffmean_refuses_empty_sides_and_bad_masks(acts):
+    with pytest.raises(ValueError, match="No rows of the concept"):
+        steering_vector(acts, [10_000])
+    with pytest.raises(ValueError, match="No rows of everything else"):
+        steering_vector(acts, np.unique(acts.doc_ids).tolist())
+    with pytest.raises(ValueError, match="one entry per row"):
+        steering_vector(acts, np.zeros(3, dtype=bool))
+    with pytest.raises(TypeError, match="document ids"):
+        steering_vector(acts, [0.5, 1.5])
+
+
+def test_steer_vector_equals_a_plain_forward_hook(tiny, acts):
+    vector = steering_vector(acts, np.unique(acts.doc_ids)[:1].tolist())
+    prompt, alpha = "I went for a walk and saw", 0.7
+    ids = torch.tensor([tiny.encode(prompt)])
+    delta = vector.delta(alpha)
+    block = tiny.hf.get_submodule(tiny.site_name(LAYER))
+
+    def add(module, inputs, output):  # every position but BOS, generated tokens included
+        h = output[0] if isinstance(output, tuple) else output
+        keep = torch.ones(h.shape[:2], dtype=h.dtype)
+        if tiny.bos_id is not None and h.shape[1] == ids.shape[1]:
+            keep[:, ids[0] == tiny.bos_id] = 0
+        new = h + keep[..., None] * delta
+        return (new, *output[1:]) if isinstance(output, tuple) else new
+
+    handle = block.register_forward_hook(add)
+    try:
+        with torch.no_grad():
+            plain = tiny.hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, min_new_tokens=8,
+                                     do_sample=False, pad_token_id=tiny.tokenizer.eos_token_id)
+    finally:
+        handle.remove()
+    result = steer_vector(tiny, prompt, vector, alpha, max_new_tokens=8, repetition_penalty=1.0)
+    assert result.steered == [tiny.tokenizer.decode(plain[0, ids.shape[1]:], skip_special_tokens=True)]
+    assert result.mode == "vector" and result.settings["alpha"] == alpha
+    unsteered = steer_vector(tiny, [prompt, "The fog"], vector, 0.0, max_new_tokens=6)
+    assert unsteered.steered == unsteered.default
+
+
+def test_steer_vector_refuses_bad_strength(tiny, acts):
+    vector = steering_vector(acts, np.unique(acts.doc_ids)[:1].tolist())
+    with pytest.raises(ValueError, match="alpha"):
+        steer_vector(tiny, "Hello", vector, float("nan"))
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        steer_vector(tiny, "Hello", vector, 1.0, max_new_tokens=0)
+    assert isinstance(vector, SteeringVector) and "median residual norms" in repr(vector)
