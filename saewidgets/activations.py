@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ._cache import atomic_dir, cache_dir
+from ._atomic_write import atomic_dir, finish_interrupted_save, process_alive
+from ._cache import cache_dir
 from .model import LayerSpec, ModelHandle, residual_of
 
 DEFAULT_CONTEXT_LEN = 128
@@ -98,21 +99,25 @@ class Activations:
         held = np.isin(self.doc_ids, held_docs)
         return self.subset(np.flatnonzero(~held)), self.subset(np.flatnonzero(held))
 
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Write to ``directory`` (``acts.npy`` + token bookkeeping + ``activations.json``), atomically."""
-        directory = Path(directory)
-        with atomic_dir(directory) as tmp:
+    def save(self, directory: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write to ``directory`` (``acts.npy`` + token bookkeeping + ``activations.json``), atomically.
+
+        Only these files are written or replaced; anything else in the folder is kept. A non-empty folder that
+        saewidgets did not write is refused unless ``overwrite=True``; see `saewidgets._atomic_write.atomic_dir`.
+        """
+        with atomic_dir(directory, overwrite=overwrite) as tmp:
             np.save(tmp / "acts.npy", self.acts)
             np.savez(tmp / "tokens.npz", token_ids=self.token_ids, doc_ids=self.doc_ids, positions=self.positions)
             meta = {"model_name": self.model_name, "layer": self.layer, "site": self.site, "n_tokens": len(self),
                     "d_model": self.d_model}
             (tmp / _META).write_text(json.dumps(meta, indent=1))
-        return directory
+        return Path(directory)
 
     @classmethod
     def load(cls, directory: str | os.PathLike, mmap: bool = True) -> "Activations":
         """Read activations written by `save`; with ``mmap`` the rows stay on disk until used."""
         directory = Path(directory)
+        finish_interrupted_save(directory)
         meta_path = directory / _META
         if not meta_path.exists():
             raise FileNotFoundError(f"{directory} holds no saved activations (no {_META}); write one with Activations.save().")
@@ -197,18 +202,8 @@ def _remove_orphan_spills(folder: Path) -> None:
     """Delete spill files left by harvests whose process died (``kill -9`` skips the clean-up on exit)."""
     for path in folder.glob("acts-*-*.npy"):
         pid = path.name.split("-")[1]
-        if pid.isdigit() and not _process_alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             path.unlink(missing_ok=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    return True
 
 
 def harvest(

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ._cache import atomic_write_bytes
+from ._atomic_write import atomic_write_bytes, fsync_path
 from .activations import DEFAULT_CONTEXT_LEN, Activations, _as_texts, _Window, fill_rows, plan_harvest
 from .corpus import corpus_for_tokens, is_stream
 from .model import LayerSpec, ModelHandle
@@ -160,14 +160,6 @@ def corpus_fingerprint(texts: Sequence[str]) -> str:
         h.update(len(data).to_bytes(8, "little"))
         h.update(data)
     return h.hexdigest()[:16]
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _dist_rank_world() -> tuple[int, int]:
@@ -299,9 +291,9 @@ def _write_shard(model: ModelHandle, layer: int, directory: Path, shard: _Shard,
             array.flush()
         del acts, index
         for name in ("acts.npy", "index.npy"):
-            _fsync_path(tmp / name)
+            fsync_path(tmp / name)
         os.replace(tmp, final)
-        _fsync_path(final.parent)
+        fsync_path(final.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -37,7 +37,7 @@ def inputs(d_in: int = 16) -> torch.Tensor:
 def test_native_round_trip_is_exact(tmp_path, arch):
     sae = random_sae(arch)
     path = save_sae(sae, tmp_path / "sae")
-    assert sorted(p.name for p in path.iterdir()) == ["config.json", "sae.safetensors"]
+    assert sorted(p.name for p in path.iterdir()) == [".saewidgets-files.json", "config.json", "sae.safetensors"]
     back = load_sae(path)
     assert back.cfg == sae.cfg
     assert back.fingerprint() == sae.fingerprint()
@@ -51,6 +51,8 @@ def test_saving_over_an_sae_replaces_it_whole(tmp_path):
     save_sae(newer, tmp_path / "sae")
     assert load_sae(tmp_path / "sae").fingerprint() == newer.fingerprint()
     assert [p.name for p in tmp_path.iterdir()] == ["sae"], "temporary folders were left behind"
+    assert sorted(p.name for p in (tmp_path / "sae").iterdir()) == [".saewidgets-files.json", "config.json",
+                                                                    "sae.safetensors"]
 
 
 def test_a_failed_save_leaves_the_previous_sae_untouched(tmp_path, monkeypatch):
@@ -65,6 +67,8 @@ def test_a_failed_save_leaves_the_previous_sae_untouched(tmp_path, monkeypatch):
         save_sae(random_sae("relu", seed=1), tmp_path / "sae")
     assert load_sae(tmp_path / "sae").fingerprint() == old.fingerprint()
     assert [p.name for p in tmp_path.iterdir()] == ["sae"]
+    assert sorted(p.name for p in (tmp_path / "sae").iterdir()) == [".saewidgets-files.json", "config.json",
+                                                                    "sae.safetensors"]
 
 
 def test_fingerprint_changes_with_the_weights():

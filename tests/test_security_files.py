@@ -186,7 +186,7 @@ def test_statistics_with_hostile_model_names_and_token_strings_save_inside_their
     stats.save(target)
     assert {p.relative_to(tmp_path) for p in files_under(tmp_path)} == {
         Path("box"), Path("box/stats"), Path("box/stats/feature_stats.json"),
-        Path("box/stats/feature_stats.safetensors")}
+        Path("box/stats/feature_stats.safetensors"), Path("box/stats/.saewidgets-files.json")}
     back = FeatureStats.load(target)
     assert back.model_name == name and set(back.token_strings.values()) == {name}
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .._cache import atomic_write_bytes
+from .._atomic_write import atomic_write_bytes
 from .._cache import cache_dir as default_cache_dir
 from ._common import check_feature
 

@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .._cache import atomic_dir
+from .._atomic_write import atomic_dir
 from ..model import ModelHandle
 from ._common import check_feature, decoder_directions, n_features_of
 

@@ -30,7 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .._cache import atomic_dir
+from .._atomic_write import atomic_dir, finish_interrupted_save
 from ..model import ModelHandle
 from ._common import check_feature, encode_rows, n_features_of, sae_layer
 
@@ -170,22 +170,26 @@ class FeatureStats:
     _TENSOR_FIELDS = ("density", "max_act", "mean_act", "top_values", "top_tokens", "top_acts", "band_values",
                       "band_tokens", "band_acts", "hist_counts", "hist_edges")
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write to folder ``path`` (safetensors + json), atomically: a reader never sees half a write."""
-        path = Path(path)
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write to folder ``path`` (safetensors + json), atomically: a reader never sees half a write.
+
+        Only these files are written or replaced; anything else in the folder is kept. A non-empty folder that
+        saewidgets did not write is refused unless ``overwrite=True``; see `saewidgets._atomic_write.atomic_dir`.
+        """
         meta = {"format_version": _FORMAT_VERSION, "fingerprint": self.fingerprint, "model_name": self.model_name,
                 "layer": self.layer, "n_tokens": self.n_tokens, "context": list(self.context),
                 "token_strings": {str(k): v for k, v in self.token_strings.items()}}
-        with atomic_dir(path) as tmp:
+        with atomic_dir(path, overwrite=overwrite) as tmp:
             save_file({k: getattr(self, k).contiguous() for k in self._TENSOR_FIELDS}, str(tmp / _TENSORS),
                       metadata={"fingerprint": self.fingerprint})
             (tmp / _META).write_text(json.dumps(meta))
-        return path
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, sae: Any = None) -> FeatureStats:
         """Read statistics written by `save`; with ``sae``, also check they belong to it."""
         path = Path(path)
+        finish_interrupted_save(path)
         if not (path / _META).exists():
             raise FileNotFoundError(f"{path} holds no saved feature statistics (no {_META}); "
                                     "compute them with feature_stats(...) and stats.save(path).")

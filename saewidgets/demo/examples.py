@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from .._cache import atomic_write_bytes
+from .._atomic_write import atomic_write_bytes
 
 # (name shown to the user, phrase searched for in the top contexts)
 CONCEPTS: tuple[tuple[str, str], ...] = (

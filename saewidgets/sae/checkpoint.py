@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._cache import atomic_write_bytes
+from .._atomic_write import atomic_write_bytes
 
 CHECKPOINT_NAME = "checkpoint.pt"
 _FORMAT = "saewidgets.sae.checkpoint/1"

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from .._cache import atomic_dir
+from .._atomic_write import atomic_dir, finish_interrupted_save
 from .base import SAE
 from .config import SAEConfig
 
@@ -45,11 +45,14 @@ class SAEFileError(ValueError):
 # -- saving ---------------------------------------------------------------------------------------------------
 
 
-def save_sae(sae: SAE, directory: str | os.PathLike, format: Literal["native", "saelens"] = "native") -> Path:
+def save_sae(sae: SAE, directory: str | os.PathLike, format: Literal["native", "saelens"] = "native",
+             overwrite: bool = False) -> Path:
     """Write ``sae`` to ``directory`` atomically (nothing half-written is ever visible there) and return the path.
 
     ``format="native"`` keeps everything (``load_sae`` restores the identical SAE); ``format="saelens"`` writes a
-    folder that ``sae_lens.SAE.load_from_disk`` opens and that encodes identically.
+    folder that ``sae_lens.SAE.load_from_disk`` opens and that encodes identically. Only the SAE's files are written
+    or replaced; anything else in the folder is kept. A non-empty folder that saewidgets did not write is refused
+    unless ``overwrite=True``, and an existing file is never replaced by a folder.
     """
     from safetensors.torch import save_file
 
@@ -61,18 +64,10 @@ def save_sae(sae: SAE, directory: str | os.PathLike, format: Literal["native", "
         names = (SAELENS_WEIGHTS, SAELENS_CONFIG)
     else:
         raise ValueError(f"format={format!r} is not known: use 'native' or 'saelens'.")
-    directory = Path(directory)
-    with atomic_dir(directory) as tmp:
+    with atomic_dir(directory, overwrite=overwrite) as tmp:
         save_file(tensors, str(tmp / names[0]))
         (tmp / names[1]).write_text(json.dumps(config, indent=1))
-        for name in names:
-            _fsync(tmp / name)
-    return directory
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
+    return Path(directory)
 
 
 def _state(sae: SAE) -> dict[str, torch.Tensor]:
@@ -124,6 +119,7 @@ def load_sae(path_or_id: str | os.PathLike, sae_id: str | None = None, *, device
 
 def _load_local(path: Path) -> SAE:
     if path.is_dir():
+        finish_interrupted_save(path)
         files = {p.name for p in path.iterdir()}
         if NATIVE_CONFIG in files and NATIVE_WEIGHTS in files:
             return _load_native(path)

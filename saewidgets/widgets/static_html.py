@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .._cache import atomic_write_bytes
+from .._atomic_write import atomic_write_bytes
 from ._base import CSS_PATH, read_static, registered_views
 
 __all__ = ["script_json", "static_bundle_js", "document", "view_document", "iframe", "write_atomic",

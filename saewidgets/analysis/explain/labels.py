@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..._cache import atomic_write_bytes
+from ..._atomic_write import atomic_write_bytes
 
 _FORMAT_VERSION = 1
 KINDS = ("pattern", "llm")

@@ -50,7 +50,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..._cache import atomic_dir
+from ..._atomic_write import atomic_dir
 from ..logits import LogitEffects
 from ..stats import FeatureStats
 from .labels import Explanation, Labels
