@@ -34,7 +34,8 @@ class FakeSAE:
 
 def test_dashboards_round_trip_through_the_neuronpedia_format(tmp_path):
     path = export_neuronpedia(STATS, tmp_path / "np", logit_effects=EFFECTS, features_per_batch=3, dataset="demo")
-    assert sorted(p.name for p in path.iterdir()) == ["batch-0.json", "batch-1.json", "saewidgets.json"]
+    assert sorted(p.name for p in path.iterdir()) == [".saewidgets-files.json", "batch-0.json", "batch-1.json",
+                                                      "saewidgets.json"]
     batch = json.loads((path / "batch-0.json").read_text())
     assert set(batch) == {"model_id", "layer", "sae_set", "sae_id_suffix", "features"}
     assert batch["model_id"] == "hand-made" and batch["layer"] == 1 and len(batch["features"]) == 3
