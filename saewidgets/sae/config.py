@@ -32,6 +32,13 @@ class SAEConfig:
     work in raw residual units while the weights live in units where inputs have mean norm sqrt(d_in)."""
     apply_b_dec_to_input: bool = True
     """Subtract ``b_dec`` from the (scaled) input before encoding; Gemma Scope SAEs do not."""
+    neuronpedia_id: str | None = None
+    """Neuronpedia's id of this SAE (``"<model>/<source>"``, e.g. ``"gemma-2-2b/12-gemmascope-res-16k"``), as
+    SAELens' release directory gives it; None for SAEs Neuronpedia does not host."""
+    normalize_activations: str = "none"
+    """SAELens' input normalisation: ``"none"``, or ``"expected_average_only_in"`` (inputs were scaled to mean norm
+    sqrt(d_in) in training; `input_scale` holds the factor when the file gave it, else inputs are read raw, exactly
+    as SAELens itself reads such a file)."""
     provenance: dict[str, Any] = field(default_factory=dict)
     """How it was trained: tokens, steps, lr, l1, seed, date, saewidgets version (or where it was loaded from)."""
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -84,10 +85,11 @@ def _to_saelens(sae: SAE) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     architecture = {"relu": "standard", "topk": "topk", "batchtopk": "jumprelu", "jumprelu": "jumprelu"}[cfg.architecture]
     lens_cfg: dict[str, Any] = {
         "architecture": architecture, "d_in": cfg.d_in, "d_sae": cfg.n_features, "dtype": "float32", "device": "cpu",
-        "apply_b_dec_to_input": cfg.apply_b_dec_to_input, "normalize_activations": "none", "reshape_activations": "none",
+        "apply_b_dec_to_input": cfg.apply_b_dec_to_input, "normalize_activations": "none",  # scale folded below "reshape_activations": "none",
         "metadata": {
             "sae_lens_version": _SAELENS_VERSION, "sae_lens_training_version": None, "model_name": cfg.model_name,
-            "hook_name": cfg.site, "hook_head_index": None, "prepend_bos": True,
+            "hook_name": cfg.provenance.get("saelens_hook_name") or cfg.site, "hf_hook_name": cfg.site,
+            "neuronpedia_id": cfg.neuronpedia_id, "hook_head_index": None, "prepend_bos": True,
             "saewidgets": {**cfg.to_dict(), "input_scale_folded": s},
         },
     }
@@ -99,9 +101,14 @@ def _to_saelens(sae: SAE) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
 # -- loading --------------------------------------------------------------------------------------------------
 
 
-def load_sae(path_or_id: str | os.PathLike, sae_id: str | None = None, *, device: str | torch.device = "cpu") -> SAE:
-    """Load an SAE from a folder or file (native, SAELens, Gemma Scope), a SAELens release + ``sae_id``, or a
-    Hugging Face repo id (``"org/repo"`` or ``"org/repo/sub/folder"``) when online."""
+def load_sae(path_or_id: str | os.PathLike, sae_id: str | None = None, *, device: str | torch.device = "cpu",
+             fold_W_dec_norm: bool = False) -> SAE:
+    """Load an SAE from a folder or file (native, SAELens, Gemma Scope), a SAELens release + ``sae_id`` (``pip
+    install 'saewidgets[saelens]'``), or a Hugging Face repo id (``"org/repo"`` or ``"org/repo/sub/folder"``) online.
+
+    ``fold_W_dec_norm=True`` gives every decoder row unit norm (see `fold_decoder_norm`): the same reconstructions,
+    with activations in units of the residual norm each latent writes, as SAELens' dashboards show them.
+    """
     path = Path(path_or_id)
     if path.exists():
         sae = _load_local(path)
@@ -114,6 +121,11 @@ def load_sae(path_or_id: str | os.PathLike, sae_id: str | None = None, *, device
             f"No SAE at {str(path_or_id)!r}: it is not a file or folder here, and not a Hugging Face repo id "
             "('org/repo[/folder]'). For a SAELens release pass load_sae(release, sae_id)."
         )
+    if fold_W_dec_norm:
+        tensors = {k: v.detach().clone() for k, v in sae.state_dict().items()}
+        fold_decoder_norm(tensors, sae.cfg.architecture, path_or_id)
+        sae.cfg.provenance = {**sae.cfg.provenance, "W_dec_norm_folded": True}
+        sae = build_sae(sae.cfg, tensors, path_or_id)
     return sae.to(device).eval()
 
 
@@ -156,50 +168,120 @@ def _load_saelens_dir(directory: Path) -> SAE:
     return from_saelens(_read_json(config_path), read_tensors(weights_path), weights_path)
 
 
+#: SAELens architectures saewidgets' `SAE` cannot hold, and why (said in the error, so users know it is not a bug).
+UNSUPPORTED_SAELENS = {
+    "gated": "a gated SAE decides which latents fire with a separate gating path (r_mag, b_gate, b_mag) that "
+             "saewidgets' SAE has no parameters for",
+    "transcoder": "a transcoder reads one site and writes another (hook_name_out): saewidgets' metrics, attribution "
+                  "and steering assume an SAE that reconstructs the activations it reads",
+    "skip_transcoder": "a skip transcoder reads one site and writes another through an extra linear skip path",
+    "jumprelu_transcoder": "a transcoder reads one site and writes another (hook_name_out)",
+    "jumprelu_skip_transcoder": "a transcoder reads one site and writes another through an extra linear skip path",
+    "abstopk": "AbsTopK keeps the k largest |pre-activations|, negative ones included, which saewidgets' TopK does not",
+    "matching_pursuit": "matching pursuit encodes iteratively against the residual, not with one encoder matrix",
+    "temporal": "a temporal SAE encodes each token together with its context",
+}
+#: Per-token normalisations a constant input scale cannot reproduce (each token would need its own scale).
+_PER_TOKEN_NORMS = ("constant_norm_rescale", "layer_norm")
+
+
 def from_saelens(lens_cfg: dict[str, Any], tensors: dict[str, torch.Tensor], source: str | os.PathLike) -> SAE:
-    """An `SAE` from a SAELens 6.x config dict and state dict (from disk, or from a ``sae_lens.SAE`` in memory)."""
+    """An `SAE` from a SAELens 6.x config dict and state dict (from disk, or from a ``sae_lens.SAE`` in memory).
+
+    Kept from the config: ``hf_hook_name`` (the Hugging Face module the SAE reads, which is saewidgets' ``site``;
+    SAELens' TransformerLens ``hook_name`` is kept in ``provenance`` for export), ``neuronpedia_id``, and
+    ``normalize_activations`` (with a ``norm_scaling_factor``, if the config carries one, as ``input_scale``).
+    """
     meta = lens_cfg.get("metadata") or {}
     if "architecture" not in lens_cfg:
         # SAELens < 6 wrote the activation function instead of an architecture.
         topk = lens_cfg.get("activation_fn_str") == "topk" or lens_cfg.get("activation_fn") == "topk"
         lens_cfg = {**lens_cfg, "architecture": "topk" if topk else "standard",
                     "k": (lens_cfg.get("activation_fn_kwargs") or {}).get("k")}
-    arch = _SAELENS_TO_ARCH.get(lens_cfg["architecture"])
+    name = lens_cfg["architecture"]
+    arch = _SAELENS_TO_ARCH.get(name)
     if arch is None:
+        why = UNSUPPORTED_SAELENS.get(name, "saewidgets does not know this architecture")
         raise SAEFileError(
-            f"{source}: SAELens architecture {lens_cfg['architecture']!r} is not supported by saewidgets "
-            f"(supported: {', '.join(_SAELENS_TO_ARCH)}). Load it with sae_lens directly."
+            f"{source}: SAELens architecture {name!r} is not supported by saewidgets yet: {why}. Supported: "
+            f"{', '.join(_SAELENS_TO_ARCH)}. Use it with sae_lens directly (sae_lens.SAE.load_from_disk / "
+            "from_pretrained)."
         )
-    for key, ok in (("normalize_activations", "none"), ("reshape_activations", "none")):
-        value = lens_cfg.get(key, ok)
-        if value not in (ok, False, None):
-            raise SAEFileError(
-                f"{source}: {key}={value!r} is not supported (saewidgets reads residual-stream SAEs whose "
-                "normalisation is folded into the weights). In SAELens, fold it first "
-                "(sae.fold_activation_norm_scaling_factor(...)) and save again."
-            )
+    input_scale, normalize = _saelens_input_scale(lens_cfg, source)
+    if lens_cfg.get("reshape_activations", "none") not in ("none", False, None):
+        raise SAEFileError(
+            f"{source}: reshape_activations={lens_cfg['reshape_activations']!r} (an attention-output SAE over "
+            "per-head activations) is not supported: saewidgets reads residual-stream SAEs."
+        )
     tensors = dict(tensors)
-    if arch == "topk" and lens_cfg.get("rescale_acts_by_decoder_norm"):
-        _fold_decoder_norm(tensors)
+    if arch == "topk" and lens_cfg.get("rescale_acts_by_decoder_norm"):  # selection already weighs by the norms
+        _scale_latents(tensors, tensors["W_dec"].norm(dim=1).clamp_min(1e-8))
     ours = meta.get("saewidgets") or {}
-    site = meta.get("hook_name") or lens_cfg.get("hook_name") or ""
+    get = lambda key: meta.get(key) or lens_cfg.get(key)  # noqa: E731  (SAELens < 6 kept them at the top level)
+    hook_name, hf_hook_name = get("hook_name") or "", get("hf_hook_name") or ""
+    site = ours.get("site") or hf_hook_name or hook_name
+    provenance = ours.get("provenance") or {"source": str(source), "format": "saelens"}
+    if hook_name and hook_name != site:
+        provenance = {**provenance, "saelens_hook_name": hook_name}
     cfg = _config({
         "d_in": lens_cfg.get("d_in"), "n_features": lens_cfg.get("d_sae"),
         "architecture": ours.get("architecture", arch) if arch == "jumprelu" else arch,
-        "k": lens_cfg.get("k", ours.get("k")), "model_name": meta.get("model_name") or lens_cfg.get("model_name") or "",
-        "layer": ours.get("layer", _layer_of(site)), "site": site,
-        "apply_b_dec_to_input": bool(lens_cfg.get("apply_b_dec_to_input", True)),
-        "provenance": ours.get("provenance") or {"source": str(source), "format": "saelens"},
+        "k": lens_cfg.get("k", ours.get("k")), "model_name": get("model_name") or "",
+        "layer": ours.get("layer", _layer_of(site) if _layer_of(site) is not None else _layer_of(hook_name)),
+        "site": site, "apply_b_dec_to_input": bool(lens_cfg.get("apply_b_dec_to_input", True)),
+        "input_scale": input_scale, "normalize_activations": normalize,
+        "neuronpedia_id": get("neuronpedia_id") or ours.get("neuronpedia_id"), "provenance": provenance,
     }, source)
     return build_sae(cfg, tensors, source)
 
 
-def _fold_decoder_norm(tensors: dict[str, torch.Tensor]) -> None:
-    """TopK with ``rescale_acts_by_decoder_norm``: move decoder norms into the encoder, leaving unit decoder rows."""
-    norms = tensors["W_dec"].norm(dim=1)
+def _saelens_input_scale(lens_cfg: dict[str, Any], source: str | os.PathLike) -> tuple[float, str]:
+    """(input scale, normalisation name) for SAELens' ``normalize_activations``, or a clear error."""
+    normalize = lens_cfg.get("normalize_activations")
+    normalize = "none" if normalize in (None, False, "none") else normalize
+    if normalize == "none":
+        return 1.0, "none"
+    if normalize == "expected_average_only_in":
+        factor = lens_cfg.get("norm_scaling_factor")
+        if factor is None:
+            warnings.warn(
+                f"{source}: normalize_activations='expected_average_only_in' but the config has no "
+                "norm_scaling_factor, so inputs are read raw (as sae_lens itself reads this file). If you know the "
+                "factor, set it as sae.cfg.input_scale.", stacklevel=4)
+            return 1.0, normalize
+        return float(factor), normalize
+    if normalize in _PER_TOKEN_NORMS:
+        raise SAEFileError(
+            f"{source}: normalize_activations={normalize!r} rescales every token by its own norm at run time; "
+            "saewidgets' SAE has one constant input scale, so it would encode differently. Not supported yet."
+        )
+    raise SAEFileError(
+        f"{source}: normalize_activations={normalize!r} is not supported. In SAELens, fold it into the weights "
+        "first (e.g. sae.fold_activation_whitening(...) for covariance_whitening) and save again."
+    )
+
+
+def fold_decoder_norm(tensors: dict[str, torch.Tensor], arch: str, source: str | os.PathLike = "SAE") -> None:
+    """Give every decoder row unit norm, moving its norm into the encoder (``W_enc``, ``b_enc`` and a JumpReLU /
+    BatchTopK ``threshold`` scale with it), in place. The reconstruction is unchanged and each latent's activation
+    becomes its contribution's norm, comparable across latents (as SAELens' ``fold_W_dec_norm``).
+
+    Refused for TopK: scaling latents differently changes which k are largest, so the SAE would encode differently.
+    """
+    norms = tensors["W_dec"].norm(dim=1).clamp_min(1e-8)
+    if arch == "topk" and not torch.allclose(norms, torch.ones_like(norms), atol=1e-5):
+        raise SAEFileError(f"{source}: fold_W_dec_norm would change which latents a TopK SAE selects (their "
+                           "pre-activations would be rescaled unequally); load it without fold_W_dec_norm.")
+    _scale_latents(tensors, norms)
+
+
+def _scale_latents(tensors: dict[str, torch.Tensor], norms: torch.Tensor) -> None:
+    """Multiply latent i's encoder side by ``norms[i]`` and divide its decoder row by it."""
     tensors["W_enc"] = tensors["W_enc"] * norms
     tensors["b_enc"] = tensors["b_enc"] * norms
     tensors["W_dec"] = tensors["W_dec"] / norms[:, None]
+    if "threshold" in tensors:
+        tensors["threshold"] = tensors["threshold"] * norms
 
 
 def _layer_of(site: str) -> int | None:
@@ -228,7 +310,7 @@ def _load_saelens_release(release: str, sae_id: str) -> SAE:
     try:
         from sae_lens import SAE as LensSAE
     except ImportError as err:
-        raise ImportError("Loading a SAELens release needs sae-lens: pip install sae-lens") from err
+        raise ImportError("Loading a SAELens release needs sae-lens: pip install 'saewidgets[saelens]'") from err
     lens = LensSAE.from_pretrained(release, sae_id, device="cpu")
     cfg = lens.cfg.to_dict()
     cfg["metadata"] = {**cfg.get("metadata", {}), "saewidgets": {"provenance": {"source": f"{release}/{sae_id}", "format": "saelens-release"}}}
