@@ -17,8 +17,11 @@ Schema (every number a plain float/int, every token a raw string: escape it befo
         {"label": "0.80-1.00 of max", "examples": [same items as "top"]}
       ],
       "histogram": {"counts": [int, ...], "edges": [float, ...]},   # non-zero activations; len(edges) = len(counts)+1
-      "promoted": [{"token": str, "value": float}],    # logit effects (empty without logit_effects)
+      "promoted": [{"token": str, "value": float}],    # logit effects (empty without logit_effects), in logit_unit
       "suppressed": [{"token": str, "value": float}],  # most negative first
+      "logit_unit": str,                   # "Δlogit @ mean act": the logit change when the feature is at its mean
+                                           #   activation on a typical token (see analysis.logits); absent without
+                                           #   logit_effects
       "neighbours": [{"feature": int, "cosine": float}]  # decoder cosine neighbours (empty without geometry)
     }
 """
@@ -50,7 +53,16 @@ def feature_card(stats: FeatureStats, i: int, logit_effects: LogitEffects | None
         "top": stats.top_examples(i),
         "quantiles": stats.quantile_examples(i),
         "histogram": stats.histogram(i),
-        "promoted": logit_effects.promoted(i) if logit_effects is not None else [],
-        "suppressed": logit_effects.suppressed(i) if logit_effects is not None else [],
+        **(_logits(logit_effects, i, float(stats.mean_act[i])) if logit_effects is not None
+           else {"promoted": [], "suppressed": []}),
         "neighbours": geometry.neighbours(i, N_NEIGHBOURS) if geometry is not None else [],
     }
+
+
+def _logits(effects: LogitEffects, i: int, mean_act: float) -> dict[str, Any]:
+    """The card's logit tables: logit changes at the mean activation when the effects know the final residual's
+    scale, per-unit values (and their unit) otherwise."""
+    if effects.final_rms is None:
+        return {"promoted": effects.promoted(i), "suppressed": effects.suppressed(i), "logit_unit": effects.unit()}
+    return {"promoted": effects.promoted(i, mean_act), "suppressed": effects.suppressed(i, mean_act),
+            "logit_unit": effects.unit("mean act")}

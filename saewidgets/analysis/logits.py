@@ -10,6 +10,13 @@ Neuronpedia) we drop that scale and keep everything else the norm does to a dire
 Rankings of promoted / suppressed tokens are exactly those at any real token, since the dropped scale is one
 positive number per token; values are logits per unit of feature activation, before that scale (and before any
 logit soft-capping). Which form the model's norm takes is checked numerically, not assumed from its class name.
+
+Those per-unit values are hard to read: Gemma's ``1 + w`` gain puts them in the hundreds, and nothing says how big a
+unit is. So `LogitEffects` also keeps ``final_rms``, the median scale the final norm divides by on real tokens, and
+``promoted(i, activation=a)`` gives the **logit change when the feature is at activation ``a``** on a token of typical
+norm: ``value * a / final_rms`` (the usual linearisation: the added direction is small next to the residual). The
+feature card uses the feature's mean activation, so its values read as "Δlogit at mean activation", a few logits for
+a strong feature; the ranking is the per-unit one, since each feature's values are scaled by one positive number.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
@@ -43,14 +51,33 @@ class LogitEffects:
     suppressed_values: torch.Tensor  # [F, k] (negative)
     token_strings: dict[int, str] = field(repr=False)
     fingerprint: str = ""
+    final_rms: float | None = None
+    """Median, over sample tokens, of the scale the model's final norm divides the residual by (its rms, centred
+    for a LayerNorm); None when unknown (then only per-unit values are available)."""
 
     @property
     def n_features(self) -> int:
         return int(self.promoted_ids.shape[0])
 
-    def _rows(self, ids: torch.Tensor, values: torch.Tensor, feature: int) -> list[dict[str, Any]]:
+    def _rows(self, ids: torch.Tensor, values: torch.Tensor, feature: int,
+              activation: float | None) -> list[dict[str, Any]]:
         i = check_feature(self.n_features, feature)
-        return [{"token": self.token_strings[int(t)], "value": float(v)} for t, v in zip(ids[i], values[i])]
+        factor = self.logit_change_factor(activation) if activation is not None else 1.0
+        return [{"token": self.token_strings[int(t)], "value": float(v) * factor} for t, v in zip(ids[i], values[i])]
+
+    def logit_change_factor(self, activation: float) -> float:
+        """What turns a per-unit value into the logit change at ``activation`` on a token of typical norm:
+        ``activation / final_rms``."""
+        if self.final_rms is None:
+            raise ValueError("these logit effects carry no final_rms (computed by an older saewidgets): compute them "
+                             "again with logit_effects() to get logit changes.")
+        return float(activation) / self.final_rms
+
+    @staticmethod
+    def unit(at: str | None = None) -> str:
+        """How `promoted` / `suppressed` values read: per unit activation, or the logit change at the activation
+        named by ``at`` (e.g. ``"mean act"``)."""
+        return f"Δlogit @ {at}" if at else "logit / unit act (before the final norm's 1/rms)"
 
     _TENSOR_FIELDS = ("promoted_ids", "promoted_values", "suppressed_ids", "suppressed_values")
 
@@ -59,7 +86,8 @@ class LogitEffects:
         path = Path(path)
         with atomic_dir(path) as tmp:
             save_file({k: getattr(self, k).contiguous() for k in self._TENSOR_FIELDS}, str(tmp / _TENSORS))
-            meta = {"fingerprint": self.fingerprint, "token_strings": {str(k): v for k, v in self.token_strings.items()}}
+            meta = {"fingerprint": self.fingerprint, "final_rms": self.final_rms,
+                    "token_strings": {str(k): v for k, v in self.token_strings.items()}}
             (tmp / _META).write_text(json.dumps(meta))
         return path
 
@@ -73,15 +101,17 @@ class LogitEffects:
         except (OSError, ValueError) as err:
             raise ValueError(f"{path} holds no readable logit effects ({err}); compute them with logit_effects().") from err
         return cls(**{k: tensors[k] for k in cls._TENSOR_FIELDS}, fingerprint=meta["fingerprint"],
-                   token_strings={int(k): v for k, v in meta["token_strings"].items()})
+                   token_strings={int(k): v for k, v in meta["token_strings"].items()}, final_rms=meta.get("final_rms"))
 
-    def promoted(self, feature: int) -> list[dict[str, Any]]:
-        """``[{"token", "value"}]``, the tokens the feature most promotes."""
-        return self._rows(self.promoted_ids, self.promoted_values, feature)
+    def promoted(self, feature: int, activation: float | None = None) -> list[dict[str, Any]]:
+        """``[{"token", "value"}]``, the tokens the feature most promotes. Values are logits per unit activation, or
+        with ``activation`` the logit change when the feature is at that activation (see the module docstring)."""
+        return self._rows(self.promoted_ids, self.promoted_values, feature, activation)
 
-    def suppressed(self, feature: int) -> list[dict[str, Any]]:
-        """``[{"token", "value"}]``, the tokens the feature most suppresses (most negative first)."""
-        return self._rows(self.suppressed_ids, self.suppressed_values, feature)
+    def suppressed(self, feature: int, activation: float | None = None) -> list[dict[str, Any]]:
+        """``[{"token", "value"}]``, the tokens the feature most suppresses (most negative first); values as in
+        `promoted`."""
+        return self._rows(self.suppressed_ids, self.suppressed_values, feature, activation)
 
 
 def norm_gain(norm: torch.nn.Module, d_model: int) -> tuple[torch.Tensor, bool]:
@@ -122,9 +152,33 @@ def direction_logits(model: ModelHandle, directions: torch.Tensor) -> torch.Tens
         return (d * gain).to(W_U.device, W_U.dtype) @ W_U.T
 
 
+#: Sentences whose tokens give the typical scale of the final residual (`final_residual_rms`) by default.
+TYPICAL_TEXTS = (
+    "The Golden Gate Bridge is a suspension bridge spanning the strait between San Francisco Bay and the Pacific.",
+    "def add(a, b):\n    return a + b\n\nprint(add(2, 3))",
+    "She said she would be home by six, but the train was late again and it was raining.",
+    "La tour Eiffel a été construite pour l'Exposition universelle de 1889 à Paris.",
+    "In 2023 the company reported revenue of $4.2 billion, up 12% from the previous year.",
+    "Honesty is the best policy, my grandmother used to say, though she told the occasional white lie.",
+)
+
+
+def final_residual_rms(model: ModelHandle, texts: Any = TYPICAL_TEXTS) -> float:
+    """Median, over the tokens of ``texts`` (BOS left out), of the scale the final norm divides the residual by:
+    the rms of the residual after the last block (centred first for a LayerNorm)."""
+    from ..activations import harvest
+
+    _, centres = norm_gain(model.final_norm, model.d_model)
+    x = torch.from_numpy(np.asarray(harvest(model, texts, layer=model.n_layers - 1, progress=False).acts)).double()
+    if centres:
+        x = x - x.mean(-1, keepdim=True)
+    return float(x.pow(2).mean(-1).sqrt().median())
+
+
 def logit_effects(model: ModelHandle, sae: Any, k: int = 10, batch_size: int = 128, progress: bool = True,
-                  cache_dir: str | os.PathLike | None = None) -> LogitEffects:
-    """Each feature's ``k`` most promoted and most suppressed tokens.
+                  cache_dir: str | os.PathLike | None = None, texts: Any = TYPICAL_TEXTS) -> LogitEffects:
+    """Each feature's ``k`` most promoted and most suppressed tokens, and the final residual's typical scale
+    (``final_rms``, measured on ``texts``) that turns their values into logit changes.
 
     Features go ``batch_size`` at a time (a ``[batch_size, vocab]`` logit block: 134 MB for Gemma's 262k vocab at
     128), so 16k features need no more memory than 128. With ``cache_dir`` the result is kept there, keyed by the
@@ -136,8 +190,12 @@ def logit_effects(model: ModelHandle, sae: Any, k: int = 10, batch_size: int = 1
         key = hashlib.sha256(json.dumps([sae.fingerprint(), model.name, model.vocab_size, k]).encode()).hexdigest()[:16]
         path = Path(cache_dir) / f"logit_effects-{key}"
         if (path / _META).exists():
-            return LogitEffects.load(path)
-        effects = logit_effects(model, sae, k, batch_size, progress)
+            effects = LogitEffects.load(path)
+            if effects.final_rms is not None:
+                return effects
+            effects.final_rms = final_residual_rms(model, texts)  # cached by an older saewidgets
+        else:
+            effects = logit_effects(model, sae, k, batch_size, progress, texts=texts)
         effects.save(path)
         return effects
     n = n_features_of(sae)
@@ -155,4 +213,5 @@ def logit_effects(model: ModelHandle, sae: Any, k: int = 10, batch_size: int = 1
     promoted_ids, suppressed_ids = torch.cat(top_ids), torch.cat(low_ids)
     used = torch.cat([promoted_ids.flatten(), suppressed_ids.flatten()]).unique().tolist()
     return LogitEffects(promoted_ids, torch.cat(top_vals), suppressed_ids, torch.cat(low_vals),
-                        token_strings=dict(zip(used, model.tokens_to_str(used))), fingerprint=sae.fingerprint())
+                        token_strings=dict(zip(used, model.tokens_to_str(used))), fingerprint=sae.fingerprint(),
+                        final_rms=final_residual_rms(model, texts))
