@@ -47,6 +47,9 @@ _EXPORTS = {
     "steering_vector": "saewidgets.analysis",
     "steer_vector": "saewidgets.analysis",
     "Explorer": "saewidgets.widgets",
+    "training_curves": "saewidgets.figures",
+    "sparsity_frontier": "saewidgets.figures",
+    "density_histogram": "saewidgets.figures",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
