@@ -160,7 +160,7 @@ def test_feature_card_follows_the_schema_and_is_json(tiny, sae, stats, tmp_path)
     i = int(stats.density.argmax())
     card = json.loads(json.dumps(feature_card(stats, i, effects, geometry)))
     assert set(card) == {"feature", "density", "max_act", "mean_act", "top", "quantiles", "histogram", "promoted",
-                         "suppressed", "logit_unit", "neighbours"}
+                         "suppressed", "logit_unit", "neighbours", "label"}
     assert card["feature"] == i and card["top"] and set(card["top"][0]) == {"tokens", "acts", "center", "value"}
     assert card["quantiles"][0]["label"] == "0.80-1.00 of max"
     assert len(card["histogram"]["edges"]) == len(card["histogram"]["counts"]) + 1

@@ -22,26 +22,30 @@ Schema (every number a plain float/int, every token a raw string: escape it befo
       "logit_unit": str,                   # "Δlogit @ mean act": the logit change when the feature is at its mean
                                            #   activation on a typical token (see analysis.logits); absent without
                                            #   logit_effects
-      "neighbours": [{"feature": int, "cosine": float}]  # decoder cosine neighbours (empty without geometry)
+      "neighbours": [{"feature": int, "cosine": float}], # decoder cosine neighbours (empty without geometry)
+      "label": {"text": str, "kind": "pattern" | "llm"} | None   # its explanation (None without labels)
     }
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .geometry import FeatureGeometry
 from .logits import LogitEffects
 from .stats import FeatureStats
 
+if TYPE_CHECKING:
+    from .explain.labels import Labels
+
 N_NEIGHBOURS = 10
 
 
 def feature_card(stats: FeatureStats, i: int, logit_effects: LogitEffects | None = None,
-                 geometry: FeatureGeometry | None = None) -> dict[str, Any]:
+                 geometry: FeatureGeometry | None = None, labels: Labels | None = None) -> dict[str, Any]:
     """Everything the dashboard shows about feature ``i`` (schema in the module docstring)."""
     i = stats.check_feature(i)
-    for other, what in ((logit_effects, "logit effects"), (geometry, "geometry")):
+    for other, what in ((logit_effects, "logit effects"), (geometry, "geometry"), (labels, "labels")):
         if other is not None and other.fingerprint != stats.fingerprint:
             raise ValueError(f"The {what} were computed for SAE {other.fingerprint} but the statistics for "
                              f"{stats.fingerprint}: compute both for the same SAE.")
@@ -56,6 +60,7 @@ def feature_card(stats: FeatureStats, i: int, logit_effects: LogitEffects | None
         **(_logits(logit_effects, i, float(stats.mean_act[i])) if logit_effects is not None
            else {"promoted": [], "suppressed": []}),
         "neighbours": geometry.neighbours(i, N_NEIGHBOURS) if geometry is not None else [],
+        "label": labels.view(i) if labels is not None else None,
     }
 
 

@@ -23,7 +23,7 @@ def write_explorer(art: Any, out_dir: Path, *, highlights: dict[str, int], steer
     fallback = highlights.get("Golden Gate Bridge", next(iter(highlights.values()), 0))
     selected = steering[0]["feature"] if steering else fallback
     explorer = Explorer(art.model, art.sae, art.stats, geometry=art.geometry, logit_effects=art.logit_effects,
-                        selected=selected, prompt=ATTRIBUTION_PROMPT, text=HEATMAP_TEXT, background=False)
+                        labels=art.labels, selected=selected, prompt=ATTRIBUTION_PROMPT, text=HEATMAP_TEXT, background=False)
     if steering:
         explorer.show_steering(steering[0])
     explorer.attribution.set_attribution(attribute(art.model, art.sae, ATTRIBUTION_PROMPT, target=ATTRIBUTION_TARGET))

@@ -1,4 +1,5 @@
-"""The demo pipeline: model -> harvest -> SAE -> metrics -> statistics -> logit effects -> geometry, each cached.
+"""The demo pipeline: model -> harvest -> SAE -> metrics -> statistics -> logit effects -> geometry -> pattern
+labels, each cached.
 
 `demo_artifacts` is what ``saewidgets demo``, the tutorials, the Binder start-up and the integration tests share:
 the first call does the work (minutes on two CPU cores) and writes every result under the saewidgets cache, keyed
@@ -32,6 +33,8 @@ class DemoArtifacts:
     stats: Any
     logit_effects: Any
     geometry: Any
+    labels: Any
+    """Pattern labels of every feature (`saewidgets.analysis.explain.Labels`), cached beside the statistics."""
 
 
 def demo_artifacts(settings: DemoSettings | None = None, *, model: Any = None, progress: bool = True,
@@ -47,6 +50,7 @@ def demo_artifacts(settings: DemoSettings | None = None, *, model: Any = None, p
     from .. import load_model
     from ..activations import Activations, harvest
     from ..analysis import FeatureStats, feature_geometry, feature_stats, logit_effects
+    from ..analysis.explain import PatternExplainer, explain_features
     from ..corpus import demo_corpus
     from ..sae import evaluate_sae, load_sae, save_sae, train_sae
 
@@ -93,7 +97,9 @@ def demo_artifacts(settings: DemoSettings | None = None, *, model: Any = None, p
 
     effects = logit_effects(model, sae, cache_dir=folder, progress=progress)
     geometry = feature_geometry(sae, cache_dir=folder)
-    return DemoArtifacts(settings, folder, model, corpus, acts, held_out, sae, metrics, stats, effects, geometry)
+    labels = explain_features(stats, PatternExplainer(), logit_effects=effects, cache_dir=folder, progress=progress)
+    return DemoArtifacts(settings, folder, model, corpus, acts, held_out, sae, metrics, stats, effects, geometry,
+                         labels)
 
 
 def _held_out_texts(corpus: Any, held_out: Any, limit: int) -> list[str]:

@@ -86,6 +86,9 @@ class FeatureDashboard(ViewWidget):
         rows = "".join(
             f"<li>{html.escape(''.join(map(str, item.get('tokens', []))))}</li>" for item in c.get("top", [])[:10]
         )
-        return (f"<h3>Feature #{int(c.get('feature', -1))}</h3>"
+        label = c.get("label") or {}
+        label_html = (f"<p><i>{html.escape(str(label.get('kind')))} label:</i> {html.escape(str(label.get('text')))}</p>"
+                      if label.get("text") else "")
+        return (f"<h3>Feature #{int(c.get('feature', -1))}</h3>{label_html}"
                 f"<p>density {html.escape(str(c.get('density')))}, max activation "
                 f"{html.escape(str(c.get('max_act')))}</p><ol>{rows}</ol>")

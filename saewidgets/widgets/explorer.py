@@ -82,7 +82,8 @@ class Explorer(_ExplorerState):  # type: ignore[misc, valid-type]
     replace the analysis functions: ``card_fn(i)``, ``steer_fn(prompt, feature, multiple)``,
     ``attribute_fn(prompt, target or None)``, ``activations_fn(text, features)`` (-> TokenActivations),
     ``search_fn(query)`` (-> feature ids). ``highlights`` ``{name: feature}`` shows named features as links
-    above the map.
+    above the map. ``labels`` (``saewidgets.analysis.explain.Labels``) puts each feature's explanation in the
+    dashboard header and the map's hover, and makes the map's search look in labels first.
     """
 
     _view = "explorer"
@@ -113,11 +114,13 @@ class Explorer(_ExplorerState):  # type: ignore[misc, valid-type]
         activations_fn: Callable[[str, list[int]], Any] | None = None,
         search_fn: Callable[[str], Iterable[Any]] | None = None,
         highlights: Mapping[str, int] | None = None,
+        labels: Any = None,
         map_height: int = 440,
         background: bool = True,
     ) -> None:
         super().__init__()
         self.model, self.sae, self.stats, self.logit_effects = model, sae, stats, logit_effects
+        self.labels = labels
         self.geometry = geometry if geometry is not None else self._default_geometry()
         self.card_fn = card_fn or self._default_card_fn
         self.activations_fn = activations_fn or (self._default_activations_fn if model is not None else None)
@@ -133,6 +136,8 @@ class Explorer(_ExplorerState):  # type: ignore[misc, valid-type]
         self.map = FeatureMap.from_geometry(self.geometry, stats, search_fn=search_fn, n_neighbours=n_neighbours,
                                             height=map_height, embedded=True)
         self.map.set_bookmarks(dict(highlights or {}))
+        if labels is not None:
+            self.map.set_labels(labels.for_views())
         self.dashboard = FeatureDashboard(card_fn=self.card_fn, embedded=True)
         self.attribution = AttributionView(
             attribute_fn=(lambda target: attribute_fn(self.attribution.prompt, target)) if attribute_fn
@@ -279,7 +284,7 @@ class Explorer(_ExplorerState):  # type: ignore[misc, valid-type]
         return _analysis().feature_geometry(self.sae)
 
     def _default_card_fn(self, i: int) -> dict:
-        return _analysis().feature_card(self.stats, i, self.logit_effects, self.geometry)
+        return _analysis().feature_card(self.stats, i, self.logit_effects, self.geometry, self.labels)
 
     def _default_steer_fn(self, prompt: str, feature: int, multiple: float) -> Any:
         steer = _analysis().steer
@@ -295,7 +300,17 @@ class Explorer(_ExplorerState):  # type: ignore[misc, valid-type]
     def _default_search_fn(self) -> Callable[[str], Iterable[Any]] | None:
         if self.stats is None:
             return None
-        return lambda query: _analysis().search_contexts(self.stats, query)
+        if self.labels is None:
+            return lambda query: _analysis().search_contexts(self.stats, query)
+        from ..analysis.explain import search_labels
+
+        def search(query: str) -> list[dict[str, Any]]:
+            hits = [{"feature": h["feature"], "example": f"{h['kind']} label: {h['text']}"}
+                    for h in search_labels(self.labels, query)]
+            seen = {h["feature"] for h in hits}
+            return hits + [h for h in _analysis().search_contexts(self.stats, query) if h["feature"] not in seen]
+
+        return search
 
     # -- static export ---------------------------------------------------------------------------------------
     def static_cards(self, features: Iterable[int] | None = None, limit: int = STATIC_DEFAULT_CARDS) -> list[int]:

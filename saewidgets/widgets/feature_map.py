@@ -64,6 +64,8 @@ class FeatureMap(ViewWidget):
     height = t.Int(420).tag(sync=True)
     # Named features shown as one-click links above the map: [{"label": str, "feature": int}].
     bookmarks = t.List(t.Dict()).tag(sync=True)
+    # Each feature's label for the hover ("" for none), prefixed with its kind: "pattern: ..." or "LLM: ...".
+    labels = t.List(t.Unicode()).tag(sync=True)
 
     def __init__(
         self,
@@ -128,6 +130,12 @@ class FeatureMap(ViewWidget):
             self.coords = array_to_bytes(xy)
             self.clusters = array_to_bytes(cl, np.int32) if cl is not None else b""
             self.density = array_to_bytes(dn) if dn is not None else b""
+
+    def set_labels(self, labels: dict[int, dict[str, str]]) -> None:
+        """Show ``{feature: {"text", "kind"}}`` (``Labels.for_views()``) in the hover, cut to 100 characters."""
+        kinds = {"llm": "LLM", "pattern": "pattern"}
+        self.labels = [f"{kinds.get(labels[i]['kind'], labels[i]['kind'])}: {labels[i]['text'][:100]}"
+                       if i in labels else "" for i in range(self.n_features)]
 
     def set_bookmarks(self, named: dict[str, int] | None) -> None:
         """Show ``{name: feature}`` (e.g. concepts found by search) as links that select the feature."""

@@ -103,6 +103,11 @@ class Labels:
                 out[e.feature] = e
         return Labels(self.fingerprint, out.values())
 
+    def view(self, feature: int) -> dict[str, str] | None:
+        """``{"text", "kind"}`` of ``feature``'s label, or None: what a view shows for one feature."""
+        e = self._by_feature.get(feature)
+        return None if e is None else {"text": e.text, "kind": e.kind}
+
     def for_views(self) -> dict[int, dict[str, str]]:
         """``{feature: {"text", "kind"}}``, the plain data the dashboard, map and static page show."""
         return {e.feature: {"text": e.text, "kind": e.kind} for e in self}

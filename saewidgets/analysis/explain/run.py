@@ -59,10 +59,11 @@ def read_journal(path: Path) -> dict[int, Explanation]:
 
 
 class _Journal:
-    """Append-only file of finished explanations, created on the first one."""
+    """Append-only file of finished explanations, created on the first one. With ``durable`` each line is fsynced
+    (language-model answers cost money and time); pattern labels are cheap to remake, so they are only flushed."""
 
-    def __init__(self, path: Path | None):
-        self.path, self._file = path, None
+    def __init__(self, path: Path | None, durable: bool = True):
+        self.path, self.durable, self._file = path, durable, None
 
     def append(self, e: Explanation) -> None:
         if self.path is None:
@@ -72,7 +73,8 @@ class _Journal:
             self._file = open(self.path, "a")
         self._file.write(json.dumps(asdict(e)) + "\n")
         self._file.flush()
-        os.fsync(self._file.fileno())
+        if self.durable:
+            os.fsync(self._file.fileno())
 
     def close(self) -> None:
         if self._file is not None:
@@ -111,7 +113,7 @@ def explain_features(stats: FeatureStats, explainer: Explainer, features: Iterab
                              "pass fewer features or a larger max_tokens.")
         if progress:
             tqdm.write(f"{explainer!r}: {cost}" + (f"; {len(done):,} already cached" if done else ""))
-    journal = _Journal(path)
+    journal = _Journal(path, durable=explainer.kind == "llm")
     try:
         with tqdm(total=len(chosen), initial=len(done), desc=f"explain ({explainer.name})", unit="feature",
                   disable=not progress) as bar:

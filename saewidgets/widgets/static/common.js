@@ -263,6 +263,12 @@ function saewFeatureCard(container, card, onFeature, tooltip) {
   stat("max act", saewSig(card.max_act, 3), "largest activation seen (SAE units)");
   if (card.mean_act !== undefined) stat("mean act", saewSig(card.mean_act, 3), "mean over the tokens where it fires");
   head.appendChild(stats);
+  if (card.label && card.label.text) {  // its explanation; the kind says who wrote it
+    const label = saewEl("div", `saew-card-label saew-label-${card.label.kind === "llm" ? "llm" : "pattern"}`);
+    label.appendChild(saewEl("span", "saew-label-kind", card.label.kind === "llm" ? "LLM label" : "pattern label"));
+    label.appendChild(saewEl("span", "saew-label-text", card.label.text));
+    container.appendChild(label);
+  }
 
   const summary = saewEl("div", "saew-card-summary");
   const histBox = saewEl("div", "saew-hist-box");

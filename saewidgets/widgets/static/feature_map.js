@@ -305,6 +305,8 @@ function featureMapRender({ model, el }) {
       const cl = saewI32(model.get("clusters")), d = saewF32(model.get("density"));
       if (cl.length === F) lines.push(`cluster ${cl[i]}`);
       if (d.length === F) lines.push(`density ${saewFmt(d[i] * 100, 4)}%`);
+      const label = (model.get("labels") || [])[i];
+      if (label) lines.push(label);
       tooltip.show(cx, cy, lines);
     });
   });
