@@ -1,14 +1,24 @@
-"""The ``saewidgets`` command: ``demo`` (the main job), ``train`` (an SAE from the command line)."""
+"""The ``saewidgets`` command: ``demo`` (the main job), ``train`` (an SAE from the command line).
+
+Options have no defaults of their own: they are derived from the settings dataclasses (`DemoSettings` for
+``demo``; `TrainingRun` and `TrainConfig` for ``train``), from each field's type, default and docstring. A mistake
+prints one line saying what to change; ``--debug`` shows the full traceback instead.
+"""
 
 from __future__ import annotations
 
 import argparse
+import ast
+import functools
+import inspect
 import sys
-from pathlib import Path
-from typing import Sequence
+import textwrap
+import types
+import typing
+from dataclasses import MISSING, fields
+from typing import Any, Literal, Sequence
 
-#: Layer names ``--layer`` accepts (`saewidgets.model.NAMED_DEPTHS` resolves them; kept here so parsing the
-#: command line does not import torch).
+#: Layer names ``--layer`` accepts (`saewidgets.model.NAMED_DEPTHS` resolves them; a test keeps the two in step).
 LAYER_NAMES = ("middle", "late")
 
 
@@ -22,29 +32,104 @@ def layer_arg(value: str) -> int | str:
         raise argparse.ArgumentTypeError(f"{value!r} is not a block index or one of {', '.join(LAYER_NAMES)}") from None
 
 
-def _add_sae_options(p: argparse.ArgumentParser, defaults) -> None:
-    """Options that override fields of the `DemoSettings` the command starts from (unset: keep its value)."""
-    p.add_argument("--model", help="HF id or local folder (default: the embedded Gemma 3 270M)")
-    p.add_argument("--layer", type=layer_arg, help=f"block index, 'middle' or 'late' (default {defaults.layer})")
-    p.add_argument("--n-tokens", type=int, help="tokens of the corpus to harvest (default: all)")
-    p.add_argument("--arch", choices=["relu", "topk", "batchtopk", "jumprelu"], help=f"default {defaults.arch}")
-    p.add_argument("--n-features", type=int, help=f"dictionary size (default {defaults.n_features})")
-    p.add_argument("--k", type=int, help=f"active latents per token, topk/batchtopk (default {defaults.k})")
-    p.add_argument("--n-steps", type=int, help=f"optimizer steps (default {defaults.n_steps})")
-    p.add_argument("--batch-size", type=int, help=f"tokens per step (default {defaults.batch_size})")
-    p.add_argument("--lr", type=float, help=f"peak learning rate (default {defaults.lr})")
-    p.add_argument("--seed", type=int, help=f"default {defaults.seed}")
+# -- options derived from dataclasses ------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of dataclass ``cls`` (the string literal after its annotation), one line each."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):  # no source (a frozen application): options keep their names and defaults
+        return {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    docs = {}
+    for node, after in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
 
 
-_SETTING_OPTIONS = ("model", "layer", "n_tokens", "arch", "n_features", "k", "n_steps", "batch_size", "lr", "seed")
+def _value_type(hint: Any) -> tuple[Any, tuple[Any, ...] | None]:
+    """(converter, choices) for a field's type hint: ``int | None`` -> int, ``Literal["a", "b"]`` -> choices."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+        hint = args[0]
+    if typing.get_origin(hint) is Literal:
+        return type(typing.get_args(hint)[0]), typing.get_args(hint)
+    if hint in (int, float, str, bool):
+        return hint, None
+    return str, None
 
 
-def _settings(args: argparse.Namespace, base):
-    """``base`` with every option the user gave on the command line."""
+#: Fields whose command-line value is parsed by a function of their own.
+_CONVERTERS = {"layer": layer_arg}
+
+
+def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type, *,
+                defaults: Any = None) -> None:
+    """One ``--field-name`` option per field of dataclass ``cls``, typed and documented by the field.
+
+    Without ``defaults`` each option's default is the field's (a field without one is a required option); with
+    ``defaults`` (an instance of ``cls``) every option defaults to None, meaning "keep ``defaults``' value", and the
+    help shows that value.
+    """
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    for f in fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        shown = getattr(defaults, f.name) if defaults is not None else f.default
+        kwargs: dict[str, Any] = {"dest": f.name, "help": docs.get(f.name, "")}
+        converter, choices = _value_type(hints[f.name])
+        if converter is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = _CONVERTERS.get(f.name, converter)
+            kwargs["metavar"] = f.name.upper() if choices is None else None
+            if choices is not None:
+                kwargs["choices"] = choices
+        if defaults is not None:
+            kwargs["default"] = None
+        elif f.default is MISSING:
+            kwargs["required"] = True
+        else:
+            kwargs["default"] = f.default
+        if shown is not MISSING:
+            kwargs["help"] += f" (default: {shown})"
+        kwargs["help"] = kwargs["help"].replace("%", "%%")  # argparse formats help strings with %
+        parser.add_argument(flag, **{k: v for k, v in kwargs.items() if v is not None or k == "default"})
+
+
+def from_options(cls: type, args: argparse.Namespace, base: Any = None) -> Any:
+    """The instance of ``cls`` the parsed options describe (``base`` with every option that was given)."""
+    given = {f.name: getattr(args, f.name) for f in fields(cls)}
+    if base is None:
+        return cls(**given)
     from dataclasses import replace
 
-    given = {name: getattr(args, name) for name in _SETTING_OPTIONS if getattr(args, name) is not None}
-    return replace(base, **given)
+    return replace(base, **{name: value for name, value in given.items() if value is not None})
+
+
+def to_options(instance: Any) -> list[str]:
+    """Command-line options that make `from_options` rebuild ``instance`` (fields left at their default omitted)."""
+    argv: list[str] = []
+    for f in fields(instance):
+        value = getattr(instance, f.name)
+        if f.default is not MISSING and value == f.default:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + flag[2:])
+        elif value is not None:
+            argv += [flag, str(value)]
+    return argv
+
+
+# -- saewidgets demo -------------------------------------------------------------------------------------------------
+
+def _settings(args: argparse.Namespace, base: Any) -> Any:
+    """``base`` (a `DemoSettings`) with every option the user gave on the command line."""
+    return from_options(type(base), args, base)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -57,86 +142,98 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     lab=args.lab)
 
 
+# -- saewidgets train ------------------------------------------------------------------------------------------------
+
+def train_configs(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The (`TrainingRun`, `TrainConfig`) that parsed ``train`` options describe (validated)."""
+    from .sae.train_config import TrainConfig
+    from .training_run import TrainingRun
+
+    return from_options(TrainingRun, args), from_options(TrainConfig, args)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    """Harvest a corpus, train an SAE, save it and print its held-out metrics."""
-    if args.distributed:
-        return _train_distributed(args)
-    from . import harvest, load_model
-    from .corpus import demo_corpus, load_corpus
-    from .demo.settings import FULL
-    from .sae import evaluate_sae, save_sae, train_sae
+    """Harvest a corpus, train an SAE, save it and print its held-out metrics: here, or on N torchrun ranks."""
+    from .training_run import check_run, run_training
 
-    s = _settings(args, FULL)
-    model = load_model(s.model)
-    corpus = demo_corpus() if args.corpus == "demo" else load_corpus(args.corpus)
-    acts = harvest(model, corpus, s.layer, n_tokens=s.n_tokens, context_len=s.context_len)
-    train, held_out = acts.split(s.held_out_fraction, seed=s.seed)
-    options = dict(arch=s.arch, n_features=s.n_features, n_steps=s.n_steps, batch_size=s.batch_size,
-                   lr=s.lr, seed=s.seed, checkpoint_dir=args.checkpoint_dir)
-    if s.arch in ("topk", "batchtopk"):
-        options["k"] = s.k
-    if args.l1 is not None:
-        options["l1"] = args.l1
-    sae = train_sae(train, **options)
-    out = save_sae(sae, args.out, format=args.format)
-    print(f"saved to {out}")
-    print(evaluate_sae(sae, held_out, model=model, texts=corpus.texts[:8] if hasattr(corpus, "texts") else None))
-    return 0
+    run, config = train_configs(args)
+    if args.distributed is None:
+        return run_training(run, config)
+    if args.distributed < 1:
+        raise ValueError(f"--distributed {args.distributed}: pass the number of processes to start (1 or more), or "
+                         "leave the option out to train in this process.")
+    check_run(run, config)
+    return _launch(args.distributed, [*to_options(run), *to_options(config), *(["--debug"] if args.debug else [])])
 
 
-def _train_distributed(args: argparse.Namespace) -> int:
-    """Data-parallel training: hand the same options to ``torchrun ... -m saewidgets.train`` on this machine."""
+def _launch(n_processes: int, options: list[str]) -> int:
+    """``torchrun --standalone --nproc-per-node N -m saewidgets.training_run OPTIONS`` on this machine."""
     import subprocess
 
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.distributed}",
-               "-m", "saewidgets.train", "--corpus", args.corpus, "--out", args.out,
-               "--store", args.store or str(Path(args.out) / "store")]
-    for name in _SETTING_OPTIONS:
-        value = getattr(args, name)
-        if value is not None:
-            command += [f"--{name.replace('_', '-')}", str(value)]
-    if args.l1 is not None:
-        command += ["--l1", str(args.l1)]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n_processes}",
+               "-m", "saewidgets.training_run", *options]
     print("running:", " ".join(command), flush=True)
     return subprocess.call(command)
 
 
+# -- the parser and the entry point ---------------------------------------------------------------------------------
+
+def train_parser(prog: str = "saewidgets train", *, distributed: bool = True,
+                 parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """The ``train`` options: `TrainingRun`'s and `TrainConfig`'s fields (and ``--distributed N``)."""
+    from .sae.train_config import TrainConfig
+    from .training_run import TrainingRun
+
+    parser = parser or argparse.ArgumentParser(prog=prog, description=__doc__)
+    add_options(parser.add_argument_group("data and files"), TrainingRun)
+    add_options(parser.add_argument_group("training (saewidgets.sae.TrainConfig)"), TrainConfig)
+    if distributed:
+        parser.add_argument("--distributed", type=int, metavar="N",
+                            help="launch N processes with torchrun on this machine, data-parallel (or latent-sharded)")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    parser.set_defaults(func=cmd_train, distributed=None)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from .demo.settings import FULL, QUICK
+    from .demo.settings import FULL, QUICK, DemoSettings
 
     parser = argparse.ArgumentParser(prog="saewidgets", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="train (or reuse) an SAE on the embedded model and write an HTML explorer")
-    _add_sae_options(demo, FULL)
+    add_options(demo.add_argument_group("demo settings (saewidgets.demo.DemoSettings)"), DemoSettings, defaults=FULL)
     demo.add_argument("--quick", action="store_true", help=f"smaller, faster run ({QUICK.n_features} features)")
     demo.add_argument("--out", default="saewidgets-demo", help="folder for explorer.html (default: ./saewidgets-demo)")
     demo.add_argument("--refresh", action="store_true", help="ignore the cache and recompute everything")
     demo.add_argument("--no-steer", action="store_true", help="skip the steering examples")
     demo.add_argument("--n-prompts", type=int, default=2, help="steering prompts to run (default 2)")
     demo.add_argument("--lab", action="store_true", help="then open JupyterLab on the quickstart tutorial")
+    demo.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     demo.set_defaults(func=cmd_demo)
 
-    train = sub.add_parser("train", help="train an SAE on a corpus and print its metrics")
-    _add_sae_options(train, FULL)
-    train.add_argument("--corpus", default="demo", help="'demo', a .txt/.jsonl file, a folder, or an HF dataset")
-    train.add_argument("--l1", type=float, default=None, help="sparsity coefficient (relu, jumprelu)")
-    train.add_argument("--checkpoint-dir", default=None, help="write checkpoints here (resumes if present)")
-    train.add_argument("--format", choices=["native", "saelens"], default="native")
-    train.add_argument("--out", required=True, help="folder to save the SAE in")
-    train.add_argument("--distributed", type=int, metavar="N", help="data-parallel over N processes (torchrun)")
-    train.add_argument("--store", help="with --distributed: the disk-backed activation store folder")
-    train.set_defaults(func=cmd_train)
+    train_parser(parser=sub.add_parser("train", help="train an SAE on a corpus and print its held-out metrics"))
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run the chosen command: a mistake prints one line (the traceback with ``--debug``)."""
+    args = parser.parse_args(argv)
     try:
         return args.func(args)
     except KeyboardInterrupt:
         print("\ninterrupted: cached steps are kept; run the same command again to resume.", file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001 -- every failure reaches the user as one line unless --debug
+        if args.debug:
+            raise
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"{parser.prog}: error: {message}  (--debug shows the traceback)", file=sys.stderr)
+        return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":

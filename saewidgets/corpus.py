@@ -304,7 +304,12 @@ def load_corpus(source: Corpus | Sequence[str] | str | Path, *, text_field: str 
     elif isinstance(source, (str, Path)):
         path = Path(source).expanduser()
         if path.exists():
-            corpus = _load_path(path, text_field)
+            try:
+                corpus = _load_path(path, text_field)
+            except UnicodeDecodeError as err:
+                raise ValueError(f"{str(source)!r} is not UTF-8 text (byte {err.object[err.start:err.start + 1]!r} at "
+                                 f"offset {err.start} of a file there): re-save it as UTF-8, e.g. "
+                                 "`iconv -f latin1 -t utf-8 in.txt > out.txt`.") from None
         elif isinstance(source, Path) or source.endswith(_LOCAL_SUFFIXES) or source.endswith(("/", "\\")):
             raise FileNotFoundError(f"no such file or directory: {str(source)!r}; check the path (relative paths "
                                     f"are resolved from {Path.cwd()})")

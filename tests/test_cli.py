@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -16,25 +18,141 @@ TINY = ["--model", "tiny-gpt2", "--layer", "1", "--n-tokens", "1500", "--n-featu
 
 
 def test_train_command_saves_an_sae_and_prints_its_metrics(tmp_path, capsys):
-    assert main(["train", *TINY, "--out", str(tmp_path / "sae")]) == 0
+    assert main(["train", *TINY, "--out", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
     assert "saved to" in out and "variance explained" in out and "CE loss recovered" in out
-    sae = load_sae(tmp_path / "sae")
+    sae = load_sae(tmp_path / "run" / "sae")
     assert sae.cfg.n_features == 64 and sae.cfg.k == 4 and sae.cfg.d_in == 64
 
 
 def test_train_command_writes_saelens_format(tmp_path):
     assert main(["train", *TINY, "--format", "saelens", "--out", str(tmp_path / "lens")]) == 0
-    assert (tmp_path / "lens" / "cfg.json").exists() and (tmp_path / "lens" / "sae_weights.safetensors").exists()
+    sae_dir = tmp_path / "lens" / "sae"
+    assert (sae_dir / "cfg.json").exists() and (sae_dir / "sae_weights.safetensors").exists()
+
+
+# Every option of `saewidgets train` set away from its default (small enough to train in seconds on tiny-gpt2).
+EVERY_RUN_OPTION = dict(model="tiny-gpt2", layer=1, n_tokens=1200, context_len=32, held_out_fraction=0.1,
+                        eval_tokens=300, shard_tokens=500, format="saelens", shard_latents=False, restart=True)
+EVERY_TRAIN_OPTION = dict(
+    arch="batchtopk", n_features=64, k=4, n_steps=4, batch_size=64, lr=2e-3, lr_warmup_steps=2, lr_decay_fraction=0.5,
+    l1=3.0, sparsity_warmup_fraction=0.1, l0=2.0, jumprelu_bandwidth=0.1, jumprelu_init_threshold=0.2, aux_k=8,
+    aux_coefficient=0.05, dead_after_tokens=5000, threshold_momentum=0.02, sparse_kernels=False, grad_clip=0.5,
+    seed=3, n_scale_samples=500, checkpoint_every=4,
+)
+
+
+def _every_option(tmp_path):
+    """(TrainingRun, TrainConfig, command-line options) with every field but ``corpus`` away from its default."""
+    from saewidgets.cli import to_options
+    from saewidgets.sae import TrainConfig
+    from saewidgets.training_run import TrainingRun
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(f"Document {i}: the Golden Gate Bridge spans the bay, and ferries cross it." * 20
+                                   for i in range(24)))
+    run = TrainingRun(out=str(tmp_path / "run"), corpus=str(corpus), store=str(tmp_path / "acts"),
+                      checkpoint_dir=str(tmp_path / "ckpt"), **EVERY_RUN_OPTION)
+    config = TrainConfig(**EVERY_TRAIN_OPTION)
+    changed = {f.name for f in fields(run) if getattr(run, f.name) != f.default}
+    changed |= {f.name for f in fields(config) if getattr(config, f.name) != f.default}
+    unchanged = {f.name for f in (*fields(run), *fields(config))} - changed
+    assert unchanged == {"shard_latents"}, "the test sets every option (shard_latents needs torchrun)"
+    return run, config, to_options(run) + to_options(config)
+
+
+def _check_every_option_arrived(run, config):
+    """What the run wrote shows each option: the store's manifest, the checkpoint's TrainConfig, the SAE's files."""
+    import json
+
+    from saewidgets.sae.checkpoint import load_checkpoint
+    from saewidgets.store import ActivationStore
+
+    store = ActivationStore(run.store)
+    assert (store.manifest["model"], store.manifest["layer"]) == ("tiny-gpt2", 1)
+    assert store.manifest["settings"]["context_len"] == 32 and store.manifest["settings"]["n_tokens"] == 1200
+    assert store.manifest["settings"]["shard_tokens"] == 500
+    assert store.manifest["n_documents"] == 24 - round(0.1 * 24), "the held-out documents stayed out of the store"
+    trained = load_checkpoint(run.checkpoint_dir)["train_config"]
+    assert trained == config.to_dict(), "every TrainConfig field reached the trainer"
+    sae_dir = Path(run.out) / "sae"
+    assert (sae_dir / "cfg.json").exists(), "--format saelens"
+    assert json.loads((sae_dir / "cfg.json").read_text())["d_sae"] == 64
+
+
+def test_every_train_option_reaches_the_trainer_in_one_process(tmp_path, capsys):
+    run, config, options = _every_option(tmp_path)
+    assert main(["train", *options]) == 0
+    _check_every_option_arrived(run, config)
+    assert "held-out metrics (2 documents, 300 tokens)" in capsys.readouterr().out
 
 
 @pytest.mark.slow
-def test_distributed_train_command_runs_two_processes(tmp_path):
+def test_every_train_option_reaches_the_trainer_on_two_processes(tmp_path):
+    run, config, options = _every_option(tmp_path)
     exe = Path(sys.executable).with_name("saewidgets")
-    run = subprocess.run([str(exe), "train", "--distributed", "2", *TINY, "--out", str(tmp_path / "run")],
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
-    assert load_sae(tmp_path / "run" / "sae").cfg.n_features == 64
+    done = subprocess.run([str(exe), "train", "--distributed", "2", *options], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    _check_every_option_arrived(run, config)
+    assert load_sae(Path(run.out) / "sae").cfg.provenance["data_parallel_ranks"] == 2
+
+
+def test_train_defaults_are_the_dataclasses_defaults_on_both_entry_points():
+    from saewidgets.cli import train_configs, train_parser
+    from saewidgets.sae import TrainConfig
+    from saewidgets.training_run import TrainingRun
+
+    for parser, argv in ((build_parser(), ["train", "--out", "x"]), (train_parser(distributed=False), ["--out", "x"])):
+        run, config = train_configs(parser.parse_args(argv))
+        assert run == TrainingRun(out="x") and config == TrainConfig()
+
+
+def test_the_launched_ranks_get_exactly_the_parsed_options(tmp_path, monkeypatch):
+    import saewidgets.cli as cli
+    from saewidgets.cli import train_configs, train_parser
+
+    run, config, options = _every_option(tmp_path)
+    launched = []
+    monkeypatch.setattr(cli, "_launch", lambda n, argv: launched.append((n, argv)) or 0)
+    assert main(["train", "--distributed", "3", *options]) == 0
+    (n, argv), = launched
+    assert n == 3 and train_configs(train_parser(distributed=False).parse_args(argv)) == (run, config)
+
+
+def test_every_train_option_has_help_from_its_docstring():
+    help_text = " ".join(build_parser()._subparsers._group_actions[0].choices["train"].format_help().split())
+    assert "Peak Adam learning rate (None: 2e-4 / sqrt(n_features / 16384), at most 1e-3). (default: None)" in help_text
+    assert "Rows per store shard. (default: 262144)" in help_text
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--lr", "-1"], "lr=-1.0 is out of range"),
+    (["--lr", "nan"], "lr=nan is not a finite number"),
+    (["--l1", "-5"], "l1=-5.0 is out of range"),
+    (["--checkpoint-every", "-1"], "checkpoint_every=-1 is too small"),
+    (["--distributed", "0"], "--distributed 0: pass the number of processes"),
+    (["--held-out-fraction", "1"], "held_out_fraction=1"),
+    (["--shard-latents", "--arch", "relu"], "--shard-latents trains TopK SAEs only"),
+    (["--model", "./no/such/model"], "No model folder at './no/such/model'"),
+])
+def test_train_command_errors_are_one_line_naming_the_option(tmp_path, capsys, argv, message):
+    assert main(["train", "--out", str(tmp_path / "run"), *argv]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "--debug" in err, err
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    with pytest.raises(ValueError, match="lr=-1.0"):
+        main(["train", "--out", str(tmp_path), "--lr", "-1", "--debug"])
+
+
+def test_a_corpus_that_is_not_utf8_is_named(tmp_path, capsys):
+    corpus = tmp_path / "latin1.txt"
+    corpus.write_bytes("Caf\u00e9 au lait, cr\u00e8me br\u00fbl\u00e9e.\n\nUn autre document.".encode("latin-1"))
+    assert main(["train", "--model", "tiny-gpt2", "--corpus", str(corpus), "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err
+    assert "is not UTF-8 text" in err and "latin1.txt" in err and err.count("\n") == 1
 
 
 def test_demo_options_override_only_what_is_given():

@@ -65,8 +65,8 @@ def test_torchrun_resumes_after_a_rank_is_killed_and_equals_single_process_train
     store = ActivationStore(store_dir)
     assert len(store.shard_sizes()) >= 4, "both ranks harvested shards of one store"
 
-    resumed = torchrun("-m", "saewidgets.train", "--model", "tiny-gpt2", "--corpus", str(corpus), "--layer", "1",
-                       "--store", str(store_dir), "--shard-tokens", "100", "--out", str(out),
+    resumed = torchrun("-m", "saewidgets.training_run", "--model", "tiny-gpt2", "--corpus", str(corpus), "--layer", "1",
+                       "--store", str(store_dir), "--shard-tokens", "100", "--out", str(out), "--held-out-fraction", "0",
                        "--checkpoint-every", "4", *CLI_TRAIN)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     distributed = load_sae(out / "sae")
@@ -86,7 +86,7 @@ def test_distributed_training_outside_a_process_group_says_how_to_launch(tiny_gp
 
 def test_entry_point_without_torchrun_trains_in_one_process_like_train_sae(tmp_path, monkeypatch):
     from saewidgets.sae.distributed import _free_port
-    from saewidgets.train import main
+    from saewidgets.training_run import main
 
     for name, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}.items():
         monkeypatch.setenv(name, value)  # what init_process_group would set, restored after the test

@@ -13,7 +13,12 @@ def load_pretrained(name_or_path: str, *, device: str | torch.device | None = No
 
     from ..model import ModelHandle
 
-    is_local = Path(name_or_path).is_dir()
+    is_local = Path(name_or_path).expanduser().is_dir()
+    if not is_local and _looks_like_a_path(name_or_path):
+        raise FileNotFoundError(
+            f"No model folder at {name_or_path!r} (resolved from {Path.cwd()}): check the path, or pass a Hugging Face "
+            "id such as 'google/gemma-2-2b' (no leading '/', './' or '~', at most one '/')."
+        )
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(name_or_path)
         model = transformers.AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype or torch.float32)
@@ -27,6 +32,11 @@ def load_pretrained(name_or_path: str, *, device: str | torch.device | None = No
     if device is not None:
         model = model.to(device)
     return ModelHandle(model, tokenizer, name=name_or_path)
+
+
+def _looks_like_a_path(name: str) -> bool:
+    """Whether ``name`` can only be a filesystem path: an HF id is ``name`` or ``owner/name``, never more."""
+    return name.startswith(("/", ".", "~")) or "\\" in name or name.endswith("/") or name.count("/") > 1
 
 
 def load_remote(repo_id: str, mode: bool | str = True):

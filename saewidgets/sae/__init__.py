@@ -7,7 +7,8 @@
 """
 
 from .base import SAE, SparseCode
-from .config import ARCHITECTURES, Architecture, SAEConfig, TrainConfig
+from .config import ARCHITECTURES, Architecture, SAEConfig
+from .train_config import TrainConfig
 from .io import SAEFileError, load_sae, save_sae
 from .metrics import SAEMetrics, check_compatible, evaluate_sae
 from .tracking import WandbLogger

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import SAE, sparse_decode
-from .config import TrainConfig
+from .train_config import TrainConfig
 
 
 class StepOutput(NamedTuple):

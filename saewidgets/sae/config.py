@@ -1,4 +1,4 @@
-"""What an SAE is (`SAEConfig`) and how one is trained (`TrainConfig`), as plain dataclasses that go to JSON."""
+"""What an SAE is (`SAEConfig`), as a plain dataclass that goes to JSON (how one is trained: `train_config`)."""
 
 from __future__ import annotations
 
@@ -66,50 +66,3 @@ class SAEConfig:
         if missing:
             raise KeyError(f"SAE config lacks {', '.join(missing)}")
         return cls(**{k: v for k, v in data.items() if k in names})
-
-
-@dataclass
-class TrainConfig:
-    """How `train_sae` trains: optimisation, sparsity pressure and bookkeeping. Stored in every checkpoint."""
-
-    n_steps: int
-    """Optimizer steps (batches) in the whole run."""
-    batch_size: int = 4096
-    """Tokens per step."""
-    lr: float = 2e-4
-    """Peak Adam learning rate."""
-    lr_warmup_steps: int = 100
-    """Linear learning-rate warm-up from 0 over this many steps."""
-    lr_decay_fraction: float = 0.2
-    """Fraction of the run, at its end, over which the learning rate decays linearly to 0."""
-    l1: float = 5.0
-    """``relu``: coefficient of sum_i f_i ||W_dec_i|| (inputs scaled to mean norm sqrt(d_in))."""
-    sparsity_warmup_fraction: float = 0.05
-    """``relu``/``jumprelu``: fraction of the run over which the L1 / L0 coefficient ramps up linearly from 0."""
-    l0: float = 1.0
-    """``jumprelu``: coefficient of the L0 penalty (active latents per token, against the summed squared error)."""
-    jumprelu_bandwidth: float = 0.05
-    """``jumprelu``: kernel width of the straight-through pseudo-derivative, in the SAE's units (mean input norm
-    sqrt(d_in)); widen it if thresholds barely move, narrow it for a sharper estimate."""
-    jumprelu_init_threshold: float = 0.1
-    """``jumprelu``: initial threshold of every latent."""
-    aux_k: int | None = None
-    """``topk``/``batchtopk``: dead latents used by the AuxK loss (default d_in // 2)."""
-    aux_coefficient: float = 1 / 32
-    """``topk``/``batchtopk``: weight of the AuxK loss."""
-    dead_after_tokens: int = 1_000_000
-    """A latent that has not fired for this many training tokens counts as dead."""
-    threshold_momentum: float = 0.01
-    """``batchtopk``: EMA rate of the running inference threshold (minimum selected pre-activation)."""
-    sparse_kernels: bool = True
-    """``topk``/``batchtopk``: train with `sparse.sparse_training_step` (no dense decoder product; same results
-    within float rounding, ~2x faster on CPU at 4k latents, more for wider SAEs)."""
-    grad_clip: float = 1.0
-    """Gradient-norm clipping (0 to disable)."""
-    seed: int = 0
-    """Seeds initialisation and the batch order (each epoch a permutation from (seed, epoch))."""
-    n_scale_samples: int = 20_000
-    """Rows used to estimate the input scale and the initial ``b_dec`` (the data mean)."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)

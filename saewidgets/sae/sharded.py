@@ -17,8 +17,6 @@ full SAE in CPU memory on each rank at start and at checkpoints; accelerator mem
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,10 +24,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from .base import SAE, sparse_decode
-from .checkpoint import CHECKPOINT_NAME, save_checkpoint
-from .config import SAEConfig, TrainConfig
-from .distributed import resume_from, setup_run
-from .train import StepCallback, _lr_factor, _remove_parallel_gradient, _Trainer
+from .data import Rows
+from .distributed import require_process_group
+from .train import Trainer, lr_factor, remove_parallel_gradient, train_sae
+from .train_config import TrainConfig
 
 _SHARDED = ("W_enc", "b_enc", "W_dec")  # parameters split across ranks along the latent axis; b_dec is replicated
 
@@ -76,25 +74,34 @@ def _mse(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     return (x_hat - x).pow(2).sum(-1).mean()
 
 
-class LatentShardedTrainer:
-    """TopK SAE training with the latents split across the ranks of a process group."""
+class LatentShardedTrainer(Trainer):
+    """TopK SAE training with the latents split across the ranks of a process group.
 
-    def __init__(self, rows: Any, cfg: SAEConfig, tc: TrainConfig, device: torch.device) -> None:
+    The `Trainer` it extends holds the gathered view on the CPU: the same initialisation and input statistics as
+    one process, and the checkpoint format; `sync` gathers the shards into it (a collective: every rank calls it).
+    """
+
+    saves_on_interrupt = False  # saving needs every rank to gather, which an interrupted rank cannot count on
+
+    def __init__(self, rows: Rows, config: TrainConfig, device: torch.device) -> None:
+        require_process_group("Latent-sharded training")
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
-        width = cfg.n_features // self.world_size
-        if cfg.architecture != "topk" or cfg.n_features % self.world_size or cfg.k > width:
+        width = config.n_features // self.world_size
+        if config.arch != "topk" or config.n_features % self.world_size or (config.k or 0) > width:
             raise ValueError(
                 f"Latent sharding trains TopK SAEs whose n_features divides by the {self.world_size} ranks into "
-                f"shards of at least k latents; got {cfg.architecture} with n_features={cfg.n_features}, k={cfg.k}."
+                f"shards of at least k latents; got {config.arch} with n_features={config.n_features}, k={config.k}."
             )
-        # The gathered view: same initialisation and input statistics as one process, and the checkpoint format.
-        self.full = _Trainer(rows, cfg, tc, torch.device("cpu"))
-        self.tc, self.device = tc, device
+        super().__init__(rows, config, torch.device("cpu"))
+        self.shard_device = device
         self.lo, self.hi = self.rank * width, (self.rank + 1) * width
         self.params = {name: torch.nn.Parameter(self._local(name, p.detach()).to(device).clone())
-                       for name, p in self.full.sae.named_parameters()}
-        self.optimizer = torch.optim.Adam(self.params.values(), lr=tc.lr)
-        self.tokens_since_fired = torch.zeros(width, dtype=torch.long)
+                       for name, p in self.sae.named_parameters()}
+        self.shard_optimizer = torch.optim.Adam(self.params.values(), lr=self.tc.peak_lr)
+        self.shard_tokens_since_fired = torch.zeros(width, dtype=torch.long)
+
+    def extra_provenance(self) -> dict[str, Any]:
+        return {"latent_shards": self.world_size}
 
     def _local(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
         """This rank's slice of a full ``[d, F]`` / ``[F]`` / ``[F, d]`` tensor of parameter ``name``."""
@@ -110,64 +117,65 @@ class LatentShardedTrainer:
         dist.all_gather(parts, tensor.detach().contiguous())
         return torch.cat(parts, dim=1 if name == "W_enc" else 0).cpu()
 
-    # -- checkpoints: through the single-process trainer's state, gathered ---------------------------------
+    # -- checkpoints: through the gathered view -------------------------------------------------------------
 
-    def _sync_full(self) -> None:
-        """Copy the gathered weights, Adam state and counters into ``self.full`` (collective: every rank calls it)."""
+    def sync(self) -> None:
+        """Copy the gathered weights, Adam state and counters into the gathered view (collective)."""
         with torch.no_grad():
-            for name, p in self.full.sae.named_parameters():
+            for name, p in self.sae.named_parameters():
                 p.copy_(self._gathered(name, self.params[name]))
-        state = self.optimizer.state_dict()
+        state = self.shard_optimizer.state_dict()
         for i, name in enumerate(self.params):
             if i in state["state"]:
                 state["state"][i] = {key: self._gathered(name, value) if value.dim() else value
                                      for key, value in state["state"][i].items()}
-        self.full.optimizer.load_state_dict(state)
-        self.full.tokens_since_fired = self._gathered("b_enc", self.tokens_since_fired)
+        self.optimizer.load_state_dict(state)
+        self.tokens_since_fired = self._gathered("b_enc", self.shard_tokens_since_fired)
 
     def restore(self, checkpoint: dict[str, Any]) -> None:
         """Continue from a (single-process or sharded) checkpoint: every rank takes its slice."""
-        self.full.restore(checkpoint)
+        super().restore(checkpoint)
         with torch.no_grad():
-            for name, p in self.full.sae.named_parameters():
+            for name, p in self.sae.named_parameters():
                 self.params[name].copy_(self._local(name, p.detach()))
-        state = self.full.optimizer.state_dict()
+        state = self.optimizer.state_dict()
         for i, name in enumerate(self.params):
             if i in state["state"]:
-                state["state"][i] = {key: self._local(name, value).to(self.device) if value.dim() else value
+                state["state"][i] = {key: self._local(name, value).to(self.shard_device) if value.dim() else value
                                      for key, value in state["state"][i].items()}
-        self.optimizer.load_state_dict(state)
-        self.tokens_since_fired = self._local("b_enc", self.full.tokens_since_fired).clone()
+        self.shard_optimizer.load_state_dict(state)
+        self.shard_tokens_since_fired = self._local("b_enc", self.tokens_since_fired).clone()
 
-    # -- the loop ---------------------------------------------------------------------------------------------
+    # -- the step -----------------------------------------------------------------------------------------------
 
-    def _step(self) -> dict[str, float]:
-        tc, p, step = self.tc, self.params, self.full.step
-        cfg = self.full.sae.cfg
-        x = self.full.rows.take(self.full.order.rows(step)).to(self.device) * cfg.input_scale
-        dead = (self.tokens_since_fired >= tc.dead_after_tokens).to(self.device)
+    def one_step(self) -> dict[str, float]:
+        tc, p, step = self.tc, self.params, self.step
+        cfg = self.sae.cfg
+        x = self.rows.take(self.batch_rows(step)).to(self.shard_device) * cfg.input_scale
+        dead = (self.shard_tokens_since_fired >= tc.dead_after_tokens).to(self.shard_device)
         pre = _CopyToShards.apply(x - p["b_dec"]) @ p["W_enc"] + p["b_enc"]
         values, indices = _global_topk(pre, cfg.k)
         x_hat = _SumOverShards.apply(sparse_decode(values, indices, p["W_dec"])) + p["b_dec"]
         mse = _mse(x, x_hat)
         aux = self._auxk(x, x_hat, pre, dead, tc.aux_k or max(1, cfg.d_in // 2))
         loss = mse + tc.aux_coefficient * aux
-        self.optimizer.zero_grad(set_to_none=True)
+        self.shard_optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        _remove_parallel_gradient(p["W_dec"])
+        remove_parallel_gradient(p["W_dec"])
         if tc.grad_clip > 0:
             self._clip(tc.grad_clip)
-        for group in self.optimizer.param_groups:
-            group["lr"] = tc.lr * _lr_factor(step, tc)
-        self.optimizer.step()
+        for group in self.shard_optimizer.param_groups:
+            group["lr"] = tc.peak_lr * lr_factor(step, tc)
+        self.shard_optimizer.step()
         with torch.no_grad():
             p["W_dec"].div_(p["W_dec"].norm(dim=1, keepdim=True).clamp_min(1e-8))
         fired = torch.zeros_like(pre, dtype=torch.bool).scatter_(-1, indices, values > 0)
-        self.tokens_since_fired += x.shape[0]
-        self.tokens_since_fired[fired.any(0).cpu()] = 0
-        self.full.step += 1
+        self.shard_tokens_since_fired += x.shape[0]
+        self.shard_tokens_since_fired[fired.any(0).cpu()] = 0
+        self.step += 1
         l0 = _SumOverShards.apply(fired.sum(-1).float()).mean()
-        dead_fraction = _SumOverShards.apply((self.tokens_since_fired >= tc.dead_after_tokens).sum().to(self.device))
+        dead_count = (self.shard_tokens_since_fired >= tc.dead_after_tokens).sum().to(self.shard_device)
+        dead_fraction = _SumOverShards.apply(dead_count)
         variance = x.sub(x.mean(0)).pow(2).sum(-1).mean().item()
         return {"loss": loss.item(), "mse": mse.item(), "auxk": aux.item(), "l0": l0.item(),
                 "fve": 1 - mse.item() / max(variance, 1e-12), "dead": dead_fraction.item() / cfg.n_features}
@@ -175,7 +183,7 @@ class LatentShardedTrainer:
     def _auxk(self, x: torch.Tensor, x_hat: torch.Tensor, pre: torch.Tensor, dead: torch.Tensor,
               aux_k: int) -> torch.Tensor:
         """AuxK over the dead latents of all shards (as `train_sae` computes it over the whole SAE)."""
-        n_dead = int(_SumOverShards.apply(dead.sum().to(self.device)))
+        n_dead = int(_SumOverShards.apply(dead.sum().to(self.shard_device)))
         if n_dead == 0:
             return pre.new_zeros(())
         error = (x - x_hat).detach()
@@ -193,49 +201,15 @@ class LatentShardedTrainer:
         for param in self.params.values():
             param.grad.mul_(scale)
 
-    def run(self, checkpoint_dir: str | os.PathLike | None, every: int, callback: StepCallback | None) -> SAE:
-        log_every = max(1, self.tc.n_steps // 200)
-        while self.full.step < self.tc.n_steps:
-            info = self._step()
-            step = self.full.step
-            if step % log_every == 0 or step == self.tc.n_steps:
-                self.full.history.append({"step": step, **info})
-            if callback is not None:
-                callback(step, info)
-            if checkpoint_dir is not None and every > 0 and step % every == 0:
-                self._sync_full()
-                if self.rank == 0:
-                    save_checkpoint(Path(checkpoint_dir) / CHECKPOINT_NAME, self.full.state())
-        self._sync_full()
-        return self.full._finish()
 
-
-def train_sae_latent_sharded(
-    activations: Any,
-    n_features: int = 4096,
-    k: int = 32,
-    *,
-    lr: float | None = None,
-    batch_size: int = 4096,
-    n_steps: int = 1000,
-    seed: int = 0,
-    checkpoint_dir: str | os.PathLike | None = None,
-    checkpoint_every: int = 1000,
-    resume: bool = True,
-    callback: StepCallback | None = None,
-    device: str | torch.device | None = None,
-    **options: Any,
-) -> SAE:
-    """Train a TopK SAE with its ``n_features`` latents split across the ranks of a ``torch.distributed`` group.
+def train_sae_latent_sharded(activations: Any, n_features: int | None = None, k: int | None = None,
+                             **kwargs: Any) -> SAE:
+    """``train_sae(activations, "topk", ..., parallel="latents")``: a TopK SAE with its ``n_features`` latents
+    split across the ranks of an initialised ``torch.distributed`` group.
 
     Call on every rank with the same arguments (``batch_size`` rows per step, the same on every rank); every rank
-    returns the full SAE; rank 0 writes ``checkpoint_dir``. ``activations`` may be an `ActivationStore`;
-    ``options`` are `TrainConfig` fields. Equal to ``train_sae(activations, "topk", n_features, k, ...)``.
+    returns the full SAE; rank 0 writes ``checkpoint_dir``. ``activations`` may be an `ActivationStore`. Equal to
+    ``train_sae(activations, "topk", n_features, k, ...)``.
     """
-    rows, cfg, tc = setup_run("train_sae_latent_sharded", activations, "topk", n_features, k, lr=lr,
-                              batch_size=batch_size, n_steps=n_steps, seed=seed, **options)
-    trainer = LatentShardedTrainer(rows, cfg, tc, torch.device(device or "cpu"))
-    resume_from(trainer, checkpoint_dir, resume)
-    sae = trainer.run(checkpoint_dir, checkpoint_every, callback)
-    sae.cfg.provenance["latent_shards"] = trainer.world_size
-    return sae
+    require_process_group("train_sae_latent_sharded()")
+    return train_sae(activations, "topk", n_features, k, parallel="latents", **kwargs)

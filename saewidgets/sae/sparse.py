@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from .architectures import StepOutput, _mse, _update_threshold
 from .base import SAE
-from .config import TrainConfig
+from .train_config import TrainConfig
 
 SPARSE_ARCHITECTURES = ("topk", "batchtopk")
 _workspace = threading.local()  # .pre: the [batch, n_features] pre-activation buffer, reused step after step

@@ -10,101 +10,112 @@ decay to 0); renormalise decoder rows; update the dead-latent counters (tokens s
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import time
 import warnings
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal, get_args
 
+import numpy as np
 import torch
 
 from .architectures import needs_unit_decoder, training_step
 from .base import SAE
 from .checkpoint import CHECKPOINT_NAME, BatchOrder, load_checkpoint, save_checkpoint
-from .config import Architecture, SAEConfig, TrainConfig
+from .config import Architecture, SAEConfig
 from .data import Rows, as_rows, check_finite
 from .sparse import SPARSE_ARCHITECTURES, release_workspace, sparse_training_step
+from .train_config import TrainConfig
 
 StepCallback = Callable[[int, dict[str, float]], None]
-_DEFAULT_STEPS = 1000
+#: How the ranks of a ``torch.distributed`` process group share a run: "none" (one process, no group), "data" (each
+#: rank a slice of every batch, gradients all-reduced) or "latents" (each rank a slice of the latents; TopK only).
+Parallelism = Literal["none", "data", "latents"]
 # Fields that must agree between a checkpoint and the run resuming it.
 _RESUME_KEYS = ("n_steps", "batch_size", "seed", "lr", "l1", "l0", "aux_k", "aux_coefficient")
-
-
-def default_lr(arch: Architecture, n_features: int) -> float:
-    """Learning rate that works for short CPU runs: 2e-4 / sqrt(F / 16384) (Gao et al.'s scaling), capped at 1e-3."""
-    return min(1e-3, 2e-4 / math.sqrt(n_features / 2**14))
+#: Training stops as diverged when the reconstruction error grows this many times over its first step's value
+#: (sane runs only shrink it; a learning rate orders of magnitude too large grows it by 1e15 within a few steps).
+DIVERGENCE_FACTOR = 1e4
 
 
 def train_sae(
     activations: Any,
-    arch: Architecture = "topk",
-    n_features: int = 4096,
+    arch: Architecture | None = None,
+    n_features: int | None = None,
     k: int | None = None,
     *,
-    l1: float | None = None,
-    l0: float | None = None,
-    lr: float | None = None,
-    batch_size: int = 4096,
-    n_steps: int | None = None,
+    config: TrainConfig | None = None,
     n_tokens: int | None = None,
-    seed: int = 0,
     checkpoint_dir: str | os.PathLike | None = None,
-    checkpoint_every: int = 1000,
     resume: bool | str | os.PathLike = True,
     progress: bool = True,
     callback: StepCallback | None = None,
     device: str | torch.device | None = None,
+    parallel: Parallelism = "none",
     **options: Any,
 ) -> SAE:
     """Train a sparse autoencoder on residual activations and return it (in eval mode, on the CPU).
 
     Args:
-        activations: ``[N, d]`` tensor or array, or an `Activations` (its model, layer and site go into the config).
-        arch: ``"topk"``, ``"batchtopk"``, ``"relu"`` (L1, Scaling Monosemanticity) or ``"jumprelu"``.
-        n_features: latents (dictionary size).
-        k: active latents per token (``topk``; batch average for ``batchtopk``).
-        l1: L1 coefficient (``relu``); l0: L0 coefficient (``jumprelu``).
-        lr: peak Adam learning rate (default `default_lr`).
-        batch_size: tokens per step.
-        n_steps, n_tokens: run length in steps, or in tokens (rounded up to whole steps); default 1000 steps.
-        seed: initialisation and batch order.
+        activations: ``[N, d]`` tensor or array, an `Activations` or an `ActivationStore` (their model, layer and
+            site go into the config).
+        arch, n_features, k: the `TrainConfig` fields of the same names (None: the config's value): architecture
+            (``"topk"``, ``"batchtopk"``, ``"relu"`` (L1, Scaling Monosemanticity) or ``"jumprelu"``), latents
+            (dictionary size), active latents per token (``topk``; batch average for ``batchtopk``).
+        config: the settings to start from (default ``TrainConfig()``); ``options`` and the three above change it.
+        n_tokens: run length in tokens instead of ``n_steps`` (rounded up to whole steps).
         checkpoint_dir: folder for ``checkpoint.pt``, written every ``checkpoint_every`` steps and on Ctrl-C.
         resume: True continues from ``checkpoint_dir``'s checkpoint if there is one; a path resumes from that file;
             False starts over.
         progress: tqdm bar with loss, L0, fraction of variance explained and dead fraction.
         callback: called as ``callback(step, info)`` after every step (raise KeyboardInterrupt there to stop).
         device: where to train (default CPU).
-        **options: any other `TrainConfig` field (``aux_k``, ``dead_after_tokens``, ``lr_warmup_steps``, ...).
+        parallel: ``"none"``, or how the ranks of an initialised ``torch.distributed`` process group share the run:
+            ``"data"`` (call on every rank with the same arguments; ``batch_size`` is the global batch) or
+            ``"latents"`` (TopK SAEs too wide for one device). Every rank returns the same SAE; rank 0 alone
+            writes checkpoints. See `saewidgets.sae.distributed` and `saewidgets.sae.sharded`.
+        **options: any other `TrainConfig` field (``lr``, ``l1``, ``batch_size``, ``n_steps``, ``aux_k``, ...).
 
     The returned SAE has a ``history`` attribute: a list of ``{step, loss, mse, l0, fve, dead}`` logged during training.
     """
+    config = (config or TrainConfig()).with_options(arch=arch, n_features=n_features, k=k, **options)
+    if n_tokens is not None and "n_steps" not in options:
+        config = replace(config, n_steps=math.ceil(_positive_tokens(n_tokens) / config.batch_size))
     rows = as_rows(activations)
     check_finite(rows)
-    if n_steps is None:
-        n_steps = math.ceil(n_tokens / batch_size) if n_tokens is not None else _DEFAULT_STEPS
-    unknown = set(options) - set(TrainConfig.__dataclass_fields__)
-    if unknown:
-        raise TypeError(f"train_sae() got unknown options {sorted(unknown)}; see saewidgets.sae.TrainConfig for the fields.")
-    tc = TrainConfig(
-        n_steps=n_steps, batch_size=batch_size, lr=lr if lr is not None else default_lr(arch, n_features), seed=seed,
-        **({"l1": l1} if l1 is not None else {}), **({"l0": l0} if l0 is not None else {}), **options,
-    )
-    if n_steps < 1 or batch_size < 1:
-        raise ValueError(f"n_steps and batch_size must be positive, got n_steps={n_steps}, batch_size={batch_size}.")
-    cfg = SAEConfig(
-        d_in=rows.d, n_features=n_features, architecture=arch, k=k, model_name=rows.model_name, layer=rows.layer,
-        site=rows.site,
-    )
-    trainer = _Trainer(rows, cfg, tc, torch.device(device or "cpu"))
-    checkpoint = _checkpoint_to_resume(checkpoint_dir, resume)
+    trainer = make_trainer(rows, config, torch.device(device or "cpu"), parallel)
+    checkpoint = checkpoint_to_resume(checkpoint_dir, resume)
     if checkpoint is not None:
         trainer.restore(checkpoint)
-    return trainer.run(checkpoint_dir, checkpoint_every, progress, callback)
+    return trainer.run(checkpoint_dir, progress, callback)
 
 
-def _checkpoint_to_resume(checkpoint_dir: str | os.PathLike | None, resume: bool | str | os.PathLike) -> dict | None:
+def _positive_tokens(n_tokens: Any) -> int:
+    if isinstance(n_tokens, bool) or not isinstance(n_tokens, numbers.Integral) or n_tokens < 1:
+        raise ValueError(f"n_tokens={n_tokens!r} is not a positive whole number of tokens: pass e.g. n_tokens=1_000_000.")
+    return int(n_tokens)
+
+
+def make_trainer(rows: Rows, config: TrainConfig, device: torch.device, parallel: Parallelism = "none") -> Trainer:
+    """The trainer for ``parallel``: `Trainer`, or its data-parallel or latent-sharded configuration."""
+    if parallel == "none":
+        return Trainer(rows, config, device)
+    if parallel == "data":
+        from .distributed import DataParallelTrainer
+
+        return DataParallelTrainer(rows, config, device)
+    if parallel == "latents":
+        from .sharded import LatentShardedTrainer
+
+        return LatentShardedTrainer(rows, config, device)
+    raise ValueError(f"parallel={parallel!r} is not one of {', '.join(get_args(Parallelism))}.")
+
+
+def checkpoint_to_resume(checkpoint_dir: str | os.PathLike | None, resume: bool | str | os.PathLike) -> dict | None:
+    """The checkpoint a run continues from: ``resume``'s file, ``checkpoint_dir``'s, or None (start over)."""
     if resume is False:
         return None
     if resume is not True:
@@ -114,11 +125,24 @@ def _checkpoint_to_resume(checkpoint_dir: str | os.PathLike | None, resume: bool
     return None
 
 
-class _Trainer:
-    """The state of one training run and the loop over it."""
+class Trainer:
+    """The state of one training run and the loop over it, on one process.
 
-    def __init__(self, rows: Rows, cfg: SAEConfig, tc: TrainConfig, device: torch.device) -> None:
-        self.rows, self.tc, self.device = rows, tc, device
+    Its data-parallel and latent-sharded configurations (`saewidgets.sae.distributed.DataParallelTrainer`,
+    `saewidgets.sae.sharded.LatentShardedTrainer`) change how work is split across ranks through these hooks:
+    `batch_rows` (which rows this process trains on at a step), `one_step`, `sync` (bring the full SAE, optimizer
+    state and counters up to date before they are read), `restore` and `extra_provenance`; ``rank`` 0 alone writes
+    checkpoints, and a subclass that cannot save on Ctrl-C sets ``saves_on_interrupt`` False.
+    """
+
+    rank, world_size = 0, 1
+    saves_on_interrupt = True
+
+    def __init__(self, rows: Rows, config: TrainConfig, device: torch.device) -> None:
+        self.rows, self.device = rows, device
+        self.tc = tc = replace(config, lr=config.peak_lr)
+        cfg = SAEConfig(d_in=rows.d, n_features=tc.n_features, architecture=tc.arch, k=tc.sae_k,
+                        model_name=rows.model_name, layer=rows.layer, site=rows.site)
         self.order = BatchOrder(len(rows), tc.batch_size, tc.seed)
         self.data_fingerprint = rows.fingerprint()
         cfg.input_scale, mean = self._input_statistics(cfg.d_in)
@@ -127,10 +151,11 @@ class _Trainer:
             self.sae.b_dec.copy_(mean)
             if cfg.architecture == "jumprelu":
                 self.sae.threshold.fill_(tc.jumprelu_init_threshold)
-        self.optimizer = _adam(list(self.sae.parameters()), tc.lr)
+        self.optimizer = _adam(list(self.sae.parameters()), tc.peak_lr)
         self.tokens_since_fired = torch.zeros(cfg.n_features, dtype=torch.long)
         self.step = 0
         self.history: list[dict[str, float]] = []
+        self._first_mse: tuple[int, float] | None = None
 
     def _input_statistics(self, d_in: int) -> tuple[float, torch.Tensor]:
         """(input scale making the mean row norm sqrt(d_in), mean of the scaled rows) from a seeded sample."""
@@ -142,6 +167,24 @@ class _Trainer:
             raise ValueError("Every sampled activation row is zero: there is nothing to encode.")
         scale = math.sqrt(d_in) / mean_norm
         return scale, (sample.mean(0) * scale).float()
+
+    @property
+    def is_writer(self) -> bool:
+        """Whether this process writes checkpoints and shows progress (rank 0)."""
+        return self.rank == 0
+
+    # -- hooks ------------------------------------------------------------------------------------------------
+
+    def batch_rows(self, step: int) -> np.ndarray:
+        """The rows this process trains on at ``step`` (here: the whole batch)."""
+        return self.order.rows(step)
+
+    def sync(self) -> None:
+        """Bring ``sae``, ``optimizer`` and ``tokens_since_fired`` up to date (here they always are)."""
+
+    def extra_provenance(self) -> dict[str, Any]:
+        """Entries added to the finished SAE's provenance (e.g. how many ranks trained it)."""
+        return {}
 
     # -- checkpoints ----------------------------------------------------------------------------------------
 
@@ -177,20 +220,28 @@ class _Trainer:
         self.step = int(state["step"])
         self.history = list(state["history"])
 
+    def write_checkpoint(self, directory: str | os.PathLike) -> None:
+        """Write ``directory/checkpoint.pt`` (collective: every rank calls it; rank 0 writes)."""
+        self.sync()
+        if self.is_writer:
+            save_checkpoint(Path(directory) / CHECKPOINT_NAME, self.state())
+
     # -- the loop ---------------------------------------------------------------------------------------------
 
-    def run(self, checkpoint_dir: str | os.PathLike | None, every: int, progress: bool,
-            callback: StepCallback | None) -> SAE:
+    def run(self, checkpoint_dir: str | os.PathLike | None = None, progress: bool = True,
+            callback: StepCallback | None = None) -> SAE:
+        """Train until ``tc.n_steps``, checkpointing every ``tc.checkpoint_every`` steps into ``checkpoint_dir``."""
         from tqdm.auto import tqdm
 
         tc = self.tc
-        log_every = max(1, tc.n_steps // 200)
+        log_every, every = max(1, tc.n_steps // 200), tc.checkpoint_every
         self.sae.train()
-        bar = tqdm(total=tc.n_steps, initial=self.step, desc=f"train {self.sae.cfg.architecture} SAE",
-                   unit="step", disable=not progress)
+        bar = tqdm(total=tc.n_steps, initial=self.step, desc=f"train {tc.arch} SAE", unit="step",
+                   disable=not (progress and self.is_writer))
         try:
             while self.step < tc.n_steps:
-                info = self._one_step()
+                info = self.one_step()
+                self._check_divergence(info)
                 if self.step % log_every == 0 or self.step == tc.n_steps:
                     self.history.append({"step": self.step, **info})
                     bar.set_postfix(loss=f"{info['loss']:.4g}", L0=f"{info['l0']:.1f}", fve=f"{info['fve']:.3f}",
@@ -199,10 +250,13 @@ class _Trainer:
                 if callback is not None:
                     callback(self.step, info)
                 if checkpoint_dir is not None and every > 0 and self.step % every == 0:
-                    save_checkpoint(Path(checkpoint_dir) / CHECKPOINT_NAME, self.state())
+                    self.write_checkpoint(checkpoint_dir)
         except KeyboardInterrupt:
+            if not self.saves_on_interrupt:
+                raise
             where = Path(checkpoint_dir) if checkpoint_dir is not None else _interrupt_dir(self.sae.cfg)
-            save_checkpoint(where / CHECKPOINT_NAME, self.state())
+            if self.is_writer:
+                save_checkpoint(where / CHECKPOINT_NAME, self.state())
             warnings.warn(
                 f"Training interrupted after step {self.step} of {tc.n_steps}; returning the SAE trained so far. "
                 f"Checkpoint saved to {where / CHECKPOINT_NAME}: call train_sae again with checkpoint_dir={str(where)!r} "
@@ -211,28 +265,43 @@ class _Trainer:
             )
         finally:
             bar.close()
-        return self._finish()
+        return self.finish()
 
-    def _one_step(self) -> dict[str, float]:
+    def _check_divergence(self, info: dict[str, float]) -> None:
+        """Stop a run whose reconstruction error exploded (a learning rate far too large), naming the fix."""
+        if self._first_mse is None:
+            self._first_mse = (self.step, info["mse"])
+            return
+        first_step, first = self._first_mse
+        if info["mse"] > DIVERGENCE_FACTOR * max(first, 1e-12):
+            lr = self.tc.peak_lr
+            raise FloatingPointError(
+                f"The training diverged at step {self.step}: the reconstruction error is {info['mse'] / first:.3g}x "
+                f"its value at step {first_step}. Lower the learning rate (lr={lr:g}; try {lr / 10:g}) or check "
+                "the activations for outliers."
+            )
+
+    def one_step(self) -> dict[str, float]:
+        """One optimizer step on ``batch_rows(step)``; the step's loss terms, L0, FVE and dead fraction."""
         tc, sae = self.tc, self.sae
-        x = self.rows.take(self.order.rows(self.step)).to(self.device) * sae.cfg.input_scale
+        x = self.rows.take(self.batch_rows(self.step)).to(self.device) * sae.cfg.input_scale
         dead = (self.tokens_since_fired >= tc.dead_after_tokens).to(self.device)
         sparse = tc.sparse_kernels and sae.cfg.architecture in SPARSE_ARCHITECTURES
         out = (sparse_training_step if sparse else training_step)(sae, x, tc, self.step, dead)
         if not torch.isfinite(out.loss):
             raise FloatingPointError(
                 f"The training loss became {out.loss.item()} at step {self.step} (terms: {out.terms}). "
-                f"Lower the learning rate (lr={tc.lr:g}; try {tc.lr / 4:g}) or check the activations for outliers."
+                f"Lower the learning rate (lr={tc.peak_lr:g}; try {tc.peak_lr / 4:g}) or check the activations for outliers."
             )
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         unit = needs_unit_decoder(sae.cfg.architecture)
         if unit:
-            _remove_parallel_gradient(sae.W_dec)
+            remove_parallel_gradient(sae.W_dec)
         if tc.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(sae.parameters(), tc.grad_clip)
         for group in self.optimizer.param_groups:
-            group["lr"] = tc.lr * _lr_factor(self.step, tc)
+            group["lr"] = tc.peak_lr * lr_factor(self.step, tc)
         self.optimizer.step()
         with torch.no_grad():
             if unit:
@@ -247,7 +316,9 @@ class _Trainer:
         return {"loss": out.loss.item(), **out.terms, "l0": out.l0, "fve": 1 - mse / max(variance, 1e-12),
                 "dead": float((self.tokens_since_fired >= tc.dead_after_tokens).float().mean())}
 
-    def _finish(self) -> SAE:
+    def finish(self) -> SAE:
+        """The trained SAE: on the CPU, in eval mode, frozen, with its provenance and ``history``."""
+        self.sync()
         release_workspace()
         sae, tc = self.sae.cpu().eval(), self.tc
         from .. import __version__
@@ -255,9 +326,9 @@ class _Trainer:
         sparsity = {"relu": {"l1": tc.l1}, "jumprelu": {"l0": tc.l0, "bandwidth": tc.jumprelu_bandwidth}}
         sae.cfg.provenance = {
             "trainer": "saewidgets", "saewidgets_version": __version__, "tokens": self.step * tc.batch_size,
-            "steps": self.step, "planned_steps": tc.n_steps, "batch_size": tc.batch_size, "lr": tc.lr, "seed": tc.seed,
-            **sparsity.get(sae.cfg.architecture, {}), "n_training_rows": len(self.rows),
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "steps": self.step, "planned_steps": tc.n_steps, "batch_size": tc.batch_size, "lr": tc.peak_lr,
+            "seed": tc.seed, **sparsity.get(sae.cfg.architecture, {}), "n_training_rows": len(self.rows),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), **self.extra_provenance(),
         }
         for p in sae.parameters():
             p.requires_grad_(False)
@@ -274,7 +345,7 @@ def _adam(params: list[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr)
 
 
-def _lr_factor(step: int, tc: TrainConfig) -> float:
+def lr_factor(step: int, tc: TrainConfig) -> float:
     """Linear warm-up over ``lr_warmup_steps``, constant, then linear decay to 0 over the last ``lr_decay_fraction``."""
     warm = min(1.0, (step + 1) / max(1, tc.lr_warmup_steps))
     decay_start = tc.n_steps * (1 - tc.lr_decay_fraction)
@@ -283,7 +354,7 @@ def _lr_factor(step: int, tc: TrainConfig) -> float:
 
 
 @torch.no_grad()
-def _remove_parallel_gradient(W_dec: torch.nn.Parameter) -> None:
+def remove_parallel_gradient(W_dec: torch.nn.Parameter) -> None:
     """Project out the gradient component along each (unit) decoder row: Adam then moves rows on the sphere."""
     if W_dec.grad is None:
         return
