@@ -3,7 +3,7 @@
 `ModelHandle` answers every question the rest of saewidgets asks of a model — its tokenizer, how many decoder
 blocks it has, where the residual stream after block L lives, how to read a residual direction as logits — for any
 decoder layout (GPT-2 ``transformer.h``, Llama/Gemma/Mistral/Qwen ``model.layers``, GPT-NeoX ``gpt_neox.layers``).
-It also owns the lock that keeps widget callbacks from tracing one model from several threads at once.
+It also owns the lock that keeps widget callbacks from tracing from several threads at once (one for the process).
 
 Where models come from (the embedded offline Gemma, the hub, tiny test models) lives in `saewidgets.models`.
 """
@@ -67,16 +67,26 @@ def _has_path(root: torch.nn.Module, dotted: str) -> bool:
     return True
 
 
-class TraceLock:
-    """The re-entrant lock held around every trace of one model (widget callbacks run on threads).
+#: The one lock every trace in the process holds, whichever model it traces. Per-model locks are not enough:
+#: nnsight's process-wide state is shared by all models. Entering a trace site for the first time parses and
+#: compiles its source, and CPython 3.11 keeps the AST converter's recursion depth in interpreter-wide state, so
+#: two threads converting ASTs at once fail with "SystemError: AST constructor recursion depth mismatch"; and
+#: ``with t.backward():`` swaps the ``torch.Tensor.grad`` property for the whole process while it runs. Traces of
+#: two models therefore run one after the other (re-entrant: a trace may start another).
+NNSIGHT_LOCK = threading.RLock()
 
-    Every trace already passes through it, so it is also where a remote model's failures are made readable: on
-    leaving the block, an error from talking to NDIF (time-out, refused key, unknown model) is re-raised as a
+
+class TraceLock:
+    """The lock held around every trace of one model (widget callbacks run on threads).
+
+    All handles share `NNSIGHT_LOCK` (see there why one lock for the process); re-entrant. Every trace already
+    passes through it, so it is also where a remote model's failures are made readable: on leaving the block, an
+    error from talking to NDIF (time-out, refused key, unknown model) is re-raised as a
     `saewidgets.remote.RemoteModelError` that says what to do, with the API key scrubbed from the message.
     """
 
     def __init__(self, handle: "ModelHandle") -> None:
-        self._lock = threading.RLock()
+        self._lock = NNSIGHT_LOCK
         self._handle = handle
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
@@ -109,7 +119,8 @@ class ModelHandle:
         hf: the underlying ``transformers`` model.
         tokenizer: its tokenizer, set to pad on the left (decoder models batch left-padded).
         name: a human-readable model name, recorded in SAE configs and statistics.
-        lock: a re-entrant `TraceLock`; hold it around every trace or generate (widget callbacks run on threads).
+        lock: a re-entrant `TraceLock` (process-wide, see `NNSIGHT_LOCK`); hold it around every trace or generate
+            (widget callbacks run on threads).
         remote: False (run here), True (run on NDIF) or ``"local"`` (nnsight's simulation: serialize every trace
             as NDIF would, run it here; for tests).
     """

@@ -4,10 +4,18 @@ interrupted from inside (KeyboardInterrupt, an exception) leaves the model usabl
 The tiny model's first decoder block is instrumented: a forward pre-hook records which thread is inside, sleeps a
 little (widening the window in which an unguarded second trace would be seen), and the forward hook clears it.
 A control test shows the instrument does see overlap when the lock is bypassed.
+
+nnsight parses and compiles a trace site's source the first time it is entered, and CPython 3.11's AST converter
+keeps its recursion depth in interpreter-wide state: two threads converting ASTs at once fail with "SystemError: AST
+constructor recursion depth mismatch" (seen in about 1 run in 10). `AstOverlapDetector` makes that race
+deterministic to test: it wraps ``ast.parse`` and ``compile`` with a dwell and counts entries while another thread
+is inside, with nnsight's per-site caches emptied so every trace site is entered cold.
 """
 
 from __future__ import annotations
 
+import ast
+import builtins
 import threading
 import time
 
@@ -23,7 +31,6 @@ from saewidgets.widgets import _synthetic as syn
 
 PROMPT = "The Golden Gate Bridge is in"
 TIMEOUT = 120  # seconds before a thread that has not finished counts as deadlocked
-AST_RACE = "AST constructor recursion depth mismatch"
 
 
 class OverlapDetector:
@@ -53,6 +60,47 @@ class OverlapDetector:
     def remove(self) -> None:
         for h in self.handles:
             h.remove()
+
+
+class AstOverlapDetector:
+    """While active, ``ast.parse`` and ``compile`` dwell a little and ``overlaps`` counts entries made while another
+    thread is inside either (what CPython 3.11's AST converter cannot survive)."""
+
+    def __init__(self, dwell: float = 0.002) -> None:
+        self.inside: dict[int, str] = {}
+        self.overlaps: list[tuple[str, str]] = []
+        self.entries = 0
+        self.dwell = dwell
+        self._guard = threading.Lock()
+        self._real = {"parse": ast.parse, "compile": builtins.compile}
+
+    def _wrap(self, name):
+        real = self._real[name]
+
+        def wrapped(*args, **kwargs):
+            me = threading.get_ident()
+            with self._guard:
+                self.entries += 1
+                self.overlaps += [(name, other) for t, other in self.inside.items() if t != me]
+                self.inside[me] = name
+            try:
+                time.sleep(self.dwell)
+                return real(*args, **kwargs)
+            finally:
+                with self._guard:
+                    self.inside.pop(me, None)
+        return wrapped
+
+    def __enter__(self) -> "AstOverlapDetector":
+        from nnsight.tracing import globals as nnsight_caches
+
+        nnsight_caches.BLOCKS.clear()  # every trace site is parsed and compiled again: the cold path
+        nnsight_caches.SOURCES.clear()
+        ast.parse, builtins.compile = self._wrap("parse"), self._wrap("compile")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        ast.parse, builtins.compile = self._real["parse"], self._real["compile"]
 
 
 @pytest.fixture(scope="module")
@@ -128,16 +176,40 @@ def test_many_widget_callbacks_at_once_never_trace_concurrently_or_deadlock(setu
     assert not alive, "deadlock: callbacks still running after the timeout"
     assert detector.overlaps == 0, "two threads were inside the model at once"
     assert lock_is_free(model), "the model lock is still held"
-    shown = [ex.steering.error, ex.attribution.error, ex.heatmap_error, *map(repr, errors)]
-    if any(AST_RACE in e for e in shown):
-        # Seen in about 1 run in 3 on Python 3.11 (reported, not fixed): CPython keeps the AST converter's
-        # recursion depth per interpreter, and nnsight parses/compiles source on every trace, so an AST conversion
-        # in another thread at the same moment makes the trace fail. Everything above still held.
-        pytest.xfail(f"intermittent nnsight/CPython 3.11 AST race: {[e for e in shown if AST_RACE in e]}")
     assert not errors, errors
     assert detector.entries >= len(jobs), "the callbacks did not all run the model"
     assert ex.steering.error == "" and ex.attribution.error == "" and ex.heatmap_error == ""
     assert ex.steering.steered_texts and ex.attribution.rows and ex.heatmap.tokens
+
+
+def test_the_ast_overlap_detector_sees_unguarded_concurrent_parsing():
+    with AstOverlapDetector(dwell=0.01) as detector:
+        errors, alive = run_threads([lambda: ast.parse("x = 1") for _ in range(4)])
+    assert not errors and not alive
+    assert detector.overlaps, "control failed: the instrument cannot see concurrent parsing"
+
+
+def test_callbacks_entering_trace_sites_cold_never_parse_source_concurrently(setup):
+    """nnsight's source parsing (first entry of every trace site, and every plain ``Tensor.backward()`` call site,
+    which nnsight patches) never runs in two threads at once: the AST race cannot occur."""
+    model, sae, stats, geometry = setup
+    ex = Explorer(model, sae, stats, geometry, text=PROMPT, prompt=PROMPT, background=False)
+    ex.steering.multiple = 1.0
+    jobs = [
+        ex.refresh_heatmap,
+        lambda: ex.attribution.attribute(" Paris"),
+        ex.steering.generate,
+        lambda: analysis.token_activations(model, sae, PROMPT, [1, 2]),
+        lambda: analysis.attribute(model, sae, PROMPT, target=" Paris", n_ablate=3),
+        lambda: analysis.steer(model, sae, PROMPT, {3: 2.0}, stats=stats, max_new_tokens=4),
+    ]
+    for _ in range(3):
+        with AstOverlapDetector() as detector:
+            errors, alive = run_threads(jobs)
+        assert not errors and not alive, (errors, alive)
+        assert detector.entries > 0, "nothing was parsed: the caches were not cold"
+        assert not detector.overlaps, f"source parsed/compiled in two threads at once: {detector.overlaps[:5]}"
+    assert ex.steering.error == "" and ex.attribution.error == "" and ex.heatmap_error == ""
 
 
 def baseline(model, sae):

@@ -79,21 +79,28 @@ def next_token_logprobs(model: ModelHandle, ids: torch.Tensor, attention_mask: t
 def residual_and_gradient(model: ModelHandle, ids: torch.Tensor, layer: int,
                           metric_of_logits: Any) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Residual ``[T, d]`` after block ``layer``, the gradient of ``metric_of_logits(last logits)`` with respect
-    to it, and the metric's value, from one forward and backward pass through nnsight.
+    to it, and the metric's value, from one forward and backward pass.
 
     The residual is replaced by a detached leaf that requires grad, so the gradient exists even when the model's
-    parameters are frozen, and flows no further back than this layer.
+    parameters are frozen, and flows no further back than this layer. A local model's gradient is taken with
+    ``torch.autograd.grad`` after the trace; only a remote one (whose graph stays on NDIF) uses nnsight's
+    ``with metric.backward():``, which swaps ``torch.Tensor.grad`` for the whole process while it runs and would
+    break any other thread reading a ``.grad`` meanwhile (an optimizer step, say).
     """
-    nn, block = model.nn, model.block(layer)
-    with model.lock, torch.enable_grad(), nn.trace(ids, **model.trace_kwargs):
-        out = block.output
-        leaf = residual_of(out).detach().requires_grad_(True)
-        block.output = with_residual(out, leaf)
-        hidden = leaf.save()
-        metric = metric_of_logits(nn.output.logits[0, -1, :])
-        value = metric.save()
-        with metric.backward():
-            grad = leaf.grad.save()
+    nn, block, remote = model.nn, model.block(layer), bool(model.remote)
+    with model.lock, torch.enable_grad():
+        with nn.trace(ids, **model.trace_kwargs):
+            out = block.output
+            leaf = residual_of(out).detach().requires_grad_(True)
+            block.output = with_residual(out, leaf)
+            hidden = leaf.save()
+            metric = metric_of_logits(nn.output.logits[0, -1, :])
+            value = metric.save()
+            if remote:
+                with metric.backward():
+                    grad = leaf.grad.save()
+        if not remote:
+            (grad,) = torch.autograd.grad(value, hidden)
     return hidden.detach()[0].float().cpu(), grad.detach()[0].float().cpu(), float(value.detach())
 
 

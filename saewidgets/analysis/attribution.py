@@ -141,8 +141,9 @@ def attribute(model: ModelHandle, sae: Any, prompt: str, target: Target = None, 
     with torch.enable_grad():
         f = sae.encode(hidden.to(sae.W_dec.dtype)).detach().requires_grad_(True)
         recon = sae.decode(f)
-        (recon * grad.to(recon.dtype)).sum().backward()
-    f_grad = f.grad
+        # autograd.grad, not .backward()/.grad: nnsight patches both process-wide (see model.NNSIGHT_LOCK), and
+        # this runs outside the model lock.
+        (f_grad,) = torch.autograd.grad((recon * grad.to(recon.dtype)).sum(), f)
     f = f.detach()
     scores = (f * f_grad).float() * mask[:, None]
     error = ((hidden - recon.detach().float()) * grad).sum(-1) * mask
