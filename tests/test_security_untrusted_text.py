@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from saewidgets.widgets import AttributionView, Explorer, FeatureDashboard, FeatureMap, SteeringPanel, TokenHeatmap
-from saewidgets.widgets import _synthetic as syn
+import synthetic_results as syn
 
 FRAGMENTS = [
     "<script>window.__pwned=1</script>", "</script>", "</SCRIPT >", "<script", "<!--", "-->", "<![CDATA[", "]]>",

@@ -10,7 +10,7 @@ import pytest
 import traitlets
 
 from saewidgets.widgets import (AttributionView, FeatureDashboard, FeatureMap, SteeringPanel, TokenHeatmap)
-from saewidgets.widgets import _synthetic as syn
+import synthetic_results as syn
 from saewidgets.widgets.serializers import array_to_bytes, bytes_to_array, jsonable
 
 

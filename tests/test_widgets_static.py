@@ -10,7 +10,7 @@ import pytest
 
 from saewidgets.widgets import (AttributionView, FeatureDashboard, FeatureMap, SteeringPanel, TokenHeatmap,
                                 export_html)
-from saewidgets.widgets import _synthetic as syn
+import synthetic_results as syn
 from saewidgets.widgets.static_html import script_json, static_bundle_js
 
 

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.browser
 
+TESTS_DIR = Path(__file__).resolve().parents[1]  # holds synthetic_results.py, which the notebook's kernel imports
 CELLS = [
+    f"import sys\nsys.path.insert(0, {str(TESTS_DIR)!r})\n"
     """import time
-from saewidgets.widgets import _synthetic as syn
+import synthetic_results as syn
 from saewidgets.widgets import TokenHeatmap, FeatureDashboard, FeatureMap, AttributionView, SteeringPanel
 
 def fake_steer(prompt, feature, multiple):

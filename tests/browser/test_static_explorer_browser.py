@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from saewidgets.widgets import _synthetic as syn
+import synthetic_results as syn
 from saewidgets.widgets import export_html
 
 pytestmark = pytest.mark.browser

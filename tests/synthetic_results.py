@@ -1,7 +1,8 @@
 """Small synthetic analysis results with the shapes of ``saewidgets.analysis``' outputs.
 
-For tests, browser checks and docs: they let every view (and the Explorer) run without a model. ``hostile=True``
-mixes in token strings that would inject markup or script if any view failed to escape them.
+For tests and browser checks (a test fixture: it lives with the tests, not in the package): they let every view
+(and the Explorer) run without a model. ``hostile=True`` mixes in token strings that would inject markup or script
+if any view failed to escape them.
 """
 
 from __future__ import annotations
@@ -177,7 +178,7 @@ def steer(prompt: str, feature: int, multiple: float) -> FakeSteeringResult:
 def explorer(n_features: int = 300, hostile: bool = False, background: bool = True, **kwargs: Any) -> Any:
     """An Explorer over synthetic data (no model): cards, steering, attribution and heatmap all fake.
     ``kwargs`` override any Explorer keyword (e.g. ``steer_fn=`` a callback of your own)."""
-    from .explorer import Explorer
+    from saewidgets.widgets.explorer import Explorer
 
     geo, st = geometry(n_features), stats(n_features)
     prompt_toks = tokens(12, seed=5, hostile=hostile)
