@@ -96,7 +96,7 @@ def page(browser):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     pg = context.new_page()
     pg.errors = []
-    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+    pg.on("pageerror", lambda e: pg.errors.append(f"{e}\n{e.stack}"))
     try:
         yield pg
     finally:

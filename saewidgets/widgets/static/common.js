@@ -343,7 +343,13 @@ function saewIsStatic(model) {
 /** Keep key presses inside `root` (typing, arrow keys on a slider) from reaching the host's shortcuts
  * (JupyterLab would move the active cell). Escape still leaves. */
 function saewKeepKeys(root) {
+  // Lumino (JupyterLab, Notebook 7) skips shortcuts for a key event whose target carries this attribute; the
+  // focused control is the target, so mark whatever gets focus. Hosts listening in the bubbling phase are also
+  // stopped at the root.
   root.setAttribute("data-lm-suppress-shortcuts", "true");
+  root.addEventListener("focusin", (ev) => {
+    if (ev.target && ev.target.setAttribute) ev.target.setAttribute("data-lm-suppress-shortcuts", "true");
+  });
   for (const type of ["keydown", "keyup", "keypress"]) {
     root.addEventListener(type, (ev) => { if (ev.key !== "Escape") ev.stopPropagation(); });
   }

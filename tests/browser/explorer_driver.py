@@ -1,0 +1,138 @@
+"""Drive one live Explorer the way a reader does, in any host (JupyterLab, Notebook 7, marimo).
+
+Everything goes through playwright locators, which reach into marimo's shadow DOM as well as JupyterLab's plain
+DOM. Each step waits for the Python round trip and checks that every view agrees on the selected feature.
+"""
+
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import Locator, expect
+
+ROUND_TRIP_MS = 30_000
+FEATURE_RE = re.compile(r"Feature #(\d+)")
+
+# Every element inside the Explorer that reaches past the Explorer's right edge, or scrolls sideways.
+OVERFLOW_JS = """(root) => {
+  const r = root.getBoundingClientRect(), out = [];
+  for (const e of root.querySelectorAll('*')) {
+    if (e.closest('.saew-tooltip') || e.offsetParent === null) continue;
+    const b = e.getBoundingClientRect();
+    if (b.width && b.right > r.right + 1) out.push(`${e.tagName}.${e.className} right ${b.right} > ${r.right}`);
+    const s = getComputedStyle(e);
+    if (['auto', 'scroll'].includes(s.overflowX) && e.scrollWidth > e.clientWidth + 1)
+      out.push(`${e.tagName}.${e.className} scrolls sideways (${e.scrollWidth} > ${e.clientWidth})`);
+  }
+  return out;
+}"""
+
+
+def shown_feature(ex: Locator) -> int:
+    """The feature the dashboard heading names."""
+    return int(FEATURE_RE.fullmatch(ex.locator(".saew-card-id").inner_text()).group(1))
+
+
+def expect_selected(ex: Locator, feature: int) -> None:
+    """Wait until the dashboard shows ``feature``; then every other view names it too."""
+    expect(ex.locator(".saew-card-id")).to_have_text(f"Feature #{feature}", timeout=ROUND_TRIP_MS)
+    expect(ex.locator(".saew-map-info")).to_contain_text(f"selected #{feature}")
+    assert ex.locator(".saew-steer-feature").input_value() == str(feature)
+
+
+def click_map_point(page, ex: Locator, feature: int) -> int:
+    """Click where ``feature`` is drawn; returns the feature the map selected (the nearest point)."""
+    mp = ex.locator(".saew-map")
+    x, y = mp.evaluate("(el, i) => el.saewScreenOf(i)", feature)
+    box = ex.locator(".saew-map-overlay").bounding_box()
+    before = shown_feature(ex)
+    page.mouse.click(box["x"] + x, box["y"] + y)
+    expect(ex.locator(".saew-card-id")).not_to_have_text(f"Feature #{before}", timeout=ROUND_TRIP_MS)
+    picked = shown_feature(ex)
+    expect_selected(ex, picked)
+    return picked
+
+
+def no_horizontal_overflow(ex: Locator) -> None:
+    bad = ex.evaluate(OVERFLOW_JS)
+    assert bad == [], bad[:10]
+
+
+def open_tab(ex: Locator, name: str) -> None:
+    ex.get_by_role("tab", name=name).click()
+    expect(ex.get_by_role("tab", name=name)).to_have_attribute("aria-selected", "true")
+
+
+def drive(page, ex: Locator, *, map_target: int, search: str, search_hit: int | None, target: str,
+          steered_check: str | None = None) -> dict:
+    """Map click, neighbour link, text search (ranked list), attribution (bar click), slider by keyboard,
+    steering and the heatmap tab; returns what each step selected."""
+    expect(ex.locator(".saew-card-id")).to_have_text(FEATURE_RE, timeout=ROUND_TRIP_MS)
+    expect(ex).to_have_class(re.compile("saew-explorer-live"), timeout=ROUND_TRIP_MS)
+    seen: dict = {"first": shown_feature(ex)}
+    seen["map"] = click_map_point(page, ex, map_target)
+
+    # Scroll the dashboard down, then follow a neighbour link: the new feature starts at its top.
+    dash = ex.locator(".saew-explorer-dashboard")
+    link = ex.locator(".saew-neighbour").first
+    neighbour = int(link.inner_text().lstrip("#"))
+    link.click()
+    expect_selected(ex, neighbour)
+    dash.evaluate("el => { el.scrollTop = el.scrollHeight; }")
+    ex.locator(".saew-neighbour").first.evaluate("el => el.click()")
+    expect(ex.locator(".saew-card-id")).not_to_have_text(f"Feature #{neighbour}", timeout=ROUND_TRIP_MS)
+    assert dash.evaluate("el => el.scrollTop") == 0
+    seen["neighbour"] = shown_feature(ex)
+
+    # Text search: a ranked, clickable list; the box clears when a selection is made elsewhere.
+    box = ex.locator(".saew-map-search")
+    box.fill(search)
+    box.press("Enter")
+    results = ex.locator(".saew-map-result-link")
+    expect(results.first).to_be_visible(timeout=ROUND_TRIP_MS)
+    if search_hit is not None:
+        assert int(results.first.inner_text().lstrip("#")) == search_hit
+    pick = results.nth(min(1, results.count() - 1))
+    picked = int(pick.inner_text().lstrip("#"))
+    pick.click()
+    expect_selected(ex, picked)
+    seen["search"] = picked
+
+    # Attribution for a typed target through Python, then a bar click selects that feature.
+    open_tab(ex, "Attribution")
+    ex.locator(".saew-attr-target").fill(target)
+    ex.locator(".saew-attr-go").click()
+    expect(ex.locator(".saew-attribution .saew-subhead").first).to_contain_text(target.strip(), timeout=ROUND_TRIP_MS)
+    expect(ex.locator(".saew-attr-head")).to_contain_text("logit")
+    bar = ex.locator(".saew-attr-row:not(.saew-attr-head)").nth(1)
+    bar_feature = int(bar.locator(".saew-attr-feature").inner_text().lstrip("#"))
+    bar.click()
+    expect_selected(ex, bar_feature)
+    seen["attribution"] = bar_feature
+
+    # Steering: arrow keys move the slider (and it keeps focus), the heading names the feature in use.
+    open_tab(ex, "Steering")
+    heading = ex.locator(".saew-steer-steered .saew-subhead")
+    expect(heading).to_contain_text(f"#{bar_feature}")
+    slider = ex.locator(".saew-steer-slider")
+    slider.focus()
+    before = float(slider.input_value())
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    assert float(slider.input_value()) == before + 1.0
+    assert slider.evaluate("el => el.getRootNode().activeElement === el"), "the slider lost focus"
+    expect(ex.locator(".saew-steer-multiple")).to_have_text(f"{before + 1:g}× max")
+    ex.locator(".saew-steer-generate").click()
+    steered = ex.locator(".saew-steer-steered .saew-steer-text").first
+    expect(steered).not_to_be_empty(timeout=120_000)
+    expect(heading).to_contain_text(f"#{bar_feature} clamped to {before + 1:g}× max")
+    if steered_check:
+        expect(steered).to_contain_text(steered_check)
+    seen["steered"] = steered.inner_text()
+
+    # Heatmap: the sample text, coloured on the feature's own scale.
+    open_tab(ex, "Heatmap")
+    expect(ex.locator(".saew-heatmap-view .saew-tok").first).to_be_attached(timeout=ROUND_TRIP_MS)
+    expect(ex.locator(".saew-heatmap .saew-muted").first).to_contain_text(f"feature #{bar_feature}")
+    no_horizontal_overflow(ex)
+    return seen

@@ -1,0 +1,98 @@
+"""The Explorer in marimo (``mo.ui.anywidget``): one anywidget renders and links there as in Jupyter.
+
+A marimo app is served headless (``marimo run``) on a free port and driven with chromium through the same steps as
+in JupyterLab: map click, neighbour link, text search, attribution, keyboard on the slider, steering, heatmap.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from playwright.sync_api import expect
+
+from conftest import REPO_ROOT, SERVER_START_TIMEOUT_S, _free_port, skip_or_fail
+from explorer_driver import drive, expect_selected
+
+pytestmark = pytest.mark.browser
+
+APP = '''import marimo
+
+app = marimo.App(width="full")
+
+
+@app.cell
+def _():
+    import marimo as mo
+    import synthetic_results as syn
+
+    def fake_steer(prompt, feature, multiple):
+        return syn.FakeSteeringResult([prompt], [prompt + " (default)"],
+                                      [f"{prompt} STEERED feature={feature} multiple={multiple:g}"], {feature: multiple})
+
+    ex = syn.explorer(n_features=1500, steer_fn=fake_steer, selected=7)
+    ex.steering.prompt = "The bridge"
+    mo.ui.anywidget(ex)
+    return
+
+
+if __name__ == "__main__":
+    app.run()
+'''
+
+
+@pytest.fixture(scope="module")
+def marimo_app(tmp_path_factory):
+    try:
+        import marimo  # noqa: F401
+    except ImportError:
+        skip_or_fail("marimo is not installed: pip install marimo")
+    folder = tmp_path_factory.mktemp("marimo")
+    (folder / "app.py").write_text(APP)
+    port = _free_port()
+    # The app's kernel imports saewidgets from this checkout and the synthetic results from tests/.
+    paths = [str(REPO_ROOT), str(REPO_ROOT / "tests"), os.environ.get("PYTHONPATH", "")]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+    log = open(folder / "marimo.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "marimo", "run", "app.py", "--headless", "--no-token",
+                             "--host", "127.0.0.1", "--port", str(port)],
+                            cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + SERVER_START_TIMEOUT_S
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            log.close()
+            raise RuntimeError(f"marimo did not start; log: {log.name}")
+        time.sleep(0.3)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_explorer_drives_in_marimo(marimo_app, page, screenshot):
+    page.set_viewport_size({"width": 1280, "height": 720})
+    page.goto(marimo_app)
+    ex = page.locator(".saew-explorer")
+    expect(ex).to_have_count(1, timeout=60_000)
+    expect_selected(ex, 7)
+    seen = drive(page, ex, map_target=1234, search="3x", search_hit=3, target=" fog", steered_check="STEERED")
+    assert f"feature={seen['attribution']}" in seen["steered"]
+    assert page.errors == [], page.errors
+    screenshot(page, "marimo-explorer", locator=ex)
