@@ -32,7 +32,8 @@ from .attribution_view import AttributionView
 from .dashboard import FeatureDashboard, display_card
 from .feature_map import DEFAULT_NEIGHBOURS, FeatureMap
 from .heatmap import TokenHeatmap
-from .static_html import document, iframe, offline_copy, packed_cards, view_container, view_spec, write_atomic
+from .static_html import (document, iframe, offline_copy, packed_cards, quantized_card, view_container, view_spec,
+                          write_atomic)
 from .steering_panel import SteeringPanel
 
 # Static pages embed every feature's card up to this many features; beyond it, the densest ones (plus the
@@ -351,10 +352,11 @@ class Explorer(_ExplorerState):  # type: ignore[misc, valid-type]
         return document(title, body, data)
 
     def static_card(self, feature: int) -> dict:
-        """The card of ``feature`` as a static page embeds it (de-duplicated, floats to 4 significant digits)."""
+        """The card of ``feature`` as a static page embeds it: de-duplicated, floats to 4 significant digits,
+        token activations quantized (see ``static_html.quantized_card``)."""
         from .serializers import round_floats
 
-        return round_floats(display_card(self.card_fn(int(feature))))
+        return quantized_card(round_floats(display_card(self.card_fn(int(feature)))))
 
     def save_html(self, path: str | Path, **kwargs: Any) -> Path:
         """Write :meth:`to_html` to ``path`` atomically."""

@@ -24,8 +24,12 @@ __all__ = ["script_json", "static_bundle_js", "document", "view_document", "ifra
 
 VIEWS = ("heatmap", "dashboard", "feature_map", "attribution_view", "steering_panel", "explorer")
 # Cards are packed in groups of this many consecutive feature ids: one group is decompressed when one of its
-# cards is first shown (~100 kB of JSON, a few ms), the rest stay compressed.
-CARDS_PER_CHUNK = 64
+# cards is first shown (~1 MB of JSON, ~10 ms), the rest stay compressed.
+CARDS_PER_CHUNK = 256
+# A static card's per-token activations are stored as integers in [-ACT_LEVELS, ACT_LEVELS] times the card's
+# ``acts_unit`` (its largest context activation / ACT_LEVELS): enough for a colour and a 3-digit tooltip, and
+# small integers compress far better than floats.
+ACT_LEVELS = 255
 _JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
 
@@ -81,6 +85,21 @@ def view_document(widget: Any, title: str | None = None) -> str:
     body = view_container(element_id, widget._fallback_html())
     data = {"views": [view_spec(widget, "main", element_id)]}
     return document(title or f"saewidgets {type(widget).__name__}", body, data)
+
+
+def quantized_card(card: dict[str, Any]) -> dict[str, Any]:
+    """``card`` with every context's ``acts`` as integers and ``acts_unit`` to multiply them by (see
+    ``ACT_LEVELS``); ``static_host.js`` restores the floats when the card is read."""
+    contexts = [*(card.get("top") or []), *(ex for band in card.get("quantiles") or []
+                                            for ex in band.get("examples") or [])]
+    peak = max((abs(a) for item in contexts for a in item.get("acts") or [] if a is not None), default=0.0)
+    if peak <= 0:
+        return card
+    unit = float(f"{peak / ACT_LEVELS:.6g}")
+    for item in contexts:
+        if item.get("acts") is not None:
+            item["acts"] = [round(a / unit) if a is not None else 0 for a in item["acts"]]
+    return {**card, "acts_unit": unit}
 
 
 def packed_cards(cards: Mapping[int, Any], per_chunk: int = CARDS_PER_CHUNK) -> dict[str, Any]:

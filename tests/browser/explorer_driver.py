@@ -16,10 +16,18 @@ FEATURE_RE = re.compile(r"Feature #(\d+)")
 # Every element inside the Explorer that reaches past the Explorer's right edge, or scrolls sideways.
 OVERFLOW_JS = """(root) => {
   const r = root.getBoundingClientRect(), out = [];
+  // Content cut off by an ancestor that clips inside the Explorer (an ellipsised cell) does not stick out.
+  const clipped = (e) => {
+    for (let a = e.parentElement; a && a !== root; a = a.parentElement) {
+      if (['hidden', 'clip'].includes(getComputedStyle(a).overflowX) && a.getBoundingClientRect().right <= r.right + 1)
+        return true;
+    }
+    return false;
+  };
   for (const e of root.querySelectorAll('*')) {
     if (e.closest('.saew-tooltip') || e.offsetParent === null) continue;
     const b = e.getBoundingClientRect();
-    if (b.width && b.right > r.right + 1) out.push(`${e.tagName}.${e.className} right ${b.right} > ${r.right}`);
+    if (b.width && b.right > r.right + 1 && !clipped(e)) out.push(`${e.tagName}.${e.className} right ${b.right} > ${r.right}`);
     const s = getComputedStyle(e);
     if (['auto', 'scroll'].includes(s.overflowX) && e.scrollWidth > e.clientWidth + 1)
       out.push(`${e.tagName}.${e.className} scrolls sideways (${e.scrollWidth} > ${e.clientWidth})`);
@@ -136,3 +144,45 @@ def drive(page, ex: Locator, *, map_target: int, search: str, search_hit: int | 
     expect(ex.locator(".saew-heatmap .saew-muted").first).to_contain_text(f"feature #{bar_feature}")
     no_horizontal_overflow(ex)
     return seen
+
+
+# WCAG contrast of each element's text against the first opaque background behind it.
+CONTRAST_JS = """([root, selectors]) => {
+  const rgb = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => {
+    const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  };
+  const background = (e) => {
+    for (; e; e = e.parentElement || (e.getRootNode && e.getRootNode().host)) {
+      const c = rgb(getComputedStyle(e).backgroundColor);
+      if (c.length >= 3 && (c.length < 4 || c[3] > 0.5)) return c;
+    }
+    return [255, 255, 255];
+  };
+  const out = {};
+  for (const sel of selectors) {
+    const e = root.querySelector(sel);
+    if (!e) { out[sel] = null; continue; }
+    const a = lum(rgb(getComputedStyle(e).color)), b = lum(background(e));
+    out[sel] = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+  }
+  return out;
+}"""
+# Text a reader must be able to read in every theme.
+READABLE = [".saew-card-id", ".saew-stat b", ".saew-subhead", ".saew-logit-token code", ".saew-logit-value",
+            ".saew-context-tokens .saew-tok", ".saew-neighbour", ".saew-map-info", ".saew-tab-active",
+            ".saew-attr-feature"]
+
+
+def contrast(root, selectors=READABLE) -> dict:
+    """Contrast ratio of each selector's first element inside ``root`` (a locator), None when absent."""
+    return root.evaluate("(el, sels) => (" + CONTRAST_JS + ")([el, sels])", selectors)
+
+
+def assert_readable(root, minimum: float = 4.5) -> dict:
+    ratios = contrast(root)
+    low = {k: v for k, v in ratios.items() if v is not None and v < minimum}
+    assert not low, f"contrast below {minimum}: {low}"
+    assert sum(v is not None for v in ratios.values()) >= 7, ratios
+    return ratios

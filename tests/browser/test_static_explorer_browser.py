@@ -11,6 +11,15 @@ from saewidgets.widgets import export_html
 pytestmark = pytest.mark.browser
 
 
+def expanded(card: dict) -> dict:
+    """A packed card as static_host.js hands it to the views: integer activations times ``acts_unit``."""
+    unit = card.get("acts_unit")
+    if unit:
+        for item in [*card.get("top", []), *(e for b in card.get("quantiles", []) for e in b.get("examples", []))]:
+            item["acts"] = [q * unit for q in item["acts"]]
+    return card
+
+
 def card_is(page, text: str, timeout: int = 5000) -> None:
     """Wait until the dashboard shows ``text`` as its heading (clicks select after the double-click window, and
     packed cards decompress asynchronously)."""
@@ -52,7 +61,7 @@ def test_static_explorer_renders_offline_and_map_click_changes_dashboard(page, s
     assert f"selected #{target}" in page.inner_text(".saew-map-info")
     # The embedded card decoded in the browser is the card Python embedded, field for field.
     shown = page.evaluate(f"SAEW.models.explorer.__saewCards.get({target})")
-    assert shown == ex.static_card(target)
+    assert shown == expanded(ex.static_card(target))
 
     # A neighbour link navigates client-side too.
     link = page.locator(".saew-neighbour").first
@@ -213,3 +222,41 @@ def test_map_of_twenty_thousand_features_draws_and_selects_quickly(page, tmp_pat
     assert page.evaluate("SAEW.models.main.get('lasso')") in (None, [])  # panning is not a lasso
     assert page.errors == []
     screenshot(page, "static-map-20k")
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_static_page_follows_the_browser_colour_scheme_and_stays_readable(page, static_page_path, screenshot,
+                                                                         scheme):
+    from explorer_driver import assert_readable, no_horizontal_overflow
+
+    path, ex = static_page_path
+    page.emulate_media(color_scheme=scheme)
+    page.set_viewport_size({"width": 1280, "height": 720})
+    page.goto(path.as_uri())
+    card_is(page, f"Feature #{ex.selected}")
+    root = page.locator(".saew-explorer")
+    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert (background == "rgb(255, 255, 255)") == (scheme == "light"), background
+    assert_readable(root)
+    no_horizontal_overflow(root)
+    screenshot(page, f"static-explorer-{scheme}")
+
+
+def test_compact_page_of_4096_features_decodes_every_card_on_demand(page, tmp_path):
+    """4,096 features: every card embedded, gzip-packed; the page shows quickly and any card decodes as Python
+    embedded it."""
+    ex = syn.explorer(n_features=4096, background=False)
+    path = export_html(tmp_path / "explorer.html", ex)
+    size = path.stat().st_size
+    page.goto(path.as_uri())
+    card_is(page, f"Feature #{ex.selected}")
+    boot_ms = page.evaluate("SAEW.bootMs")
+    for i in (0, 1000, 2047, 4095):
+        assert page.evaluate(f"SAEW.models.explorer.__saewCards.get({i})") == expanded(ex.static_card(i))
+    search = page.locator(".saew-map-search")
+    search.fill("#4000")
+    search.press("Enter")
+    card_is(page, "Feature #4000")
+    print(f"4096-feature synthetic page: {size / 1e6:.2f} MB ({size / 4096:.0f} B/feature), every view drawn "
+          f"{boot_ms:.0f} ms after the page started")
+    assert page.errors == []

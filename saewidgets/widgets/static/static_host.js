@@ -40,6 +40,15 @@ SAEW.model = function (state) {
   };
 };
 
+/** A packed card as the views read it: integer token activations times `acts_unit` back to floats. */
+SAEW.expandCard = function (card) {
+  if (!card || !card.acts_unit) return card;
+  const unit = card.acts_unit;
+  const contexts = (card.top || []).concat(...(card.quantiles || []).map((b) => b.examples || []));
+  for (const item of contexts) if (item.acts) item.acts = item.acts.map((q) => q * unit);
+  return card;
+};
+
 /** Card lookup over packed cards: `has(i)` says whether a card was embedded, `get(i)` resolves to it (or null). */
 SAEW.cardStore = function (packed) {
   const p = packed || { per_chunk: 1, features: [], chunks: {} };
@@ -48,7 +57,9 @@ SAEW.cardStore = function (packed) {
   async function inflate(key) {
     const bytes = saewBytes(p.chunks[key]);
     const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
-    return JSON.parse(await new Response(stream).text());
+    const group = JSON.parse(await new Response(stream).text());
+    for (const key of Object.keys(group)) SAEW.expandCard(group[key]);
+    return group;
   }
   return {
     count: embedded.size,
@@ -88,4 +99,5 @@ SAEW.boot = function () {
     }
   }
   SAEW.models = models;
+  SAEW.bootMs = performance.now();  // page start to every view drawn (tests report it)
 };
