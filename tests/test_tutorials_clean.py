@@ -37,6 +37,15 @@ def test_notebook_is_valid_nbformat_4(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_is_current_nbformat_with_cell_ids(path):
+    """nbformat 4.5+ with an id on every cell, so JupyterLab opens it unmodified (it adds ids to older files)."""
+    nb = nbformat.read(path, as_version=nbformat.NO_CONVERT)
+    assert (nb.nbformat, nb.nbformat_minor) >= (4, 5), f"{path.name} is nbformat {nb.nbformat}.{nb.nbformat_minor}"
+    missing = [i for i, cell in enumerate(nb.cells) if not cell.get("id")]
+    assert not missing, f"{path.name}: cells {missing} have no id"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_notebook_is_stripped_of_outputs(path):
     nb = nbformat.read(path, as_version=4)
     dirty = [i for i, cell in enumerate(nb.cells)

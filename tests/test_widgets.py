@@ -323,3 +323,18 @@ def test_dashboard_cards_show_repeated_contexts_once_with_their_count():
                          "quantiles": [{"label": "q", "examples": [other, dict(other)]}]})
     assert [c.get("count", 1) for c in card["top"]] == [3, 1] and card["top"][0]["tokens"] == ["a", "b"]
     assert card["quantiles"][0]["examples"] == [dict(other, count=2)]
+
+
+def test_displayed_explorer_leaves_an_offline_copy_tagged_for_the_live_view(monkeypatch):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    published = []
+    shell = InteractiveShell.instance()
+    monkeypatch.setattr(shell.display_pub, "publish", lambda data, metadata=None, **kw: published.append(data))
+    ex = syn.explorer(n_features=60, background=False)
+    ex._ipython_display_()
+    copy, widget = published
+    assert f'data-saew-for="{ex.fallback_id}"' in copy["text/html"] and "<iframe" in copy["text/html"]
+    assert "application/vnd.jupyter.widget-view+json" in widget and "text/html" not in widget
+    # The copy embeds the selection's neighbourhood: small, whatever the number of features.
+    assert len(copy["text/html"]) < 400_000

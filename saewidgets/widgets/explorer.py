@@ -18,6 +18,7 @@ kernel.
 
 from __future__ import annotations
 
+import sys
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -375,13 +376,16 @@ class Explorer(_ExplorerState):  # type: ignore[misc, valid-type]
 
     def _ipython_display_(self, **kwargs: Any) -> None:
         """Two outputs: the offline copy (``text/html``; shown when the notebook is reopened without a kernel,
-        hidden by the live view) and the live widget."""
+        hidden by the live view, which finds it by ``fallback_id`` in hosts that render outputs in one document:
+        JupyterLab, Notebook 7, VS Code) and the live widget."""
         from IPython.display import display
 
-        try:
-            display({"text/html": self.offline_html(), "text/plain": ""}, raw=True)
-        except Exception as err:  # the offline copy must never stop the live widget from showing
-            display({"text/plain": f"(offline copy unavailable: {type(err).__name__}: {err})"}, raw=True)
+        # Colab renders each output in its own frame, where the live view cannot hide the copy: no copy there.
+        if "google.colab" not in sys.modules:
+            try:
+                display({"text/html": self.offline_html(), "text/plain": ""}, raw=True)
+            except Exception as err:  # the offline copy must never stop the live widget from showing
+                display({"text/plain": f"(offline copy unavailable: {type(err).__name__}: {err})"}, raw=True)
         bundle = anywidget.AnyWidget._repr_mimebundle_(self, **kwargs)
         data, meta = bundle if isinstance(bundle, tuple) else (bundle, None)
         display(data, metadata=meta, raw=True)

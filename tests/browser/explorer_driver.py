@@ -148,7 +148,11 @@ def drive(page, ex: Locator, *, map_target: int, search: str, search_hit: int | 
 
 # WCAG contrast of each element's text against the first opaque background behind it.
 CONTRAST_JS = """([root, selectors]) => {
-  const rgb = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  // "rgb(r, g, b)" / "rgba(...)" in 0-255, or "color(srgb r g b / a)" (color-mix results) in 0-1.
+  const rgb = (c) => {
+    const v = (c.match(/[\\d.]+/g) || []).map(Number);
+    return c.startsWith("color(srgb") ? v.map((x, k) => (k < 3 ? x * 255 : x)) : v;
+  };
   const lum = ([r, g, b]) => {
     const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
     return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
