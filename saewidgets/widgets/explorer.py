@@ -33,8 +33,16 @@ from .attribution_view import AttributionView
 from .dashboard import FeatureDashboard, display_card
 from .feature_map import DEFAULT_NEIGHBOURS, FeatureMap
 from .heatmap import TokenHeatmap
-from .static_html import (document, iframe, offline_copy, packed_cards, quantized_card, view_container, view_spec,
-                          write_atomic)
+from .static_html import (
+    document,
+    iframe,
+    offline_copy,
+    packed_cards,
+    quantized_card,
+    view_container,
+    view_spec,
+    write_atomic,
+)
 from .steering_panel import SteeringPanel
 
 # Static pages embed every feature's card up to this many features; beyond it, the densest ones (plus the

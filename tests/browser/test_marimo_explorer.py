@@ -13,10 +13,10 @@ import time
 import urllib.request
 
 import pytest
+from explorer_driver import drive, expect_selected
 from playwright.sync_api import expect
 
 from conftest import REPO_ROOT, SERVER_START_TIMEOUT_S, _free_port, skip_or_fail
-from explorer_driver import drive, expect_selected
 
 pytestmark = pytest.mark.browser
 
