@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -468,36 +469,44 @@ def test_concept_tokens_cover_the_usual_spellings(tiny):
         concept_token_ids(tiny, ["   ", ""])
 
 
-def test_steering_search_ranks_context_hits_by_output_score_then_trials(tiny, sae, stats):
-    prompts, multiples, terms = ["The fog", "I went for a walk and saw"], (1.0, 3.0), ["the", "bridge"]
-    hits = steering_search(tiny, sae, stats, "the", n=8, terms=terms, candidates=6, shortlist=3, multiples=multiples,
-                           prompts=prompts, max_new_tokens=6, progress=False)
+def test_steering_search_returns_only_features_whose_trials_succeeded(tiny, sae, stats):
+    prompts, multiples, terms = ["The fog", "I went for a walk and saw"], (1.0, 3.0), ["the", "bridge", "a"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        hits = steering_search(tiny, sae, stats, "the", n=8, terms=terms, candidates=6, shortlist=3,
+                               multiples=multiples, prompts=prompts, max_new_tokens=6, progress=False)
     candidates = sorted({h["feature"] for b in (False, True)
                          for h in search_contexts(stats, "the", n=6, beyond_query=b)})
-    assert len(hits) == min(8, len(candidates)) and {h["feature"] for h in hits} <= set(candidates)
     # output scores are measured at the strongest multiple; the shortlist is the best three of them
     scores = dict(zip(candidates, output_scores(tiny, sae, stats, candidates, terms, 3.0, prompts,
                                                 progress=False).tolist()))
-    for h in hits:
-        assert h["output_score"] == pytest.approx(scores[h["feature"]], abs=1e-5)
-    tried, rest = hits[:3], hits[3:]
-    assert {h["feature"] for h in tried} == set(sorted(scores, key=lambda f: -scores[f])[:3])
-    assert all(h["steer_rate"] is None and h["multiple"] is None for h in rest)
-    assert [h["output_score"] for h in rest] == sorted((h["output_score"] for h in rest), reverse=True)
-    # each tried feature carries its best trial, recomputed here with steer() and judged against the defaults
+    shortlist = sorted(scores, key=lambda f: -scores[f])[:3]
+    # each shortlisted feature's best trial, recomputed here with steer() and judged against the defaults
     default = generate(tiny, prompts, max_new_tokens=6)
     fluency = calibrate_fluency(tiny, prompts, max_new_tokens=6, default=default)
-    for h in tried:
-        rates = {}
-        for m in multiples:
-            texts = steer(tiny, sae, prompts, {h["feature"]: m}, stats=stats, max_new_tokens=6,
-                          include_default=False).steered
-            rates[m] = judge_steering(tiny, prompts, default, texts, terms, fluency).rate
-        assert h["steer_rate"] == max(rates.values())
-        assert h["multiple"] == min(m for m in multiples if rates[m] == h["steer_rate"])
-    assert [(-h["steer_rate"], -h["output_score"]) for h in tried] == sorted(
-        (-h["steer_rate"], -h["output_score"]) for h in tried)
-    assert steering_search(tiny, sae, stats, "no context says this", terms="bridge", progress=False) == []
+    best = {}
+    for f in shortlist:
+        rates = {m: judge_steering(tiny, prompts, default, steer(tiny, sae, prompts, {f: m}, stats=stats,
+                                   max_new_tokens=6, include_default=False).steered, terms, fluency).rate
+                 for m in multiples}
+        top = max(rates.values())
+        best[f] = (top, min(m for m in multiples if rates[m] == top))
+    expected = sorted((f for f in shortlist if best[f][0] > 0), key=lambda f: (-best[f][0], -scores[f]))
+    assert [h.feature for h in hits] == expected
+    for h in hits:
+        assert (h.hit_rate, h.multiple, h.n_trials) == (*best[h.feature], len(prompts))
+        assert h.output_score == pytest.approx(scores[h.feature], abs=1e-5)
+        assert h.to_dict()["feature"] == h.feature and isinstance(h.steered, str)
+    assert any("No feature steered" in str(w.message) for w in caught) == (not expected)
+
+
+def test_steering_search_warns_and_returns_nothing_when_no_trial_succeeds(tiny, sae, stats):
+    with pytest.warns(UserWarning, match="No feature steered toward 'the'.*output score"):
+        hits = steering_search(tiny, sae, stats, "the", terms="Zanzibarquetzal", candidates=4, shortlist=2,
+                               prompts=["The fog"], max_new_tokens=4, progress=False)
+    assert hits == []
+    with pytest.warns(UserWarning, match="nothing to try"):
+        assert steering_search(tiny, sae, stats, "no context says this", terms="bridge", progress=False) == []
 
 
 def test_output_scores_refuse_bad_input(tiny, sae, stats):

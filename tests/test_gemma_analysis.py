@@ -42,8 +42,8 @@ def golden_gate_steering_feature(demo, gemma) -> int:
     a trial generation on `SCORING_PROMPTS` (none of which is a prompt judged below)."""
     _, phrase, terms = STEERING_CONCEPT
     best = steering_search(gemma, demo.sae, demo.stats, phrase, n=1, terms=terms, progress=False)[0]
-    assert best["steer_rate"] > 0, best  # its trials (at the default strength) mentioned the bridge
-    return best["feature"]
+    assert best.hit_rate > 0, best  # only features whose trials steered are returned
+    return best.feature
 
 
 def test_searching_golden_gate_finds_a_feature_about_the_bridge(demo):

@@ -4,8 +4,8 @@
     card = feature_card(stats, i, logit_effects(model, sae), feature_geometry(sae))
     attribute(model, sae, "The Eiffel Tower is in the city of", target=" Paris").top(10)
     search_contexts(stats, "Golden Gate")
-    feature = steering_search(model, sae, stats, "Golden Gate", terms=["Golden Gate", "bridge"])[0]["feature"]
-    steer(model, sae, "I went for a walk and saw", {feature: DEFAULT_CLAMP_MULTIPLE}, stats=stats)
+    hit = steering_search(model, sae, stats, "Golden Gate", terms=["Golden Gate", "San Francisco"])[0]
+    steer(model, sae, "I went for a walk and saw", {hit.feature: hit.multiple}, stats=stats)
     vector = steering_vector(acts, [i for i, d in enumerate(corpus.documents) if d.topic == "golden_gate"])
     steer_vector(model, "I went for a walk and saw", vector, alpha=0.5)  # DiffMean, the baseline to beat
 
@@ -16,7 +16,7 @@ from .attribution import Attribution, attribute
 from .cards import feature_card
 from .geometry import FeatureGeometry, feature_geometry
 from .logits import LogitEffects, logit_effects
-from .output_score import output_scores, steering_search
+from .output_score import SteeringCandidate, output_scores, steering_search
 from .search import contrastive_search, features_active_on, search_contexts
 from .stats import FeatureStats, feature_stats
 from .steering import DEFAULT_CLAMP_MULTIPLE, DEFAULT_REPETITION_PENALTY, SteeringResult, generate, steer, steer_vector
@@ -35,6 +35,7 @@ __all__ = [
     "FluencyThreshold",
     "LogitEffects",
     "SELECTION_PROMPTS",
+    "SteeringCandidate",
     "SteeringConcept",
     "SteeringJudgement",
     "SteeringResult",

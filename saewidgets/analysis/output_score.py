@@ -25,7 +25,9 @@ the concept without the clamp (`judge_steering`; fluency calibrated on the same 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -106,33 +108,67 @@ def output_scores(model: ModelHandle, sae: Any, stats: FeatureStats, features: S
     return torch.cat(scores)
 
 
+@dataclass(frozen=True)
+class SteeringCandidate:
+    """A feature `steering_search` tried, and how its trials went.
+
+    Attributes:
+        feature: the SAE feature.
+        multiple: the clamp strength (multiple of its max activation) its trials did best at.
+        hit_rate: the fraction of trial prompts on which clamping it at ``multiple`` succeeded by `judge_steering`:
+            the continuation mentions a term, stays fluent, and the default continuation did not mention one.
+            Measured on the search's own (selection) prompts, so it is optimistic for other prompts.
+        n_trials: how many trial prompts that fraction is over.
+        output_score: the rise in log probability of the terms' first tokens when clamped (nats, `output_scores`).
+        steered: its trial continuation of the first prompt.
+        fraction, max_act, density, example: from the context search (`search_contexts`).
+    """
+
+    feature: int
+    multiple: float
+    hit_rate: float
+    n_trials: int
+    output_score: float
+    steered: str
+    fraction: float
+    max_act: float
+    density: float
+    example: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 def steering_search(model: ModelHandle, sae: Any, stats: FeatureStats, query: str, n: int = 5,
                     terms: str | Sequence[str] | None = None, candidates: int = 50, shortlist: int = 6,
                     multiples: Sequence[float] = (DEFAULT_CLAMP_MULTIPLE,), prompts: Sequence[str] = SCORING_PROMPTS,
-                    max_new_tokens: int = 20, progress: bool = True) -> list[dict[str, Any]]:
-    """The features to steer with toward ``query``, best first, each with the clamp strength that worked best.
+                    max_new_tokens: int = 20, progress: bool = True) -> list[SteeringCandidate]:
+    """The features that steered toward ``query`` in trials, best first, each with the strength that worked best.
+
+    Candidates are the features whose top contexts contain ``query``; the ``shortlist`` best by output score are
+    clamped while the model continues ``prompts``, at each of ``multiples``, and judged by `judge_steering`
+    against the unclamped continuations (fluency calibrated on those). Only features whose trials succeeded at
+    least once are returned: a feature whose trials all failed is not presented as a way to steer. When none
+    succeeded, a warning says so (with the best output score and what its trial wrote) and the list is empty.
 
     Args:
         query: phrase searched for in the top contexts (as `search_contexts`), e.g. "Golden Gate".
-        n: how many features to return.
+        n: how many features to return (at most ``shortlist``).
         terms: what the steered text should say; any one counts (default: ``query``), e.g.
-            ``["Golden Gate", "bridge", "San Francisco"]``. Give the concept, not just its name's first word:
+            ``["Golden Gate", "San Francisco", "Marin"]``. Give the concept, not just its name's first word:
             "Golden" alone is also "Golden Age".
         candidates: how many context hits to score, from each of `search_contexts` with and without
             ``beyond_query`` (steering features often fire around a name rather than on it).
         shortlist: how many of the best by output score are then tried by generating (the slow step).
         multiples: clamp strengths (multiples of max activation) to try each shortlisted feature at. The output
-            score is measured at the largest. One strength by default; several calibrate the strength too: how
-            far is right depends on the SAE and on how its max activations were measured (a bigger corpus finds
-            bigger maxima, so the same multiple pushes harder).
-        prompts: neutral prompts to measure on.
+            score is measured at the largest. Several calibrate the strength too: how far is right depends on the
+            SAE and on how its max activations were measured (a bigger corpus finds bigger maxima, so the same
+            multiple pushes harder).
+        prompts: neutral prompts to try on: selection prompts (`SELECTION_PROMPTS`), never the ones you judge on.
         max_new_tokens: length of each trial continuation.
 
-    Returns ``[{"feature", "multiple", "steer_rate", "output_score", "steered", "fraction", "max_act", "density",
-    "example"}]``: ``steer_rate`` is the fraction of trial continuations at ``multiple`` that succeed by
-    `judge_steering` (mention a term, stay fluent, and the default continuation did not mention one; the best
-    over ``multiples``, the gentler strength on a tie), ``steered`` the first of them; the rest come from the context search. Sorted by ``steer_rate``, then ``output_score`` (features past the
-    shortlist have ``steer_rate`` None and come last). Empty when no top context contains ``query``.
+    Returns `SteeringCandidate` s sorted by ``hit_rate``, then ``output_score`` (the gentler multiple on a tie).
+    Empty when no top context contains ``query`` or no trial succeeded (with a warning).
     """
     if not query.strip():
         raise ValueError("steering_search() needs a non-empty query, e.g. 'Golden Gate'.")
@@ -140,25 +176,39 @@ def steering_search(model: ModelHandle, sae: Any, stats: FeatureStats, query: st
     multiples = sorted({float(m) for m in multiples})
     if not multiples:
         raise ValueError("steering_search() needs at least one clamp multiple to try, e.g. multiples=(2.0,).")
+    prompts = list(prompts)
     hits: dict[int, dict[str, Any]] = {}
     for beyond_query in (False, True):
         for hit in search_contexts(stats, query, n=candidates, beyond_query=beyond_query):
             hits.setdefault(hit["feature"], hit)
     if not hits:
+        warnings.warn(f"No feature has {query!r} in its top contexts, so there is nothing to try: search for a "
+                      "phrase the corpus uses (search_contexts), or use a steering vector (steering_vector).",
+                      stacklevel=2)
         return []
     features = list(hits)
     default = generate(model, prompts, max_new_tokens=max_new_tokens)
     fluency = calibrate_fluency(model, prompts, max_new_tokens=max_new_tokens, default=default)
     scores = output_scores(model, sae, stats, features, terms, multiples[-1], prompts, progress=progress)
-    ranked = [{**hits[f], "output_score": score, "multiple": None, "steer_rate": None, "steered": None}
-              for score, f in sorted(zip(scores.tolist(), features), key=lambda pair: -pair[0])]
-    trials = ranked[:shortlist]
-    for row in tqdm(trials, desc="steering trials", unit="feature", disable=not progress):
+    ranked = sorted(zip(scores.tolist(), features), key=lambda pair: -pair[0])[:shortlist]
+    tried = []
+    for score, feature in tqdm(ranked, desc="steering trials", unit="feature", disable=not progress):
+        best = None
         for multiple in multiples:
-            result = steer(model, sae, list(prompts), {row["feature"]: multiple}, stats=stats,
-                           max_new_tokens=max_new_tokens, include_default=False)
-            rate = judge_steering(model, prompts, default, result.steered, terms, fluency).rate
-            if row["steer_rate"] is None or rate > row["steer_rate"]:
-                row.update(multiple=multiple, steer_rate=rate, steered=result.steered[0])
-    trials.sort(key=lambda row: (-row["steer_rate"], -row["output_score"]))
-    return (trials + ranked[shortlist:])[:n]
+            steered = steer(model, sae, prompts, {feature: multiple}, stats=stats, max_new_tokens=max_new_tokens,
+                            include_default=False).steered
+            rate = judge_steering(model, prompts, default, steered, terms, fluency).rate
+            if best is None or rate > best[0]:
+                best = (rate, multiple, steered[0])
+        context = hits[feature]
+        tried.append(SteeringCandidate(feature, best[1], best[0], len(prompts), score, best[2], context["fraction"],
+                                       context["max_act"], context["density"], context["example"]))
+    worked = sorted((c for c in tried if c.hit_rate > 0), key=lambda c: (-c.hit_rate, -c.output_score))
+    if not worked:
+        top = tried[0]
+        warnings.warn(f"No feature steered toward {query!r}: the {len(tried)} best by output score were clamped at "
+                      f"{', '.join(f'{m:g}x' for m in multiples)} on {len(prompts)} prompts and no continuation "
+                      f"mentioned {terms} fluently where the default did not (feature {top.feature}, output score "
+                      f"{top.output_score:.2f}, wrote {top.steered!r}). Try more multiples, more candidates, or a "
+                      "steering vector (steering_vector).", stacklevel=2)
+    return worked[:n]

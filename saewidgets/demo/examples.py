@@ -80,11 +80,11 @@ def steering_examples(art: Any, prompts: Sequence[str], *,
         return []
     best = hits[0]
     if progress:
-        print(f"steering: clamping feature {best['feature']} ({name}) at {best['multiple']}x its max...", flush=True)
-    result = steer(art.model, art.sae, list(prompts), {best["feature"]: best["multiple"]}, stats=art.stats,
+        print(f"steering: clamping feature {best.feature} ({name}) at {best.multiple}x its max...", flush=True)
+    result = steer(art.model, art.sae, list(prompts), {best.feature: best.multiple}, stats=art.stats,
                    max_new_tokens=max_new_tokens)
-    examples = [{"name": name, "feature": int(best["feature"]), "multiple": best["multiple"],
-                 "output_score": best["output_score"], "steer_rate": best["steer_rate"], "prompts": result.prompts,
+    examples = [{"name": name, "feature": best.feature, "multiple": best.multiple,
+                 "output_score": best.output_score, "steer_rate": best.hit_rate, "prompts": result.prompts,
                  "default": result.default, "steered": result.steered}]
     atomic_write_bytes(path, json.dumps({"key": key, "examples": examples}, indent=1).encode())
     return examples
