@@ -21,7 +21,7 @@ DEFINED_IN = ROOT / "saewidgets" / "analysis" / "steering_sets.py"
 #: The files allowed to use the evaluation set: the benchmark, the demo's reported rate, the acceptance test and
 #: this test. Anything that chooses or calibrates must not be among them.
 JUDGES = {"benchmarks/bench_steering.py", "tests/test_steering_sets.py", "tests/test_gemma_analysis.py",
-          "saewidgets/demo/steering.py", "saewidgets/demo.py"}
+          "saewidgets/demo/examples.py"}
 TEXT_FILES = ("*.py", "*.ipynb", "*.md", "*.txt", "*.json", "*.toml", "*.js", "*.cfg")
 
 
@@ -49,6 +49,13 @@ def test_prompts_are_neutral_no_concept_term_in_any_prompt():
         for prompt in SELECTION_PROMPTS + EVALUATION_PROMPTS:
             assert not mentions(prompt, concept.terms), (concept.name, prompt)
     assert len(CONCEPTS) >= 6 and CONCEPTS[0].name == "Golden Gate Bridge"
+
+
+def test_the_demo_steers_toward_the_benchmark_concept():
+    from saewidgets.analysis.steering_sets import GOLDEN_GATE
+    from saewidgets.demo import STEERING_CONCEPT
+
+    assert STEERING_CONCEPT[1:] == (GOLDEN_GATE.query, GOLDEN_GATE.terms)
 
 
 def test_no_other_file_spells_out_an_evaluation_prompt():

@@ -80,3 +80,26 @@ def test_steer_vector_refuses_bad_strength(tiny, acts):
     with pytest.raises(ValueError, match="max_new_tokens"):
         steer_vector(tiny, "Hello", vector, 1.0, max_new_tokens=0)
     assert isinstance(vector, SteeringVector) and "median residual norms" in repr(vector)
+
+
+def test_steering_results_carry_their_measured_hit_rate(tiny, acts):
+    from saewidgets.analysis import SELECTION_PROMPTS, judge_steering
+    from saewidgets.analysis.steering_judge import default_fluency
+    from saewidgets.widgets.steering_panel import SteeringPanel
+
+    vector = steering_vector(acts, np.unique(acts.doc_ids)[:1].tolist())
+    prompts, terms = ["I went for a walk and saw", "The fog"], ["the", "a"]
+    result = steer_vector(tiny, prompts, vector, 0.8, max_new_tokens=6, terms=terms, fluency=-1e9)
+    expected = judge_steering(tiny, prompts, result.default, result.steered, terms, -1e9)
+    assert result.judgement.success == expected.success and result.hit_rate == expected.rate
+    assert "hit rate" in repr(result)
+    assert steer_vector(tiny, prompts, vector, 0.8, max_new_tokens=2).hit_rate is None  # not judged: no terms
+    calibrated = steer_vector(tiny, prompts, vector, 0.8, max_new_tokens=3, terms=terms)  # on selection prompts
+    assert calibrated.judgement.threshold == default_fluency(tiny, 3).threshold
+    assert default_fluency(tiny, 3).prompts == SELECTION_PROMPTS
+    with pytest.raises(ValueError, match="include_default"):
+        steer_vector(tiny, prompts, vector, 0.8, max_new_tokens=2, terms=terms, include_default=False)
+    panel = SteeringPanel(result=result, background=False)
+    assert panel.hit_rate == result.hit_rate and f"measured hit rate {result.hit_rate:.0%}" in panel.status
+    panel.show_result(steer_vector(tiny, prompts, vector, 0.8, max_new_tokens=2))
+    assert panel.hit_rate is None and "hit rate" not in panel.status

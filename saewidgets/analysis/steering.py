@@ -57,7 +57,8 @@ class SteeringResult:
         steered: their continuations with it.
         clamps: feature -> the activation value clamped to (``mode="clamp"``) or added along the decoder
             direction (``mode="add"``), in activation units.
-        mode: ``"clamp"`` or ``"add"``.
+        mode: ``"clamp"``, ``"add"`` or ``"vector"``.
+        judgement: with ``steer(..., terms=...)``, how each continuation was judged (`judge_steering`).
     """
 
     prompts: list[str]
@@ -66,9 +67,18 @@ class SteeringResult:
     clamps: dict[int, float]
     mode: str = "clamp"
     settings: dict[str, Any] = field(default_factory=dict)
+    judgement: Any = None
+
+    @property
+    def hit_rate(self) -> float | None:
+        """The fraction of prompts steered to the terms (mention, fluent, default did not); None if not judged."""
+        return None if self.judgement is None else self.judgement.rate
 
     def __repr__(self) -> str:
-        lines = [f"SteeringResult({self.mode} {self.clamps})"]
+        lines = [f"SteeringResult({self.mode} {self.clamps or self.settings.get('alpha')})"]
+        if self.judgement is not None:
+            lines[0] += (f"  hit rate {sum(self.judgement.success)}/{len(self.prompts)} on these prompts "
+                         f"(mentions {list(self.judgement.terms)}, fluent, default did not)")
         for p, d, s in zip(self.prompts, self.default, self.steered):
             lines += [f"  {p!r}", f"    default: {d!r}", f"    steered: {s!r}"]
         return "\n".join(lines)
@@ -145,6 +155,8 @@ def steer(
     repetition_penalty: float = DEFAULT_REPETITION_PENALTY,
     layer: int | str | None = None,
     include_default: bool = True,
+    terms: str | Sequence[str] | None = None,
+    fluency: Any = None,
 ) -> SteeringResult:
     """Continue ``prompts`` with ``features`` clamped (or added) at every token, next to the default continuation.
 
@@ -162,6 +174,10 @@ def steer(
             get the same penalty.
         layer: the block the SAE reads (default: ``sae.cfg.layer``).
         include_default: also generate the unsteered continuations (in the same batch).
+        terms: what the steered text should say: when given, each continuation is judged (`judge_steering`) and
+            the result carries ``judgement`` and ``hit_rate``. Needs ``include_default``.
+        fluency: the fluency bar for that (a `calibrate_fluency` result or nats per token); default: calibrated
+            once per model on the selection prompts (`default_fluency`).
     """
     layer = sae_layer(model, sae, layer)
     if mode not in ("clamp", "add"):
@@ -179,7 +195,8 @@ def steer(
                                        include_default=include_default)
     settings = {"units": units, "layer": layer, "max_new_tokens": max_new_tokens, "temperature": temperature,
                 "seed": seed, "repetition_penalty": repetition_penalty, "strengths": _strengths(sae, features)}
-    return SteeringResult(prompts, default, steered_texts, values, mode, settings)
+    judgement = _judge(model, prompts, default, steered_texts, terms, fluency, include_default, max_new_tokens)
+    return SteeringResult(prompts, default, steered_texts, values, mode, settings, judgement)
 
 
 @dataclass(eq=False)
@@ -203,13 +220,15 @@ def steer_vector(
     seed: int = 0,
     repetition_penalty: float = DEFAULT_REPETITION_PENALTY,
     include_default: bool = True,
+    terms: str | Sequence[str] | None = None,
+    fluency: Any = None,
 ) -> SteeringResult:
     """Continue ``prompts`` with a steering vector added at every token, next to the default continuation.
 
     Args:
         vector: a `SteeringVector` (e.g. DiffMean, `steering_vector`); it is added after its own layer.
         alpha: strength in median residual norms: each residual gets ``alpha x vector.median_norm x direction``.
-        Others as `steer`.
+        Others as `steer` (``terms`` judges the continuations and fills ``hit_rate``).
 
     The result's ``clamps`` is empty and ``mode`` is ``"vector"``; ``settings`` records ``alpha``.
     """
@@ -225,7 +244,8 @@ def steer_vector(
                                        repetition_penalty=repetition_penalty, include_default=include_default)
     settings = {"alpha": alpha, "layer": layer, "max_new_tokens": max_new_tokens, "temperature": temperature,
                 "seed": seed, "repetition_penalty": repetition_penalty}
-    return SteeringResult(prompts, default, steered_texts, {}, "vector", settings)
+    judgement = _judge(model, prompts, default, steered_texts, terms, fluency, include_default, max_new_tokens)
+    return SteeringResult(prompts, default, steered_texts, {}, "vector", settings, judgement)
 
 
 def generate(model: ModelHandle, prompts: str | Sequence[str], max_new_tokens: int = 30, temperature: float = 0.0,
@@ -236,6 +256,20 @@ def generate(model: ModelHandle, prompts: str | Sequence[str], max_new_tokens: i
     _, texts = _generate(model, prompts, 0, None, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
                          repetition_penalty=repetition_penalty, include_default=False)
     return texts
+
+
+def _judge(model: ModelHandle, prompts: list[str], default: list[str], steered: list[str], terms: Any, fluency: Any,
+           include_default: bool, max_new_tokens: int) -> Any:
+    """`judge_steering` of a steering run when ``terms`` were given, else None."""
+    if terms is None:
+        return None
+    if not include_default:
+        raise ValueError("Judging steered text against terms compares it with the default continuation: "
+                         "pass include_default=True (or no terms).")
+    from .steering_judge import default_fluency, judge_steering
+
+    fluency = default_fluency(model, max_new_tokens) if fluency is None else fluency
+    return judge_steering(model, prompts, default, steered, terms, fluency)
 
 
 def _check_generation(max_new_tokens: int, temperature: float, repetition_penalty: float) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import re
+import weakref
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -149,6 +150,18 @@ def calibrate_fluency(model: ModelHandle, prompts: Sequence[str] = SELECTION_PRO
         raise ValueError("None of the default continuations has a token to score: generate at least one token.")
     return FluencyThreshold(float(finite.min()) - margin, tuple(scores.tolist()), tuple(prompts), float(margin),
                             int(max_new_tokens))
+
+
+_DEFAULT_FLUENCY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {max_new_tokens: threshold}
+
+
+def default_fluency(model: ModelHandle, max_new_tokens: int = 24) -> FluencyThreshold:
+    """`calibrate_fluency` on `SELECTION_PROMPTS` for ``model`` and continuations of ``max_new_tokens``, computed
+    once per model and length in this process (it generates 14 continuations)."""
+    known = _DEFAULT_FLUENCY.setdefault(model, {})
+    if max_new_tokens not in known:
+        known[max_new_tokens] = calibrate_fluency(model, SELECTION_PROMPTS, max_new_tokens=max_new_tokens)
+    return known[max_new_tokens]
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,7 @@ class SteeringConcept:
 
     Attributes:
         name: shown to people.
+        about: the concept in a phrase ("the Golden Gate Bridge"), for an instruction to write about it.
         query: phrase `steering_search` looks for in the features' top contexts.
         terms: what counts as a mention (`mentions`: whole words, any case, plurals too). Specific to the concept:
             "bridge" alone is any bridge, "Golden" alone is also the Golden Temple.
@@ -81,6 +82,7 @@ class SteeringConcept:
     """
 
     name: str
+    about: str
     query: str
     terms: tuple[str, ...]
     topic: str | None = None
@@ -94,23 +96,24 @@ class SteeringConcept:
 
 
 GOLDEN_GATE = SteeringConcept(
-    "Golden Gate Bridge", "Golden Gate",
+    "Golden Gate Bridge", "the Golden Gate Bridge", "Golden Gate",
     ("Golden Gate", "San Francisco", "Marin", "Sausalito", "Presidio", "Alcatraz", "Bay Area"), topic="golden_gate")
 
 #: The benchmark's panel of concepts (the Golden Gate Bridge first).
 CONCEPTS: tuple[SteeringConcept, ...] = (
     GOLDEN_GATE,
-    SteeringConcept("Eiffel Tower / Paris", "Eiffel", ("Eiffel", "Paris", "Parisian"), keyword="Eiffel"),
-    SteeringConcept("computer code", "SQL",
+    SteeringConcept("Eiffel Tower / Paris", "the Eiffel Tower in Paris", "Eiffel", ("Eiffel", "Paris", "Parisian"),
+                    keyword="Eiffel"),
+    SteeringConcept("computer code", "computer programming", "SQL",
                     ("code", "coding", "programming", "programmer", "Python", "JavaScript", "SQL", "software",
                      "database", "compiler", "function"), topic="code"),
-    SteeringConcept("honesty and lies", "honest",
+    SteeringConcept("honesty and lies", "honesty and lying", "honest",
                     ("honest", "honesty", "dishonest", "lie", "lied", "lying", "liar", "truth", "truthful",
                      "deceive", "deceived", "deception", "deceit"), topic="honesty"),
-    SteeringConcept("trains and transit", "train",
+    SteeringConcept("trains and transit", "trains and public transport", "train",
                     ("train", "subway", "metro", "tram", "railway", "station", "commute", "commuter", "transit",
                      "bus"), topic="cities_transit"),
-    SteeringConcept("music", "music",
+    SteeringConcept("music", "music", "music",
                     ("music", "musical", "musician", "song", "singer", "piano", "guitar", "concert", "melody",
                      "symphony", "orchestra", "band"), topic="music"),
 )

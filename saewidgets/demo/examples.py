@@ -43,7 +43,10 @@ def highlight_features(art: Any, concepts: Sequence[tuple[str, str]] = CONCEPTS)
 STEERING_PROMPTS = ("I went for a walk and saw", "My favourite place in the world is", "Today I want to write about")
 
 #: What the demo steers toward: (name shown, phrase searched in top contexts, terms the steered text should say).
-STEERING_CONCEPT = ("Golden Gate Bridge", "Golden Gate", ("Golden Gate", "bridge", "San Francisco"))
+#: The terms are the steering benchmark's (`saewidgets.analysis.steering_sets.GOLDEN_GATE`, spelled out here so
+#: importing the demo does not import torch; a test keeps the two equal).
+STEERING_CONCEPT = ("Golden Gate Bridge", "Golden Gate",
+                    ("Golden Gate", "San Francisco", "Marin", "Sausalito", "Presidio", "Alcatraz", "Bay Area"))
 
 
 #: How the demo searches for its steering feature: clamp strengths tried (multiples of max activation; the demo
@@ -62,13 +65,14 @@ def steering_examples(art: Any, prompts: Sequence[str], *,
     be pushed before a small model's text breaks down varies with the SAE.
     """
     from ..analysis import DEFAULT_REPETITION_PENALTY, steer, steering_search
+    from ..analysis.steering_sets import EVALUATION_PROMPTS  # judging only: the demo reports its held-out rate
 
     name, phrase, terms = concept
     if not prompts:
         return []
     key = json.loads(json.dumps({"concept": [name, phrase, terms], "search": STEERING_SEARCH, "prompts": prompts,
                                  "tokens": max_new_tokens, "repetition_penalty": DEFAULT_REPETITION_PENALTY,
-                                 "sae": art.sae.fingerprint()}))  # as it reads back from the file
+                                 "sae": art.sae.fingerprint(), "held_out": len(EVALUATION_PROMPTS)}))  # as read back
     path = Path(art.folder) / "steering.json"
     if path.exists():
         cached = json.loads(path.read_text())
@@ -83,8 +87,12 @@ def steering_examples(art: Any, prompts: Sequence[str], *,
         print(f"steering: clamping feature {best.feature} ({name}) at {best.multiple}x its max...", flush=True)
     result = steer(art.model, art.sae, list(prompts), {best.feature: best.multiple}, stats=art.stats,
                    max_new_tokens=max_new_tokens)
+    # The rate to report: on held-out prompts, which neither the search nor the strength was chosen on.
+    held_out = steer(art.model, art.sae, list(EVALUATION_PROMPTS), {best.feature: best.multiple}, stats=art.stats,
+                     max_new_tokens=max_new_tokens, terms=terms)
     examples = [{"name": name, "feature": best.feature, "multiple": best.multiple,
-                 "output_score": best.output_score, "steer_rate": best.hit_rate, "prompts": result.prompts,
+                 "output_score": best.output_score, "trial_hit_rate": best.hit_rate, "hit_rate": held_out.hit_rate,
+                 "n_evaluation_prompts": len(EVALUATION_PROMPTS), "prompts": result.prompts,
                  "default": result.default, "steered": result.steered}]
     atomic_write_bytes(path, json.dumps({"key": key, "examples": examples}, indent=1).encode())
     return examples

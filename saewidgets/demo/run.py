@@ -31,12 +31,14 @@ def run_demo(settings: DemoSettings, out_dir: str | Path, *, refresh: bool = Fal
     for name, feature in highlights.items():
         print(f"  feature {feature:>5}  {name}")
     examples = steering_examples(art, STEERING_PROMPTS[:n_prompts], progress=True) if steer else []
+    if steer and not examples:
+        print("\nsteering: no feature of this SAE steered its trial prompts to the Golden Gate Bridge (see the warning "
+              "above); a DiffMean steering vector (steering_vector) is the baseline to try instead.")
     for ex in examples:
-        print(f"\nsteering feature {ex['feature']} ({ex['name']}; {ex['steer_rate']:.0%} of trial continuations "
-              f"mentioned it readably, output score {ex['output_score']:.2f} nats) at {ex['multiple']}x max:")
-        if not ex["steer_rate"]:
-            print("  (no feature this SAE learned steered the trials to the concept: the text below shows where the "
-                  "best candidate goes instead; retrain with another --seed or --n-features to look for one)")
+        print(f"\nsteering feature {ex['feature']} ({ex['name']}) at {ex['multiple']:g}x max: measured hit rate "
+              f"{ex['hit_rate']:.0%} on {ex['n_evaluation_prompts']} held-out prompts ({ex['trial_hit_rate']:.0%} on "
+              f"the trial prompts it was chosen on; a hit mentions the concept in fluent text where the default "
+              f"did not; output score {ex['output_score']:.2f} nats). On the demo's prompts:")
         for prompt, default, steered in zip(ex["prompts"], ex["default"], ex["steered"]):
             print(f"  {prompt!r}\n    default: {default!r}\n    steered: {steered!r}")
     out = write_explorer(art, Path(out_dir), highlights=highlights, steering=examples)

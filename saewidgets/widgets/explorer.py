@@ -242,7 +242,8 @@ class Explorer(_ExplorerState):  # type: ignore[misc, valid-type]
         if isinstance(example, Mapping):
             feature, multiple = int(example["feature"]), float(example["multiple"])
             prompts = list(example.get("prompts") or [])
-            result: Any = _Result(default=list(example["default"]), steered=list(example["steered"]))
+            result: Any = _Result(default=list(example["default"]), steered=list(example["steered"]),
+                                  hit_rate=example.get("hit_rate"))
         else:
             feature = int(next(iter(example.clamps)))
             multiple, prompts, result = self.steering.multiple, list(example.prompts), example
@@ -413,8 +414,8 @@ class Explorer(_ExplorerState):  # type: ignore[misc, valid-type]
 class _Result:
     """A minimal SteeringResult for results saved as plain dicts."""
 
-    def __init__(self, default: list[str], steered: list[str]) -> None:
-        self.default, self.steered = default, steered
+    def __init__(self, default: list[str], steered: list[str], hit_rate: float | None = None) -> None:
+        self.default, self.steered, self.hit_rate = default, steered, hit_rate
 
 
 def export_html(path: str | Path, explorer: Explorer, **kwargs: Any) -> Path:

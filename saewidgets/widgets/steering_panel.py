@@ -30,6 +30,12 @@ def default_clamp_multiple() -> float:
     return float(DEFAULT_CLAMP_MULTIPLE)
 
 
+def _hit_rate(result: Any) -> float | None:
+    """The measured hit rate a result carries (``SteeringResult.hit_rate``, or ``hit_rate`` in a saved example)."""
+    rate = result.get("hit_rate") if isinstance(result, dict) else getattr(result, "hit_rate", None)
+    return None if rate is None else float(rate)
+
+
 class SteeringPanel(ViewWidget):
     """Feature picker, clamp slider (multiples of the feature's max activation), prompt box, Generate button,
     and default vs steered continuations side by side."""
@@ -45,6 +51,7 @@ class SteeringPanel(ViewWidget):
     steered_texts = t.List(t.Unicode()).tag(sync=True)
     steered_multiple = t.Float(None, allow_none=True).tag(sync=True)  # the clamp of the result shown
     steered_feature = t.Int(-1).tag(sync=True)  # the feature of the result shown
+    hit_rate = t.Float(None, allow_none=True).tag(sync=True)  # measured hit rate of the result shown, if judged
     busy = t.Bool(False).tag(sync=True)
     error = t.Unicode("").tag(sync=True)
     status = t.Unicode("").tag(sync=True)
@@ -94,7 +101,10 @@ class SteeringPanel(ViewWidget):
             self.steered_texts = [str(s) for s in result.steered]
             self.steered_multiple = self.multiple if multiple is None else float(multiple)
             self.steered_feature = self.feature if feature is None else int(feature)
-            self.status = f"feature #{self.steered_feature} at {self.steered_multiple:g}× max"
+            self.hit_rate = _hit_rate(result)
+            self.status = f"feature #{self.steered_feature} at {self.steered_multiple:g}× max" + (
+                "" if self.hit_rate is None else f" · measured hit rate {self.hit_rate:.0%} (mentions the concept, "
+                "fluent, default did not)")
 
     def generate(self, wait: bool = False) -> bool:
         """Run ``steer_fn(prompt, feature, multiple)`` and show the result. Returns False (and does nothing) if a

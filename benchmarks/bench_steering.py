@@ -1,0 +1,218 @@
+"""Steering that holds on prompts nobody tuned for: the public SAE recipe against DiffMean and prompting.
+
+For each concept of `CONCEPTS` and each demo SAE (quick, full) that is cached, three methods run side by side on
+Gemma 3 270M, all greedy with `DEFAULT_REPETITION_PENALTY` and `NEW_TOKENS` new tokens:
+
+- **recipe**: the README quickstart exactly: ``steering_search(model, sae, stats, query, terms=terms)[0]``
+  (its defaults: candidates from the context search, output score, trials on the first selection prompts), then
+  ``steer(..., {hit.feature: 2.0}, stats=stats)``.
+- **diffmean**: `steering_vector` on the demo's own harvest (rows of the concept's documents minus the rest), added
+  with the strength in `ALPHAS` that does best on `SELECTION_PROMPTS` (the gentler on a tie).
+- **prompting**: no intervention; `instruction` in front of each prompt. The ceiling.
+
+Every steered continuation is judged by `judge_steering` on `EVALUATION_PROMPTS` only: it mentions a term, is
+fluent (mean log-prob per token under the unsteered model, given the plain prompt, at least the threshold
+`calibrate_fluency` sets on the unsteered continuations of the selection prompts), and the unsteered continuation
+of that prompt does not mention it. Variants of the recipe (item 4 of issue 13) are further methods in `METHODS`.
+
+Each step's result is cached in the saewidgets cache (keyed by everything that changes it), so a run killed by a
+time limit resumes where it stopped: run it under the shared lock in chunks. The demo SAEs are not trained here:
+an SAE that ``saewidgets demo [--quick]`` has not cached yet is skipped with a message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .fixtures import gemma
+from .timing import Row
+
+NEW_TOKENS = 24
+#: DiffMean strengths tried on the selection prompts (median residual norms).
+ALPHAS = (0.25, 0.5, 0.75, 1.0)
+#: Bump when a method's code changes, so cached results of the old code are not reused.
+VERSION = 1
+RESULTS = Path(__file__).resolve().parent / "results" / "steering.json"
+
+
+def instruction(concept: Any) -> str:
+    """What prompting puts in front of each prompt."""
+    return f"The following is a short text about {concept.about}.\n\n"
+
+
+def _cached(name: str, key: dict[str, Any], compute: Callable[[], Any]) -> Any:
+    from saewidgets._cache import atomic_write_bytes, cache_dir
+
+    blob = json.dumps({**key, "version": VERSION, "tokens": NEW_TOKENS}, sort_keys=True, default=str)
+    path = cache_dir("bench_steering") / f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    value = compute()
+    atomic_write_bytes(path, json.dumps(value).encode())
+    return value
+
+
+def fluency(model: Any) -> Any:
+    """The fluency threshold (unsteered continuations of the selection prompts) and those continuations."""
+    from saewidgets.analysis import SELECTION_PROMPTS, FluencyThreshold, calibrate_fluency
+
+    data = _cached("fluency", {"prompts": SELECTION_PROMPTS},
+                   lambda: calibrate_fluency(model, SELECTION_PROMPTS, max_new_tokens=NEW_TOKENS).to_dict())
+    return FluencyThreshold(**{**data, "default_scores": tuple(data["default_scores"]),
+                               "prompts": tuple(data["prompts"])})
+
+
+def unsteered(model: Any, prompts: tuple[str, ...]) -> list[str]:
+    from saewidgets.analysis import generate
+
+    return _cached("default", {"prompts": prompts}, lambda: generate(model, prompts, max_new_tokens=NEW_TOKENS))
+
+
+def judged(model: Any, name: str, key: dict[str, Any], prompts: tuple[str, ...], steer_texts: Callable[[], list[str]],
+           terms: tuple[str, ...]) -> dict[str, Any]:
+    """`judge_steering` of ``steer_texts()`` on ``prompts`` against the unsteered continuations (cached)."""
+    from saewidgets.analysis import judge_steering
+
+    def compute() -> dict[str, Any]:
+        texts = steer_texts()
+        return judge_steering(model, prompts, unsteered(model, prompts), texts, terms, fluency(model)).to_dict()
+
+    return _cached(name, {**key, "prompts": prompts, "terms": terms}, compute)
+
+
+# -- methods: each returns {"rate", "setting", "judgement"} on the evaluation prompts -------------------------------
+
+def prompting(model: Any, art: Any, concept: Any) -> dict[str, Any]:
+    from saewidgets.analysis import generate
+    from saewidgets.analysis.steering_sets import EVALUATION_PROMPTS
+
+    eval_prompts = tuple(EVALUATION_PROMPTS)
+    out = judged(model, "prompting", {"concept": concept.name, "instruction": instruction(concept)}, eval_prompts,
+                 lambda: generate(model, [instruction(concept) + p for p in eval_prompts], max_new_tokens=NEW_TOKENS),
+                 concept.terms)
+    return {"rate": out["rate"], "setting": "instruction", "judgement": out}
+
+
+def diffmean(model: Any, art: Any, concept: Any) -> dict[str, Any]:
+    from saewidgets.analysis import SELECTION_PROMPTS, steer_vector, steering_vector
+    from saewidgets.analysis.steering_sets import EVALUATION_PROMPTS
+
+    vector = steering_vector(art.activations, concept.documents(art.corpus))
+    key = {"concept": concept.name, "acts": art.key, "docs": concept.topic or concept.keyword}
+
+    def at(alpha: float, prompts: tuple[str, ...]) -> dict[str, Any]:
+        return judged(model, "diffmean", {**key, "alpha": alpha}, prompts,
+                      lambda: steer_vector(model, prompts, vector, alpha, max_new_tokens=NEW_TOKENS,
+                                           include_default=False).steered, concept.terms)
+
+    selection = {alpha: at(alpha, tuple(SELECTION_PROMPTS))["rate"] for alpha in ALPHAS}
+    alpha = max(ALPHAS, key=lambda a: (selection[a], -a))
+    out = at(alpha, tuple(EVALUATION_PROMPTS))
+    return {"rate": out["rate"], "setting": f"alpha {alpha:g}", "selection": selection, "judgement": out}
+
+
+def recipe(model: Any, art: Any, concept: Any) -> dict[str, Any]:
+    """The README quickstart's lines, exactly."""
+    from saewidgets.analysis import steer, steering_search
+    from saewidgets.analysis.steering_sets import EVALUATION_PROMPTS
+
+    def search() -> dict[str, Any]:
+        hits = steering_search(model, art.sae, art.stats, concept.query, terms=list(concept.terms), progress=False)
+        return hits[0].to_dict() if hits else {}
+
+    hit = _cached("recipe-search", {"concept": concept.name, "sae": art.sae.fingerprint()}, search)
+    if not hit:
+        return {"rate": 0.0, "setting": "steering_search found no feature that steered", "judgement": None}
+    prompts = tuple(EVALUATION_PROMPTS)
+    out = judged(model, "recipe", {"sae": art.sae.fingerprint(), "feature": hit["feature"], "multiple": 2.0}, prompts,
+                 lambda: steer(model, art.sae, prompts, {hit["feature"]: 2.0}, stats=art.stats,
+                               max_new_tokens=NEW_TOKENS, include_default=False).steered, concept.terms)
+    return {"rate": out["rate"], "setting": f"feature {hit['feature']} at 2x (trial rate {hit['hit_rate']:.0%})",
+            "judgement": out}
+
+
+METHODS: dict[str, Callable[[Any, Any, Any], dict[str, Any]]] = {
+    "recipe": recipe, "diffmean": diffmean, "prompting": prompting}
+
+
+class Demo:
+    """The parts of a cached demo run the methods need, loaded without training anything (``sae`` and ``stats``
+    are None until the demo has trained them; the harvest comes first)."""
+
+    def __init__(self, settings: Any, model: Any) -> None:
+        from saewidgets._cache import cache_dir
+        from saewidgets.activations import Activations
+        from saewidgets.analysis import FeatureStats
+        from saewidgets.corpus import demo_corpus
+        from saewidgets.sae import load_sae
+
+        folder = cache_dir("demo", settings.key())
+        if not (folder / "activations" / "activations.json").exists():
+            raise FileNotFoundError(f"the demo run {settings.key()} has not harvested yet: run `saewidgets demo` "
+                                    "(or `--quick`) first")
+        self.key, self.model, self.corpus = settings.key(), model, demo_corpus()
+        self.activations = Activations.load(folder / "activations")
+        trained = (folder / "sae").exists() and (folder / "stats").exists()
+        self.sae = load_sae(folder / "sae") if trained else None
+        self.stats = FeatureStats.load(folder / "stats", sae=self.sae) if trained else None
+
+
+def run(quick: bool = False) -> list[Row]:
+    from saewidgets.analysis import CONCEPTS
+    from saewidgets.demo import FULL, QUICK
+
+    model = gemma()
+    report: dict[str, Any] = {"new_tokens": NEW_TOKENS, "fluency": fluency(model).to_dict(), "saes": {}}
+    rows = []
+    for label, settings in [("quick", QUICK)] + ([] if quick else [("full", FULL)]):
+        try:
+            art = Demo(settings, model)
+        except FileNotFoundError as err:
+            print(f"[steering] skipping the {label} SAE: {err}", flush=True)
+            continue
+        methods = METHODS if art.sae is not None else {m: f for m, f in METHODS.items() if m != "recipe"}
+        if art.sae is None:
+            print(f"[steering] the {label} SAE is not trained yet: DiffMean and prompting only", flush=True)
+        results = {c.name: {m: method(model, art, c) for m, method in methods.items()} for c in CONCEPTS}
+        report["saes"][label] = {"key": settings.key(), "results": results,
+                                 "n_features": int(art.sae.cfg.n_features) if art.sae is not None else None}
+        rows += _rows(label, results)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=1))
+    print(table(report), flush=True)
+    return rows
+
+
+def _rows(label: str, results: dict[str, dict[str, dict[str, Any]]]) -> list[Row]:
+    rows = []
+    methods = [m for m in METHODS if all(m in r for r in results.values())]
+    if "recipe" not in methods:
+        return rows
+    mean = {m: sum(r[m]["rate"] for r in results.values()) / len(results) for m in methods}
+    for name, r in [*results.items(), ("panel average", None)]:
+        rates = mean if r is None else {m: r[m]["rate"] for m in methods}
+        notes = "; ".join(f"{m} {rates[m]:.0%}" + ("" if r is None else f" ({r[m]['setting']})") for m in methods)
+        rows.append(Row("steering", f"{name}: eval-prompt hit rate, {label} demo SAE, recipe vs DiffMean", "%",
+                        100 * rates["recipe"], 100 * rates["diffmean"], "DiffMean, strength calibrated on selection",
+                        "higher", None, notes))
+    return rows
+
+
+def table(report: dict[str, Any]) -> str:
+    """The per-concept Markdown table for ``benchmarks/README.md``."""
+    lines = ["| SAE | concept | " + " | ".join(METHODS) + " |", "|---|---|" + "---:|" * len(METHODS)]
+    for label, sae in report["saes"].items():
+        results = sae["results"]
+        for name, r in results.items():
+            cells = [f"{100 * r[m]['rate']:.0f}% ({r[m]['setting']})" if m in r else "-" for m in METHODS]
+            lines.append(f"| {label} ({sae['n_features'] or '?'} features) | {name} | " + " | ".join(cells) + " |")
+        mean = [sum(r[m]["rate"] for r in results.values()) / len(results) if all(m in r for r in results.values())
+                else math.nan for m in METHODS]
+        lines.append(f"| {label} | **average** | " + " | ".join(f"**{100 * x:.0f}%**" for x in mean) + " |")
+    return "\n".join(lines)
+
