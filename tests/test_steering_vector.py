@@ -103,3 +103,18 @@ def test_steering_results_carry_their_measured_hit_rate(tiny, acts):
     assert panel.hit_rate == result.hit_rate and f"measured hit rate {result.hit_rate:.0%}" in panel.status
     panel.show_result(steer_vector(tiny, prompts, vector, 0.8, max_new_tokens=2))
     assert panel.hit_rate is None and "hit rate" not in panel.status
+
+
+def test_steer_each_equals_one_steer_call_per_intervention(tiny, monkeypatch):
+    from saewidgets.analysis.steering import steer, steer_each
+    from saewidgets.sae import SAE, SAEConfig
+
+    sae = SAE(SAEConfig(d_in=tiny.d_model, n_features=16, architecture="topk", k=4, layer=LAYER),
+              torch.Generator().manual_seed(0)).eval()
+    prompts = ["I went for a walk and saw", "The fog"]
+    interventions = [{3: 4.0}, {5: -2.0}, {3: 0.0, 7: 6.0}]
+    monkeypatch.setattr("saewidgets.analysis.steering.MAX_BATCH_ROWS", 4)  # two generate calls
+    batched = steer_each(tiny, sae, prompts, interventions, units="activation", max_new_tokens=6)
+    for features, texts in zip(interventions, batched):
+        one = steer(tiny, sae, prompts, features, units="activation", max_new_tokens=6, include_default=False)
+        assert texts == one.steered

@@ -38,7 +38,7 @@ from ._common import check_features, content_mask, left_padded_batch, sae_layer
 from ._trace import residuals, token_logprob_with_delta
 from .search import search_contexts
 from .stats import FeatureStats
-from .steering import DEFAULT_CLAMP_MULTIPLE, clamp_values, generate, intervention_delta, steer
+from .steering import DEFAULT_CLAMP_MULTIPLE, clamp_values, generate, intervention_delta, steer_each
 from .steering_judge import as_terms, calibrate_fluency, judge_steering
 from .steering_sets import SELECTION_PROMPTS
 
@@ -191,18 +191,18 @@ def steering_search(model: ModelHandle, sae: Any, stats: FeatureStats, query: st
     fluency = calibrate_fluency(model, prompts, max_new_tokens=max_new_tokens, default=default)
     scores = output_scores(model, sae, stats, features, terms, multiples[-1], prompts, progress=progress)
     ranked = sorted(zip(scores.tolist(), features), key=lambda pair: -pair[0])[:shortlist]
+    pairs = [(feature, multiple) for _, feature in ranked for multiple in multiples]
+    runs = steer_each(model, sae, prompts, [{f: m} for f, m in pairs], stats=stats, max_new_tokens=max_new_tokens)
+    rates = {pair: judge_steering(model, prompts, default, steered, terms, fluency).rate
+             for pair, steered in zip(pairs, runs)}
+    first = {pair: steered[0] for pair, steered in zip(pairs, runs)}
     tried = []
-    for score, feature in tqdm(ranked, desc="steering trials", unit="feature", disable=not progress):
-        best = None
-        for multiple in multiples:
-            steered = steer(model, sae, prompts, {feature: multiple}, stats=stats, max_new_tokens=max_new_tokens,
-                            include_default=False).steered
-            rate = judge_steering(model, prompts, default, steered, terms, fluency).rate
-            if best is None or rate > best[0]:
-                best = (rate, multiple, steered[0])
+    for score, feature in ranked:
+        multiple = max(multiples, key=lambda m: (rates[feature, m], -m))  # the gentler strength on a tie
         context = hits[feature]
-        tried.append(SteeringCandidate(feature, best[1], best[0], len(prompts), score, best[2], context["fraction"],
-                                       context["max_act"], context["density"], context["example"]))
+        tried.append(SteeringCandidate(feature, multiple, rates[feature, multiple], len(prompts), score,
+                                       first[feature, multiple], context["fraction"], context["max_act"],
+                                       context["density"], context["example"]))
     worked = sorted((c for c in tried if c.hit_rate > 0), key=lambda c: (-c.hit_rate, -c.output_score))
     if not worked:
         top = tried[0]
