@@ -35,6 +35,8 @@ from .timing import Row
 NEW_TOKENS = 24
 #: DiffMean strengths tried on the selection prompts (median residual norms).
 ALPHAS = (0.25, 0.5, 0.75, 1.0)
+#: Clamp strengths `recipe_calibrated` lets `steering_search` choose from (multiples of max activation).
+MULTIPLES = (1.0, 1.5, 2.0, 3.0)
 #: Bump when a method's code changes, so cached results of the old code are not reused.
 VERSION = 1
 RESULTS = Path(__file__).resolve().parent / "results" / "steering.json"
@@ -98,15 +100,13 @@ def prompting(model: Any, art: Any, concept: Any) -> dict[str, Any]:
     return {"rate": out["rate"], "setting": "instruction", "judgement": out}
 
 
-def diffmean(model: Any, art: Any, concept: Any) -> dict[str, Any]:
-    from saewidgets.analysis import SELECTION_PROMPTS, steer_vector, steering_vector
+def calibrated_vector(model: Any, name: str, key: dict[str, Any], vector: Any, concept: Any) -> dict[str, Any]:
+    """Add ``vector`` at the strength in `ALPHAS` that does best on the selection prompts; judge on evaluation."""
+    from saewidgets.analysis import SELECTION_PROMPTS, steer_vector
     from saewidgets.analysis.steering_sets import EVALUATION_PROMPTS
 
-    vector = steering_vector(art.activations, concept.documents(art.corpus))
-    key = {"concept": concept.name, "acts": art.key, "docs": concept.topic or concept.keyword}
-
     def at(alpha: float, prompts: tuple[str, ...]) -> dict[str, Any]:
-        return judged(model, "diffmean", {**key, "alpha": alpha}, prompts,
+        return judged(model, name, {**key, "alpha": alpha}, prompts,
                       lambda: steer_vector(model, prompts, vector, alpha, max_new_tokens=NEW_TOKENS,
                                            include_default=False).steered, concept.terms)
 
@@ -116,28 +116,79 @@ def diffmean(model: Any, art: Any, concept: Any) -> dict[str, Any]:
     return {"rate": out["rate"], "setting": f"alpha {alpha:g}", "selection": selection, "judgement": out}
 
 
-def recipe(model: Any, art: Any, concept: Any) -> dict[str, Any]:
-    """The README quickstart's lines, exactly."""
-    from saewidgets.analysis import steer, steering_search
-    from saewidgets.analysis.steering_sets import EVALUATION_PROMPTS
+def diffmean_vector(art: Any, concept: Any) -> Any:
+    from saewidgets.analysis import steering_vector
 
-    def search() -> dict[str, Any]:
-        hits = steering_search(model, art.sae, art.stats, concept.query, terms=list(concept.terms), progress=False)
+    return steering_vector(art.activations, concept.documents(art.corpus))
+
+
+def diffmean(model: Any, art: Any, concept: Any) -> dict[str, Any]:
+    key = {"concept": concept.name, "acts": art.key, "docs": concept.topic or concept.keyword}
+    return calibrated_vector(model, "diffmean", key, diffmean_vector(art, concept), concept)
+
+
+def search(model: Any, art: Any, concept: Any, **options: Any) -> dict[str, Any]:
+    """``steering_search(model, sae, stats, query, terms=terms, **options)[0]`` as a dict ({} when it found none)."""
+    from saewidgets.analysis import steering_search
+
+    def compute() -> dict[str, Any]:
+        hits = steering_search(model, art.sae, art.stats, concept.query, terms=list(concept.terms), progress=False,
+                               **options)
         return hits[0].to_dict() if hits else {}
 
-    hit = _cached("recipe-search", {"concept": concept.name, "sae": art.sae.fingerprint()}, search)
+    return _cached("search", {"concept": concept.name, "sae": art.sae.fingerprint(), **options}, compute)
+
+
+def clamped(model: Any, art: Any, concept: Any, hit: dict[str, Any], multiple: float) -> dict[str, Any]:
+    """Clamp the feature of ``hit`` at ``multiple`` on the evaluation prompts."""
+    from saewidgets.analysis import steer
+    from saewidgets.analysis.steering_sets import EVALUATION_PROMPTS
+
     if not hit:
         return {"rate": 0.0, "setting": "steering_search found no feature that steered", "judgement": None}
     prompts = tuple(EVALUATION_PROMPTS)
-    out = judged(model, "recipe", {"sae": art.sae.fingerprint(), "feature": hit["feature"], "multiple": 2.0}, prompts,
-                 lambda: steer(model, art.sae, prompts, {hit["feature"]: 2.0}, stats=art.stats,
-                               max_new_tokens=NEW_TOKENS, include_default=False).steered, concept.terms)
-    return {"rate": out["rate"], "setting": f"feature {hit['feature']} at 2x (trial rate {hit['hit_rate']:.0%})",
-            "judgement": out}
+    out = judged(model, "clamp", {"sae": art.sae.fingerprint(), "feature": hit["feature"], "multiple": multiple},
+                 prompts, lambda: steer(model, art.sae, prompts, {hit["feature"]: multiple}, stats=art.stats,
+                                        max_new_tokens=NEW_TOKENS, include_default=False).steered, concept.terms)
+    return {"rate": out["rate"], "judgement": out,
+            "setting": f"feature {hit['feature']} at {multiple:g}x (trial rate {hit['hit_rate']:.0%})"}
 
 
+def recipe(model: Any, art: Any, concept: Any) -> dict[str, Any]:
+    """The README quickstart's lines, exactly: the top `steering_search` hit, clamped at 2x."""
+    return clamped(model, art, concept, search(model, art, concept), 2.0)
+
+
+def recipe_calibrated(model: Any, art: Any, concept: Any) -> dict[str, Any]:
+    """The search also calibrates the clamp (1x-3x on its selection prompts); clamp at the strength it chose."""
+    hit = search(model, art, concept, multiples=MULTIPLES)
+    return clamped(model, art, concept, hit, hit.get("multiple", 2.0))
+
+
+def decoder_added(model: Any, art: Any, concept: Any) -> dict[str, Any]:
+    """The recipe's feature used like DiffMean: its decoder direction added at a strength calibrated on selection,
+    in the same median-residual-norm units. Tells the SAE's direction apart from the clamp as the intervention."""
+    from dataclasses import replace
+
+    from saewidgets.analysis._common import decoder_directions
+
+    hit = search(model, art, concept)
+    if not hit:
+        return {"rate": 0.0, "setting": "steering_search found no feature that steered", "judgement": None}
+    direction = decoder_directions(art.sae, [hit["feature"]])[0].float()
+    vector = replace(diffmean_vector(art, concept), direction=direction / direction.norm(), n_concept=0, n_other=0)
+    key = {"sae": art.sae.fingerprint(), "feature": hit["feature"], "acts": art.key}
+    out = calibrated_vector(model, "decoder", key, vector, concept)
+    return {**out, "setting": f"feature {hit['feature']}, {out['setting']}"}
+
+
+#: Methods in the order of the table. "recipe" is the README's; the others are the issue's item-4 variants and
+#: the baselines.
 METHODS: dict[str, Callable[[Any, Any, Any], dict[str, Any]]] = {
-    "recipe": recipe, "diffmean": diffmean, "prompting": prompting}
+    "recipe": recipe, "recipe-calibrated": recipe_calibrated, "decoder-added": decoder_added,
+    "diffmean": diffmean, "prompting": prompting}
+#: Methods that need a trained SAE.
+SAE_METHODS = ("recipe", "recipe-calibrated", "decoder-added")
 
 
 class Demo:
@@ -175,10 +226,16 @@ def run(quick: bool = False) -> list[Row]:
         except FileNotFoundError as err:
             print(f"[steering] skipping the {label} SAE: {err}", flush=True)
             continue
-        methods = METHODS if art.sae is not None else {m: f for m, f in METHODS.items() if m != "recipe"}
+        methods = METHODS if art.sae is not None else {m: f for m, f in METHODS.items() if m not in SAE_METHODS}
         if art.sae is None:
             print(f"[steering] the {label} SAE is not trained yet: DiffMean and prompting only", flush=True)
-        results = {c.name: {m: method(model, art, c) for m, method in methods.items()} for c in CONCEPTS}
+        results = {}
+        for c in CONCEPTS:
+            results[c.name] = {}
+            for m, method in methods.items():
+                results[c.name][m] = method(model, art, c)
+                print(f"[steering] {label} {c.name} {m}: {results[c.name][m]['rate']:.0%} "
+                      f"({results[c.name][m]['setting']})", flush=True)
         report["saes"][label] = {"key": settings.key(), "results": results,
                                  "n_features": int(art.sae.cfg.n_features) if art.sae is not None else None}
         rows += _rows(label, results)

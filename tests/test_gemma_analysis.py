@@ -21,29 +21,22 @@ from saewidgets.analysis import (
     steering_search,
 )
 from saewidgets.analysis.output_score import SCORING_PROMPTS
-from saewidgets.analysis.steering_judge import continuation_logprobs, degenerate
+from saewidgets.analysis.steering_judge import calibrate_fluency, continuation_logprobs
+from saewidgets.analysis.steering_sets import EVALUATION_PROMPTS
 from saewidgets.demo import STEERING_CONCEPT
 
 pytestmark = pytest.mark.gemma
 
 BRIDGE = re.compile(r"golden gate|bridge|san francisco|suspension|marin|puente|ponte|pont\b|brücke", re.IGNORECASE)
 PARIS = re.compile(r"paris|france|french|eiffel|louvre|seine|parigi|parís", re.IGNORECASE)
-NEUTRAL_PROMPTS = ["I went for a walk and saw", "My favourite place in the world is",
-                   "Yesterday my friend told me about"]
+#: A handful of evaluation prompts (judging only; see steering_sets) and the rate the recipe must reach on them.
+HELD_OUT = EVALUATION_PROMPTS[:6]
+HELD_OUT_GOAL = 0.5
 
 
 def fraction_matching(stats, feature: int, pattern: re.Pattern) -> float:
     texts = stats.context_texts(feature)
     return sum(bool(pattern.search(t)) for t in texts) / max(1, len(texts))
-
-
-def golden_gate_steering_feature(demo, gemma) -> int:
-    """The feature the demo and the tutorial steer with: context hits for "Golden Gate" ranked by output score and
-    a trial generation on `SCORING_PROMPTS` (none of which is a prompt judged below)."""
-    _, phrase, terms = STEERING_CONCEPT
-    best = steering_search(gemma, demo.sae, demo.stats, phrase, n=1, terms=terms, progress=False)[0]
-    assert best.hit_rate > 0, best  # only features whose trials steered are returned
-    return best.feature
 
 
 def test_searching_golden_gate_finds_a_feature_about_the_bridge(demo):
@@ -55,17 +48,21 @@ def test_searching_golden_gate_finds_a_feature_about_the_bridge(demo):
     assert card["top"] and card["neighbours"] and card["promoted"]
 
 
-def test_clamping_the_golden_gate_feature_steers_neutral_prompts_to_the_bridge(demo, gemma):
-    assert not set(NEUTRAL_PROMPTS) & set(SCORING_PROMPTS), "the feature must be chosen on other prompts"
-    feature = golden_gate_steering_feature(demo, gemma)
-    assert fraction_matching(demo.stats, feature, BRIDGE) >= 0.5, "a feature about the bridge, by its contexts"
-    result = steer(gemma, demo.sae, NEUTRAL_PROMPTS, {feature: DEFAULT_CLAMP_MULTIPLE}, stats=demo.stats,
-                   max_new_tokens=24)
+def test_the_readme_recipe_steers_held_out_prompts_to_the_bridge(demo, gemma):
+    """The README quickstart's recipe on the quick demo SAE, judged as the steering benchmark judges it, on a few
+    evaluation prompts only: the feature and its strength are chosen on selection prompts by `steering_search`,
+    the fluency bar is calibrated on selection prompts, and neither ever sees the prompts judged here."""
+    _, phrase, terms = STEERING_CONCEPT
+    hits = steering_search(gemma, demo.sae, demo.stats, phrase, terms=terms, progress=False)
+    assert hits, "no feature steered the selection prompts toward the bridge"
+    hit = hits[0]
+    assert hit.hit_rate > 0 and fraction_matching(demo.stats, hit.feature, BRIDGE) >= 0.5, hit
+    fluency = calibrate_fluency(gemma, SCORING_PROMPTS, max_new_tokens=24)
+    result = steer(gemma, demo.sae, list(HELD_OUT), {hit.feature: DEFAULT_CLAMP_MULTIPLE}, stats=demo.stats,
+                   max_new_tokens=24, terms=terms, fluency=fluency)
     print(result)
-    steered_hits = sum(bool(BRIDGE.search(t)) for t in result.steered)
-    default_hits = sum(bool(BRIDGE.search(t)) for t in result.default)
-    assert steered_hits >= 2 and default_hits == 0, result
-    assert sum(not degenerate(t) for t in result.steered) >= 2, result
+    assert not any(result.judgement.default_mention), result  # neutral prompts
+    assert result.hit_rate >= HELD_OUT_GOAL, result
 
 
 def test_fluency_score_separates_sentences_from_word_salad(gemma):
