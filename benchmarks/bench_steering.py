@@ -34,7 +34,7 @@ from .timing import Row
 
 NEW_TOKENS = 24
 #: DiffMean strengths tried on the selection prompts (median residual norms).
-ALPHAS = (0.25, 0.5, 0.75, 1.0)
+ALPHAS = (0.25, 0.5, 0.75)
 #: Clamp strengths `recipe_calibrated` lets `steering_search` choose from (multiples of max activation).
 MULTIPLES = (1.0, 1.5, 2.0, 3.0)
 #: Bump when a method's code changes, so cached results of the old code are not reused.
@@ -189,6 +189,9 @@ METHODS: dict[str, Callable[[Any, Any, Any], dict[str, Any]]] = {
     "diffmean": diffmean, "prompting": prompting}
 #: Methods that need a trained SAE.
 SAE_METHODS = ("recipe", "recipe-calibrated", "decoder-added")
+#: The item-4 variants run on the Golden Gate Bridge only: on two shared CPU cores each costs several minutes per
+#: concept, and the bridge is the target the issue sets first.
+VARIANTS, VARIANT_CONCEPTS = ("recipe-calibrated", "decoder-added"), 1
 
 
 class Demo:
@@ -230,9 +233,11 @@ def run(quick: bool = False) -> list[Row]:
         if art.sae is None:
             print(f"[steering] the {label} SAE is not trained yet: DiffMean and prompting only", flush=True)
         results = {}
-        for c in CONCEPTS:
+        for i, c in enumerate(CONCEPTS):
             results[c.name] = {}
             for m, method in methods.items():
+                if m in VARIANTS and i >= VARIANT_CONCEPTS:
+                    continue
                 results[c.name][m] = method(model, art, c)
                 print(f"[steering] {label} {c.name} {m}: {results[c.name][m]['rate']:.0%} "
                       f"({results[c.name][m]['setting']})", flush=True)
@@ -248,7 +253,7 @@ def run(quick: bool = False) -> list[Row]:
 def _rows(label: str, results: dict[str, dict[str, dict[str, Any]]]) -> list[Row]:
     rows = []
     methods = [m for m in METHODS if all(m in r for r in results.values())]
-    if "recipe" not in methods:
+    if "recipe" not in methods or "diffmean" not in methods:
         return rows
     mean = {m: sum(r[m]["rate"] for r in results.values()) / len(results) for m in methods}
     for name, r in [*results.items(), ("panel average", None)]:
@@ -270,6 +275,6 @@ def table(report: dict[str, Any]) -> str:
             lines.append(f"| {label} ({sae['n_features'] or '?'} features) | {name} | " + " | ".join(cells) + " |")
         mean = [sum(r[m]["rate"] for r in results.values()) / len(results) if all(m in r for r in results.values())
                 else math.nan for m in METHODS]
-        lines.append(f"| {label} | **average** | " + " | ".join(f"**{100 * x:.0f}%**" for x in mean) + " |")
+        lines.append(f"| {label} | **average** | " + " | ".join(f"**{100 * x:.0f}%**" if x == x else "-" for x in mean) + " |")
     return "\n".join(lines)
 

@@ -126,7 +126,8 @@ def test_judge_steering_scores_each_continuation(tiny):
     judged = judge_steering(tiny, prompts, default, steered, BRIDGE, FluencyThreshold(-1e9, (), (), 0.0, 5))
     assert judged.success == (True, False) and judged.rate == 0.5  # the second prompt's default mentioned it
     assert judged.to_dict()["rate"] == 0.5 and judged.mention_rate == 1.0
-    strict = judge_steering(tiny, prompts, default, steered, BRIDGE, 0.0)  # a bar no text reaches
-    assert strict.rate == 0.0 and strict.fluent == (False, False)
+    strict = judge_steering(tiny, prompts, default, steered, BRIDGE, 0.0, score_all=True)  # a bar no text reaches
+    assert strict.rate == 0.0 and strict.fluent == (False, False) and not any(map(math.isnan, strict.logprob))
+    assert math.isnan(judged.logprob[1]) and not math.isnan(judged.logprob[0])  # no use scoring a lost cause
     with pytest.raises(ValueError, match="one default and one steered"):
         judge_steering(tiny, prompts, default[:1], steered, BRIDGE, 0.0)

@@ -210,10 +210,13 @@ def verdicts(steered: Sequence[str], default: Sequence[str], logprob: Sequence[f
 
 
 def judge_steering(model: ModelHandle, prompts: Sequence[str], default: Sequence[str], steered: Sequence[str],
-                   terms: str | Sequence[str], fluency: FluencyThreshold | float) -> SteeringJudgement:
+                   terms: str | Sequence[str], fluency: FluencyThreshold | float,
+                   score_all: bool = False) -> SteeringJudgement:
     """Judge steered continuations of ``prompts`` against their ``default`` ones (e.g. a `SteeringResult`'s).
 
-    ``fluency`` is a `calibrate_fluency` result (or a threshold in nats per token).
+    ``fluency`` is a `calibrate_fluency` result (or a threshold in nats per token). Scoring fluency costs a forward
+    pass per continuation, so only the continuations that could still succeed (they mention a term, their default
+    does not) are scored unless ``score_all``; the others get ``logprob`` NaN and count as not fluent.
     """
     prompts, default, steered = list(prompts), list(default), list(steered)
     if not len(prompts) == len(default) == len(steered):
@@ -221,6 +224,13 @@ def judge_steering(model: ModelHandle, prompts: Sequence[str], default: Sequence
                          f"{len(prompts)} prompts, {len(default)} default and {len(steered)} steered.")
     terms = as_terms(terms)
     threshold = fluency.threshold if isinstance(fluency, FluencyThreshold) else float(fluency)
-    logprob = tuple(continuation_logprobs(model, prompts, steered).tolist())
+    logprob = [math.nan] * len(prompts)
+    scored = [i for i in range(len(prompts)) if score_all or (mentions(steered[i], terms)
+                                                               and not mentions(default[i], terms))]
+    if scored:
+        values = continuation_logprobs(model, [prompts[i] for i in scored], [steered[i] for i in scored]).tolist()
+        for i, value in zip(scored, values):
+            logprob[i] = value
+    logprob = tuple(logprob)
     return SteeringJudgement(tuple(prompts), tuple(default), tuple(steered), tuple(terms), logprob,
                              threshold=threshold, **verdicts(steered, default, logprob, terms, threshold))
