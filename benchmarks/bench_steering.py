@@ -48,7 +48,8 @@ def instruction(concept: Any) -> str:
 
 
 def _cached(name: str, key: dict[str, Any], compute: Callable[[], Any]) -> Any:
-    from saewidgets._cache import atomic_write_bytes, cache_dir
+    from saewidgets._atomic_write import atomic_write_bytes
+    from saewidgets._cache import cache_dir
 
     blob = json.dumps({**key, "version": VERSION, "tokens": NEW_TOKENS}, sort_keys=True, default=str)
     path = cache_dir("bench_steering") / f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}.json"

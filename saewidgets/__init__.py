@@ -45,6 +45,7 @@ _EXPORTS = {
     "search_contexts": "saewidgets.analysis",
     "steering_search": "saewidgets.analysis",
     "steering_vector": "saewidgets.analysis",
+    "GOLDEN_GATE": "saewidgets.analysis",
     "steer_vector": "saewidgets.analysis",
     "Explorer": "saewidgets.widgets",
     "training_curves": "saewidgets.figures",

@@ -21,7 +21,7 @@ from .search import contrastive_search, features_active_on, search_contexts
 from .stats import FeatureStats, feature_stats
 from .steering import DEFAULT_CLAMP_MULTIPLE, DEFAULT_REPETITION_PENALTY, SteeringResult, generate, steer, steer_vector
 from .steering_judge import FluencyThreshold, SteeringJudgement, calibrate_fluency, judge_steering, mentions
-from .steering_sets import CONCEPTS, SELECTION_PROMPTS, SteeringConcept
+from .steering_sets import CONCEPTS, GOLDEN_GATE, SELECTION_PROMPTS, SteeringConcept
 from .diffmean import SteeringVector, steering_vector
 from .tokens import TokenActivations, token_activations
 
@@ -33,6 +33,7 @@ __all__ = [
     "FeatureGeometry",
     "FeatureStats",
     "FluencyThreshold",
+    "GOLDEN_GATE",
     "LogitEffects",
     "SELECTION_PROMPTS",
     "SteeringCandidate",
