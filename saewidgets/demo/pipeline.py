@@ -34,7 +34,8 @@ class DemoArtifacts:
     logit_effects: Any
     geometry: Any
     labels: Any
-    """Pattern labels of every feature (`saewidgets.analysis.explain.Labels`), cached beside the statistics."""
+    """Every feature's label (`saewidgets.analysis.explain.Labels`), cached beside the statistics: its pattern
+    label, replaced by an LLM explanation where one was made with ``cache_dir=art.folder``."""
 
 
 def demo_artifacts(settings: DemoSettings | None = None, *, model: Any = None, progress: bool = True,
@@ -50,7 +51,7 @@ def demo_artifacts(settings: DemoSettings | None = None, *, model: Any = None, p
     from .. import load_model
     from ..activations import Activations, harvest
     from ..analysis import FeatureStats, feature_geometry, feature_stats, logit_effects
-    from ..analysis.explain import PatternExplainer, explain_features
+    from ..analysis.explain import PatternExplainer, cached_labels, explain_features
     from ..corpus import demo_corpus
     from ..sae import evaluate_sae, load_sae, save_sae, train_sae
 
@@ -97,7 +98,8 @@ def demo_artifacts(settings: DemoSettings | None = None, *, model: Any = None, p
 
     effects = logit_effects(model, sae, cache_dir=folder, progress=progress)
     geometry = feature_geometry(sae, cache_dir=folder)
-    labels = explain_features(stats, PatternExplainer(), logit_effects=effects, cache_dir=folder, progress=progress)
+    explain_features(stats, PatternExplainer(), logit_effects=effects, cache_dir=folder, progress=progress)
+    labels = cached_labels(folder, stats.fingerprint)  # with any LLM explanations made with cache_dir=art.folder
     return DemoArtifacts(settings, folder, model, corpus, acts, held_out, sae, metrics, stats, effects, geometry,
                          labels)
 
