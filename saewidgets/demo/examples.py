@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from .._atomic_write import atomic_write_bytes
+from ..analysis.results import SteeringExample
+from .pipeline import DemoArtifacts
 
 # (name shown to the user, phrase searched for in the top contexts)
 CONCEPTS: tuple[tuple[str, str], ...] = (
@@ -27,15 +29,15 @@ CONCEPTS: tuple[tuple[str, str], ...] = (
 )
 
 
-def highlight_features(art: Any, concepts: Sequence[tuple[str, str]] = CONCEPTS) -> dict[str, int]:
+def highlight_features(art: DemoArtifacts, concepts: Sequence[tuple[str, str]] = CONCEPTS) -> dict[str, int]:
     """For each concept, the feature whose top contexts contain its phrase most consistently (if any does)."""
     from ..analysis import search_contexts
 
     found: dict[str, int] = {}
     for name, phrase in concepts:
-        hits = [h for h in search_contexts(art.stats, phrase, n=10) if h["feature"] not in found.values()]
+        hits = [h for h in search_contexts(art.stats, phrase, n=10) if h.feature not in found.values()]
         if hits:
-            found[name] = int(hits[0]["feature"])
+            found[name] = hits[0].feature
     return found
 
 
@@ -51,9 +53,9 @@ STEERING_CONCEPT = ("Golden Gate Bridge", "Golden Gate", ("Golden Gate", "bridge
 STEERING_SEARCH = {"multiples": (1.0, 1.5, 2.0), "candidates": 50, "shortlist": 6}
 
 
-def steering_examples(art: Any, prompts: Sequence[str], *,
+def steering_examples(art: DemoArtifacts, prompts: Sequence[str], *,
                       concept: tuple[str, str, tuple[str, ...]] = STEERING_CONCEPT, max_new_tokens: int = 24,
-                      progress: bool = True) -> list[dict[str, Any]]:
+                      progress: bool = True) -> list[SteeringExample]:
     """Clamp the concept's best steering feature on neutral prompts; cached beside the SAE.
 
     Feature and strength both come from `steering_search` (context hits ranked by output score, then tried at each
@@ -73,7 +75,7 @@ def steering_examples(art: Any, prompts: Sequence[str], *,
     if path.exists():
         cached = json.loads(path.read_text())
         if cached.get("key") == key:
-            return cached["examples"]
+            return [SteeringExample.from_dict(example) for example in cached["examples"]]
     hits = steering_search(art.model, art.sae, art.stats, phrase, n=1, terms=terms, progress=progress,
                            **STEERING_SEARCH)
     if not hits:
@@ -83,8 +85,8 @@ def steering_examples(art: Any, prompts: Sequence[str], *,
         print(f"steering: clamping feature {best['feature']} ({name}) at {best['multiple']}x its max...", flush=True)
     result = steer(art.model, art.sae, list(prompts), {best["feature"]: best["multiple"]}, stats=art.stats,
                    max_new_tokens=max_new_tokens)
-    examples = [{"name": name, "feature": int(best["feature"]), "multiple": best["multiple"],
-                 "output_score": best["output_score"], "steer_rate": best["steer_rate"], "prompts": result.prompts,
-                 "default": result.default, "steered": result.steered}]
-    atomic_write_bytes(path, json.dumps({"key": key, "examples": examples}, indent=1).encode())
+    examples = [SteeringExample.from_result(result, best["multiple"], name=name, output_score=best["output_score"],
+                                            steer_rate=best["steer_rate"])]
+    record = {"key": key, "examples": [example.to_dict() for example in examples]}
+    atomic_write_bytes(path, json.dumps(record, indent=1).encode())
     return examples

@@ -32,12 +32,12 @@ def run_demo(settings: DemoSettings, out_dir: str | Path, *, refresh: bool = Fal
         print(f"  feature {feature:>5}  {name}")
     examples = steering_examples(art, STEERING_PROMPTS[:n_prompts], progress=True) if steer else []
     for ex in examples:
-        print(f"\nsteering feature {ex['feature']} ({ex['name']}; {ex['steer_rate']:.0%} of trial continuations "
-              f"mentioned it readably, output score {ex['output_score']:.2f} nats) at {ex['multiple']}x max:")
-        if not ex["steer_rate"]:
+        print(f"\nsteering feature {ex.feature} ({ex.name}; {ex.steer_rate or 0:.0%} of trial continuations "
+              f"mentioned it readably, output score {ex.output_score or 0:.2f} nats) at {ex.multiple}x max:")
+        if not ex.steer_rate:
             print("  (no feature this SAE learned steered the trials to the concept: the text below shows where the "
                   "best candidate goes instead; retrain with another --seed or --n-features to look for one)")
-        for prompt, default, steered in zip(ex["prompts"], ex["default"], ex["steered"]):
+        for prompt, default, steered in zip(ex.prompts, ex.default, ex.steered):
             print(f"  {prompt!r}\n    default: {default!r}\n    steered: {steered!r}")
     out = write_explorer(art, Path(out_dir), highlights=highlights, steering=examples)
     print(f"\nExplorer written to {out.resolve()}  (open it in any browser; it works offline)")
