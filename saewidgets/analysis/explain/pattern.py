@@ -59,6 +59,7 @@ class PatternExplainer(Explainer):
 
     kind = "pattern"
     name = "pattern"
+    version = 2  # bump when the labelling rules change: labels cached by an older version are not reused
 
     def __init__(self, min_share: float = 0.5, max_context_tokens: int = 2, n_promoted: int = 2):
         if not 0 < min_share <= 1:
@@ -67,7 +68,7 @@ class PatternExplainer(Explainer):
 
     def settings(self) -> dict[str, Any]:
         return {"min_share": self.min_share, "max_context_tokens": self.max_context_tokens,
-                "n_promoted": self.n_promoted}
+                "n_promoted": self.n_promoted, "version": self.version}
 
     def prompt(self, record: FeatureRecord) -> Prompt:
         settings = json.dumps(self.settings(), sort_keys=True)
