@@ -94,7 +94,8 @@ class SteeringExample(Record):
         if len(result.clamps) != 1:
             raise ValueError(f"A steering example shows one clamped feature; this result clamps {len(result.clamps)} "
                              f"({sorted(result.clamps)}): steer one feature at a time.")
-        return cls(next(iter(result.clamps)), multiple, result.prompts, result.default, result.steered, **details)
+        return cls(next(iter(result.clamps)), multiple, tuple(result.prompts), tuple(result.default),
+                   tuple(result.steered), **details)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SteeringExample:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from .._atomic_write import atomic_write_bytes
 from ..analysis.results import SteeringExample
@@ -50,7 +50,7 @@ STEERING_CONCEPT = ("Golden Gate Bridge", "Golden Gate", ("Golden Gate", "bridge
 
 #: How the demo searches for its steering feature: clamp strengths tried (multiples of max activation; the demo
 #: calibrates the strength per SAE), context hits scored per search, best-scored features tried by generating.
-STEERING_SEARCH = {"multiples": (1.0, 1.5, 2.0), "candidates": 50, "shortlist": 6}
+STEERING_SEARCH: dict[str, Any] = {"multiples": (1.0, 1.5, 2.0), "candidates": 50, "shortlist": 6}
 
 
 def steering_examples(art: DemoArtifacts, prompts: Sequence[str], *,
