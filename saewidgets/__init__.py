@@ -3,7 +3,7 @@
 The public API is small; each name is imported on first use so ``import saewidgets`` stays fast:
 
     model = saewidgets.load_model()                       # embedded offline Gemma 3 270M (or any HF model)
-    acts = saewidgets.harvest(model, saewidgets.demo_corpus(), layer="middle")
+    acts = saewidgets.harvest(model, saewidgets.demo_corpus(), layer="late")
     sae = saewidgets.train_sae(acts, arch="topk", n_features=4096, k=32)
     stats = saewidgets.feature_stats(model, sae, acts)
     saewidgets.Explorer(model, sae, stats)                # linked widgets: map, dashboard, attribution, steering
@@ -12,7 +12,7 @@ The public API is small; each name is imported on first use so ``import saewidge
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -52,6 +52,22 @@ _EXPORTS = {
     "sparsity_frontier": "saewidgets.figures",
     "density_histogram": "saewidgets.figures",
 }
+
+if TYPE_CHECKING:  # what editors and type checkers see; at run time __getattr__ imports each name on first use
+    from .models import load_model
+    from .model import ModelHandle
+    from .corpus import Corpus, demo_corpus, load_corpus
+    from .activations import Activations, harvest
+    from .store import ActivationStore, harvest_to_store
+    from .sae import (
+        SAE, SAEConfig, SAEFileError, SAEMetrics, check_compatible, evaluate_sae, load_sae, save_sae, train_sae,
+    )
+    from .analysis import (
+        FeatureStats, attribute, feature_geometry, feature_stats, logit_effects, search_contexts, steer, steer_vector,
+        steering_search, steering_vector, token_activations,
+    )
+    from .widgets import Explorer
+    from .figures import density_histogram, sparsity_frontier, training_curves
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

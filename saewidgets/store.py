@@ -32,6 +32,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
+from torch import Tensor  # the class attribute `torch` (a method) hides the module in annotations there
 from tqdm.auto import tqdm
 
 from ._atomic_write import atomic_write_bytes, fsync_path
@@ -77,7 +78,7 @@ class ShardedRows:
     def __getitem__(self, key: Any) -> Any:
         if isinstance(key, tuple):  # rows first, then the rest of the index on the gathered rows
             rows = self[key[0]]
-            return rows[key[1:]] if isinstance(key[0], (int, np.integer)) else rows[(slice(None), *key[1:])]
+            return rows[key[1:]] if isinstance(key[0], (int, np.integer)) else rows[(slice(None),) + tuple(key[1:])]
         if isinstance(key, (int, np.integer)):
             row = int(key) + len(self) if key < 0 else int(key)
             if not 0 <= row < len(self):
@@ -387,7 +388,7 @@ class ActivationStore:
         return [entry["rows"] for entry in self.manifest["shards"]]
 
     def batches(self, batch_size: int, *, seed: int = 0, epoch: int = 0, buffer_shards: int = 4,
-                drop_last: bool = False) -> Iterator[torch.Tensor]:
+                drop_last: bool = False) -> Iterator[Tensor]:
         """One epoch of shuffled float32 batches ``[batch_size, d_model]`` with bounded memory.
 
         Shards are visited in a random order drawn from (seed, epoch); ``buffer_shards`` of them at a time are

@@ -67,7 +67,7 @@ class ChatStub:
                                                          "message": {"role": "assistant", "content": None}}]})
                 user = body["messages"][-1]["content"]
                 if user.startswith("Feature description:"):
-                    examples = re.findall(r"^Example \d+: (.*)$", user, re.M)
+                    examples = re.findall(r"^Example \d+: (.*)$", user, re.MULTILINE)
                     content = json.dumps([int(stub.judge_word in e.lower()) for e in examples])
                 else:
                     with stub.lock:
@@ -85,7 +85,7 @@ class ChatStub:
         self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def __enter__(self) -> ChatStub:
+    def __enter__(self):
         self.thread.start()
         return self
 

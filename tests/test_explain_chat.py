@@ -10,7 +10,13 @@ from chat_stub import KEY, ChatStub
 from explain_helpers import make_stats
 from test_explain_pattern import GATE, MIXED, VARIED
 
-from saewidgets.analysis.explain import ExplainerError, estimate_cost, explain_features
+from saewidgets.analysis.explain import (
+    ExplainerError,
+    PatternExplainer,
+    cached_labels,
+    estimate_cost,
+    explain_features,
+)
 from saewidgets.analysis.explain.chat import ChatExplainer
 from saewidgets.analysis.explain.run import journal_path, read_journal
 
@@ -94,6 +100,11 @@ def test_a_run_that_dies_half_way_keeps_what_it_finished_and_resumes(key, tmp_pa
         stub.break_after, before = None, stub.requests
         labels = explain_features(STATS, explainer(stub, key, max_concurrency=1), cache_dir=tmp_path, progress=False)
         assert len(labels) == 8 and stub.requests - before == 5  # only the missing features were asked for
+    # what views load: every cached run merged, the LLM's explanations over the pattern labels
+    explain_features(STATS, PatternExplainer(), cache_dir=tmp_path, progress=False)
+    views = cached_labels(tmp_path, STATS.fingerprint)
+    assert len(views) == 8 and {e.kind for e in views} == {"llm"} and views[0].text == "tokens like Gate"
+    assert len(cached_labels(tmp_path, "unknown-sae")) == 0
 
 
 def test_cost_is_estimated_before_the_run_and_a_budget_is_enforced(key):

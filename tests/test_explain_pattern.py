@@ -7,7 +7,13 @@ import json
 import pytest
 from explain_helpers import make_effects, make_stats
 
-from saewidgets.analysis.explain import Explanation, Labels, PatternExplainer, explain_features, search_labels
+from saewidgets.analysis.explain import (
+    Explanation,
+    Labels,
+    PatternExplainer,
+    explain_features,
+    search_labels,
+)
 from saewidgets.analysis.explain.run import journal_path
 
 GATE = [["The", " famous", " Golden", " Gate", " Bridge"], ["across", " the", " Golden", " Gate", "."],
@@ -29,6 +35,14 @@ def test_pattern_label_names_the_token_the_n_gram_before_it_and_what_it_promotes
     assert "contexts with" not in labels[2].text  # nothing shared: no invented common word
     assert labels[3].text == "never fires (dead feature)"
     assert {e.kind for e in labels} == {"pattern"} and len(labels) == 4
+
+
+def test_pattern_label_names_the_n_gram_after_the_firing_token_too():
+    golden = [["on", "x", " the", " Golden", " Gate"],
+              ["to", "y", " the", " Golden", " Gate"], ["a", "z", " the", " golden", " Gate"],
+              ["b", "w", " a", " Golden", " Age"]]
+    label = explain_features(make_stats([golden]), PatternExplainer(), progress=False)[0].text
+    assert label == "' Golden' after ' the', before ' Gate'"
 
 
 def test_every_explanation_records_how_it_was_made():

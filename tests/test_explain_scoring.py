@@ -22,8 +22,17 @@ from saewidgets.analysis.explain import (
     explain_features,
     feature_record,
 )
-from saewidgets.analysis.explain.prompts import judge_prompt, parse_explanation, parse_judgements
-from saewidgets.analysis.explain.scoring import NOT_ACTIVE, ScoringExamples, held_out_examples, score_explanations
+from saewidgets.analysis.explain.prompts import (
+    judge_prompt,
+    parse_explanation,
+    parse_judgements,
+)
+from saewidgets.analysis.explain.scoring import (
+    NOT_ACTIVE,
+    ScoringExamples,
+    held_out_examples,
+    score_explanations,
+)
 from saewidgets.models.tiny import _TRAINING_TEXT
 
 
@@ -101,7 +110,7 @@ def test_unusable_judgements_count_as_wrong():
 
 
 def test_local_model_explains_and_judges_through_the_same_interface(setup, tmp_path):
-    model, sae, acts, stats = setup
+    model, _, _, stats = setup
     local = LocalExplainer(model, max_new_tokens=6)
     assert not local.chat  # the tiny model's tokenizer has no chat template: completion prompts
     features = [i for i in range(stats.n_features) if stats.max_act[i] > 0][:2]

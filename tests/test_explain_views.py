@@ -7,14 +7,24 @@ import json
 
 import pytest
 import torch
+from test_widgets_static import unpack_cards
 
 from saewidgets.activations import harvest
-from saewidgets.analysis import feature_card, feature_geometry, feature_stats, logit_effects
-from saewidgets.analysis.explain import Explanation, Labels, PatternExplainer, explain_features
+from saewidgets.analysis import (
+    feature_card,
+    feature_geometry,
+    feature_stats,
+    logit_effects,
+)
+from saewidgets.analysis.explain import (
+    Explanation,
+    Labels,
+    PatternExplainer,
+    explain_features,
+)
 from saewidgets.models.tiny import _TRAINING_TEXT
 from saewidgets.sae import SAE, SAEConfig
 from saewidgets.widgets import Explorer
-from test_widgets_static import unpack_cards
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +54,7 @@ def test_every_feature_card_carries_its_label_and_kind(labelled):
 
 
 def test_map_hover_and_search_see_the_labels(labelled):
-    ex, stats, labels = labelled
+    ex, stats, _ = labelled
     assert len(ex.map.labels) == stats.n_features
     assert ex.map.labels[3] == "LLM: <b>zeppelins</b> & airships" and ex.map.labels[0].startswith("pattern: ")
     ex.map.query = "zeppelins"

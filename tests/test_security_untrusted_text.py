@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from saewidgets.widgets import AttributionView, Explorer, FeatureDashboard, FeatureMap, SteeringPanel, TokenHeatmap
 import synthetic_results as syn
+from saewidgets.analysis.results import SteeringExample
 
 FRAGMENTS = [
     "<script>window.__pwned=1</script>", "</script>", "</SCRIPT >", "<script", "<!--", "-->", "<![CDATA[", "]]>",
@@ -152,7 +153,7 @@ def explorer(tokens: list[str], label: str, n: int = 30):
     )
     ex.attribution.set_attribution(syn.attribution(toks, label))
     ex.map.set_bookmarks({label: 1, tokens[0]: 2})
-    ex.show_steering({"feature": 2, "multiple": 1.5, "prompts": [label], "default": tokens, "steered": tokens})
+    ex.show_steering(SteeringExample(feature=2, multiple=1.5, prompts=[label], default=tokens, steered=tokens))
     ex.steering.generate(wait=True)
     ex.refresh_heatmap()
     ex.map.search(label)

@@ -1,4 +1,4 @@
-"""The tutorials as committed: the seven expected notebooks, valid nbformat 4, a title, and no outputs.
+"""The tutorials as committed: the expected notebooks, valid nbformat 4, a title, and no outputs.
 
 Outputs (and execution counts) are stripped before committing so diffs stay readable and no stale numbers, images
 or widget state ship with the repository; CI executes every notebook fresh with nbmake instead.
@@ -20,11 +20,12 @@ EXPECTED = [
     "05_attribution.ipynb",
     "06_steering.ipynb",
     "07_beyond_one_machine.ipynb",
+    "08_explanations.ipynb",
 ]
 NOTEBOOKS = sorted(TUTORIALS.glob("*.ipynb"))
 
 
-def test_the_seven_tutorials_exist():
+def test_the_expected_tutorials_exist():
     missing = [name for name in EXPECTED if not (TUTORIALS / name).exists()]
     assert not missing, f"missing tutorials: {missing}"
 

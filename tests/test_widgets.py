@@ -11,6 +11,7 @@ import traitlets
 
 from saewidgets.widgets import (AttributionView, FeatureDashboard, FeatureMap, SteeringPanel, TokenHeatmap)
 import synthetic_results as syn
+from saewidgets.analysis.results import SteeringExample
 from saewidgets.widgets.serializers import array_to_bytes, bytes_to_array, jsonable
 
 
@@ -266,14 +267,14 @@ def test_threaded_trait_updates_finish_quickly():
 def test_explorer_shows_a_saved_steering_example_and_named_features():
     ex = syn.explorer(n_features=50, background=False, highlights={"Golden Gate Bridge": 12, "out of range": 99})
     assert ex.map.bookmarks == [{"label": "Golden Gate Bridge", "feature": 12}]
-    ex.show_steering({"name": "GGB", "feature": 12, "multiple": 4.0, "prompts": ["I saw"],
-                      "default": ["I saw a cat"], "steered": ["I saw the bridge"]})
+    ex.show_steering(SteeringExample(feature=12, multiple=4.0, prompts=["I saw"], default=["I saw a cat"],
+                                     steered=["I saw the bridge"], name="GGB"))
     assert (ex.steering.steered_feature, ex.steering.steered_multiple, ex.steering.prompt) == (12, 4.0, "I saw")
     assert ex.steering.steered_texts == ["I saw the bridge"] and ex.steering.default_texts == ["I saw a cat"]
     ex.select(3)  # the shown result still names the feature it was made with
     assert ex.steering.feature == 3 and ex.steering.steered_feature == 12
-    ex.show_steering(syn.steer("p", 7, 2.0))
-    assert ex.steering.steered_feature == 7
+    ex.show_steering(SteeringExample.from_result(syn.steer("p", 7, 2.0), multiple=2.0))
+    assert ex.steering.steered_feature == 7 and ex.steering.steered_multiple == 2.0
 
 
 def test_explorer_is_one_widget_whose_traits_mirror_every_view():

@@ -17,6 +17,7 @@ from .cards import feature_card
 from .geometry import FeatureGeometry, feature_geometry
 from .logits import LogitEffects, logit_effects
 from .output_score import SteeringCandidate, output_scores, steering_search
+from .results import ContextHit, SteeringExample
 from .search import contrastive_search, features_active_on, search_contexts
 from .stats import FeatureStats, feature_stats
 from .steering import DEFAULT_CLAMP_MULTIPLE, DEFAULT_REPETITION_PENALTY, SteeringResult, generate, steer, steer_vector
@@ -30,6 +31,7 @@ __all__ = [
     "DEFAULT_CLAMP_MULTIPLE",
     "DEFAULT_REPETITION_PENALTY",
     "Attribution",
+    "ContextHit",
     "FeatureGeometry",
     "FeatureStats",
     "FluencyThreshold",
@@ -39,6 +41,7 @@ __all__ = [
     "SteeringCandidate",
     "SteeringConcept",
     "SteeringJudgement",
+    "SteeringExample",
     "SteeringResult",
     "SteeringVector",
     "TokenActivations",

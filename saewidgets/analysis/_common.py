@@ -9,17 +9,20 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..model import ModelHandle
 
+if TYPE_CHECKING:
+    from ..sae import SAE
+
 # Encoding many tokens at once would hold a [tokens, n_features] matrix; this many rows per SAE call keeps it small.
 ENCODE_CHUNK_ROWS = 1024
 
 
-def n_features_of(sae: Any) -> int:
+def n_features_of(sae: SAE) -> int:
     """Number of SAE features (latents)."""
     return int(sae.W_dec.shape[0])
 
@@ -40,7 +43,7 @@ def check_features(sae_or_n: Any, features: Iterable[Any]) -> list[int]:
     return [check_feature(sae_or_n, f) for f in features]
 
 
-def sae_layer(model: ModelHandle, sae: Any, layer: Any) -> int:
+def sae_layer(model: ModelHandle, sae: SAE, layer: Any) -> int:
     """The block whose residual the SAE reads: ``layer`` if given, else the SAE's own config."""
     if layer is None:
         layer = getattr(getattr(sae, "cfg", None), "layer", None)
@@ -106,14 +109,14 @@ def content_mask(model: ModelHandle, ids: torch.Tensor, attention_mask: torch.Te
 
 
 @torch.no_grad()
-def encode_rows(sae: Any, x: torch.Tensor, chunk: int = ENCODE_CHUNK_ROWS) -> torch.Tensor:
+def encode_rows(sae: SAE, x: torch.Tensor, chunk: int = ENCODE_CHUNK_ROWS) -> torch.Tensor:
     """SAE feature activations ``[N, F]`` of residual rows ``x [N, d]``, encoded ``chunk`` rows at a time."""
     parts = [sae.encode(x[i : i + chunk].to(sae.W_dec.dtype)) for i in range(0, len(x), chunk)]
     return torch.cat(parts) if parts else x.new_zeros((0, n_features_of(sae)))
 
 
 @torch.no_grad()
-def decoder_directions(sae: Any, features: Sequence[int] | torch.Tensor) -> torch.Tensor:
+def decoder_directions(sae: SAE, features: Sequence[int] | torch.Tensor) -> torch.Tensor:
     """What adding one unit of each feature adds to the raw residual: ``decode(e_i) - decode(0)``, ``[n, d]``.
 
     Equals ``W_dec[i]`` for a plain decoder; also right for SAEs that normalise their inputs internally.

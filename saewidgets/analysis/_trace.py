@@ -7,12 +7,15 @@ object its body references, and the `ModelHandle` itself (which holds a lock) ca
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..model import ModelHandle, residual_of, with_residual
 from ._common import content_mask, encode_rows, prompt_ids
+
+if TYPE_CHECKING:
+    from ..sae import SAE
 
 
 def residuals(model: ModelHandle, ids: torch.Tensor, layer: int,
@@ -104,7 +107,7 @@ def residual_and_gradient(model: ModelHandle, ids: torch.Tensor, layer: int,
     return hidden.detach()[0].float().cpu(), grad.detach()[0].float().cpu(), float(value.detach())
 
 
-def prompt_features(model: ModelHandle, sae: Any, prompt: str, layer: int,
+def prompt_features(model: ModelHandle, sae: SAE, prompt: str, layer: int,
                     what: str = "prompt") -> tuple[list[str], torch.Tensor]:
     """The prompt's tokens without BOS and the SAE feature activations on them, ``[T, F]``."""
     ids = prompt_ids(model, prompt, what)

@@ -13,13 +13,16 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..model import ModelHandle
 from ._common import content_mask, prompt_ids, sae_layer
 from ._trace import last_logits_with_delta, residual_and_gradient
+
+if TYPE_CHECKING:
+    from ..sae import SAE
 
 Target = str | int | tuple[str | int, str | int] | None
 
@@ -121,7 +124,7 @@ def _metric(target_ids: Sequence[int]):
     return metric
 
 
-def attribute(model: ModelHandle, sae: Any, prompt: str, target: Target = None, layer: int | str | None = None,
+def attribute(model: ModelHandle, sae: SAE, prompt: str, target: Target = None, layer: int | str | None = None,
               n_ablate: int = 10) -> Attribution:
     """Attribute ``target`` at the last position of ``prompt`` to every SAE feature at every position.
 
@@ -155,7 +158,7 @@ def attribute(model: ModelHandle, sae: Any, prompt: str, target: Target = None, 
     return result
 
 
-def _ablate(model: ModelHandle, sae: Any, ids: torch.Tensor, layer: int, f: torch.Tensor, mask: torch.Tensor,
+def _ablate(model: ModelHandle, sae: SAE, ids: torch.Tensor, layer: int, f: torch.Tensor, mask: torch.Tensor,
             features: list[int], metric) -> dict[int, float]:
     """metric(clean) - metric(feature zeroed at every non-BOS position, error term kept), per feature."""
     with torch.no_grad():

@@ -16,13 +16,16 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._atomic_write import atomic_write_bytes
 from .._cache import cache_dir as default_cache_dir
 from ._common import check_feature
+
+if TYPE_CHECKING:
+    from ..sae import SAE
 
 _PCA_ABOVE = 2000  # features; below this UMAP runs on the raw directions
 
@@ -67,7 +70,7 @@ def default_n_clusters(n_features: int) -> int:
     return int(min(30, max(2, round(math.sqrt(n_features) / 4))))
 
 
-def feature_geometry(sae: Any, n_neighbors: int = 15, seed: int = 0, n_clusters: int | None = None,
+def feature_geometry(sae: SAE, n_neighbors: int = 15, seed: int = 0, n_clusters: int | None = None,
                      cache_dir: str | os.PathLike | None = None, min_dist: float = 0.1,
                      pca_dims: int = 50) -> FeatureGeometry:
     """UMAP map, clusters and neighbour index of ``sae``'s decoder directions.

@@ -26,7 +26,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -36,6 +36,9 @@ from tqdm.auto import tqdm
 from .._atomic_write import atomic_dir
 from ..model import ModelHandle
 from ._common import check_feature, decoder_directions, n_features_of
+
+if TYPE_CHECKING:
+    from ..sae import SAE
 
 _TENSORS = "logit_effects.safetensors"
 _META = "logit_effects.json"
@@ -175,7 +178,7 @@ def final_residual_rms(model: ModelHandle, texts: Any = TYPICAL_TEXTS) -> float:
     return float(x.pow(2).mean(-1).sqrt().median())
 
 
-def logit_effects(model: ModelHandle, sae: Any, k: int = 10, batch_size: int = 128, progress: bool = True,
+def logit_effects(model: ModelHandle, sae: SAE, k: int = 10, batch_size: int = 128, progress: bool = True,
                   cache_dir: str | os.PathLike | None = None, texts: Any = TYPICAL_TEXTS) -> LogitEffects:
     """Each feature's ``k`` most promoted and most suppressed tokens, and the final residual's typical scale
     (``final_rms``, measured on ``texts``) that turns their values into logit changes.

@@ -180,7 +180,7 @@ def steering_search(model: ModelHandle, sae: Any, stats: FeatureStats, query: st
     hits: dict[int, dict[str, Any]] = {}
     for beyond_query in (False, True):
         for hit in search_contexts(stats, query, n=candidates, beyond_query=beyond_query):
-            hits.setdefault(hit["feature"], hit)
+            hits.setdefault(hit.feature, hit)
     if not hits:
         warnings.warn(f"No feature has {query!r} in its top contexts, so there is nothing to try: search for a "
                       "phrase the corpus uses (search_contexts), or use a steering vector (steering_vector).",
@@ -201,8 +201,8 @@ def steering_search(model: ModelHandle, sae: Any, stats: FeatureStats, query: st
         multiple = max(multiples, key=lambda m: (rates[feature, m], -m))  # the gentler strength on a tie
         context = hits[feature]
         tried.append(SteeringCandidate(feature, multiple, rates[feature, multiple], len(prompts), score,
-                                       first[feature, multiple], context["fraction"], context["max_act"],
-                                       context["density"], context["example"]))
+                                       first[feature, multiple], context.fraction, context.max_act,
+                                       context.density, context.example))
     worked = sorted((c for c in tried if c.hit_rate > 0), key=lambda c: (-c.hit_rate, -c.output_score))
     if not worked:
         top = tried[0]

@@ -7,14 +7,18 @@ the features for which this prompt is typical rather than the loudest ones.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..model import ModelHandle
 from ._common import sae_layer
 from ._trace import prompt_features
+from .results import ContextHit
 from .stats import FeatureStats
+
+if TYPE_CHECKING:
+    from ..sae import SAE
 
 Span = tuple[int, int] | str | None
 
@@ -39,14 +43,14 @@ def _span_rows(tokens: list[str], span: Span) -> slice:
     return slice(start, stop)
 
 
-def _scale(sae: Any, stats: FeatureStats | None) -> torch.Tensor | None:
+def _scale(sae: SAE, stats: FeatureStats | None) -> torch.Tensor | None:
     if stats is None:
         return None
     stats.check_matches(sae)
     return stats.max_act.clamp(min=1e-12)
 
 
-def features_active_on(model: ModelHandle, sae: Any, prompt: str, span: Span = None, n: int = 10,
+def features_active_on(model: ModelHandle, sae: SAE, prompt: str, span: Span = None, n: int = 10,
                        stats: FeatureStats | None = None, layer: int | str | None = None) -> list[dict[str, Any]]:
     """The ``n`` features most active on ``prompt`` (or on ``span`` of it), by their max over the span.
 
@@ -65,7 +69,7 @@ def features_active_on(model: ModelHandle, sae: Any, prompt: str, span: Span = N
             for i in order if peak[i] > 0]
 
 
-def contrastive_search(model: ModelHandle, sae: Any, prompt_a: str, prompt_b: str, n: int = 10,
+def contrastive_search(model: ModelHandle, sae: SAE, prompt_a: str, prompt_b: str, n: int = 10,
                        stats: FeatureStats | None = None, layer: int | str | None = None) -> list[dict[str, Any]]:
     """Features active on ``prompt_a`` but not on ``prompt_b``: ranked by max activation on A minus max on B
     (as fractions of max activation when ``stats`` is given).
@@ -84,7 +88,7 @@ def contrastive_search(model: ModelHandle, sae: Any, prompt_a: str, prompt_b: st
 
 
 def search_contexts(stats: FeatureStats, query: str, n: int = 10, case_sensitive: bool = False,
-                    beyond_query: bool = False) -> list[dict[str, Any]]:
+                    beyond_query: bool = False) -> list[ContextHit]:
     """Features whose top contexts contain ``query``, ranked by the fraction of their top-k slots that do.
 
     Counting over all ``k`` slots (not only the filled ones) keeps rare features with one lucky context from
@@ -94,7 +98,8 @@ def search_contexts(stats: FeatureStats, query: str, n: int = 10, case_sensitive
     the query: this finds features that respond to the concept in the text around a name (better for steering)
     rather than to the name's own tokens.
 
-    Returns ``[{"feature", "fraction", "n_contexts", "max_act", "density", "example"}]``.
+    Returns `ContextHit` results (``feature``, ``fraction``, ``n_contexts``, ``max_act``, ``density``,
+    ``example``), best first.
     """
     if not query:
         raise ValueError("search_contexts() needs a non-empty query, e.g. 'Golden Gate'.")
@@ -110,8 +115,7 @@ def search_contexts(stats: FeatureStats, query: str, n: int = 10, case_sensitive
         if matching:
             hits.append((len(matching) / slots, float(stats.max_act[i]), i, len(texts), texts[matching[0]]))
     hits.sort(key=lambda h: (-h[0], -h[1]))
-    return [{"feature": i, "fraction": fraction, "n_contexts": count, "max_act": max_act,
-             "density": float(stats.density[i]), "example": example}
+    return [ContextHit(i, fraction, count, max_act, float(stats.density[i]), example)
             for fraction, max_act, i, count, example in hits[:n]]
 
 

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from .._atomic_write import atomic_dir, finish_interrupted_save
 from ..model import ModelHandle
+from ..activation_source import is_activation_source
 from ._common import check_feature, encode_rows, n_features_of, sae_layer
 
 _TENSORS = "feature_stats.safetensors"
@@ -282,7 +283,7 @@ def feature_stats(
 def _as_activations(model: ModelHandle, sae: Any, source: Any, layer: int, n_tokens: int | None,
                     progress: bool) -> Any:
     """``source`` if it already holds activations (checked against the SAE), else a harvest of it."""
-    if hasattr(source, "acts") and hasattr(source, "token_ids"):
+    if is_activation_source(source):
         width = source.acts.shape[1]
         if width != sae.W_dec.shape[1]:
             raise ValueError(f"These activations are {width}-dimensional but the SAE reads {sae.W_dec.shape[1]}.")

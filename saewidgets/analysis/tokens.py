@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..model import ModelHandle
 from ._common import check_features, sae_layer
 from ._trace import prompt_features
+
+if TYPE_CHECKING:
+    from ..sae import SAE
 
 
 @dataclass(eq=False)
@@ -22,7 +25,7 @@ class TokenActivations:
     features: list[int]
 
 
-def token_activations(model: ModelHandle, sae: Any, text: str, features: Sequence[int] | None = None, n: int = 10,
+def token_activations(model: ModelHandle, sae: SAE, text: str, features: Sequence[int] | None = None, n: int = 10,
                       layer: int | str | None = None) -> TokenActivations:
     """Activations of ``features`` on every token of ``text``; by default the ``n`` features that peak highest."""
     tokens, f = prompt_features(model, sae, text, sae_layer(model, sae, layer), "text")

@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .._atomic_write import atomic_write_bytes
+from ..analysis.results import SteeringExample
+from ..analysis.steering_sets import GOLDEN_GATE
+from .pipeline import DemoArtifacts
 
 # (name shown to the user, phrase searched for in the top contexts)
 CONCEPTS: tuple[tuple[str, str], ...] = (
@@ -27,15 +30,15 @@ CONCEPTS: tuple[tuple[str, str], ...] = (
 )
 
 
-def highlight_features(art: Any, concepts: Sequence[tuple[str, str]] = CONCEPTS) -> dict[str, int]:
+def highlight_features(art: DemoArtifacts, concepts: Sequence[tuple[str, str]] = CONCEPTS) -> dict[str, int]:
     """For each concept, the feature whose top contexts contain its phrase most consistently (if any does)."""
     from ..analysis import search_contexts
 
     found: dict[str, int] = {}
     for name, phrase in concepts:
-        hits = [h for h in search_contexts(art.stats, phrase, n=10) if h["feature"] not in found.values()]
+        hits = [h for h in search_contexts(art.stats, phrase, n=10) if h.feature not in found.values()]
         if hits:
-            found[name] = int(hits[0]["feature"])
+            found[name] = hits[0].feature
     return found
 
 
@@ -43,20 +46,17 @@ def highlight_features(art: Any, concepts: Sequence[tuple[str, str]] = CONCEPTS)
 STEERING_PROMPTS = ("I went for a walk and saw", "My favourite place in the world is", "Today I want to write about")
 
 #: What the demo steers toward: (name shown, phrase searched in top contexts, terms the steered text should say).
-#: The terms are the steering benchmark's (`saewidgets.analysis.steering_sets.GOLDEN_GATE`, spelled out here so
-#: importing the demo does not import torch; a test keeps the two equal).
-STEERING_CONCEPT = ("Golden Gate Bridge", "Golden Gate",
-                    ("Golden Gate", "San Francisco", "Marin", "Sausalito", "Presidio", "Alcatraz", "Bay Area"))
+STEERING_CONCEPT = ("Golden Gate Bridge", GOLDEN_GATE.query, GOLDEN_GATE.terms)  # the steering benchmark's
 
 
 #: How the demo searches for its steering feature: clamp strengths tried (multiples of max activation; the demo
 #: calibrates the strength per SAE), context hits scored per search, best-scored features tried by generating.
-STEERING_SEARCH = {"multiples": (1.0, 1.5, 2.0), "candidates": 50, "shortlist": 6}
+STEERING_SEARCH: dict[str, Any] = {"multiples": (1.0, 1.5, 2.0), "candidates": 50, "shortlist": 6}
 
 
-def steering_examples(art: Any, prompts: Sequence[str], *,
+def steering_examples(art: DemoArtifacts, prompts: Sequence[str], *,
                       concept: tuple[str, str, tuple[str, ...]] = STEERING_CONCEPT, max_new_tokens: int = 24,
-                      progress: bool = True) -> list[dict[str, Any]]:
+                      progress: bool = True) -> list[SteeringExample]:
     """Clamp the concept's best steering feature on neutral prompts; cached beside the SAE.
 
     Feature and strength both come from `steering_search` (context hits ranked by output score, then tried at each
@@ -77,7 +77,7 @@ def steering_examples(art: Any, prompts: Sequence[str], *,
     if path.exists():
         cached = json.loads(path.read_text())
         if cached.get("key") == key:
-            return cached["examples"]
+            return [SteeringExample.from_dict(example) for example in cached["examples"]]
     hits = steering_search(art.model, art.sae, art.stats, phrase, n=1, terms=terms, progress=progress,
                            **STEERING_SEARCH)
     if not hits:
@@ -90,9 +90,9 @@ def steering_examples(art: Any, prompts: Sequence[str], *,
     # The rate to report: on held-out prompts, which neither the search nor the strength was chosen on.
     held_out = steer(art.model, art.sae, list(EVALUATION_PROMPTS), {best.feature: best.multiple}, stats=art.stats,
                      max_new_tokens=max_new_tokens, terms=terms)
-    examples = [{"name": name, "feature": best.feature, "multiple": best.multiple,
-                 "output_score": best.output_score, "trial_hit_rate": best.hit_rate, "hit_rate": held_out.hit_rate,
-                 "n_evaluation_prompts": len(EVALUATION_PROMPTS), "prompts": result.prompts,
-                 "default": result.default, "steered": result.steered}]
-    atomic_write_bytes(path, json.dumps({"key": key, "examples": examples}, indent=1).encode())
+    examples = [SteeringExample.from_result(result, best.multiple, name=name, output_score=best.output_score,
+                                            steer_rate=best.hit_rate, hit_rate=held_out.hit_rate,
+                                            n_evaluation_prompts=len(EVALUATION_PROMPTS))]
+    record = {"key": key, "examples": [example.to_dict() for example in examples]}
+    atomic_write_bytes(path, json.dumps(record, indent=1).encode())
     return examples

@@ -11,11 +11,19 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._atomic_write import atomic_write_bytes
 from .._cache import cache_dir
 from .settings import DemoSettings, settings_from_env
+
+if TYPE_CHECKING:
+    from ..activations import Activations
+    from ..analysis import FeatureGeometry, FeatureStats, LogitEffects
+    from ..analysis.explain import Labels
+    from ..corpus import Corpus
+    from ..model import ModelHandle
+    from ..sae import SAE
 
 
 @dataclass
@@ -24,20 +32,21 @@ class DemoArtifacts:
 
     settings: DemoSettings
     folder: Path
-    model: Any
-    corpus: Any
-    activations: Any
-    held_out: Any
-    sae: Any
+    model: ModelHandle
+    corpus: Corpus
+    activations: Activations
+    held_out: Activations
+    sae: SAE
     metrics: dict[str, Any]
-    stats: Any
-    logit_effects: Any
-    geometry: Any
-    labels: Any
-    """Pattern labels of every feature (`saewidgets.analysis.explain.Labels`), cached beside the statistics."""
+    stats: FeatureStats
+    logit_effects: LogitEffects
+    geometry: FeatureGeometry
+    labels: Labels
+    """Every feature's label (`saewidgets.analysis.explain.Labels`), cached beside the statistics: its pattern
+    label, replaced by an LLM explanation where one was made with ``cache_dir=art.folder``."""
 
 
-def demo_artifacts(settings: DemoSettings | None = None, *, model: Any = None, progress: bool = True,
+def demo_artifacts(settings: DemoSettings | None = None, *, model: ModelHandle | None = None, progress: bool = True,
                    refresh: bool = False, **overrides: Any) -> DemoArtifacts:
     """Compute (or load from the cache) every result the demo shows.
 
@@ -50,7 +59,7 @@ def demo_artifacts(settings: DemoSettings | None = None, *, model: Any = None, p
     from .. import load_model
     from ..activations import Activations, harvest
     from ..analysis import FeatureStats, feature_geometry, feature_stats, logit_effects
-    from ..analysis.explain import PatternExplainer, explain_features
+    from ..analysis.explain import PatternExplainer, cached_labels, explain_features
     from ..corpus import demo_corpus
     from ..sae import evaluate_sae, load_sae, save_sae, train_sae
 
@@ -97,7 +106,8 @@ def demo_artifacts(settings: DemoSettings | None = None, *, model: Any = None, p
 
     effects = logit_effects(model, sae, cache_dir=folder, progress=progress)
     geometry = feature_geometry(sae, cache_dir=folder)
-    labels = explain_features(stats, PatternExplainer(), logit_effects=effects, cache_dir=folder, progress=progress)
+    explain_features(stats, PatternExplainer(), logit_effects=effects, cache_dir=folder, progress=progress)
+    labels = cached_labels(folder, stats.fingerprint)  # with any LLM explanations made with cache_dir=art.folder
     return DemoArtifacts(settings, folder, model, corpus, acts, held_out, sae, metrics, stats, effects, geometry,
                          labels)
 

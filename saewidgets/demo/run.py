@@ -35,11 +35,11 @@ def run_demo(settings: DemoSettings, out_dir: str | Path, *, refresh: bool = Fal
         print("\nsteering: no feature of this SAE steered its trial prompts to the Golden Gate Bridge (see the warning "
               "above); a DiffMean steering vector (steering_vector) is the baseline to try instead.")
     for ex in examples:
-        print(f"\nsteering feature {ex['feature']} ({ex['name']}) at {ex['multiple']:g}x max: measured hit rate "
-              f"{ex['hit_rate']:.0%} on {ex['n_evaluation_prompts']} held-out prompts ({ex['trial_hit_rate']:.0%} on "
+        print(f"\nsteering feature {ex.feature} ({ex.name}) at {ex.multiple:g}x max: measured hit rate "
+              f"{ex.hit_rate or 0:.0%} on {ex.n_evaluation_prompts} held-out prompts ({ex.steer_rate or 0:.0%} on "
               f"the trial prompts it was chosen on; a hit mentions the concept in fluent text where the default "
-              f"did not; output score {ex['output_score']:.2f} nats). On the demo's prompts:")
-        for prompt, default, steered in zip(ex["prompts"], ex["default"], ex["steered"]):
+              f"did not; output score {ex.output_score or 0:.2f} nats). On the demo's prompts:")
+        for prompt, default, steered in zip(ex.prompts, ex.default, ex.steered):
             print(f"  {prompt!r}\n    default: {default!r}\n    steered: {steered!r}")
     out = write_explorer(art, Path(out_dir), highlights=highlights, steering=examples)
     print(f"\nExplorer written to {out.resolve()}  (open it in any browser; it works offline)")

@@ -1,7 +1,7 @@
 """Training and evaluation inputs: rows of activations from a tensor, an array or an `Activations` object.
 
-`Activations` is duck-typed on ``.acts`` (so this module never imports the harvesting code), and its ``model_name``,
-``layer`` and ``site`` are carried into the SAE's config.
+Anything with an ``.acts`` matrix is a `RowSource` (an `Activations`, an `ActivationStore`; this module never imports
+the harvesting code), and its ``model_name``, ``layer`` and ``site`` are carried into the SAE's config.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from ..activation_source import RowSource
 
 _SCAN_ROWS = 65_536  # rows checked for NaN/inf at a time (bounded memory on memory-mapped harvests)
 
@@ -57,7 +59,7 @@ def as_rows(activations: Any) -> Rows:
     """Accept an ``[N, d]`` tensor / ndarray or anything with an ``.acts`` matrix (an `Activations`)."""
     meta: dict[str, Any] = {}
     matrix = activations
-    if hasattr(activations, "acts"):
+    if isinstance(activations, RowSource):
         matrix = activations.acts
         layer = getattr(activations, "layer", None)
         meta = {

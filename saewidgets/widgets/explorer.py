@@ -21,7 +21,7 @@ from __future__ import annotations
 import sys
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import anywidget
 import numpy as np
@@ -44,6 +44,9 @@ from .static_html import (
     write_atomic,
 )
 from .steering_panel import SteeringPanel
+
+if TYPE_CHECKING:
+    from ..analysis.results import SteeringExample
 
 # Static pages embed every feature's card up to this many features; beyond it, the densest ones (plus the
 # selection and its neighbours). Cards are de-duplicated, rounded to 4 significant digits and gzip-compressed.
@@ -235,23 +238,14 @@ class Explorer(_ExplorerState):  # type: ignore[misc, valid-type]
         finally:
             self._syncing = False
 
-    def show_steering(self, example: Any) -> None:
-        """Show a saved steering result in the Steering tab (and the static page): a ``SteeringResult`` (its
-        clamped feature from ``clamps``; pass a dict to give the multiple) or a dict with ``feature``,
-        ``multiple``, ``prompts``, ``default``, ``steered``."""
-        if isinstance(example, Mapping):
-            feature, multiple = int(example["feature"]), float(example["multiple"])
-            prompts = list(example.get("prompts") or [])
-            result: Any = _Result(default=list(example["default"]), steered=list(example["steered"]),
-                                  hit_rate=example.get("hit_rate"))
-        else:
-            feature = int(next(iter(example.clamps)))
-            multiple, prompts, result = self.steering.multiple, list(example.prompts), example
+    def show_steering(self, example: SteeringExample) -> None:
+        """Show a saved steering run in the Steering tab (and the static page). A `steer` result becomes one with
+        ``SteeringExample.from_result(result, multiple)``."""
         with self.steering.hold_sync():
-            self.steering.multiple = multiple
-            if prompts:
-                self.steering.prompt = prompts[0]
-            self.steering.show_result(result, multiple=multiple, feature=feature)
+            self.steering.multiple = example.multiple
+            if example.prompts:
+                self.steering.prompt = example.prompts[0]
+            self.steering.show_result(example, multiple=example.multiple, feature=example.feature)
 
     @t.observe("tab")
     def _tab_changed(self, change: dict[str, Any]) -> None:
@@ -409,13 +403,6 @@ class Explorer(_ExplorerState):  # type: ignore[misc, valid-type]
         except Exception as err:  # a fallback must never break display of the live widget
             data["text/html"] = f"<pre>static view unavailable: {type(err).__name__}</pre>"
         return (data, meta) if meta is not None else data
-
-
-class _Result:
-    """A minimal SteeringResult for results saved as plain dicts."""
-
-    def __init__(self, default: list[str], steered: list[str], hit_rate: float | None = None) -> None:
-        self.default, self.steered, self.hit_rate = default, steered, hit_rate
 
 
 def export_html(path: str | Path, explorer: Explorer, **kwargs: Any) -> Path:

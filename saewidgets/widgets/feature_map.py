@@ -7,7 +7,7 @@ Takes ``coords`` float32 [F, 2] (``FeatureGeometry.coords``), optional ``cluster
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import traitlets as t
@@ -26,12 +26,12 @@ def _feature_ids(results: Iterable[Any]) -> list[int]:
 
 
 def _hits(results: Iterable[Any]) -> list[tuple[int, str]]:
-    """(feature id, one-line description) of each search result, in rank order: dicts from
-    ``search_contexts`` are described by the share of top contexts matching and an example context."""
+    """(feature id, one-line description) of each search result, in rank order: `search_contexts` hits (or dicts
+    with their keys) are described by the share of top contexts matching and an example context."""
     hits = []
     for r in results:
         label = ""
-        if isinstance(r, dict):
+        if isinstance(r, Mapping):
             if r.get("fraction") is not None:
                 label = f"{100 * float(r['fraction']):.0f}% of top contexts"
             if r.get("example"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 import synthetic_results as syn
+from saewidgets.analysis.results import SteeringExample
 from saewidgets.widgets import export_html
 
 pytestmark = pytest.mark.browser
@@ -34,8 +35,8 @@ def static_page_path(tmp_path_factory):
     ex.steering.prompt = "The bridge"
     ex.steering.generate()
     ex.tab = "heatmap"  # fill the heatmap tab, as a user would have
-    ex.show_steering({"feature": 42, "multiple": 4.0, "prompts": ["I saw"], "default": ["I saw a cat"],
-                      "steered": ["I saw the bridge"]})
+    ex.show_steering(SteeringExample(feature=42, multiple=4.0, prompts=["I saw"], default=["I saw a cat"],
+                                     steered=["I saw the bridge"]))
     highlights = {"<img src=x onerror=\"window.__pwned=1\"> Golden Gate": 42}
     return export_html(tmp_path_factory.mktemp("static") / "explorer.html", ex, highlights=highlights), ex
 

@@ -14,12 +14,16 @@ Explainers share one interface (`Explainer`): `PatternExplainer` builds labels f
 
 from .chat import ChatExplainer
 from .explainer import CostEstimate, Explainer, ExplainerError, Prompt
-from .local import LocalExplainer
 from .labels import Explanation, Labels, search_labels
-from .neuronpedia import export_neuronpedia, import_neuronpedia_explanations, read_neuronpedia_dashboards
+from .local import LocalExplainer
+from .neuronpedia import (
+    export_neuronpedia,
+    import_neuronpedia_explanations,
+    read_neuronpedia_dashboards,
+)
 from .pattern import PatternExplainer
 from .records import FeatureRecord, feature_record, marked_text
-from .run import estimate_cost, explain_features
+from .run import cached_labels, estimate_cost, explain_features
 from .scoring import Scores, ScoringExamples, held_out_examples, score_explanations
 
 __all__ = [
@@ -35,6 +39,7 @@ __all__ = [
     "Prompt",
     "Scores",
     "ScoringExamples",
+    "cached_labels",
     "estimate_cost",
     "explain_features",
     "export_neuronpedia",

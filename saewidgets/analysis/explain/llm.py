@@ -11,7 +11,12 @@ from abc import abstractmethod
 from typing import Any
 
 from .explainer import Explainer, ExplainerError, Prompt
-from .prompts import explanation_prompt, judge_prompt, parse_explanation, parse_judgements
+from .prompts import (
+    explanation_prompt,
+    judge_prompt,
+    parse_explanation,
+    parse_judgements,
+)
 from .records import FeatureRecord
 
 

@@ -47,6 +47,7 @@ import gzip
 import json
 import math
 import os
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +121,7 @@ def _feature(stats: FeatureStats, i: int, effects: LogitEffects | None, sae: Any
     max_act = float(stats.max_act[i])
 
     def share(lo: float, hi: float) -> float:
-        return sum(c for c, a, b in zip(counts, edges, edges[1:]) if lo <= (a + b) / 2 < hi) / total
+        return sum(c for c, (a, b) in zip(counts, pairwise(edges)) if lo <= (a + b) / 2 < hi) / total
 
     activations = [_activation(e, -1.0, max_act, -1.0) for e in stats.top_examples(i)]
     for b, band in zip(reversed(range(stats.n_bands)), stats.quantile_examples(i)):
@@ -133,7 +134,7 @@ def _feature(stats: FeatureStats, i: int, effects: LogitEffects | None, sae: Any
         "feature_index": i, "frac_nonzero": float(stats.density[i]),
         "pos_str": [r["token"] for r in promoted], "pos_values": [r["value"] for r in promoted],
         "neg_str": [r["token"] for r in suppressed], "neg_values": [r["value"] for r in suppressed],
-        "freq_hist_data_bar_values": [(a + b) / 2 for a, b in zip(edges, edges[1:])],
+        "freq_hist_data_bar_values": [(a + b) / 2 for a, b in pairwise(edges)],
         "freq_hist_data_bar_heights": [float(c) for c in counts],
         "logits_hist_data_bar_values": [], "logits_hist_data_bar_heights": [],
         "activations": activations, "n_prompts_total": n_prompts_total, "n_tokens_in_prompt": window,
@@ -209,7 +210,7 @@ def _explanation_records(path: Path) -> list[dict[str, Any]]:
     if isinstance(blob, dict):
         blob = [blob]
     if not isinstance(blob, list):
-        raise ValueError("expected a list of explanation records")
+        raise TypeError("expected a list of explanation records")
     return blob
 
 
@@ -227,7 +228,7 @@ def import_neuronpedia_explanations(path: str | os.PathLike, stats: FeatureStats
         records = _explanation_records(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"There is no Neuronpedia export at {path}.") from None
-    except (OSError, ValueError, UnicodeDecodeError, EOFError) as err:
+    except (OSError, ValueError, TypeError, UnicodeDecodeError, EOFError) as err:
         raise ValueError(f"{path} is not a Neuronpedia explanations export (JSON list, JSON lines, optionally "
                          f"gzipped, or a feature with 'explanations'): {err}") from err
     explanations: dict[int, Explanation] = {}

@@ -1,9 +1,11 @@
 """Pattern labels: a short label per feature built from its statistics alone, no language model.
 
-The label names the tokens the feature fires on, the tokens that come just before them when those are consistent,
-words shared by its contexts when the firing tokens vary, and the tokens its decoder direction promotes::
+The label names the tokens the feature fires on, the tokens just before and after them when most contexts share
+them (the n-gram around the firing token), words shared by its contexts when the firing tokens vary, and the tokens
+its decoder direction promotes::
 
     ' Gate' after ' Golden' -> promotes ' Bridge'
+    ' Golden' after ' the', before ' Gate Bridge' -> promotes ' Gate'
     varied tokens (' the', ' a') in contexts with 'bridge' -> promotes ' San'
 
 Tokens are compared without case or surrounding spaces (``' Gate'`` and ``'gate'`` count together) and shown as
@@ -21,9 +23,12 @@ from .explainer import Explainer, Prompt
 from .records import FeatureRecord
 
 # Words too common to say anything about a feature's contexts.
-_STOPWORDS = frozenset("""the and for that with this from have was were are not but his her its their they them
-there what which who will would can could has had been one all any out about into than then some more when where your
-our you she him also just like over such only other""".split())
+_STOPWORDS = frozenset([
+    "the", "and", "for", "that", "with", "this", "from", "have", "was", "were", "are", "not", "but", "his",
+    "her", "its", "their", "they", "them", "there", "what", "which", "who", "will", "would", "can", "could",
+    "has", "had", "been", "one", "all", "any", "out", "about", "into", "than", "then", "some", "more", "when",
+    "where", "your", "our", "you", "she", "him", "also", "just", "like", "over", "such", "only", "other"
+])
 
 
 def _key(token: str) -> str:
@@ -42,18 +47,19 @@ def _spelling(tokens: list[str], key: str) -> str:
 
 
 class PatternExplainer(Explainer):
-    """Labels features from their statistics: firing tokens, the n-gram before them, shared context words and
+    """Labels features from their statistics: firing tokens, the n-gram around them, shared context words and
     promoted tokens (see the module docstring).
 
     Args:
         min_share: a token, preceding token or context word must occur in at least this share of the top contexts
             to be named.
-        max_context_tokens: longest run of consistent preceding tokens named ("after 'the Golden'").
+        max_context_tokens: longest run of consistent tokens named on each side ("after ' the Golden'").
         n_promoted: promoted tokens named.
     """
 
     kind = "pattern"
     name = "pattern"
+    version = 2  # bump when the labelling rules change: labels cached by an older version are not reused
 
     def __init__(self, min_share: float = 0.5, max_context_tokens: int = 2, n_promoted: int = 2):
         if not 0 < min_share <= 1:
@@ -62,7 +68,7 @@ class PatternExplainer(Explainer):
 
     def settings(self) -> dict[str, Any]:
         return {"min_share": self.min_share, "max_context_tokens": self.max_context_tokens,
-                "n_promoted": self.n_promoted}
+                "n_promoted": self.n_promoted, "version": self.version}
 
     def prompt(self, record: FeatureRecord) -> Prompt:
         settings = json.dumps(self.settings(), sort_keys=True)
@@ -76,9 +82,12 @@ class PatternExplainer(Explainer):
         key, share, groups = _top_group(centres)
         if share >= self.min_share:
             label = repr(_spelling(centres, key))
-            before = self._before([e for e, c in zip(examples, centres) if _key(c) == key])
+            firing = [e for e, c in zip(examples, centres) if _key(c) == key]
+            before, after = self._neighbours(firing, -1), self._neighbours(firing, +1)
             if before:
-                label += f" after {repr(before)}"
+                label += f" after {before!r}"
+            if after:
+                label += f"{',' if before else ''} before {after!r}"
         else:
             shown = ", ".join(repr(_spelling(centres, k)) for k, _ in groups[:3])
             label = f"varied tokens ({shown})"
@@ -90,16 +99,19 @@ class PatternExplainer(Explainer):
             label += " -> promotes " + ", ".join(repr(t) for t in promoted)
         return label
 
-    def _before(self, examples: list[dict[str, Any]]) -> str:
-        """The run of tokens just before the firing token that most contexts share ('' when they do not)."""
+    def _neighbours(self, examples: list[dict[str, Any]], step: int) -> str:
+        """The run of tokens just before (``step`` -1) or after (+1) the firing token that most contexts share
+        ('' when they do not): each longer n-gram must still occur in ``min_share`` of all the contexts."""
         text, n, matching = "", len(examples), examples
-        for back in range(1, self.max_context_tokens + 1):
-            previous = [e["tokens"][e["center"] - back] if e["center"] >= back else "" for e in matching]
-            key, share, _ = _top_group(previous)
-            if not key or share * len(matching) / n < self.min_share:  # the whole n-gram, in min_share of all
+        for k in range(1, self.max_context_tokens + 1):
+            near = [e["tokens"][e["center"] + step * k] if 0 <= e["center"] + step * k < len(e["tokens"]) else ""
+                    for e in matching]
+            key, share, _ = _top_group(near)
+            if not key or share * len(matching) / n < self.min_share:
                 break
-            text = _spelling(previous, key) + text
-            matching = [e for e, p in zip(matching, previous) if _key(p) == key]
+            token = _spelling(near, key)
+            text = token + text if step < 0 else text + token
+            matching = [e for e, t in zip(matching, near) if _key(t) == key]
         return text
 
     def _shared_word(self, examples: list[dict[str, Any]]) -> str:

@@ -49,13 +49,13 @@ Reply with a Python list of 0s and 1s, one per example, and nothing else, e.g. [
 
 # Completion form, one example per request: a worked yes and no, then the question.
 _JUDGE_SHOTS = {
-    "detection": ("Whether each text has the feature described.\n\n"
-                  "Feature: the word \"tower\"\nText: We climbed the tower at night.\nHas the feature: yes\n\n"
-                  "Feature: the word \"tower\"\nText: She bought bread and milk.\nHas the feature: no\n\n",
+    "detection": (("Whether each text has the feature described.\n\n"
+                   "Feature: the word \"tower\"\nText: We climbed the tower at night.\nHas the feature: yes\n\n"
+                   "Feature: the word \"tower\"\nText: She bought bread and milk.\nHas the feature: no\n\n"),
                   "Has the feature:"),
-    "fuzzing": ("Whether the tokens marked << >> in each text are what the feature described fires on.\n\n"
-                "Feature: the word \"tower\"\nText: We climbed the<< tower>> at night.\nMarked correctly: yes\n\n"
-                "Feature: the word \"tower\"\nText: She<< bought>> bread and milk.\nMarked correctly: no\n\n",
+    "fuzzing": (("Whether the tokens marked << >> in each text are what the feature described fires on.\n\n"
+                 "Feature: the word \"tower\"\nText: We climbed the<< tower>> at night.\nMarked correctly: yes\n\n"
+                 "Feature: the word \"tower\"\nText: She<< bought>> bread and milk.\nMarked correctly: no\n\n"),
                 "Marked correctly:"),
 }
 TASKS = tuple(_JUDGE_SYSTEM)

@@ -70,7 +70,14 @@ class _Journal:
             return
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a")
+            cut_short = False  # a last line cut short by a kill: end it, so the next record starts clean
+            if self.path.exists() and self.path.stat().st_size:
+                with open(self.path, "rb") as f:
+                    f.seek(-1, os.SEEK_END)
+                    cut_short = f.read(1) != b"\n"
+            self._file = open(self.path, "a")  # noqa: SIM115 (stays open for the run; closed by close())
+            if cut_short:
+                self._file.write("\n")
         self._file.write(json.dumps(asdict(e)) + "\n")
         self._file.flush()
         if self.durable:
@@ -79,6 +86,17 @@ class _Journal:
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
+
+
+def cached_labels(cache_dir: str | os.PathLike, fingerprint: str) -> Labels:
+    """Every explanation any explainer left in ``cache_dir`` for the SAE ``fingerprint``, merged: LLM labels over
+    pattern labels, and among LLM runs the most recent one last (so it wins)."""
+    folder = Path(cache_dir) / "labels" / fingerprint
+    labels = Labels(fingerprint)
+    runs = [(read_journal(p), p.stat().st_mtime) for p in folder.glob("*.jsonl")] if folder.is_dir() else []
+    for done, _ in sorted(runs, key=lambda r: (any(e.kind == "llm" for e in r[0].values()), r[1])):
+        labels = labels.merged(Labels(fingerprint, done.values()))
+    return labels
 
 
 def estimate_cost(stats: FeatureStats, explainer: Explainer, features: Iterable[int] | None = None,
