@@ -8,7 +8,8 @@ For every SAE feature `feature_stats` keeps:
   - a histogram of its non-zero activations, firing density, max and mean activation.
 
 Memory stays bounded (no ``[tokens, features]`` matrix is kept): tokens are encoded ``batch_size`` rows at a time
-and merged into running top-k tables with ``torch.topk``. Band samples are bottom-k samples over random keys, which
+and only their active (token, feature, value) triples are merged into running tables (a TopK SAE's come from
+``encode_topk``, k per token), so a batch costs its encoder product plus work proportional to k. Band samples are bottom-k samples over random keys, which
 is a uniform sample within each band; the bands follow the running maximum, so an example seen while the maximum
 was still lower may have been dropped from a band it later would have belonged to (the drift stops once the
 maximum settles, early on a large corpus). The histogram is exact: its range doubles as the maximum grows, merging
