@@ -102,18 +102,39 @@ def quantized_card(card: dict[str, Any]) -> dict[str, Any]:
     return {**card, "acts_unit": unit}
 
 
+def _gzip_b64(obj: Any) -> str:
+    raw = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    return base64.b64encode(gzip.compress(raw, compresslevel=9, mtime=0)).decode("ascii")
+
+
+def _contexts(card: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [*(card.get("top") or []), *(ex for band in card.get("quantiles") or [] for ex in band.get("examples") or [])]
+
+
 def packed_cards(cards: Mapping[int, Any], per_chunk: int = CARDS_PER_CHUNK) -> dict[str, Any]:
-    """Feature cards for a static page, compact: grouped by ``feature // per_chunk``, each group's JSON
-    gzip-compressed and base64-encoded; ``static_host.js`` decompresses a group (``DecompressionStream``) the
-    first time one of its cards is shown. A 4,096-feature page stays a few MB instead of ~12."""
+    """Feature cards for a static page, compact.
+
+    Token windows recur across features (a token where 30 features fire is a top context of several), so every
+    distinct token string and every distinct window is stored once, in ``tables`` (``strings``; ``windows`` as
+    string indices); a context keeps its window's index ``w``, and logit rows their token's index. Cards are
+    grouped by ``feature // per_chunk``; each group's JSON, and the tables, are gzip-compressed and base64-encoded.
+    ``static_host.js`` decompresses the tables and a group (``DecompressionStream``) the first time one of the
+    group's cards is shown, and rebuilds the cards exactly."""
+    strings: dict[str, int] = {}
+    windows: dict[tuple[int, ...], int] = {}
     groups: dict[int, dict[str, Any]] = {}
     for feature, card in cards.items():
+        card = json.loads(json.dumps(card))  # a copy to rewrite
+        for item in _contexts(card):
+            ids = tuple(strings.setdefault(str(tok), len(strings)) for tok in item.pop("tokens", None) or [])
+            item["w"] = windows.setdefault(ids, len(windows))
+        for key in ("promoted", "suppressed"):
+            for row in card.get(key) or []:
+                row["token"] = strings.setdefault(str(row["token"]), len(strings))
         groups.setdefault(int(feature) // per_chunk, {})[str(int(feature))] = card
-    chunks = {}
-    for key, group in sorted(groups.items()):
-        raw = json.dumps(group, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
-        chunks[str(key)] = base64.b64encode(gzip.compress(raw, compresslevel=9, mtime=0)).decode("ascii")
-    return {"per_chunk": per_chunk, "features": sorted(int(f) for f in cards), "chunks": chunks}
+    tables = {"strings": list(strings), "windows": [list(w) for w in windows]}
+    return {"per_chunk": per_chunk, "features": sorted(int(f) for f in cards), "tables": _gzip_b64(tables),
+            "chunks": {str(key): _gzip_b64(group) for key, group in sorted(groups.items())}}
 
 
 def offline_copy(frame_html: str, fallback_id: str) -> str:
