@@ -131,7 +131,8 @@ def unpack_cards(packed: dict) -> dict[int, dict]:
     for chunk in packed["chunks"].values():
         for key, card in inflate(chunk).items():
             for item in [*card["top"], *(e for b in card["quantiles"] for e in b["examples"])]:
-                item["tokens"] = [tables["strings"][k] for k in tables["windows"][item.pop("w")]]
+                start, length = tables["windows"][item.pop("w")]
+                item["tokens"] = [tables["strings"][k] for k in tables["stream"][start:start + length]]
             for row in [*card["promoted"], *card["suppressed"]]:
                 row["token"] = tables["strings"][row["token"]]
             cards[int(key)] = card
@@ -173,3 +174,12 @@ def test_named_features_are_linked_and_their_cards_always_embedded():
     assert {2999, 1} <= set(unpack_cards(data["cards"]))
     state = data["views"][0]["state"]
     assert state["map_bookmarks"] == [{"label": "Golden Gate Bridge", "feature": 2999}]
+
+
+def test_packed_windows_share_one_token_stream():
+    from saewidgets.widgets.static_html import _chained
+
+    windows = [(1, 2, 3), (2, 3, 4), (9, 9), (3, 4, 5), (7,), (0, 1, 2)]
+    stream, spans = _chained(windows)
+    assert [tuple(stream[a:a + n]) for a, n in spans] == windows
+    assert len(stream) == 6 + 2 + 1  # 0 1 2 3 4 5 chained, then 9 9 and 7

@@ -40,14 +40,18 @@ SAEW.model = function (state) {
   };
 };
 
-/** A packed card as the views read it: window indices back to token strings (`tables`), logit tokens back to
+/** A packed card as the views read it: window indices back to token strings (spans of `tables.stream`), logit tokens back to
  * strings, integer token activations times `acts_unit` back to floats. */
 SAEW.expandCard = function (card, tables) {
   if (!card) return card;
   const unit = card.acts_unit;
   const contexts = (card.top || []).concat(...(card.quantiles || []).map((b) => b.examples || []));
   for (const item of contexts) {
-    if (item.w !== undefined) { item.tokens = tables.windows[item.w].map((k) => tables.strings[k]); delete item.w; }
+    if (item.w !== undefined) {
+      const [start, length] = tables.windows[item.w];
+      item.tokens = tables.stream.slice(start, start + length).map((k) => tables.strings[k]);
+      delete item.w;
+    }
     if (unit && item.acts) item.acts = item.acts.map((q) => q * unit);
   }
   for (const key of ["promoted", "suppressed"]) {
