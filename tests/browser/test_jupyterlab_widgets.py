@@ -114,12 +114,13 @@ def test_explorer_on_the_demo_in_jupyterlab(demo, page, jupyter_server, screensh
     assert seen["steered"].strip()
     screenshot(page, "jupyterlab-demo-explorer-heatmap", locator=ex)
 
-    # Save, close, reopen without running: a fresh kernel holds no widget models. The cell shows the static
-    # Explorer (with the last selection's dashboard), and not the "model not found" line.
+    # Save, close, shut the kernel down, reopen without running: a fresh kernel holds no widget models. The cell
+    # shows the static Explorer (the selection and neighbours it had when displayed), not "model not found".
     page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
     page.wait_for_function("() => !window.jupyterapp.shell.currentWidget.context.model.dirty", timeout=30_000)
-    selected = seen["attribution"]
+    selected = seen["first"]  # the copy was made when the cell displayed the Explorer
     page.evaluate("() => window.jupyterapp.commands.execute('application:close-all')")
+    page.evaluate("() => window.jupyterapp.serviceManager.sessions.shutdownAll()")  # the kernel and its widgets
     open_notebook(page, f"{base}/lab/tree/explorer_lab.ipynb?token={token}")
     copy = page.locator(".saew-offline-copy")
     expect(copy).to_be_visible(timeout=ROUND_TRIP_MS)
