@@ -577,3 +577,19 @@ def test_output_scores_refuse_bad_input(tiny, sae, stats):
     other = make_sae(tiny.d_model, seed=1)
     with pytest.raises(ValueError, match="computed for SAE"):
         output_scores(tiny, other, stats, [0], "bridge", progress=False)
+
+
+def test_pca_by_eigh_spans_the_leading_principal_subspace():
+    """`_pca` (covariance eigenvectors) keeps the same subspace and variance as an SVD of the centred points."""
+    from saewidgets.analysis.geometry import _pca
+
+    rng = np.random.default_rng(0)
+    points = (rng.normal(size=(3000, 40)) * np.linspace(3, 0.1, 40)).astype(np.float32)
+    reduced = _pca(points, 10)
+    centred = points.astype(np.float64) - points.mean(0)
+    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+    assert np.allclose(np.sort(np.square(reduced.astype(np.float64)).sum(0))[::-1], singular[:10] ** 2, rtol=1e-4)
+    projected = centred @ vt[:10].T
+    # same subspace: each reduced axis is +-1 times the SVD's (distinct variances), signs fixed deterministically
+    assert np.allclose(np.abs(reduced), np.abs(projected), atol=1e-3)
+    assert np.array_equal(_pca(points, 10), reduced)
