@@ -41,17 +41,26 @@ def activations(n_tokens: int) -> Any:
     return harvest(model, harvest_texts(model, n_tokens), layer=LAYER, n_tokens=n_tokens, progress=False)
 
 
-def random_sae(n_features: int, k: int = 32, seed: int = 0, acts: Any = None) -> Any:
-    """An untrained TopK SAE over Gemma's 640-d layer-``LAYER`` residuals (random unit decoder rows, encoder =
-    transpose; input scale and model from ``acts`` when given). Timing does not depend on training."""
+def random_sae(n_features: int, k: int = 32, seed: int = 0, acts: Any = None, architecture: str = "topk") -> Any:
+    """An untrained SAE over Gemma's 640-d layer-``LAYER`` residuals (random unit decoder rows, encoder =
+    transpose; input scale and model from ``acts`` when given). Timing does not depend on training.
+
+    ``architecture="jumprelu"`` (needs ``acts``) sets each feature's threshold to its ``k / 1024``-th highest
+    pre-activation over the first 1,024 rows, so about ``k`` features fire per token, as in a trained SAE."""
     from saewidgets.sae import SAE, SAEConfig
 
     where: dict[str, Any] = {}
     if acts is not None:
         scale = math.sqrt(acts.d_model) / float(acts.torch(slice(0, 4096)).norm(dim=1).mean())
         where = {"model_name": acts.model_name, "site": acts.site, "input_scale": scale}
-    cfg = SAEConfig(d_in=640, n_features=n_features, architecture="topk", k=k, layer=LAYER, **where)
+    cfg = SAEConfig(d_in=640, n_features=n_features, architecture=architecture,
+                    k=k if architecture == "topk" else None, layer=LAYER, **where)
     sae = SAE(cfg, torch.Generator().manual_seed(seed)).eval()
     for p in sae.parameters():
         p.requires_grad_(False)
+    if architecture == "jumprelu":
+        rows = acts.torch(slice(0, 1024))
+        pre = sae.pre_activations(sae.scale_in(rows))
+        fires = max(1, round(k * len(rows) / n_features))  # rows on which each feature fires
+        sae.threshold.copy_(pre.topk(fires + 1, dim=0).values[-1])
     return sae

@@ -1,4 +1,5 @@
-"""The ``saewidgets`` command: ``demo`` (the main job), ``train`` (an SAE from the command line).
+"""The ``saewidgets`` command: ``demo`` (the main job), ``train`` (an SAE from the command line), ``tutorials``
+(copy the notebooks into a folder).
 
 Options have no defaults of their own: they are derived from the settings dataclasses (`DemoSettings` for
 ``demo``; `TrainingRun` and `TrainConfig` for ``train``), from each field's type, default and docstring. A mistake
@@ -139,7 +140,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     settings = _settings(args, QUICK if args.quick else FULL)
     return run_demo(settings, args.out, refresh=args.refresh, steer=not args.no_steer, n_prompts=args.n_prompts,
-                    lab=args.lab)
+                    lab=args.lab, quick=args.quick)
+
+
+def cmd_tutorials(args: argparse.Namespace) -> int:
+    """Copy the tutorial notebooks into a folder of your own (notebooks already there are kept)."""
+    from pathlib import Path
+
+    from .demo.lab import copy_tutorials
+
+    notebooks = copy_tutorials(args.dir)
+    print(f"{len(notebooks)} tutorials in {Path(args.dir).resolve()}: " + ", ".join(p.name for p in notebooks))
+    return 0
 
 
 # -- saewidgets train ------------------------------------------------------------------------------------------------
@@ -196,9 +208,11 @@ def train_parser(prog: str = "saewidgets train", *, distributed: bool = True,
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
     from .demo.settings import FULL, QUICK, DemoSettings
 
     parser = argparse.ArgumentParser(prog="saewidgets", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"saewidgets {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="train (or reuse) an SAE on the embedded model and write an HTML explorer")
@@ -208,9 +222,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--refresh", action="store_true", help="ignore the cache and recompute everything")
     demo.add_argument("--no-steer", action="store_true", help="skip the steering examples")
     demo.add_argument("--n-prompts", type=int, default=2, help="steering prompts to run (default 2)")
-    demo.add_argument("--lab", action="store_true", help="then open JupyterLab on the quickstart tutorial")
+    demo.add_argument("--lab", action="store_true",
+                      help="then open JupyterLab on the quickstart tutorial, live on this SAE")
     demo.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     demo.set_defaults(func=cmd_demo)
+
+    tutorials = sub.add_parser("tutorials", help="copy the tutorial notebooks into a folder")
+    tutorials.add_argument("dir", help="folder to copy them into (created; notebooks already there are kept)")
+    tutorials.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    tutorials.set_defaults(func=cmd_tutorials)
 
     train_parser(parser=sub.add_parser("train", help="train an SAE on a corpus and print its held-out metrics"))
     return parser

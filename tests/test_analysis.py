@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from saewidgets.activations import harvest
+from saewidgets.activations import Activations, harvest
 from saewidgets.analysis import (
     FeatureStats,
     attribute,
@@ -121,6 +121,66 @@ def test_stats_from_texts_equal_stats_from_activations(tiny, sae, acts, stats):
                                progress=False)
     assert torch.equal(from_texts.top_values, stats.top_values)
     assert torch.equal(from_texts.top_tokens, stats.top_tokens)
+
+
+@pytest.fixture(scope="module")
+def acts_with_repeats(tiny_gemma):
+    """Activations where three documents come twice: equal activations (ties) across documents."""
+    return harvest(tiny_gemma, _TRAINING_TEXT + _TRAINING_TEXT[:3], LAYER, progress=False)
+
+
+def sae_of(architecture: str, d_model: int, acts) -> SAE:
+    """A random SAE of ``architecture`` whose last 4 features never fire (thresholds: ~20% of tokens fire)."""
+    sae = SAE(SAEConfig(d_in=d_model, n_features=48, architecture=architecture,
+                        k=6 if architecture in ("topk", "batchtopk") else None, layer=LAYER),
+              generator=torch.Generator().manual_seed(1)).eval()
+    with torch.no_grad():
+        sae.b_enc[-4:] = -1e4
+        if architecture in ("jumprelu", "batchtopk"):
+            sae.threshold.copy_(sae.pre_activations(sae.scale_in(acts.torch())).quantile(0.8, dim=0).clamp(min=0))
+    return sae
+
+
+SMALL_TABLES = dict(top_k=2, context=(0, 0), n_quantile_bands=3, samples_per_band=1, batch_size=7, seed=3)
+
+
+@pytest.mark.parametrize(("architecture", "settings"), [
+    *((arch, dict(top_k=5, context=(3, 2), n_bins=8, batch_size=13)) for arch in ("topk", "relu", "jumprelu",
+                                                                                  "batchtopk")),
+    ("topk", SMALL_TABLES), ("jumprelu", SMALL_TABLES)])
+def test_fast_statistics_equal_the_dense_reference(tiny_gemma, acts_with_repeats, architecture, settings):
+    """The pass from (index, value) pairs (TopK) or the non-zeros (the rest) equals the dense pass it replaced,
+    ties and never-firing features included; small tables make entries leave them often."""
+    from _stats_reference import assert_same_stats, reference_feature_stats
+
+    sae = sae_of(architecture, tiny_gemma.d_model, acts_with_repeats)
+    dense = dense_features(sae, acts_with_repeats)
+    fires = (dense > 0).any(0)
+    assert not fires[-4:].any() and fires[:-4].sum() >= 30  # never-firing features, and plenty that fire
+    fast = feature_stats(tiny_gemma, sae, acts_with_repeats, progress=False, **settings)
+    reference = reference_feature_stats(tiny_gemma, sae, acts_with_repeats, LAYER, **settings)
+    assert_same_stats(fast, reference, dense)
+    assert (fast.top_values[-4:] == 0).all() and (fast.top_tokens[-4:] == -1).all()
+    assert fast.band_values[-4:].isnan().all() and (fast.hist_counts[-4:] == 0).all()
+
+
+@pytest.mark.parametrize("batch_size", [10, 40])
+def test_equal_top_activations_keep_the_earliest_token_first(tiny, batch_size):
+    """Rows 5 and 25 hold the same residual (between other tokens): with one slot, row 5's window is kept."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, tiny.d_model)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    x[25] = x[5]
+    acts = Activations(x, np.arange(40, dtype=np.int32) + 100, np.zeros(40, dtype=np.int32),
+                       np.arange(40, dtype=np.int32), tiny.name, LAYER)
+    sae = SAE(SAEConfig(d_in=tiny.d_model, n_features=2, architecture="relu", layer=LAYER)).eval()
+    with torch.no_grad():
+        sae.W_enc.zero_()
+        sae.W_enc[:, 0] = torch.from_numpy(x[5])  # feature 0 peaks (at 1.0) on rows 5 and 25
+    for top_k in (1, 2):
+        stats = feature_stats(tiny, sae, acts, top_k=top_k, context=(1, 1), batch_size=batch_size, progress=False)
+        assert stats.top_values[0].tolist() == pytest.approx([1.0] * top_k)
+        assert stats.top_tokens[0].tolist()[:2] == [[104, 105, 106], [124, 125, 126]][:top_k]
 
 
 def test_stats_save_load_round_trip(tmp_path, sae, stats):
@@ -517,3 +577,19 @@ def test_output_scores_refuse_bad_input(tiny, sae, stats):
     other = make_sae(tiny.d_model, seed=1)
     with pytest.raises(ValueError, match="computed for SAE"):
         output_scores(tiny, other, stats, [0], "bridge", progress=False)
+
+
+def test_pca_by_eigh_spans_the_leading_principal_subspace():
+    """`_pca` (covariance eigenvectors) keeps the same subspace and variance as an SVD of the centred points."""
+    from saewidgets.analysis.geometry import _pca
+
+    rng = np.random.default_rng(0)
+    points = (rng.normal(size=(3000, 40)) * np.linspace(3, 0.1, 40)).astype(np.float32)
+    reduced = _pca(points, 10)
+    centred = points.astype(np.float64) - points.mean(0)
+    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+    assert np.allclose(np.sort(np.square(reduced.astype(np.float64)).sum(0))[::-1], singular[:10] ** 2, rtol=1e-4)
+    projected = centred @ vt[:10].T
+    # same subspace: each reduced axis is +-1 times the SVD's (distinct variances), signs fixed deterministically
+    assert np.allclose(np.abs(reduced), np.abs(projected), atol=1e-3)
+    assert np.array_equal(_pca(points, 10), reduced)

@@ -192,3 +192,42 @@ def test_lab_settings_reach_the_notebook_through_the_environment(monkeypatch):
     assert settings_from_env() == QUICK
     monkeypatch.delenv("SAEWIDGETS_QUICK")
     assert settings_from_env() == FULL
+
+
+def test_demo_lab_without_jupyterlab_says_what_to_install_in_one_line_before_any_work(monkeypatch, capsys):
+    import importlib.util
+
+    import saewidgets.demo.run as run
+    from saewidgets.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "jupyterlab" else real(name, *a))
+    monkeypatch.setattr(run, "demo_artifacts", lambda *a, **k: pytest.fail("the demo ran although --lab cannot"))
+    assert main(["demo", "--quick", "--lab"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pip install 'saewidgets[lab]'" in err and "JupyterLab" in err
+
+
+def test_tutorials_command_copies_the_notebooks_and_keeps_edited_copies(tmp_path, capsys):
+    from saewidgets.cli import main
+    from saewidgets.demo.lab import packaged_tutorials
+
+    source = sorted(p.name for p in packaged_tutorials().glob("*.ipynb"))
+    (tmp_path / "01_quickstart.ipynb").write_text("my edits")
+    assert main(["tutorials", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.glob("*.ipynb")) == source and len(source) >= 7
+    assert (tmp_path / "01_quickstart.ipynb").read_text() == "my edits"
+    assert (tmp_path / "02_training.ipynb").read_bytes() == (packaged_tutorials() / "02_training.ipynb").read_bytes()
+
+
+def test_lab_kernels_get_the_demo_settings_and_the_quick_flag(monkeypatch):
+    import json
+
+    from saewidgets.demo import FULL, QUICK, SETTINGS_ENV, settings_from_env
+    from saewidgets.demo.lab import lab_environment
+
+    for settings, quick in ((QUICK, True), (FULL, False)):
+        env = lab_environment(settings, quick)
+        assert env["SAEWIDGETS_QUICK"] == ("1" if quick else "0")
+        monkeypatch.setenv(SETTINGS_ENV, env[SETTINGS_ENV])
+        assert settings_from_env() == settings and json.loads(env[SETTINGS_ENV])["n_features"] == settings.n_features

@@ -16,6 +16,7 @@ from saewidgets.analysis import (
     DEFAULT_CLAMP_MULTIPLE,
     attribute,
     feature_card,
+    feature_stats,
     search_contexts,
     steer,
     steering_search,
@@ -86,3 +87,18 @@ def test_attribution_of_paris_names_paris_features_that_ablation_confirms(demo, 
     assert paris and paris[0] in [row["feature"] for row in top[:3]], top
     for row in top:
         assert row["ablation"] is not None and row["ablation"] * row["attribution"] > 0, row
+
+
+def test_fast_statistics_equal_the_dense_reference_on_the_demo_sae(demo, gemma):
+    """The demo's trained TopK SAE on 3,000 real tokens: the pass from `encode_topk` pairs equals the dense pass."""
+    import torch
+    from _stats_reference import assert_same_stats, reference_feature_stats
+
+    acts = demo.activations.subset(slice(0, 3000))
+    layer = demo.sae.cfg.layer
+    fast = feature_stats(gemma, demo.sae, acts, batch_size=512, progress=False)
+    reference = reference_feature_stats(gemma, demo.sae, acts, layer, batch_size=512)
+    with torch.no_grad():
+        dense = demo.sae.encode(acts.torch())
+    assert (dense > 0).any(0).sum() > 100
+    assert_same_stats(fast, reference, dense)

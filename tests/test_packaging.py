@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.metadata
 import importlib.util
 import re
@@ -49,7 +50,11 @@ def test_every_module_the_code_imports_is_declared():
                    "IPython": "ipywidgets"}
     imported = set()
     for path in (ROOT / "saewidgets").rglob("*.py"):
-        imported |= set(re.findall(r"^\s*(?:import|from)\s+([A-Za-z_]\w*)", path.read_text(), re.M))
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
     stdlib = set(__import__("sys").stdlib_module_names)
     third_party = {m for m in imported if m not in stdlib and m not in ("saewidgets", "__future__")}
     missing = [m for m in sorted(third_party) if provided_by.get(m, m).lower() not in declared]

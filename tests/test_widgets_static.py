@@ -119,13 +119,23 @@ def test_inlined_javascript_cannot_close_its_own_script_element():
 
 
 def unpack_cards(packed: dict) -> dict[int, dict]:
-    """The cards of a static page, decompressed as static_host.js does (gzip groups of base64)."""
+    """The cards of a static page rebuilt as static_host.js does (gzip groups of base64; windows and logit tokens
+    from the shared tables), activations left as the stored integers."""
     import base64
     import gzip
 
-    cards = {}
+    def inflate(b64):
+        return json.loads(gzip.decompress(base64.b64decode(b64)))
+
+    tables, cards = inflate(packed["tables"]), {}
     for chunk in packed["chunks"].values():
-        cards.update({int(k): v for k, v in json.loads(gzip.decompress(base64.b64decode(chunk))).items()})
+        for key, card in inflate(chunk).items():
+            for item in [*card["top"], *(e for b in card["quantiles"] for e in b["examples"])]:
+                start, length = tables["windows"][item.pop("w")]
+                item["tokens"] = [tables["strings"][k] for k in tables["stream"][start:start + length]]
+            for row in [*card["promoted"], *card["suppressed"]]:
+                row["token"] = tables["strings"][row["token"]]
+            cards[int(key)] = card
     assert sorted(cards) == packed["features"]
     return cards
 
@@ -164,3 +174,12 @@ def test_named_features_are_linked_and_their_cards_always_embedded():
     assert {2999, 1} <= set(unpack_cards(data["cards"]))
     state = data["views"][0]["state"]
     assert state["map_bookmarks"] == [{"label": "Golden Gate Bridge", "feature": 2999}]
+
+
+def test_packed_windows_share_one_token_stream():
+    from saewidgets.widgets.static_html import _chained
+
+    windows = [(1, 2, 3), (2, 3, 4), (9, 9), (3, 4, 5), (7,), (0, 1, 2)]
+    stream, spans = _chained(windows)
+    assert [tuple(stream[a:a + n]) for a, n in spans] == windows
+    assert len(stream) == 6 + 2 + 1  # 0 1 2 3 4 5 chained, then 9 9 and 7

@@ -29,7 +29,7 @@ Schema (every number a plain float/int, every token a raw string: escape it befo
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from .geometry import FeatureGeometry
 from .logits import LogitEffects
@@ -41,15 +41,39 @@ if TYPE_CHECKING:
 N_NEIGHBOURS = 10
 
 
+class _CardBody(TypedDict):
+    """The keys every card has."""
+
+    feature: int
+    density: float
+    max_act: float
+    mean_act: float
+    top: list[dict[str, Any]]
+    quantiles: list[dict[str, Any]]
+    histogram: dict[str, list[Any]]
+    promoted: list[dict[str, Any]]
+    suppressed: list[dict[str, Any]]
+    neighbours: list[dict[str, Any]]
+    label: dict[str, str] | None
+
+
+class FeatureCard(_CardBody, total=False):
+    """A feature card as a type (the schema in this module's docstring): still a plain dict, because it is the JSON
+    the dashboard's JavaScript and the static page read."""
+
+    logit_unit: str
+    """Present with logit effects."""
+
+
 def feature_card(stats: FeatureStats, i: int, logit_effects: LogitEffects | None = None,
-                 geometry: FeatureGeometry | None = None, labels: Labels | None = None) -> dict[str, Any]:
+                 geometry: FeatureGeometry | None = None, labels: Labels | None = None) -> FeatureCard:
     """Everything the dashboard shows about feature ``i`` (schema in the module docstring)."""
     i = stats.check_feature(i)
     for other, what in ((logit_effects, "logit effects"), (geometry, "geometry"), (labels, "labels")):
         if other is not None and other.fingerprint != stats.fingerprint:
             raise ValueError(f"The {what} were computed for SAE {other.fingerprint} but the statistics for "
                              f"{stats.fingerprint}: compute both for the same SAE.")
-    return {
+    return cast(FeatureCard, {
         "feature": i,
         "density": float(stats.density[i]),
         "max_act": float(stats.max_act[i]),
@@ -61,7 +85,7 @@ def feature_card(stats: FeatureStats, i: int, logit_effects: LogitEffects | None
            else {"promoted": [], "suppressed": []}),
         "neighbours": geometry.neighbours(i, N_NEIGHBOURS) if geometry is not None else [],
         "label": labels.view(i) if labels is not None else None,
-    }
+    })
 
 
 def _logits(effects: LogitEffects, i: int, mean_act: float) -> dict[str, Any]:

@@ -115,11 +115,10 @@ def _compute(directions: np.ndarray, params: dict[str, Any]) -> tuple[np.ndarray
     """
     import umap
     from sklearn.cluster import KMeans
-    from sklearn.decomposition import PCA
 
     points = directions
     if params["pca_dims"] is not None and directions.shape[1] > params["pca_dims"]:
-        points = PCA(params["pca_dims"], svd_solver="randomized", random_state=params["seed"]).fit_transform(directions)
+        points = _pca(directions, params["pca_dims"])
     knn = _cosine_knn(points, params["n_neighbors"])
     reducer = umap.UMAP(n_neighbors=params["n_neighbors"], min_dist=params["min_dist"], metric="cosine",
                         random_state=params["seed"], n_components=2, n_jobs=1,  # a seed forces one job anyway
@@ -129,6 +128,19 @@ def _compute(directions: np.ndarray, params: dict[str, Any]) -> tuple[np.ndarray
         coords = reducer.fit_transform(points).astype(np.float32)
     clusters = KMeans(params["n_clusters"], n_init=1, random_state=params["seed"]).fit_predict(points)
     return coords, clusters.astype(np.int32)
+
+
+def _pca(points: np.ndarray, n_components: int) -> np.ndarray:
+    """``points [F, d]`` centred and projected on their ``n_components`` leading principal axes.
+
+    Exact, through the ``d x d`` covariance's eigenvectors (``eigh`` in float64): with F >> d this is ~10x faster
+    than sklearn's randomized SVD of the ``[F, d]`` matrix. Each axis's sign is fixed (its largest-magnitude
+    coordinate positive), so the result is deterministic."""
+    centred = points.astype(np.float64) - points.mean(0, dtype=np.float64)
+    _, vectors = np.linalg.eigh(centred.T @ centred)
+    axes = vectors[:, ::-1][:, :n_components]  # eigh sorts eigenvalues ascending
+    axes *= np.sign(axes[np.abs(axes).argmax(0), np.arange(axes.shape[1])])
+    return (centred @ axes).astype(np.float32)
 
 
 def _cosine_knn(points: np.ndarray, k: int, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
@@ -151,7 +163,7 @@ def _cache_path(cache_dir: str | os.PathLike | None, fingerprint: str, params: d
     import sklearn
     import umap
 
-    versions = {"umap": getattr(umap, "__version__", ""), "sklearn": sklearn.__version__}
+    versions = {"umap": getattr(umap, "__version__", ""), "sklearn": sklearn.__version__, "pca": "eigh"}
     key = hashlib.sha256(json.dumps([fingerprint, params, versions], sort_keys=True).encode()).hexdigest()[:16]
     folder = default_cache_dir("geometry") if cache_dir is None else Path(cache_dir)
     return folder / f"geometry-{key}.npz"

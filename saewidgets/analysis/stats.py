@@ -8,7 +8,8 @@ For every SAE feature `feature_stats` keeps:
   - a histogram of its non-zero activations, firing density, max and mean activation.
 
 Memory stays bounded (no ``[tokens, features]`` matrix is kept): tokens are encoded ``batch_size`` rows at a time
-and merged into running top-k tables with ``torch.topk``. Band samples are bottom-k samples over random keys, which
+and only their active (token, feature, value) triples are merged into running tables (a TopK SAE's come from
+``encode_topk``, k per token), so a batch costs its encoder product plus work proportional to k. Band samples are bottom-k samples over random keys, which
 is a uniform sample within each band; the bands follow the running maximum, so an example seen while the maximum
 was still lower may have been dropped from a band it later would have belonged to (the drift stops once the
 maximum settles, early on a large corpus). The histogram is exact: its range doubles as the maximum grows, merging
@@ -20,6 +21,8 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +36,7 @@ from tqdm.auto import tqdm
 from .._atomic_write import atomic_dir, finish_interrupted_save
 from ..model import ModelHandle
 from ..activation_source import is_activation_source
-from ._common import check_feature, encode_rows, n_features_of, sae_layer
+from ._common import ENCODE_CHUNK_ROWS, check_feature, encode_rows, n_features_of, sae_layer
 
 _TENSORS = "feature_stats.safetensors"
 _META = "feature_stats.json"
@@ -259,7 +262,7 @@ def feature_stats(
     if total == 0:
         raise ValueError("There are no tokens to compute statistics over.")
 
-    acc = _Accumulator(n_features_of(sae), top_k, before, after, n_quantile_bands, samples_per_band, seed)
+    acc = _Accumulator(n_features_of(sae), top_k, before, after, n_quantile_bands, samples_per_band, seed, total)
     token_ids = torch.from_numpy(np.asarray(acts.token_ids[:total], dtype=np.int32))
     doc_ids = torch.from_numpy(np.asarray(acts.doc_ids[:total], dtype=np.int64))
     with tqdm(total=total, desc="feature stats", unit="tok", disable=not progress) as bar:
@@ -274,10 +277,27 @@ def feature_stats(
                     "non-finite activations mean nothing. Re-harvest them (a float16 model overflows: use float32 "
                     "or bfloat16) or drop those rows."
                 )
-            f = encode_rows(sae, x)
-            acc.update(f, start - lo, stop - lo, token_ids[lo:hi], doc_ids[lo:hi])
+            codes = _Codes.encode(sae, x)
+            with _one_thread():
+                acc.update(codes, start - lo, stop - lo, lo, doc_ids[lo:hi])
             bar.update(stop - start)
-    return acc.finish(model, sae.fingerprint(), acts.model_name or model.name, layer, total, n_bins)
+    with _one_thread():
+        return acc.finish(model, token_ids, doc_ids, sae.fingerprint(), acts.model_name or model.name, layer, n_bins)
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run the bookkeeping on one CPU thread (the encoder's matrix product keeps them all).
+
+    Its tensors are ~k x batch elements, just above the size where each op splits across threads; on a busy
+    machine every such op then waits for all threads to be scheduled, which made the bookkeeping 2x slower than
+    on one thread (measured with 2 cores under load 12)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _as_activations(model: ModelHandle, sae: Any, source: Any, layer: int, n_tokens: int | None,
@@ -296,72 +316,146 @@ def _as_activations(model: ModelHandle, sae: Any, source: Any, layer: int, n_tok
     return harvest(model, source, layer, n_tokens=n_tokens, progress=progress)
 
 
-class _Accumulator:
-    """Running per-feature tables, updated chunk by chunk. Tables are laid out ``[slot, feature, ...]``."""
+class _Codes:
+    """The active features of a buffer of encoded rows: ``(row, feature, value)`` triples with ``value > 0``, in
+    row-major order (rows ascending, features ascending within a row), as ``nonzero`` of the dense activations
+    lists them.
 
-    def __init__(self, n_features: int, k: int, before: int, after: int, n_bands: int, per_band: int, seed: int):
+    A TopK SAE yields them from `SAE.encode_topk` (k per row) without ever building the dense ``[rows, F]``
+    matrix; other architectures (ReLU, JumpReLU, BatchTopK's threshold) are dense in shape, so their matrix is
+    encoded and kept for lookups.
+    """
+
+    def __init__(self, rows: torch.Tensor, feats: torch.Tensor, values: torch.Tensor, n_features: int,
+                 dense: torch.Tensor | None = None):
+        self.rows, self.feats, self.values, self.n_features, self.dense = rows, feats, values, n_features, dense
+
+    @classmethod
+    @torch.no_grad()
+    def encode(cls, sae: Any, x: torch.Tensor, chunk: int = ENCODE_CHUNK_ROWS) -> _Codes:
+        """The active features of residual rows ``x`` (encoded ``chunk`` rows at a time, like `encode_rows`, on
+        the SAE's device); the triples come back to the CPU, where the tables live."""
+        n_features = n_features_of(sae)
+        x = x.to(sae.W_dec.device)
+        if getattr(getattr(sae, "cfg", None), "architecture", None) != "topk":
+            f = encode_rows(sae, x, chunk).float().cpu()
+            rows, feats = (f > 0).nonzero(as_tuple=True)
+            return cls(rows, feats, f[rows, feats], n_features, dense=f)
+        codes = [sae.encode_topk(x[i : i + chunk].to(sae.W_dec.dtype)) for i in range(0, len(x), chunk)]
+        indices, order = torch.cat([c.indices for c in codes]).sort(dim=1)
+        values = torch.cat([c.values for c in codes]).gather(1, order).float().flatten().cpu()
+        indices = indices.cpu()
+        rows = torch.arange(len(x)).repeat_interleave(indices.shape[1])
+        fired = values > 0
+        return cls(rows[fired], indices.flatten()[fired], values[fired], n_features)
+
+    def at(self, rows: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+        """Activation of feature ``feats[i]`` on buffer row ``rows[i]`` (any shape; 0 where it is not active)."""
+        if self.dense is not None:
+            return self.dense[rows, feats]
+        if len(self.rows) == 0:
+            return torch.zeros(rows.shape)
+        keys = self.rows * self.n_features + self.feats  # ascending: the triples are row-major
+        query = rows * self.n_features + feats
+        pos = torch.searchsorted(keys, query).clamp(max=len(keys) - 1)
+        return torch.where(keys[pos] == query, self.values[pos], 0.0)
+
+
+def _pair_up(free: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+    """Slot for each incoming entry: ``free [n, P]`` marks the free slots of n table rows, ``owner`` (ascending) the
+    row each entry goes to, with no row receiving more entries than it has free slots."""
+    row, slot = free.nonzero(as_tuple=True)  # row-major: each row's free slots in order
+    first_free = torch.searchsorted(row, owner)
+    rank = torch.arange(len(owner)) - torch.searchsorted(owner, owner)
+    return slot[first_free + rank]
+
+
+class _Accumulator:
+    """Running per-feature tables, updated chunk by chunk from the chunk's active (row, feature, value) triples
+    only, so a chunk costs about its number of active pairs, not rows x features.
+
+    Both tables hold slots in no particular order (ordered once, in `finish`) and the corpus row of each entry;
+    only the feature's activations around it are copied when it enters (its tokens are read at the end). Among
+    equal top activations the earliest token wins. Band samples are, per (feature, band), the ``per_band``
+    smallest of random keys drawn for every activation.
+    """
+
+    def __init__(self, n_features: int, k: int, before: int, after: int, n_bands: int, per_band: int, seed: int,
+                 n_tokens: int):
         self.F, self.k, self.before, self.after = n_features, k, before, after
         self.W = before + 1 + after
         self.n_bands, self.per_band = n_bands, per_band
         self.gen = torch.Generator().manual_seed(seed)
-        F, W = n_features, self.W
+        F, W, P = n_features, self.W, n_bands * per_band
         self.count = torch.zeros(F, dtype=torch.float64)
         self.total = torch.zeros(F, dtype=torch.float64)
         self.max = torch.zeros(F)
-        self.top_v = torch.zeros(k, F)
-        self.top_tok = torch.full((k, F, W), -1, dtype=torch.int32)
-        self.top_act = torch.zeros(k, F, W)
-        # band samples as flat lists: feature, value, random key, window tokens, window activations
-        self.s_feat = torch.zeros(0, dtype=torch.long)
-        self.s_val = torch.zeros(0)
-        self.s_key = torch.zeros(0, dtype=torch.float64)
-        self.s_tok = torch.zeros(0, W, dtype=torch.int32)
-        self.s_act = torch.zeros(0, W)
+        self.top_v = torch.zeros(F, k)  # 0: empty slot
+        self.top_row = torch.full((F, k), -1)
+        self.top_act = torch.zeros(F, k, W)
+        self.s_key = torch.full((F, P), math.inf, dtype=torch.float64)  # inf: empty slot
+        self.s_val = torch.zeros(F, P)
+        self.s_row = torch.full((F, P), -1)
+        self.s_act = torch.zeros(F, P, W)
         self.hist_range = torch.zeros(F)  # a power of two >= max once the feature has fired
-        self.hist = torch.zeros(F, _FINE_BINS, dtype=torch.int64)
+        self.hist = torch.zeros(F, _FINE_BINS, dtype=torch.int32 if n_tokens < 2**31 else torch.int64)
 
-    def _windows(self, f: torch.Tensor, rows: torch.Tensor, feats: torch.Tensor, tokens: torch.Tensor,
-                 docs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token ids and activations ``[n, W]`` around buffer rows ``rows`` for features ``feats`` (same doc only)."""
-        around = rows[:, None] + torch.arange(-self.before, self.after + 1)
-        inside = (around >= 0) & (around < len(f))
-        clipped = around.clamp(0, len(f) - 1)
-        inside &= docs[clipped] == docs[rows][:, None]
-        acts = torch.where(inside, f[clipped, feats[:, None]], 0.0)
-        toks = torch.where(inside, tokens[clipped], -1).to(torch.int32)
-        return toks, acts
-
-    def update(self, f: torch.Tensor, c0: int, c1: int, tokens: torch.Tensor, docs: torch.Tensor) -> None:
-        """Merge buffer ``f [rows, F]``, whose rows ``c0:c1`` are new tokens (the rest are window margins)."""
-        core = f[c0:c1]
-        fired = core > 0
-        self.count += fired.sum(0)
-        self.total += core.clamp(min=0).sum(0, dtype=torch.float64)
-        self.max = torch.maximum(self.max, core.max(0).values.clamp(min=0))
-        self._update_top(f, core, c0, tokens, docs)
-        rows, feats = fired.nonzero(as_tuple=True)
-        values = core[rows, feats]
+    def update(self, codes: _Codes, c0: int, c1: int, offset: int, docs: torch.Tensor) -> None:
+        """Merge a buffer's codes: buffer row ``r`` is corpus row ``offset + r``, rows ``c0:c1`` are new tokens (the
+        rest are window margins), ``docs`` the buffer's document ids."""
+        lo, hi = torch.searchsorted(codes.rows, torch.tensor([c0, c1])).tolist()
+        rows, feats, values = codes.rows[lo:hi], codes.feats[lo:hi], codes.values[lo:hi]
+        self.count += torch.bincount(feats, minlength=self.F)
+        self.total += torch.bincount(feats, weights=values.double(), minlength=self.F)
+        new_max = self.max.scatter_reduce(0, feats, values, "amax")
+        grew = new_max > self.max
+        self.max = new_max
+        t_pair, t_feat, t_slot = self._update_top(rows, feats, values, offset)
         self._update_hist(feats, values)
-        self._update_bands(f, rows + c0, feats, values, tokens, docs)
+        b_pair, b_feat, b_slot = self._update_bands(rows, feats, values, grew, offset)
+        # the feature's activations around each entry that came in, computed once per pair
+        need = torch.zeros(len(feats), dtype=torch.long)
+        need[t_pair], need[b_pair] = 1, 1
+        index = need.cumsum(0) - 1
+        acts = self._window_acts(codes, rows[need.bool()], feats[need.bool()], docs)
+        self.top_act[t_feat, t_slot] = acts[index[t_pair]]
+        self.s_act[b_feat, b_slot] = acts[index[b_pair]]
 
-    def _update_top(self, f, core, c0, tokens, docs) -> None:
-        kk = min(self.k, len(core))
-        v, r = core.topk(kk, dim=0)  # [kk, F]
-        merged_v, pick = torch.cat([self.top_v, v]).topk(self.k, dim=0)
-        new = (pick >= self.k) & (merged_v > 0)
-        changed = new.any(0).nonzero().flatten()
-        if len(changed) == 0:
-            return
-        pick_c = pick[:, changed]
-        old = pick_c.clamp(max=self.k - 1)
-        tok = self.top_tok[:, changed].gather(0, old[..., None].expand(-1, -1, self.W))
-        act = self.top_act[:, changed].gather(0, old[..., None].expand(-1, -1, self.W))
-        slot, col = new[:, changed].nonzero(as_tuple=True)
-        feats = changed[col]
-        rows = r[pick_c[slot, col] - self.k, feats] + c0
-        tok[slot, col], act[slot, col] = self._windows(f, rows, feats, tokens, docs)
-        self.top_tok[:, changed], self.top_act[:, changed] = tok, act
-        self.top_v = merged_v
+    def _window_acts(self, codes: _Codes, rows: torch.Tensor, feats: torch.Tensor, docs: torch.Tensor) -> torch.Tensor:
+        """The activations ``[n, W]`` of features ``feats`` around buffer rows ``rows`` (0 outside the document)."""
+        around = rows[:, None] + torch.arange(-self.before, self.after + 1)
+        clipped = around.clamp(0, len(docs) - 1)
+        inside = (around == clipped) & (docs[clipped] == docs[rows][:, None])
+        return torch.where(inside, codes.at(clipped, feats[:, None].expand_as(clipped)), 0.0)
+
+    def _update_top(self, rows, feats, values, offset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Put the pairs that beat their feature's k-th best into its table; returns (pair, feature, slot) of each."""
+        k = self.k
+        pair = (values > self.top_v.min(1).values[feats]).nonzero().flatten()  # k-th best: 0 while slots are free
+        order = torch.argsort(values[pair], descending=True, stable=True)  # stable: earlier rows first among ties
+        pair = pair[order[torch.argsort(feats[pair[order]], stable=True)]]  # by feature, then value descending
+        f = feats[pair]
+        changed, which = torch.unique_consecutive(f, return_inverse=True)
+        rank = torch.arange(len(pair)) - torch.searchsorted(f, changed)[which]
+        best = rank < k
+        pair, which, rank = pair[best], which[best], rank[best]
+        new_v = torch.full((len(changed), k), -math.inf)
+        new_v[which, rank] = values[pair]
+        new_row = torch.full((len(changed), k), torch.iinfo(torch.long).max)
+        new_row[which, rank] = rows[pair] + offset
+        new_pair = torch.zeros(len(changed), k, dtype=torch.long)
+        new_pair[which, rank] = pair
+        # keep each feature's k best of old + new by (value descending, row ascending): the rest leave
+        both_row = torch.cat([self.top_row[changed], new_row], 1)
+        order = both_row.argsort(dim=1, stable=True)
+        both_v = torch.cat([self.top_v[changed], new_v], 1).gather(1, order)
+        keep = order.gather(1, both_v.argsort(dim=1, descending=True, stable=True)[:, :k])
+        kept = torch.zeros(len(changed), 2 * k, dtype=torch.bool).scatter_(1, keep, True)
+        a, r = kept[:, k:].nonzero(as_tuple=True)  # the new entries that made it ...
+        slot = _pair_up(~kept[:, :k], a)  # ... each take an old slot that did not
+        pair, feat = new_pair[a, r], changed[a]
+        self.top_v[feat, slot], self.top_row[feat, slot] = values[pair], rows[pair] + offset
+        return pair, feat, slot
 
     def _update_hist(self, feats: torch.Tensor, values: torch.Tensor) -> None:
         grow = self.max > self.hist_range
@@ -377,59 +471,98 @@ class _Accumulator:
                     self.hist[sub] = _merge_bins(self.hist[sub], d)
                     self.hist_range[sub] *= 2.0 ** d
         bins = (values / self.hist_range[feats] * _FINE_BINS).long().clamp(max=_FINE_BINS - 1)
-        self.hist.view(-1).index_add_(0, feats * _FINE_BINS + bins, torch.ones_like(bins))
+        self.hist.view(-1).index_add_(0, feats * _FINE_BINS + bins, torch.ones_like(bins, dtype=self.hist.dtype))
 
-    def _select(self, feat: torch.Tensor, val: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
-        """Indices of the ``per_band`` smallest keys in each (feature, band) group, bands by the running max."""
-        band = (val / self.max[feat] * self.n_bands).long().clamp(0, self.n_bands - 1)
-        order = torch.argsort((feat * self.n_bands + band).double() + key)
-        group = (feat * self.n_bands + band)[order]
-        first = torch.searchsorted(group, group)
-        return order[torch.arange(len(group)) - first < self.per_band]
+    def _band(self, values: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+        """Band of each activation of features ``feats`` (equal fractions of the running max)."""
+        return (values / self.max[feats] * self.n_bands).long().clamp(0, self.n_bands - 1)
 
-    def _update_bands(self, f, rows, feats, values, tokens, docs) -> None:
-        n_old = len(self.s_feat)
+    def _update_bands(self, rows, feats, values, grew, offset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Keep the ``per_band`` smallest random keys of each (feature, band); returns (pair, feature, slot) of each
+        pair that came in. A feature whose max grew re-bands its samples (some may leave); one whose max stayed put
+        only takes a pair into a band with room or whose largest key it beats."""
+        nb, S = self.n_bands, self.per_band
         keys = torch.rand(len(feats), generator=self.gen, dtype=torch.float64)
-        keep = self._select(torch.cat([self.s_feat, feats]), torch.cat([self.s_val, values]),
-                            torch.cat([self.s_key, keys]))
-        old, new = keep[keep < n_old], keep[keep >= n_old] - n_old
-        tok, act = self._windows(f, rows[new], feats[new], tokens, docs)
-        self.s_feat = torch.cat([self.s_feat[old], feats[new]])
-        self.s_val = torch.cat([self.s_val[old], values[new]])
-        self.s_key = torch.cat([self.s_key[old], keys[new]])
-        self.s_tok = torch.cat([self.s_tok[old], tok])
-        self.s_act = torch.cat([self.s_act[old], act])
+        band = self._band(values, feats)
+        same = (self._band(self.s_val[feats], feats[:, None]) == band[:, None]) & (self.s_row[feats] >= 0)
+        largest = torch.where(same, self.s_key[feats], -math.inf).max(1).values
+        pair = (grew[feats] | (same.sum(1) < S) | (keys < largest)).nonzero().flatten()
+        redo = torch.unique(feats[pair])  # features whose bands are selected again
+        owner_new = torch.searchsorted(redo, feats[pair])
+        owner_old, slot_old = (self.s_row[redo] >= 0).nonzero(as_tuple=True)
+        f_old = redo[owner_old]
+        owner = torch.cat([owner_old, owner_new])
+        key = torch.cat([self.s_key[f_old, slot_old], keys[pair]])
+        group = owner * nb + self._band(torch.cat([self.s_val[f_old, slot_old], values[pair]]), redo[owner])
+        order = torch.argsort(group.double() + key)  # by group, then key (keys lie in [0, 1))
+        ranked = group[order]
+        keep = torch.zeros(len(order), dtype=torch.bool)
+        keep[order] = torch.arange(len(order)) - torch.searchsorted(ranked, ranked) < S
+        n_old = len(f_old)
+        leave_f, leave_slot = f_old[~keep[:n_old]], slot_old[~keep[:n_old]]
+        self.s_key[leave_f, leave_slot], self.s_row[leave_f, leave_slot], self.s_val[leave_f, leave_slot] = \
+            math.inf, -1, 0.0
+        incoming = keep[n_old:]
+        pair, owner = pair[incoming], owner_new[incoming]
+        order = torch.argsort(owner, stable=True)  # grouped by feature, as `_pair_up` wants
+        pair, owner = pair[order], owner[order]
+        slot = _pair_up(self.s_row[redo] < 0, owner)
+        feat = redo[owner]
+        self.s_key[feat, slot], self.s_val[feat, slot], self.s_row[feat, slot] = \
+            keys[pair], values[pair], rows[pair] + offset
+        return pair, feat, slot
 
-    def finish(self, model: ModelHandle, fingerprint: str, model_name: str, layer: int, n_tokens: int,
-               n_bins: int) -> FeatureStats:
+    def _token_windows(self, rows: torch.Tensor, tokens: torch.Tensor, docs: torch.Tensor) -> torch.Tensor:
+        """Token ids ``[n, W]`` around corpus rows ``rows`` (-1 outside the document)."""
+        around = rows[:, None] + torch.arange(-self.before, self.after + 1)
+        clipped = around.clamp(0, len(tokens) - 1)
+        inside = (around == clipped) & (docs[clipped] == docs[rows][:, None])
+        return torch.where(inside, tokens[clipped], -1)
+
+    def finish(self, model: ModelHandle, tokens: torch.Tensor, docs: torch.Tensor, fingerprint: str,
+               model_name: str, layer: int, n_bins: int) -> FeatureStats:
+        """The tables in `FeatureStats` order: top activations highest first (ties: earliest token first), band
+        samples by band and, within one, highest first; token windows read from the corpus rows."""
         F, nb, S, W = self.F, self.n_bands, self.per_band, self.W
-        # final bands: re-select with the final max, then order each band by activation, highest first
-        keep = self._select(self.s_feat, self.s_val, self.s_key)
-        feat, val, tok, act = self.s_feat[keep], self.s_val[keep], self.s_tok[keep], self.s_act[keep]
-        band = (val / self.max[feat] * nb).long().clamp(0, nb - 1)
-        group = feat * nb + band
-        order = torch.argsort(group.double() * 2 - val.double() / self.max[feat].double())  # -val/max in (-1, 0]
-        group, val, tok, act = group[order], val[order], tok[order], act[order]
-        rank = torch.arange(len(group)) - torch.searchsorted(group, group)
-        band_values = torch.full((F * nb, S), float("nan"))
-        band_tokens = torch.full((F * nb, S, W), -1, dtype=torch.int32)
-        band_acts = torch.zeros(F * nb, S, W)
-        band_values[group, rank], band_tokens[group, rank], band_acts[group, rank] = val, tok, act
+        order = self.top_row.argsort(dim=1, stable=True)
+        order = order.gather(1, self.top_v.gather(1, order).argsort(dim=1, descending=True, stable=True))
+        top_values, top_rows = self.top_v.gather(1, order), self.top_row.gather(1, order)
+        top_acts = self.top_act.gather(1, order[..., None].expand(-1, -1, W))
 
+        feat, slot = (self.s_row >= 0).nonzero(as_tuple=True)
+        value, row = self.s_val[feat, slot], self.s_row[feat, slot]
+        group = feat * nb + self._band(value, feat)
+        order = torch.argsort(row, stable=True)
+        order = order[torch.argsort(value[order], descending=True, stable=True)]
+        order = order[torch.argsort(group[order], stable=True)]
+        group = group[order]
+        rank = torch.arange(len(group)) - torch.searchsorted(group, group)
+        band_values = torch.full((F * nb, S), math.nan)
+        band_rows = torch.full((F * nb, S), -1)
+        band_acts = torch.zeros(F * nb, S, W)
+        band_values[group, rank], band_rows[group, rank] = value[order], row[order]
+        band_acts[group, rank] = self.s_act[feat[order], slot[order]]
+
+        # token windows of the filled slots only (-1 elsewhere), and the text of every token they hold
+        windows = []
+        for rows in (top_rows, band_rows):
+            filled = rows >= 0
+            out = torch.full((*rows.shape, W), -1, dtype=torch.int32)
+            out[filled] = window = self._token_windows(rows[filled], tokens, docs)
+            windows.append((out, window))
+        (top_tokens, top_window), (band_tokens, band_window) = windows
+        seen = torch.bincount(torch.cat([top_window.flatten(), band_window.flatten()]).long() + 1)
+        used = seen[1:].nonzero().flatten().tolist()  # bin 0 counts the -1 of positions outside the document
         counts, edges = _coarse_histogram(self.hist, self.hist_range, self.max, n_bins)
-        top_tokens = self.top_tok.permute(1, 0, 2).contiguous()
-        used = torch.cat([top_tokens.flatten(), band_tokens.flatten()]).unique()
-        used = used[used >= 0].tolist()
-        token_strings = dict(zip(used, model.tokens_to_str(used)))
         fired = self.count.clamp(min=1)
         return FeatureStats(
-            fingerprint=fingerprint, model_name=model_name, layer=layer, n_tokens=n_tokens,
+            fingerprint=fingerprint, model_name=model_name, layer=layer, n_tokens=len(tokens),
             context=(self.before, self.after),
-            density=(self.count / n_tokens).float(), max_act=self.max.clone(), mean_act=(self.total / fired).float(),
-            top_values=self.top_v.T.contiguous(), top_tokens=top_tokens,
-            top_acts=self.top_act.permute(1, 0, 2).contiguous(),
+            density=(self.count / len(tokens)).float(), max_act=self.max.clone(),
+            mean_act=(self.total / fired).float(), top_values=top_values, top_tokens=top_tokens, top_acts=top_acts,
             band_values=band_values.view(F, nb, S), band_tokens=band_tokens.view(F, nb, S, W),
-            band_acts=band_acts.view(F, nb, S, W), hist_counts=counts, hist_edges=edges, token_strings=token_strings,
+            band_acts=band_acts.view(F, nb, S, W), hist_counts=counts, hist_edges=edges,
+            token_strings=dict(zip(used, model.tokens_to_str(used))),
         )
 
 
@@ -437,7 +570,7 @@ def _merge_bins(hist: torch.Tensor, doublings: int) -> torch.Tensor:
     """Histograms ``[n, B]`` over ``[0, R]`` re-binned over ``[0, R * 2**doublings]`` (exact: bins merge)."""
     n, bins = hist.shape
     width = min(2**doublings, bins)
-    merged = hist.view(n, bins // width, width).sum(-1)
+    merged = hist.view(n, bins // width, width).sum(-1, dtype=hist.dtype)
     out = torch.zeros_like(hist)
     out[:, : merged.shape[1]] = merged
     return out
@@ -445,17 +578,19 @@ def _merge_bins(hist: torch.Tensor, doublings: int) -> torch.Tensor:
 
 def _coarse_histogram(hist: torch.Tensor, hist_range: torch.Tensor, max_act: torch.Tensor,
                       n_bins: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """At most ``n_bins`` bins per feature covering ``[0, ~max]``, made by summing runs of fine bins."""
-    F = hist.shape[0]
-    counts = torch.zeros(F, n_bins, dtype=torch.int64)
-    edges = torch.full((F, n_bins + 1), float("nan"))
-    for i in (max_act > 0).nonzero().flatten().tolist():
-        width = float(hist_range[i]) / _FINE_BINS
-        n_used = min(int(float(max_act[i]) / width) + 1, _FINE_BINS)
-        group = math.ceil(n_used / n_bins)
-        n_out = math.ceil(n_used / group)
-        fine = torch.zeros(n_out * group, dtype=torch.int64)
-        fine[:n_used] = hist[i, :n_used]
-        counts[i, :n_out] = fine.view(n_out, group).sum(-1)
-        edges[i, : n_out + 1] = torch.arange(n_out + 1) * group * width
+    """At most ``n_bins`` bins per feature covering ``[0, ~max]``, each the sum of a run of ``group`` fine bins.
+
+    A feature's fine bins are ``hist_range / B`` wide (a power of two, so every edge is exact), and the first
+    ``n_used`` of them reach its max; coarse bin j sums fine bins ``[j * group, (j + 1) * group)``."""
+    fired = max_act > 0
+    width = torch.where(fired, hist_range, 1.0) / _FINE_BINS
+    n_used = torch.where(fired, (max_act / width).long() + 1, 0).clamp(max=_FINE_BINS)
+    group = ((n_used + n_bins - 1) // n_bins).clamp(min=1)
+    n_out = (n_used + group - 1) // group
+    feat, fine = hist.nonzero(as_tuple=True)  # fine bins past n_used are empty
+    counts = torch.zeros(len(hist) * n_bins, dtype=torch.int64).index_add_(
+        0, feat * n_bins + fine // group[feat], hist[feat, fine].long()).view(len(hist), n_bins)
+    j = torch.arange(n_bins + 1)
+    edges = torch.where((j <= n_out[:, None]) & fired[:, None], (j * group[:, None]).float() * width[:, None],
+                        math.nan)
     return counts, edges

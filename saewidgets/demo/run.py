@@ -3,24 +3,25 @@ and optionally open JupyterLab on the quickstart with the same SAE."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 from .examples import STEERING_PROMPTS, highlight_features, steering_examples
+from .lab import jupyterlab_missing, open_lab
 from .page import write_explorer
-from .pipeline import DemoArtifacts, demo_artifacts
-from .settings import SETTINGS_ENV, DemoSettings
+from .pipeline import demo_artifacts
+from .settings import DemoSettings
 
 
 def run_demo(settings: DemoSettings, out_dir: str | Path, *, refresh: bool = False, steer: bool = True,
-             n_prompts: int = 2, lab: bool = False) -> int:
+             n_prompts: int = 2, lab: bool = False, quick: bool = False) -> int:
     """Train (or reuse) the demo SAE, print its metrics, named features and steering, and write the Explorer page
-    to ``out_dir/explorer.html``; the exit status of the command."""
+    to ``out_dir/explorer.html``; with ``lab``, then open JupyterLab on the quickstart (see `lab.open_lab`;
+    ``quick`` says the settings are the quick run's). Returns the exit status of the command."""
+    if lab and jupyterlab_missing():  # say so now, not after minutes of training
+        print(jupyterlab_missing(), file=sys.stderr)
+        return 2
     start = time.time()
     art = demo_artifacts(settings, refresh=refresh)
     print(f"\nSAE: {art.sae.cfg.n_features:,} {art.sae.cfg.architecture} features on {art.model.name} "
@@ -44,21 +45,7 @@ def run_demo(settings: DemoSettings, out_dir: str | Path, *, refresh: bool = Fal
     out = write_explorer(art, Path(out_dir), highlights=highlights, steering=examples)
     print(f"\nExplorer written to {out.resolve()}  (open it in any browser; it works offline)")
     print(f"done in {time.time() - start:.0f} s")
-    return open_lab(art) if lab else 0
-
-
-def open_lab(art: DemoArtifacts) -> int:
-    """Open JupyterLab on the quickstart tutorial of a source checkout; the notebook reuses ``art``'s SAE."""
-    tutorials = Path(__file__).resolve().parents[2] / "tutorials"
-    notebook = tutorials / "01_quickstart.ipynb"
-    if not notebook.exists():
-        print("--lab opens tutorials/01_quickstart.ipynb from a source checkout of saewidgets; "
-              "none was found next to this installation. Clone the repository and run it from there.",
-              file=sys.stderr)
-        return 2
-    env = dict(os.environ, **{SETTINGS_ENV: json.dumps(asdict(art.settings))})  # the notebook reuses this SAE
-    command = [sys.executable, "-m", "jupyter", "lab", str(notebook)]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        command.append("--allow-root")
-    print("starting:", " ".join(command))
-    return subprocess.call(command, env=env)
+    if not lab:
+        return 0
+    del art  # the kernel loads its own copy from the cache
+    return open_lab(settings, out_dir, quick=quick)

@@ -138,7 +138,7 @@ class SAE(nn.Module):
         h.update(f"{c.architecture}|{c.k}|{c.input_scale!r}|{c.apply_b_dec_to_input}".encode())
         for name, tensor in sorted(self.state_dict().items()):
             h.update(name.encode())
-            h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+            h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy())  # the buffer itself: no copy
         return h.hexdigest()[:16]
 
 

@@ -102,18 +102,69 @@ def quantized_card(card: dict[str, Any]) -> dict[str, Any]:
     return {**card, "acts_unit": unit}
 
 
+def _gzip_b64(obj: Any) -> str:
+    raw = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    return base64.b64encode(gzip.compress(raw, compresslevel=9, mtime=0)).decode("ascii")
+
+
+def _contexts(card: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [*(card.get("top") or []), *(ex for band in card.get("quantiles") or [] for ex in band.get("examples") or [])]
+
+
+def _chained(windows: list[tuple[int, ...]]) -> tuple[list[int], list[list[int]]]:
+    """Windows laid end to end where one continues another (the window at the next corpus position shares all but
+    one token with it), as one token ``stream`` plus ``[start, length]`` of each window in it: neighbouring
+    contexts cost one token each instead of a whole window."""
+    by_prefix: dict[tuple[int, ...], list[int]] = {}
+    for k, w in enumerate(windows):
+        if len(w) > 1:
+            by_prefix.setdefault(w[:-1], []).append(k)
+    has_previous = {k for w in windows if len(w) > 1 for k in by_prefix.get(w[1:], []) if windows[k] != w}
+    stream: list[int] = []
+    spans: list[list[int]] = [[0, 0]] * len(windows)
+    placed = [False] * len(windows)
+    for first in [k for k in range(len(windows)) if k not in has_previous] + list(range(len(windows))):
+        if placed[first]:
+            continue
+        k = first
+        spans[k], placed[k] = [len(stream), len(windows[k])], True
+        stream.extend(windows[k])
+        while True:
+            w = windows[k]
+            nxt = next((j for j in by_prefix.get(w[1:], []) if not placed[j]), None) if len(w) > 1 else None
+            if nxt is None:
+                break
+            stream.append(windows[nxt][-1])
+            spans[nxt], placed[nxt], k = [len(stream) - len(windows[nxt]), len(windows[nxt])], True, nxt
+    return stream, spans
+
+
 def packed_cards(cards: Mapping[int, Any], per_chunk: int = CARDS_PER_CHUNK) -> dict[str, Any]:
-    """Feature cards for a static page, compact: grouped by ``feature // per_chunk``, each group's JSON
-    gzip-compressed and base64-encoded; ``static_host.js`` decompresses a group (``DecompressionStream``) the
-    first time one of its cards is shown. A 4,096-feature page stays a few MB instead of ~12."""
+    """Feature cards for a static page, compact.
+
+    Token windows recur across features (a token where 30 features fire is a top context of several), so every
+    distinct token string is stored once and every distinct window once, as a span of a token ``stream`` that
+    lays overlapping windows end to end (see :func:`_chained`), in ``tables``; a context keeps its window's index
+    ``w``, and logit rows their token's index. Cards are
+    grouped by ``feature // per_chunk``; each group's JSON, and the tables, are gzip-compressed and base64-encoded.
+    ``static_host.js`` decompresses the tables and a group (``DecompressionStream``) the first time one of the
+    group's cards is shown, and rebuilds the cards exactly."""
+    strings: dict[str, int] = {}
+    windows: dict[tuple[int, ...], int] = {}
     groups: dict[int, dict[str, Any]] = {}
     for feature, card in cards.items():
+        card = json.loads(json.dumps(card))  # a copy to rewrite
+        for item in _contexts(card):
+            ids = tuple(strings.setdefault(str(tok), len(strings)) for tok in item.pop("tokens", None) or [])
+            item["w"] = windows.setdefault(ids, len(windows))
+        for key in ("promoted", "suppressed"):
+            for row in card.get(key) or []:
+                row["token"] = strings.setdefault(str(row["token"]), len(strings))
         groups.setdefault(int(feature) // per_chunk, {})[str(int(feature))] = card
-    chunks = {}
-    for key, group in sorted(groups.items()):
-        raw = json.dumps(group, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
-        chunks[str(key)] = base64.b64encode(gzip.compress(raw, compresslevel=9, mtime=0)).decode("ascii")
-    return {"per_chunk": per_chunk, "features": sorted(int(f) for f in cards), "chunks": chunks}
+    stream, spans = _chained(list(windows))
+    tables = {"strings": list(strings), "stream": stream, "windows": spans}
+    return {"per_chunk": per_chunk, "features": sorted(int(f) for f in cards), "tables": _gzip_b64(tables),
+            "chunks": {str(key): _gzip_b64(group) for key, group in sorted(groups.items())}}
 
 
 def offline_copy(frame_html: str, fallback_id: str) -> str:

@@ -121,6 +121,20 @@ def _write_settings(settings_dir: Path) -> None:
         (folder / f"{name}.jupyterlab-settings").write_text(json.dumps(values))
 
 
+def wait_until_serving(base: str, token: str, proc: subprocess.Popen, timeout_s: float) -> bool:
+    """Whether the Jupyter server at ``base`` answered before ``timeout_s`` (False as soon as ``proc`` exits)."""
+    deadline = time.time() + timeout_s
+    while proc.poll() is None and time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as r:
+                if r.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.3)
+    return False
+
+
 @pytest.fixture(scope="session")
 def jupyter_server(tmp_path_factory):
     """A JupyterLab (+ Notebook 7 if installed) server on a temp root; yields (base_url, token, root)."""
@@ -140,19 +154,10 @@ def jupyter_server(tmp_path_factory):
         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + SERVER_START_TIMEOUT_S
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            log.close()
-            raise RuntimeError(f"JupyterLab did not start; log: {log.name}")
-        time.sleep(0.3)
+    if not wait_until_serving(base, token, proc, SERVER_START_TIMEOUT_S):
+        proc.kill()
+        log.close()
+        raise RuntimeError(f"JupyterLab did not start; log: {log.name}")
     try:
         yield base, token, root
     finally:

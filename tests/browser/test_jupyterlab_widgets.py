@@ -10,15 +10,12 @@ data, plus the standalone 10k-token heatmap.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
-from explorer_driver import (
-    ROUND_TRIP_MS,
-    assert_readable,
-    drive,
-    expect_selected,
-)
+from playwright.sync_api import expect
+from explorer_driver import ROUND_TRIP_MS, assert_readable, drive, expect_selected, no_horizontal_overflow
 
 pytestmark = pytest.mark.browser
 
@@ -85,6 +82,54 @@ def our_errors(page) -> list[str]:
 def in_first_screen(page, locator) -> bool:
     box = locator.bounding_box()
     return box is not None and box["y"] >= 0 and box["y"] + box["height"] <= page.viewport_size["height"]
+
+
+@pytest.mark.gemma
+def test_explorer_on_the_demo_in_jupyterlab(demo, page, jupyter_server, screenshot, notebook_writer):
+    base, token, root = jupyter_server
+    page.set_viewport_size({"width": 1280, "height": 720})
+    notebook_writer(root, "explorer_lab.ipynb", DEMO_CELLS)
+    open_and_run(page, f"{base}/lab/tree/explorer_lab.ipynb?token={token}")
+    ex = page.locator(".saew-explorer")
+    expect(ex).to_have_count(1, timeout=ROUND_TRIP_MS)
+    expect(ex).to_have_class(re.compile("saew-explorer-live"), timeout=ROUND_TRIP_MS)
+    # The offline copy displayed with the widget stays hidden while the widget is live.
+    expect(page.locator(".saew-offline-copy")).to_be_hidden()
+
+    # Layout at 1280x720: with the Explorer scrolled to the top, its header, histogram, logit tables and the
+    # first top contexts are all on screen; nothing overflows sideways.
+    ex.evaluate("el => el.scrollIntoView({block: 'start'})")
+    for part in (".saew-card-head", ".saew-hist-box", ".saew-promoted", ".saew-suppressed"):
+        assert in_first_screen(page, ex.locator(part)), part
+    assert in_first_screen(page, ex.locator(".saew-top .saew-context").first)
+    no_horizontal_overflow(ex)
+    screenshot(page, "jupyterlab-demo-explorer-1280x720")
+
+    cell = page.evaluate(ACTIVE_CELL_JS)
+    first = int(demo.stats.density.argmax())  # what the Explorer opens on
+    distant = int(((demo.geometry.coords - demo.geometry.coords[first]) ** 2).sum(1).argmax())
+    seen = drive(page, ex, map_target=distant, search="Golden Gate",
+                 search_hit=None, target=" Paris")
+    assert page.evaluate(ACTIVE_CELL_JS) == cell, "arrow keys on the slider moved the notebook's active cell"
+    assert seen["steered"].strip()
+    screenshot(page, "jupyterlab-demo-explorer-heatmap", locator=ex)
+
+    # Save, close, shut the kernel down, reopen without running: a fresh kernel holds no widget models. The cell
+    # shows the static Explorer (the selection and neighbours it had when displayed), not "model not found".
+    page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+    page.wait_for_function("() => !window.jupyterapp.shell.currentWidget.context.model.dirty", timeout=30_000)
+    selected = seen["first"]  # the copy was made when the cell displayed the Explorer
+    page.evaluate("() => window.jupyterapp.commands.execute('application:close-all')")
+    page.evaluate("() => window.jupyterapp.serviceManager.sessions.shutdownAll()")  # the kernel and its widgets
+    open_notebook(page, f"{base}/lab/tree/explorer_lab.ipynb?token={token}")
+    copy = page.locator(".saew-offline-copy")
+    expect(copy).to_be_visible(timeout=ROUND_TRIP_MS)
+    expect(page.get_by_text("Error displaying widget")).to_be_hidden()
+    frame = page.frame_locator(".saew-offline-copy iframe")
+    expect(frame.locator(".saew-card-id")).to_have_text(f"Feature #{selected}", timeout=ROUND_TRIP_MS)
+    expect(frame.locator(".saew-explorer-notice")).to_contain_text("Static page")
+    screenshot(page, "jupyterlab-reopened-without-kernel")
+    assert our_errors(page) == []
 
 
 def test_explorer_drives_in_notebook7(notebook7, page, jupyter_server, screenshot, notebook_writer):

@@ -40,12 +40,23 @@ SAEW.model = function (state) {
   };
 };
 
-/** A packed card as the views read it: integer token activations times `acts_unit` back to floats. */
-SAEW.expandCard = function (card) {
-  if (!card || !card.acts_unit) return card;
+/** A packed card as the views read it: window indices back to token strings (spans of `tables.stream`), logit tokens back to
+ * strings, integer token activations times `acts_unit` back to floats. */
+SAEW.expandCard = function (card, tables) {
+  if (!card) return card;
   const unit = card.acts_unit;
   const contexts = (card.top || []).concat(...(card.quantiles || []).map((b) => b.examples || []));
-  for (const item of contexts) if (item.acts) item.acts = item.acts.map((q) => q * unit);
+  for (const item of contexts) {
+    if (item.w !== undefined) {
+      const [start, length] = tables.windows[item.w];
+      item.tokens = tables.stream.slice(start, start + length).map((k) => tables.strings[k]);
+      delete item.w;
+    }
+    if (unit && item.acts) item.acts = item.acts.map((q) => q * unit);
+  }
+  for (const key of ["promoted", "suppressed"]) {
+    for (const row of card[key] || []) if (typeof row.token === "number") row.token = tables.strings[row.token];
+  }
   return card;
 };
 
@@ -54,12 +65,16 @@ SAEW.cardStore = function (packed) {
   const p = packed || { per_chunk: 1, features: [], chunks: {} };
   const embedded = new Set(p.features || []);
   const groups = {};
-  async function inflate(key) {
-    const bytes = saewBytes(p.chunks[key]);
-    const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
-    const group = JSON.parse(await new Response(stream).text());
-    for (const key of Object.keys(group)) SAEW.expandCard(group[key]);
-    return group;
+  let tables = null;
+  async function inflate(b64) {
+    const stream = new Blob([saewBytes(b64)]).stream().pipeThrough(new DecompressionStream("gzip"));
+    return JSON.parse(await new Response(stream).text());
+  }
+  async function group(key) {
+    if (!tables) tables = inflate(p.tables);
+    const [t, g] = await Promise.all([tables, inflate(p.chunks[key])]);
+    for (const k of Object.keys(g)) SAEW.expandCard(g[k], t);
+    return g;
   }
   return {
     count: embedded.size,
@@ -67,7 +82,7 @@ SAEW.cardStore = function (packed) {
     get(i) {
       if (!embedded.has(i)) return Promise.resolve(null);
       const key = String(Math.floor(i / p.per_chunk));
-      if (!groups[key]) groups[key] = inflate(key);
+      if (!groups[key]) groups[key] = group(key);
       return groups[key].then((g) => g[String(i)] || null);
     },
   };
