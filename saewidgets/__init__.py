@@ -63,7 +63,7 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time __getattr__
         SAE, SAEConfig, SAEFileError, SAEMetrics, check_compatible, evaluate_sae, load_sae, save_sae, train_sae,
     )
     from .analysis import (
-        FeatureStats, attribute, feature_geometry, feature_stats, logit_effects, search_contexts, steer, steer_vector,
+        GOLDEN_GATE, FeatureStats, attribute, feature_geometry, feature_stats, logit_effects, search_contexts, steer, steer_vector,
         steering_search, steering_vector, token_activations,
     )
     from .widgets import Explorer
