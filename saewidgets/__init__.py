@@ -48,6 +48,7 @@ _EXPORTS = {
     "GOLDEN_GATE": "saewidgets.analysis",
     "steer_vector": "saewidgets.analysis",
     "Explorer": "saewidgets.widgets",
+    "Cancelled": "saewidgets.cancel",
     "training_curves": "saewidgets.figures",
     "sparsity_frontier": "saewidgets.figures",
     "density_histogram": "saewidgets.figures",

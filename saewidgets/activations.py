@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from ._atomic_write import atomic_dir, finish_interrupted_save, process_alive
 from ._cache import cache_dir
+from .cancel import CancelSignal, check_cancel
 from .model import LayerSpec, ModelHandle, residual_of
 
 DEFAULT_CONTEXT_LEN = 128
@@ -218,6 +219,7 @@ def harvest(
     ram_budget: int = DEFAULT_RAM_BUDGET,
     memmap_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    cancel: CancelSignal | None = None,
 ) -> Activations:
     """Collect the residual stream after decoder block ``layer`` for every token of ``texts_or_corpus``.
 
@@ -232,6 +234,8 @@ def harvest(
         ram_budget: bytes of activations kept in memory; a larger harvest goes to a memory-mapped file.
         memmap_dir: where such a file goes (default: the saewidgets cache's ``spill`` folder).
         progress: show a progress bar.
+        cancel: a `threading.Event` (see `saewidgets.cancel`), checked before every batch; once set, the spill
+            file is deleted and `saewidgets.cancel.Cancelled` raised.
     """
     layer = model.resolve_layer(layer)
     windows = plan_harvest(model, texts_or_corpus, context_len, n_tokens, batch_size, drop_bos)
@@ -242,7 +246,8 @@ def harvest(
     positions = np.empty(total, dtype=np.int32)
     try:
         with tqdm(total=total, desc=f"harvest layer {layer}", unit="tok", disable=not progress) as bar:
-            fill_rows(model, layer, windows, batch_size, (acts, token_ids, doc_ids, positions), base=0, bar=bar)
+            fill_rows(model, layer, windows, batch_size, (acts, token_ids, doc_ids, positions), base=0, bar=bar,
+                      cancel=cancel)
     except BaseException:
         if spill is not None:
             del acts
@@ -282,7 +287,8 @@ def plan_harvest(model: ModelHandle, texts_or_corpus: Any, context_len: int, n_t
 
 
 def fill_rows(model: ModelHandle, layer: int, windows: Sequence[_Window], batch_size: int,
-              out: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], base: int, bar: Any) -> None:
+              out: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], base: int, bar: Any,
+              cancel: CancelSignal | None = None) -> None:
     """Trace ``windows`` in batches (longest first: least padding) and write their rows into ``out``.
 
     ``out`` is (acts, token_ids, doc_ids, positions); a window's rows go to ``w.offset - base`` onwards, so a
@@ -291,6 +297,7 @@ def fill_rows(model: ModelHandle, layer: int, windows: Sequence[_Window], batch_
     order = sorted(range(len(windows)), key=lambda i: -len(windows[i].ids))
     bos = model.bos_id
     for b in range(0, len(order), batch_size):
+        check_cancel(cancel, "the harvest")
         batch = [windows[i] for i in order[b : b + batch_size]]
         hidden = _trace_batch(model, layer, [w.ids for w in batch])
         for row, w in enumerate(batch):

@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from .cancel import CancelSignal, check_cancel
 from .model import ModelHandle, residual_of, with_residual
 
 KEY_URL = "https://login.ndif.us"
@@ -168,6 +169,7 @@ def steered_generate(
     max_new_tokens: int,
     first: int = 0,
     prompt_mask: torch.Tensor | None = None,
+    cancel: CancelSignal | None = None,
     **generate_kwargs: Any,
 ) -> torch.Tensor:
     """Generate exactly ``max_new_tokens`` tokens for a left-padded batch, adding ``edit(h)`` to the residual
@@ -177,18 +179,29 @@ def steered_generate(
     pass a `FeatureEdit`, not a function holding the whole SAE). ``prompt_mask [B - first, T, 1]`` limits the edit
     on the prompt pass (e.g. to leave BOS and padding alone); generated tokens are always edited.
     ``generate_kwargs`` go to ``generate`` (``do_sample``, ``temperature``, ``pad_token_id``, ...).
+    ``cancel`` (see `saewidgets.cancel`) is checked before every new token; a remote request only before it is
+    sent and after it returns (the signal cannot travel with it).
     """
     block = model.block(layer)
-    with model.lock, torch.no_grad():
-        with model.nn.generate({"input_ids": input_ids, "attention_mask": attention_mask},
-                               max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, **generate_kwargs,
-                               **model.trace_kwargs) as tracer:
-            for step in tracer.iter[:max_new_tokens]:
-                out = block.output
-                hidden = residual_of(out)
-                delta = edit(hidden[first:])
-                if step == 0 and prompt_mask is not None:
-                    delta = delta * prompt_mask
-                block.output = with_residual(out, torch.cat([hidden[:first], hidden[first:] + delta]))
-            result = tracer.result.save()
+    check_cancel(cancel, "the generation")
+    stop = None if model.remote else cancel
+    try:
+        with model.lock, torch.no_grad():
+            with model.nn.generate({"input_ids": input_ids, "attention_mask": attention_mask},
+                                   max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, **generate_kwargs,
+                                   **model.trace_kwargs) as tracer:
+                for step in tracer.iter[:max_new_tokens]:
+                    if stop is not None and stop.is_set():
+                        raise InterruptedError  # a builtin: the body must stay serializable for NDIF
+                    out = block.output
+                    hidden = residual_of(out)
+                    delta = edit(hidden[first:])
+                    if step == 0 and prompt_mask is not None:
+                        delta = delta * prompt_mask
+                    block.output = with_residual(out, torch.cat([hidden[:first], hidden[first:] + delta]))
+                result = tracer.result.save()
+    except InterruptedError:
+        check_cancel(cancel, "the generation")
+        raise
+    check_cancel(cancel, "the generation")
     return result

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..cancel import CancelSignal, check_cancel
 from ..model import ModelHandle
 from ._common import content_mask, prompt_ids, sae_layer
 from ._trace import last_logits_with_delta, residual_and_gradient
@@ -125,7 +126,7 @@ def _metric(target_ids: Sequence[int]):
 
 
 def attribute(model: ModelHandle, sae: SAE, prompt: str, target: Target = None, layer: int | str | None = None,
-              n_ablate: int = 10) -> Attribution:
+              n_ablate: int = 10, cancel: CancelSignal | None = None) -> Attribution:
     """Attribute ``target`` at the last position of ``prompt`` to every SAE feature at every position.
 
     Args:
@@ -133,10 +134,15 @@ def attribute(model: ModelHandle, sae: SAE, prompt: str, target: Target = None, 
             pair ``(good, bad)`` for the logit difference ``good - bad``, or None for the model's own top token.
         layer: the block the SAE reads (default: ``sae.cfg.layer``).
         n_ablate: how many top features (by attribution) to also ablate, to compare estimate and reality.
+        cancel: a `threading.Event` (see `saewidgets.cancel`), checked before each model pass (the gradient
+            pass, the ablations); once set, raises `saewidgets.cancel.Cancelled`.
     """
+    what = "the attribution"
     layer = sae_layer(model, sae, layer)
     ids = prompt_ids(model, prompt)
+    check_cancel(cancel, what)
     target_ids, label = _resolve_target(model, ids, layer, target)
+    check_cancel(cancel, what)
     metric = _metric(target_ids)
     hidden, grad, value = residual_and_gradient(model, ids, layer, metric)
     mask = content_mask(model, ids)[0]
@@ -153,8 +159,10 @@ def attribute(model: ModelHandle, sae: SAE, prompt: str, target: Target = None, 
 
     result = Attribution(model.tokens_to_str(ids[0]), label, target_ids, value, scores, error)
     if n_ablate > 0:
+        check_cancel(cancel, what)
         features = result.totals.argsort(descending=True)[:n_ablate].tolist()
         result.ablations = _ablate(model, sae, ids, layer, f, mask, features, metric)
+    check_cancel(cancel, what)
     return result
 
 

@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .._atomic_write import atomic_dir, finish_interrupted_save
+from ..cancel import CancelSignal, check_cancel
 from ..model import ModelHandle
 from ..activation_source import is_activation_source
 from ._common import ENCODE_CHUNK_ROWS, check_feature, encode_rows, n_features_of, sae_layer
@@ -232,6 +233,7 @@ def feature_stats(
     batch_size: int = 1024,
     seed: int = 0,
     progress: bool = True,
+    cancel: CancelSignal | None = None,
 ) -> FeatureStats:
     """Dashboard statistics for every feature of ``sae`` over a corpus, in one streaming pass.
 
@@ -248,6 +250,8 @@ def feature_stats(
         n_bins: histogram bins (at most; a feature's bins cover ``[0, ~max]``).
         batch_size: tokens encoded per step (memory ~ ``batch_size x n_features x 4`` bytes).
         seed: for the random band samples.
+        cancel: a `threading.Event` (see `saewidgets.cancel`), checked before every batch (and by the harvest of
+            a corpus); once set, raises `saewidgets.cancel.Cancelled`.
     """
     layer = sae_layer(model, sae, layer)
     before, after = (int(c) for c in context)
@@ -257,7 +261,7 @@ def feature_stats(
                         ("samples_per_band", samples_per_band), ("n_bins", n_bins), ("batch_size", batch_size)):
         if value < 1:
             raise ValueError(f"{name} must be at least 1, got {value}.")
-    acts = _as_activations(model, sae, corpus_or_activations, layer, n_tokens, progress)
+    acts = _as_activations(model, sae, corpus_or_activations, layer, n_tokens, progress, cancel)
     total = len(acts) if n_tokens is None else min(n_tokens, len(acts))
     if total == 0:
         raise ValueError("There are no tokens to compute statistics over.")
@@ -267,6 +271,7 @@ def feature_stats(
     doc_ids = torch.from_numpy(np.asarray(acts.doc_ids[:total], dtype=np.int64))
     with tqdm(total=total, desc="feature stats", unit="tok", disable=not progress) as bar:
         for start in range(0, total, batch_size):
+            check_cancel(cancel, "the feature statistics")
             stop = min(total, start + batch_size)
             lo, hi = max(0, start - before), min(total, stop + after)  # margins so every window is encoded
             x = acts.torch(slice(lo, hi))
@@ -301,7 +306,7 @@ def _one_thread() -> Iterator[None]:
 
 
 def _as_activations(model: ModelHandle, sae: Any, source: Any, layer: int, n_tokens: int | None,
-                    progress: bool) -> Any:
+                    progress: bool, cancel: CancelSignal | None = None) -> Any:
     """``source`` if it already holds activations (checked against the SAE), else a harvest of it."""
     if is_activation_source(source):
         width = source.acts.shape[1]
@@ -313,7 +318,7 @@ def _as_activations(model: ModelHandle, sae: Any, source: Any, layer: int, n_tok
         return source
     from ..activations import harvest
 
-    return harvest(model, source, layer, n_tokens=n_tokens, progress=progress)
+    return harvest(model, source, layer, n_tokens=n_tokens, progress=progress, cancel=cancel)
 
 
 class _Codes:

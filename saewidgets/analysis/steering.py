@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import torch
 
+from ..cancel import CancelSignal
 from ..model import ModelHandle
 from ..remote import FeatureEdit, steered_generate
 from ._common import check_feature, check_finite, content_mask, decoder_directions, left_padded_batch, sae_layer
@@ -157,6 +158,7 @@ def steer(
     include_default: bool = True,
     terms: str | Sequence[str] | None = None,
     fluency: Any = None,
+    cancel: CancelSignal | None = None,
 ) -> SteeringResult:
     """Continue ``prompts`` with ``features`` clamped (or added) at every token, next to the default continuation.
 
@@ -178,6 +180,8 @@ def steer(
             the result carries ``judgement`` and ``hit_rate``. Needs ``include_default``.
         fluency: the fluency bar for that (a `calibrate_fluency` result or nats per token); default: calibrated
             once per model on the selection prompts (`default_fluency`).
+        cancel: a `threading.Event` (see `saewidgets.cancel`): checked before every new token; once set, the
+            generation stops and raises `saewidgets.cancel.Cancelled`.
     """
     layer = sae_layer(model, sae, layer)
     if mode not in ("clamp", "add"):
@@ -192,7 +196,7 @@ def steer(
         edit = partial(intervention_delta, sae, values=values, mode=mode, directions=directions)
     default, steered_texts = _generate(model, prompts, layer, edit, max_new_tokens=max_new_tokens,
                                        temperature=temperature, seed=seed, repetition_penalty=repetition_penalty,
-                                       include_default=include_default)
+                                       include_default=include_default, cancel=cancel)
     settings = {"units": units, "layer": layer, "max_new_tokens": max_new_tokens, "temperature": temperature,
                 "seed": seed, "repetition_penalty": repetition_penalty, "strengths": _strengths(sae, features)}
     judgement = _judge(model, prompts, default, steered_texts, terms, fluency, include_default, max_new_tokens)
@@ -222,6 +226,7 @@ def steer_vector(
     include_default: bool = True,
     terms: str | Sequence[str] | None = None,
     fluency: Any = None,
+    cancel: CancelSignal | None = None,
 ) -> SteeringResult:
     """Continue ``prompts`` with a steering vector added at every token, next to the default continuation.
 
@@ -241,7 +246,8 @@ def steer_vector(
     prompts = _as_prompts(prompts)
     default, steered_texts = _generate(model, prompts, layer, AddVector(vector.delta(alpha)),
                                        max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
-                                       repetition_penalty=repetition_penalty, include_default=include_default)
+                                       repetition_penalty=repetition_penalty, include_default=include_default,
+                                       cancel=cancel)
     settings = {"alpha": alpha, "layer": layer, "max_new_tokens": max_new_tokens, "temperature": temperature,
                 "seed": seed, "repetition_penalty": repetition_penalty}
     judgement = _judge(model, prompts, default, steered_texts, terms, fluency, include_default, max_new_tokens)
@@ -295,12 +301,14 @@ def steer_each(model: ModelHandle, sae: Any, prompts: str | Sequence[str],
 
 
 def generate(model: ModelHandle, prompts: str | Sequence[str], max_new_tokens: int = 30, temperature: float = 0.0,
-             seed: int = 0, repetition_penalty: float = DEFAULT_REPETITION_PENALTY) -> list[str]:
-    """The model's own continuations of ``prompts``, decoded exactly as `steer` decodes its default rows."""
+             seed: int = 0, repetition_penalty: float = DEFAULT_REPETITION_PENALTY,
+             cancel: CancelSignal | None = None) -> list[str]:
+    """The model's own continuations of ``prompts``, decoded exactly as `steer` decodes its default rows
+    (``cancel`` as in `steer`)."""
     _check_generation(max_new_tokens, temperature, repetition_penalty)
     prompts = _as_prompts(prompts)
     _, texts = _generate(model, prompts, 0, None, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
-                         repetition_penalty=repetition_penalty, include_default=False)
+                         repetition_penalty=repetition_penalty, include_default=False, cancel=cancel)
     return texts
 
 
@@ -335,8 +343,8 @@ def _as_prompts(prompts: str | Sequence[str]) -> list[str]:
 
 
 def _generate(model: ModelHandle, prompts: list[str], layer: int, edit: Any, *, max_new_tokens: int,
-              temperature: float, seed: int, repetition_penalty: float,
-              include_default: bool) -> tuple[list[str], list[str]]:
+              temperature: float, seed: int, repetition_penalty: float, include_default: bool,
+              cancel: CancelSignal | None = None) -> tuple[list[str], list[str]]:
     """Default and edited continuations of ``prompts`` from one batched ``generate`` (rows ``[prompts; prompts]``,
     only the second half edited; without ``include_default`` only the edited rows). ``edit=None``: no edit."""
     n = len(prompts)
@@ -351,6 +359,6 @@ def _generate(model: ModelHandle, prompts: list[str], layer: int, edit: Any, *, 
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else model.tokenizer.eos_token_id
     result = steered_generate(model, layer, edit if edit is not None else torch.zeros_like, ids, attention,
                               max_new_tokens=max_new_tokens, first=first, prompt_mask=prompt_mask,
-                              pad_token_id=pad, **sampling)
+                              pad_token_id=pad, cancel=cancel, **sampling)
     texts = model.tokenizer.batch_decode(result[:, ids.shape[1]:], skip_special_tokens=True)
     return (texts[:n], texts[n:]) if include_default else ([""] * n, texts)

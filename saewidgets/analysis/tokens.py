@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..cancel import CancelSignal, check_cancel
 from ..model import ModelHandle
 from ._common import check_features, sae_layer
 from ._trace import prompt_features
@@ -26,9 +27,15 @@ class TokenActivations:
 
 
 def token_activations(model: ModelHandle, sae: SAE, text: str, features: Sequence[int] | None = None, n: int = 10,
-                      layer: int | str | None = None) -> TokenActivations:
-    """Activations of ``features`` on every token of ``text``; by default the ``n`` features that peak highest."""
+                      layer: int | str | None = None, cancel: CancelSignal | None = None) -> TokenActivations:
+    """Activations of ``features`` on every token of ``text``; by default the ``n`` features that peak highest.
+
+    ``cancel`` (a `threading.Event`, see `saewidgets.cancel`) is checked before and after the model pass; once
+    set, `saewidgets.cancel.Cancelled` is raised instead of returning.
+    """
+    check_cancel(cancel, "the token activations")
     tokens, f = prompt_features(model, sae, text, sae_layer(model, sae, layer), "text")
+    check_cancel(cancel, "the token activations")
     if features is None:
         peak = f.max(0).values
         chosen = [i for i in peak.argsort(descending=True)[:n].tolist() if peak[i] > 0]

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._atomic_write import atomic_write_bytes
 from .._cache import cache_dir
+from ..cancel import CancelSignal, check_cancel
 from .settings import DemoSettings, settings_from_env
 
 if TYPE_CHECKING:
@@ -47,13 +48,17 @@ class DemoArtifacts:
 
 
 def demo_artifacts(settings: DemoSettings | None = None, *, model: ModelHandle | None = None, progress: bool = True,
-                   refresh: bool = False, **overrides: Any) -> DemoArtifacts:
+                   refresh: bool = False, cancel: CancelSignal | None = None, **overrides: Any) -> DemoArtifacts:
     """Compute (or load from the cache) every result the demo shows.
 
     Args:
         settings: `FULL`, `QUICK` or your own `DemoSettings` (default: `settings_from_env()`).
         model: an already-loaded `ModelHandle` for ``settings.model`` (saves loading it again).
         refresh: ignore the cache and recompute everything.
+        cancel: a `threading.Event` (see `saewidgets.cancel`), checked between stages and inside the long ones
+            (harvest and statistics batches, training steps); once set, `saewidgets.cancel.Cancelled` is raised.
+            Stages already finished stay cached; the stopped one writes nothing (training keeps its resumable
+            checkpoint), so the next call resumes where this one stopped.
         overrides: fields of `DemoSettings` to change, e.g. ``n_features=8192``.
     """
     from .. import load_model
@@ -64,6 +69,10 @@ def demo_artifacts(settings: DemoSettings | None = None, *, model: ModelHandle |
     from ..sae import evaluate_sae, load_sae, save_sae, train_sae
 
     settings = replace(settings or settings_from_env(), **overrides)
+
+    def stage(name: str) -> None:
+        check_cancel(cancel, f"the demo pipeline ({name})")
+
     folder = cache_dir("demo", settings.key())
     if model is None:
         model = load_model(settings.model)
@@ -75,20 +84,23 @@ def demo_artifacts(settings: DemoSettings | None = None, *, model: ModelHandle |
         acts = Activations.load(acts_dir)
     else:
         acts = harvest(model, corpus, layer, n_tokens=settings.n_tokens, context_len=settings.context_len,
-                       progress=progress)
+                       progress=progress, cancel=cancel)
         acts.save(acts_dir)
         acts = Activations.load(acts_dir)
     train, held_out = acts.split(settings.held_out_fraction, seed=settings.seed)
 
+    stage("training")
     sae_dir = folder / "sae"
     if sae_dir.exists() and not refresh:
         sae = load_sae(sae_dir)
     else:
         sae = train_sae(train, arch=settings.arch, n_features=settings.n_features, k=settings.k,
                         n_steps=settings.n_steps, batch_size=settings.batch_size, lr=settings.lr,
-                        seed=settings.seed, checkpoint_dir=folder / "checkpoints", progress=progress)
+                        seed=settings.seed, checkpoint_dir=folder / "checkpoints", progress=progress,
+                        callback=lambda step, info: stage("training"))
         save_sae(sae, sae_dir)
 
+    stage("metrics")
     metrics_path = folder / "metrics.json"
     if metrics_path.exists() and not refresh:
         metrics = json.loads(metrics_path.read_text())
@@ -97,15 +109,19 @@ def demo_artifacts(settings: DemoSettings | None = None, *, model: ModelHandle |
         metrics = evaluate_sae(sae, held_out, model=model, texts=held_texts, progress=progress).to_dict()
         atomic_write_bytes(metrics_path, json.dumps(metrics, indent=1).encode())
 
+    stage("statistics")
     stats_dir = folder / "stats"
     if stats_dir.exists() and not refresh:
         stats = FeatureStats.load(stats_dir, sae=sae)
     else:
-        stats = feature_stats(model, sae, acts, progress=progress)
+        stats = feature_stats(model, sae, acts, progress=progress, cancel=cancel)
         stats.save(stats_dir)
 
+    stage("logit effects")
     effects = logit_effects(model, sae, cache_dir=folder, progress=progress)
+    stage("geometry")
     geometry = feature_geometry(sae, cache_dir=folder)
+    stage("labels")
     explain_features(stats, PatternExplainer(), logit_effects=effects, cache_dir=folder, progress=progress)
     labels = cached_labels(folder, stats.fingerprint)  # with any LLM explanations made with cache_dir=art.folder
     return DemoArtifacts(settings, folder, model, corpus, acts, held_out, sae, metrics, stats, effects, geometry,

@@ -85,8 +85,9 @@ class SingleFlight:
                 self._lock.release()
 
         if background:
-            self._thread = threading.Thread(target=run, name="saewidgets-job", daemon=True)
-            self._thread.start()
+            thread = threading.Thread(target=run, name="saewidgets-job", daemon=True)
+            thread.start()  # before it is published: join() from another thread must never see it unstarted
+            self._thread = thread
         else:
             run()
         return True

@@ -300,7 +300,8 @@ class Explorer(_ExplorerState):  # type: ignore[misc, valid-type]
         return attribute(self.model, self.sae, prompt, target=target, **cancel_kwargs(attribute))
 
     def _default_activations_fn(self, text: str, features: list[int]) -> Any:
-        return _analysis().token_activations(self.model, self.sae, text, features)
+        token_activations = _analysis().token_activations
+        return token_activations(self.model, self.sae, text, features, **cancel_kwargs(token_activations))
 
     def _default_search_fn(self) -> Callable[[str], Iterable[Any]] | None:
         if self.stats is None:

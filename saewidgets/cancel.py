@@ -1,0 +1,59 @@
+"""Stopping long work from another thread: the ``cancel=`` signal and the `Cancelled` error.
+
+Every call that can run for seconds or more takes ``cancel=``: `saewidgets.harvest`,
+`saewidgets.analysis.feature_stats`, `~saewidgets.analysis.steer` / `~saewidgets.analysis.steer_vector` /
+`~saewidgets.analysis.generate`, `~saewidgets.analysis.attribute`, `~saewidgets.analysis.token_activations` and
+`saewidgets.demo.demo_artifacts`. Pass any object with an ``is_set()`` method — a `threading.Event` — and set it
+from elsewhere (a widget's Stop button, another thread, a timer)::
+
+    stop = threading.Event()
+    threading.Timer(5.0, stop.set).start()
+    try:
+        stats = feature_stats(model, sae, corpus, cancel=stop)
+    except Cancelled:
+        ...  # nothing was returned, cached or saved; the model is as before
+
+What a cancelled call guarantees:
+
+- it checks the signal between batches (harvest and statistics: every batch; generation: every new token;
+  attribution: between its passes; the demo pipeline: between stages and training steps), so it stops within
+  one batch of the signal;
+- it raises `Cancelled`, never returns a partial result, and writes nothing to the cache (a harvest's spill file
+  is deleted; a training run keeps only its resumable checkpoint);
+- the model is left usable: its lock is released and no nnsight hook stays behind, so the next call works and
+  gives the same results as if the cancelled one had never run.
+
+A remote (NDIF) generation cannot be stopped mid-request (the signal cannot travel with it): it is checked before
+the request is sent and once its answer is back.
+
+The widgets (`saewidgets.widgets`) pass their job's Stop event as ``cancel=`` to any callable whose signature has
+a ``cancel`` parameter, and drop whatever a stopped job returns.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class CancelSignal(Protocol):
+    """What ``cancel=`` accepts: anything with ``is_set()``, e.g. a `threading.Event`."""
+
+    def is_set(self) -> bool: ...
+
+
+class Cancelled(Exception):
+    """Work stopped through its ``cancel=`` signal before it finished; it returned and saved nothing."""
+
+
+def stopped(what: str) -> str:
+    """The message of the `Cancelled` raised when ``what`` (e.g. "the harvest") is stopped."""
+    return f"Stopped: {what} did not finish (its cancel signal was set); nothing was returned or saved."
+
+
+def check_cancel(cancel: CancelSignal | None, what: str) -> None:
+    """Raise `Cancelled` (naming ``what`` was stopped) if ``cancel`` is set; do nothing for None."""
+    if cancel is not None and cancel.is_set():
+        raise Cancelled(stopped(what))
+
+
+__all__ = ["CancelSignal", "Cancelled", "check_cancel", "stopped"]
