@@ -22,7 +22,7 @@ from saewidgets import analysis
 from saewidgets.models import tiny_model
 from saewidgets.sae import SAE, SAEConfig
 from saewidgets.widgets import Explorer
-from saewidgets.widgets import _synthetic as syn
+import synthetic_results as syn
 
 PROMPT = "The Golden Gate Bridge is in"
 TEXT = "The fog rolls over the Golden Gate Bridge in San Francisco every morning."
