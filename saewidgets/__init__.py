@@ -68,6 +68,7 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time __getattr__
         steering_search, steering_vector, token_activations,
     )
     from .widgets import Explorer
+    from .cancel import Cancelled
     from .figures import density_histogram, sparsity_frontier, training_curves
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
