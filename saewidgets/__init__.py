@@ -34,6 +34,7 @@ _EXPORTS = {
     "evaluate_sae": "saewidgets.sae",
     "SAEMetrics": "saewidgets.sae",
     "SAEFileError": "saewidgets.sae",
+    "SAEMismatchError": "saewidgets.sae",
     "check_compatible": "saewidgets.sae",
     "feature_stats": "saewidgets.analysis",
     "FeatureStats": "saewidgets.analysis",

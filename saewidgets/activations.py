@@ -18,7 +18,7 @@ import weakref
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from ._atomic_write import atomic_dir, finish_interrupted_save, process_alive
 from ._cache import cache_dir
 from .cancel import CancelSignal, check_cancel
-from .model import LayerSpec, ModelHandle, residual_of
+from .model import LayerSpec, ModelHandle, check_text, residual_of
 
 DEFAULT_CONTEXT_LEN = 128
 DEFAULT_RAM_BUDGET = 4 * 2**30  # bytes of activations kept in memory before spilling to a memmap
@@ -152,6 +152,9 @@ def _as_texts(texts_or_corpus: Any) -> list[str]:
     texts = getattr(texts_or_corpus, "texts", texts_or_corpus)
     if isinstance(texts, str):
         texts = [texts]
+    if isinstance(texts, Mapping):  # iterating would harvest its keys
+        raise TypeError(f"harvest() got a dict (keys {list(texts)[:3]}), not texts: pass a list of strings, e.g. "
+                        "[row['text'] for row in rows], or a Corpus.")
     if not isinstance(texts, Iterable):
         raise TypeError(f"harvest() takes a list of strings or a Corpus, not {type(texts_or_corpus).__name__}.")
     texts = list(texts)
@@ -160,6 +163,7 @@ def _as_texts(texts_or_corpus: Any) -> list[str]:
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"Text {i} is a {type(text).__name__}, not a str: harvest() reads strings only.")
+        check_text(text, f"Text {i}")
     return texts
 
 
@@ -220,6 +224,7 @@ def harvest(
     memmap_dir: str | os.PathLike | None = None,
     progress: bool = True,
     cancel: CancelSignal | None = None,
+    split_special_tokens: bool = True,
 ) -> Activations:
     """Collect the residual stream after decoder block ``layer`` for every token of ``texts_or_corpus``.
 
@@ -236,9 +241,12 @@ def harvest(
         progress: show a progress bar.
         cancel: a `threading.Event` (see `saewidgets.cancel`), checked before every batch; once set, the spill
             file is deleted and `saewidgets.cancel.Cancelled` raised.
+        split_special_tokens: read special-token strings in the texts (``"<bos>"``, ``"<|endoftext|>"``) as the
+            plain text they are (default: the texts are untrusted). False turns them into the special tokens,
+            for texts that carry them on purpose (e.g. chat-formatted data).
     """
     layer = model.resolve_layer(layer)
-    windows = plan_harvest(model, texts_or_corpus, context_len, n_tokens, batch_size, drop_bos)
+    windows = plan_harvest(model, texts_or_corpus, context_len, n_tokens, batch_size, drop_bos, split_special_tokens)
     total = windows[-1].offset + windows[-1].n_rows
     acts, spill = _allocate(total, model.d_model, ram_budget, memmap_dir)
     token_ids = np.empty(total, dtype=np.int32)
@@ -260,7 +268,7 @@ def harvest(
 
 
 def plan_harvest(model: ModelHandle, texts_or_corpus: Any, context_len: int, n_tokens: int | None, batch_size: int,
-                 drop_bos: bool) -> list[_Window]:
+                 drop_bos: bool, split_special_tokens: bool = True) -> list[_Window]:
     """Check harvest settings and cut the texts into windows; the rows they give are numbered in (doc, position) order.
 
     Shared by `harvest` and the disk-backed store (`saewidgets.store`), so both number rows identically.
@@ -273,7 +281,8 @@ def plan_harvest(model: ModelHandle, texts_or_corpus: Any, context_len: int, n_t
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
 
-    docs = [np.asarray(model.encode(t, add_bos=False), dtype=np.int32) for t in texts]
+    docs = [np.asarray(model.encode(t, add_bos=False, split_special_tokens=split_special_tokens), dtype=np.int32)
+            for t in texts]
     windows = _plan_windows(docs, model.bos_id, context_len, n_tokens, drop_bos)
     total = windows[-1].offset + windows[-1].n_rows if windows else 0
     if total == 0:

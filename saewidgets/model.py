@@ -10,6 +10,7 @@ Where models come from (the embedded offline Gemma, the hub, tiny test models) l
 
 from __future__ import annotations
 
+import operator
 import threading
 from collections.abc import Callable
 from functools import cached_property
@@ -107,6 +108,18 @@ class TraceLock:
             readable = translate_error(exc, self._handle.name)
             if readable is not None:
                 raise readable from None  # the original may quote request headers, which hold the key
+
+
+def check_text(text: str, what: str = "The text") -> None:
+    """Refuse text that is not valid Unicode (a lone surrogate), which tokenizers reject with an obscure error."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(
+            f"{what} holds a lone surrogate ({text[err.start]!r} at character {err.start:,}, in "
+            f"{text[max(0, err.start - 20):err.start + 20]!r}), which is not valid Unicode: it usually comes from "
+            "bytes decoded with errors='surrogateescape'. Clean it first, e.g. "
+            "text.encode('utf-8', 'replace').decode('utf-8').") from None
 
 
 class ModelHandle:
@@ -209,8 +222,9 @@ class ModelHandle:
                 return NAMED_DEPTHS[layer](self.n_layers)
             raise ValueError(f"layer={layer!r} is not understood: pass an int in [0, {self.n_layers}), 'middle' "
                              "or 'late'.")
-        if isinstance(layer, bool) or not isinstance(layer, int):
-            raise TypeError(f"layer must be an int, 'middle' or 'late', got {type(layer).__name__}.")
+        if isinstance(layer, bool) or not hasattr(layer, "__index__"):
+            raise TypeError(f"layer must be an int, 'middle' or 'late', got {type(layer).__name__} ({layer!r}).")
+        layer = operator.index(layer)  # numpy and torch integers are block numbers too
         n = self.n_layers
         if not -n <= layer < n:
             raise ValueError(
@@ -258,9 +272,16 @@ class ModelHandle:
             ids = ids.tolist()
         return [self.tokenizer.decode([int(i)]) for i in ids]
 
-    def encode(self, text: str, *, add_bos: bool = True) -> list[int]:
-        """Token ids of ``text``, with the model's BOS in front when it uses one and ``add_bos`` is set."""
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+    def encode(self, text: str, *, add_bos: bool = True, split_special_tokens: bool = True) -> list[int]:
+        """Token ids of ``text``, with the model's BOS in front when it uses one and ``add_bos`` is set.
+
+        Text is untrusted: with ``split_special_tokens`` (the default) a special-token string inside it, such as
+        ``"<bos>"`` or ``"<|endoftext|>"``, is tokenized as the characters it is, never turned into the special
+        token (which would put a BOS residual, a huge outlier, into the data). Pass False only for text you wrote
+        with special tokens on purpose, e.g. a chat template.
+        """
+        check_text(text)
+        ids = self.tokenizer(text, add_special_tokens=False, split_special_tokens=split_special_tokens)["input_ids"]
         if add_bos and self.bos_id is not None:
             ids = [self.bos_id, *ids]
         return list(ids)

@@ -189,6 +189,7 @@ def harvest_to_store(
     resume: bool = True,
     progress: bool = True,
     text_field: str = "text",
+    split_special_tokens: bool = True,
 ) -> "ActivationStore":
     """Harvest the residual stream after block ``layer`` into a disk-backed store in ``directory``.
 
@@ -218,16 +219,18 @@ def harvest_to_store(
         if n_tokens is None:
             raise ValueError("harvest_to_store() got a stream (e.g. a dataset loaded with streaming=True), which may "
                              "never end: pass n_tokens=... to say how many tokens to harvest from it.")
-        texts_or_corpus = corpus_for_tokens(texts_or_corpus, n_tokens, lambda t: len(model.encode(t, add_bos=False)),
-                                            text_field=text_field)
+        texts_or_corpus = corpus_for_tokens(
+            texts_or_corpus, n_tokens,
+            lambda t: len(model.encode(t, add_bos=False, split_special_tokens=split_special_tokens)),
+            text_field=text_field)
     texts = _as_texts(texts_or_corpus)
-    windows = plan_harvest(model, texts, context_len, n_tokens, batch_size, drop_bos)
+    windows = plan_harvest(model, texts, context_len, n_tokens, batch_size, drop_bos, split_special_tokens)
     shards = _group_shards(windows, shard_tokens)
     header = {
         "format": STORE_FORMAT, "model": model.name, "site": model.site_name(layer), "layer": layer,
         "d_model": model.d_model, "dtype": dtype, "corpus_fingerprint": corpus_fingerprint(texts),
         "settings": {"context_len": context_len, "drop_bos": drop_bos, "n_tokens": n_tokens,
-                     "shard_tokens": shard_tokens},
+                     "shard_tokens": shard_tokens, "split_special_tokens": split_special_tokens},
         "n_rows": windows[-1].offset + windows[-1].n_rows, "n_shards": len(shards), "n_documents": len(texts),
     }
     directory = Path(directory)
@@ -288,6 +291,7 @@ def _write_shard(model: ModelHandle, layer: int, directory: Path, shard: _Shard,
         index = np.lib.format.open_memmap(tmp / "index.npy", mode="w+", dtype=np.int32, shape=(shard.n_rows, 3))
         fill_rows(model, layer, shard.windows, batch_size, (acts, index[:, 0], index[:, 1], index[:, 2]),
                   base=shard.first_row, bar=bar)
+        _check_fits(acts, dtype, model, layer)
         for array in (acts, index):
             array.flush()
         del acts, index
@@ -298,6 +302,20 @@ def _write_shard(model: ModelHandle, layer: int, directory: Path, shard: _Shard,
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _check_fits(acts: np.ndarray, dtype: np.dtype, model: ModelHandle, layer: int) -> None:
+    """Refuse a shard whose residuals overflowed the storage dtype (float16 turns values above 65,504 into inf)."""
+    if dtype == np.float32:
+        return  # the harvest already refused non-finite float32 residuals
+    overflowed = np.isinf(acts)
+    n = int(overflowed.sum())
+    if n:
+        row, column = (int(i) for i in np.argwhere(overflowed)[0])
+        raise ValueError(
+            f"dtype={dtype.name!r} cannot hold {model.name}'s residuals at layer {layer}: {n:,} of {acts.size:,} "
+            f"values in this shard exceed {float(np.finfo(dtype).max):,.0f} (the first at row {row:,}, column "
+            f"{column}) and would be stored as inf. Use dtype='float32' (the default).")
 
 
 def _write_manifest(directory: Path, header: dict[str, Any], shards: Sequence[_Shard]) -> None:

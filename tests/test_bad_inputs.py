@@ -37,11 +37,11 @@ def tiny():
     return tiny_model("gpt2")
 
 
-def tiny_sae(arch: str = "topk", d: int = 64, n: int = 32, layer: int = 1):
+def tiny_sae(arch: str = "topk", d: int = 64, n: int = 32, layer: int = 1, model_name: str = "tiny-gpt2"):
     from saewidgets.sae import SAE, SAEConfig
 
     return SAE(SAEConfig(d_in=d, n_features=n, architecture=arch, k=4 if "topk" in arch else None, layer=layer,
-                         model_name="tiny-gpt2"), torch.Generator().manual_seed(0))
+                         model_name=model_name), torch.Generator().manual_seed(0))
 
 
 TEXTS = ["The Golden Gate Bridge is a suspension bridge in San Francisco.", "Le pont est rouge. Die Brücke ist rot."]
@@ -128,6 +128,14 @@ def _edit_config(tmp, **changes):
         else:
             cfg[k] = v
     (folder / "config.json").write_text(json.dumps(cfg))
+    return load(folder)
+
+
+def _config_text_edit(tmp, key, raw):
+    """Set ``key`` of a saved config.json to the JSON text ``raw`` (as a hand edit would), then load."""
+    folder = saved_sae(tmp)
+    text = re.sub(rf'"{key}": [^,\n}}]+', f'"{key}": {raw}', (folder / "config.json").read_text())
+    (folder / "config.json").write_text(text)
     return load(folder)
 
 
@@ -424,22 +432,52 @@ def _output_score_out_of_range(tmp, mp):
     return output_scores(tiny(), tiny_sae(), tiny_stats(), [40], "bridge", progress=False)
 
 
-def _feature_out_of_range(tmp, mp):
-    from saewidgets.analysis import token_activations
+def _token_activations(text, features=(0,), **kwargs):
+    def run(tmp, mp):
+        from saewidgets.analysis import token_activations
 
-    return token_activations(tiny(), tiny_sae(), "The bridge", [99])
-
-
-def _empty_prompt(tmp, mp):
-    from saewidgets.analysis import token_activations
-
-    return token_activations(tiny(), tiny_sae(), "   ", [0])
+        return token_activations(tiny(), tiny_sae(), text, list(features), **kwargs)
+    return run
 
 
 def _sae_other_model(tmp, mp):
     from saewidgets.analysis import token_activations
 
     return token_activations(tiny(), tiny_sae(d=32), "The bridge", [0])
+
+
+def _store_float16_overflow(tmp, mp):
+    from saewidgets.models import tiny_model
+    from saewidgets.store import harvest_to_store
+
+    model = tiny_model("gpt2", seed=2)
+    with torch.no_grad():
+        model.hf.transformer.wte.weight.mul_(1e6)  # residuals far beyond float16's 65,504 (fine in float32)
+    return harvest_to_store(model, TEXTS, tmp / "store", layer=0, dtype="float16", progress=False)
+
+
+def _sae_of_another_model_same_width(where):
+    def run(tmp, mp):
+        from saewidgets import analysis
+
+        sae = tiny_sae(model_name="tiny-gemma")  # same d_model as tiny-gpt2: only the recorded name tells
+        if where == "steer":
+            return analysis.steer(tiny(), sae, "The bridge", {0: 1.0}, units="activation", max_new_tokens=2)
+        return analysis.token_activations(tiny(), sae, "The bridge", [0])
+    return run
+
+
+def _sae_at_another_layer(tmp, mp):
+    from saewidgets.analysis import attribute
+
+    return attribute(tiny(), tiny_sae(layer=1), "The bridge", layer=0)
+
+
+def _evaluate_other_layer(tmp, mp):
+    from saewidgets import harvest
+    from saewidgets.sae import evaluate_sae
+
+    return evaluate_sae(tiny_sae(layer=1), harvest(tiny(), TEXTS, layer=0, progress=False))
 
 
 CASES = [
@@ -455,6 +493,13 @@ CASES = [
     Case("config.json that is a JSON list", "load_sae",
          lambda t, m: (saved_sae(t) / "config.json").write_text("[1, 2]") and load(t / "sae"),
          ValueError, r"config\.json should hold a JSON object"),
+    Case("config.json with input_scale: 1e400 (inf)", "load_sae", lambda t, m: _config_text_edit(t, "input_scale", "1e400"),
+         ValueError, r"config\.json: the SAE config is invalid \(input_scale must be a finite positive number, got inf"),
+    Case("config.json with apply_b_dec_to_input: \"false\" (a string)", "load_sae",
+         lambda t, m: _config_text_edit(t, "apply_b_dec_to_input", '"false"'), ValueError,
+         r"apply_b_dec_to_input must be true or false \(a JSON boolean\), got 'false'"),
+    Case("config.json with n_features: 2.5", "load_sae", lambda t, m: _config_text_edit(t, "n_features", "2.5"),
+         ValueError, r"n_features must be a whole number, got 2\.5"),
     Case("W_enc of the wrong shape", "load_sae", _sae_wrong_shape, ValueError,
          r"sae\.safetensors: W_enc has shape \(64, 10\) but the config .* needs \(64, 32\)"),
     Case("weights file without b_dec", "load_sae", _sae_missing_tensor, ValueError, r"sae\.safetensors lacks b_dec"),
@@ -516,6 +561,13 @@ CASES = [
     Case("layer=99 on a 2-layer model", "harvest", _harvest(layer=99), ValueError, r"layer=99 is out of range"),
     Case("an empty list of texts", "harvest", _harvest(texts=[]), ValueError, r"got no texts"),
     Case("a list holding a non-string", "harvest", _harvest(texts=["ok", 3]), TypeError, r"Text 1 is a int"),
+    Case("a dict {\"text\": ...} instead of a list of texts", "harvest", _harvest(texts={"text": "The bridge"}),
+         TypeError, r"got a dict \(keys \['text'\]\), not texts: pass a list of strings"),
+    Case("a text with a lone surrogate ('\\ud800')", "harvest", _harvest(texts=["ok", "a\ud800b"]), ValueError,
+         r"Text 1 holds a lone surrogate .*not valid Unicode"),
+    Case("a text with a lone surrogate ('\\udc80')", "token_activations",
+         _token_activations("a\udc80b"), ValueError,
+         r"The text holds a lone surrogate"),
     Case("context_len longer than the model's context", "harvest", _harvest(context_len=10_000), ValueError,
          r"context_len=10000 must be between 2 and the model's context, 256"),
     Case("n_tokens beyond the corpus", "harvest", _harvest(n_tokens=10**6), ValueError,
@@ -535,16 +587,28 @@ CASES = [
     Case("lr=1e6 (the run explodes)", "train_sae",
          _train(lambda: torch.randn(300, 8), n_features=16, k=2, n_steps=5, batch_size=64, lr=1e6), FloatingPointError,
          r"diverged at step \d+.*Lower the learning rate \(lr=1e\+06; try 100000\)"),
-    Case("feature 99 of a 32-feature SAE", "token_activations", _feature_out_of_range, IndexError,
+    Case("feature 99 of a 32-feature SAE", "token_activations", _token_activations("The bridge", [99]), IndexError,
          r"feature 99 is out of range: this SAE has 32 features"),
-    Case("a blank text", "token_activations", _empty_prompt, ValueError, r"is empty"),
+    Case("a blank text", "token_activations", _token_activations("   "), ValueError, r"is empty"),
     Case("terms that are all blank", "steering_search", _steering_search(terms=["", "  "]), ValueError,
          r"No terms to score: pass what the steered text should say"),
     Case("an empty query", "steering_search", _steering_search(query=""), ValueError, r"needs a non-empty query"),
     Case("feature 40 of a 32-feature SAE", "output_scores", _output_score_out_of_range, IndexError,
          r"feature 40 is out of range: this SAE has 32 features"),
     Case("an SAE trained on another model (d_in 32 vs 64)", "token_activations", _sae_other_model, ValueError,
-         r"reads 32-dimensional vectors but tiny-gpt2 has d_model 64"),
+         r"reads 32-wide activations but tiny-gpt2 has d_model=64"),
+    Case("an SAE trained on tiny-gemma (same width) used on tiny-gpt2", "token_activations",
+         _sae_of_another_model_same_width("token_activations"), ValueError,
+         r"trained on 'tiny-gemma' but the model in use is 'tiny-gpt2'.*check_provenance=False"),
+    Case("an SAE trained on tiny-gemma (same width) used on tiny-gpt2", "steer",
+         _sae_of_another_model_same_width("steer"), ValueError, r"trained on 'tiny-gemma' but the model in use"),
+    Case("an SAE trained on layer 1 used at layer=0", "attribute", _sae_at_another_layer, ValueError,
+         r"trained on layer 1 but layer=0 reads layer 0 of tiny-gpt2.*check_provenance=False"),
+    Case("activations of layer 0 for an SAE of layer 1", "evaluate_sae", _evaluate_other_layer, ValueError,
+         r"read at layer 0 but the SAE reads layer 1"),
+    Case("residuals beyond float16's range stored as float16", "harvest_to_store", _store_float16_overflow,
+         ValueError, r"dtype='float16' cannot hold tiny-gpt2's residuals at layer 0: [\d,]+ of [\d,]+ values .*"
+         r"exceed 65,504.*Use dtype='float32'"),
     # where results go
     Case("a folder holding the user's own files (notes.txt, src/)", "save_sae", _save_into_user_folder,
          FileExistsError, r"already holds files that saewidgets did not write \(notes\.txt, src\).*overwrite=True"),

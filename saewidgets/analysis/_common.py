@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..model import ModelHandle
+from ..sae.provenance import check_compatible
 
 if TYPE_CHECKING:
     from ..sae import SAE
@@ -43,31 +44,23 @@ def check_features(sae_or_n: Any, features: Iterable[Any]) -> list[int]:
     return [check_feature(sae_or_n, f) for f in features]
 
 
-def sae_layer(model: ModelHandle, sae: SAE, layer: Any) -> int:
-    """The block whose residual the SAE reads: ``layer`` if given, else the SAE's own config."""
-    if layer is None:
-        layer = getattr(getattr(sae, "cfg", None), "layer", None)
-        if layer is None or layer < 0:
-            raise ValueError("This SAE does not record the layer it was trained on: pass layer=... explicitly.")
-    resolved = model.resolve_layer(layer)
-    d_in = int(sae.W_dec.shape[1])
-    if d_in != model.d_model:
-        raise ValueError(
-            f"The SAE reads {d_in}-dimensional vectors but {model.name} has d_model {model.d_model}: "
-            "this SAE was trained on another model."
-        )
-    return resolved
+def sae_layer(model: ModelHandle, sae: SAE, layer: Any, check_provenance: bool = True) -> int:
+    """The block whose residual the SAE reads: ``layer`` if given, else the SAE's own config; checked by
+    `saewidgets.sae.check_compatible` (same width; same model and layer as recorded, unless told otherwise)."""
+    return check_compatible(sae, model, layer, check_provenance=check_provenance)
 
 
-def prompt_ids(model: ModelHandle, prompt: str, what: str = "prompt", reserve: int = 0) -> torch.Tensor:
+def prompt_ids(model: ModelHandle, prompt: str, what: str = "prompt", reserve: int = 0,
+               split_special_tokens: bool = True) -> torch.Tensor:
     """Token ids ``[1, T]`` of ``prompt`` (BOS in front when the model uses one); refuses empty prompts.
 
     A prompt longer than the model's context (less ``reserve`` tokens kept free, e.g. for generation) keeps only
     its last tokens, with a warning: the model cannot read more, and the end is what predicts the next token.
+    Special-token strings in the prompt stay text unless ``split_special_tokens=False`` (`ModelHandle.encode`).
     """
     if not isinstance(prompt, str):
         raise TypeError(f"{what} must be a str, got {type(prompt).__name__}.")
-    ids = model.encode(prompt)
+    ids = model.encode(prompt, split_special_tokens=split_special_tokens)
     n_text = len(ids) - (model.bos_id is not None)
     if not prompt.strip() or n_text < 1:
         raise ValueError(f"The {what} is empty ({prompt!r}): pass some text to analyse.")

@@ -107,10 +107,10 @@ def residual_and_gradient(model: ModelHandle, ids: torch.Tensor, layer: int,
     return hidden.detach()[0].float().cpu(), grad.detach()[0].float().cpu(), float(value.detach())
 
 
-def prompt_features(model: ModelHandle, sae: SAE, prompt: str, layer: int,
-                    what: str = "prompt") -> tuple[list[str], torch.Tensor]:
+def prompt_features(model: ModelHandle, sae: SAE, prompt: str, layer: int, what: str = "prompt",
+                    split_special_tokens: bool = True) -> tuple[list[str], torch.Tensor]:
     """The prompt's tokens without BOS and the SAE feature activations on them, ``[T, F]``."""
-    ids = prompt_ids(model, prompt, what)
+    ids = prompt_ids(model, prompt, what, split_special_tokens=split_special_tokens)
     keep = content_mask(model, ids)[0]
     hidden = residuals(model, ids, layer)[0][keep]
     return model.tokens_to_str(ids[0][keep]), encode_rows(sae, hidden).float()

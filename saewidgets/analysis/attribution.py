@@ -126,7 +126,8 @@ def _metric(target_ids: Sequence[int]):
 
 
 def attribute(model: ModelHandle, sae: SAE, prompt: str, target: Target = None, layer: int | str | None = None,
-              n_ablate: int = 10, cancel: CancelSignal | None = None) -> Attribution:
+              n_ablate: int = 10, cancel: CancelSignal | None = None,
+              check_provenance: bool = True) -> Attribution:
     """Attribute ``target`` at the last position of ``prompt`` to every SAE feature at every position.
 
     Args:
@@ -136,9 +137,10 @@ def attribute(model: ModelHandle, sae: SAE, prompt: str, target: Target = None, 
         n_ablate: how many top features (by attribution) to also ablate, to compare estimate and reality.
         cancel: a `threading.Event` (see `saewidgets.cancel`), checked before each model pass (the gradient
             pass, the ablations); once set, raises `saewidgets.cancel.Cancelled`.
+        check_provenance: refuse an SAE trained on another model or layer (False: use it anyway).
     """
     what = "the attribution"
-    layer = sae_layer(model, sae, layer)
+    layer = sae_layer(model, sae, layer, check_provenance)
     ids = prompt_ids(model, prompt)
     check_cancel(cancel, what)
     target_ids, label = _resolve_target(model, ids, layer, target)

@@ -71,7 +71,7 @@ def concept_token_ids(model: ModelHandle, terms: str | Sequence[str]) -> list[in
 def output_scores(model: ModelHandle, sae: Any, stats: FeatureStats, features: Sequence[int],
                   terms: str | Sequence[str], multiple: float = DEFAULT_CLAMP_MULTIPLE,
                   prompts: Sequence[str] = SCORING_PROMPTS, layer: int | str | None = None,
-                  progress: bool = True) -> torch.Tensor:
+                  progress: bool = True, check_provenance: bool = True) -> torch.Tensor:
     """Output score of each of ``features`` for the concept named by ``terms``: ``[len(features)]`` nats.
 
     Each feature is clamped at ``multiple`` x its max activation (error term kept, as in `steer`) at every token
@@ -86,7 +86,7 @@ def output_scores(model: ModelHandle, sae: Any, stats: FeatureStats, features: S
     prompts = list(prompts)
     if not prompts:
         raise ValueError("output_scores() needs at least one neutral prompt.")
-    layer = sae_layer(model, sae, layer)
+    layer = sae_layer(model, sae, layer, check_provenance)
     token_ids = concept_token_ids(model, terms)
     ids, attention = left_padded_batch(model, prompts)
     mask = content_mask(model, ids, attention)

@@ -51,13 +51,14 @@ def _scale(sae: SAE, stats: FeatureStats | None) -> torch.Tensor | None:
 
 
 def features_active_on(model: ModelHandle, sae: SAE, prompt: str, span: Span = None, n: int = 10,
-                       stats: FeatureStats | None = None, layer: int | str | None = None) -> list[dict[str, Any]]:
+                       stats: FeatureStats | None = None, layer: int | str | None = None,
+                       check_provenance: bool = True) -> list[dict[str, Any]]:
     """The ``n`` features most active on ``prompt`` (or on ``span`` of it), by their max over the span.
 
     Returns ``[{"feature", "activation", "fraction_of_max" (with stats, else None), "position", "token"}]``;
     ``position`` indexes the prompt's tokens without BOS.
     """
-    tokens, f = prompt_features(model, sae, prompt, sae_layer(model, sae, layer))
+    tokens, f = prompt_features(model, sae, prompt, sae_layer(model, sae, layer, check_provenance))
     rows = _span_rows(tokens, span)
     peak, where = f[rows].max(0)
     scale = _scale(sae, stats)
@@ -70,13 +71,14 @@ def features_active_on(model: ModelHandle, sae: SAE, prompt: str, span: Span = N
 
 
 def contrastive_search(model: ModelHandle, sae: SAE, prompt_a: str, prompt_b: str, n: int = 10,
-                       stats: FeatureStats | None = None, layer: int | str | None = None) -> list[dict[str, Any]]:
+                       stats: FeatureStats | None = None, layer: int | str | None = None,
+                       check_provenance: bool = True) -> list[dict[str, Any]]:
     """Features active on ``prompt_a`` but not on ``prompt_b``: ranked by max activation on A minus max on B
     (as fractions of max activation when ``stats`` is given).
 
     Returns ``[{"feature", "score", "activation_a", "activation_b"}]``.
     """
-    layer = sae_layer(model, sae, layer)
+    layer = sae_layer(model, sae, layer, check_provenance)
     _, fa = prompt_features(model, sae, prompt_a, layer, "prompt_a")
     _, fb = prompt_features(model, sae, prompt_b, layer, "prompt_b")
     a, b = fa.max(0).values, fb.max(0).values

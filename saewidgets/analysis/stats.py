@@ -37,6 +37,7 @@ from .._atomic_write import atomic_dir, finish_interrupted_save
 from ..cancel import CancelSignal, check_cancel
 from ..model import ModelHandle
 from ..activation_source import is_activation_source
+from ..sae.provenance import check_activations
 from ._common import ENCODE_CHUNK_ROWS, check_feature, encode_rows, n_features_of, sae_layer
 
 _TENSORS = "feature_stats.safetensors"
@@ -234,6 +235,7 @@ def feature_stats(
     seed: int = 0,
     progress: bool = True,
     cancel: CancelSignal | None = None,
+    check_provenance: bool = True,
 ) -> FeatureStats:
     """Dashboard statistics for every feature of ``sae`` over a corpus, in one streaming pass.
 
@@ -252,8 +254,9 @@ def feature_stats(
         seed: for the random band samples.
         cancel: a `threading.Event` (see `saewidgets.cancel`), checked before every batch (and by the harvest of
             a corpus); once set, raises `saewidgets.cancel.Cancelled`.
+        check_provenance: refuse an SAE, or activations, from another model or layer (False: use them anyway).
     """
-    layer = sae_layer(model, sae, layer)
+    layer = sae_layer(model, sae, layer, check_provenance)
     before, after = (int(c) for c in context)
     if before < 0 or after < 0:
         raise ValueError(f"context=(before, after) must be tokens >= 0, got {context}.")
@@ -261,7 +264,7 @@ def feature_stats(
                         ("samples_per_band", samples_per_band), ("n_bins", n_bins), ("batch_size", batch_size)):
         if value < 1:
             raise ValueError(f"{name} must be at least 1, got {value}.")
-    acts = _as_activations(model, sae, corpus_or_activations, layer, n_tokens, progress, cancel)
+    acts = _as_activations(model, sae, corpus_or_activations, layer, n_tokens, progress, cancel, check_provenance)
     total = len(acts) if n_tokens is None else min(n_tokens, len(acts))
     if total == 0:
         raise ValueError("There are no tokens to compute statistics over.")
@@ -306,15 +309,13 @@ def _one_thread() -> Iterator[None]:
 
 
 def _as_activations(model: ModelHandle, sae: Any, source: Any, layer: int, n_tokens: int | None,
-                    progress: bool, cancel: CancelSignal | None = None) -> Any:
+                    progress: bool, cancel: CancelSignal | None = None, check_provenance: bool = True) -> Any:
     """``source`` if it already holds activations (checked against the SAE), else a harvest of it."""
     if is_activation_source(source):
         width = source.acts.shape[1]
         if width != sae.W_dec.shape[1]:
             raise ValueError(f"These activations are {width}-dimensional but the SAE reads {sae.W_dec.shape[1]}.")
-        if getattr(source, "layer", -1) not in (-1, layer):
-            raise ValueError(f"These activations were read at layer {source.layer} but the SAE reads layer {layer}: "
-                             "harvest the layer the SAE was trained on.")
+        check_activations(source, sae, model, layer, check_provenance=check_provenance)
         return source
     from ..activations import harvest
 

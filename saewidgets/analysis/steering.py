@@ -159,6 +159,7 @@ def steer(
     terms: str | Sequence[str] | None = None,
     fluency: Any = None,
     cancel: CancelSignal | None = None,
+    check_provenance: bool = True,
 ) -> SteeringResult:
     """Continue ``prompts`` with ``features`` clamped (or added) at every token, next to the default continuation.
 
@@ -182,8 +183,9 @@ def steer(
             once per model on the selection prompts (`default_fluency`).
         cancel: a `threading.Event` (see `saewidgets.cancel`): checked before every new token; once set, the
             generation stops and raises `saewidgets.cancel.Cancelled`.
+        check_provenance: refuse an SAE trained on another model or layer (False: steer with it anyway).
     """
-    layer = sae_layer(model, sae, layer)
+    layer = sae_layer(model, sae, layer, check_provenance)
     if mode not in ("clamp", "add"):
         raise ValueError(f"mode={mode!r} is not understood: use 'clamp' or 'add'.")
     _check_generation(max_new_tokens, temperature, repetition_penalty)

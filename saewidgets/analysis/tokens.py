@@ -27,14 +27,19 @@ class TokenActivations:
 
 
 def token_activations(model: ModelHandle, sae: SAE, text: str, features: Sequence[int] | None = None, n: int = 10,
-                      layer: int | str | None = None, cancel: CancelSignal | None = None) -> TokenActivations:
+                      layer: int | str | None = None, cancel: CancelSignal | None = None,
+                      check_provenance: bool = True, split_special_tokens: bool = True) -> TokenActivations:
     """Activations of ``features`` on every token of ``text``; by default the ``n`` features that peak highest.
 
     ``cancel`` (a `threading.Event`, see `saewidgets.cancel`) is checked before and after the model pass; once
-    set, `saewidgets.cancel.Cancelled` is raised instead of returning.
+    set, `saewidgets.cancel.Cancelled` is raised instead of returning. The SAE must have been trained on this
+    model and layer (``check_provenance=False`` to use it elsewhere). Special-token strings in ``text``
+    (``"<bos>"``) are shown as the text they are, unless ``split_special_tokens=False`` turns them into the
+    special tokens (which are then left out, as BOS is).
     """
     check_cancel(cancel, "the token activations")
-    tokens, f = prompt_features(model, sae, text, sae_layer(model, sae, layer), "text")
+    tokens, f = prompt_features(model, sae, text, sae_layer(model, sae, layer, check_provenance), "text",
+                                split_special_tokens)
     check_cancel(cancel, "the token activations")
     if features is None:
         peak = f.max(0).values

@@ -10,11 +10,13 @@ from .base import SAE, SparseCode
 from .config import ARCHITECTURES, Architecture, SAEConfig
 from .train_config import TrainConfig
 from .io import SAEFileError, load_sae, save_sae
-from .metrics import SAEMetrics, check_compatible, evaluate_sae
+from .metrics import SAEMetrics, evaluate_sae
+from .provenance import SAEMismatchError, check_compatible
 from .tracking import WandbLogger
 from .train import train_sae
 
 __all__ = [
-    "ARCHITECTURES", "Architecture", "SAE", "SAEConfig", "SAEFileError", "SAEMetrics", "SparseCode", "TrainConfig",
+    "ARCHITECTURES", "Architecture", "SAE", "SAEConfig", "SAEFileError", "SAEMetrics", "SAEMismatchError",
+    "SparseCode", "TrainConfig",
     "WandbLogger", "check_compatible", "evaluate_sae", "load_sae", "save_sae", "train_sae",
 ]

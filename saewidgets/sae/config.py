@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+import operator
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, get_args
 
@@ -43,17 +46,32 @@ class SAEConfig:
     """How it was trained: tokens, steps, lr, l1, seed, date, saewidgets version (or where it was loaded from)."""
 
     def __post_init__(self) -> None:
+        # Values arrive from JSON files (config.json, SAELens' cfg.json): check types, not only ranges, so that
+        # "false" is not read as True and 1e400 (inf) not as a scale.
+        self.d_in, self.n_features = _count("d_in", self.d_in), _count("n_features", self.n_features)
+        self.k = None if self.k is None else _count("k", self.k)
+        self.layer = None if self.layer is None else _count("layer", self.layer, minimum=None)
+        for name in ("model_name", "site"):
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(f"{name} must be a string, got {getattr(self, name)!r}.")
+        if not isinstance(self.apply_b_dec_to_input, bool):
+            raise TypeError(f"apply_b_dec_to_input must be true or false (a JSON boolean), got "
+                            f"{self.apply_b_dec_to_input!r} ({type(self.apply_b_dec_to_input).__name__}).")
+        if isinstance(self.input_scale, bool) or not isinstance(self.input_scale, numbers.Real):
+            raise TypeError(f"input_scale must be a number, got {self.input_scale!r}.")
+        if not math.isfinite(self.input_scale) or not self.input_scale > 0:
+            raise ValueError(f"input_scale must be a finite positive number, got {self.input_scale}: every encoding "
+                             "would be NaN or 0. Use the scale the SAE was trained with (1.0 if unsure).")
+        self.input_scale = float(self.input_scale)
+        if not isinstance(self.provenance, dict):
+            raise TypeError(f"provenance must be a dict, got {type(self.provenance).__name__}.")
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"architecture={self.architecture!r} is not one of {', '.join(ARCHITECTURES)}.")
-        if self.d_in < 1 or self.n_features < 1:
-            raise ValueError(f"d_in and n_features must be positive, got d_in={self.d_in}, n_features={self.n_features}.")
         if self.architecture in ("topk", "batchtopk"):
             if self.k is None or not 1 <= self.k <= self.n_features:
                 raise ValueError(
                     f"A {self.architecture} SAE needs k in [1, n_features={self.n_features}], got k={self.k}."
                 )
-        if not self.input_scale > 0:
-            raise ValueError(f"input_scale must be positive, got {self.input_scale}.")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,3 +84,13 @@ class SAEConfig:
         if missing:
             raise KeyError(f"SAE config lacks {', '.join(missing)}")
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def _count(name: str, value: Any, minimum: int | None = 1) -> int:
+    """``value`` as an int (numpy ints welcome), or an error naming ``name``: floats and bools are not counts."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise TypeError(f"{name} must be a whole number, got {value!r} ({type(value).__name__}).")
+    value = operator.index(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}.")
+    return value

@@ -228,7 +228,7 @@ def from_saelens(lens_cfg: dict[str, Any], tensors: dict[str, torch.Tensor], sou
         "architecture": ours.get("architecture", arch) if arch == "jumprelu" else arch,
         "k": lens_cfg.get("k", ours.get("k")), "model_name": get("model_name") or "",
         "layer": ours.get("layer", _layer_of(site) if _layer_of(site) is not None else _layer_of(hook_name)),
-        "site": site, "apply_b_dec_to_input": bool(lens_cfg.get("apply_b_dec_to_input", True)),
+        "site": site, "apply_b_dec_to_input": lens_cfg.get("apply_b_dec_to_input", True),
         "input_scale": input_scale, "normalize_activations": normalize,
         "neuronpedia_id": get("neuronpedia_id") or ours.get("neuronpedia_id"), "provenance": provenance,
     }, source)

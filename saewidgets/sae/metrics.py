@@ -9,7 +9,6 @@ SAE never trains on BOS, whose residual is a huge outlier); padding never counts
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Sequence
 
@@ -18,6 +17,7 @@ import torch
 
 from .base import SAE
 from .data import as_rows, check_finite
+from .provenance import check_activations, check_compatible
 
 DENSE_THRESHOLD = 0.1  # a latent firing on more than this fraction of tokens counts as dense
 _Splice = Literal["clean", "sae", "zero"]
@@ -90,11 +90,15 @@ def evaluate_sae(
     text_batch_size: int = 8,
     density_bins: int = 40,
     progress: bool = False,
+    check_provenance: bool = True,
 ) -> SAEMetrics:
     """Measure ``sae`` on held-out ``activations`` (``[N, d]`` tensor/array or `Activations`) and, given a model
     handle and texts, the model's loss with the SAE spliced in at ``layer`` (default: the layer it was trained on).
-    ``progress`` shows a bar over the text batches (three traces each: clean, SAE spliced, zero-ablated)."""
+    ``progress`` shows a bar over the text batches (three traces each: clean, SAE spliced, zero-ablated).
+    Activations, model and layer must be those the SAE was trained on (`check_compatible`), unless
+    ``check_provenance=False``."""
     rows = as_rows(activations)
+    check_activations(rows, sae, check_provenance=check_provenance)
     check_finite(rows)
     if rows.d != sae.cfg.d_in:
         raise ValueError(f"The activations are {rows.d} wide but the SAE expects d_in={sae.cfg.d_in}: "
@@ -102,7 +106,7 @@ def evaluate_sae(
     metrics = _reconstruction_metrics(sae, rows, batch_size, density_bins)
     if model is not None and texts is not None:
         ce = lm_loss_with_sae(sae, model, texts, layer=layer, context_len=context_len, batch_size=text_batch_size,
-                              progress=progress)
+                              progress=progress, check_provenance=check_provenance)
         metrics.ce_clean, metrics.ce_with_sae, metrics.ce_zero_ablation, metrics.n_ce_tokens = ce
         gap = metrics.ce_zero_ablation - metrics.ce_clean
         metrics.ce_loss_recovered = (metrics.ce_zero_ablation - metrics.ce_with_sae) / gap if gap != 0 else math.nan
@@ -136,36 +140,13 @@ def _reconstruction_metrics(sae: SAE, rows: Any, batch_size: int, density_bins: 
     )
 
 
-def check_compatible(sae: SAE, model: Any, layer: int | str | None = None) -> int:
-    """Raise if ``sae`` cannot read ``model``'s residual stream; warn if it was trained on another model or layer.
-
-    Returns the resolved layer (``layer``, else the layer in the SAE's config).
-    """
-    if sae.cfg.d_in != model.d_model:
-        raise ValueError(
-            f"This SAE reads {sae.cfg.d_in}-wide activations but {model.name} has d_model={model.d_model}: it was "
-            f"trained on another model{f' ({sae.cfg.model_name})' if sae.cfg.model_name else ''}. "
-            "Load the model it was trained on, or train an SAE on this one."
-        )
-    if layer is None:
-        if sae.cfg.layer is None:
-            raise ValueError("The SAE's config records no layer: pass layer= (the block whose output it reads).")
-        layer = sae.cfg.layer
-    resolved = model.resolve_layer(layer)
-    if sae.cfg.layer is not None and sae.cfg.layer != resolved:
-        warnings.warn(f"The SAE was trained on layer {sae.cfg.layer} but is used at layer {resolved}.", stacklevel=3)
-    if sae.cfg.model_name and sae.cfg.model_name != model.name:
-        warnings.warn(f"The SAE was trained on {sae.cfg.model_name!r} but is used with {model.name!r}.", stacklevel=3)
-    return resolved
-
-
 @torch.no_grad()
 def lm_loss_with_sae(
     sae: SAE, model: Any, texts: Sequence[str], *, layer: int | str | None = None, context_len: int = 128,
-    batch_size: int = 8, progress: bool = False,
+    batch_size: int = 8, progress: bool = False, check_provenance: bool = True,
 ) -> tuple[float, float, float, int]:
     """(CE clean, CE with the SAE spliced in, CE with the layer zero-ablated, predicted tokens), in nats/token."""
-    layer = check_compatible(sae, model, layer)
+    layer = check_compatible(sae, model, layer, check_provenance=check_provenance)
     if isinstance(texts, str) or not texts:
         raise ValueError("texts must be a non-empty list of strings.")
     inputs = [model.encode(t)[:context_len] for t in texts]
