@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ._atomic_write import atomic_dir, finish_interrupted_save, process_alive
+from ._atomic_write import atomic_dir, check_writable_dir, finish_interrupted_save, process_alive
+from ._checks import whole_number
 from ._cache import cache_dir
 from .cancel import CancelSignal, check_cancel
 from .model import LayerSpec, ModelHandle, check_text, residual_of
@@ -196,7 +197,7 @@ def _plan_windows(
 def _allocate(n_rows: int, d_model: int, ram_budget: int, memmap_dir: str | os.PathLike | None) -> tuple[np.ndarray, Path | None]:
     if n_rows * d_model * 4 <= ram_budget:
         return np.empty((n_rows, d_model), dtype=np.float32), None
-    folder = Path(memmap_dir) if memmap_dir is not None else cache_dir("spill")
+    folder = check_writable_dir(memmap_dir, "memmap_dir") if memmap_dir is not None else cache_dir("spill")
     folder.mkdir(parents=True, exist_ok=True)
     _remove_orphan_spills(folder)
     path = folder / f"acts-{os.getpid()}-{uuid.uuid4().hex}.npy"
@@ -274,12 +275,11 @@ def plan_harvest(model: ModelHandle, texts_or_corpus: Any, context_len: int, n_t
     Shared by `harvest` and the disk-backed store (`saewidgets.store`), so both number rows identically.
     """
     texts = _as_texts(texts_or_corpus)
-    if not 2 <= context_len <= model.max_context:
+    context_len = whole_number("context_len", context_len, 2)
+    if context_len > model.max_context:
         raise ValueError(f"context_len={context_len} must be between 2 and the model's context, {model.max_context} tokens.")
-    if n_tokens is not None and n_tokens < 1:
-        raise ValueError(f"n_tokens must be positive, got {n_tokens}.")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}.")
+    n_tokens = None if n_tokens is None else whole_number("n_tokens", n_tokens, 1)
+    batch_size = whole_number("batch_size", batch_size, 1)
 
     docs = [np.asarray(model.encode(t, add_bos=False, split_special_tokens=split_special_tokens), dtype=np.int32)
             for t in texts]
@@ -305,6 +305,7 @@ def fill_rows(model: ModelHandle, layer: int, windows: Sequence[_Window], batch_
     """
     order = sorted(range(len(windows)), key=lambda i: -len(windows[i].ids))
     bos = model.bos_id
+    batch_size = int(batch_size)  # checked by plan_harvest; 16.0 (from a JSON file) means 16
     for b in range(0, len(order), batch_size):
         check_cancel(cancel, "the harvest")
         batch = [windows[i] for i in order[b : b + batch_size]]

@@ -35,7 +35,8 @@ import torch
 from torch import Tensor  # the class attribute `torch` (a method) hides the module in annotations there
 from tqdm.auto import tqdm
 
-from ._atomic_write import atomic_write_bytes, fsync_path
+from ._atomic_write import atomic_write_bytes, check_writable_dir, fsync_path
+from ._checks import whole_number
 from .activations import DEFAULT_CONTEXT_LEN, Activations, _as_texts, _Window, fill_rows, plan_harvest
 from .corpus import corpus_for_tokens, is_stream
 from .model import LayerSpec, ModelHandle
@@ -212,8 +213,8 @@ def harvest_to_store(
     """
     if dtype not in _DTYPES:
         raise ValueError(f"dtype={dtype!r} is not supported: use one of {', '.join(_DTYPES)}.")
-    if shard_tokens < 1:
-        raise ValueError(f"shard_tokens must be positive, got {shard_tokens}.")
+    shard_tokens = whole_number("shard_tokens", shard_tokens, 1)
+    check_writable_dir(directory, "directory")  # before the harvest, not at its first shard
     layer = model.resolve_layer(layer)
     if is_stream(texts_or_corpus):
         if n_tokens is None:

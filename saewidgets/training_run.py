@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Sequence
 
-from .sae.train_config import TrainConfig, real_number, whole_number
+from ._checks import real_number, whole_number
+from .sae.train_config import TrainConfig
 
 if TYPE_CHECKING:
     import torch

@@ -436,7 +436,7 @@ def _token_activations(text, features=(0,), **kwargs):
     def run(tmp, mp):
         from saewidgets.analysis import token_activations
 
-        return token_activations(tiny(), tiny_sae(), text, list(features), **kwargs)
+        return token_activations(tiny(), tiny_sae(), text, features, **kwargs)
     return run
 
 
@@ -454,6 +454,44 @@ def _store_float16_overflow(tmp, mp):
     with torch.no_grad():
         model.hf.transformer.wte.weight.mul_(1e6)  # residuals far beyond float16's 65,504 (fine in float32)
     return harvest_to_store(model, TEXTS, tmp / "store", layer=0, dtype="float16", progress=False)
+
+
+def _analysis(name, *args, **kwargs):
+    """A case calling ``saewidgets.<name>(tiny model, tiny SAE, *args, **kwargs)``."""
+    def run(tmp, mp):
+        import saewidgets
+
+        return getattr(saewidgets, name)(tiny(), tiny_sae(), *args, **kwargs)
+    return run
+
+
+def _search_contexts(query, **kwargs):
+    def run(tmp, mp):
+        from saewidgets import search_contexts
+
+        return search_contexts(tiny_stats(), query, **kwargs)
+    return run
+
+
+def _evaluate_one_row(tmp, mp):
+    from saewidgets.sae import evaluate_sae
+
+    return evaluate_sae(tiny_sae(), tiny_acts().acts[:1])
+
+
+def _geometry_of_three(tmp, mp):
+    from saewidgets.analysis import feature_geometry
+
+    return feature_geometry(tiny_sae(n=3, arch="relu"), cache_dir=None)
+
+
+def _store_into(path):
+    def run(tmp, mp):
+        from saewidgets.store import harvest_to_store
+
+        (tmp / "afile").write_text("x")
+        return harvest_to_store(tiny(), TEXTS, tmp / path, layer=1, progress=False)
+    return run
 
 
 def _sae_of_another_model_same_width(where):
@@ -499,7 +537,7 @@ CASES = [
          lambda t, m: _config_text_edit(t, "apply_b_dec_to_input", '"false"'), ValueError,
          r"apply_b_dec_to_input must be true or false \(a JSON boolean\), got 'false'"),
     Case("config.json with n_features: 2.5", "load_sae", lambda t, m: _config_text_edit(t, "n_features", "2.5"),
-         ValueError, r"n_features must be a whole number, got 2\.5"),
+         ValueError, r"n_features=2\.5 is not a whole number"),
     Case("W_enc of the wrong shape", "load_sae", _sae_wrong_shape, ValueError,
          r"sae\.safetensors: W_enc has shape \(64, 10\) but the config .* needs \(64, 32\)"),
     Case("weights file without b_dec", "load_sae", _sae_missing_tensor, ValueError, r"sae\.safetensors lacks b_dec"),
@@ -609,6 +647,33 @@ CASES = [
     Case("residuals beyond float16's range stored as float16", "harvest_to_store", _store_float16_overflow,
          ValueError, r"dtype='float16' cannot hold tiny-gpt2's residuals at layer 0: [\d,]+ of [\d,]+ values .*"
          r"exceed 65,504.*Use dtype='float32'"),
+    Case("'/dev/zero' (a device)", "load_sae", lambda t, m: load("/dev/zero"), ValueError,
+         r"/dev/zero is not a regular file"),
+    Case("an empty path ''", "load_sae", lambda t, m: load(""), FileNotFoundError, r"load_sae\(''\) got an empty path"),
+    Case("n_tokens=2.5", "harvest", _harvest(n_tokens=2.5), ValueError, r"n_tokens=2\.5 is not a whole number"),
+    Case("max_new_tokens=2.5", "steer", _analysis("steer", "The bridge", {0: 1.0}, units="activation",
+                                                  max_new_tokens=2.5), ValueError,
+         r"max_new_tokens=2\.5 is not a whole number: pass one such as max_new_tokens=2"),
+    Case("top_k=2.5", "feature_stats", _analysis("feature_stats", TEXTS, top_k=2.5, progress=False), ValueError,
+         r"top_k=2\.5 is not a whole number"),
+    Case("k=0", "logit_effects", _analysis("logit_effects", k=0, progress=False), ValueError,
+         r"k=0 is too small: it must be at least 1"),
+    Case("n=2.5", "token_activations", _token_activations("The bridge", n=2.5), ValueError,
+         r"n=2\.5 is not a whole number"),
+    Case("features='5' (a string)", "token_activations", _token_activations("The bridge", "5"), TypeError,
+         r"features must be feature ids, e.g. \[3, 17\]"),
+    Case("a number as the query (123)", "search_contexts", _search_contexts(123), TypeError,
+         r"query must be a string, got int \(123\)"),
+    Case("n=-1", "search_contexts", _search_contexts("bridge", n=-1), ValueError, r"n=-1 is too small"),
+    Case("one row of activations", "evaluate_sae", _evaluate_one_row, ValueError, r"got 1 row .*at least 2"),
+    Case("an SAE with 3 features", "feature_geometry", _geometry_of_three, ValueError,
+         r"needs at least 4 features; this SAE has 3"),
+    Case("a store folder that is a file", "harvest_to_store", _store_into("afile"), NotADirectoryError,
+         r"directory='.*afile' is a file, not a folder"),
+    Case("a store folder below a file", "harvest_to_store", _store_into("afile/store"), NotADirectoryError,
+         r"directory='.*afile/store' is below .*afile, which is a file"),
+    Case("a memmap_dir below a file", "harvest", _harvest(memmap_dir="/etc/hostname/spill", ram_budget=1),
+         NotADirectoryError, r"memmap_dir='/etc/hostname/spill' is below /etc/hostname"),
     # where results go
     Case("a folder holding the user's own files (notes.txt, src/)", "save_sae", _save_into_user_folder,
          FileExistsError, r"already holds files that saewidgets did not write \(notes\.txt, src\).*overwrite=True"),
@@ -629,6 +694,43 @@ WARNING_CASES = [
          _long_prompt("token_activations"), UserWarning, r"only its last 256 tokens are used"),
     Case("a prompt longer than the model's context", "attribute", _long_prompt("attribute"), UserWarning,
          r"only its last 256 tokens are used"),
+]
+
+
+@dataclass
+class Accepted:
+    """An input that once failed deep inside a library and now does what was meant."""
+
+    input: str
+    where: str
+    run: Callable[[Path, pytest.MonkeyPatch], Any]
+    result: str  # what the user gets, for the table
+    check: Callable[[Any], bool]
+
+    @property
+    def id(self) -> str:
+        return re.sub(r"\W+", "-", f"{self.where} {self.input}").strip("-")[:80]
+
+
+def _heatmap_bf16(tmp, mp):
+    from saewidgets.widgets import TokenHeatmap
+
+    return TokenHeatmap(tokens=["a", "b"], acts=torch.tensor([1.0, 2.0], dtype=torch.bfloat16)).values
+
+
+ACCEPTED = [
+    Accepted("features=5 (one id, not a list)", "token_activations", _token_activations("The bridge", 5),
+             "the activations of feature 5", lambda r: r.features == [5]),
+    Accepted("layer=np.int64(1)", "attribute", _analysis("attribute", "The bridge", layer=np.int64(1)),
+             "the attribution at layer 1",
+             lambda r: torch.equal(r.scores, _analysis("attribute", "The bridge", layer=1)(None, None).scores)),
+    Accepted("target=np.int64(5) (a token id from numpy)", "attribute",
+             _analysis("attribute", "The bridge", target=np.int64(5)), "the attribution of token 5",
+             lambda r: r.target_ids == (5,)),
+    Accepted("a bfloat16 tensor of activations", "TokenHeatmap", _heatmap_bf16, "shown (cast to float32)",
+             lambda r: r.dtype == np.float32 and r[:, 0].tolist() == [1.0, 2.0]),
+    Accepted("batch_size=2.0 (a whole float, as JSON gives)", "harvest", _harvest(batch_size=2.0),
+             "the same rows as batch_size=2", lambda r: len(r) == len(tiny_acts())),
 ]
 
 
@@ -662,6 +764,12 @@ def run_warning_case(case: Case, tmp: Path, mp: pytest.MonkeyPatch) -> Warning:
 def test_input_handled_with_a_warning(case, tmp_path, monkeypatch):
     message = run_warning_case(case, tmp_path, monkeypatch)
     assert re.search(case.says, str(message)), str(message)
+
+
+@pytest.mark.parametrize("case", ACCEPTED, ids=[c.id for c in ACCEPTED])
+def test_input_accepted_as_meant(case, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert case.check(case.run(tmp_path, monkeypatch))
 
 
 def test_disk_full_leaves_the_previous_files_intact(tmp_path, monkeypatch):
@@ -721,6 +829,8 @@ def render_table() -> str:
         with tempfile.TemporaryDirectory() as d, pytest.MonkeyPatch.context() as mp:
             message = str(run_warning_case(case, Path(d).resolve(), mp))
         lines.append(f"| {case.input} | `{case.where}` | `{case.error.__name__}` | {message} |")
+    lines += ["", "## Accepted as meant", "", "| input | where | result |", "|---|---|---|"]
+    lines += [f"| {case.input} | `{case.where}` | {case.result} |" for case in ACCEPTED]
     return "\n".join(lines) + "\n"
 
 

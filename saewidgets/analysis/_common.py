@@ -39,8 +39,13 @@ def check_feature(sae_or_n: Any, feature: Any, what: str = "feature") -> int:
     return index
 
 
-def check_features(sae_or_n: Any, features: Iterable[Any]) -> list[int]:
-    """Each of ``features`` checked by `check_feature`."""
+def check_features(sae_or_n: Any, features: Iterable[Any] | int) -> list[int]:
+    """Each of ``features`` checked by `check_feature`; one bare feature id (``features=5``) means ``[5]``."""
+    if isinstance(features, (str, bytes)) or not isinstance(features, Iterable) and not hasattr(features, "__index__"):
+        raise TypeError(f"features must be feature ids, e.g. [3, 17] (or one id), got {type(features).__name__} "
+                        f"({features!r}).")
+    if not isinstance(features, Iterable) or isinstance(features, torch.Tensor) and features.ndim == 0:
+        features = [features]
     return [check_feature(sae_or_n, f) for f in features]
 
 

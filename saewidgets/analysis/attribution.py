@@ -10,6 +10,7 @@ feature is zeroed at every position (error term kept). BOS is left out: the SAE 
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -86,9 +87,10 @@ class Attribution:
 def target_token(model: ModelHandle, target: str | int) -> int:
     """One token id for ``target`` (a token string or an id); a string of several tokens uses its first, with a
     warning that says how it tokenizes."""
-    if isinstance(target, bool) or not isinstance(target, (str, int)):
-        raise TypeError(f"target must be a token string or id, got {type(target).__name__}.")
-    if isinstance(target, int):
+    if isinstance(target, bool) or not isinstance(target, (str, numbers.Integral)):
+        raise TypeError(f"target must be a token string or id, got {type(target).__name__} ({target!r}).")
+    if not isinstance(target, str):  # an int, numpy's too
+        target = int(target)
         if not 0 <= target < model.vocab_size:
             raise ValueError(f"target id {target} is out of range: the vocabulary has ids 0..{model.vocab_size - 1}.")
         return target

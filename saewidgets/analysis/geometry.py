@@ -88,8 +88,8 @@ def feature_geometry(sae: SAE, n_neighbors: int = 15, seed: int = 0, n_clusters:
     with torch.no_grad():
         W = sae.W_dec.detach().float().cpu().numpy()
     n = len(W)
-    if n < 3:
-        raise ValueError(f"A feature map needs at least 3 features; this SAE has {n}.")
+    if n < 4:  # UMAP's spectral layout needs more points than its 2 dimensions + 1
+        raise ValueError(f"A feature map needs at least 4 features; this SAE has {n}. Lay out so few by hand.")
     n_clusters = default_n_clusters(n) if n_clusters is None else int(n_clusters)
     if not 1 <= n_clusters <= n:
         raise ValueError(f"n_clusters must be between 1 and the {n} features, got {n_clusters}.")

@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .._atomic_write import atomic_dir
+from .._checks import whole_number
 from ..model import ModelHandle
 from ._common import check_feature, decoder_directions, n_features_of
 
@@ -187,8 +188,7 @@ def logit_effects(model: ModelHandle, sae: SAE, k: int = 10, batch_size: int = 1
     128), so 16k features need no more memory than 128. With ``cache_dir`` the result is kept there, keyed by the
     SAE's fingerprint, the model and ``k``, and loaded on later calls.
     """
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}.")
+    k, batch_size = whole_number("k", k, 1), whole_number("batch_size", batch_size, 1)
     if cache_dir is not None:
         key = hashlib.sha256(json.dumps([sae.fingerprint(), model.name, model.vocab_size, k]).encode()).hexdigest()[:16]
         path = Path(cache_dir) / f"logit_effects-{key}"

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .._checks import whole_number
 from ..model import ModelHandle
 from ._common import sae_layer
 from ._trace import prompt_features
@@ -103,8 +104,12 @@ def search_contexts(stats: FeatureStats, query: str, n: int = 10, case_sensitive
     Returns `ContextHit` results (``feature``, ``fraction``, ``n_contexts``, ``max_act``, ``density``,
     ``example``), best first.
     """
+    if not isinstance(query, str):
+        raise TypeError(f"search_contexts() searches text: query must be a string, got {type(query).__name__} "
+                        f"({query!r}). To look at one feature, use stats.context_texts(feature) or a feature card.")
     if not query:
         raise ValueError("search_contexts() needs a non-empty query, e.g. 'Golden Gate'.")
+    n = whole_number("n", n, 1)
     fold = (lambda t: t) if case_sensitive else str.lower
     needle = fold(query)
     slots = stats.top_values.shape[1]

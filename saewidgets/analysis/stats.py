@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .._atomic_write import atomic_dir, finish_interrupted_save
+from .._checks import whole_number
 from ..cancel import CancelSignal, check_cancel
 from ..model import ModelHandle
 from ..activation_source import is_activation_source
@@ -260,10 +261,11 @@ def feature_stats(
     before, after = (int(c) for c in context)
     if before < 0 or after < 0:
         raise ValueError(f"context=(before, after) must be tokens >= 0, got {context}.")
-    for name, value in (("top_k", top_k), ("n_quantile_bands", n_quantile_bands),
-                        ("samples_per_band", samples_per_band), ("n_bins", n_bins), ("batch_size", batch_size)):
-        if value < 1:
-            raise ValueError(f"{name} must be at least 1, got {value}.")
+    top_k, n_quantile_bands, samples_per_band, n_bins, batch_size = (
+        whole_number(name, value, 1) for name, value in (
+            ("top_k", top_k), ("n_quantile_bands", n_quantile_bands), ("samples_per_band", samples_per_band),
+            ("n_bins", n_bins), ("batch_size", batch_size)))
+    n_tokens = None if n_tokens is None else whole_number("n_tokens", n_tokens, 1)
     acts = _as_activations(model, sae, corpus_or_activations, layer, n_tokens, progress, cancel, check_provenance)
     total = len(acts) if n_tokens is None else min(n_tokens, len(acts))
     if total == 0:

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import torch
 
+from .._checks import whole_number
 from ..cancel import CancelSignal
 from ..model import ModelHandle
 from ..remote import FeatureEdit, steered_generate
@@ -329,8 +330,7 @@ def _judge(model: ModelHandle, prompts: list[str], default: list[str], steered: 
 
 
 def _check_generation(max_new_tokens: int, temperature: float, repetition_penalty: float) -> None:
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}.")
+    whole_number("max_new_tokens", max_new_tokens, 1)
     if temperature < 0 or not math.isfinite(temperature):
         raise ValueError(f"temperature must be 0 (greedy) or positive, got {temperature}.")
     if not (math.isfinite(repetition_penalty) and repetition_penalty > 0):

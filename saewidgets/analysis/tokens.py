@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .._checks import whole_number
 from ..cancel import CancelSignal, check_cancel
 from ..model import ModelHandle
 from ._common import check_features, sae_layer
@@ -37,6 +38,7 @@ def token_activations(model: ModelHandle, sae: SAE, text: str, features: Sequenc
     (``"<bos>"``) are shown as the text they are, unless ``split_special_tokens=False`` turns them into the
     special tokens (which are then left out, as BOS is).
     """
+    n = whole_number("n", n, 1)
     check_cancel(cancel, "the token activations")
     tokens, f = prompt_features(model, sae, text, sae_layer(model, sae, layer, check_provenance), "text",
                                 split_special_tokens)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 import numbers
-import operator
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, get_args
+
+from .._checks import whole_number
 
 Architecture = Literal["relu", "topk", "batchtopk", "jumprelu"]
 ARCHITECTURES: tuple[str, ...] = get_args(Architecture)
@@ -48,9 +49,9 @@ class SAEConfig:
     def __post_init__(self) -> None:
         # Values arrive from JSON files (config.json, SAELens' cfg.json): check types, not only ranges, so that
         # "false" is not read as True and 1e400 (inf) not as a scale.
-        self.d_in, self.n_features = _count("d_in", self.d_in), _count("n_features", self.n_features)
-        self.k = None if self.k is None else _count("k", self.k)
-        self.layer = None if self.layer is None else _count("layer", self.layer, minimum=None)
+        self.d_in, self.n_features = whole_number("d_in", self.d_in, 1), whole_number("n_features", self.n_features, 1)
+        self.k = None if self.k is None else whole_number("k", self.k, 1)
+        self.layer = None if self.layer is None else whole_number("layer", self.layer, -(10**6))
         for name in ("model_name", "site"):
             if not isinstance(getattr(self, name), str):
                 raise TypeError(f"{name} must be a string, got {getattr(self, name)!r}.")
@@ -84,13 +85,3 @@ class SAEConfig:
         if missing:
             raise KeyError(f"SAE config lacks {', '.join(missing)}")
         return cls(**{k: v for k, v in data.items() if k in names})
-
-
-def _count(name: str, value: Any, minimum: int | None = 1) -> int:
-    """``value`` as an int (numpy ints welcome), or an error naming ``name``: floats and bools are not counts."""
-    if isinstance(value, bool) or not hasattr(value, "__index__"):
-        raise TypeError(f"{name} must be a whole number, got {value!r} ({type(value).__name__}).")
-    value = operator.index(value)
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value}.")
-    return value

@@ -109,6 +109,8 @@ def load_sae(path_or_id: str | os.PathLike, sae_id: str | None = None, *, device
     ``fold_W_dec_norm=True`` gives every decoder row unit norm (see `fold_decoder_norm`): the same reconstructions,
     with activations in units of the residual norm each latent writes, as SAELens' dashboards show them.
     """
+    if os.fspath(path_or_id) == "":  # Path("") is the current folder
+        raise FileNotFoundError("load_sae('') got an empty path: pass the SAE's folder or file, e.g. load_sae('my_sae').")
     path = Path(path_or_id)
     if path.exists():
         sae = _load_local(path)
@@ -335,6 +337,8 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.exists():
         raise SAEFileError(f"{path} does not exist: the SAE folder is incomplete; save or download it again.")
+    if not path.is_file():  # a device (/dev/zero), pipe or socket: reading it would never end or mean nothing
+        raise SAEFileError(f"{path} is not a regular file (a device, pipe or socket): pass an SAE file or folder.")
     suffix = path.suffix.lower()
     if suffix in _PICKLE_SUFFIXES:
         raise SAEFileError(_pickle_message(path))

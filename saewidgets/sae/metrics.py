@@ -98,6 +98,10 @@ def evaluate_sae(
     Activations, model and layer must be those the SAE was trained on (`check_compatible`), unless
     ``check_provenance=False``."""
     rows = as_rows(activations)
+    if len(rows) < 2:
+        raise ValueError(f"evaluate_sae() got {len(rows)} row of activations: the fraction of variance explained "
+                         "compares the error with the variance across rows, so pass at least 2 (a held-out split of "
+                         "thousands of tokens gives a meaningful figure).")
     check_activations(rows, sae, check_provenance=check_provenance)
     check_finite(rows)
     if rows.d != sae.cfg.d_in:

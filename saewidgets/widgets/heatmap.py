@@ -69,7 +69,8 @@ class TokenHeatmap(ViewWidget):
             tokens = list(activations.tokens)
             acts = activations.acts
             features = list(getattr(activations, "features", []) or [])
-        arr = np.asarray(acts.detach().cpu().numpy() if hasattr(acts, "detach") else acts, dtype=np.float32)
+        # .float(): numpy has no bfloat16, so a bf16 tensor (a bf16 model's activations) must be cast first
+        arr = np.asarray(acts.detach().float().cpu().numpy() if hasattr(acts, "detach") else acts, dtype=np.float32)
         tokens = [str(tok) for tok in (tokens or [])]
         if arr.ndim == 1:
             arr = arr[:, None]
