@@ -67,7 +67,10 @@ def atomic_dir(final: str | os.PathLike, *, overwrite: bool = False) -> Iterator
     remove_stale_temporaries(final)
     # A new folder is assembled beside its final place and renamed in whole; an existing one receives its new
     # files from a staging folder inside it (a rename never crosses a mount point, and the folder itself stays).
-    where, prefix = (final, f"{_STAGED}.{os.getpid()}.") if exists else (final.parent, f".{final.name}.{os.getpid()}.")
+    if exists:
+        where, prefix = final, f"{_STAGED}.{os.getpid()}."
+    else:
+        where, prefix = final.parent, f".{_short(final)}.{os.getpid()}."
     try:
         tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=where))
     except PermissionError as err:
@@ -99,10 +102,17 @@ def _absolute(path: str | os.PathLike) -> Path:
     """``path`` made absolute with ``.``/``..`` folded away, so it has a real name and parent."""
     if os.fspath(path) == "":
         raise ValueError("The path to save to is empty (''): pass a folder name, e.g. 'my_sae'.")
+    if "\0" in os.fspath(path):
+        raise ValueError(f"The path to save to, {os.fspath(path)!r}, holds a NUL character, which no file name can hold.")
     final = Path(os.path.abspath(path))
     if final == final.parent:
         raise ValueError(f"Cannot save into the root folder {final}: pass a folder below it.")
     return final
+
+
+def _short(final: Path) -> str:
+    """``final``'s name cut to 64 characters: a temporary's name (name + pid + 8 + ".tmp") must fit in 255."""
+    return final.name[:64]
 
 
 def own_files(folder: Path) -> set[str] | None:
@@ -204,8 +214,8 @@ def remove_stale_temporaries(final: Path) -> None:
     ``.NAME.XXXXXXXX.tmp`` and ``.NAME.old-PID``) or inside it (``.saewidgets-staged.PID.XXXXXXXX.tmp``). One whose
     process is still running belongs to a save in progress and is left alone.
     """
-    name = re.escape(final.name)
-    beside = re.compile(rf"\.{name}\.(?:(\d+)\.)?[a-z0-9_]{{8}}\.tmp|\.{name}\.old-(\d+)")
+    name, short = re.escape(final.name), re.escape(_short(final))
+    beside = re.compile(rf"\.(?:{name}|{short})\.(?:(\d+)\.)?[a-z0-9_]{{8}}\.tmp|\.{name}\.old-(\d+)")
     inside = re.compile(rf"{re.escape(_STAGED)}\.(\d+)\.[a-z0-9_]{{8}}\.tmp")
     for folder, pattern in ((final.parent, beside), (final, inside)):
         try:

@@ -320,3 +320,13 @@ def test_check_writable_dir_names_the_argument_and_what_is_wrong(tmp_path):
     assert check_writable_dir(tmp_path / "not" / "yet", "out") == tmp_path / "not" / "yet"
     assert not (tmp_path / "not").exists()  # checking creates nothing
     assert listing(tmp_path) == ["afile"]
+
+
+def test_a_long_folder_name_saves_although_its_temporary_name_would_be_longer(tmp_path):
+    """Names up to the filesystem's 255 bytes work: temporaries use a shortened name, not name + pid + suffix."""
+    long = tmp_path / ("s" * 250)
+    (tmp_path / f".{'s' * 64}.999999999.abcd1234.tmp").mkdir()  # a dead save's temporary of that folder
+    save_sae(version("sae", 1)[0], long)
+    save_sae(version("sae", 2)[0], long)
+    assert listing(tmp_path) == ["s" * 250]
+    assert load_sae(long).fingerprint() == version("sae", 2)[0].fingerprint()

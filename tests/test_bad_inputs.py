@@ -532,7 +532,7 @@ CASES = [
          lambda t, m: (saved_sae(t) / "config.json").write_text("[1, 2]") and load(t / "sae"),
          ValueError, r"config\.json should hold a JSON object"),
     Case("config.json with input_scale: 1e400 (inf)", "load_sae", lambda t, m: _config_text_edit(t, "input_scale", "1e400"),
-         ValueError, r"config\.json: the SAE config is invalid \(input_scale must be a finite positive number, got inf"),
+         ValueError, r"config\.json: the SAE config is invalid \(input_scale must be a finite positive number between .*got inf"),
     Case("config.json with apply_b_dec_to_input: \"false\" (a string)", "load_sae",
          lambda t, m: _config_text_edit(t, "apply_b_dec_to_input", '"false"'), ValueError,
          r"apply_b_dec_to_input must be true or false \(a JSON boolean\), got 'false'"),

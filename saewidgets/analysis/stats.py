@@ -258,14 +258,18 @@ def feature_stats(
         check_provenance: refuse an SAE, or activations, from another model or layer (False: use them anyway).
     """
     layer = sae_layer(model, sae, layer, check_provenance)
-    before, after = (int(c) for c in context)
-    if before < 0 or after < 0:
-        raise ValueError(f"context=(before, after) must be tokens >= 0, got {context}.")
+    if isinstance(context, (str, bytes)) or not hasattr(context, "__len__") or len(context) != 2:
+        raise TypeError(f"context must be a pair (tokens before, tokens after), e.g. (10, 4); got {context!r}.")
+    before, after = (whole_number("context", c, 0) for c in context)
     top_k, n_quantile_bands, samples_per_band, n_bins, batch_size = (
         whole_number(name, value, 1) for name, value in (
             ("top_k", top_k), ("n_quantile_bands", n_quantile_bands), ("samples_per_band", samples_per_band),
             ("n_bins", n_bins), ("batch_size", batch_size)))
     n_tokens = None if n_tokens is None else whole_number("n_tokens", n_tokens, 1)
+    if n_bins > _FINE_BINS:
+        raise ValueError(f"n_bins={n_bins} is more than the {_FINE_BINS} fine bins activations are streamed into: "
+                         f"pass at most n_bins={_FINE_BINS}.")
+    _check_table_size(n_features_of(sae), top_k, n_quantile_bands * samples_per_band, before + 1 + after, n_bins)
     acts = _as_activations(model, sae, corpus_or_activations, layer, n_tokens, progress, cancel, check_provenance)
     total = len(acts) if n_tokens is None else min(n_tokens, len(acts))
     if total == 0:
@@ -308,6 +312,29 @@ def _one_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def _check_table_size(n_features: int, top_k: int, band_slots: int, window: int, n_bins: int) -> None:
+    """Refuse settings whose per-feature tables would not fit in memory, before any work (not deep in torch)."""
+    slots = top_k + band_slots
+    table_bytes = n_features * (slots * (1 + window * 2) + n_bins * 3) * 4
+    limit = _memory_for_tables()
+    if table_bytes > limit:
+        raise ValueError(
+            f"top_k={top_k}, bands x samples_per_band={band_slots}, a {window}-token context and n_bins={n_bins} "
+            f"would need {table_bytes / 2**30:,.1f} GiB of tables for {n_features:,} features, more than the "
+            f"{limit / 2**30:,.1f} GiB this machine can spare: lower them (the defaults are top_k=20, 5 x 5 bands, "
+            "context=(10, 4)).")
+
+
+def _memory_for_tables() -> int:
+    """Bytes the statistics tables may take: a quarter of the memory available now (Linux), else 4 GiB."""
+    try:
+        with open("/proc/meminfo") as f:
+            available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+        return available // 4
+    except (OSError, StopIteration, ValueError):
+        return 4 * 2**30
 
 
 def _as_activations(model: ModelHandle, sae: Any, source: Any, layer: int, n_tokens: int | None,

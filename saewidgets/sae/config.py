@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import numbers
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, get_args
@@ -10,6 +9,8 @@ from typing import Any, Literal, get_args
 from .._checks import whole_number
 
 Architecture = Literal["relu", "topk", "batchtopk", "jumprelu"]
+# Input scales seen in practice are ~1e-3..1e3 (sqrt(d_in) over the residual norm); far outside, float32 overflows.
+_INPUT_SCALES = (1e-12, 1e12)
 ARCHITECTURES: tuple[str, ...] = get_args(Architecture)
 
 
@@ -60,9 +61,11 @@ class SAEConfig:
                             f"{self.apply_b_dec_to_input!r} ({type(self.apply_b_dec_to_input).__name__}).")
         if isinstance(self.input_scale, bool) or not isinstance(self.input_scale, numbers.Real):
             raise TypeError(f"input_scale must be a number, got {self.input_scale!r}.")
-        if not math.isfinite(self.input_scale) or not self.input_scale > 0:
-            raise ValueError(f"input_scale must be a finite positive number, got {self.input_scale}: every encoding "
-                             "would be NaN or 0. Use the scale the SAE was trained with (1.0 if unsure).")
+        if not _INPUT_SCALES[0] <= self.input_scale <= _INPUT_SCALES[1]:  # also refuses NaN and inf
+            raise ValueError(
+                f"input_scale must be a finite positive number between {_INPUT_SCALES[0]:g} and {_INPUT_SCALES[1]:g}, "
+                f"got {self.input_scale}: encodings would overflow to inf or vanish. Use the scale the SAE was "
+                "trained with (1.0 if unsure).")
         self.input_scale = float(self.input_scale)
         if not isinstance(self.provenance, dict):
             raise TypeError(f"provenance must be a dict, got {type(self.provenance).__name__}.")
