@@ -180,7 +180,7 @@ def test_statistics_with_hostile_model_names_and_token_strings_save_inside_their
 
     acts = harvest(model, texts, layer=1, progress=False)
     acts.model_name = name
-    stats = feature_stats(model, tiny_sae(), acts, top_k=2, progress=False)
+    stats = feature_stats(model, tiny_sae(), acts, top_k=2, progress=False, check_provenance=False)  # name is hostile
     stats.token_strings = {k: name for k in stats.token_strings}
     target = tmp_path / "box" / "stats"
     stats.save(target)
