@@ -73,5 +73,5 @@ def test_loaded_hf_model_needs_its_tokenizer():
 
 
 def test_unknown_local_model_name_says_which_names_work(tmp_path):
-    with pytest.raises(ValueError, match="tiny-gpt2"):
+    with pytest.raises(FileNotFoundError, match="No model folder at .*tiny-gpt2"):
         load_model(str(tmp_path / "no-such-model"))

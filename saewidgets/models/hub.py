@@ -6,6 +6,12 @@ from pathlib import Path
 
 import torch
 
+# What works with no network, named in every "could not find the model" error.
+_OFFLINE_NAMES = (
+    "load_model() with no argument gives the embedded offline Gemma 3 270M; "
+    "load_model('tiny-gpt2') / load_model('tiny-gemma') give tiny random test models."
+)
+
 
 def load_pretrained(name_or_path: str, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None):
     """Load a causal LM and its tokenizer with ``transformers`` and wrap it as a `ModelHandle`."""
@@ -17,7 +23,7 @@ def load_pretrained(name_or_path: str, *, device: str | torch.device | None = No
     if not is_local and _looks_like_a_path(name_or_path):
         raise FileNotFoundError(
             f"No model folder at {name_or_path!r} (resolved from {Path.cwd()}): check the path, or pass a Hugging Face "
-            "id such as 'google/gemma-2-2b' (no leading '/', './' or '~', at most one '/')."
+            "id such as 'google/gemma-2-2b' (no leading '/', './' or '~', at most one '/'). " + _OFFLINE_NAMES
         )
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(name_or_path)
@@ -25,9 +31,7 @@ def load_pretrained(name_or_path: str, *, device: str | torch.device | None = No
     except OSError as err:
         where = "this folder" if is_local else "the Hugging Face hub (is there a network, and is the id spelled right?)"
         raise ValueError(
-            f"Could not load the model {name_or_path!r} from {where}: {err}\n"
-            "load_model() with no argument gives the embedded offline Gemma 3 270M; "
-            "load_model('tiny-gpt2') / load_model('tiny-gemma') give tiny random test models."
+            f"Could not load the model {name_or_path!r} from {where}: {err}\n" + _OFFLINE_NAMES
         ) from err
     if device is not None:
         model = model.to(device)
