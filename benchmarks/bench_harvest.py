@@ -40,9 +40,8 @@ def padded_batches(model: Any, texts: list[str], n_tokens: int) -> list[dict[str
         ids = torch.full((len(group), width), pad, dtype=torch.long)
         mask = torch.zeros((len(group), width), dtype=torch.long)
         for row, w in enumerate(group):
-            ids[row, width - len(w):], mask[row, width - len(w):] = torch.tensor(w), 1
-        batches.append({"input_ids": ids, "attention_mask": mask,
-                        "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)})
+            ids[row, width - len(w) :], mask[row, width - len(w) :] = torch.tensor(w), 1
+        batches.append({"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)})
     return batches
 
 
@@ -86,13 +85,33 @@ def run(quick: bool = False) -> list[Row]:
     }
     times = interleaved(contenders, repeats)
     rate = {name: n_tokens / median(t) for name, t in times.items()}
-    settings = (f"Gemma 3 270M fp32, layer {LAYER} of 18, {n_tokens:,} tokens of the demo corpus, context 128, "
-                f"batch {BATCH_SIZE}, median of {repeats}")
+    settings = (
+        f"Gemma 3 270M fp32, layer {LAYER} of 18, {n_tokens:,} tokens of the demo corpus, context 128, "
+        f"batch {BATCH_SIZE}, median of {repeats}"
+    )
     return [
-        Row("harvest", "harvest tokens/s vs the same forward stopped at the layer by a hook", "tokens/s",
-            rate["ours"], rate["hf-hook-stop"], "HF forward + hook raising after the layer", "higher",
-            GOAL_VS_HOOKED_FORWARD, settings, {k: times[k] for k in ("ours", "hf-hook-stop")}),
-        Row("harvest", "harvest tokens/s vs a full forward (gain from stopping early)", "tokens/s",
-            rate["ours"], rate["hf-full"], "HF full forward + hook (all layers and logits)", "higher", None,
-            settings, {k: times[k] for k in ("ours", "hf-full")}),
+        Row(
+            "harvest",
+            "harvest tokens/s vs the same forward stopped at the layer by a hook",
+            "tokens/s",
+            rate["ours"],
+            rate["hf-hook-stop"],
+            "HF forward + hook raising after the layer",
+            "higher",
+            GOAL_VS_HOOKED_FORWARD,
+            settings,
+            {k: times[k] for k in ("ours", "hf-hook-stop")},
+        ),
+        Row(
+            "harvest",
+            "harvest tokens/s vs a full forward (gain from stopping early)",
+            "tokens/s",
+            rate["ours"],
+            rate["hf-full"],
+            "HF full forward + hook (all layers and logits)",
+            "higher",
+            None,
+            settings,
+            {k: times[k] for k in ("ours", "hf-full")},
+        ),
     ]

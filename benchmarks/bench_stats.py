@@ -29,13 +29,25 @@ def run(quick: bool = False) -> list[Row]:
                 for start in range(0, n_tokens, BATCH_ROWS):
                     sae.encode(acts.torch(slice(start, start + BATCH_ROWS)))
 
-        contenders = {"encode": encode_only,
-                      "ours": lambda sae=sae: feature_stats(model, sae, acts, batch_size=BATCH_ROWS, progress=False)}
+        contenders = {
+            "encode": encode_only,
+            "ours": lambda sae=sae: feature_stats(model, sae, acts, batch_size=BATCH_ROWS, progress=False),
+        }
         times = interleaved(contenders, repeats)
         l0 = float((sae.encode(acts.torch(slice(0, BATCH_ROWS))) > 0).sum(1).float().mean())
-        rows.append(Row("stats", f"feature statistics tokens/s ({N_FEATURES:,} features, {architecture})", "tokens/s",
-                        n_tokens / median(times["ours"]), n_tokens / median(times["encode"]),
-                        "SAE encode of the same rows alone", "higher", 0.8 if architecture == "topk" else None,
-                        f"{n_tokens:,} Gemma layer-9 tokens, {path} (untrained, L0 {l0:.0f}), batch {BATCH_ROWS}, "
-                        f"median of {repeats}", times))
+        rows.append(
+            Row(
+                "stats",
+                f"feature statistics tokens/s ({N_FEATURES:,} features, {architecture})",
+                "tokens/s",
+                n_tokens / median(times["ours"]),
+                n_tokens / median(times["encode"]),
+                "SAE encode of the same rows alone",
+                "higher",
+                0.8 if architecture == "topk" else None,
+                f"{n_tokens:,} Gemma layer-9 tokens, {path} (untrained, L0 {l0:.0f}), batch {BATCH_ROWS}, "
+                f"median of {repeats}",
+                times,
+            )
+        )
     return rows

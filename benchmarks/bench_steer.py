@@ -23,13 +23,35 @@ def run(quick: bool = False) -> list[Row]:
 
     def plain() -> None:
         with torch.no_grad():
-            model.hf.generate(**batch, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                              pad_token_id=pad)
+            model.hf.generate(
+                **batch, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=pad
+            )
 
-    contenders = {"hf-generate": plain,
-                  "ours": lambda: steer(model, sae, PROMPTS, {123: 5.0}, units="activation",
-                                        max_new_tokens=new_tokens, repetition_penalty=1.0, include_default=False)}
+    contenders = {
+        "hf-generate": plain,
+        "ours": lambda: steer(
+            model,
+            sae,
+            PROMPTS,
+            {123: 5.0},
+            units="activation",
+            max_new_tokens=new_tokens,
+            repetition_penalty=1.0,
+            include_default=False,
+        ),
+    }
     times = interleaved(contenders, repeats)
-    return [Row("steer", f"steered generation time ({len(PROMPTS)} prompts x {new_tokens} tokens)", "s",
-                median(times["ours"]), median(times["hf-generate"]), "HF generate, same prompts, greedy", "lower",
-                GOAL_VS_GENERATE, f"Gemma 3 270M fp32, layer 9, clamp mode, median of {repeats}", times)]
+    return [
+        Row(
+            "steer",
+            f"steered generation time ({len(PROMPTS)} prompts x {new_tokens} tokens)",
+            "s",
+            median(times["ours"]),
+            median(times["hf-generate"]),
+            "HF generate, same prompts, greedy",
+            "lower",
+            GOAL_VS_GENERATE,
+            f"Gemma 3 270M fp32, layer 9, clamp mode, median of {repeats}",
+            times,
+        )
+    ]

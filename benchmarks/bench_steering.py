@@ -64,10 +64,14 @@ def fluency(model: Any) -> Any:
     """The fluency threshold (unsteered continuations of the selection prompts) and those continuations."""
     from saewidgets.analysis import SELECTION_PROMPTS, FluencyThreshold, calibrate_fluency
 
-    data = _cached("fluency", {"prompts": SELECTION_PROMPTS},
-                   lambda: calibrate_fluency(model, SELECTION_PROMPTS, max_new_tokens=NEW_TOKENS).to_dict())
-    return FluencyThreshold(**{**data, "default_scores": tuple(data["default_scores"]),
-                               "prompts": tuple(data["prompts"])})
+    data = _cached(
+        "fluency",
+        {"prompts": SELECTION_PROMPTS},
+        lambda: calibrate_fluency(model, SELECTION_PROMPTS, max_new_tokens=NEW_TOKENS).to_dict(),
+    )
+    return FluencyThreshold(
+        **{**data, "default_scores": tuple(data["default_scores"]), "prompts": tuple(data["prompts"])}
+    )
 
 
 def unsteered(model: Any, prompts: tuple[str, ...]) -> list[str]:
@@ -76,8 +80,14 @@ def unsteered(model: Any, prompts: tuple[str, ...]) -> list[str]:
     return _cached("default", {"prompts": prompts}, lambda: generate(model, prompts, max_new_tokens=NEW_TOKENS))
 
 
-def judged(model: Any, name: str, key: dict[str, Any], prompts: tuple[str, ...], steer_texts: Callable[[], list[str]],
-           terms: tuple[str, ...]) -> dict[str, Any]:
+def judged(
+    model: Any,
+    name: str,
+    key: dict[str, Any],
+    prompts: tuple[str, ...],
+    steer_texts: Callable[[], list[str]],
+    terms: tuple[str, ...],
+) -> dict[str, Any]:
     """`judge_steering` of ``steer_texts()`` on ``prompts`` against the unsteered continuations (cached)."""
     from saewidgets.analysis import judge_steering
 
@@ -90,14 +100,20 @@ def judged(model: Any, name: str, key: dict[str, Any], prompts: tuple[str, ...],
 
 # -- methods: each returns {"rate", "setting", "judgement"} on the evaluation prompts -------------------------------
 
+
 def prompting(model: Any, art: Any, concept: Any) -> dict[str, Any]:
     from saewidgets.analysis import generate
     from saewidgets.analysis.steering_sets import EVALUATION_PROMPTS
 
     eval_prompts = tuple(EVALUATION_PROMPTS)
-    out = judged(model, "prompting", {"concept": concept.name, "instruction": instruction(concept)}, eval_prompts,
-                 lambda: generate(model, [instruction(concept) + p for p in eval_prompts], max_new_tokens=NEW_TOKENS),
-                 concept.terms)
+    out = judged(
+        model,
+        "prompting",
+        {"concept": concept.name, "instruction": instruction(concept)},
+        eval_prompts,
+        lambda: generate(model, [instruction(concept) + p for p in eval_prompts], max_new_tokens=NEW_TOKENS),
+        concept.terms,
+    )
     return {"rate": out["rate"], "setting": "instruction", "judgement": out}
 
 
@@ -107,9 +123,16 @@ def calibrated_vector(model: Any, name: str, key: dict[str, Any], vector: Any, c
     from saewidgets.analysis.steering_sets import EVALUATION_PROMPTS
 
     def at(alpha: float, prompts: tuple[str, ...]) -> dict[str, Any]:
-        return judged(model, name, {**key, "alpha": alpha}, prompts,
-                      lambda: steer_vector(model, prompts, vector, alpha, max_new_tokens=NEW_TOKENS,
-                                           include_default=False).steered, concept.terms)
+        return judged(
+            model,
+            name,
+            {**key, "alpha": alpha},
+            prompts,
+            lambda: (
+                steer_vector(model, prompts, vector, alpha, max_new_tokens=NEW_TOKENS, include_default=False).steered
+            ),
+            concept.terms,
+        )
 
     selection = {alpha: at(alpha, tuple(SELECTION_PROMPTS))["rate"] for alpha in ALPHAS}
     alpha = max(ALPHAS, key=lambda a: (selection[a], -a))
@@ -133,8 +156,9 @@ def search(model: Any, art: Any, concept: Any, **options: Any) -> dict[str, Any]
     from saewidgets.analysis import steering_search
 
     def compute() -> dict[str, Any]:
-        hits = steering_search(model, art.sae, art.stats, concept.query, terms=list(concept.terms), progress=False,
-                               **options)
+        hits = steering_search(
+            model, art.sae, art.stats, concept.query, terms=list(concept.terms), progress=False, **options
+        )
         return hits[0].to_dict() if hits else {}
 
     return _cached("search", {"concept": concept.name, "sae": art.sae.fingerprint(), **options}, compute)
@@ -148,11 +172,29 @@ def clamped(model: Any, art: Any, concept: Any, hit: dict[str, Any], multiple: f
     if not hit:
         return {"rate": 0.0, "setting": "steering_search found no feature that steered", "judgement": None}
     prompts = tuple(EVALUATION_PROMPTS)
-    out = judged(model, "clamp", {"sae": art.sae.fingerprint(), "feature": hit["feature"], "multiple": multiple},
-                 prompts, lambda: steer(model, art.sae, prompts, {hit["feature"]: multiple}, stats=art.stats,
-                                        max_new_tokens=NEW_TOKENS, include_default=False).steered, concept.terms)
-    return {"rate": out["rate"], "judgement": out,
-            "setting": f"feature {hit['feature']} at {multiple:g}x (trial rate {hit['hit_rate']:.0%})"}
+    out = judged(
+        model,
+        "clamp",
+        {"sae": art.sae.fingerprint(), "feature": hit["feature"], "multiple": multiple},
+        prompts,
+        lambda: (
+            steer(
+                model,
+                art.sae,
+                prompts,
+                {hit["feature"]: multiple},
+                stats=art.stats,
+                max_new_tokens=NEW_TOKENS,
+                include_default=False,
+            ).steered
+        ),
+        concept.terms,
+    )
+    return {
+        "rate": out["rate"],
+        "judgement": out,
+        "setting": f"feature {hit['feature']} at {multiple:g}x (trial rate {hit['hit_rate']:.0%})",
+    }
 
 
 def recipe(model: Any, art: Any, concept: Any) -> dict[str, Any]:
@@ -186,8 +228,12 @@ def decoder_added(model: Any, art: Any, concept: Any) -> dict[str, Any]:
 #: Methods in the order of the table. "recipe" is the README's; the others are the issue's item-4 variants and
 #: the baselines.
 METHODS: dict[str, Callable[[Any, Any, Any], dict[str, Any]]] = {
-    "recipe": recipe, "recipe-calibrated": recipe_calibrated, "decoder-added": decoder_added,
-    "diffmean": diffmean, "prompting": prompting}
+    "recipe": recipe,
+    "recipe-calibrated": recipe_calibrated,
+    "decoder-added": decoder_added,
+    "diffmean": diffmean,
+    "prompting": prompting,
+}
 #: Methods that need a trained SAE.
 SAE_METHODS = ("recipe", "recipe-calibrated", "decoder-added")
 #: The item-4 variants run on the Golden Gate Bridge only: on two shared CPU cores each costs several minutes per
@@ -208,8 +254,9 @@ class Demo:
 
         folder = cache_dir("demo", settings.key())
         if not (folder / "activations" / "activations.json").exists():
-            raise FileNotFoundError(f"the demo run {settings.key()} has not harvested yet: run `saewidgets demo` "
-                                    "(or `--quick`) first")
+            raise FileNotFoundError(
+                f"the demo run {settings.key()} has not harvested yet: run `saewidgets demo` (or `--quick`) first"
+            )
         self.key, self.model, self.corpus = settings.key(), model, demo_corpus()
         self.activations = Activations.load(folder / "activations")
         trained = (folder / "sae").exists() and (folder / "stats").exists()
@@ -240,10 +287,16 @@ def run(quick: bool = False) -> list[Row]:
                 if m in VARIANTS and i >= VARIANT_CONCEPTS:
                     continue
                 results[c.name][m] = method(model, art, c)
-                print(f"[steering] {label} {c.name} {m}: {results[c.name][m]['rate']:.0%} "
-                      f"({results[c.name][m]['setting']})", flush=True)
-        report["saes"][label] = {"key": settings.key(), "results": results,
-                                 "n_features": int(art.sae.cfg.n_features) if art.sae is not None else None}
+                print(
+                    f"[steering] {label} {c.name} {m}: {results[c.name][m]['rate']:.0%} "
+                    f"({results[c.name][m]['setting']})",
+                    flush=True,
+                )
+        report["saes"][label] = {
+            "key": settings.key(),
+            "results": results,
+            "n_features": int(art.sae.cfg.n_features) if art.sae is not None else None,
+        }
         rows += _rows(label, results)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=1))
@@ -260,9 +313,19 @@ def _rows(label: str, results: dict[str, dict[str, dict[str, Any]]]) -> list[Row
     for name, r in [*results.items(), ("panel average", None)]:
         rates = mean if r is None else {m: r[m]["rate"] for m in methods}
         notes = "; ".join(f"{m} {rates[m]:.0%}" + ("" if r is None else f" ({r[m]['setting']})") for m in methods)
-        rows.append(Row("steering", f"{name}: eval-prompt hit rate, {label} demo SAE, recipe vs DiffMean", "%",
-                        100 * rates["recipe"], 100 * rates["diffmean"], "DiffMean, strength calibrated on selection",
-                        "higher", None, notes))
+        rows.append(
+            Row(
+                "steering",
+                f"{name}: eval-prompt hit rate, {label} demo SAE, recipe vs DiffMean",
+                "%",
+                100 * rates["recipe"],
+                100 * rates["diffmean"],
+                "DiffMean, strength calibrated on selection",
+                "higher",
+                None,
+                notes,
+            )
+        )
     return rows
 
 
@@ -274,8 +337,13 @@ def table(report: dict[str, Any]) -> str:
         for name, r in results.items():
             cells = [f"{100 * r[m]['rate']:.0f}% ({r[m]['setting']})" if m in r else "-" for m in METHODS]
             lines.append(f"| {label} ({sae['n_features'] or '?'} features) | {name} | " + " | ".join(cells) + " |")
-        mean = [sum(r[m]["rate"] for r in results.values()) / len(results) if all(m in r for r in results.values())
-                else math.nan for m in METHODS]
-        lines.append(f"| {label} | **average** | " + " | ".join(f"**{100 * x:.0f}%**" if x == x else "-" for x in mean) + " |")
+        mean = [
+            sum(r[m]["rate"] for r in results.values()) / len(results)
+            if all(m in r for r in results.values())
+            else math.nan
+            for m in METHODS
+        ]
+        lines.append(
+            f"| {label} | **average** | " + " | ".join(f"**{100 * x:.0f}%**" if x == x else "-" for x in mean) + " |"
+        )
     return "\n".join(lines)
-

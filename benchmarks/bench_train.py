@@ -49,10 +49,17 @@ def saelens_run(x: torch.Tensor, s: TrainSettings) -> Callable[[], Any]:
     batches = list(x.split(s.batch))
 
     def run() -> Any:
-        sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=s.d_in, d_sae=s.n_features, k=s.k, dtype="float32",
-                                                    device="cpu"))
-        cfg = SAETrainerConfig(total_training_samples=s.steps * s.batch, train_batch_size_samples=s.batch,
-                               lr=2e-4, lr_end=2e-5, device="cpu", logger=LoggingConfig(log_to_wandb=False))
+        sae = TopKTrainingSAE(
+            TopKTrainingSAEConfig(d_in=s.d_in, d_sae=s.n_features, k=s.k, dtype="float32", device="cpu")
+        )
+        cfg = SAETrainerConfig(
+            total_training_samples=s.steps * s.batch,
+            train_batch_size_samples=s.batch,
+            lr=2e-4,
+            lr_end=2e-5,
+            device="cpu",
+            logger=LoggingConfig(log_to_wandb=False),
+        )
         trainer = SAETrainer(cfg, sae, data_provider=itertools.cycle(batches))
         with contextlib.redirect_stderr(io.StringIO()):  # its progress bar
             return trainer.fit()
@@ -65,8 +72,7 @@ def ours_run(x: torch.Tensor, s: TrainSettings, kernel: str | None) -> Callable[
     from saewidgets import train_sae
 
     extra = {"sparse_kernels": kernel == "sparse"} if kernel is not None else {}
-    return lambda: train_sae(x, "topk", s.n_features, s.k, batch_size=s.batch, n_steps=s.steps, progress=False,
-                             **extra)
+    return lambda: train_sae(x, "topk", s.n_features, s.k, batch_size=s.batch, n_steps=s.steps, progress=False, **extra)
 
 
 def run(quick: bool = False) -> list[Row]:
@@ -79,29 +85,52 @@ def measure(s: TrainSettings) -> list[Row]:
     from saewidgets.sae import TrainConfig
 
     kernels = ["sparse", "dense"] if "sparse_kernels" in TrainConfig.__dataclass_fields__ else [None]
-    contenders = {"saelens": saelens_run(x, s), **{f"ours-{k or 'default'}": ours_run(x, s, k) for k in kernels},
-                  "matmul": matmul_gflops(s.batch, s.d_in, s.n_features)}
+    contenders = {
+        "saelens": saelens_run(x, s),
+        **{f"ours-{k or 'default'}": ours_run(x, s, k) for k in kernels},
+        "matmul": matmul_gflops(s.batch, s.d_in, s.n_features),
+    }
     times = interleaved(contenders, s.repeats)
     tokens = s.steps * s.batch
     rate = {name: tokens / median(t) for name, t in times.items() if name != "matmul"}
     gflops = 2 * s.batch * s.d_in * s.n_features / median(times["matmul"]) / 1e9
     ceiling = gflops * 1e9 / (2 * s.d_in * s.n_features)  # tokens/s if a step cost only its encoder product
-    settings = (f"TopK d_in {s.d_in}, {s.n_features:,} latents, k {s.k}, batch {s.batch:,}, fp32, {s.steps} steps "
-                f"per run from a fresh init, median of {s.repeats}")
+    settings = (
+        f"TopK d_in {s.d_in}, {s.n_features:,} latents, k {s.k}, batch {s.batch:,}, fp32, {s.steps} steps "
+        f"per run from a fresh init, median of {s.repeats}"
+    )
     rows = []
     for name, ours in rate.items():
         if not name.startswith("ours"):
             continue
-        rows.append(Row(
-            "train", f"SAE training tokens/s ({name.removeprefix('ours-')} kernel)", "tokens/s", ours,
-            rate["saelens"], "SAELens SAETrainer.fit (TopKTrainingSAE)", "higher",
-            GOAL_VS_SAELENS if name in ("ours-sparse", "ours-default") else None,
-            f"{settings}; {ours / ceiling:.0%} of the matmul ceiling ({ceiling:,.0f} tokens/s at "
-            f"{gflops:.0f} GFLOP/s measured here); SAELens at {rate['saelens'] / ceiling:.0%}",
-            {k: times[k] for k in ("saelens", name)}))
+        rows.append(
+            Row(
+                "train",
+                f"SAE training tokens/s ({name.removeprefix('ours-')} kernel)",
+                "tokens/s",
+                ours,
+                rate["saelens"],
+                "SAELens SAETrainer.fit (TopKTrainingSAE)",
+                "higher",
+                GOAL_VS_SAELENS if name in ("ours-sparse", "ours-default") else None,
+                f"{settings}; {ours / ceiling:.0%} of the matmul ceiling ({ceiling:,.0f} tokens/s at "
+                f"{gflops:.0f} GFLOP/s measured here); SAELens at {rate['saelens'] / ceiling:.0%}",
+                {k: times[k] for k in ("saelens", name)},
+            )
+        )
     best = max((n for n in rate if n.startswith("ours")), key=rate.get)
-    rows.append(Row("train", f"SAE training tokens/s ({best.removeprefix('ours-')} kernel) vs the matmul ceiling",
-                    "tokens/s", rate[best], ceiling, f"encoder product alone at {gflops:.0f} GFLOP/s", "higher", None,
-                    "ceiling = measured fp32 GFLOP/s of the 4096x640 @ 640x16384 product / (2 d_in F) FLOP per token",
-                    {best: times[best], "matmul": times["matmul"]}))
+    rows.append(
+        Row(
+            "train",
+            f"SAE training tokens/s ({best.removeprefix('ours-')} kernel) vs the matmul ceiling",
+            "tokens/s",
+            rate[best],
+            ceiling,
+            f"encoder product alone at {gflops:.0f} GFLOP/s",
+            "higher",
+            None,
+            "ceiling = measured fp32 GFLOP/s of the 4096x640 @ 640x16384 product / (2 d_in F) FLOP per token",
+            {best: times[best], "matmul": times["matmul"]},
+        )
+    )
     return rows

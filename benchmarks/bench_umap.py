@@ -61,7 +61,18 @@ def run(quick: bool = False) -> list[Row]:
     rows = []
     for n in sizes:
         times = interleaved(contenders(clustered_sae(n)), repeats, warmup=False)
-        rows.append(Row("umap", f"feature map of {n:,} features", "s", median(times["ours"]),
-                        median(times["umap-learn"]), "umap.UMAP(metric='cosine') defaults on 640-d directions",
-                        "lower", None, f"clustered synthetic directions, seed 0, {runs}", times))
+        rows.append(
+            Row(
+                "umap",
+                f"feature map of {n:,} features",
+                "s",
+                median(times["ours"]),
+                median(times["umap-learn"]),
+                "umap.UMAP(metric='cosine') defaults on 640-d directions",
+                "lower",
+                None,
+                f"clustered synthetic directions, seed 0, {runs}",
+                times,
+            )
+        )
     return rows

@@ -52,18 +52,21 @@ def map_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 def plain_heatmap(tokens: list[str], acts: np.ndarray) -> str:
     """The reference: the same tokens as server-rendered spans, coloured inline, no script."""
     top = float(acts.max()) or 1.0
-    spans = "".join(f'<span style="background:rgba(255,120,0,{a / top:.2f})">{html.escape(t)}</span>'
-                    for t, a in zip(tokens, acts))
+    spans = "".join(
+        f'<span style="background:rgba(255,120,0,{a / top:.2f})">{html.escape(t)}</span>' for t, a in zip(tokens, acts)
+    )
     return f"<!doctype html><meta charset=utf-8><pre>{spans}</pre><script>window.__done = true</script>"
 
 
 def plain_map(coords: np.ndarray) -> str:
     """The reference: the same float32 coordinates (base64) drawn on a canvas by a minimal loop."""
     b64 = base64.b64encode(coords.tobytes()).decode()
-    return ("<!doctype html><meta charset=utf-8><canvas id=c width=600 height=420></canvas><script>"
-            f"const s=atob('{b64}'),u=new Uint8Array(s.length);for(let i=0;i<s.length;i++)u[i]=s.charCodeAt(i);"
-            "const p=new Float32Array(u.buffer),x=document.getElementById('c').getContext('2d');"
-            "for(let i=0;i<p.length;i+=2)x.fillRect(300+p[i]*60,210+p[i+1]*60,2,2);window.__done=true</script>")
+    return (
+        "<!doctype html><meta charset=utf-8><canvas id=c width=600 height=420></canvas><script>"
+        f"const s=atob('{b64}'),u=new Uint8Array(s.length);for(let i=0;i<s.length;i++)u[i]=s.charCodeAt(i);"
+        "const p=new Float32Array(u.buffer),x=document.getElementById('c').getContext('2d');"
+        "for(let i=0;i<p.length;i+=2)x.fillRect(300+p[i]*60,210+p[i+1]*60,2,2);window.__done=true</script>"
+    )
 
 
 def load_timer(page: Any, path: Path, ready: str) -> Callable[[], None]:
@@ -88,10 +91,20 @@ def run(quick: bool = False) -> list[Row]:
     tokens, acts = heatmap_data()
     coords, clusters = map_data()
     pages = {
-        "heatmap": (TokenHeatmap(tokens=tokens, acts=acts, feature=0).to_html(), plain_heatmap(tokens, acts),
-                    HEATMAP_READY, acts.nbytes + len("".join(tokens).encode()), "float32 values + UTF-8 tokens"),
-        "map": (FeatureMap(coords, clusters=clusters).to_html(), plain_map(coords), MAP_READY,
-                coords.nbytes + clusters.nbytes, "float32 coordinates + int32 clusters"),
+        "heatmap": (
+            TokenHeatmap(tokens=tokens, acts=acts, feature=0).to_html(),
+            plain_heatmap(tokens, acts),
+            HEATMAP_READY,
+            acts.nbytes + len("".join(tokens).encode()),
+            "float32 values + UTF-8 tokens",
+        ),
+        "map": (
+            FeatureMap(coords, clusters=clusters).to_html(),
+            plain_map(coords),
+            MAP_READY,
+            coords.nbytes + clusters.nbytes,
+            "float32 coordinates + int32 clusters",
+        ),
     }
     labels = {"heatmap": f"{N_TOKENS:,}-token heatmap", "map": f"{N_POINTS:,}-point feature map"}
     rows = []
@@ -103,15 +116,37 @@ def run(quick: bool = False) -> list[Row]:
                 ours_path, plain_path = Path(folder, f"{name}.html"), Path(folder, f"{name}-plain.html")
                 ours_path.write_text(ours, encoding="utf-8")
                 plain_path.write_text(plain, encoding="utf-8")
-                times = interleaved({"plain": load_timer(page, plain_path, PLAIN_READY),
-                                     "ours": load_timer(page, ours_path, ready)}, repeats)
-                rows.append(Row("widgets", f"{labels[name]}: static HTML payload", "bytes", len(ours.encode()),
-                                raw_bytes, f"raw data ({raw_what})", "lower", None,
-                                "JS, CSS and base64 data inlined; offline, self-contained"))
-                rows.append(Row("widgets", f"{labels[name]}: chromium render", "ms", median(times["ours"]) * 1e3,
-                                median(times["plain"]) * 1e3, "script-free page with the same content", "lower",
-                                None, f"headless chromium (swiftshader), load to DOM present + 1 frame, median of "
-                                f"{repeats}", times))
+                times = interleaved(
+                    {"plain": load_timer(page, plain_path, PLAIN_READY), "ours": load_timer(page, ours_path, ready)},
+                    repeats,
+                )
+                rows.append(
+                    Row(
+                        "widgets",
+                        f"{labels[name]}: static HTML payload",
+                        "bytes",
+                        len(ours.encode()),
+                        raw_bytes,
+                        f"raw data ({raw_what})",
+                        "lower",
+                        None,
+                        "JS, CSS and base64 data inlined; offline, self-contained",
+                    )
+                )
+                rows.append(
+                    Row(
+                        "widgets",
+                        f"{labels[name]}: chromium render",
+                        "ms",
+                        median(times["ours"]) * 1e3,
+                        median(times["plain"]) * 1e3,
+                        "script-free page with the same content",
+                        "lower",
+                        None,
+                        f"headless chromium (swiftshader), load to DOM present + 1 frame, median of {repeats}",
+                        times,
+                    )
+                )
         finally:
             browser.close()
     return rows

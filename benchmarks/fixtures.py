@@ -53,8 +53,14 @@ def random_sae(n_features: int, k: int = 32, seed: int = 0, acts: Any = None, ar
     if acts is not None:
         scale = math.sqrt(acts.d_model) / float(acts.torch(slice(0, 4096)).norm(dim=1).mean())
         where = {"model_name": acts.model_name, "site": acts.site, "input_scale": scale}
-    cfg = SAEConfig(d_in=640, n_features=n_features, architecture=architecture,
-                    k=k if architecture == "topk" else None, layer=LAYER, **where)
+    cfg = SAEConfig(
+        d_in=640,
+        n_features=n_features,
+        architecture=architecture,
+        k=k if architecture == "topk" else None,
+        layer=LAYER,
+        **where,
+    )
     sae = SAE(cfg, torch.Generator().manual_seed(seed)).eval()
     for p in sae.parameters():
         p.requires_grad_(False)

@@ -39,10 +39,15 @@ def format_table(rows: list[Row]) -> str:
     """A Markdown table: figure, ours, reference, ratio (with the goal and whether it is met)."""
     lines = ["| benchmark | figure | ours | reference | ours / reference | goal |", "|---|---|---|---|---|---|"]
     for r in rows:
-        goal = "" if r.goal is None else f"{'>=' if r.better == 'higher' else '<='} {r.goal:g}x " + (
-            "(met)" if r.met else "(not met)")
-        lines.append(f"| {r.benchmark} | {r.figure} | {_num(r.ours)} {r.unit} | {_num(r.reference)} {r.unit} "
-                     f"({r.reference_name}) | {r.ratio:.2f}x ({r.better} is better) | {goal} |")
+        goal = (
+            ""
+            if r.goal is None
+            else f"{'>=' if r.better == 'higher' else '<='} {r.goal:g}x " + ("(met)" if r.met else "(not met)")
+        )
+        lines.append(
+            f"| {r.benchmark} | {r.figure} | {_num(r.ours)} {r.unit} | {_num(r.reference)} {r.unit} "
+            f"({r.reference_name}) | {r.ratio:.2f}x ({r.better} is better) | {goal} |"
+        )
     return "\n".join(lines)
 
 
@@ -50,8 +55,9 @@ def _num(x: float) -> str:
     return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
 
 
-def write_json(path: Path, info: dict, mode: str, rows: list[Row], skipped: dict[str, str],
-               seconds: dict[str, float]) -> list[dict]:
+def write_json(
+    path: Path, info: dict, mode: str, rows: list[Row], skipped: dict[str, str], seconds: dict[str, float]
+) -> list[dict]:
     """Write the machine, every row (with its raw samples) and the Markdown table as JSON at ``path``.
 
     Rows of benchmarks not run this time are kept from an existing file of the same mode (``--only`` updates
@@ -67,10 +73,20 @@ def write_json(path: Path, info: dict, mode: str, rows: list[Row], skipped: dict
     order = {name: i for i, name in enumerate(BENCHMARKS)}
     all_rows = sorted(kept + fresh, key=lambda r: order.get(r["benchmark"], len(order)))
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({
-        "machine": info, "mode": mode, "date": now, "seconds": seconds, "rows": all_rows, "skipped": skipped,
-        "table_markdown": format_table([_row(r) for r in all_rows]),
-    }, indent=1))
+    path.write_text(
+        json.dumps(
+            {
+                "machine": info,
+                "mode": mode,
+                "date": now,
+                "seconds": seconds,
+                "rows": all_rows,
+                "skipped": skipped,
+                "table_markdown": format_table([_row(r) for r in all_rows]),
+            },
+            indent=1,
+        )
+    )
     return all_rows
 
 
@@ -81,8 +97,9 @@ def _row(data: dict) -> Row:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller runs and fewer repeats (a few minutes)")
-    parser.add_argument("--only", action="append", choices=sorted(BENCHMARKS),
-                        help="run only this benchmark (repeatable)")
+    parser.add_argument(
+        "--only", action="append", choices=sorted(BENCHMARKS), help="run only this benchmark (repeatable)"
+    )
     parser.add_argument("--out", type=Path, help="JSON file to write (default benchmarks/results/<machine>.json)")
     args = parser.parse_args(argv)
 
@@ -103,8 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{name}] {seconds[name]:.0f} s", file=sys.stderr, flush=True)
 
     table = format_table(rows)
-    print(f"\nMachine: {info['cpu']}, {info['cores']} cores, torch {info['torch']} ({info['torch_threads']} threads)"
-          f"{', GPU ' + info['gpu'] if info['gpu'] else ', no GPU'}; mode: {'quick' if args.quick else 'full'}\n")
+    print(
+        f"\nMachine: {info['cpu']}, {info['cores']} cores, torch {info['torch']} ({info['torch_threads']} threads)"
+        f"{', GPU ' + info['gpu'] if info['gpu'] else ', no GPU'}; mode: {'quick' if args.quick else 'full'}\n"
+    )
     print(table)
     for name, why in skipped.items():
         print(f"\nskipped {name}: {why}")

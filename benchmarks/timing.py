@@ -94,7 +94,11 @@ def machine() -> dict[str, Any]:
     slug = "-".join(re.findall(r"[a-z0-9]+", f"{gpu or cpu} {os.cpu_count()} cores".lower()))
     return {
         "name": os.environ.get("SAEWIDGETS_BENCH_MACHINE") or slug,
-        "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-        "python": platform.python_version(), "gpu": gpu,
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "gpu": gpu,
         "load_average_at_start": load,
     }

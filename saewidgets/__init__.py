@@ -62,12 +62,30 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time __getattr__
     from .activations import Activations, harvest
     from .store import ActivationStore, harvest_to_store
     from .sae import (
-        SAE, SAEConfig, SAEFileError, SAEMetrics, SAEMismatchError, check_compatible, evaluate_sae, load_sae, save_sae,
+        SAE,
+        SAEConfig,
+        SAEFileError,
+        SAEMetrics,
+        SAEMismatchError,
+        check_compatible,
+        evaluate_sae,
+        load_sae,
+        save_sae,
         train_sae,
     )
     from .analysis import (
-        GOLDEN_GATE, FeatureStats, attribute, feature_geometry, feature_stats, logit_effects, search_contexts, steer, steer_vector,
-        steering_search, steering_vector, token_activations,
+        GOLDEN_GATE,
+        FeatureStats,
+        attribute,
+        feature_geometry,
+        feature_stats,
+        logit_effects,
+        search_contexts,
+        steer,
+        steer_vector,
+        steering_search,
+        steering_vector,
+        token_activations,
     )
     from .widgets import Explorer
     from .cancel import Cancelled

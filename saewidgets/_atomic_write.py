@@ -35,7 +35,8 @@ _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 # How libraries that do their own I/O spell a full disk: safetensors' Rust code ("os error 28"), numpy's short
 # write ("524288 requested and 249824 written", an OSError without errno), ...
 _DISK_FULL_WORDS = re.compile(
-    r"No space left on device|Disk quota exceeded|os error 28\b|StorageFull|\d+ requested and \d+ written", re.I)
+    r"No space left on device|Disk quota exceeded|os error 28\b|StorageFull|\d+ requested and \d+ written", re.I
+)
 
 
 # -- saving a folder ------------------------------------------------------------------------------------------------
@@ -54,13 +55,18 @@ def atomic_dir(final: str | os.PathLike, *, overwrite: bool = False) -> Iterator
     final = _absolute(final)
     if final.exists() and not final.is_dir():
         raise NotADirectoryError(
-            errno.ENOTDIR, f"{final} is a file, not a folder: saewidgets saves a folder of files there. Pass the path "
-            "of a folder (new or empty), or move the file away first.")
+            errno.ENOTDIR,
+            f"{final} is a file, not a folder: saewidgets saves a folder of files there. Pass the path "
+            "of a folder (new or empty), or move the file away first.",
+        )
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError) as err:
-        raise NotADirectoryError(errno.ENOTDIR, f"Cannot save to {final}: a part of that path is a file, not a "
-                                 "folder. Pass a path whose parent folders are folders.") from err
+        raise NotADirectoryError(
+            errno.ENOTDIR,
+            f"Cannot save to {final}: a part of that path is a file, not a "
+            "folder. Pass a path whose parent folders are folders.",
+        ) from err
     exists = final.is_dir()
     if exists:
         finish_interrupted_save(final)
@@ -74,8 +80,10 @@ def atomic_dir(final: str | os.PathLike, *, overwrite: bool = False) -> Iterator
     try:
         tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=where))
     except PermissionError as err:
-        raise PermissionError(err.errno, f"Cannot save to {final}: {where} is not writable ({err.strerror}). Choose "
-                              "a folder you can write to.") from err
+        raise PermissionError(
+            err.errno,
+            f"Cannot save to {final}: {where} is not writable ({err.strerror}). Choose a folder you can write to.",
+        ) from err
     try:
         yield tmp
         written = sorted(p.name for p in tmp.iterdir())
@@ -103,7 +111,9 @@ def _absolute(path: str | os.PathLike) -> Path:
     if os.fspath(path) == "":
         raise ValueError("The path to save to is empty (''): pass a folder name, e.g. 'my_sae'.")
     if "\0" in os.fspath(path):
-        raise ValueError(f"The path to save to, {os.fspath(path)!r}, holds a NUL character, which no file name can hold.")
+        raise ValueError(
+            f"The path to save to, {os.fspath(path)!r}, holds a NUL character, which no file name can hold."
+        )
     final = Path(os.path.abspath(path))
     if final == final.parent:
         raise ValueError(f"Cannot save into the root folder {final}: pass a folder below it.")
@@ -141,9 +151,11 @@ def _refuse_foreign_folder(final: Path, written: set[str], overwrite: bool) -> N
     others = sorted(present - written)
     shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
     raise FileExistsError(
-        errno.EEXIST, f"{final} already holds files that saewidgets did not write ({shown}). Saving there could "
+        errno.EEXIST,
+        f"{final} already holds files that saewidgets did not write ({shown}). Saving there could "
         "mix your files with saewidgets' own: pass a new or empty folder, or overwrite=True to save there anyway "
-        "(only the files of this save are written or replaced; everything else in the folder is kept).")
+        "(only the files of this save are written or replaced; everything else in the folder is kept).",
+    )
 
 
 def _is_ours_in_progress(name: str) -> bool:
@@ -199,9 +211,12 @@ def finish_interrupted_save(folder: str | os.PathLike) -> None:
     try:
         _roll_forward(folder)
     except OSError as err:
-        raise OSError(err.errno, f"{folder} holds a save that was interrupted while its files were being put in "
-                      f"place, and it could not be completed ({err.strerror or err}). Make the folder writable, "
-                      "then load it again; or save again.") from err
+        raise OSError(
+            err.errno,
+            f"{folder} holds a save that was interrupted while its files were being put in "
+            f"place, and it could not be completed ({err.strerror or err}). Make the folder writable, "
+            "then load it again; or save again.",
+        ) from err
 
 
 # -- leftovers of killed saves ----------------------------------------------------------------------------------
@@ -308,8 +323,11 @@ def check_writable_dir(path: str | os.PathLike, what: str) -> Path:
         with tempfile.TemporaryFile(dir=probe):
             pass
     except OSError as err:
-        raise PermissionError(err.errno, f"{what}={str(path)!r} cannot be written ({probe} refuses new files: "
-                              f"{err.strerror}). Pass a folder you can write to.") from err
+        raise PermissionError(
+            err.errno,
+            f"{what}={str(path)!r} cannot be written ({probe} refuses new files: "
+            f"{err.strerror}). Pass a folder you can write to.",
+        ) from err
     return path
 
 

@@ -25,8 +25,9 @@ def _is_real(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def real_number(name: str, value: Any, low: float, high: float = math.inf, *, low_open: bool = False,
-          why: str = "") -> float:
+def real_number(
+    name: str, value: Any, low: float, high: float = math.inf, *, low_open: bool = False, why: str = ""
+) -> float:
     """``value`` as a float when it is finite and in range (``low`` excluded when ``low_open``); else a ValueError
     naming ``name``, the value, the range and ``why``."""
     if not _is_real(value):

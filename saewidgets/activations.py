@@ -84,8 +84,13 @@ class Activations:
     def subset(self, rows: np.ndarray | slice) -> "Activations":
         """A copy in memory of the given rows (keeps their order)."""
         return Activations(
-            np.ascontiguousarray(self.acts[rows]), self.token_ids[rows].copy(), self.doc_ids[rows].copy(),
-            self.positions[rows].copy(), self.model_name, self.layer, self.site,
+            np.ascontiguousarray(self.acts[rows]),
+            self.token_ids[rows].copy(),
+            self.doc_ids[rows].copy(),
+            self.positions[rows].copy(),
+            self.model_name,
+            self.layer,
+            self.site,
         )
 
     def split(self, held_out_fraction: float = 0.1, seed: int = 0) -> tuple["Activations", "Activations"]:
@@ -110,8 +115,13 @@ class Activations:
         with atomic_dir(directory, overwrite=overwrite) as tmp:
             np.save(tmp / "acts.npy", self.acts)
             np.savez(tmp / "tokens.npz", token_ids=self.token_ids, doc_ids=self.doc_ids, positions=self.positions)
-            meta = {"model_name": self.model_name, "layer": self.layer, "site": self.site, "n_tokens": len(self),
-                    "d_model": self.d_model}
+            meta = {
+                "model_name": self.model_name,
+                "layer": self.layer,
+                "site": self.site,
+                "n_tokens": len(self),
+                "d_model": self.d_model,
+            }
             (tmp / _META).write_text(json.dumps(meta, indent=1))
         return Path(directory)
 
@@ -122,14 +132,18 @@ class Activations:
         finish_interrupted_save(directory)
         meta_path = directory / _META
         if not meta_path.exists():
-            raise FileNotFoundError(f"{directory} holds no saved activations (no {_META}); write one with Activations.save().")
+            raise FileNotFoundError(
+                f"{directory} holds no saved activations (no {_META}); write one with Activations.save()."
+            )
         try:
             meta = json.loads(meta_path.read_text())
             acts = np.load(directory / "acts.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
             with np.load(directory / "tokens.npz", allow_pickle=False) as tokens:
                 book = {k: tokens[k] for k in ("token_ids", "doc_ids", "positions")}
         except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as err:  # JSONDecodeError is a ValueError
-            raise ValueError(f"The saved activations in {directory} are corrupt or incomplete ({err}); harvest again.") from err
+            raise ValueError(
+                f"The saved activations in {directory} are corrupt or incomplete ({err}); harvest again."
+            ) from err
         if acts.shape != (meta["n_tokens"], meta["d_model"]):
             raise ValueError(
                 f"{directory / 'acts.npy'} has shape {acts.shape} but {meta_path.name} says "
@@ -154,8 +168,10 @@ def _as_texts(texts_or_corpus: Any) -> list[str]:
     if isinstance(texts, str):
         texts = [texts]
     if isinstance(texts, Mapping):  # iterating would harvest its keys
-        raise TypeError(f"harvest() got a dict (keys {list(texts)[:3]}), not texts: pass a list of strings, e.g. "
-                        "[row['text'] for row in rows], or a Corpus.")
+        raise TypeError(
+            f"harvest() got a dict (keys {list(texts)[:3]}), not texts: pass a list of strings, e.g. "
+            "[row['text'] for row in rows], or a Corpus."
+        )
     if not isinstance(texts, Iterable):
         raise TypeError(f"harvest() takes a list of strings or a Corpus, not {type(texts_or_corpus).__name__}.")
     texts = list(texts)
@@ -194,7 +210,9 @@ def _plan_windows(
     return windows
 
 
-def _allocate(n_rows: int, d_model: int, ram_budget: int, memmap_dir: str | os.PathLike | None) -> tuple[np.ndarray, Path | None]:
+def _allocate(
+    n_rows: int, d_model: int, ram_budget: int, memmap_dir: str | os.PathLike | None
+) -> tuple[np.ndarray, Path | None]:
     if n_rows * d_model * 4 <= ram_budget:
         return np.empty((n_rows, d_model), dtype=np.float32), None
     folder = check_writable_dir(memmap_dir, "memmap_dir") if memmap_dir is not None else cache_dir("spill")
@@ -255,8 +273,9 @@ def harvest(
     positions = np.empty(total, dtype=np.int32)
     try:
         with tqdm(total=total, desc=f"harvest layer {layer}", unit="tok", disable=not progress) as bar:
-            fill_rows(model, layer, windows, batch_size, (acts, token_ids, doc_ids, positions), base=0, bar=bar,
-                      cancel=cancel)
+            fill_rows(
+                model, layer, windows, batch_size, (acts, token_ids, doc_ids, positions), base=0, bar=bar, cancel=cancel
+            )
     except BaseException:
         if spill is not None:
             del acts
@@ -268,8 +287,15 @@ def harvest(
     return result
 
 
-def plan_harvest(model: ModelHandle, texts_or_corpus: Any, context_len: int, n_tokens: int | None, batch_size: int,
-                 drop_bos: bool, split_special_tokens: bool = True) -> list[_Window]:
+def plan_harvest(
+    model: ModelHandle,
+    texts_or_corpus: Any,
+    context_len: int,
+    n_tokens: int | None,
+    batch_size: int,
+    drop_bos: bool,
+    split_special_tokens: bool = True,
+) -> list[_Window]:
     """Check harvest settings and cut the texts into windows; the rows they give are numbered in (doc, position) order.
 
     Shared by `harvest` and the disk-backed store (`saewidgets.store`), so both number rows identically.
@@ -277,12 +303,16 @@ def plan_harvest(model: ModelHandle, texts_or_corpus: Any, context_len: int, n_t
     texts = _as_texts(texts_or_corpus)
     context_len = whole_number("context_len", context_len, 2)
     if context_len > model.max_context:
-        raise ValueError(f"context_len={context_len} must be between 2 and the model's context, {model.max_context} tokens.")
+        raise ValueError(
+            f"context_len={context_len} must be between 2 and the model's context, {model.max_context} tokens."
+        )
     n_tokens = None if n_tokens is None else whole_number("n_tokens", n_tokens, 1)
     batch_size = whole_number("batch_size", batch_size, 1)
 
-    docs = [np.asarray(model.encode(t, add_bos=False, split_special_tokens=split_special_tokens), dtype=np.int32)
-            for t in texts]
+    docs = [
+        np.asarray(model.encode(t, add_bos=False, split_special_tokens=split_special_tokens), dtype=np.int32)
+        for t in texts
+    ]
     windows = _plan_windows(docs, model.bos_id, context_len, n_tokens, drop_bos)
     total = windows[-1].offset + windows[-1].n_rows if windows else 0
     if total == 0:
@@ -295,9 +325,16 @@ def plan_harvest(model: ModelHandle, texts_or_corpus: Any, context_len: int, n_t
     return windows
 
 
-def fill_rows(model: ModelHandle, layer: int, windows: Sequence[_Window], batch_size: int,
-              out: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], base: int, bar: Any,
-              cancel: CancelSignal | None = None) -> None:
+def fill_rows(
+    model: ModelHandle,
+    layer: int,
+    windows: Sequence[_Window],
+    batch_size: int,
+    out: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    base: int,
+    bar: Any,
+    cancel: CancelSignal | None = None,
+) -> None:
     """Trace ``windows`` in batches (longest first: least padding) and write their rows into ``out``.
 
     ``out`` is (acts, token_ids, doc_ids, positions); a window's rows go to ``w.offset - base`` onwards, so a
@@ -347,8 +384,16 @@ def _trace_batch(model: ModelHandle, layer: int, inputs: Sequence[Sequence[int]]
     return hidden
 
 
-def _store(w: _Window, hidden: torch.Tensor, bos: int | None, acts: np.ndarray, token_ids: np.ndarray,
-           doc_ids: np.ndarray, positions: np.ndarray, base: int = 0) -> None:
+def _store(
+    w: _Window,
+    hidden: torch.Tensor,
+    bos: int | None,
+    acts: np.ndarray,
+    token_ids: np.ndarray,
+    doc_ids: np.ndarray,
+    positions: np.ndarray,
+    base: int = 0,
+) -> None:
     """Copy one window's real-token rows (dropping padding, and BOS unless it is kept) into the output arrays."""
     real = hidden[hidden.shape[0] - len(w.ids) :]
     ids = np.asarray(w.ids, dtype=np.int32)
@@ -374,4 +419,3 @@ def full_forward_residual(model: ModelHandle, text: str, layer: LayerSpec) -> to
             hidden = residual_of(model.block(layer).output).save()
             model.nn.output.save()
     return hidden[0].detach().float()
-

@@ -35,6 +35,7 @@ def layer_arg(value: str) -> int | str:
 
 # -- options derived from dataclasses ------------------------------------------------------------------------------
 
+
 @functools.lru_cache(maxsize=None)
 def field_docs(cls: type) -> dict[str, str]:
     """The docstring under each field of dataclass ``cls`` (the string literal after its annotation), one line each."""
@@ -45,8 +46,13 @@ def field_docs(cls: type) -> dict[str, str]:
     body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
     docs = {}
     for node, after in zip(body, body[1:]):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
-                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
             docs[node.target.id] = " ".join(after.value.value.split())
     return docs
 
@@ -67,8 +73,7 @@ def _value_type(hint: Any) -> tuple[Any, tuple[Any, ...] | None]:
 _CONVERTERS = {"layer": layer_arg}
 
 
-def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type, *,
-                defaults: Any = None) -> None:
+def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type, *, defaults: Any = None) -> None:
     """One ``--field-name`` option per field of dataclass ``cls``, typed and documented by the field.
 
     Without ``defaults`` each option's default is the field's (a field without one is a required option); with
@@ -128,6 +133,7 @@ def to_options(instance: Any) -> list[str]:
 
 # -- saewidgets demo -------------------------------------------------------------------------------------------------
 
+
 def _settings(args: argparse.Namespace, base: Any) -> Any:
     """``base`` (a `DemoSettings`) with every option the user gave on the command line."""
     return from_options(type(base), args, base)
@@ -139,8 +145,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo.settings import FULL, QUICK
 
     settings = _settings(args, QUICK if args.quick else FULL)
-    return run_demo(settings, args.out, refresh=args.refresh, steer=not args.no_steer, n_prompts=args.n_prompts,
-                    lab=args.lab, quick=args.quick)
+    return run_demo(
+        settings,
+        args.out,
+        refresh=args.refresh,
+        steer=not args.no_steer,
+        n_prompts=args.n_prompts,
+        lab=args.lab,
+        quick=args.quick,
+    )
 
 
 def cmd_tutorials(args: argparse.Namespace) -> int:
@@ -155,6 +168,7 @@ def cmd_tutorials(args: argparse.Namespace) -> int:
 
 
 # -- saewidgets train ------------------------------------------------------------------------------------------------
+
 
 def train_configs(args: argparse.Namespace) -> tuple[Any, Any]:
     """The (`TrainingRun`, `TrainConfig`) that parsed ``train`` options describe (validated)."""
@@ -172,8 +186,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.distributed is None:
         return run_training(run, config)
     if args.distributed < 1:
-        raise ValueError(f"--distributed {args.distributed}: pass the number of processes to start (1 or more), or "
-                         "leave the option out to train in this process.")
+        raise ValueError(
+            f"--distributed {args.distributed}: pass the number of processes to start (1 or more), or "
+            "leave the option out to train in this process."
+        )
     check_run(run, config)
     return _launch(args.distributed, [*to_options(run), *to_options(config), *(["--debug"] if args.debug else [])])
 
@@ -182,16 +198,26 @@ def _launch(n_processes: int, options: list[str]) -> int:
     """``torchrun --standalone --nproc-per-node N -m saewidgets.training_run OPTIONS`` on this machine."""
     import subprocess
 
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n_processes}",
-               "-m", "saewidgets.training_run", *options]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={n_processes}",
+        "-m",
+        "saewidgets.training_run",
+        *options,
+    ]
     print("running:", " ".join(command), flush=True)
     return subprocess.call(command)
 
 
 # -- the parser and the entry point ---------------------------------------------------------------------------------
 
-def train_parser(prog: str = "saewidgets train", *, distributed: bool = True,
-                 parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+
+def train_parser(
+    prog: str = "saewidgets train", *, distributed: bool = True, parser: argparse.ArgumentParser | None = None
+) -> argparse.ArgumentParser:
     """The ``train`` options: `TrainingRun`'s and `TrainConfig`'s fields (and ``--distributed N``)."""
     from .sae.train_config import TrainConfig
     from .training_run import TrainingRun
@@ -200,8 +226,12 @@ def train_parser(prog: str = "saewidgets train", *, distributed: bool = True,
     add_options(parser.add_argument_group("data and files"), TrainingRun)
     add_options(parser.add_argument_group("training (saewidgets.sae.TrainConfig)"), TrainConfig)
     if distributed:
-        parser.add_argument("--distributed", type=int, metavar="N",
-                            help="launch N processes with torchrun on this machine, data-parallel (or latent-sharded)")
+        parser.add_argument(
+            "--distributed",
+            type=int,
+            metavar="N",
+            help="launch N processes with torchrun on this machine, data-parallel (or latent-sharded)",
+        )
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     parser.set_defaults(func=cmd_train, distributed=None)
     return parser
@@ -222,8 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--refresh", action="store_true", help="ignore the cache and recompute everything")
     demo.add_argument("--no-steer", action="store_true", help="skip the steering examples")
     demo.add_argument("--n-prompts", type=int, default=2, help="steering prompts to run (default 2)")
-    demo.add_argument("--lab", action="store_true",
-                      help="then open JupyterLab on the quickstart tutorial, live on this SAE")
+    demo.add_argument(
+        "--lab", action="store_true", help="then open JupyterLab on the quickstart tutorial, live on this SAE"
+    )
     demo.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     demo.set_defaults(func=cmd_demo)
 

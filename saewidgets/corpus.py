@@ -49,8 +49,10 @@ class Corpus:
         self._docs: tuple[Document, ...] = tuple(documents)
         for i, doc in enumerate(self._docs):
             if not isinstance(doc, Document):
-                raise TypeError(f"Corpus item {i} is {type(doc).__name__}, not Document; "
-                                "use load_corpus(...) to build a Corpus from strings or files")
+                raise TypeError(
+                    f"Corpus item {i} is {type(doc).__name__}, not Document; "
+                    "use load_corpus(...) to build a Corpus from strings or files"
+                )
         self.name = name
 
     # -- sequence protocol -------------------------------------------------------------------------------------
@@ -103,11 +105,12 @@ class Corpus:
         only fail later with a less helpful message.
         """
         topics, langs = _as_set(topic), _as_set(lang)
-        kept = [d for d in self._docs
-                if (topics is None or d.topic in topics) and (langs is None or d.lang in langs)]
+        kept = [d for d in self._docs if (topics is None or d.topic in topics) and (langs is None or d.lang in langs)]
         if not kept:
-            raise ValueError(f"no documents match topic={topic!r}, lang={lang!r}; available topics: "
-                             f"{sorted(set(self.topics))}, languages: {sorted(set(self.langs))}")
+            raise ValueError(
+                f"no documents match topic={topic!r}, lang={lang!r}; available topics: "
+                f"{sorted(set(self.topics))}, languages: {sorted(set(self.langs))}"
+            )
         return Corpus(kept, name=self.name)
 
     def head(self, n_docs: int) -> Corpus:
@@ -137,7 +140,7 @@ class Corpus:
         total = 0
         texts = self.texts
         for start in range(0, len(texts), batch_size):
-            ids = tokenizer(texts[start:start + batch_size], add_special_tokens=False)["input_ids"]
+            ids = tokenizer(texts[start : start + batch_size], add_special_tokens=False)["input_ids"]
             total += sum(len(x) for x in ids)
         return total
 
@@ -165,8 +168,10 @@ def _from_strings(items: Sequence[Any], name: str) -> Corpus:
         raise ValueError("source is an empty list; pass at least one non-empty string")
     for i, item in enumerate(items):
         if not isinstance(item, str):
-            raise TypeError(f"item {i} of the source list is {type(item).__name__}, not str; "
-                            "pass a list of strings (convert or drop the other items)")
+            raise TypeError(
+                f"item {i} of the source list is {type(item).__name__}, not str; "
+                "pass a list of strings (convert or drop the other items)"
+            )
     return _from_documents([Document(text=t, id=f"{name}-{i}") for i, t in enumerate(items)], name)
 
 
@@ -179,18 +184,28 @@ def _parse_jsonl(lines: Iterable[str], source: str, text_field: str) -> list[Doc
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{source}, line {lineno}: not valid JSON ({exc.msg}); each line must be one JSON "
-                             f'object such as {{"{text_field}": "..."}}') from None
+            raise ValueError(
+                f"{source}, line {lineno}: not valid JSON ({exc.msg}); each line must be one JSON "
+                f'object such as {{"{text_field}": "..."}}'
+            ) from None
         if not isinstance(obj, dict):
             raise ValueError(f"{source}, line {lineno}: expected a JSON object, got {type(obj).__name__}")
         if text_field not in obj:
-            raise ValueError(f"{source}, line {lineno}: no field {text_field!r} (fields: {sorted(obj)}); "
-                             "pass text_field=... to name the field holding the text")
+            raise ValueError(
+                f"{source}, line {lineno}: no field {text_field!r} (fields: {sorted(obj)}); "
+                "pass text_field=... to name the field holding the text"
+            )
         text = obj[text_field]
         if not isinstance(text, str):
             raise TypeError(f"{source}, line {lineno}: field {text_field!r} is {type(text).__name__}, not str")
-        docs.append(Document(text=text, id=str(obj.get("id") or f"{Path(source).name}-{lineno}"),
-                             topic=str(obj.get("topic") or UNKNOWN), lang=str(obj.get("lang") or UNKNOWN)))
+        docs.append(
+            Document(
+                text=text,
+                id=str(obj.get("id") or f"{Path(source).name}-{lineno}"),
+                topic=str(obj.get("topic") or UNKNOWN),
+                lang=str(obj.get("lang") or UNKNOWN),
+            )
+        )
     return docs
 
 
@@ -205,15 +220,16 @@ def _load_path(path: Path, text_field: str) -> Corpus:
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".jsonl.gz") else path.suffix
     if suffix == ".txt":
         blocks = re.split(r"\n\s*\n", path.read_text(encoding="utf-8"))
-        return _from_documents([Document(text=b.strip(), id=f"{path.stem}-{i}") for i, b in enumerate(blocks)],
-                               name)
+        return _from_documents([Document(text=b.strip(), id=f"{path.stem}-{i}") for i, b in enumerate(blocks)], name)
     if suffix in (".jsonl", ".jsonl.gz"):
         opener = gzip.open if suffix == ".jsonl.gz" else open
         with opener(path, "rt", encoding="utf-8") as fh:
             return _from_documents(_parse_jsonl(fh, str(path), text_field), name)
-    raise ValueError(f"unsupported file type {path.name!r}; use a .txt file (documents separated by blank lines), "
-                     "a .jsonl or .jsonl.gz file (one JSON object with a text field per line), or a directory "
-                     "of .txt files")
+    raise ValueError(
+        f"unsupported file type {path.name!r}; use a .txt file (documents separated by blank lines), "
+        "a .jsonl or .jsonl.gz file (one JSON object with a text field per line), or a directory "
+        "of .txt files"
+    )
 
 
 def _load_hf(name: str, split: str, text_field: str, n_docs: int, config: str | None) -> Corpus:
@@ -221,8 +237,10 @@ def _load_hf(name: str, split: str, text_field: str, n_docs: int, config: str | 
     try:
         import datasets
     except ImportError:
-        raise ImportError(f"{name!r} is not a local file or directory, so it was taken as a Hugging Face dataset "
-                          "name, which needs the datasets package: pip install 'saewidgets[datasets]'") from None
+        raise ImportError(
+            f"{name!r} is not a local file or directory, so it was taken as a Hugging Face dataset "
+            "name, which needs the datasets package: pip install 'saewidgets[datasets]'"
+        ) from None
     stream = datasets.load_dataset(name, config, split=split, streaming=True)
     return _from_documents(list(itertools.islice(stream_documents(stream, name, text_field), n_docs)), name)
 
@@ -230,8 +248,11 @@ def _load_hf(name: str, split: str, text_field: str, n_docs: int, config: str | 
 def is_stream(source: Any) -> bool:
     """Whether ``source`` is an iterable read lazily, row by row (a streamed Hugging Face ``IterableDataset``, a
     generator): anything iterable that is not a string, path, sequence or `Corpus`."""
-    return (isinstance(source, Iterable) and not isinstance(source, (str, bytes, Path, Sequence, Corpus))
-            and not hasattr(source, "__len__"))
+    return (
+        isinstance(source, Iterable)
+        and not isinstance(source, (str, bytes, Path, Sequence, Corpus))
+        and not hasattr(source, "__len__")
+    )
 
 
 def stream_documents(rows: Iterable[Any], name: str, text_field: str = "text") -> Iterator[Document]:
@@ -245,17 +266,31 @@ def stream_documents(rows: Iterable[Any], name: str, text_field: str = "text") -
             yield Document(text=row, id=f"{name}-{i}")
             continue
         if not isinstance(row, dict):
-            raise TypeError(f"{name}: row {i} is {type(row).__name__}; a stream must yield strings or dicts with "
-                            f"a {text_field!r} field")
+            raise TypeError(
+                f"{name}: row {i} is {type(row).__name__}; a stream must yield strings or dicts with "
+                f"a {text_field!r} field"
+            )
         if text_field not in row:
-            raise ValueError(f"{name}: row {i} has no field {text_field!r} (fields: {sorted(row)}); "
-                             "pass text_field=... to name the field holding the text")
-        yield Document(text=str(row[text_field]), id=str(row.get("id") or f"{name}-{i}"),
-                       topic=str(row.get("topic") or UNKNOWN), lang=str(row.get("lang") or UNKNOWN))
+            raise ValueError(
+                f"{name}: row {i} has no field {text_field!r} (fields: {sorted(row)}); "
+                "pass text_field=... to name the field holding the text"
+            )
+        yield Document(
+            text=str(row[text_field]),
+            id=str(row.get("id") or f"{name}-{i}"),
+            topic=str(row.get("topic") or UNKNOWN),
+            lang=str(row.get("lang") or UNKNOWN),
+        )
 
 
-def corpus_for_tokens(rows: Iterable[Any], n_tokens: int, count_tokens: Callable[[str], int], *,
-                      text_field: str = "text", name: str = "stream") -> Corpus:
+def corpus_for_tokens(
+    rows: Iterable[Any],
+    n_tokens: int,
+    count_tokens: Callable[[str], int],
+    *,
+    text_field: str = "text",
+    name: str = "stream",
+) -> Corpus:
     """The fewest leading documents of ``rows`` that hold ``n_tokens`` tokens (all of them if the stream ends first).
 
     ``count_tokens(text)`` counts one document's tokens (without BOS). Rows after the last document needed are
@@ -274,8 +309,14 @@ def corpus_for_tokens(rows: Iterable[Any], n_tokens: int, count_tokens: Callable
     return _from_documents(docs, name)
 
 
-def load_corpus(source: Corpus | Sequence[str] | str | Path, *, text_field: str = "text",
-                n_docs: int | None = None, split: str = "train", config: str | None = None) -> Corpus:
+def load_corpus(
+    source: Corpus | Sequence[str] | str | Path,
+    *,
+    text_field: str = "text",
+    n_docs: int | None = None,
+    split: str = "train",
+    config: str | None = None,
+) -> Corpus:
     """Turn ``source`` into a :class:`Corpus`.
 
     ``source`` may be:
@@ -299,27 +340,34 @@ def load_corpus(source: Corpus | Sequence[str] | str | Path, *, text_field: str 
         corpus = _from_strings(source, "texts")
     elif is_stream(source):
         name = str(getattr(getattr(source, "info", None), "dataset_name", None) or "stream")
-        return _from_documents(list(itertools.islice(stream_documents(source, name, text_field), n_docs or 10_000)),
-                               name)
+        return _from_documents(
+            list(itertools.islice(stream_documents(source, name, text_field), n_docs or 10_000)), name
+        )
     elif isinstance(source, (str, Path)):
         path = Path(source).expanduser()
         if path.exists():
             try:
                 corpus = _load_path(path, text_field)
             except UnicodeDecodeError as err:
-                raise ValueError(f"{str(source)!r} is not UTF-8 text (byte {err.object[err.start:err.start + 1]!r} at "
-                                 f"offset {err.start} of a file there): re-save it as UTF-8, e.g. "
-                                 "`iconv -f latin1 -t utf-8 in.txt > out.txt`.") from None
+                raise ValueError(
+                    f"{str(source)!r} is not UTF-8 text (byte {err.object[err.start : err.start + 1]!r} at "
+                    f"offset {err.start} of a file there): re-save it as UTF-8, e.g. "
+                    "`iconv -f latin1 -t utf-8 in.txt > out.txt`."
+                ) from None
         elif isinstance(source, Path) or source.endswith(_LOCAL_SUFFIXES) or source.endswith(("/", "\\")):
-            raise FileNotFoundError(f"no such file or directory: {str(source)!r}; check the path (relative paths "
-                                    f"are resolved from {Path.cwd()})")
+            raise FileNotFoundError(
+                f"no such file or directory: {str(source)!r}; check the path (relative paths "
+                f"are resolved from {Path.cwd()})"
+            )
         elif not source.strip():
             raise ValueError("source is an empty string; pass a path, a dataset name or a list of strings")
         else:
             return _load_hf(source, split, text_field, n_docs or 10_000, config)
     else:
-        raise TypeError(f"cannot load a corpus from {type(source).__name__}; pass a Corpus, a list of strings, "
-                        "a path to a .txt/.jsonl/.jsonl.gz file or a directory, or a Hugging Face dataset name")
+        raise TypeError(
+            f"cannot load a corpus from {type(source).__name__}; pass a Corpus, a list of strings, "
+            "a path to a .txt/.jsonl/.jsonl.gz file or a directory, or a Hugging Face dataset name"
+        )
     return corpus.head(n_docs) if n_docs is not None else corpus
 
 
@@ -330,7 +378,6 @@ def demo_corpus() -> Corpus:
     Read with ``importlib.resources`` so it works from an installed wheel; cached per process (a ``Corpus`` is
     immutable, so sharing it is safe).
     """
-    resource = resources.files("saewidgets").joinpath("data").joinpath("demo_corpus").joinpath(
-        "demo_corpus.jsonl.gz")
+    resource = resources.files("saewidgets").joinpath("data").joinpath("demo_corpus").joinpath("demo_corpus.jsonl.gz")
     lines = gzip.decompress(resource.read_bytes()).decode("utf-8").splitlines()
     return Corpus(_parse_jsonl(lines, "saewidgets demo corpus", "text"), name="demo")

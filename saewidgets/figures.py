@@ -25,8 +25,12 @@ __all__ = ["training_curves", "sparsity_frontier", "density_histogram", "pareto_
 
 #: One colour per architecture, the same in every figure.
 ARCH_COLOURS = {"topk": "#1f77b4", "batchtopk": "#17becf", "relu": "#d62728", "jumprelu": "#2ca02c"}
-_CURVES = {"loss": "training loss", "l0": "L0 (active features / token)", "fve": "variance explained (batch)",
-           "dead": "dead fraction"}
+_CURVES = {
+    "loss": "training loss",
+    "l0": "L0 (active features / token)",
+    "fve": "variance explained (batch)",
+    "dead": "dead fraction",
+}
 _FRONTIER_Y = {"fve": "fraction of variance explained", "ce_loss_recovered": "CE loss recovered"}
 
 
@@ -50,29 +54,46 @@ def _as_dict(metrics: Any) -> dict[str, Any]:
     return asdict(metrics) if is_dataclass(metrics) else dict(metrics)
 
 
-def training_curves(sae_or_history: Any, metrics: Sequence[str] = ("loss", "l0", "fve", "dead"), *,
-                    title: str | None = None, widget: bool | None = None) -> go.Figure:
+def training_curves(
+    sae_or_history: Any,
+    metrics: Sequence[str] = ("loss", "l0", "fve", "dead"),
+    *,
+    title: str | None = None,
+    widget: bool | None = None,
+) -> go.Figure:
     """One panel per quantity of ``sae.history`` (``[{step, loss, l0, fve, dead, ...}]``, as `train_sae` logs it),
     against the training step. Pass the trained SAE or its history list."""
     history = getattr(sae_or_history, "history", None) if hasattr(sae_or_history, "cfg") else sae_or_history
     if not history:
-        raise ValueError("no training history: pass an SAE returned by train_sae (loaded SAEs keep none) or its "
-                         "sae.history list")
+        raise ValueError(
+            "no training history: pass an SAE returned by train_sae (loaded SAEs keep none) or its sae.history list"
+        )
     missing = [m for m in metrics if m not in history[0]]
     if missing:
         raise ValueError(f"the history has no {missing}; it holds {sorted(history[0])}")
     fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[_CURVES.get(m, m) for m in metrics])
     steps = [row["step"] for row in history]
     for col, name in enumerate(metrics, start=1):
-        fig.add_scatter(x=steps, y=[row[name] for row in history], name=_CURVES.get(name, name), mode="lines",
-                        showlegend=False, row=1, col=col,
-                        hovertemplate=f"step %{{x}}<br>{name} %{{y:.4g}}<extra></extra>")
+        fig.add_scatter(
+            x=steps,
+            y=[row[name] for row in history],
+            name=_CURVES.get(name, name),
+            mode="lines",
+            showlegend=False,
+            row=1,
+            col=col,
+            hovertemplate=f"step %{{x}}<br>{name} %{{y:.4g}}<extra></extra>",
+        )
         fig.update_xaxes(title_text="step", row=1, col=col)
         if name in ("fve", "dead"):
             fig.update_yaxes(range=[0, 1], row=1, col=col)
     cfg = getattr(getattr(sae_or_history, "cfg", None), "architecture", None)
-    fig.update_layout(title=title or (f"Training a {cfg} SAE" if cfg else "Training"), height=320,
-                      template="plotly_white", margin=dict(t=70))
+    fig.update_layout(
+        title=title or (f"Training a {cfg} SAE" if cfg else "Training"),
+        height=320,
+        template="plotly_white",
+        margin=dict(t=70),
+    )
     return _finish(fig, widget)
 
 
@@ -105,8 +126,7 @@ def _runs(runs: Any) -> list[dict[str, Any]]:
     return out
 
 
-def sparsity_frontier(runs: Any, y: str = "fve", *, title: str | None = None,
-                      widget: bool | None = None) -> go.Figure:
+def sparsity_frontier(runs: Any, y: str = "fve", *, title: str | None = None, widget: bool | None = None) -> go.Figure:
     """L0 (log scale) against ``y`` (``"fve"`` or ``"ce_loss_recovered"``) for SAEs of several architectures.
 
     ``runs``: dicts ``{"arch", "metrics", "setting"?}`` (``metrics`` an `SAEMetrics` or its dict), ``(arch,
@@ -122,15 +142,34 @@ def sparsity_frontier(runs: Any, y: str = "fve", *, title: str | None = None,
     for arch in dict.fromkeys(r["arch"] for r in rows):
         mine = sorted((r for r in rows if r["arch"] == arch), key=lambda r: r["l0"])
         colour = ARCH_COLOURS.get(arch)
-        fig.add_scatter(x=[r["l0"] for r in mine], y=[r[y] for r in mine], name=arch, mode="lines+markers",
-                        text=[r["label"] for r in mine], marker=dict(size=10, color=colour), line=dict(color=colour),
-                        hovertemplate=f"{arch} %{{text}}<br>L0 %{{x:.1f}}<br>{y} %{{y:.3f}}<extra></extra>")
+        fig.add_scatter(
+            x=[r["l0"] for r in mine],
+            y=[r[y] for r in mine],
+            name=arch,
+            mode="lines+markers",
+            text=[r["label"] for r in mine],
+            marker=dict(size=10, color=colour),
+            line=dict(color=colour),
+            hovertemplate=f"{arch} %{{text}}<br>L0 %{{x:.1f}}<br>{y} %{{y:.3f}}<extra></extra>",
+        )
     frontier = pareto_frontier((r["l0"], r[y]) for r in rows)
-    fig.add_scatter(x=[p[0] for p in frontier], y=[p[1] for p in frontier], name="frontier", mode="lines",
-                    line=dict(color="black", dash="dash", width=1), hoverinfo="skip")
-    fig.update_layout(title=title or "Sparsity vs reconstruction (held-out tokens)", height=400,
-                      xaxis_title="L0 (active features per token, log scale)", xaxis_type="log",
-                      yaxis_title=_FRONTIER_Y[y], yaxis_tickformat=".0%", template="plotly_white")
+    fig.add_scatter(
+        x=[p[0] for p in frontier],
+        y=[p[1] for p in frontier],
+        name="frontier",
+        mode="lines",
+        line=dict(color="black", dash="dash", width=1),
+        hoverinfo="skip",
+    )
+    fig.update_layout(
+        title=title or "Sparsity vs reconstruction (held-out tokens)",
+        height=400,
+        xaxis_title="L0 (active features per token, log scale)",
+        xaxis_type="log",
+        yaxis_title=_FRONTIER_Y[y],
+        yaxis_tickformat=".0%",
+        template="plotly_white",
+    )
     return _finish(fig, widget)
 
 
@@ -156,8 +195,9 @@ def _density_bins(source: Any, n_bins: int) -> tuple[list[float], list[float], f
     return centres, [float(c) for c in counts], float(dead)
 
 
-def density_histogram(source: Any, *, n_bins: int = 40, title: str | None = None,
-                      widget: bool | None = None) -> go.Figure:
+def density_histogram(
+    source: Any, *, n_bins: int = 40, title: str | None = None, widget: bool | None = None
+) -> go.Figure:
     """How many features fire how often: a histogram of log10(firing density) over the features that fire (dead
     ones are counted in the legend). ``source``: an `SAEMetrics`, a `FeatureStats`, or ``{label: either}`` to
     overlay several SAEs."""
@@ -166,9 +206,20 @@ def density_histogram(source: Any, *, n_bins: int = 40, title: str | None = None
     for label, one in sources.items():
         centres, counts, dead = _density_bins(one, n_bins)
         colour = ARCH_COLOURS.get(str(label).split()[0]) if label else None
-        fig.add_scatter(x=centres, y=counts, mode="lines", line=dict(shape="hvh", color=colour),
-                        name=f"{label} (dead {dead:.0%})".strip(), showlegend=True,
-                        hovertemplate="density 10^%{x:.2f}<br>%{y:.0f} features<extra></extra>")
-    fig.update_layout(title=title or "How often each feature fires", height=360, template="plotly_white",
-                      xaxis_title="log10 firing density (fraction of tokens)", yaxis_title="features")
+        fig.add_scatter(
+            x=centres,
+            y=counts,
+            mode="lines",
+            line=dict(shape="hvh", color=colour),
+            name=f"{label} (dead {dead:.0%})".strip(),
+            showlegend=True,
+            hovertemplate="density 10^%{x:.2f}<br>%{y:.0f} features<extra></extra>",
+        )
+    fig.update_layout(
+        title=title or "How often each feature fires",
+        height=360,
+        template="plotly_white",
+        xaxis_title="log10 firing density (fraction of tokens)",
+        yaxis_title="features",
+    )
     return _finish(fig, widget)

@@ -117,9 +117,10 @@ def check_text(text: str, what: str = "The text") -> None:
     except UnicodeEncodeError as err:
         raise ValueError(
             f"{what} holds a lone surrogate ({text[err.start]!r} at character {err.start:,}, in "
-            f"{text[max(0, err.start - 20):err.start + 20]!r}), which is not valid Unicode: it usually comes from "
+            f"{text[max(0, err.start - 20) : err.start + 20]!r}), which is not valid Unicode: it usually comes from "
             "bytes decoded with errors='surrogateescape'. Clean it first, e.g. "
-            "text.encode('utf-8', 'replace').decode('utf-8').") from None
+            "text.encode('utf-8', 'replace').decode('utf-8')."
+        ) from None
 
 
 class ModelHandle:
@@ -220,8 +221,9 @@ class ModelHandle:
         if isinstance(layer, str):
             if layer in NAMED_DEPTHS:
                 return NAMED_DEPTHS[layer](self.n_layers)
-            raise ValueError(f"layer={layer!r} is not understood: pass an int in [0, {self.n_layers}), 'middle' "
-                             "or 'late'.")
+            raise ValueError(
+                f"layer={layer!r} is not understood: pass an int in [0, {self.n_layers}), 'middle' or 'late'."
+            )
         if isinstance(layer, bool) or not hasattr(layer, "__index__"):
             raise TypeError(f"layer must be an int, 'middle' or 'late', got {type(layer).__name__} ({layer!r}).")
         layer = operator.index(layer)  # numpy and torch integers are block numbers too

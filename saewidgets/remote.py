@@ -131,20 +131,27 @@ class FeatureEdit:
         threshold = getattr(sae, "threshold", None)
         with torch.no_grad():
             return cls(
-                features=index, values=torch.tensor([float(v) for v in values.values()]),
-                W_enc=sae.W_enc[:, index].detach().float().clone(), b_enc=sae.b_enc[index].detach().float().clone(),
-                threshold=(threshold[index].detach().float().clone() if threshold is not None
-                           else torch.zeros(len(index))),
-                W_dec=sae.W_dec[index].detach().float().clone(), b_dec=sae.b_dec.detach().float().clone(),
-                input_scale=float(sae.cfg.input_scale), subtract_b_dec=bool(sae.cfg.apply_b_dec_to_input),
+                features=index,
+                values=torch.tensor([float(v) for v in values.values()]),
+                W_enc=sae.W_enc[:, index].detach().float().clone(),
+                b_enc=sae.b_enc[index].detach().float().clone(),
+                threshold=(
+                    threshold[index].detach().float().clone() if threshold is not None else torch.zeros(len(index))
+                ),
+                W_dec=sae.W_dec[index].detach().float().clone(),
+                b_dec=sae.b_dec.detach().float().clone(),
+                input_scale=float(sae.cfg.input_scale),
+                subtract_b_dec=bool(sae.cfg.apply_b_dec_to_input),
                 clamp=mode == "clamp",
             )
 
     @property
     def nbytes(self) -> int:
         """Bytes of tensor data this edit carries (what a request grows by)."""
-        return sum(t.numel() * t.element_size() for t in (self.features, self.values, self.W_enc, self.b_enc,
-                                                           self.threshold, self.W_dec, self.b_dec))
+        return sum(
+            t.numel() * t.element_size()
+            for t in (self.features, self.values, self.W_enc, self.b_enc, self.threshold, self.W_dec, self.b_dec)
+        )
 
     def activations(self, hidden: torch.Tensor) -> torch.Tensor:
         """The features' activations ``[..., n]`` on raw residuals ``hidden [..., d]``."""
@@ -187,9 +194,13 @@ def steered_generate(
     stop = None if model.remote else cancel
     try:
         with model.lock, torch.no_grad():
-            with model.nn.generate({"input_ids": input_ids, "attention_mask": attention_mask},
-                                   max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, **generate_kwargs,
-                                   **model.trace_kwargs) as tracer:
+            with model.nn.generate(
+                {"input_ids": input_ids, "attention_mask": attention_mask},
+                max_new_tokens=max_new_tokens,
+                min_new_tokens=max_new_tokens,
+                **generate_kwargs,
+                **model.trace_kwargs,
+            ) as tracer:
                 for step in tracer.iter[:max_new_tokens]:
                     if stop is not None and stop.is_set():
                         raise InterruptedError  # a builtin: the body must stay serializable for NDIF

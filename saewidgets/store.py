@@ -218,21 +218,37 @@ def harvest_to_store(
     layer = model.resolve_layer(layer)
     if is_stream(texts_or_corpus):
         if n_tokens is None:
-            raise ValueError("harvest_to_store() got a stream (e.g. a dataset loaded with streaming=True), which may "
-                             "never end: pass n_tokens=... to say how many tokens to harvest from it.")
+            raise ValueError(
+                "harvest_to_store() got a stream (e.g. a dataset loaded with streaming=True), which may "
+                "never end: pass n_tokens=... to say how many tokens to harvest from it."
+            )
         texts_or_corpus = corpus_for_tokens(
-            texts_or_corpus, n_tokens,
+            texts_or_corpus,
+            n_tokens,
             lambda t: len(model.encode(t, add_bos=False, split_special_tokens=split_special_tokens)),
-            text_field=text_field)
+            text_field=text_field,
+        )
     texts = _as_texts(texts_or_corpus)
     windows = plan_harvest(model, texts, context_len, n_tokens, batch_size, drop_bos, split_special_tokens)
     shards = _group_shards(windows, shard_tokens)
     header = {
-        "format": STORE_FORMAT, "model": model.name, "site": model.site_name(layer), "layer": layer,
-        "d_model": model.d_model, "dtype": dtype, "corpus_fingerprint": corpus_fingerprint(texts),
-        "settings": {"context_len": context_len, "drop_bos": drop_bos, "n_tokens": n_tokens,
-                     "shard_tokens": shard_tokens, "split_special_tokens": split_special_tokens},
-        "n_rows": windows[-1].offset + windows[-1].n_rows, "n_shards": len(shards), "n_documents": len(texts),
+        "format": STORE_FORMAT,
+        "model": model.name,
+        "site": model.site_name(layer),
+        "layer": layer,
+        "d_model": model.d_model,
+        "dtype": dtype,
+        "corpus_fingerprint": corpus_fingerprint(texts),
+        "settings": {
+            "context_len": context_len,
+            "drop_bos": drop_bos,
+            "n_tokens": n_tokens,
+            "shard_tokens": shard_tokens,
+            "split_special_tokens": split_special_tokens,
+        },
+        "n_rows": windows[-1].offset + windows[-1].n_rows,
+        "n_shards": len(shards),
+        "n_documents": len(texts),
     }
     directory = Path(directory)
     rank, world = _dist_rank_world()
@@ -241,8 +257,12 @@ def harvest_to_store(
         _write_manifest(directory, header, shards)
     _barrier()
     mine = [s for s in shards[rank::world] if not _committed(directory, s)]
-    with tqdm(total=sum(s.n_rows for s in mine), desc=f"harvest layer {layer} -> {directory.name}", unit="tok",
-              disable=not progress) as bar:
+    with tqdm(
+        total=sum(s.n_rows for s in mine),
+        desc=f"harvest layer {layer} -> {directory.name}",
+        unit="tok",
+        disable=not progress,
+    ) as bar:
         for shard in mine:
             _write_shard(model, layer, directory, shard, np.dtype(dtype), batch_size, bar)
             if rank == 0:
@@ -280,8 +300,9 @@ def _committed(directory: Path, shard: _Shard) -> bool:
     return (directory / "shards" / shard.name / "acts.npy").exists()
 
 
-def _write_shard(model: ModelHandle, layer: int, directory: Path, shard: _Shard, dtype: np.dtype,
-                 batch_size: int, bar: Any) -> None:
+def _write_shard(
+    model: ModelHandle, layer: int, directory: Path, shard: _Shard, dtype: np.dtype, batch_size: int, bar: Any
+) -> None:
     """Harvest one shard into a temporary folder, fsync it, and commit it with one rename."""
     final = directory / "shards" / shard.name
     tmp = directory / "shards" / f".{shard.name}.tmp-{os.getpid()}"
@@ -290,8 +311,15 @@ def _write_shard(model: ModelHandle, layer: int, directory: Path, shard: _Shard,
     try:
         acts = np.lib.format.open_memmap(tmp / "acts.npy", mode="w+", dtype=dtype, shape=(shard.n_rows, model.d_model))
         index = np.lib.format.open_memmap(tmp / "index.npy", mode="w+", dtype=np.int32, shape=(shard.n_rows, 3))
-        fill_rows(model, layer, shard.windows, batch_size, (acts, index[:, 0], index[:, 1], index[:, 2]),
-                  base=shard.first_row, bar=bar)
+        fill_rows(
+            model,
+            layer,
+            shard.windows,
+            batch_size,
+            (acts, index[:, 0], index[:, 1], index[:, 2]),
+            base=shard.first_row,
+            bar=bar,
+        )
         _check_fits(acts, dtype, model, layer)
         for array in (acts, index):
             array.flush()
@@ -316,13 +344,17 @@ def _check_fits(acts: np.ndarray, dtype: np.dtype, model: ModelHandle, layer: in
         raise ValueError(
             f"dtype={dtype.name!r} cannot hold {model.name}'s residuals at layer {layer}: {n:,} of {acts.size:,} "
             f"values in this shard exceed {float(np.finfo(dtype).max):,.0f} (the first at row {row:,}, column "
-            f"{column}) and would be stored as inf. Use dtype='float32' (the default).")
+            f"{column}) and would be stored as inf. Use dtype='float32' (the default)."
+        )
 
 
 def _write_manifest(directory: Path, header: dict[str, Any], shards: Sequence[_Shard]) -> None:
     """Rewrite the manifest atomically, listing the shards whose folders are committed."""
-    listed = [{"name": s.name, "rows": s.n_rows, "first_row": s.first_row, "n_windows": len(s.windows)}
-              for s in shards if _committed(directory, s)]
+    listed = [
+        {"name": s.name, "rows": s.n_rows, "first_row": s.first_row, "n_windows": len(s.windows)}
+        for s in shards
+        if _committed(directory, s)
+    ]
     manifest = {**header, "shards": listed, "complete": len(listed) == header["n_shards"]}
     atomic_write_bytes(directory / MANIFEST, json.dumps(manifest, indent=1).encode())
 
@@ -367,8 +399,10 @@ class ActivationStore:
         for entry in self.manifest["shards"]:
             name = entry.get("name")
             if not isinstance(name, str) or not name.isascii() or not name.isdigit():  # never a path from the file
-                raise ValueError(f"{self.path / MANIFEST} lists a shard named {name!r}, but shard names are numbers "
-                                 "(00000, 00001, ...): the manifest is damaged or was edited; harvest again.")
+                raise ValueError(
+                    f"{self.path / MANIFEST} lists a shard named {name!r}, but shard names are numbers "
+                    "(00000, 00001, ...): the manifest is damaged or was edited; harvest again."
+                )
             folder = self.path / "shards" / name
             try:
                 a = np.load(folder / "acts.npy", mmap_mode="r", allow_pickle=False)
@@ -394,8 +428,10 @@ class ActivationStore:
 
     def __repr__(self) -> str:
         m = self.manifest
-        return (f"ActivationStore({str(self.path)!r}, {len(self):,} tokens x {m['d_model']}, {m['dtype']}, "
-                f"{m['model']} {m['site']}, {len(m['shards'])} shards)")
+        return (
+            f"ActivationStore({str(self.path)!r}, {len(self):,} tokens x {m['d_model']}, {m['dtype']}, "
+            f"{m['model']} {m['site']}, {len(m['shards'])} shards)"
+        )
 
     d_model = Activations.d_model
     torch = Activations.torch
@@ -406,8 +442,9 @@ class ActivationStore:
         """Rows per committed shard, in row order."""
         return [entry["rows"] for entry in self.manifest["shards"]]
 
-    def batches(self, batch_size: int, *, seed: int = 0, epoch: int = 0, buffer_shards: int = 4,
-                drop_last: bool = False) -> Iterator[Tensor]:
+    def batches(
+        self, batch_size: int, *, seed: int = 0, epoch: int = 0, buffer_shards: int = 4, drop_last: bool = False
+    ) -> Iterator[Tensor]:
         """One epoch of shuffled float32 batches ``[batch_size, d_model]`` with bounded memory.
 
         Shards are visited in a random order drawn from (seed, epoch); ``buffer_shards`` of them at a time are
@@ -421,8 +458,9 @@ class ActivationStore:
         order = rng.permutation(len(self.acts.parts))
         carry = np.empty((0, self.acts.shape[1]), dtype=np.float32)
         for b in range(0, len(order), buffer_shards):
-            buffer = np.concatenate([carry, *(np.asarray(self.acts.parts[s], dtype=np.float32)
-                                              for s in order[b : b + buffer_shards])])
+            buffer = np.concatenate(
+                [carry, *(np.asarray(self.acts.parts[s], dtype=np.float32) for s in order[b : b + buffer_shards])]
+            )
             buffer = buffer[rng.permutation(len(buffer))]
             full = len(buffer) - len(buffer) % batch_size
             for start in range(0, full, batch_size):

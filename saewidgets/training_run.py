@@ -72,7 +72,7 @@ class TrainingRun:
         if isinstance(self.layer, str) and self.layer not in ("middle", "late"):
             raise ValueError(f"layer={self.layer!r} is not a block index, 'middle' or 'late'.")
         if not isinstance(self.layer, str):
-            whole_number("layer", self.layer, -10**6)
+            whole_number("layer", self.layer, -(10**6))
         if self.n_tokens is not None:
             whole_number("n_tokens", self.n_tokens, 1)
         whole_number("context_len", self.context_len, 2)
@@ -112,8 +112,14 @@ def run_training(run: TrainingRun, config: TrainConfig) -> int:
     grouped = "RANK" in os.environ
     rank, world, device = init_process_group() if grouped else (0, 1, _default_device())
     try:
-        _harvest_train_save(run, config, rank, world, device,
-                            parallel=("latents" if run.shard_latents else "data") if grouped else "none")
+        _harvest_train_save(
+            run,
+            config,
+            rank,
+            world,
+            device,
+            parallel=("latents" if run.shard_latents else "data") if grouped else "none",
+        )
     finally:
         if grouped and dist.is_initialized():
             dist.destroy_process_group()
@@ -126,22 +132,45 @@ def _default_device() -> torch.device:
     return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
 
 
-def _harvest_train_save(run: TrainingRun, config: TrainConfig, rank: int, world: int, device: torch.device,
-                        parallel: Literal["none", "data", "latents"]) -> None:
+def _harvest_train_save(
+    run: TrainingRun,
+    config: TrainConfig,
+    rank: int,
+    world: int,
+    device: torch.device,
+    parallel: Literal["none", "data", "latents"],
+) -> None:
     from .models import load_model
     from .sae import save_sae, train_sae
     from .store import harvest_to_store
 
     model = load_model(run.model, device=device)
     train_docs, held_out = _split(_corpus(run.corpus), run.held_out_fraction, config.seed)
-    store = harvest_to_store(model, train_docs, run.store_dir, run.layer, n_tokens=run.n_tokens,
-                             context_len=run.context_len, shard_tokens=run.shard_tokens, resume=not run.restart,
-                             progress=rank == 0)
-    sae = train_sae(store, config=config, checkpoint_dir=run.checkpoints, resume=not run.restart,
-                    progress=rank == 0, device=device, parallel=parallel)
+    store = harvest_to_store(
+        model,
+        train_docs,
+        run.store_dir,
+        run.layer,
+        n_tokens=run.n_tokens,
+        context_len=run.context_len,
+        shard_tokens=run.shard_tokens,
+        resume=not run.restart,
+        progress=rank == 0,
+    )
+    sae = train_sae(
+        store,
+        config=config,
+        checkpoint_dir=run.checkpoints,
+        resume=not run.restart,
+        progress=rank == 0,
+        device=device,
+        parallel=parallel,
+    )
     if rank != 0:
         return
-    print(f"saved to {save_sae(sae, Path(run.out) / 'sae', format=run.format)}  ({world} rank{'s' if world > 1 else ''})")
+    print(
+        f"saved to {save_sae(sae, Path(run.out) / 'sae', format=run.format)}  ({world} rank{'s' if world > 1 else ''})"
+    )
     if held_out is not None:
         from .activations import harvest
         from .sae import evaluate_sae
@@ -163,8 +192,10 @@ def _split(corpus: Corpus, held_out_fraction: float, seed: int) -> tuple[Corpus,
     if held_out_fraction == 0:
         return corpus, None
     if len(corpus) < 2:
-        raise ValueError(f"The corpus has {len(corpus)} document(s), so none can be held out for evaluation: "
-                         "pass --held-out-fraction 0, or a corpus of several documents.")
+        raise ValueError(
+            f"The corpus has {len(corpus)} document(s), so none can be held out for evaluation: "
+            "pass --held-out-fraction 0, or a corpus of several documents."
+        )
     return corpus.split(held_out_fraction, seed=seed)
 
 

@@ -17,9 +17,20 @@ from saewidgets.analysis.stats import _FINE_BINS, FeatureStats
 from saewidgets.model import ModelHandle
 
 
-def reference_feature_stats(model, sae, acts, layer: int, top_k: int = 20, context: tuple[int, int] = (10, 4),
-                            n_quantile_bands: int = 5, samples_per_band: int = 5, n_bins: int = 40,
-                            batch_size: int = 1024, seed: int = 0, n_tokens: int | None = None) -> FeatureStats:
+def reference_feature_stats(
+    model,
+    sae,
+    acts,
+    layer: int,
+    top_k: int = 20,
+    context: tuple[int, int] = (10, 4),
+    n_quantile_bands: int = 5,
+    samples_per_band: int = 5,
+    n_bins: int = 40,
+    batch_size: int = 1024,
+    seed: int = 0,
+    n_tokens: int | None = None,
+) -> FeatureStats:
     before, after = context
     total = len(acts) if n_tokens is None else min(n_tokens, len(acts))
     acc = _Accumulator(n_features_of(sae), top_k, before, after, n_quantile_bands, samples_per_band, seed)
@@ -58,8 +69,9 @@ class _Accumulator:
         self.hist_range = torch.zeros(F)  # a power of two >= max once the feature has fired
         self.hist = torch.zeros(F, _FINE_BINS, dtype=torch.int64)
 
-    def _windows(self, f: torch.Tensor, rows: torch.Tensor, feats: torch.Tensor, tokens: torch.Tensor,
-                 docs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _windows(
+        self, f: torch.Tensor, rows: torch.Tensor, feats: torch.Tensor, tokens: torch.Tensor, docs: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids and activations ``[n, W]`` around buffer rows ``rows`` for features ``feats`` (same doc only)."""
         around = rows[:, None] + torch.arange(-self.before, self.after + 1)
         inside = (around >= 0) & (around < len(f))
@@ -113,7 +125,7 @@ class _Accumulator:
                 for d in doublings.unique().tolist():
                     sub = idx[doublings == d]
                     self.hist[sub] = _merge_bins(self.hist[sub], d)
-                    self.hist_range[sub] *= 2.0 ** d
+                    self.hist_range[sub] *= 2.0**d
         bins = (values / self.hist_range[feats] * _FINE_BINS).long().clamp(max=_FINE_BINS - 1)
         self.hist.view(-1).index_add_(0, feats * _FINE_BINS + bins, torch.ones_like(bins))
 
@@ -128,8 +140,9 @@ class _Accumulator:
     def _update_bands(self, f, rows, feats, values, tokens, docs) -> None:
         n_old = len(self.s_feat)
         keys = torch.rand(len(feats), generator=self.gen, dtype=torch.float64)
-        keep = self._select(torch.cat([self.s_feat, feats]), torch.cat([self.s_val, values]),
-                            torch.cat([self.s_key, keys]))
+        keep = self._select(
+            torch.cat([self.s_feat, feats]), torch.cat([self.s_val, values]), torch.cat([self.s_key, keys])
+        )
         old, new = keep[keep < n_old], keep[keep >= n_old] - n_old
         tok, act = self._windows(f, rows[new], feats[new], tokens, docs)
         self.s_feat = torch.cat([self.s_feat[old], feats[new]])
@@ -138,8 +151,9 @@ class _Accumulator:
         self.s_tok = torch.cat([self.s_tok[old], tok])
         self.s_act = torch.cat([self.s_act[old], act])
 
-    def finish(self, model: ModelHandle, fingerprint: str, model_name: str, layer: int, n_tokens: int,
-               n_bins: int) -> FeatureStats:
+    def finish(
+        self, model: ModelHandle, fingerprint: str, model_name: str, layer: int, n_tokens: int, n_bins: int
+    ) -> FeatureStats:
         F, nb, S, W = self.F, self.n_bands, self.per_band, self.W
         # final bands: re-select with the final max, then order each band by activation, highest first
         keep = self._select(self.s_feat, self.s_val, self.s_key)
@@ -161,13 +175,23 @@ class _Accumulator:
         token_strings = dict(zip(used, model.tokens_to_str(used)))
         fired = self.count.clamp(min=1)
         return FeatureStats(
-            fingerprint=fingerprint, model_name=model_name, layer=layer, n_tokens=n_tokens,
+            fingerprint=fingerprint,
+            model_name=model_name,
+            layer=layer,
+            n_tokens=n_tokens,
             context=(self.before, self.after),
-            density=(self.count / n_tokens).float(), max_act=self.max.clone(), mean_act=(self.total / fired).float(),
-            top_values=self.top_v.T.contiguous(), top_tokens=top_tokens,
+            density=(self.count / n_tokens).float(),
+            max_act=self.max.clone(),
+            mean_act=(self.total / fired).float(),
+            top_values=self.top_v.T.contiguous(),
+            top_tokens=top_tokens,
             top_acts=self.top_act.permute(1, 0, 2).contiguous(),
-            band_values=band_values.view(F, nb, S), band_tokens=band_tokens.view(F, nb, S, W),
-            band_acts=band_acts.view(F, nb, S, W), hist_counts=counts, hist_edges=edges, token_strings=token_strings,
+            band_values=band_values.view(F, nb, S),
+            band_tokens=band_tokens.view(F, nb, S, W),
+            band_acts=band_acts.view(F, nb, S, W),
+            hist_counts=counts,
+            hist_edges=edges,
+            token_strings=token_strings,
         )
 
 
@@ -181,8 +205,9 @@ def _merge_bins(hist: torch.Tensor, doublings: int) -> torch.Tensor:
     return out
 
 
-def _coarse_histogram(hist: torch.Tensor, hist_range: torch.Tensor, max_act: torch.Tensor,
-                      n_bins: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _coarse_histogram(
+    hist: torch.Tensor, hist_range: torch.Tensor, max_act: torch.Tensor, n_bins: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """At most ``n_bins`` bins per feature covering ``[0, ~max]``, made by summing runs of fine bins."""
     F = hist.shape[0]
     counts = torch.zeros(F, n_bins, dtype=torch.int64)
@@ -201,8 +226,11 @@ def _coarse_histogram(hist: torch.Tensor, hist_range: torch.Tensor, max_act: tor
 
 def _entries(values, tokens, acts) -> list[tuple]:
     """One feature's filled slots as comparable tuples, in a canonical order (equal values by their window)."""
-    out = [(v, tuple(t), tuple(round(a, 5) for a in window))
-           for v, t, window in zip(values.tolist(), tokens.tolist(), acts.tolist()) if v > 0]  # NaN > 0 is False
+    out = [
+        (v, tuple(t), tuple(round(a, 5) for a in window))
+        for v, t, window in zip(values.tolist(), tokens.tolist(), acts.tolist())
+        if v > 0
+    ]  # NaN > 0 is False
     return sorted(out, key=lambda e: (-e[0], e[1]))
 
 
@@ -225,8 +253,8 @@ def assert_same_stats(fast: FeatureStats, reference: FeatureStats, dense: torch.
             ours, theirs = [e for e in ours if e[0] > kth], [e for e in theirs if e[0] > kth]
         assert ours == theirs, f"top contexts of feature {i}"
         for b in range(fast.n_bands):
-            assert (_entries(fast.band_values[i, b], fast.band_tokens[i, b], fast.band_acts[i, b])
-                    == _entries(reference.band_values[i, b], reference.band_tokens[i, b], reference.band_acts[i, b])), \
-                f"band {b} of feature {i}"
+            assert _entries(fast.band_values[i, b], fast.band_tokens[i, b], fast.band_acts[i, b]) == _entries(
+                reference.band_values[i, b], reference.band_tokens[i, b], reference.band_acts[i, b]
+            ), f"band {b} of feature {i}"
     if not boundary_ties:
         assert fast.token_strings == reference.token_strings

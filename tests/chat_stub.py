@@ -54,7 +54,9 @@ class ChatStub:
                 if self.path != "/v1/chat/completions":
                     return self._send(404, {"error": {"message": f"no route {self.path}"}})
                 if self.headers.get("Authorization") != f"Bearer {KEY}":
-                    return self._send(401, {"error": {"message": "Incorrect API key provided", "code": "invalid_api_key"}})
+                    return self._send(
+                        401, {"error": {"message": "Incorrect API key provided", "code": "invalid_api_key"}}
+                    )
                 with stub.lock:
                     if stub.fail_next > 0:
                         stub.fail_next -= 1
@@ -62,9 +64,17 @@ class ChatStub:
                 if stub.mode == "not-json":
                     return self._send(200, b"<html>gateway says hello</html>", "text/html")
                 if stub.mode == "null-content":
-                    return self._send(200, {"id": "x", "object": "chat.completion", "model": body["model"],
-                                            "choices": [{"index": 0, "finish_reason": "stop",
-                                                         "message": {"role": "assistant", "content": None}}]})
+                    return self._send(
+                        200,
+                        {
+                            "id": "x",
+                            "object": "chat.completion",
+                            "model": body["model"],
+                            "choices": [
+                                {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": None}}
+                            ],
+                        },
+                    )
                 user = body["messages"][-1]["content"]
                 if user.startswith("Feature description:"):
                     examples = re.findall(r"^Example \d+: (.*)$", user, re.MULTILINE)
@@ -76,10 +86,19 @@ class ChatStub:
                         stub.explained += 1
                     marked = re.search(r"<<(.*?)>>", user)
                     content = f"Let me think.\n[EXPLANATION]: tokens like {marked.group(1).strip() if marked else '?'}"
-                self._send(200, {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                                 "choices": [{"index": 0, "finish_reason": "stop",
-                                              "message": {"role": "assistant", "content": content}}],
-                                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+                self._send(
+                    200,
+                    {
+                        "id": "x",
+                        "object": "chat.completion",
+                        "created": 0,
+                        "model": body["model"],
+                        "choices": [
+                            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
+                        ],
+                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                    },
+                )
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"

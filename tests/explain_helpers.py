@@ -16,7 +16,11 @@ def make_stats(features: list[list[list[str]]], fingerprint: str = "abc123", n_b
     sampled in the top band, the rest in the lower band."""
     vocab: dict[str, int] = {}
     F, k = len(features), max(1, max(len(f) for f in features))
-    top_values, top_tokens, top_acts = torch.zeros(F, k), torch.full((F, k, W), -1, dtype=torch.int32), torch.zeros(F, k, W)
+    top_values, top_tokens, top_acts = (
+        torch.zeros(F, k),
+        torch.full((F, k, W), -1, dtype=torch.int32),
+        torch.zeros(F, k, W),
+    )
     band_values = torch.full((F, n_bands, k), float("nan"))
     band_tokens, band_acts = torch.full((F, n_bands, k, W), -1, dtype=torch.int32), torch.zeros(F, n_bands, k, W)
     for i, contexts in enumerate(features):
@@ -33,13 +37,24 @@ def make_stats(features: list[list[list[str]]], fingerprint: str = "abc123", n_b
             band_tokens[i, band, slot], band_acts[i, band, slot] = top_tokens[i, j], top_acts[i, j]
     max_act = top_values[:, 0].clone()
     return FeatureStats(
-        fingerprint=fingerprint, model_name="hand-made", layer=1, n_tokens=1000, context=(BEFORE, AFTER),
-        density=(top_values > 0).sum(1).float() / 1000, max_act=max_act, mean_act=max_act * 0.9,
-        top_values=top_values, top_tokens=top_tokens, top_acts=top_acts, band_values=band_values,
-        band_tokens=band_tokens, band_acts=band_acts,
+        fingerprint=fingerprint,
+        model_name="hand-made",
+        layer=1,
+        n_tokens=1000,
+        context=(BEFORE, AFTER),
+        density=(top_values > 0).sum(1).float() / 1000,
+        max_act=max_act,
+        mean_act=max_act * 0.9,
+        top_values=top_values,
+        top_tokens=top_tokens,
+        top_acts=top_acts,
+        band_values=band_values,
+        band_tokens=band_tokens,
+        band_acts=band_acts,
         hist_counts=torch.ones(F, 4, dtype=torch.int64) * (max_act > 0)[:, None],
         hist_edges=torch.linspace(0, 1, 5).repeat(F, 1) * max_act[:, None],
-        token_strings={v: t for t, v in vocab.items()})
+        token_strings={v: t for t, v in vocab.items()},
+    )
 
 
 def make_effects(promoted: list[list[str]], fingerprint: str = "abc123") -> LogitEffects:
@@ -47,5 +62,6 @@ def make_effects(promoted: list[list[str]], fingerprint: str = "abc123") -> Logi
     vocab = {t: n for n, t in enumerate(dict.fromkeys(t for row in promoted for t in row))}
     ids = torch.tensor([[vocab[t] for t in row] for row in promoted])
     values = torch.linspace(1.0, 0.5, ids.shape[1]).repeat(len(promoted), 1)
-    return LogitEffects(ids, values, ids.flip(1), -values, token_strings={n: t for t, n in vocab.items()},
-                        fingerprint=fingerprint)
+    return LogitEffects(
+        ids, values, ids.flip(1), -values, token_strings={n: t for t, n in vocab.items()}, fingerprint=fingerprint
+    )

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 HOSTILE_TOKENS = [
-    "<img src=x onerror=\"window.__pwned=1\">",
+    '<img src=x onerror="window.__pwned=1">',
     "</script><script>window.__pwned=1</script>",
     "<script>window.__pwned=1</script>",
     "&lt;b&gt;",
@@ -21,8 +21,28 @@ HOSTILE_TOKENS = [
     "\"'`",
     "<!--",
 ]
-WORDS = ["the", " bridge", " golden", " gate", " fog", " San", " Francisco", " water", ",", ".", "\n", " a",
-         " red", " cable", " tower", " sea", " of", " in", " and", " city"]
+WORDS = [
+    "the",
+    " bridge",
+    " golden",
+    " gate",
+    " fog",
+    " San",
+    " Francisco",
+    " water",
+    ",",
+    ".",
+    "\n",
+    " a",
+    " red",
+    " cable",
+    " tower",
+    " sea",
+    " of",
+    " in",
+    " and",
+    " city",
+]
 
 
 @dataclass
@@ -108,8 +128,9 @@ def stats(n_features: int = 300, seed: int = 0) -> FakeStats:
     return FakeStats(density=density, max_act=rng.uniform(1, 20, size=n_features).astype(np.float32))
 
 
-def card(i: int, geo: FakeGeometry | None = None, st: FakeStats | None = None, hostile: bool = False,
-         n_top: int = 6) -> dict[str, Any]:
+def card(
+    i: int, geo: FakeGeometry | None = None, st: FakeStats | None = None, hostile: bool = False, n_top: int = 6
+) -> dict[str, Any]:
     """A feature card shaped like ``saewidgets.analysis.feature_card``'s."""
     rng = np.random.default_rng(1000 + i)
     max_act = float(st.max_act[i]) if st is not None else float(rng.uniform(1, 20))
@@ -121,8 +142,10 @@ def card(i: int, geo: FakeGeometry | None = None, st: FakeStats | None = None, h
         return {"tokens": toks, "acts": acts.round(3).tolist(), "center": 8, "value": float(acts[8])}
 
     top = [example(1.0 - 0.05 * k) for k in range(n_top)]
-    bands = [{"label": f"{lo:.2f}-{lo + 0.2:.2f} of max", "examples": [example(lo + 0.1) for _ in range(2)]}
-             for lo in (0.8, 0.6, 0.4, 0.2, 0.0)]
+    bands = [
+        {"label": f"{lo:.2f}-{lo + 0.2:.2f} of max", "examples": [example(lo + 0.1) for _ in range(2)]}
+        for lo in (0.8, 0.6, 0.4, 0.2, 0.0)
+    ]
     edges = np.linspace(0, max_act, 21)
     counts = (1000 * np.exp(-np.linspace(0, 6, 20))).astype(int)
     logit_tokens = tokens(10, seed=i, hostile=hostile)
@@ -157,10 +180,18 @@ def attribution(prompt_tokens: list[str], target: str, n_features: int = 300) ->
     rng = np.random.default_rng(sum(map(ord, target)))
     feats = rng.choice(n_features, size=12, replace=False)
     vals = np.sort(rng.normal(0, 1, size=12))[::-1]
-    rows = [{"feature": int(f), "attribution": float(v), "ablation": float(v * 0.8),
-             "positions": [{"position": int(p), "token": prompt_tokens[p], "attribution": float(v) / 2}
-                           for p in rng.choice(len(prompt_tokens), size=2, replace=False)]}
-            for f, v in zip(feats, vals)]
+    rows = [
+        {
+            "feature": int(f),
+            "attribution": float(v),
+            "ablation": float(v * 0.8),
+            "positions": [
+                {"position": int(p), "token": prompt_tokens[p], "attribution": float(v) / 2}
+                for p in rng.choice(len(prompt_tokens), size=2, replace=False)
+            ],
+        }
+        for f, v in zip(feats, vals)
+    ]
     rows.sort(key=lambda r: -abs(r["attribution"]))
     return FakeAttribution(tokens=list(prompt_tokens), target=target, rows=rows)
 

@@ -40,8 +40,10 @@ PROMPT = "The Eiffel Tower is in the city of"
 
 def make_sae(d_model: int, n_features: int = 64, k: int = 6, seed: int = 0) -> SAE:
     """A random TopK SAE on the tiny models' last block (random weights fire on everything a little)."""
-    sae = SAE(SAEConfig(d_in=d_model, n_features=n_features, architecture="topk", k=k, layer=LAYER),
-              generator=torch.Generator().manual_seed(seed))
+    sae = SAE(
+        SAEConfig(d_in=d_model, n_features=n_features, architecture="topk", k=k, layer=LAYER),
+        generator=torch.Generator().manual_seed(seed),
+    )
     return sae.eval()
 
 
@@ -68,6 +70,7 @@ def dense_features(sae, acts) -> torch.Tensor:
 
 # -- statistics -------------------------------------------------------------------------------------------------
 
+
 def test_streamed_top_contexts_equal_brute_force(tiny, sae, acts, stats):
     f = dense_features(sae, acts)
     for i in range(sae.cfg.n_features):
@@ -80,11 +83,16 @@ def test_streamed_top_contexts_equal_brute_force(tiny, sae, acts, stats):
             # example must match one of the rows holding its value
             rows = (column - example["value"]).abs().le(1e-6).nonzero().flatten().tolist()
             windows = [acts.context(row, 3, 2) for row in rows]
-            expected = [(tiny.tokens_to_str(acts.token_ids[w]), list(w).index(row), column[w].tolist())
-                        for row, w in zip(rows, windows)]
-            assert any(example["tokens"] == tokens and example["center"] == center
-                       and np.allclose(example["acts"], window_acts, atol=1e-5)
-                       for tokens, center, window_acts in expected)
+            expected = [
+                (tiny.tokens_to_str(acts.token_ids[w]), list(w).index(row), column[w].tolist())
+                for row, w in zip(rows, windows)
+            ]
+            assert any(
+                example["tokens"] == tokens
+                and example["center"] == center
+                and np.allclose(example["acts"], window_acts, atol=1e-5)
+                for tokens, center, window_acts in expected
+            )
 
 
 def test_density_max_mean_and_histogram_equal_brute_force(sae, acts, stats):
@@ -117,8 +125,9 @@ def test_band_samples_lie_in_their_band(sae, stats):
 
 
 def test_stats_from_texts_equal_stats_from_activations(tiny, sae, acts, stats):
-    from_texts = feature_stats(tiny, sae, _TRAINING_TEXT, top_k=5, context=(3, 2), n_bins=8, batch_size=13,
-                               progress=False)
+    from_texts = feature_stats(
+        tiny, sae, _TRAINING_TEXT, top_k=5, context=(3, 2), n_bins=8, batch_size=13, progress=False
+    )
     assert torch.equal(from_texts.top_values, stats.top_values)
     assert torch.equal(from_texts.top_tokens, stats.top_tokens)
 
@@ -131,9 +140,16 @@ def acts_with_repeats(tiny_gemma):
 
 def sae_of(architecture: str, d_model: int, acts) -> SAE:
     """A random SAE of ``architecture`` whose last 4 features never fire (thresholds: ~20% of tokens fire)."""
-    sae = SAE(SAEConfig(d_in=d_model, n_features=48, architecture=architecture,
-                        k=6 if architecture in ("topk", "batchtopk") else None, layer=LAYER),
-              generator=torch.Generator().manual_seed(1)).eval()
+    sae = SAE(
+        SAEConfig(
+            d_in=d_model,
+            n_features=48,
+            architecture=architecture,
+            k=6 if architecture in ("topk", "batchtopk") else None,
+            layer=LAYER,
+        ),
+        generator=torch.Generator().manual_seed(1),
+    ).eval()
     with torch.no_grad():
         sae.b_enc[-4:] = -1e4
         if architecture in ("jumprelu", "batchtopk"):
@@ -144,10 +160,17 @@ def sae_of(architecture: str, d_model: int, acts) -> SAE:
 SMALL_TABLES = dict(top_k=2, context=(0, 0), n_quantile_bands=3, samples_per_band=1, batch_size=7, seed=3)
 
 
-@pytest.mark.parametrize(("architecture", "settings"), [
-    *((arch, dict(top_k=5, context=(3, 2), n_bins=8, batch_size=13)) for arch in ("topk", "relu", "jumprelu",
-                                                                                  "batchtopk")),
-    ("topk", SMALL_TABLES), ("jumprelu", SMALL_TABLES)])
+@pytest.mark.parametrize(
+    ("architecture", "settings"),
+    [
+        *(
+            (arch, dict(top_k=5, context=(3, 2), n_bins=8, batch_size=13))
+            for arch in ("topk", "relu", "jumprelu", "batchtopk")
+        ),
+        ("topk", SMALL_TABLES),
+        ("jumprelu", SMALL_TABLES),
+    ],
+)
 def test_fast_statistics_equal_the_dense_reference(tiny_gemma, acts_with_repeats, architecture, settings):
     """The pass from (index, value) pairs (TopK) or the non-zeros (the rest) equals the dense pass it replaced,
     ties and never-firing features included; small tables make entries leave them often."""
@@ -171,8 +194,14 @@ def test_equal_top_activations_keep_the_earliest_token_first(tiny, batch_size):
     x = rng.normal(size=(40, tiny.d_model)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     x[25] = x[5]
-    acts = Activations(x, np.arange(40, dtype=np.int32) + 100, np.zeros(40, dtype=np.int32),
-                       np.arange(40, dtype=np.int32), tiny.name, LAYER)
+    acts = Activations(
+        x,
+        np.arange(40, dtype=np.int32) + 100,
+        np.zeros(40, dtype=np.int32),
+        np.arange(40, dtype=np.int32),
+        tiny.name,
+        LAYER,
+    )
     sae = SAE(SAEConfig(d_in=tiny.d_model, n_features=2, architecture="relu", layer=LAYER)).eval()
     with torch.no_grad():
         sae.W_enc.zero_()
@@ -220,8 +249,20 @@ def test_feature_card_follows_the_schema_and_is_json(tiny, sae, stats, tmp_path)
     geometry = feature_geometry(sae, cache_dir=tmp_path)
     i = int(stats.density.argmax())
     card = json.loads(json.dumps(feature_card(stats, i, effects, geometry)))
-    assert set(card) == {"feature", "density", "max_act", "mean_act", "top", "quantiles", "histogram", "promoted",
-                         "suppressed", "logit_unit", "neighbours", "label"}
+    assert set(card) == {
+        "feature",
+        "density",
+        "max_act",
+        "mean_act",
+        "top",
+        "quantiles",
+        "histogram",
+        "promoted",
+        "suppressed",
+        "logit_unit",
+        "neighbours",
+        "label",
+    }
     assert card["feature"] == i and card["top"] and set(card["top"][0]) == {"tokens", "acts", "center", "value"}
     assert card["quantiles"][0]["label"] == "0.80-1.00 of max"
     assert len(card["histogram"]["edges"]) == len(card["histogram"]["counts"]) + 1
@@ -231,6 +272,7 @@ def test_feature_card_follows_the_schema_and_is_json(tiny, sae, stats, tmp_path)
 
 
 # -- logit effects ------------------------------------------------------------------------------------------------
+
 
 def test_logit_effects_equal_brute_force(tiny, sae):
     effects = logit_effects(tiny, sae, k=5, batch_size=7, progress=False)
@@ -254,6 +296,7 @@ def test_logit_effects_cache_round_trip(tiny, sae, tmp_path):
 
 
 # -- attribution -------------------------------------------------------------------------------------------------
+
 
 def reference_attribution(model, sae, prompt: str, target: int, ablate: list[int]):
     """Activation x gradient and ablation effects with a plain forward hook and autograd (no nnsight)."""
@@ -341,13 +384,18 @@ def test_bad_targets_and_prompts_are_refused(tiny, sae):
         attribute(tiny, sae, PROMPT, target=10**9)
     with pytest.raises(ValueError, match="empty"):
         attribute(tiny, sae, PROMPT, target="")
-    for call in (lambda: attribute(tiny, sae, "", target=5), lambda: steer(tiny, sae, "  ", {0: 1.0}, units="activation"),
-                 lambda: features_active_on(tiny, sae, ""), lambda: token_activations(tiny, sae, "")):
+    for call in (
+        lambda: attribute(tiny, sae, "", target=5),
+        lambda: steer(tiny, sae, "  ", {0: 1.0}, units="activation"),
+        lambda: features_active_on(tiny, sae, ""),
+        lambda: token_activations(tiny, sae, ""),
+    ):
         with pytest.raises(ValueError, match="empty"):
             call()
 
 
 # -- search ----------------------------------------------------------------------------------------------------
+
 
 def test_search_contexts_ranks_by_fraction_of_top_contexts(stats):
     hits = search_contexts(stats, "golden gate")
@@ -366,8 +414,10 @@ def test_search_beyond_the_query_skips_contexts_that_fire_on_the_query_itself(st
     every = {h["feature"]: h["fraction"] for h in search_contexts(stats, "Gate", n=64)}
     assert set(beyond) <= set(every) and all(beyond[i] <= every[i] for i in beyond)
     for i in beyond:
-        assert any(ex["tokens"][ex["center"]].strip() != "Gate" and "Gate" in "".join(ex["tokens"])
-                   for ex in stats.top_examples(i))
+        assert any(
+            ex["tokens"][ex["center"]].strip() != "Gate" and "Gate" in "".join(ex["tokens"])
+            for ex in stats.top_examples(i)
+        )
 
 
 def test_features_active_on_a_span_are_those_firing_there(tiny, sae, stats):
@@ -397,6 +447,7 @@ def test_token_activations_shape_and_default_features(tiny, sae):
 
 # -- geometry --------------------------------------------------------------------------------------------------
 
+
 def test_geometry_is_deterministic_with_a_seed_and_cached(tiny, sae, tmp_path):
     a = feature_geometry(sae, seed=3, cache_dir=tmp_path / "a")
     b = feature_geometry(sae, seed=3, cache_dir=tmp_path / "b")
@@ -419,6 +470,7 @@ def test_neighbours_are_the_highest_decoder_cosines(sae, tmp_path):
 
 
 # -- steering --------------------------------------------------------------------------------------------------
+
 
 def test_clamping_to_the_natural_activation_reproduces_the_default_text(tiny, sae):
     # A feature that can never fire (its encoder bias far below any pre-activation) has natural activation 0 on
@@ -466,17 +518,24 @@ def test_repetition_penalty_reaches_generate(tiny, sae):
     pad = tiny.tokenizer.pad_token_id if tiny.tokenizer.pad_token_id is not None else tiny.tokenizer.eos_token_id
     for penalty in (1.0, 3.0):
         with torch.no_grad():
-            plain = tiny.hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, min_new_tokens=8,
-                                     do_sample=False, repetition_penalty=penalty, pad_token_id=pad)
-        result = steer(tiny, sae, prompt, {0: 0.0}, units="activation", max_new_tokens=8,
-                       repetition_penalty=penalty)
-        assert result.default == [tiny.tokenizer.decode(plain[0, ids.shape[1]:], skip_special_tokens=True)]
+            plain = tiny.hf.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=8,
+                min_new_tokens=8,
+                do_sample=False,
+                repetition_penalty=penalty,
+                pad_token_id=pad,
+            )
+        result = steer(tiny, sae, prompt, {0: 0.0}, units="activation", max_new_tokens=8, repetition_penalty=penalty)
+        assert result.default == [tiny.tokenizer.decode(plain[0, ids.shape[1] :], skip_special_tokens=True)]
         assert result.settings["repetition_penalty"] == penalty
     with pytest.raises(ValueError, match="repetition_penalty"):
         steer(tiny, sae, prompt, {0: 0.0}, units="activation", repetition_penalty=0.0)
 
 
 # -- output scores ----------------------------------------------------------------------------------------------
+
 
 def reference_output_score(model, sae, prompt: str, feature: int, value: float, token_ids: list[int]) -> float:
     """Mean over the prompt's tokens (BOS aside) of the rise in log p(next token in ``token_ids``) when ``feature``
@@ -533,22 +592,44 @@ def test_steering_search_returns_only_features_whose_trials_succeeded(tiny, sae,
     prompts, multiples, terms = ["The fog", "I went for a walk and saw"], (1.0, 3.0), ["the", "bridge", "a"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        hits = steering_search(tiny, sae, stats, "the", n=8, terms=terms, candidates=6, shortlist=3,
-                               multiples=multiples, prompts=prompts, max_new_tokens=6, progress=False)
-    candidates = sorted({h["feature"] for b in (False, True)
-                         for h in search_contexts(stats, "the", n=6, beyond_query=b)})
+        hits = steering_search(
+            tiny,
+            sae,
+            stats,
+            "the",
+            n=8,
+            terms=terms,
+            candidates=6,
+            shortlist=3,
+            multiples=multiples,
+            prompts=prompts,
+            max_new_tokens=6,
+            progress=False,
+        )
+    candidates = sorted(
+        {h["feature"] for b in (False, True) for h in search_contexts(stats, "the", n=6, beyond_query=b)}
+    )
     # output scores are measured at the strongest multiple; the shortlist is the best three of them
-    scores = dict(zip(candidates, output_scores(tiny, sae, stats, candidates, terms, 3.0, prompts,
-                                                progress=False).tolist()))
+    scores = dict(
+        zip(candidates, output_scores(tiny, sae, stats, candidates, terms, 3.0, prompts, progress=False).tolist())
+    )
     shortlist = sorted(scores, key=lambda f: -scores[f])[:3]
     # each shortlisted feature's best trial, recomputed here with steer() and judged against the defaults
     default = generate(tiny, prompts, max_new_tokens=6)
     fluency = calibrate_fluency(tiny, prompts, max_new_tokens=6, default=default)
     best = {}
     for f in shortlist:
-        rates = {m: judge_steering(tiny, prompts, default, steer(tiny, sae, prompts, {f: m}, stats=stats,
-                                   max_new_tokens=6, include_default=False).steered, terms, fluency).rate
-                 for m in multiples}
+        rates = {
+            m: judge_steering(
+                tiny,
+                prompts,
+                default,
+                steer(tiny, sae, prompts, {f: m}, stats=stats, max_new_tokens=6, include_default=False).steered,
+                terms,
+                fluency,
+            ).rate
+            for m in multiples
+        }
         top = max(rates.values())
         best[f] = (top, min(m for m in multiples if rates[m] == top))
     expected = sorted((f for f in shortlist if best[f][0] > 0), key=lambda f: (-best[f][0], -scores[f]))
@@ -562,8 +643,18 @@ def test_steering_search_returns_only_features_whose_trials_succeeded(tiny, sae,
 
 def test_steering_search_warns_and_returns_nothing_when_no_trial_succeeds(tiny, sae, stats):
     with pytest.warns(UserWarning, match="No feature steered toward 'the'.*output score"):
-        hits = steering_search(tiny, sae, stats, "the", terms="Zanzibarquetzal", candidates=4, shortlist=2,
-                               prompts=["The fog"], max_new_tokens=4, progress=False)
+        hits = steering_search(
+            tiny,
+            sae,
+            stats,
+            "the",
+            terms="Zanzibarquetzal",
+            candidates=4,
+            shortlist=2,
+            prompts=["The fog"],
+            max_new_tokens=4,
+            progress=False,
+        )
     assert hits == []
     with pytest.warns(UserWarning, match="nothing to try"):
         assert steering_search(tiny, sae, stats, "no context says this", terms="bridge", progress=False) == []

@@ -35,17 +35,33 @@ def version(kind: str, v: int, size: int = 1):
         return obj, lambda path, **kw: save_sae(obj, path, **kw), lambda path: load_sae(path).fingerprint()
     if kind == "activations":
         rows = 64 * size
-        obj = Activations(np.full((rows, 16), v, np.float32), np.zeros(rows, np.int32), np.zeros(rows, np.int32),
-                          np.arange(rows, dtype=np.int32))
+        obj = Activations(
+            np.full((rows, 16), v, np.float32),
+            np.zeros(rows, np.int32),
+            np.zeros(rows, np.int32),
+            np.arange(rows, dtype=np.int32),
+        )
         return obj, lambda path, **kw: obj.save(path, **kw), lambda path: float(Activations.load(path).acts[-1, -1])
     F, k, W, nb, S = 16 * size, 2, 3, 2, 2
     obj = FeatureStats(
-        fingerprint=f"v{v}", model_name="m", layer=0, n_tokens=1, context=(1, 1), density=torch.full((F,), float(v)),
-        max_act=torch.ones(F), mean_act=torch.zeros(F), top_values=torch.zeros(F, k),
-        top_tokens=torch.zeros(F, k, W, dtype=torch.int32), top_acts=torch.zeros(F, k, W),
-        band_values=torch.zeros(F, nb, S), band_tokens=torch.zeros(F, nb, S, W, dtype=torch.int32),
-        band_acts=torch.zeros(F, nb, S, W), hist_counts=torch.zeros(F, 4, dtype=torch.int64),
-        hist_edges=torch.zeros(F, 5), token_strings={0: "a"})
+        fingerprint=f"v{v}",
+        model_name="m",
+        layer=0,
+        n_tokens=1,
+        context=(1, 1),
+        density=torch.full((F,), float(v)),
+        max_act=torch.ones(F),
+        mean_act=torch.zeros(F),
+        top_values=torch.zeros(F, k),
+        top_tokens=torch.zeros(F, k, W, dtype=torch.int32),
+        top_acts=torch.zeros(F, k, W),
+        band_values=torch.zeros(F, nb, S),
+        band_tokens=torch.zeros(F, nb, S, W, dtype=torch.int32),
+        band_acts=torch.zeros(F, nb, S, W),
+        hist_counts=torch.zeros(F, 4, dtype=torch.int64),
+        hist_edges=torch.zeros(F, 5),
+        token_strings={0: "a"},
+    )
     return obj, lambda path, **kw: obj.save(path, **kw), lambda path: FeatureStats.load(path).fingerprint
 
 
@@ -74,8 +90,11 @@ def test_saving_into_a_users_folder_is_refused_and_deletes_nothing(kind, tmp_pat
     """The issue's repro: the save used to swap the whole folder in, deleting notes.txt and src/."""
     proj = user_project(tmp_path / "proj")
     _, save, _ = version(kind, 1)
-    with pytest.raises(FileExistsError, match=r"proj already holds files that saewidgets did not write "
-                                              r"\(notes\.txt, src\).*overwrite=True"):
+    with pytest.raises(
+        FileExistsError,
+        match=r"proj already holds files that saewidgets did not write "
+        r"\(notes\.txt, src\).*overwrite=True",
+    ):
         save(proj)
     assert listing(proj) == ["notes.txt", "src"]
     assert_user_files_intact(proj)
@@ -136,8 +155,9 @@ def test_an_edited_manifest_never_makes_a_save_delete_elsewhere(tmp_path):
     outside.write_text("keep me")
     sae, _, _ = version("sae", 1)
     folder = save_sae(sae, tmp_path / "sae")
-    (folder / MANIFEST).write_text(json.dumps({"written_by": "saewidgets",
-                                               "files": ["../precious.txt", "/etc/hostname", "..", "sae.safetensors"]}))
+    (folder / MANIFEST).write_text(
+        json.dumps({"written_by": "saewidgets", "files": ["../precious.txt", "/etc/hostname", "..", "sae.safetensors"]})
+    )
     save_sae(sae, folder, format="saelens")
     assert outside.read_text() == "keep me"
     assert listing(folder) == sorted([MANIFEST, "cfg.json", "config.json", "sae_weights.safetensors"])
@@ -204,8 +224,12 @@ KILL_CHILD = """
 
 
 def killed_save(kind: str, path: Path, when: str) -> None:
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(KILL_CHILD), str(Path(__file__).parent), kind,
-                           str(path), when], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(KILL_CHILD), str(Path(__file__).parent), kind, str(path), when],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr[-3000:]
 
 
@@ -291,10 +315,17 @@ def test_a_real_full_disk_is_reported_in_words_and_keeps_the_previous_version(tm
     readonly.mkdir()
     child = tmp_path / "child.py"
     child.write_text(textwrap.dedent(TMPFS_CHILD))
-    script = (f"mount -t tmpfs -o size=1m tmpfs {full} && mount -t tmpfs -o ro,size=1m tmpfs {readonly} && "
-              f"exec {sys.executable} {child} {Path(__file__).parent} {full} {readonly}")
-    proc = subprocess.run([unshare, "--user", "--map-root-user", "--mount", "sh", "-c", script],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    script = (
+        f"mount -t tmpfs -o size=1m tmpfs {full} && mount -t tmpfs -o ro,size=1m tmpfs {readonly} && "
+        f"exec {sys.executable} {child} {Path(__file__).parent} {full} {readonly}"
+    )
+    proc = subprocess.run(
+        [unshare, "--user", "--map-root-user", "--mount", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
     if proc.returncode != 0 and "mount" in proc.stderr and "Traceback" not in proc.stderr:
         pytest.skip(f"mounting a tmpfs is not permitted here: {proc.stderr.strip()[-300:]}")
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
@@ -304,8 +335,9 @@ def test_a_real_full_disk_is_reported_in_words_and_keeps_the_previous_version(tm
         assert "[Errno 28] The disk is full" in line and f"could not write {full / kind}" in line, line
         assert "the previous" in line and "is intact" in line, line
     readonly_lines = [x for x in lines if x.startswith("readonly |")]
-    assert len(readonly_lines) == 2 and all("checkpoint_dir=" in x and "cannot be written" in x
-                                            for x in readonly_lines), lines
+    assert len(readonly_lines) == 2 and all(
+        "checkpoint_dir=" in x and "cannot be written" in x for x in readonly_lines
+    ), lines
 
 
 def test_check_writable_dir_names_the_argument_and_what_is_wrong(tmp_path):

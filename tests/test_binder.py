@@ -22,8 +22,9 @@ def _repo2docker() -> str:
 
 
 def test_repo2docker_reads_binder_folder():
-    result = subprocess.run([_repo2docker(), "--no-build", "--debug", "--no-run", str(ROOT)],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [_repo2docker(), "--no-build", "--debug", "--no-run", str(ROOT)], capture_output=True, text=True, timeout=300
+    )
     dockerfile = result.stdout + result.stderr
     assert result.returncode == 0, dockerfile[-3000:]
     assert 'pip install --no-cache-dir -r "binder/requirements.txt"' in dockerfile

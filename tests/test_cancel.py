@@ -36,8 +36,10 @@ class SetAfter:
 @pytest.fixture(scope="module")
 def setup():
     model = tiny_model("gpt2", seed=3)
-    sae = SAE(SAEConfig(d_in=model.d_model, n_features=32, architecture="topk", k=4, layer=1,
-                        model_name=model.name), torch.Generator().manual_seed(0))
+    sae = SAE(
+        SAEConfig(d_in=model.d_model, n_features=32, architecture="topk", k=4, layer=1, model_name=model.name),
+        torch.Generator().manual_seed(0),
+    )
     stats = analysis.feature_stats(model, sae, TEXTS, top_k=3, progress=False)
     return model, sae, stats
 
@@ -117,8 +119,15 @@ def test_every_generation_entry_point_takes_the_signal(setup, call):
         if call == "generate":
             analysis.generate(model, PROMPT, max_new_tokens=3, cancel=stop)
         else:
-            vector = analysis.SteeringVector(direction=sae.W_dec[0].detach(), norm=1.0, median_norm=1.0, layer=1,
-                                             model_name=model.name, n_concept=1, n_other=1)
+            vector = analysis.SteeringVector(
+                direction=sae.W_dec[0].detach(),
+                norm=1.0,
+                median_norm=1.0,
+                layer=1,
+                model_name=model.name,
+                n_concept=1,
+                n_other=1,
+            )
             analysis.steer_vector(model, PROMPT, vector, alpha=1.0, max_new_tokens=3, cancel=stop)
 
 
@@ -154,15 +163,15 @@ class SetOnceExists:
         return self.seen >= self.n
 
 
-def test_the_demo_pipeline_stops_inside_harvest_and_training_and_caches_nothing_partial(setup, tmp_path,
-                                                                                       monkeypatch):
+def test_the_demo_pipeline_stops_inside_harvest_and_training_and_caches_nothing_partial(setup, tmp_path, monkeypatch):
     from saewidgets.demo import pipeline
     from saewidgets.demo.settings import DemoSettings
 
     monkeypatch.setenv("SAEWIDGETS_CACHE", str(tmp_path))
     model = setup[0]
-    settings = DemoSettings(model="tiny-gpt2", layer=1, n_tokens=3000, context_len=32, n_features=64, k=4,
-                            n_steps=50, batch_size=64)
+    settings = DemoSettings(
+        model="tiny-gpt2", layer=1, n_tokens=3000, context_len=32, n_features=64, k=4, n_steps=50, batch_size=64
+    )
     folder = pipeline.cache_dir("demo", settings.key())
     with pytest.raises(Cancelled, match="harvest"):
         pipeline.demo_artifacts(settings, model=model, progress=False, cancel=SetAfter(2))

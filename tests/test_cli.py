@@ -13,8 +13,22 @@ import pytest
 from saewidgets.cli import build_parser, main
 from saewidgets.sae import load_sae
 
-TINY = ["--model", "tiny-gpt2", "--layer", "1", "--n-tokens", "1500", "--n-features", "64", "--k", "4",
-        "--n-steps", "20", "--batch-size", "128"]
+TINY = [
+    "--model",
+    "tiny-gpt2",
+    "--layer",
+    "1",
+    "--n-tokens",
+    "1500",
+    "--n-features",
+    "64",
+    "--k",
+    "4",
+    "--n-steps",
+    "20",
+    "--batch-size",
+    "128",
+]
 
 
 def test_train_command_saves_an_sae_and_prints_its_metrics(tmp_path, capsys):
@@ -32,13 +46,41 @@ def test_train_command_writes_saelens_format(tmp_path):
 
 
 # Every option of `saewidgets train` set away from its default (small enough to train in seconds on tiny-gpt2).
-EVERY_RUN_OPTION = dict(model="tiny-gpt2", layer=1, n_tokens=1200, context_len=32, held_out_fraction=0.1,
-                        eval_tokens=300, shard_tokens=500, format="saelens", shard_latents=False, restart=True)
+EVERY_RUN_OPTION = dict(
+    model="tiny-gpt2",
+    layer=1,
+    n_tokens=1200,
+    context_len=32,
+    held_out_fraction=0.1,
+    eval_tokens=300,
+    shard_tokens=500,
+    format="saelens",
+    shard_latents=False,
+    restart=True,
+)
 EVERY_TRAIN_OPTION = dict(
-    arch="batchtopk", n_features=64, k=4, n_steps=4, batch_size=64, lr=2e-3, lr_warmup_steps=2, lr_decay_fraction=0.5,
-    l1=3.0, sparsity_warmup_fraction=0.1, l0=2.0, jumprelu_bandwidth=0.1, jumprelu_init_threshold=0.2, aux_k=8,
-    aux_coefficient=0.05, dead_after_tokens=5000, threshold_momentum=0.02, sparse_kernels=False, grad_clip=0.5,
-    seed=3, n_scale_samples=500, checkpoint_every=4,
+    arch="batchtopk",
+    n_features=64,
+    k=4,
+    n_steps=4,
+    batch_size=64,
+    lr=2e-3,
+    lr_warmup_steps=2,
+    lr_decay_fraction=0.5,
+    l1=3.0,
+    sparsity_warmup_fraction=0.1,
+    l0=2.0,
+    jumprelu_bandwidth=0.1,
+    jumprelu_init_threshold=0.2,
+    aux_k=8,
+    aux_coefficient=0.05,
+    dead_after_tokens=5000,
+    threshold_momentum=0.02,
+    sparse_kernels=False,
+    grad_clip=0.5,
+    seed=3,
+    n_scale_samples=500,
+    checkpoint_every=4,
 )
 
 
@@ -49,10 +91,18 @@ def _every_option(tmp_path):
     from saewidgets.training_run import TrainingRun
 
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n\n".join(f"Document {i}: the Golden Gate Bridge spans the bay, and ferries cross it." * 20
-                                   for i in range(24)))
-    run = TrainingRun(out=str(tmp_path / "run"), corpus=str(corpus), store=str(tmp_path / "acts"),
-                      checkpoint_dir=str(tmp_path / "ckpt"), **EVERY_RUN_OPTION)
+    corpus.write_text(
+        "\n\n".join(
+            f"Document {i}: the Golden Gate Bridge spans the bay, and ferries cross it." * 20 for i in range(24)
+        )
+    )
+    run = TrainingRun(
+        out=str(tmp_path / "run"),
+        corpus=str(corpus),
+        store=str(tmp_path / "acts"),
+        checkpoint_dir=str(tmp_path / "ckpt"),
+        **EVERY_RUN_OPTION,
+    )
     config = TrainConfig(**EVERY_TRAIN_OPTION)
     changed = {f.name for f in fields(run) if getattr(run, f.name) != f.default}
     changed |= {f.name for f in fields(config) if getattr(config, f.name) != f.default}
@@ -91,8 +141,13 @@ def test_every_train_option_reaches_the_trainer_in_one_process(tmp_path, capsys)
 def test_every_train_option_reaches_the_trainer_on_two_processes(tmp_path):
     run, config, options = _every_option(tmp_path)
     exe = Path(sys.executable).with_name("saewidgets")
-    done = subprocess.run([str(exe), "train", "--distributed", "2", *options], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(
+        [str(exe), "train", "--distributed", "2", *options],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     _check_every_option_arrived(run, config)
     assert load_sae(Path(run.out) / "sae").cfg.provenance["data_parallel_ranks"] == 2
@@ -116,7 +171,7 @@ def test_the_launched_ranks_get_exactly_the_parsed_options(tmp_path, monkeypatch
     launched = []
     monkeypatch.setattr(cli, "_launch", lambda n, argv: launched.append((n, argv)) or 0)
     assert main(["train", "--distributed", "3", *options]) == 0
-    (n, argv), = launched
+    ((n, argv),) = launched
     assert n == 3 and train_configs(train_parser(distributed=False).parse_args(argv)) == (run, config)
 
 
@@ -126,16 +181,19 @@ def test_every_train_option_has_help_from_its_docstring():
     assert "Rows per store shard. (default: 262144)" in help_text
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--lr", "-1"], "lr=-1.0 is out of range"),
-    (["--lr", "nan"], "lr=nan is not a finite number"),
-    (["--l1", "-5"], "l1=-5.0 is out of range"),
-    (["--checkpoint-every", "-1"], "checkpoint_every=-1 is too small"),
-    (["--distributed", "0"], "--distributed 0: pass the number of processes"),
-    (["--held-out-fraction", "1"], "held_out_fraction=1"),
-    (["--shard-latents", "--arch", "relu"], "--shard-latents trains TopK SAEs only"),
-    (["--model", "./no/such/model"], "No model folder at './no/such/model'"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--lr", "-1"], "lr=-1.0 is out of range"),
+        (["--lr", "nan"], "lr=nan is not a finite number"),
+        (["--l1", "-5"], "l1=-5.0 is out of range"),
+        (["--checkpoint-every", "-1"], "checkpoint_every=-1 is too small"),
+        (["--distributed", "0"], "--distributed 0: pass the number of processes"),
+        (["--held-out-fraction", "1"], "held_out_fraction=1"),
+        (["--shard-latents", "--arch", "relu"], "--shard-latents trains TopK SAEs only"),
+        (["--model", "./no/such/model"], "No model folder at './no/such/model'"),
+    ],
+)
 def test_train_command_errors_are_one_line_naming_the_option(tmp_path, capsys, argv, message):
     assert main(["train", "--out", str(tmp_path / "run"), *argv]) == 1
     err = capsys.readouterr().err

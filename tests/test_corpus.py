@@ -52,8 +52,19 @@ def test_demo_corpus_content():
     assert text.count("San Francisco") >= 200
     assert len(set(corpus.langs)) >= 5
     topics = Counter(corpus.topics)
-    for topic in ("golden_gate", "landmarks", "cities_transit", "code", "multilingual", "honesty", "science",
-                  "sports", "everyday", "music", "emotions"):
+    for topic in (
+        "golden_gate",
+        "landmarks",
+        "cities_transit",
+        "code",
+        "multilingual",
+        "honesty",
+        "science",
+        "sports",
+        "everyday",
+        "music",
+        "emotions",
+    ):
         assert topics[topic] >= 10, topic
     code = "\n".join(corpus.filter(topic="code"))
     for hole in ("SQL injection", "Buffer overflow", "XSS", "Hard-coded", "Off-by-one"):
@@ -67,8 +78,12 @@ def test_demo_corpus_content():
 
 # -- Corpus operations -----------------------------------------------------------------------------------------
 def small_corpus(n: int = 20) -> Corpus:
-    return Corpus([Document(text=f"document {i}", id=f"d{i}", topic="a" if i % 2 else "b",
-                            lang="en" if i % 3 else "fr") for i in range(n)])
+    return Corpus(
+        [
+            Document(text=f"document {i}", id=f"d{i}", topic="a" if i % 2 else "b", lang="en" if i % 3 else "fr")
+            for i in range(n)
+        ]
+    )
 
 
 def test_split_is_deterministic_and_disjoint():

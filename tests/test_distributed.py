@@ -49,8 +49,9 @@ train_sae_distributed(store, checkpoint_dir=out + "/checkpoints", checkpoint_eve
 
 def torchrun(*args: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
 
 
 def test_torchrun_resumes_after_a_rank_is_killed_and_equals_single_process_training(tmp_path):
@@ -65,9 +66,27 @@ def test_torchrun_resumes_after_a_rank_is_killed_and_equals_single_process_train
     store = ActivationStore(store_dir)
     assert len(store.shard_sizes()) >= 4, "both ranks harvested shards of one store"
 
-    resumed = torchrun("-m", "saewidgets.training_run", "--model", "tiny-gpt2", "--corpus", str(corpus), "--layer", "1",
-                       "--store", str(store_dir), "--shard-tokens", "100", "--out", str(out), "--held-out-fraction", "0",
-                       "--checkpoint-every", "4", *CLI_TRAIN)
+    resumed = torchrun(
+        "-m",
+        "saewidgets.training_run",
+        "--model",
+        "tiny-gpt2",
+        "--corpus",
+        str(corpus),
+        "--layer",
+        "1",
+        "--store",
+        str(store_dir),
+        "--shard-tokens",
+        "100",
+        "--out",
+        str(out),
+        "--held-out-fraction",
+        "0",
+        "--checkpoint-every",
+        "4",
+        *CLI_TRAIN,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     distributed = load_sae(out / "sae")
     assert distributed.cfg.provenance["data_parallel_ranks"] == 2
@@ -93,8 +112,23 @@ def test_entry_point_without_torchrun_trains_in_one_process_like_train_sae(tmp_p
     monkeypatch.setenv("MASTER_PORT", str(_free_port()))
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n\n".join(TEXTS[:8]))
-    main(["--model", "tiny-gpt2", "--corpus", str(corpus), "--layer", "1", "--store", str(tmp_path / "store"),
-          "--out", str(tmp_path / "run"), "--checkpoint-every", "5", *CLI_TRAIN])
+    main(
+        [
+            "--model",
+            "tiny-gpt2",
+            "--corpus",
+            str(corpus),
+            "--layer",
+            "1",
+            "--store",
+            str(tmp_path / "store"),
+            "--out",
+            str(tmp_path / "run"),
+            "--checkpoint-every",
+            "5",
+            *CLI_TRAIN,
+        ]
+    )
     store = ActivationStore(tmp_path / "store")
     single = train_sae(store.subset(slice(None)), progress=False, **TRAIN)
     for name, tensor in single.state_dict().items():
@@ -124,8 +158,9 @@ def test_latent_sharded_topk_across_two_ranks_equals_single_process_training(tin
     single = train_sae(store.subset(slice(None)), "topk", progress=False, **SHARDED)
     assert single.history[-1]["auxk"] > 0 and single.history[-1]["dead"] > 0.5, "dead latents and AuxK exercised"
     # The sharded run's gathered checkpoint is the single-process format: train_sae resumes it (here: at its end).
-    sharded = train_sae(store.subset(slice(None)), "topk", progress=False, checkpoint_dir=tmp_path / "checkpoints",
-                        **SHARDED)
+    sharded = train_sae(
+        store.subset(slice(None)), "topk", progress=False, checkpoint_dir=tmp_path / "checkpoints", **SHARDED
+    )
     assert load_checkpoint(tmp_path / "checkpoints")["step"] == 12
     for name, tensor in single.state_dict().items():
         torch.testing.assert_close(sharded.state_dict()[name], tensor, atol=2e-5, rtol=1e-4, msg=name)

@@ -83,8 +83,9 @@ def test_a_reply_that_is_not_text_is_a_clear_error_and_writes_nothing(key, tmp_p
     with ChatStub() as stub:
         stub.mode = mode
         with pytest.raises(ExplainerError, match="not text"):
-            explain_features(STATS, explainer(stub, key, max_retries=1), features=[0, 1], cache_dir=tmp_path,
-                             progress=False)
+            explain_features(
+                STATS, explainer(stub, key, max_retries=1), features=[0, 1], cache_dir=tmp_path, progress=False
+            )
     assert not any(tmp_path.rglob("*.jsonl"))
 
 

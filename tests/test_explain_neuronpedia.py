@@ -34,8 +34,12 @@ class FakeSAE:
 
 def test_dashboards_round_trip_through_the_neuronpedia_format(tmp_path):
     path = export_neuronpedia(STATS, tmp_path / "np", logit_effects=EFFECTS, features_per_batch=3, dataset="demo")
-    assert sorted(p.name for p in path.iterdir()) == [".saewidgets-files.json", "batch-0.json", "batch-1.json",
-                                                      "saewidgets.json"]
+    assert sorted(p.name for p in path.iterdir()) == [
+        ".saewidgets-files.json",
+        "batch-0.json",
+        "batch-1.json",
+        "saewidgets.json",
+    ]
     batch = json.loads((path / "batch-0.json").read_text())
     assert set(batch) == {"model_id", "layer", "sae_set", "sae_id_suffix", "features"}
     assert batch["model_id"] == "hand-made" and batch["layer"] == 1 and len(batch["features"]) == 3
@@ -60,19 +64,50 @@ def test_labels_round_trip_through_a_neuronpedia_explanations_export(tmp_path):
     assert records[0]["modelId"] == "gemma-3-270m" and records[0]["layer"] == "12-res-demo"
     assert json.loads((path / "batch-0.json").read_text())["features"][1]["vector"] == [3.0, 4.0, 5.0]
     back = import_neuronpedia_explanations(path / "explanations.json", STATS)
-    assert [(e.feature, e.text, e.kind, e.model, e.created) for e in back] == \
-           [(e.feature, e.text, e.kind, e.model, e.created) for e in labels]
+    assert [(e.feature, e.text, e.kind, e.model, e.created) for e in back] == [
+        (e.feature, e.text, e.kind, e.model, e.created) for e in labels
+    ]
 
 
 NEURONPEDIA_RECORDS = [  # shaped like Neuronpedia's /api/explanation/export reply
-    {"id": "a1", "modelId": "gpt2-small", "layer": "6-res-jb", "index": "0", "description": " the Golden Gate Bridge",
-     "explanationModelName": "gpt-4o-mini", "typeName": "oai_token-act-pair", "authorId": "x", "scores": []},
-    {"id": "a2", "modelId": "gpt2-small", "layer": "6-res-jb", "index": "0", "description": "second opinion",
-     "explanationModelName": "claude", "typeName": "np_max-act-logits"},
-    {"id": "a3", "modelId": "gpt2-small", "layer": "7-res-jb", "index": "1", "description": "other source",
-     "explanationModelName": "gpt-4o-mini", "typeName": "oai_token-act-pair"},
-    {"id": "a4", "modelId": "gpt2-small", "layer": "6-res-jb", "index": "1", "description": "bridges in general",
-     "explanationModelName": "gpt-4o-mini", "typeName": "oai_token-act-pair"},
+    {
+        "id": "a1",
+        "modelId": "gpt2-small",
+        "layer": "6-res-jb",
+        "index": "0",
+        "description": " the Golden Gate Bridge",
+        "explanationModelName": "gpt-4o-mini",
+        "typeName": "oai_token-act-pair",
+        "authorId": "x",
+        "scores": [],
+    },
+    {
+        "id": "a2",
+        "modelId": "gpt2-small",
+        "layer": "6-res-jb",
+        "index": "0",
+        "description": "second opinion",
+        "explanationModelName": "claude",
+        "typeName": "np_max-act-logits",
+    },
+    {
+        "id": "a3",
+        "modelId": "gpt2-small",
+        "layer": "7-res-jb",
+        "index": "1",
+        "description": "other source",
+        "explanationModelName": "gpt-4o-mini",
+        "typeName": "oai_token-act-pair",
+    },
+    {
+        "id": "a4",
+        "modelId": "gpt2-small",
+        "layer": "6-res-jb",
+        "index": "1",
+        "description": "bridges in general",
+        "explanationModelName": "gpt-4o-mini",
+        "typeName": "oai_token-act-pair",
+    },
 ]
 
 
@@ -86,8 +121,11 @@ def test_explanations_import_from_each_neuronpedia_export_form(tmp_path, form):
         path.write_bytes(gzip.compress("\n".join(json.dumps(r) for r in NEURONPEDIA_RECORDS).encode()))
     else:
         path = tmp_path / "feature.json"
-        path.write_text(json.dumps({"modelId": "gpt2-small", "layer": "6-res-jb", "index": "0",
-                                    "explanations": NEURONPEDIA_RECORDS[:2]}))
+        path.write_text(
+            json.dumps(
+                {"modelId": "gpt2-small", "layer": "6-res-jb", "index": "0", "explanations": NEURONPEDIA_RECORDS[:2]}
+            )
+        )
     labels = import_neuronpedia_explanations(path, STATS, model_id="gpt2-small", source="6-res-jb")
     assert labels[0].text == "the Golden Gate Bridge" and labels[0].kind == "llm"
     assert (labels[0].explainer, labels[0].model) == ("neuronpedia:oai_token-act-pair", "gpt-4o-mini")

@@ -16,15 +16,28 @@ from saewidgets.analysis.explain import (
 )
 from saewidgets.analysis.explain.run import journal_path
 
-GATE = [["The", " famous", " Golden", " Gate", " Bridge"], ["across", " the", " Golden", " Gate", "."],
-        ["of", " a", " Golden", " gate", " in"], ["I", " saw", " Golden", " Gate", " Park"]]
-VARIED = [["a", " long", " steel", " bridge", "."], ["the", " bridge", " was", " painted", " red"],
-          ["we", " crossed", " the", " river", " bridge"], ["old", " bridge", " over", " water", "s"]]
-MIXED = [["x", "y", "z", " one", "."], ["p", "q", "r", " two", "."], ["s", "t", "u", " three", "."],
-         ["k", "l", "m", " four", "."]]
+GATE = [
+    ["The", " famous", " Golden", " Gate", " Bridge"],
+    ["across", " the", " Golden", " Gate", "."],
+    ["of", " a", " Golden", " gate", " in"],
+    ["I", " saw", " Golden", " Gate", " Park"],
+]
+VARIED = [
+    ["a", " long", " steel", " bridge", "."],
+    ["the", " bridge", " was", " painted", " red"],
+    ["we", " crossed", " the", " river", " bridge"],
+    ["old", " bridge", " over", " water", "s"],
+]
+MIXED = [
+    ["x", "y", "z", " one", "."],
+    ["p", "q", "r", " two", "."],
+    ["s", "t", "u", " three", "."],
+    ["k", "l", "m", " four", "."],
+]
 STATS = make_stats([GATE, VARIED, MIXED, []])
-EFFECTS = make_effects([[" Bridge", " bridges", " the"], [" San", " river", " x"], [" five", "\n", " six"],
-                        [" a", " b", " c"]])
+EFFECTS = make_effects(
+    [[" Bridge", " bridges", " the"], [" San", " river", " x"], [" five", "\n", " six"], [" a", " b", " c"]]
+)
 
 
 def test_pattern_label_names_the_token_the_n_gram_before_it_and_what_it_promotes():
@@ -38,9 +51,12 @@ def test_pattern_label_names_the_token_the_n_gram_before_it_and_what_it_promotes
 
 
 def test_pattern_label_names_the_n_gram_after_the_firing_token_too():
-    golden = [["on", "x", " the", " Golden", " Gate"],
-              ["to", "y", " the", " Golden", " Gate"], ["a", "z", " the", " golden", " Gate"],
-              ["b", "w", " a", " Golden", " Age"]]
+    golden = [
+        ["on", "x", " the", " Golden", " Gate"],
+        ["to", "y", " the", " Golden", " Gate"],
+        ["a", "z", " the", " golden", " Gate"],
+        ["b", "w", " a", " Golden", " Age"],
+    ]
     label = explain_features(make_stats([golden]), PatternExplainer(), progress=False)[0].text
     assert label == "' Golden' after ' the', before ' Gate'"
 
@@ -49,8 +65,10 @@ def test_every_explanation_records_how_it_was_made():
     e = explain_features(STATS, PatternExplainer(), features=[0], progress=False)[0]
     assert (e.kind, e.explainer, e.model) == ("pattern", "pattern", "")
     assert len(e.prompt_hash) == 16 and e.created.endswith("+00:00")
-    assert e.prompt_hash != explain_features(STATS, PatternExplainer(min_share=0.9), features=[0],
-                                             progress=False)[0].prompt_hash
+    assert (
+        e.prompt_hash
+        != explain_features(STATS, PatternExplainer(min_share=0.9), features=[0], progress=False)[0].prompt_hash
+    )
 
 
 def test_empty_feature_list_is_refused_and_bad_indices_name_the_range():

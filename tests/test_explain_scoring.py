@@ -69,12 +69,20 @@ def hand_examples() -> dict[int, ScoringExamples]:
     def ex(text, band, fire):
         tokens = text.split("|")
         acts = [1.0 if fire and t.strip() == "bridge" else 0.0 for t in tokens]
-        return {"tokens": tokens, "acts": acts, "center": max(range(len(acts)), key=acts.__getitem__),
-                "value": max(acts), "band": band}
+        return {
+            "tokens": tokens,
+            "acts": acts,
+            "center": max(range(len(acts)), key=acts.__getitem__),
+            "value": max(acts),
+            "band": band,
+        }
+
     on = [ex("the| old| bridge| fell", b, True) for b in (1, 1, 0, 0)]
     off = [ex("we| ate| bread", NOT_ACTIVE, False) for _ in range(4)]
-    return {0: ScoringExamples(0, on, off, ["0.00-0.50 of max", "0.50-1.00 of max"]),
-            1: ScoringExamples(1, on[:2], off[:2], ["0.00-0.50 of max", "0.50-1.00 of max"])}
+    return {
+        0: ScoringExamples(0, on, off, ["0.00-0.50 of max", "0.50-1.00 of max"]),
+        1: ScoringExamples(1, on[:2], off[:2], ["0.00-0.50 of max", "0.50-1.00 of max"]),
+    }
 
 
 def test_detection_and_fuzzing_scores_and_specificity_through_the_chat_endpoint(monkeypatch):
@@ -86,7 +94,11 @@ def test_detection_and_fuzzing_scores_and_specificity_through_the_chat_endpoint(
         assert stub.requests == 2 + 2 + 1 + 1  # batches of 5: 8 examples -> 2 requests per task, 4 -> 1
     assert scores.balanced_accuracy("detection") == 1.0 and scores.balanced_accuracy("fuzzing") == 1.0
     assert {(s["feature"], s["task"], s["n"]) for s in scores.summary()} == {
-        (0, "detection", 8), (0, "fuzzing", 8), (1, "detection", 4), (1, "fuzzing", 4)}
+        (0, "detection", 8),
+        (0, "fuzzing", 8),
+        (1, "detection", 4),
+        (1, "fuzzing", 4),
+    }
     bars = scores.specificity("detection")
     assert [b["label"] for b in bars] == ["not active", "0.00-0.50 of max", "0.50-1.00 of max"]
     assert [b["relevant"] for b in bars] == [0.0, 1.0, 1.0] and [b["n"] for b in bars] == [6, 2, 4]
@@ -104,7 +116,7 @@ def test_unusable_judgements_count_as_wrong():
     assert parse_judgements("no idea", 2, completion=False) == [None, None]
     assert parse_judgements(" Yes, it does", 1, completion=True) == [1]
     assert parse_judgements(" maybe", 1, completion=True) == [None]
-    assert parse_explanation("hmm\n[EXPLANATION]: \"the word bridge\"\n", completion=False) == "the word bridge"
+    assert parse_explanation('hmm\n[EXPLANATION]: "the word bridge"\n', completion=False) == "the word bridge"
     assert parse_explanation("\n the word bridge\nFeature 3", completion=True) == "the word bridge"
     assert "Text: a b\nHas the feature:" in judge_prompt("detection", "x", ["a b"]).completion
 
@@ -122,8 +134,10 @@ def test_local_model_explains_and_judges_through_the_same_interface(setup, tmp_p
         assert "no explanation" in str(err)
     else:
         assert {(e.kind, e.explainer, e.model) for e in labels} == {("llm", "local", model.name)}
-        assert explain_features(stats, local, features=features, cache_dir=tmp_path, progress=False)[
-            features[0]].created == labels[features[0]].created
+        assert (
+            explain_features(stats, local, features=features, cache_dir=tmp_path, progress=False)[features[0]].created
+            == labels[features[0]].created
+        )
     verdicts = local.judge("detection", "anything", ["the bridge", "some bread"])
     assert len(verdicts) == 2 and set(verdicts) <= {0, 1, None}
     assert local.complete(record_prompt, 4) == local.complete(record_prompt, 4)  # greedy: reproducible

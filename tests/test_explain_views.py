@@ -30,10 +30,13 @@ from saewidgets.widgets import Explorer
 @pytest.fixture(scope="module")
 def labelled(tiny_gpt2, tmp_path_factory):
     model = tiny_gpt2
-    sae = SAE(SAEConfig(d_in=model.d_model, n_features=24, architecture="topk", k=4, layer=1),
-              generator=torch.Generator().manual_seed(1)).eval()
-    stats = feature_stats(model, sae, harvest(model, _TRAINING_TEXT, 1, progress=False), top_k=4, context=(3, 2),
-                          progress=False)
+    sae = SAE(
+        SAEConfig(d_in=model.d_model, n_features=24, architecture="topk", k=4, layer=1),
+        generator=torch.Generator().manual_seed(1),
+    ).eval()
+    stats = feature_stats(
+        model, sae, harvest(model, _TRAINING_TEXT, 1, progress=False), top_k=4, context=(3, 2), progress=False
+    )
     effects = logit_effects(model, sae, k=3, progress=False)
     geometry = feature_geometry(sae, cache_dir=tmp_path_factory.mktemp("geometry"))
     pattern = explain_features(stats, PatternExplainer(), logit_effects=effects, progress=False)

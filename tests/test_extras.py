@@ -23,8 +23,17 @@ def _local_stream(tmp_path, monkeypatch, read: list[int]):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     path = tmp_path / "docs.jsonl"
-    path.write_text("\n".join(json.dumps({"text": f"Document {i}: the fog rolled over the bay near bridge {i}.",
-                                          "topic": "bridges" if i % 2 else "fog"}) for i in range(N_DOCS)))
+    path.write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "text": f"Document {i}: the fog rolled over the bay near bridge {i}.",
+                    "topic": "bridges" if i % 2 else "fog",
+                }
+            )
+            for i in range(N_DOCS)
+        )
+    )
     stream = datasets.load_dataset("json", data_files=str(path), split="train", streaming=True)
     assert isinstance(stream, datasets.IterableDataset)
 
@@ -38,8 +47,9 @@ def _local_stream(tmp_path, monkeypatch, read: list[int]):
 def test_a_streamed_dataset_feeds_harvest_to_store_without_being_read_whole(tiny_gemma, tmp_path, monkeypatch):
     read: list[int] = []
     stream = _local_stream(tmp_path, monkeypatch, read)
-    store = harvest_to_store(tiny_gemma, stream, tmp_path / "store", layer=1, n_tokens=300, context_len=16,
-                             shard_tokens=64, progress=False)
+    store = harvest_to_store(
+        tiny_gemma, stream, tmp_path / "store", layer=1, n_tokens=300, context_len=16, shard_tokens=64, progress=False
+    )
     assert len(store) == 300
     assert 0 < len(read) < N_DOCS / 2, f"the stream was read {len(read)} rows deep for 300 tokens"
     leading = [f"Document {i}: the fog rolled over the bay near bridge {i}." for i in range(len(read))]
@@ -79,8 +89,8 @@ def _wandb_records(run_dir) -> list:
         if 32768 - pos % 32768 < 7:  # block trailer padding
             pos += 32768 - pos % 32768
             continue
-        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
-        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
         if kind == 0 and length == 0:
             break
         partial = chunk if kind in (1, 2) else partial + chunk
@@ -100,8 +110,7 @@ def test_wandb_logger_writes_training_curves_and_metrics_offline(tiny_gemma, tmp
     monkeypatch.setenv("WANDB_SILENT", "true")
     acts = harvest(tiny_gemma, ["The fog rolled over the Golden Gate Bridge again."] * 20, layer=1, progress=False)
     with WandbLogger(project="saewidgets-test", config={"arch": "topk"}, every=5) as log:
-        sae = train_sae(acts, arch="topk", n_features=64, k=4, n_steps=20, batch_size=32, progress=False,
-                        callback=log)
+        sae = train_sae(acts, arch="topk", n_features=64, k=4, n_steps=20, batch_size=32, progress=False, callback=log)
         log.log_metrics(evaluate_sae(sae, acts))
     (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
     deadline = time.monotonic() + 60

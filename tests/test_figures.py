@@ -82,9 +82,12 @@ def test_in_a_notebook_kernel_the_figures_are_figure_widgets(tmp_path):
     from nbclient import NotebookClient
 
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(
-        "from saewidgets.figures import training_curves\n"
-        "fig = training_curves([{'step': 1, 'loss': 2.0, 'l0': 3.0, 'fve': 0.5, 'dead': 0.0}])\n"
-        "print(type(fig).__name__)")]
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "from saewidgets.figures import training_curves\n"
+            "fig = training_curves([{'step': 1, 'loss': 2.0, 'l0': 3.0, 'fve': 0.5, 'dead': 0.0}])\n"
+            "print(type(fig).__name__)"
+        )
+    ]
     NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     assert nb.cells[0].outputs[0]["text"].strip() == "FigureWidget"

@@ -59,8 +59,16 @@ def test_the_readme_recipe_steers_held_out_prompts_to_the_bridge(demo, gemma):
     hit = hits[0]
     assert hit.hit_rate > 0 and fraction_matching(demo.stats, hit.feature, BRIDGE) >= 0.5, hit
     fluency = calibrate_fluency(gemma, SCORING_PROMPTS, max_new_tokens=24)
-    result = steer(gemma, demo.sae, list(HELD_OUT), {hit.feature: DEFAULT_CLAMP_MULTIPLE}, stats=demo.stats,
-                   max_new_tokens=24, terms=terms, fluency=fluency)
+    result = steer(
+        gemma,
+        demo.sae,
+        list(HELD_OUT),
+        {hit.feature: DEFAULT_CLAMP_MULTIPLE},
+        stats=demo.stats,
+        max_new_tokens=24,
+        terms=terms,
+        fluency=fluency,
+    )
     print(result)
     assert not any(result.judgement.default_mention), result  # neutral prompts
     assert result.hit_rate >= HELD_OUT_GOAL, result
@@ -70,11 +78,15 @@ def test_fluency_score_separates_sentences_from_word_salad(gemma):
     """The measurements `FLUENCY_MARGIN` rests on: the unsteered model's mean log probability per token of fixed
     continuations of one prompt (its own greedy continuations of selection prompts score about -1.2 to -1.9)."""
     prompt = "I went for a walk and saw"
-    fluent = [" the Golden Gate Bridge in San Francisco. It was a beautiful day and the fog was rolling in over the bay.",
-              " a dog. It was running in the park and I think it was happy."]
-    broken = [" SFSFing The Baylings' new film, Grizz Bear Sutter",
-              " Golden Bridge bridges over bridge piers Golden span cables towers San",
-              " xq zzv bloop ferg wint kraal snorp tiv"]
+    fluent = [
+        " the Golden Gate Bridge in San Francisco. It was a beautiful day and the fog was rolling in over the bay.",
+        " a dog. It was running in the park and I think it was happy.",
+    ]
+    broken = [
+        " SFSFing The Baylings' new film, Grizz Bear Sutter",
+        " Golden Bridge bridges over bridge piers Golden span cables towers San",
+        " xq zzv bloop ferg wint kraal snorp tiv",
+    ]
     scores = continuation_logprobs(gemma, [prompt] * 5, fluent + broken).tolist()
     assert min(scores[:2]) > -1.9 - 1.5 > max(scores[2:]), scores
 

@@ -44,13 +44,16 @@ def test_every_demo_feature_has_a_pattern_label_and_the_golden_gate_one_names_ga
 def test_embedded_gemma_explains_and_scores_demo_features(demo, gemma, tmp_path):
     features = list(dict.fromkeys([golden_gate_feature(demo), search_contexts(demo.stats, "Paris", n=1)[0]["feature"]]))
     local = LocalExplainer(gemma)
-    labels = explain_features(demo.stats, local, features, logit_effects=demo.logit_effects, cache_dir=tmp_path,
-                              progress=False)
+    labels = explain_features(
+        demo.stats, local, features, logit_effects=demo.logit_effects, cache_dir=tmp_path, progress=False
+    )
     assert len(labels) == len(features) and all(e.text and e.model == gemma.name for e in labels)
-    examples = held_out_examples(gemma, demo.sae, demo.held_out, demo.stats, features, n_activating=5,
-                                 n_non_activating=5)
-    assert all(ex.activating and ex.non_activating for ex in examples.values()), \
-        {f: (len(ex.activating), len(ex.non_activating)) for f, ex in examples.items()}
+    examples = held_out_examples(
+        gemma, demo.sae, demo.held_out, demo.stats, features, n_activating=5, n_non_activating=5
+    )
+    assert all(ex.activating and ex.non_activating for ex in examples.values()), {
+        f: (len(ex.activating), len(ex.non_activating)) for f, ex in examples.items()
+    }
     scores = score_explanations(local, labels, examples, tasks=("detection",), progress=False)
     summary = scores.summary()
     print(json.dumps({"explanations": {e.feature: e.text for e in labels}, "scores": summary}, indent=1))

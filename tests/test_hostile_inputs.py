@@ -30,8 +30,12 @@ from saewidgets.analysis import FeatureStats
 from saewidgets.models import tiny_model
 from saewidgets.sae import SAE, SAEConfig, check_compatible, load_sae, save_sae
 
-SETTINGS = settings(max_examples=20, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=20,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 TEXTS = ["The Golden Gate Bridge is a suspension bridge in San Francisco.", "Le pont est rouge."]
 CLEAR_ERRORS = (ValueError, TypeError, IndexError, OSError)
 
@@ -40,8 +44,28 @@ CLEAR_ERRORS = (ValueError, TypeError, IndexError, OSError)
 hostile_numbers = st.one_of(
     st.integers(min_value=-(2**70), max_value=2**70),
     st.floats(allow_nan=True, allow_infinity=True),
-    st.sampled_from([0, -1, 1, 2.5, 1e400, -0.0, True, False, None, "3", "", [2], (), {}, np.int64(2), np.float32(2.5),
-                     np.int8(-3), torch.tensor(2)]),
+    st.sampled_from(
+        [
+            0,
+            -1,
+            1,
+            2.5,
+            1e400,
+            -0.0,
+            True,
+            False,
+            None,
+            "3",
+            "",
+            [2],
+            (),
+            {},
+            np.int64(2),
+            np.float32(2.5),
+            np.int8(-3),
+            torch.tensor(2),
+        ]
+    ),
 )
 
 
@@ -52,13 +76,16 @@ def model():
 
 @lru_cache(maxsize=None)
 def sae() -> SAE:
-    return SAE(SAEConfig(d_in=64, n_features=32, k=4, model_name="tiny-gpt2", layer=1), torch.Generator().manual_seed(0))
+    return SAE(
+        SAEConfig(d_in=64, n_features=32, k=4, model_name="tiny-gpt2", layer=1), torch.Generator().manual_seed(0)
+    )
 
 
 @lru_cache(maxsize=None)
 def stats() -> FeatureStats:
-    return analysis.feature_stats(model(), sae(), harvest(model(), TEXTS, layer=1, progress=False), top_k=2,
-                                  progress=False)
+    return analysis.feature_stats(
+        model(), sae(), harvest(model(), TEXTS, layer=1, progress=False), top_k=2, progress=False
+    )
 
 
 def shown(value) -> str:
@@ -93,13 +120,18 @@ def test_layers(value):
 @SETTINGS
 @given(value=hostile_numbers, name=st.sampled_from(["n", "features"]))
 def test_token_activations_counts_and_features(value, name):
-    works_or_names("feature" if name == "features" else name, value,
-                   lambda: analysis.token_activations(model(), sae(), "The bridge", **{name: value}))
+    works_or_names(
+        "feature" if name == "features" else name,
+        value,
+        lambda: analysis.token_activations(model(), sae(), "The bridge", **{name: value}),
+    )
 
 
 @SETTINGS
-@given(value=hostile_numbers, name=st.sampled_from(["top_k", "n_quantile_bands", "samples_per_band", "n_bins",
-                                                   "batch_size", "n_tokens"]))
+@given(
+    value=hostile_numbers,
+    name=st.sampled_from(["top_k", "n_quantile_bands", "samples_per_band", "n_bins", "batch_size", "n_tokens"]),
+)
 def test_feature_stats_counts(value, name):
     acts = harvest(model(), TEXTS[:1], layer=1, progress=False)
     works_or_names(name, value, lambda: analysis.feature_stats(model(), sae(), acts, progress=False, **{name: value}))
@@ -112,8 +144,10 @@ def test_search_contexts_n(value):
 
 
 @SETTINGS
-@given(value=hostile_numbers, name=st.sampled_from(["d_in", "n_features", "k", "layer", "input_scale",
-                                                   "apply_b_dec_to_input"]))
+@given(
+    value=hostile_numbers,
+    name=st.sampled_from(["d_in", "n_features", "k", "layer", "input_scale", "apply_b_dec_to_input"]),
+)
 def test_sae_config_fields_from_a_json_file(value, name):
     """Every field of config.json, hostile: refused by name, or an SAE that encodes without NaN."""
     data = {"d_in": 8, "n_features": 16, "architecture": "topk", "k": 2, name: value}
@@ -131,8 +165,27 @@ def test_sae_config_fields_from_a_json_file(value, name):
 # -- path arguments ------------------------------------------------------------------------------------------------
 
 segment = st.one_of(
-    st.sampled_from(["", ".", "..", "a b", "café", "\udc80", "x\ny", "-rf", "~", "$HOME", "*", "CON", ".hidden",
-                     "a" * 300, "nul\x00byte", "sae.safetensors", "config.json"]),
+    st.sampled_from(
+        [
+            "",
+            ".",
+            "..",
+            "a b",
+            "café",
+            "\udc80",
+            "x\ny",
+            "-rf",
+            "~",
+            "$HOME",
+            "*",
+            "CON",
+            ".hidden",
+            "a" * 300,
+            "nul\x00byte",
+            "sae.safetensors",
+            "config.json",
+        ]
+    ),
     st.text(alphabet=string.ascii_letters + string.digits + "._- ", min_size=1, max_size=12),
 )
 
@@ -159,8 +212,9 @@ def test_save_sae_to_hostile_paths_touches_nothing_else(parts, sandbox):
         out = save_sae(sae(), target)
     except CLEAR_ERRORS as err:
         names = (target, os.path.abspath(target), *parts)
-        assert any(p and (p in str(err) or repr(p)[1:-1] in str(err)) for p in names) or "NUL" in str(err), \
+        assert any(p and (p in str(err) or repr(p)[1:-1] in str(err)) for p in names) or "NUL" in str(err), (
             f"{target!r}: {type(err).__name__}: {err}"
+        )
         after = tree(root)
         assert after == before, "a refused save changed something"
         return
@@ -173,14 +227,21 @@ def test_save_sae_to_hostile_paths_touches_nothing_else(parts, sandbox):
         assert after.get(name, "missing") == content, name
     new = {name for name in after if name not in before}
     assert new, "the save wrote nothing"
-    assert all(Path(root, name).resolve().is_relative_to(out.resolve()) or Path(out).resolve().is_relative_to(
-        Path(root, name).resolve()) for name in new), new
+    assert all(
+        Path(root, name).resolve().is_relative_to(out.resolve())
+        or Path(out).resolve().is_relative_to(Path(root, name).resolve())
+        for name in new
+    ), new
     assert not [n for n in new if re.search(r"\.tmp$|saewidgets-(staged|commit)", n)], new
 
 
 @SETTINGS
-@given(path=st.one_of(segment, st.sampled_from(["/", "/dev/null", "/dev/zero", "/proc/self/status", "/etc/hostname",
-                                                "/nonexistent/deep/sae"])))
+@given(
+    path=st.one_of(
+        segment,
+        st.sampled_from(["/", "/dev/null", "/dev/zero", "/proc/self/status", "/etc/hostname", "/nonexistent/deep/sae"]),
+    )
+)
 def test_loaders_refuse_hostile_paths_by_name(path, tmp_path_factory, monkeypatch):
     monkeypatch.chdir(tmp_path_factory.mktemp("empty"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -189,8 +250,11 @@ def test_loaders_refuse_hostile_paths_by_name(path, tmp_path_factory, monkeypatc
             load(path)
         except CLEAR_ERRORS as err:
             message = str(err)
-            assert any(p in message for p in (path.strip("/"), repr(path)[1:-1], str(Path(path)))) or \
-                "null byte" in message or "empty" in message, f"{load.__qualname__}({path!r}): {err!r}"
+            assert (
+                any(p in message for p in (path.strip("/"), repr(path)[1:-1], str(Path(path))))
+                or "null byte" in message
+                or "empty" in message
+            ), f"{load.__qualname__}({path!r}): {err!r}"
         else:
             raise AssertionError(f"{load.__qualname__}({path!r}) loaded something")
 

@@ -17,8 +17,9 @@ from saewidgets.sae import SAE, SAEConfig
 
 @pytest.fixture(scope="module")
 def sae(tiny):
-    sae = SAE(SAEConfig(d_in=tiny.d_model, n_features=24, architecture="relu", layer=1),
-              torch.Generator().manual_seed(0))
+    sae = SAE(
+        SAEConfig(d_in=tiny.d_model, n_features=24, architecture="relu", layer=1), torch.Generator().manual_seed(0)
+    )
     with torch.no_grad():
         sae.W_dec.mul_(torch.linspace(0.5, 3, 24)[:, None])  # directions of different sizes
     return sae.eval()
@@ -34,8 +35,9 @@ def test_logit_change_at_an_activation_is_what_the_model_computes_on_a_typical_t
     final norm and unembedding, and compare the logit change of each promoted / suppressed token with the table.
     The directions are made orthogonal to (centred) ``h``, so that adding them leaves the norm's scale unchanged to
     first order: what remains is exactly what the table claims (gain, centring, 1/rms, unembedding)."""
-    residuals = torch.from_numpy(np.asarray(harvest(tiny, TYPICAL_TEXTS, layer=tiny.n_layers - 1,
-                                                    progress=False).acts)).float()
+    residuals = torch.from_numpy(
+        np.asarray(harvest(tiny, TYPICAL_TEXTS, layer=tiny.n_layers - 1, progress=False).acts)
+    ).float()
     _, centres = norm_gain(tiny.final_norm, tiny.d_model)
     c = residuals - residuals.mean(-1, keepdim=True) if centres else residuals
     scales = c.pow(2).mean(-1).sqrt()
@@ -51,8 +53,10 @@ def test_logit_change_at_an_activation_is_what_the_model_computes_on_a_typical_t
         d = orthogonal.W_dec[feature].detach() / orthogonal.cfg.input_scale
         a = 0.01 * float(h.norm() / d.norm())  # small next to the residual: the linear regime
         change = tiny.logits_of_residual(h + a * d) - tiny.logits_of_residual(h)
-        for rows, ids in ((effects.promoted(feature, a), effects.promoted_ids[feature]),
-                          (effects.suppressed(feature, a), effects.suppressed_ids[feature])):
+        for rows, ids in (
+            (effects.promoted(feature, a), effects.promoted_ids[feature]),
+            (effects.suppressed(feature, a), effects.suppressed_ids[feature]),
+        ):
             actual = change[ids].numpy()
             np.testing.assert_allclose([r["value"] for r in rows], actual, rtol=0.02, atol=0.01 * abs(actual).max())
 

@@ -21,7 +21,9 @@ def test_residual_of_tuple_output_is_its_first_item():
     assert torch.equal(with_residual(hidden, hidden * 2), hidden * 2)
 
 
-@pytest.mark.parametrize("name, site, bos", [("tiny-gpt2", "transformer.h.1", False), ("tiny-gemma", "model.layers.1", True)])
+@pytest.mark.parametrize(
+    "name, site, bos", [("tiny-gpt2", "transformer.h.1", False), ("tiny-gemma", "model.layers.1", True)]
+)
 def test_tiny_models_expose_their_layout(name, site, bos):
     model = load_model(name)
     assert model.n_layers == 2 and model.d_model == 64

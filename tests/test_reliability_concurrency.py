@@ -89,6 +89,7 @@ class AstOverlapDetector:
             finally:
                 with self._guard:
                     self.inside.pop(me, None)
+
         return wrapped
 
     def __enter__(self) -> "AstOverlapDetector":
@@ -106,8 +107,10 @@ class AstOverlapDetector:
 @pytest.fixture(scope="module")
 def setup():
     model = tiny_model("gpt2", seed=7)
-    sae = SAE(SAEConfig(d_in=model.d_model, n_features=48, architecture="topk", k=4, layer=1,
-                        model_name=model.name), torch.Generator().manual_seed(0))
+    sae = SAE(
+        SAEConfig(d_in=model.d_model, n_features=48, architecture="topk", k=4, layer=1, model_name=model.name),
+        torch.Generator().manual_seed(0),
+    )
     texts = ["The Golden Gate Bridge is a suspension bridge in San Francisco.", "The Eiffel Tower is in Paris."]
     stats = analysis.feature_stats(model, sae, texts, top_k=3, progress=False)
     geometry = syn.geometry(48)
@@ -127,6 +130,7 @@ def run_threads(jobs, timeout=TIMEOUT):
                 job()
             except BaseException as err:  # noqa: BLE001 - collected and asserted on
                 errors.append(err)
+
         return run
 
     threads = [threading.Thread(target=wrap(job), daemon=True) for job in jobs]
@@ -268,8 +272,10 @@ def test_failing_generation_in_the_panel_is_reported_and_the_next_one_works(setu
 
     def steer_fn(prompt, feature, multiple):
         if fail["on"]:
+
             def boom(x):
                 raise RuntimeError("generation cancelled")
+
             sae.encode = boom
             try:
                 return analysis.steer(model, sae, prompt, {feature: multiple}, stats=stats, max_new_tokens=4)

@@ -35,8 +35,13 @@ def training_data() -> torch.Tensor:
 def child(code: str, *args: str) -> subprocess.Popen:
     """A Python child running ``code`` (dedented) with ``args`` in sys.argv, stdout piped, in line mode."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def kill_when(proc: subprocess.Popen, ready, delay: float, timeout: float = 90) -> bool:
@@ -125,19 +130,40 @@ def two_versions(kind: str):
         return saes, lambda sae, path: save_sae(sae, path), lambda path: load_sae(path).fingerprint()
     if kind == "activations":
         rows = 200_000
-        versions = [Activations(np.full((rows, 16), v, dtype=np.float32), np.zeros(rows, np.int32),
-                                np.zeros(rows, np.int32), np.arange(rows, dtype=np.int32)) for v in (1.0, 2.0)]
+        versions = [
+            Activations(
+                np.full((rows, 16), v, dtype=np.float32),
+                np.zeros(rows, np.int32),
+                np.zeros(rows, np.int32),
+                np.arange(rows, dtype=np.int32),
+            )
+            for v in (1.0, 2.0)
+        ]
         return versions, lambda a, path: a.save(path), lambda path: float(Activations.load(path).acts[-1, -1])
     if kind == "stats":
         F, k, W, nb, S = 2048, 8, 15, 5, 5
+
         def stats(v):
             return FeatureStats(
-                fingerprint=f"v{v}", model_name="m", layer=0, n_tokens=1, context=(10, 4),
-                density=torch.full((F,), v), max_act=torch.full((F,), v), mean_act=torch.zeros(F),
-                top_values=torch.zeros(F, k), top_tokens=torch.zeros(F, k, W, dtype=torch.int32),
-                top_acts=torch.zeros(F, k, W), band_values=torch.zeros(F, nb, S),
-                band_tokens=torch.zeros(F, nb, S, W, dtype=torch.int32), band_acts=torch.zeros(F, nb, S, W),
-                hist_counts=torch.zeros(F, 40, dtype=torch.int64), hist_edges=torch.zeros(F, 41), token_strings={0: "a"})
+                fingerprint=f"v{v}",
+                model_name="m",
+                layer=0,
+                n_tokens=1,
+                context=(10, 4),
+                density=torch.full((F,), v),
+                max_act=torch.full((F,), v),
+                mean_act=torch.zeros(F),
+                top_values=torch.zeros(F, k),
+                top_tokens=torch.zeros(F, k, W, dtype=torch.int32),
+                top_acts=torch.zeros(F, k, W),
+                band_values=torch.zeros(F, nb, S),
+                band_tokens=torch.zeros(F, nb, S, W, dtype=torch.int32),
+                band_acts=torch.zeros(F, nb, S, W),
+                hist_counts=torch.zeros(F, 40, dtype=torch.int64),
+                hist_edges=torch.zeros(F, 41),
+                token_strings={0: "a"},
+            )
+
         return [stats(1.0), stats(2.0)], lambda s, path: s.save(path), lambda path: FeatureStats.load(path).fingerprint
     raise ValueError(kind)
 
@@ -239,8 +265,9 @@ def test_next_harvest_removes_spill_files_of_dead_processes(killed_harvest):
     from saewidgets import harvest
     from saewidgets.models import tiny_model
 
-    harvest(tiny_model("gpt2", n_layers=1, d_model=32), ["a b c"], layer=0, ram_budget=1, memmap_dir=spill,
-            progress=False)
+    harvest(
+        tiny_model("gpt2", n_layers=1, d_model=32), ["a b c"], layer=0, ram_budget=1, memmap_dir=spill, progress=False
+    )
     assert not any(p.exists() for p in orphans)
 
 
@@ -259,8 +286,10 @@ def store_job():
     from saewidgets.models import tiny_model
 
     model = tiny_model("gpt2", n_layers=1, d_model=32)
-    texts = [f"Document {i}: " + " ".join(["The Golden Gate Bridge is a suspension bridge."] * (30 + i % 7))
-             for i in range(40)]
+    texts = [
+        f"Document {i}: " + " ".join(["The Golden Gate Bridge is a suspension bridge."] * (30 + i % 7))
+        for i in range(40)
+    ]
     return model, texts, dict(layer=0, context_len=128, batch_size=4, shard_tokens=1024, progress=False)
 
 
@@ -271,8 +300,9 @@ def test_sigkilled_disk_store_harvest_keeps_only_complete_shards_and_resumes_to_
     folder = tmp_path / "store"
     proc = child(STORE_CHILD, str(folder), str(Path(__file__).parent))
     shards = folder / "shards"
-    assert kill_when(proc, lambda: shards.exists() and any(p.name.isdigit() for p in shards.iterdir()),
-                     random.uniform(0.0, 0.5)), "the harvest finished before it could be killed"
+    assert kill_when(
+        proc, lambda: shards.exists() and any(p.name.isdigit() for p in shards.iterdir()), random.uniform(0.0, 0.5)
+    ), "the harvest finished before it could be killed"
     try:
         partial = ActivationStore(folder, allow_incomplete=True)  # every shard listed is whole and readable
     except ValueError as err:  # killed after the first shard's rename, before the manifest listed it
@@ -287,11 +317,17 @@ def test_sigkilled_disk_store_harvest_keeps_only_complete_shards_and_resumes_to_
     model, texts, options = store_job()
     store = harvest_to_store(model, texts, folder, **options)
     reference = harvest_to_store(model, texts, tmp_path / "uninterrupted", **options)
-    assert len(store) == len(reference) == len(harvest(model, texts, **{k: v for k, v in options.items()
-                                                                      if k != "shard_tokens"}))
+    assert (
+        len(store)
+        == len(reference)
+        == len(harvest(model, texts, **{k: v for k, v in options.items() if k != "shard_tokens"}))
+    )
     for name in ("acts", "token_ids", "doc_ids", "positions"):
-        np.testing.assert_array_equal(np.asarray(getattr(store, name)[: len(store)]),
-                                      np.asarray(getattr(reference, name)[: len(reference)]), err_msg=name)
+        np.testing.assert_array_equal(
+            np.asarray(getattr(store, name)[: len(store)]),
+            np.asarray(getattr(reference, name)[: len(reference)]),
+            err_msg=name,
+        )
     assert sorted(p.name for p in shards.iterdir() if not p.name.isdigit()) == [], "temporary shards left behind"
     assert (folder / MANIFEST).exists()
 

@@ -78,14 +78,20 @@ CHILD = """
 
 @pytest.mark.slow
 def test_million_token_harvest_and_statistics_stay_within_the_memory_budget(tmp_path):
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(CHILD), str(N_TOKENS), str(D_MODEL),
-                           str(tmp_path)], capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(CHILD), str(N_TOKENS), str(D_MODEL), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(f"\n1M tokens: harvest {m['harvest_s']:.1f} s, statistics {m['stats_s']:.1f} s; "
-          f"peak RSS +{m['stats_rss'] - m['base_rss']:.0f} MiB, anonymous +{m['harvest_anon'] - m['base_anon']:.0f} "
-          f"MiB after harvest, +{m['stats_anon'] - m['base_anon']:.0f} MiB after statistics "
-          f"(activations {MATRIX_MB:.0f} MiB)")
+    print(
+        f"\n1M tokens: harvest {m['harvest_s']:.1f} s, statistics {m['stats_s']:.1f} s; "
+        f"peak RSS +{m['stats_rss'] - m['base_rss']:.0f} MiB, anonymous +{m['harvest_anon'] - m['base_anon']:.0f} "
+        f"MiB after harvest, +{m['stats_anon'] - m['base_anon']:.0f} MiB after statistics "
+        f"(activations {MATRIX_MB:.0f} MiB)"
+    )
     assert m["rows"] == N_TOKENS and m["stats_tokens"] == N_TOKENS
     assert m["spilled"] == "memmap", "the activations stayed in RAM despite ram_budget"
     allowed = RAM_BUDGET / 2**20 + BOOKKEEPING_MB + WORKING_SET_MB
@@ -107,8 +113,10 @@ def model_and_sae(request):
     from saewidgets.sae import SAE, SAEConfig
 
     model = tiny_model(request.param)
-    sae = SAE(SAEConfig(d_in=model.d_model, n_features=32, architecture="topk", k=4, layer=1),
-              torch.Generator().manual_seed(0))
+    sae = SAE(
+        SAEConfig(d_in=model.d_model, n_features=32, architecture="topk", k=4, layer=1),
+        torch.Generator().manual_seed(0),
+    )
     return model, sae
 
 
@@ -148,7 +156,7 @@ def test_the_end_of_a_long_prompt_gives_the_same_result_as_the_end_alone(model_a
         warnings.simplefilter("ignore")
         long = analysis.token_activations(model, sae, LONG, [0, 1, 2])
     ids = model.encode(LONG, add_bos=False)
-    tail = model.tokenizer.decode(ids[len(ids) - len(long.tokens):])
+    tail = model.tokenizer.decode(ids[len(ids) - len(long.tokens) :])
     short = analysis.token_activations(model, sae, tail, [0, 1, 2])
     assert short.tokens == long.tokens
     np.testing.assert_allclose(short.acts, long.acts, rtol=1e-5, atol=1e-5)

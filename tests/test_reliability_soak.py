@@ -37,8 +37,10 @@ OBJECT_GROWTH = 3000
 
 def heap_mb() -> float:
     class Mallinfo2(ctypes.Structure):
-        _fields_ = [(n, ctypes.c_size_t) for n in
-                    "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+        _fields_ = [
+            (n, ctypes.c_size_t)
+            for n in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()
+        ]
 
     try:
         mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
@@ -57,10 +59,15 @@ def footprint() -> tuple[float, int]:
 @pytest.fixture(scope="module")
 def explorer():
     model = tiny_model("gpt2", seed=11)
-    sae = SAE(SAEConfig(d_in=model.d_model, n_features=48, architecture="topk", k=4, layer=1,
-                        model_name=model.name), torch.Generator().manual_seed(0))
-    texts = ["The Golden Gate Bridge is a suspension bridge in San Francisco.", "The Eiffel Tower is in Paris.",
-             "Fog rolls in over the bay at dawn."]
+    sae = SAE(
+        SAEConfig(d_in=model.d_model, n_features=48, architecture="topk", k=4, layer=1, model_name=model.name),
+        torch.Generator().manual_seed(0),
+    )
+    texts = [
+        "The Golden Gate Bridge is a suspension bridge in San Francisco.",
+        "The Eiffel Tower is in Paris.",
+        "Fog rolls in over the bay at dawn.",
+    ]
     stats = analysis.feature_stats(model, sae, texts, top_k=3, progress=False)
     geometry = syn.geometry(48)
     geometry.fingerprint = stats.fingerprint
@@ -71,6 +78,7 @@ def explorer():
 def interactions(ex: Explorer, rng: random.Random):
     """One user action at random, as the frontend sends it (or, for selection, as a click sets it). Some actions
     then wait for their view's job, as a user reading the result would; the others are fired and forgotten."""
+
     def message(view, event, **extra):
         return lambda: ex._on_frontend_msg(ex, {"view": view, "msg": {"event": event, **extra}}, [])
 
@@ -79,6 +87,7 @@ def interactions(ex: Explorer, rng: random.Random):
             action()
             if rng.random() < 0.5:
                 jobs.join(TIMEOUT)
+
         return run
 
     actions = [
@@ -87,8 +96,10 @@ def interactions(ex: Explorer, rng: random.Random):
         message("steering", "stop"),
         then_wait(message("attribution", "attribute", target=rng.choice([" Paris", " the", ""])), ex.attribution._jobs),
         message("attribution", "stop"),
-        then_wait(lambda: ex._on_frontend_msg(ex, {"event": "heatmap", "text": rng.choice([TEXT, PROMPT])}, []),
-                  ex._heatmap_jobs),
+        then_wait(
+            lambda: ex._on_frontend_msg(ex, {"event": "heatmap", "text": rng.choice([TEXT, PROMPT])}, []),
+            ex._heatmap_jobs,
+        ),
         lambda: ex._on_frontend_msg(ex, {"event": "heatmap_stop"}, []),
         message("map", "search", query=rng.choice(["bridge", "Paris", "fog", "zzz"])),
     ]
@@ -153,8 +164,10 @@ def test_two_hundred_rapid_interactions_from_several_threads(explorer):
     assert model_is_clean(model), "the model lock is held or a hook was left behind"
 
     heap1, objects1 = footprint()
-    print(f"\nsoak: {N_INTERACTIONS} interactions on {N_THREADS} threads in {elapsed:.1f} s, {len(passes)} model "
-          f"passes; heap {heap1 - heap0:+.1f} MiB, {objects1 - objects0:+d} live objects")
+    print(
+        f"\nsoak: {N_INTERACTIONS} interactions on {N_THREADS} threads in {elapsed:.1f} s, {len(passes)} model "
+        f"passes; heap {heap1 - heap0:+.1f} MiB, {objects1 - objects0:+d} live objects"
+    )
     assert len(passes) > 200, "the soak hardly ran the model"
     assert heap1 - heap0 < HEAP_GROWTH_MB
     assert objects1 - objects0 < OBJECT_GROWTH

@@ -40,8 +40,10 @@ def local(tiny_folder):
 
 def make_sae(arch: str, n_features: int = 4096, d: int = 64) -> SAE:
     k = 8 if arch in ("topk", "batchtopk") else None
-    sae = SAE(SAEConfig(d_in=d, n_features=n_features, architecture=arch, k=k, layer=1, input_scale=0.7),
-              torch.Generator().manual_seed(0))
+    sae = SAE(
+        SAEConfig(d_in=d, n_features=n_features, architecture=arch, k=k, layer=1, input_scale=0.7),
+        torch.Generator().manual_seed(0),
+    )
     with torch.no_grad():
         sae.b_enc.normal_(0, 0.3, generator=torch.Generator().manual_seed(1))
         sae.b_dec.normal_(0, 0.1, generator=torch.Generator().manual_seed(2))
@@ -56,7 +58,7 @@ def batch(model, prompts):
     input_ids = torch.full((len(ids), width), model.tokenizer.pad_token_id, dtype=torch.long)
     mask = torch.zeros_like(input_ids)
     for row, r in enumerate(ids):
-        input_ids[row, width - len(r):], mask[row, width - len(r):] = torch.tensor(r), 1
+        input_ids[row, width - len(r) :], mask[row, width - len(r) :] = torch.tensor(r), 1
     return input_ids, mask
 
 
@@ -115,10 +117,12 @@ def test_remote_steering_ships_only_the_steered_features_and_matches_local(remot
     sae_bytes = sum(p.numel() * p.element_size() for p in sae.parameters())
     edit = FeatureEdit.of(sae, {7: 6.0, 99: 3.0})
     ids, mask = batch(remote, PROMPTS)
-    far = steered_generate(remote, 1, edit, ids, mask, max_new_tokens=4, do_sample=False,
-                           pad_token_id=remote.tokenizer.pad_token_id)
-    near = steered_generate(local, 1, edit, ids, mask, max_new_tokens=4, do_sample=False,
-                            pad_token_id=local.tokenizer.pad_token_id)
+    far = steered_generate(
+        remote, 1, edit, ids, mask, max_new_tokens=4, do_sample=False, pad_token_id=remote.tokenizer.pad_token_id
+    )
+    near = steered_generate(
+        local, 1, edit, ids, mask, max_new_tokens=4, do_sample=False, pad_token_id=local.tokenizer.pad_token_id
+    )
     assert torch.equal(far, near), "the remote path generates what the local one does"
     request = payloads[-1]
     assert request < 64_000 and request < sae_bytes / 20, f"request {request:,} B vs SAE {sae_bytes:,} B"
@@ -126,20 +130,45 @@ def test_remote_steering_ships_only_the_steered_features_and_matches_local(remot
     def whole_sae_edit(hidden):  # what shipping the SAE would cost: the measurement must see it
         return sae.decode(sae.encode(hidden)) - sae.decode(sae.encode(hidden))
 
-    steered_generate(remote, 1, whole_sae_edit, ids, mask, max_new_tokens=1, do_sample=False,
-                     pad_token_id=remote.tokenizer.pad_token_id)
+    steered_generate(
+        remote,
+        1,
+        whole_sae_edit,
+        ids,
+        mask,
+        max_new_tokens=1,
+        do_sample=False,
+        pad_token_id=remote.tokenizer.pad_token_id,
+    )
     assert payloads[-1] > sae_bytes
 
 
 def test_steering_edit_leaves_unsteered_rows_and_masked_prompt_positions_alone(local):
     sae = make_sae("relu")
     ids, mask = batch(local, PROMPTS)
-    plain = steered_generate(local, 1, lambda h: torch.zeros_like(h), ids, mask, max_new_tokens=3, do_sample=False,
-                             pad_token_id=local.tokenizer.pad_token_id)
+    plain = steered_generate(
+        local,
+        1,
+        lambda h: torch.zeros_like(h),
+        ids,
+        mask,
+        max_new_tokens=3,
+        do_sample=False,
+        pad_token_id=local.tokenizer.pad_token_id,
+    )
     edit = FeatureEdit.of(sae, {7: 50.0}, mode="add")
-    both = steered_generate(local, 1, edit, torch.cat([ids, ids]), torch.cat([mask, mask]), max_new_tokens=3,
-                            first=2, prompt_mask=mask[:, :, None], do_sample=False,
-                            pad_token_id=local.tokenizer.pad_token_id)
+    both = steered_generate(
+        local,
+        1,
+        edit,
+        torch.cat([ids, ids]),
+        torch.cat([mask, mask]),
+        max_new_tokens=3,
+        first=2,
+        prompt_mask=mask[:, :, None],
+        do_sample=False,
+        pad_token_id=local.tokenizer.pad_token_id,
+    )
     assert torch.equal(both[:2], plain), "rows before `first` are the default continuation"
 
 

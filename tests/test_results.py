@@ -15,8 +15,10 @@ from saewidgets.sae import SAE, SAEConfig
 
 
 def test_search_contexts_returns_frozen_hits_that_go_to_json(tiny_gpt2):
-    sae = SAE(SAEConfig(d_in=tiny_gpt2.d_model, n_features=32, architecture="topk", k=4, layer=1),
-              generator=torch.Generator().manual_seed(0)).eval()
+    sae = SAE(
+        SAEConfig(d_in=tiny_gpt2.d_model, n_features=32, architecture="topk", k=4, layer=1),
+        generator=torch.Generator().manual_seed(0),
+    ).eval()
     acts = harvest(tiny_gpt2, _TRAINING_TEXT, 1, progress=False)
     stats = feature_stats(tiny_gpt2, sae, acts, top_k=5, progress=False)
     hits = search_contexts(stats, "the", n=3)
@@ -33,7 +35,12 @@ def test_search_contexts_returns_frozen_hits_that_go_to_json(tiny_gpt2):
 def test_a_steering_example_round_trips_through_json_and_comes_from_a_steer_result():
     result = SteeringResult(prompts=["I saw"], default=["I saw a cat"], steered=["I saw the bridge"], clamps={12: 9.5})
     example = SteeringExample.from_result(result, 2.0, name="Golden Gate Bridge", steer_rate=0.5)
-    assert (example.feature, example.multiple, example.steered, example.output_score) == (12, 2.0, ("I saw the bridge",), None)
+    assert (example.feature, example.multiple, example.steered, example.output_score) == (
+        12,
+        2.0,
+        ("I saw the bridge",),
+        None,
+    )
     assert SteeringExample.from_dict(json.loads(json.dumps(example.to_dict()))) == example
     two = SteeringResult(prompts=["p"], default=["a"], steered=["b"], clamps={1: 1.0, 2: 1.0})
     with pytest.raises(ValueError, match="one clamped feature"):

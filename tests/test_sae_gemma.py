@@ -20,8 +20,17 @@ def test_topk_sae_on_gemma_middle_layer_explains_most_held_out_variance(gemma):
     corpus = demo_corpus()
     acts = harvest(gemma, corpus, "middle", n_tokens=24_000, progress=False)
     train, held_out = acts.split(0.1, seed=0)
-    sae = train_sae(train, arch="topk", n_features=1024, k=32, n_steps=300, batch_size=1024, lr=1e-3,
-                    dead_after_tokens=100_000, progress=False)
+    sae = train_sae(
+        train,
+        arch="topk",
+        n_features=1024,
+        k=32,
+        n_steps=300,
+        batch_size=1024,
+        lr=1e-3,
+        dead_after_tokens=100_000,
+        progress=False,
+    )
     assert (sae.cfg.layer, sae.cfg.site) == (9, "model.layers.9")
     texts = [corpus.texts[i] for i in np.unique(held_out.doc_ids)[:6]]  # documents the SAE never saw
     metrics = evaluate_sae(sae, held_out, model=gemma, texts=texts)

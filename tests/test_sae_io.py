@@ -17,9 +17,17 @@ ARCHS = ["relu", "topk", "batchtopk", "jumprelu"]
 
 
 def random_sae(arch: str, d_in: int = 16, n_features: int = 48, seed: int = 0) -> SAE:
-    cfg = SAEConfig(d_in=d_in, n_features=n_features, architecture=arch, k=5 if "topk" in arch else None,
-                    input_scale=0.37, model_name="tiny-gemma", layer=1, site="model.layers.1",
-                    provenance={"steps": 10, "seed": seed})
+    cfg = SAEConfig(
+        d_in=d_in,
+        n_features=n_features,
+        architecture=arch,
+        k=5 if "topk" in arch else None,
+        input_scale=0.37,
+        model_name="tiny-gemma",
+        layer=1,
+        site="model.layers.1",
+        provenance={"steps": 10, "seed": seed},
+    )
     sae = SAE(cfg, torch.Generator().manual_seed(seed))
     with torch.no_grad():
         sae.b_enc.normal_(0, 0.3, generator=torch.Generator().manual_seed(seed + 1))
@@ -51,8 +59,11 @@ def test_saving_over_an_sae_replaces_it_whole(tmp_path):
     save_sae(newer, tmp_path / "sae")
     assert load_sae(tmp_path / "sae").fingerprint() == newer.fingerprint()
     assert [p.name for p in tmp_path.iterdir()] == ["sae"], "temporary folders were left behind"
-    assert sorted(p.name for p in (tmp_path / "sae").iterdir()) == [".saewidgets-files.json", "config.json",
-                                                                    "sae.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "sae").iterdir()) == [
+        ".saewidgets-files.json",
+        "config.json",
+        "sae.safetensors",
+    ]
 
 
 def test_a_failed_save_leaves_the_previous_sae_untouched(tmp_path, monkeypatch):
@@ -67,8 +78,11 @@ def test_a_failed_save_leaves_the_previous_sae_untouched(tmp_path, monkeypatch):
         save_sae(random_sae("relu", seed=1), tmp_path / "sae")
     assert load_sae(tmp_path / "sae").fingerprint() == old.fingerprint()
     assert [p.name for p in tmp_path.iterdir()] == ["sae"]
-    assert sorted(p.name for p in (tmp_path / "sae").iterdir()) == [".saewidgets-files.json", "config.json",
-                                                                    "sae.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "sae").iterdir()) == [
+        ".saewidgets-files.json",
+        "config.json",
+        "sae.safetensors",
+    ]
 
 
 def test_fingerprint_changes_with_the_weights():
@@ -92,7 +106,12 @@ def test_saelens_export_loads_in_sae_lens_and_encodes_the_same(tmp_path, arch):
         torch.testing.assert_close(lens.encode(x), sae.encode(x), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(lens(x), sae(x), rtol=1e-5, atol=1e-4)
     back = load_sae(tmp_path / "lens")  # and back again, with saewidgets' own fields restored
-    assert (back.cfg.architecture, back.cfg.k, back.cfg.layer, back.cfg.model_name) == (arch, sae.cfg.k, 1, "tiny-gemma")
+    assert (back.cfg.architecture, back.cfg.k, back.cfg.layer, back.cfg.model_name) == (
+        arch,
+        sae.cfg.k,
+        1,
+        "tiny-gemma",
+    )
     with torch.no_grad():
         torch.testing.assert_close(back.encode(x), sae.encode(x), rtol=1e-5, atol=1e-5)
 
@@ -101,8 +120,14 @@ def test_saelens_export_loads_in_sae_lens_and_encodes_the_same(tmp_path, arch):
 def test_an_sae_saved_by_sae_lens_loads_and_encodes_the_same(tmp_path, lens_arch):
     from sae_lens import SAE as LensSAE
 
-    config = {"architecture": lens_arch, "d_in": 16, "d_sae": 40, "dtype": "float32", "device": "cpu",
-              "metadata": {"model_name": "gpt2", "hook_name": "blocks.3.hook_resid_post"}}
+    config = {
+        "architecture": lens_arch,
+        "d_in": 16,
+        "d_sae": 40,
+        "dtype": "float32",
+        "device": "cpu",
+        "metadata": {"model_name": "gpt2", "hook_name": "blocks.3.hook_resid_post"},
+    }
     if lens_arch == "topk":
         config["k"] = 6
     with warnings.catch_warnings():
@@ -145,8 +170,9 @@ def test_gemma_scope_npz_loads_as_jumprelu_and_encodes_like_the_reference(tmp_pa
     reference = np.maximum(pre, 0) * (pre > p["threshold"])
     with torch.no_grad():
         np.testing.assert_allclose(sae.encode(torch.from_numpy(x)).numpy(), reference, rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(sae.decode(torch.from_numpy(reference)).numpy(), reference @ p["W_dec"] + p["b_dec"],
-                                   rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(
+            sae.decode(torch.from_numpy(reference)).numpy(), reference @ p["W_dec"] + p["b_dec"], rtol=1e-5, atol=1e-4
+        )
 
 
 def test_gemma_scope_2_safetensors_with_lowercase_keys_loads(tmp_path):
@@ -244,5 +270,7 @@ def test_saelens_folder_without_weights_is_named(tmp_path):
 
 def test_sae_for_another_model_width_names_both_numbers(tiny_gemma):
     sae = random_sae("topk", d_in=640)
-    with pytest.raises(ValueError, match=rf"reads 640-wide activations but tiny-gemma has d_model={tiny_gemma.d_model}"):
+    with pytest.raises(
+        ValueError, match=rf"reads 640-wide activations but tiny-gemma has d_model={tiny_gemma.d_model}"
+    ):
         check_compatible(sae, tiny_gemma, layer=1)

@@ -19,8 +19,16 @@ TEXTS = [
 def identity_sae(d: int, layer: int = 1, decoder_scale: float = 1.0, model_name: str = "") -> SAE:
     """relu(x) - relu(-x) = x: a ReLU SAE with 2d latents that reconstructs any input exactly (scaled decoder:
     a reconstruction that is decoder_scale * x)."""
-    sae = SAE(SAEConfig(d_in=d, n_features=2 * d, architecture="relu", layer=layer, model_name=model_name,
-                        apply_b_dec_to_input=False))
+    sae = SAE(
+        SAEConfig(
+            d_in=d,
+            n_features=2 * d,
+            architecture="relu",
+            layer=layer,
+            model_name=model_name,
+            apply_b_dec_to_input=False,
+        )
+    )
     eye = torch.eye(d)
     with torch.no_grad():
         sae.W_enc.copy_(torch.cat([eye, -eye], dim=1))

@@ -20,9 +20,20 @@ NP_ID = "gemma-2-2b/12-gemmascope-res-16k"
 
 def lens_sae(architecture: str, *, d_in: int = 16, d_sae: int = 40, seed: int = 0, **extra):
     """A sae_lens SAE of ``architecture`` with random weights (thresholds positive), as sae_lens builds it."""
-    config = {"architecture": architecture, "d_in": d_in, "d_sae": d_sae, "dtype": "float32", "device": "cpu",
-              "metadata": {"model_name": "gemma-2-2b", "hook_name": "blocks.12.hook_resid_post",
-                           "hf_hook_name": "model.layers.12", "neuronpedia_id": NP_ID}, **extra}
+    config = {
+        "architecture": architecture,
+        "d_in": d_in,
+        "d_sae": d_sae,
+        "dtype": "float32",
+        "device": "cpu",
+        "metadata": {
+            "model_name": "gemma-2-2b",
+            "hook_name": "blocks.12.hook_resid_post",
+            "hf_hook_name": "model.layers.12",
+            "neuronpedia_id": NP_ID,
+        },
+        **extra,
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         lens = sae_lens.SAE.from_dict(config)
@@ -52,7 +63,10 @@ def test_hf_hook_name_and_neuronpedia_id_are_kept_and_written_back(tmp_path):
     save_sae(sae, tmp_path / "back", format="saelens")
     meta = json.loads((tmp_path / "back" / "cfg.json").read_text())["metadata"]
     assert (meta["hook_name"], meta["hf_hook_name"], meta["neuronpedia_id"]) == (
-        "blocks.12.hook_resid_post", "model.layers.12", NP_ID)
+        "blocks.12.hook_resid_post",
+        "model.layers.12",
+        NP_ID,
+    )
     again = sae_lens.SAE.load_from_disk(tmp_path / "back")
     assert again.cfg.metadata.neuronpedia_id == NP_ID and again.cfg.metadata.hf_hook_name == "model.layers.12"
     assert load_sae(tmp_path / "back").cfg.neuronpedia_id == NP_ID  # and in the native format too
@@ -122,15 +136,28 @@ def test_fold_W_dec_norm_is_refused_for_topk_whose_selection_it_would_change(tmp
     assert load_sae(path).cfg.architecture == "topk"
 
 
-@pytest.mark.parametrize("architecture, extra, reason", [
-    ("gated", {}, "gating path"),
-    ("transcoder", {"d_out": 16, "apply_b_dec_to_input": False}, "reads one site and writes another"),
-    ("jumprelu_skip_transcoder", {"d_out": 16, "apply_b_dec_to_input": False}, "skip path"),
-])
+@pytest.mark.parametrize(
+    "architecture, extra, reason",
+    [
+        ("gated", {}, "gating path"),
+        ("transcoder", {"d_out": 16, "apply_b_dec_to_input": False}, "reads one site and writes another"),
+        ("jumprelu_skip_transcoder", {"d_out": 16, "apply_b_dec_to_input": False}, "skip path"),
+    ],
+)
 def test_unsupported_saelens_architectures_say_which_and_why(tmp_path, architecture, extra, reason):
-    config = {"architecture": architecture, "d_in": 16, "d_sae": 40, "dtype": "float32", "device": "cpu",
-              "metadata": {"model_name": "gpt2", "hook_name": "blocks.3.ln2.hook_normalized",
-                           "hook_name_out": "blocks.3.hook_mlp_out"}, **extra}
+    config = {
+        "architecture": architecture,
+        "d_in": 16,
+        "d_sae": 40,
+        "dtype": "float32",
+        "device": "cpu",
+        "metadata": {
+            "model_name": "gpt2",
+            "hook_name": "blocks.3.ln2.hook_normalized",
+            "hook_name_out": "blocks.3.hook_mlp_out",
+        },
+        **extra,
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         lens = sae_lens.SAE.from_dict(config)

@@ -74,11 +74,21 @@ def _interrupt_at(step_to_stop: int):
     def callback(step, info):
         if step == step_to_stop:
             raise KeyboardInterrupt
+
     return callback
 
 
-RESUME_SETTINGS = dict(arch="topk", n_features=128, k=4, n_steps=40, batch_size=256, lr=1e-3, seed=5,
-                       dead_after_tokens=2048, progress=False)
+RESUME_SETTINGS = dict(
+    arch="topk",
+    n_features=128,
+    k=4,
+    n_steps=40,
+    batch_size=256,
+    lr=1e-3,
+    seed=5,
+    dead_after_tokens=2048,
+    progress=False,
+)
 
 
 def test_resume_in_a_new_process_equals_training_straight_through(tmp_path):
@@ -95,9 +105,9 @@ def test_resume_in_a_new_process_equals_training_straight_through(tmp_path):
         import numpy as np, torch
         torch.set_num_threads({torch.get_num_threads()})
         from saewidgets.sae import train_sae, save_sae
-        x = torch.from_numpy(np.load({str(tmp_path / 'x.npy')!r}))
-        sae = train_sae(x, checkpoint_dir={str(tmp_path / 'ckpt')!r}, **{RESUME_SETTINGS!r})
-        save_sae(sae, {str(tmp_path / 'resumed')!r})
+        x = torch.from_numpy(np.load({str(tmp_path / "x.npy")!r}))
+        sae = train_sae(x, checkpoint_dir={str(tmp_path / "ckpt")!r}, **{RESUME_SETTINGS!r})
+        save_sae(sae, {str(tmp_path / "resumed")!r})
     """)
     subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
     resumed = load_sae(tmp_path / "resumed")
@@ -131,8 +141,13 @@ def test_ctrl_c_saves_a_checkpoint_and_returns_the_sae_so_far(tmp_path):
 def test_checkpoints_are_written_every_n_steps(tmp_path):
     x, _ = planted_data(n_planted=64, d=16, n_tokens=3000)
     seen = []
-    train_sae(x, checkpoint_dir=tmp_path, checkpoint_every=15,
-              callback=lambda step, info: seen.append((tmp_path / CHECKPOINT_NAME).exists()), **RESUME_SETTINGS)
+    train_sae(
+        x,
+        checkpoint_dir=tmp_path,
+        checkpoint_every=15,
+        callback=lambda step, info: seen.append((tmp_path / CHECKPOINT_NAME).exists()),
+        **RESUME_SETTINGS,
+    )
     assert seen[:15] == [False] * 15 and all(seen[15:])
     assert load_checkpoint(tmp_path)["step"] == 30  # the last multiple of 15 (no checkpoint after the final step)
 
@@ -148,8 +163,17 @@ def test_non_finite_activations_are_reported_by_row_and_column(bad):
 def test_a_diverging_loss_stops_at_its_step_and_suggests_a_lower_lr():
     x, _ = planted_data(n_planted=64, d=16, n_tokens=3000)
     with pytest.raises(FloatingPointError, match=r"at step \d+.*Lower the learning rate"):
-        train_sae(x, arch="relu", n_features=64, n_steps=50, batch_size=256, lr=1e30, lr_warmup_steps=1,
-                  grad_clip=0, progress=False)
+        train_sae(
+            x,
+            arch="relu",
+            n_features=64,
+            n_steps=50,
+            batch_size=256,
+            lr=1e30,
+            lr_warmup_steps=1,
+            grad_clip=0,
+            progress=False,
+        )
 
 
 def test_training_records_where_the_activations_came_from():

@@ -29,8 +29,10 @@ class Evil:
 
 
 def tiny_sae(**cfg) -> SAE:
-    return SAE(SAEConfig(**{"d_in": 64, "n_features": 16, "architecture": "topk", "k": 2, "layer": 1, **cfg}),
-               torch.Generator().manual_seed(0))
+    return SAE(
+        SAEConfig(**{"d_in": 64, "n_features": 16, "architecture": "topk", "k": 2, "layer": 1, **cfg}),
+        torch.Generator().manual_seed(0),
+    )
 
 
 def test_the_evil_pickle_does_run_code_when_unpickled(tmp_path):
@@ -80,8 +82,12 @@ def plant(kind: str, folder: Path, marker: Path) -> tuple[Path, object]:
     if kind == "tokens.npz with an object array":
         acts = Activations(np.zeros((2, 4), np.float32), *(np.zeros(2, np.int32) for _ in range(3)))
         acts.save(folder / "acts")
-        np.savez(folder / "acts" / "tokens.npz", token_ids=np.array([evil], dtype=object),
-                 doc_ids=np.zeros(2, np.int32), positions=np.zeros(2, np.int32))
+        np.savez(
+            folder / "acts" / "tokens.npz",
+            token_ids=np.array([evil], dtype=object),
+            doc_ids=np.zeros(2, np.int32),
+            positions=np.zeros(2, np.int32),
+        )
         return folder / "acts", lambda p: Activations.load(p, mmap=False)
     if kind == "feature_stats.safetensors is a pickle":
         folder.joinpath("stats").mkdir()
@@ -103,16 +109,39 @@ def plant(kind: str, folder: Path, marker: Path) -> tuple[Path, object]:
 def _manifest(shards: list[dict]) -> dict:
     from saewidgets.store import STORE_FORMAT
 
-    return {"format": STORE_FORMAT, "model": "m", "site": "s", "layer": 0, "d_model": 4, "dtype": "float32",
-            "corpus_fingerprint": "x", "settings": {}, "n_rows": sum(s["rows"] for s in shards),
-            "n_shards": len(shards), "complete": True, "shards": shards}
+    return {
+        "format": STORE_FORMAT,
+        "model": "m",
+        "site": "s",
+        "layer": 0,
+        "d_model": 4,
+        "dtype": "float32",
+        "corpus_fingerprint": "x",
+        "settings": {},
+        "n_rows": sum(s["rows"] for s in shards),
+        "n_shards": len(shards),
+        "complete": True,
+        "shards": shards,
+    }
 
 
-KINDS = ["sae.pkl", "sae.pickle", "sae.pt", "sae.pth", "sae.bin", "sae.ckpt",
-         "native folder, sae.safetensors is a pickle", "saelens folder, weights are a pickle",
-         "params.npz with an object array", "params.npy with an object array", "checkpoint.pt",
-         "acts.npy with an object array", "tokens.npz with an object array", "feature_stats.safetensors is a pickle",
-         "store shard with an object array"]
+KINDS = [
+    "sae.pkl",
+    "sae.pickle",
+    "sae.pt",
+    "sae.pth",
+    "sae.bin",
+    "sae.ckpt",
+    "native folder, sae.safetensors is a pickle",
+    "saelens folder, weights are a pickle",
+    "params.npz with an object array",
+    "params.npy with an object array",
+    "checkpoint.pt",
+    "acts.npy with an object array",
+    "tokens.npz with an object array",
+    "feature_stats.safetensors is a pickle",
+    "store shard with an object array",
+]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -122,7 +151,9 @@ def test_a_pickle_that_runs_code_is_refused_and_never_runs(kind, tmp_path):
     with pytest.raises(ValueError) as info:
         loader(path)
     assert not marker.exists(), "loading ran the pickle's code"
-    assert path.name in str(info.value) or str(path) in str(info.value), f"the error does not name the file: {info.value}"
+    assert path.name in str(info.value) or str(path) in str(info.value), (
+        f"the error does not name the file: {info.value}"
+    )
 
 
 # -- names from files never become paths outside the folder ----------------------------------------------------------
@@ -157,11 +188,27 @@ def test_names_inside_sae_configs_never_choose_where_files_go(name, tmp_path, mo
     save_sae(sae, sandbox / "out" / "lens", format="saelens")
     assert load_sae(sandbox / "out" / "native").cfg.model_name == name
     x = torch.randn(64, 64, generator=torch.Generator().manual_seed(0))
-    acts = Activations(x.numpy(), np.zeros(64, np.int32), np.zeros(64, np.int32), np.arange(64, dtype=np.int32),
-                       model_name=name, layer=1, site=name)
+    acts = Activations(
+        x.numpy(),
+        np.zeros(64, np.int32),
+        np.zeros(64, np.int32),
+        np.arange(64, dtype=np.int32),
+        model_name=name,
+        layer=1,
+        site=name,
+    )
     acts.save(sandbox / "out" / "acts")
-    trained = train_sae(acts, "topk", 8, 2, batch_size=16, n_steps=2, checkpoint_dir=sandbox / "out" / "ckpt",
-                        checkpoint_every=1, progress=False)
+    trained = train_sae(
+        acts,
+        "topk",
+        8,
+        2,
+        batch_size=16,
+        n_steps=2,
+        checkpoint_dir=sandbox / "out" / "ckpt",
+        checkpoint_every=1,
+        progress=False,
+    )
     assert trained.cfg.model_name == name
 
     written = {p.relative_to(sandbox).parts[0] for p in files_under(sandbox)}
@@ -185,8 +232,12 @@ def test_statistics_with_hostile_model_names_and_token_strings_save_inside_their
     target = tmp_path / "box" / "stats"
     stats.save(target)
     assert {p.relative_to(tmp_path) for p in files_under(tmp_path)} == {
-        Path("box"), Path("box/stats"), Path("box/stats/feature_stats.json"),
-        Path("box/stats/feature_stats.safetensors"), Path("box/stats/.saewidgets-files.json")}
+        Path("box"),
+        Path("box/stats"),
+        Path("box/stats/feature_stats.json"),
+        Path("box/stats/feature_stats.safetensors"),
+        Path("box/stats/.saewidgets-files.json"),
+    }
     back = FeatureStats.load(target)
     assert back.model_name == name and set(back.token_strings.values()) == {name}
 

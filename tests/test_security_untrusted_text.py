@@ -25,12 +25,48 @@ import synthetic_results as syn
 from saewidgets.analysis.results import SteeringExample
 
 FRAGMENTS = [
-    "<script>window.__pwned=1</script>", "</script>", "</SCRIPT >", "<script", "<!--", "-->", "<![CDATA[", "]]>",
-    "<img src=x onerror=alert(1)>", "<svg/onload=alert(1)>", "<iframe srcdoc='<script>alert(1)</script>'>",
-    "<a href=\"javascript:alert(1)\">x</a>", "<style>*{display:none}</style>", "<div onclick=\"x()\">",
-    "\" onmouseover=\"alert(1)", "' onfocus='alert(1)", "`", "&lt;b&gt;", "&amp;", "&#60;script&#62;", "&",
-    "\u2028", "\u2029", "\u202e", "\u200f", "\u200b", "\ufeff", "\x00", "\x07", "\x1b[31m", "\r\n", "\t",
-    "🌉", "👩‍👩‍👧", "é", "中文", "${alert(1)}", "{{7*7}}", "\\u003c", "\\", "/", "=",
+    "<script>window.__pwned=1</script>",
+    "</script>",
+    "</SCRIPT >",
+    "<script",
+    "<!--",
+    "-->",
+    "<![CDATA[",
+    "]]>",
+    "<img src=x onerror=alert(1)>",
+    "<svg/onload=alert(1)>",
+    "<iframe srcdoc='<script>alert(1)</script>'>",
+    '<a href="javascript:alert(1)">x</a>',
+    "<style>*{display:none}</style>",
+    '<div onclick="x()">',
+    '" onmouseover="alert(1)',
+    "' onfocus='alert(1)",
+    "`",
+    "&lt;b&gt;",
+    "&amp;",
+    "&#60;script&#62;",
+    "&",
+    "\u2028",
+    "\u2029",
+    "\u202e",
+    "\u200f",
+    "\u200b",
+    "\ufeff",
+    "\x00",
+    "\x07",
+    "\x1b[31m",
+    "\r\n",
+    "\t",
+    "🌉",
+    "👩‍👩‍👧",
+    "é",
+    "中文",
+    "${alert(1)}",
+    "{{7*7}}",
+    "\\u003c",
+    "\\",
+    "/",
+    "=",
 ]
 
 # Arbitrary unicode (no lone surrogates: no tokenizer or Python str from valid input produces them).
@@ -97,6 +133,7 @@ def placeholder(strings: list[str]) -> list[str]:
 
 # -- one builder per view: (strings) -> widget; the same builder with placeholders gives the reference -------------
 
+
 def heatmap(tokens: list[str], label: str) -> TokenHeatmap:
     acts = np.linspace(0, 3, len(tokens) * 2, dtype=np.float32).reshape(len(tokens), 2)
     return TokenHeatmap(tokens=tokens, acts=acts, features=[3, 7], title=label)
@@ -145,11 +182,18 @@ def explorer(tokens: list[str], label: str, n: int = 30):
         return dashboard(tokens, label).card | {"feature": i}
 
     ex = Explorer(
-        None, None, stats, geo, background=False, card_fn=card_fn, search_fn=lambda q: [],
+        None,
+        None,
+        stats,
+        geo,
+        background=False,
+        card_fn=card_fn,
+        search_fn=lambda q: [],
         steer_fn=lambda p, f, m: syn.FakeSteeringResult([p], [label], [tokens[0]], {f: m}),
         attribute_fn=lambda p, target: syn.attribution(toks, target),
         activations_fn=lambda text, feats: syn.token_activations(tokens, feats),
-        text=label, prompt=label,
+        text=label,
+        prompt=label,
     )
     ex.attribution.set_attribution(syn.attribution(toks, label))
     ex.map.set_bookmarks({label: 1, tokens[0]: 2})
@@ -161,8 +205,12 @@ def explorer(tokens: list[str], label: str, n: int = 30):
 
 
 BUILDERS: dict[str, Callable[[list[str], str], Any]] = {
-    "heatmap": heatmap, "dashboard": dashboard, "feature_map": feature_map, "attribution": attribution,
-    "steering": steering, "explorer": explorer,
+    "heatmap": heatmap,
+    "dashboard": dashboard,
+    "feature_map": feature_map,
+    "attribution": attribution,
+    "steering": steering,
+    "explorer": explorer,
 }
 
 
@@ -222,6 +270,7 @@ def test_hundred_thousand_character_strings_export_without_crashing(name):
 def test_explorer_heatmap_error_message_travels_as_plain_text(label):
     """A failing activations callback's message reaches the view as a plain string (explorer.js writes it with
     textContent, and no static file uses an HTML sink), carrying the text unchanged."""
+
     def failing(text, feats):
         raise RuntimeError(label)
 

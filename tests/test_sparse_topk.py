@@ -50,8 +50,13 @@ def test_sparse_step_matches_dense_loss_reconstruction_and_every_gradient(arch: 
     assert sparse.l0 == dense.l0
     assert torch.equal(sparse.fired, dense.fired)
     for name, param in dense_sae.named_parameters():
-        torch.testing.assert_close(dict(sparse_sae.named_parameters())[name].grad, param.grad, rtol=1e-10, atol=1e-12,
-                                   msg=lambda m, name=name: f"gradient of {name}: {m}")
+        torch.testing.assert_close(
+            dict(sparse_sae.named_parameters())[name].grad,
+            param.grad,
+            rtol=1e-10,
+            atol=1e-12,
+            msg=lambda m, name=name: f"gradient of {name}: {m}",
+        )
     if arch == "batchtopk":
         torch.testing.assert_close(sparse_sae.threshold, dense_sae.threshold)
 

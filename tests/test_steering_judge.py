@@ -21,26 +21,32 @@ from saewidgets.analysis.steering_judge import (
 BRIDGE = ["Golden Gate", "San Francisco", "Marin"]
 
 
-@pytest.mark.parametrize("text", [
-    "We drove over the Golden Gate at dawn.",
-    "a GOLDEN GATE view",
-    "the golden gates of the park",      # plural
-    "fog over San Francisco.",
-    "(Marin)",
-    "Marin's hills",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "We drove over the Golden Gate at dawn.",
+        "a GOLDEN GATE view",
+        "the golden gates of the park",  # plural
+        "fog over San Francisco.",
+        "(Marin)",
+        "Marin's hills",
+    ],
+)
 def test_mentions_finds_terms_as_whole_words_in_any_case(text):
     assert mentions(text, BRIDGE)
 
 
-@pytest.mark.parametrize("text", [
-    "the Golden Temple in India",        # first word only
-    "the Golden Gateway apartments",    # the term inside a longer word
-    "a goldengate.com address",
-    "a marina by the sea",
-    "San Franciscan weather",
-    "",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "the Golden Temple in India",  # first word only
+        "the Golden Gateway apartments",  # the term inside a longer word
+        "a goldengate.com address",
+        "a marina by the sea",
+        "San Franciscan weather",
+        "",
+    ],
+)
 def test_mentions_rejects_partial_words_and_other_golden_things(text):
     assert not mentions(text, BRIDGE)
 
@@ -52,31 +58,39 @@ def test_mentions_word_boundaries_for_short_terms():
         mentions("text", ["", "  "])
 
 
-@pytest.mark.parametrize("text", [
-    "a b c d e f g h i j k",                              # single letters: the model predicts them well
-    "Marin Marin Marin Marin and more",                  # a loop
-    "the bridge the bridge the bridge the bridge the",  # few distinct words
-    "too short",
-    "",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a b c d e f g h i j k",  # single letters: the model predicts them well
+        "Marin Marin Marin Marin and more",  # a loop
+        "the bridge the bridge the bridge the bridge the",  # few distinct words
+        "too short",
+        "",
+    ],
+)
 def test_degenerate_catches_what_log_probability_misses(text):
     assert degenerate(text)
 
 
-@pytest.mark.parametrize("text", [
-    "the bridge was long and the view was wide",
-    " a dog. It was running in the park and I think it was happy.",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "the bridge was long and the view was wide",
+        " a dog. It was running in the park and I think it was happy.",
+    ],
+)
 def test_sentences_are_not_degenerate(text):
     assert not degenerate(text)
 
 
 def test_verdicts_need_a_mention_fluency_and_a_default_that_did_not_mention():
-    steered = ["We walked across the Golden Gate and back.",    # success
-               "We walked across the Golden Gate and back.",    # its default already mentioned the bridge
-               "We walked across the Golden Gate and back.",    # log probability below the bar
-               "We walked along a quiet beach and back.",       # no mention
-               "Golden Gate Golden Gate Golden Gate Golden Gate"]  # degenerate
+    steered = [
+        "We walked across the Golden Gate and back.",  # success
+        "We walked across the Golden Gate and back.",  # its default already mentioned the bridge
+        "We walked across the Golden Gate and back.",  # log probability below the bar
+        "We walked along a quiet beach and back.",  # no mention
+        "Golden Gate Golden Gate Golden Gate Golden Gate",
+    ]  # degenerate
     default = ["a park.", "the Golden Gate Bridge.", "a park.", "a park.", "a park."]
     out = verdicts(steered, default, [-2.0, -2.0, -5.0, -2.0, -0.5], BRIDGE, threshold=-3.0)
     assert out["success"] == (True, False, False, False, False)
@@ -94,7 +108,7 @@ def reference_logprob(model, prompt: str, continuation: str) -> float:
     with torch.no_grad():
         logits = model.hf(ids).logits[0].float()
     logprob = logits.log_softmax(-1)[:-1].gather(-1, ids[0, 1:, None])[:, 0]
-    return float(logprob[len(head) - 1:].mean())
+    return float(logprob[len(head) - 1 :].mean())
 
 
 def test_continuation_logprobs_equal_plain_pytorch_with_padding_and_batches(tiny):

@@ -21,8 +21,12 @@ DEFINED_IN = ROOT / "saewidgets" / "analysis" / "steering_sets.py"
 RESULTS = ROOT / "benchmarks" / "results"
 #: The files allowed to use the evaluation set: the benchmark, the demo's reported rate, the acceptance test and
 #: this test. Anything that chooses or calibrates must not be among them.
-JUDGES = {"benchmarks/bench_steering.py", "tests/test_steering_sets.py", "tests/test_gemma_analysis.py",
-          "saewidgets/demo/examples.py"}
+JUDGES = {
+    "benchmarks/bench_steering.py",
+    "tests/test_steering_sets.py",
+    "tests/test_gemma_analysis.py",
+    "saewidgets/demo/examples.py",
+}
 TEXT_FILES = ("*.py", "*.ipynb", "*.md", "*.txt", "*.json", "*.toml", "*.js", "*.cfg")
 
 
@@ -102,8 +106,9 @@ def test_no_default_or_constant_in_the_package_holds_an_evaluation_prompt():
             if _holds_eval_prompt(value):
                 offenders.append(f"{info.name}.{name}")
             if inspect.isfunction(value) or inspect.isclass(value):
-                functions = [value] if inspect.isfunction(value) else [
-                    f for f in vars(value).values() if inspect.isfunction(f)]
+                functions = (
+                    [value] if inspect.isfunction(value) else [f for f in vars(value).values() if inspect.isfunction(f)]
+                )
                 for fn in functions:
                     try:
                         parameters = inspect.signature(fn).parameters.values()

@@ -62,12 +62,18 @@ def test_steer_vector_equals_a_plain_forward_hook(tiny, acts):
     handle = block.register_forward_hook(add)
     try:
         with torch.no_grad():
-            plain = tiny.hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, min_new_tokens=8,
-                                     do_sample=False, pad_token_id=tiny.tokenizer.eos_token_id)
+            plain = tiny.hf.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=8,
+                min_new_tokens=8,
+                do_sample=False,
+                pad_token_id=tiny.tokenizer.eos_token_id,
+            )
     finally:
         handle.remove()
     result = steer_vector(tiny, prompt, vector, alpha, max_new_tokens=8, repetition_penalty=1.0)
-    assert result.steered == [tiny.tokenizer.decode(plain[0, ids.shape[1]:], skip_special_tokens=True)]
+    assert result.steered == [tiny.tokenizer.decode(plain[0, ids.shape[1] :], skip_special_tokens=True)]
     assert result.mode == "vector" and result.settings["alpha"] == alpha
     unsteered = steer_vector(tiny, [prompt, "The fog"], vector, 0.0, max_new_tokens=6)
     assert unsteered.steered == unsteered.default
@@ -109,8 +115,10 @@ def test_steer_each_equals_one_steer_call_per_intervention(tiny, monkeypatch):
     from saewidgets.analysis.steering import steer, steer_each
     from saewidgets.sae import SAE, SAEConfig
 
-    sae = SAE(SAEConfig(d_in=tiny.d_model, n_features=16, architecture="topk", k=4, layer=LAYER),
-              torch.Generator().manual_seed(0)).eval()
+    sae = SAE(
+        SAEConfig(d_in=tiny.d_model, n_features=16, architecture="topk", k=4, layer=LAYER),
+        torch.Generator().manual_seed(0),
+    ).eval()
     prompts = ["I went for a walk and saw", "The fog"]
     interventions = [{3: 4.0}, {5: -2.0}, {3: 0.0, 7: 6.0}]
     monkeypatch.setattr("saewidgets.analysis.steering.MAX_BATCH_ROWS", 4)  # two generate calls

@@ -168,8 +168,9 @@ def test_shuffled_batches_cover_every_row_once_and_mix_shards(tiny_gemma, tmp_pa
     all_rows = np.asarray(store.acts)
     np.testing.assert_array_equal(rows[key(rows)], all_rows[key(all_rows)])
     first = batches[0].numpy()
-    shard_of = [int(np.searchsorted(store.acts.starts, np.flatnonzero((all_rows == r).all(1))[0], side="right"))
-                for r in first]
+    shard_of = [
+        int(np.searchsorted(store.acts.starts, np.flatnonzero((all_rows == r).all(1))[0], side="right")) for r in first
+    ]
     assert len(set(shard_of)) > 1, "a batch draws rows from more than one shard"
     again = next(store.batches(16, seed=1, buffer_shards=2))
     other = next(store.batches(16, seed=1, epoch=1, buffer_shards=2))
@@ -179,8 +180,15 @@ def test_shuffled_batches_cover_every_row_once_and_mix_shards(tiny_gemma, tmp_pa
 def test_sharded_rows_index_like_one_array():
     parts = [np.arange(12).reshape(4, 3), np.arange(12, 18).reshape(2, 3), np.arange(18, 27).reshape(3, 3)]
     whole, rows = np.concatenate(parts), ShardedRows(parts)
-    keys = (slice(None), slice(2, 7), slice(1, 9, 3), np.array([8, 0, 5, 5, -1]), whole[:, 0] % 2 == 0,
-            (slice(3, 6), 1), (5, 2))
+    keys = (
+        slice(None),
+        slice(2, 7),
+        slice(1, 9, 3),
+        np.array([8, 0, 5, 5, -1]),
+        whole[:, 0] % 2 == 0,
+        (slice(3, 6), 1),
+        (5, 2),
+    )
     for key in keys:
         assert np.array_equal(rows[key], whole[key]), key
     assert rows.shape == (9, 3) and np.array_equal(rows[4], whole[4]) and np.array_equal(np.asarray(rows), whole)

@@ -49,10 +49,15 @@ def test_notebook_is_current_nbformat_with_cell_ids(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_notebook_is_stripped_of_outputs(path):
     nb = nbformat.read(path, as_version=4)
-    dirty = [i for i, cell in enumerate(nb.cells)
-             if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count") is not None)]
-    assert not dirty, (f"{path.name}: code cells {dirty} have outputs or execution counts; strip them "
-                       "(e.g. `jupyter nbconvert --clear-output --inplace` or nbstripout) before committing")
+    dirty = [
+        i
+        for i, cell in enumerate(nb.cells)
+        if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count") is not None)
+    ]
+    assert not dirty, (
+        f"{path.name}: code cells {dirty} have outputs or execution counts; strip them "
+        "(e.g. `jupyter nbconvert --clear-output --inplace` or nbstripout) before committing"
+    )
     assert "widgets" not in nb.metadata, f"{path.name} carries saved widget state in its metadata; strip it"
 
 

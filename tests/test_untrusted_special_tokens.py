@@ -33,8 +33,10 @@ def test_harvest_keeps_special_token_strings_as_text_by_default(gemma):
 
 
 def test_token_activations_shows_the_characters_instead_of_dropping_the_token(gemma):
-    sae = SAE(SAEConfig(d_in=gemma.d_model, n_features=8, k=2, model_name="tiny-gemma", layer=1),
-              torch.Generator().manual_seed(0))
+    sae = SAE(
+        SAEConfig(d_in=gemma.d_model, n_features=8, k=2, model_name="tiny-gemma", layer=1),
+        torch.Generator().manual_seed(0),
+    )
     shown = "".join(token_activations(gemma, sae, TEXT, [0]).tokens)
     assert shown == TEXT
     parsed = "".join(token_activations(gemma, sae, TEXT, [0], split_special_tokens=False).tokens)

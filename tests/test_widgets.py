@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import traitlets
 
-from saewidgets.widgets import (AttributionView, FeatureDashboard, FeatureMap, SteeringPanel, TokenHeatmap)
+from saewidgets.widgets import AttributionView, FeatureDashboard, FeatureMap, SteeringPanel, TokenHeatmap
 import synthetic_results as syn
 from saewidgets.analysis.results import SteeringExample
 from saewidgets.widgets.serializers import array_to_bytes, bytes_to_array, jsonable
@@ -30,8 +30,11 @@ def test_jsonable_turns_numpy_and_nan_into_plain_json():
 def test_static_cards_round_floats_to_four_significant_digits():
     from saewidgets.widgets.serializers import round_floats
 
-    assert round_floats({"a": [1.23456789, 2], "b": {"c": 123456.7}, "t": "x"}) == \
-        {"a": [1.235, 2], "b": {"c": 123500.0}, "t": "x"}
+    assert round_floats({"a": [1.23456789, 2], "b": {"c": 123456.7}, "t": "x"}) == {
+        "a": [1.235, 2],
+        "b": {"c": 123500.0},
+        "t": "x",
+    }
 
 
 def test_heatmap_takes_token_activations_and_ships_acts_as_bytes():
@@ -126,8 +129,9 @@ def test_attribution_view_shows_rows_and_bar_click_opens_feature():
 
 def test_attribution_view_recomputes_for_a_picked_target():
     toks = syn.tokens(8)
-    view = AttributionView(syn.attribution(toks, "a"), attribute_fn=lambda tgt: syn.attribution(toks, tgt),
-                           background=False)
+    view = AttributionView(
+        syn.attribution(toks, "a"), attribute_fn=lambda tgt: syn.attribution(toks, tgt), background=False
+    )
     view._on_frontend_msg(view, {"event": "attribute", "target": " bridge"}, [])
     assert view.target == " bridge" and view.target_label == " bridge"
     assert view.rows == AttributionView(syn.attribution(toks, " bridge")).rows
@@ -207,8 +211,12 @@ def test_generate_errors_are_shown_in_the_panel():
 def test_explorer_selection_anywhere_updates_every_view():
     ex = syn.explorer(n_features=120, background=False)
     ex.map.selected = 17
-    assert (ex.dashboard.feature, ex.dashboard.card["feature"], ex.steering.feature, ex.attribution.feature) == \
-        (17, 17, 17, 17)
+    assert (ex.dashboard.feature, ex.dashboard.card["feature"], ex.steering.feature, ex.attribution.feature) == (
+        17,
+        17,
+        17,
+        17,
+    )
     j = ex.dashboard.card["neighbours"][0]["feature"]
     ex.dashboard.feature = j  # neighbour link
     assert ex.map.selected == j and ex.steering.feature == j
@@ -267,8 +275,16 @@ def test_threaded_trait_updates_finish_quickly():
 def test_explorer_shows_a_saved_steering_example_and_named_features():
     ex = syn.explorer(n_features=50, background=False, highlights={"Golden Gate Bridge": 12, "out of range": 99})
     assert ex.map.bookmarks == [{"label": "Golden Gate Bridge", "feature": 12}]
-    ex.show_steering(SteeringExample(feature=12, multiple=4.0, prompts=["I saw"], default=["I saw a cat"],
-                                     steered=["I saw the bridge"], name="GGB"))
+    ex.show_steering(
+        SteeringExample(
+            feature=12,
+            multiple=4.0,
+            prompts=["I saw"],
+            default=["I saw a cat"],
+            steered=["I saw the bridge"],
+            name="GGB",
+        )
+    )
     assert (ex.steering.steered_feature, ex.steering.steered_multiple, ex.steering.prompt) == (12, 4.0, "I saw")
     assert ex.steering.steered_texts == ["I saw the bridge"] and ex.steering.default_texts == ["I saw a cat"]
     ex.select(3)  # the shown result still names the feature it was made with
@@ -320,8 +336,13 @@ def test_dashboard_cards_show_repeated_contexts_once_with_their_count():
 
     row = {"tokens": ["a", "b"], "center": 1, "value": 2.0, "acts": [0, 2.0]}
     other = {"tokens": ["c"], "center": 0, "value": 1.0, "acts": [1.0]}
-    card = display_card({"feature": 1, "top": [row, dict(row), other, dict(row)],
-                         "quantiles": [{"label": "q", "examples": [other, dict(other)]}]})
+    card = display_card(
+        {
+            "feature": 1,
+            "top": [row, dict(row), other, dict(row)],
+            "quantiles": [{"label": "q", "examples": [other, dict(other)]}],
+        }
+    )
     assert [c.get("count", 1) for c in card["top"]] == [3, 1] and card["top"][0]["tokens"] == ["a", "b"]
     assert card["quantiles"][0]["examples"] == [dict(other, count=2)]
 

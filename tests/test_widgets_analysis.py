@@ -21,14 +21,24 @@ LAYER = 1
 @pytest.fixture(scope="module")
 def wired(tiny_gpt2, tmp_path_factory):
     model = tiny_gpt2
-    sae = SAE(SAEConfig(d_in=model.d_model, n_features=48, architecture="topk", k=6, layer=LAYER),
-              generator=torch.Generator().manual_seed(0)).eval()
+    sae = SAE(
+        SAEConfig(d_in=model.d_model, n_features=48, architecture="topk", k=6, layer=LAYER),
+        generator=torch.Generator().manual_seed(0),
+    ).eval()
     acts = harvest(model, _TRAINING_TEXT, LAYER, progress=False)
     stats = feature_stats(model, sae, acts, top_k=4, context=(3, 2), n_bins=8, progress=False)
     geometry = feature_geometry(sae, cache_dir=tmp_path_factory.mktemp("geometry"))
     effects = logit_effects(model, sae, k=3, progress=False)
-    ex = Explorer(model, sae, stats, geometry, effects, prompt="The Eiffel Tower is in the city of",
-                  text="The bridge is red.", background=False)
+    ex = Explorer(
+        model,
+        sae,
+        stats,
+        geometry,
+        effects,
+        prompt="The Eiffel Tower is in the city of",
+        text="The bridge is red.",
+        background=False,
+    )
     return ex, stats
 
 

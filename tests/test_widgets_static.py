@@ -8,8 +8,7 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
-from saewidgets.widgets import (AttributionView, FeatureDashboard, FeatureMap, SteeringPanel, TokenHeatmap,
-                                export_html)
+from saewidgets.widgets import AttributionView, FeatureDashboard, FeatureMap, SteeringPanel, TokenHeatmap, export_html
 import synthetic_results as syn
 from saewidgets.widgets.static_html import script_json, static_bundle_js
 
@@ -132,7 +131,7 @@ def unpack_cards(packed: dict) -> dict[int, dict]:
         for key, card in inflate(chunk).items():
             for item in [*card["top"], *(e for b in card["quantiles"] for e in b["examples"])]:
                 start, length = tables["windows"][item.pop("w")]
-                item["tokens"] = [tables["strings"][k] for k in tables["stream"][start:start + length]]
+                item["tokens"] = [tables["strings"][k] for k in tables["stream"][start : start + length]]
             for row in [*card["promoted"], *card["suppressed"]]:
                 row["token"] = tables["strings"][row["token"]]
             cards[int(key)] = card
@@ -181,5 +180,5 @@ def test_packed_windows_share_one_token_stream():
 
     windows = [(1, 2, 3), (2, 3, 4), (9, 9), (3, 4, 5), (7,), (0, 1, 2)]
     stream, spans = _chained(windows)
-    assert [tuple(stream[a:a + n]) for a, n in spans] == windows
+    assert [tuple(stream[a : a + n]) for a, n in spans] == windows
     assert len(stream) == 6 + 2 + 1  # 0 1 2 3 4 5 chained, then 9 9 and 7

@@ -42,8 +42,9 @@ def check_feature(sae_or_n: Any, feature: Any, what: str = "feature") -> int:
 def check_features(sae_or_n: Any, features: Iterable[Any] | int) -> list[int]:
     """Each of ``features`` checked by `check_feature`; one bare feature id (``features=5``) means ``[5]``."""
     if isinstance(features, (str, bytes)) or not isinstance(features, Iterable) and not hasattr(features, "__index__"):
-        raise TypeError(f"features must be feature ids, e.g. [3, 17] (or one id), got {type(features).__name__} "
-                        f"({features!r}).")
+        raise TypeError(
+            f"features must be feature ids, e.g. [3, 17] (or one id), got {type(features).__name__} ({features!r})."
+        )
     if not isinstance(features, Iterable) or isinstance(features, torch.Tensor) and features.ndim == 0:
         features = [features]
     return [check_feature(sae_or_n, f) for f in features]
@@ -55,8 +56,9 @@ def sae_layer(model: ModelHandle, sae: SAE, layer: Any, check_provenance: bool =
     return check_compatible(sae, model, layer, check_provenance=check_provenance)
 
 
-def prompt_ids(model: ModelHandle, prompt: str, what: str = "prompt", reserve: int = 0,
-               split_special_tokens: bool = True) -> torch.Tensor:
+def prompt_ids(
+    model: ModelHandle, prompt: str, what: str = "prompt", reserve: int = 0, split_special_tokens: bool = True
+) -> torch.Tensor:
     """Token ids ``[1, T]`` of ``prompt`` (BOS in front when the model uses one); refuses empty prompts.
 
     A prompt longer than the model's context (less ``reserve`` tokens kept free, e.g. for generation) keeps only
@@ -72,12 +74,17 @@ def prompt_ids(model: ModelHandle, prompt: str, what: str = "prompt", reserve: i
     room = model.max_context - reserve - (model.bos_id is not None)
     if n_text > room:
         if room < 1:
-            raise ValueError(f"{model.name} reads at most {model.max_context} tokens, so {reserve} more cannot be "
-                             "generated after any prompt: ask for fewer new tokens.")
-        warnings.warn(f"The {what} is {n_text:,} tokens but {model.name} reads at most {model.max_context:,}"
-                      f"{f' (less {reserve} to generate)' if reserve else ''}: only its last {room:,} tokens are used. "
-                      "Split long texts yourself (harvest() windows them) to cover all of it.", stacklevel=3)
-        ids = ids[:len(ids) - n_text] + ids[len(ids) - room:]
+            raise ValueError(
+                f"{model.name} reads at most {model.max_context} tokens, so {reserve} more cannot be "
+                "generated after any prompt: ask for fewer new tokens."
+            )
+        warnings.warn(
+            f"The {what} is {n_text:,} tokens but {model.name} reads at most {model.max_context:,}"
+            f"{f' (less {reserve} to generate)' if reserve else ''}: only its last {room:,} tokens are used. "
+            "Split long texts yourself (harvest() windows them) to cover all of it.",
+            stacklevel=3,
+        )
+        ids = ids[: len(ids) - n_text] + ids[len(ids) - room :]
     return torch.tensor([ids], dtype=torch.long)
 
 
@@ -90,7 +97,7 @@ def left_padded_batch(model: ModelHandle, prompts: list[str], reserve: int = 0) 
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
-        ids[i, width - len(r):], mask[i, width - len(r):] = r, 1
+        ids[i, width - len(r) :], mask[i, width - len(r) :] = r, 1
     return ids, mask
 
 

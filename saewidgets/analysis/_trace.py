@@ -18,8 +18,9 @@ if TYPE_CHECKING:
     from ..sae import SAE
 
 
-def residuals(model: ModelHandle, ids: torch.Tensor, layer: int,
-              attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+def residuals(
+    model: ModelHandle, ids: torch.Tensor, layer: int, attention_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """The residual stream after block ``layer``, ``[B, T, d]`` float32 on CPU; the trace stops there."""
     inputs: Any = ids if attention_mask is None else {"input_ids": ids, "attention_mask": attention_mask}
     block = model.block(layer)
@@ -43,8 +44,14 @@ def last_logits_with_delta(model: ModelHandle, ids: torch.Tensor, layer: int, de
     return logits.detach().float().cpu()
 
 
-def token_logprob_with_delta(model: ModelHandle, ids: torch.Tensor, attention_mask: torch.Tensor, layer: int,
-                             delta: torch.Tensor, token_ids: list[int]) -> torch.Tensor:
+def token_logprob_with_delta(
+    model: ModelHandle,
+    ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    layer: int,
+    delta: torch.Tensor,
+    token_ids: list[int],
+) -> torch.Tensor:
     """Log of the next-token probability that falls on any of ``token_ids``, at every position: ``[B, T]``.
 
     ``ids``/``attention_mask [P, T]`` are repeated ``B // P`` times to match ``delta [B, T, d]``, which is added to
@@ -72,15 +79,19 @@ def next_token_logprobs(model: ModelHandle, ids: torch.Tensor, attention_mask: t
     Only the ``[B, T - 1]`` result leaves the trace, never the ``[B, T, vocab]`` logits."""
     targets = ids[:, 1:, None].to(model.device)
     nn = model.nn
-    with model.lock, torch.no_grad(), nn.trace({"input_ids": ids, "attention_mask": attention_mask},
-                                               **model.trace_kwargs):
+    with (
+        model.lock,
+        torch.no_grad(),
+        nn.trace({"input_ids": ids, "attention_mask": attention_mask}, **model.trace_kwargs),
+    ):
         logits = nn.output.logits[:, :-1].float()
         logprob = (logits.gather(-1, targets)[..., 0] - logits.logsumexp(-1)).save()
     return logprob.detach().cpu()
 
 
-def residual_and_gradient(model: ModelHandle, ids: torch.Tensor, layer: int,
-                          metric_of_logits: Any) -> tuple[torch.Tensor, torch.Tensor, float]:
+def residual_and_gradient(
+    model: ModelHandle, ids: torch.Tensor, layer: int, metric_of_logits: Any
+) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Residual ``[T, d]`` after block ``layer``, the gradient of ``metric_of_logits(last logits)`` with respect
     to it, and the metric's value, from one forward and backward pass.
 
@@ -107,8 +118,9 @@ def residual_and_gradient(model: ModelHandle, ids: torch.Tensor, layer: int,
     return hidden.detach()[0].float().cpu(), grad.detach()[0].float().cpu(), float(value.detach())
 
 
-def prompt_features(model: ModelHandle, sae: SAE, prompt: str, layer: int, what: str = "prompt",
-                    split_special_tokens: bool = True) -> tuple[list[str], torch.Tensor]:
+def prompt_features(
+    model: ModelHandle, sae: SAE, prompt: str, layer: int, what: str = "prompt", split_special_tokens: bool = True
+) -> tuple[list[str], torch.Tensor]:
     """The prompt's tokens without BOS and the SAE feature activations on them, ``[T, F]``."""
     ids = prompt_ids(model, prompt, what, split_special_tokens=split_special_tokens)
     keep = content_mask(model, ids)[0]

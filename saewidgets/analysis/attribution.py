@@ -80,8 +80,10 @@ class Attribution:
         }
 
     def __repr__(self) -> str:
-        return (f"Attribution(target {self.target}, metric {self.metric:.3f}, {len(self.tokens)} tokens, "
-                f"features {float(self.totals.sum()):+.3f}, error {float(self.error_attribution.sum()):+.3f})")
+        return (
+            f"Attribution(target {self.target}, metric {self.metric:.3f}, {len(self.tokens)} tokens, "
+            f"features {float(self.totals.sum()):+.3f}, error {float(self.error_attribution.sum()):+.3f})"
+        )
 
 
 def target_token(model: ModelHandle, target: str | int) -> int:
@@ -101,7 +103,9 @@ def target_token(model: ModelHandle, target: str | int) -> int:
         pieces = model.tokens_to_str(ids)
         warnings.warn(
             f"target {target!r} is {len(ids)} tokens {pieces}; attributing to the first, {pieces[0]!r} (id {ids[0]}). "
-            "Pass a single token (or its id) to choose another.", stacklevel=3)
+            "Pass a single token (or its id) to choose another.",
+            stacklevel=3,
+        )
     return int(ids[0])
 
 
@@ -124,12 +128,20 @@ def _metric(target_ids: Sequence[int]):
     def metric(logits: torch.Tensor) -> torch.Tensor:
         value = logits[..., target_ids[0]]
         return value - logits[..., target_ids[1]] if len(target_ids) == 2 else value
+
     return metric
 
 
-def attribute(model: ModelHandle, sae: SAE, prompt: str, target: Target = None, layer: int | str | None = None,
-              n_ablate: int = 10, cancel: CancelSignal | None = None,
-              check_provenance: bool = True) -> Attribution:
+def attribute(
+    model: ModelHandle,
+    sae: SAE,
+    prompt: str,
+    target: Target = None,
+    layer: int | str | None = None,
+    n_ablate: int = 10,
+    cancel: CancelSignal | None = None,
+    check_provenance: bool = True,
+) -> Attribution:
     """Attribute ``target`` at the last position of ``prompt`` to every SAE feature at every position.
 
     Args:
@@ -170,8 +182,16 @@ def attribute(model: ModelHandle, sae: SAE, prompt: str, target: Target = None, 
     return result
 
 
-def _ablate(model: ModelHandle, sae: SAE, ids: torch.Tensor, layer: int, f: torch.Tensor, mask: torch.Tensor,
-            features: list[int], metric) -> dict[int, float]:
+def _ablate(
+    model: ModelHandle,
+    sae: SAE,
+    ids: torch.Tensor,
+    layer: int,
+    f: torch.Tensor,
+    mask: torch.Tensor,
+    features: list[int],
+    metric,
+) -> dict[int, float]:
     """metric(clean) - metric(feature zeroed at every non-BOS position, error term kept), per feature."""
     with torch.no_grad():
         base = sae.decode(f)

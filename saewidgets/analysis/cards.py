@@ -65,27 +65,40 @@ class FeatureCard(_CardBody, total=False):
     """Present with logit effects."""
 
 
-def feature_card(stats: FeatureStats, i: int, logit_effects: LogitEffects | None = None,
-                 geometry: FeatureGeometry | None = None, labels: Labels | None = None) -> FeatureCard:
+def feature_card(
+    stats: FeatureStats,
+    i: int,
+    logit_effects: LogitEffects | None = None,
+    geometry: FeatureGeometry | None = None,
+    labels: Labels | None = None,
+) -> FeatureCard:
     """Everything the dashboard shows about feature ``i`` (schema in the module docstring)."""
     i = stats.check_feature(i)
     for other, what in ((logit_effects, "logit effects"), (geometry, "geometry"), (labels, "labels")):
         if other is not None and other.fingerprint != stats.fingerprint:
-            raise ValueError(f"The {what} were computed for SAE {other.fingerprint} but the statistics for "
-                             f"{stats.fingerprint}: compute both for the same SAE.")
-    return cast(FeatureCard, {
-        "feature": i,
-        "density": float(stats.density[i]),
-        "max_act": float(stats.max_act[i]),
-        "mean_act": float(stats.mean_act[i]),
-        "top": stats.top_examples(i),
-        "quantiles": stats.quantile_examples(i),
-        "histogram": stats.histogram(i),
-        **(_logits(logit_effects, i, float(stats.mean_act[i])) if logit_effects is not None
-           else {"promoted": [], "suppressed": []}),
-        "neighbours": geometry.neighbours(i, N_NEIGHBOURS) if geometry is not None else [],
-        "label": labels.view(i) if labels is not None else None,
-    })
+            raise ValueError(
+                f"The {what} were computed for SAE {other.fingerprint} but the statistics for "
+                f"{stats.fingerprint}: compute both for the same SAE."
+            )
+    return cast(
+        FeatureCard,
+        {
+            "feature": i,
+            "density": float(stats.density[i]),
+            "max_act": float(stats.max_act[i]),
+            "mean_act": float(stats.mean_act[i]),
+            "top": stats.top_examples(i),
+            "quantiles": stats.quantile_examples(i),
+            "histogram": stats.histogram(i),
+            **(
+                _logits(logit_effects, i, float(stats.mean_act[i]))
+                if logit_effects is not None
+                else {"promoted": [], "suppressed": []}
+            ),
+            "neighbours": geometry.neighbours(i, N_NEIGHBOURS) if geometry is not None else [],
+            "label": labels.view(i) if labels is not None else None,
+        },
+    )
 
 
 def _logits(effects: LogitEffects, i: int, mean_act: float) -> dict[str, Any]:
@@ -93,5 +106,8 @@ def _logits(effects: LogitEffects, i: int, mean_act: float) -> dict[str, Any]:
     scale, per-unit values (and their unit) otherwise."""
     if effects.final_rms is None:
         return {"promoted": effects.promoted(i), "suppressed": effects.suppressed(i), "logit_unit": effects.unit()}
-    return {"promoted": effects.promoted(i, mean_act), "suppressed": effects.suppressed(i, mean_act),
-            "logit_unit": effects.unit("mean act")}
+    return {
+        "promoted": effects.promoted(i, mean_act),
+        "suppressed": effects.suppressed(i, mean_act),
+        "logit_unit": effects.unit("mean act"),
+    }

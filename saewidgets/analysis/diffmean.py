@@ -50,8 +50,10 @@ class SteeringVector:
         return float(alpha) * self.median_norm * self.direction
 
     def __repr__(self) -> str:
-        return (f"SteeringVector(layer {self.layer}, |diff| {self.norm:.4g} = {self.norm / self.median_norm:.3g} "
-                f"median residual norms, {self.n_concept:,} concept rows vs {self.n_other:,})")
+        return (
+            f"SteeringVector(layer {self.layer}, |diff| {self.norm:.4g} = {self.norm / self.median_norm:.3g} "
+            f"median residual norms, {self.n_concept:,} concept rows vs {self.n_other:,})"
+        )
 
 
 def concept_rows(acts: Any, concept: np.ndarray | torch.Tensor | Iterable[int]) -> np.ndarray:
@@ -60,13 +62,13 @@ def concept_rows(acts: Any, concept: np.ndarray | torch.Tensor | Iterable[int]) 
     if isinstance(concept, (np.ndarray, torch.Tensor)) and concept.dtype in (np.bool_, torch.bool):
         mask = np.asarray(concept.cpu() if isinstance(concept, torch.Tensor) else concept, dtype=bool)
         if mask.shape != (n,):
-            raise ValueError(f"A row mask must have one entry per row of the activations ({n:,}), got shape "
-                             f"{tuple(mask.shape)}.")
+            raise ValueError(
+                f"A row mask must have one entry per row of the activations ({n:,}), got shape {tuple(mask.shape)}."
+            )
         return mask
     docs = np.asarray(list(concept) if not isinstance(concept, (np.ndarray, torch.Tensor)) else concept.tolist())
     if docs.size and not np.issubdtype(docs.dtype, np.integer):
-        raise TypeError("concept must be a boolean row mask or document ids (ints), got "
-                        f"{docs.dtype} values.")
+        raise TypeError(f"concept must be a boolean row mask or document ids (ints), got {docs.dtype} values.")
     return np.isin(acts.doc_ids, docs.astype(np.int64))
 
 
@@ -86,8 +88,10 @@ def steering_vector(acts: Any, concept: np.ndarray | torch.Tensor | Iterable[int
     n_concept, n_other = int(mask.sum()), int((~mask).sum())
     if n_concept == 0 or n_other == 0:
         side = "the concept" if n_concept == 0 else "everything else"
-        raise ValueError(f"No rows of {side}: a difference of means needs rows on both sides ({n_concept:,} concept "
-                         f"rows, {n_other:,} others). Check the mask or the document ids against acts.doc_ids.")
+        raise ValueError(
+            f"No rows of {side}: a difference of means needs rows on both sides ({n_concept:,} concept "
+            f"rows, {n_other:,} others). Check the mask or the document ids against acts.doc_ids."
+        )
     d = acts.d_model
     sums = {True: torch.zeros(d, dtype=torch.float64), False: torch.zeros(d, dtype=torch.float64)}
     norms = []
@@ -101,5 +105,12 @@ def steering_vector(acts: Any, concept: np.ndarray | torch.Tensor | Iterable[int
     norm = float(diff.norm())
     if norm == 0:
         raise ValueError("The concept's rows have the same mean as the others: there is no direction to steer along.")
-    return SteeringVector((diff / norm).float(), norm, float(torch.cat(norms).median()), int(acts.layer),
-                          str(acts.model_name), n_concept, n_other)
+    return SteeringVector(
+        (diff / norm).float(),
+        norm,
+        float(torch.cat(norms).median()),
+        int(acts.layer),
+        str(acts.model_name),
+        n_concept,
+        n_other,
+    )

@@ -70,9 +70,15 @@ def default_n_clusters(n_features: int) -> int:
     return int(min(30, max(2, round(math.sqrt(n_features) / 4))))
 
 
-def feature_geometry(sae: SAE, n_neighbors: int = 15, seed: int = 0, n_clusters: int | None = None,
-                     cache_dir: str | os.PathLike | None = None, min_dist: float = 0.1,
-                     pca_dims: int = 50) -> FeatureGeometry:
+def feature_geometry(
+    sae: SAE,
+    n_neighbors: int = 15,
+    seed: int = 0,
+    n_clusters: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    min_dist: float = 0.1,
+    pca_dims: int = 50,
+) -> FeatureGeometry:
     """UMAP map, clusters and neighbour index of ``sae``'s decoder directions.
 
     Args:
@@ -94,13 +100,20 @@ def feature_geometry(sae: SAE, n_neighbors: int = 15, seed: int = 0, n_clusters:
     if not 1 <= n_clusters <= n:
         raise ValueError(f"n_clusters must be between 1 and the {n} features, got {n_clusters}.")
     directions = W / np.maximum(np.linalg.norm(W, axis=1, keepdims=True), 1e-12)
-    params = {"n_neighbors": int(min(n_neighbors, n - 1)), "seed": int(seed), "n_clusters": n_clusters,
-              "min_dist": float(min_dist), "pca_dims": int(pca_dims) if n > _PCA_ABOVE else None}
+    params = {
+        "n_neighbors": int(min(n_neighbors, n - 1)),
+        "seed": int(seed),
+        "n_clusters": n_clusters,
+        "min_dist": float(min_dist),
+        "pca_dims": int(pca_dims) if n > _PCA_ABOVE else None,
+    }
     fingerprint = sae.fingerprint()
     path = _cache_path(cache_dir, fingerprint, params)
     if path.exists():
         with np.load(path) as cached:
-            return FeatureGeometry(cached["coords"], cached["clusters"], directions.astype(np.float32), fingerprint, params)
+            return FeatureGeometry(
+                cached["coords"], cached["clusters"], directions.astype(np.float32), fingerprint, params
+            )
     coords, clusters = _compute(directions, params)
     _write_atomic(path, coords=coords, clusters=clusters)
     return FeatureGeometry(coords, clusters, directions.astype(np.float32), fingerprint, params)
@@ -120,9 +133,15 @@ def _compute(directions: np.ndarray, params: dict[str, Any]) -> tuple[np.ndarray
     if params["pca_dims"] is not None and directions.shape[1] > params["pca_dims"]:
         points = _pca(directions, params["pca_dims"])
     knn = _cosine_knn(points, params["n_neighbors"])
-    reducer = umap.UMAP(n_neighbors=params["n_neighbors"], min_dist=params["min_dist"], metric="cosine",
-                        random_state=params["seed"], n_components=2, n_jobs=1,  # a seed forces one job anyway
-                        precomputed_knn=(*knn, None))
+    reducer = umap.UMAP(
+        n_neighbors=params["n_neighbors"],
+        min_dist=params["min_dist"],
+        metric="cosine",
+        random_state=params["seed"],
+        n_components=2,
+        n_jobs=1,  # a seed forces one job anyway
+        precomputed_knn=(*knn, None),
+    )
     with warnings.catch_warnings():  # "no search index, so no transform()": we never transform new points
         warnings.filterwarnings("ignore", message=".*knn_search_index.*")
         coords = reducer.fit_transform(points).astype(np.float32)

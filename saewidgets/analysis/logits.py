@@ -63,8 +63,9 @@ class LogitEffects:
     def n_features(self) -> int:
         return int(self.promoted_ids.shape[0])
 
-    def _rows(self, ids: torch.Tensor, values: torch.Tensor, feature: int,
-              activation: float | None) -> list[dict[str, Any]]:
+    def _rows(
+        self, ids: torch.Tensor, values: torch.Tensor, feature: int, activation: float | None
+    ) -> list[dict[str, Any]]:
         i = check_feature(self.n_features, feature)
         factor = self.logit_change_factor(activation) if activation is not None else 1.0
         return [{"token": self.token_strings[int(t)], "value": float(v) * factor} for t, v in zip(ids[i], values[i])]
@@ -73,8 +74,10 @@ class LogitEffects:
         """What turns a per-unit value into the logit change at ``activation`` on a token of typical norm:
         ``activation / final_rms``."""
         if self.final_rms is None:
-            raise ValueError("these logit effects carry no final_rms (computed by an older saewidgets): compute them "
-                             "again with logit_effects() to get logit changes.")
+            raise ValueError(
+                "these logit effects carry no final_rms (computed by an older saewidgets): compute them "
+                "again with logit_effects() to get logit changes."
+            )
         return float(activation) / self.final_rms
 
     @staticmethod
@@ -90,8 +93,11 @@ class LogitEffects:
         path = Path(path)
         with atomic_dir(path) as tmp:
             save_file({k: getattr(self, k).contiguous() for k in self._TENSOR_FIELDS}, str(tmp / _TENSORS))
-            meta = {"fingerprint": self.fingerprint, "final_rms": self.final_rms,
-                    "token_strings": {str(k): v for k, v in self.token_strings.items()}}
+            meta = {
+                "fingerprint": self.fingerprint,
+                "final_rms": self.final_rms,
+                "token_strings": {str(k): v for k, v in self.token_strings.items()},
+            }
             (tmp / _META).write_text(json.dumps(meta))
         return path
 
@@ -103,9 +109,15 @@ class LogitEffects:
             meta = json.loads((path / _META).read_text())
             tensors = load_file(str(path / _TENSORS))
         except (OSError, ValueError) as err:
-            raise ValueError(f"{path} holds no readable logit effects ({err}); compute them with logit_effects().") from err
-        return cls(**{k: tensors[k] for k in cls._TENSOR_FIELDS}, fingerprint=meta["fingerprint"],
-                   token_strings={int(k): v for k, v in meta["token_strings"].items()}, final_rms=meta.get("final_rms"))
+            raise ValueError(
+                f"{path} holds no readable logit effects ({err}); compute them with logit_effects()."
+            ) from err
+        return cls(
+            **{k: tensors[k] for k in cls._TENSOR_FIELDS},
+            fingerprint=meta["fingerprint"],
+            token_strings={int(k): v for k, v in meta["token_strings"].items()},
+            final_rms=meta.get("final_rms"),
+        )
 
     def promoted(self, feature: int, activation: float | None = None) -> list[dict[str, Any]]:
         """``[{"token", "value"}]``, the tokens the feature most promotes. Values are logits per unit activation, or
@@ -131,7 +143,9 @@ def norm_gain(norm: torch.nn.Module, d_model: int) -> tuple[torch.Tensor, bool]:
     x = torch.randn(8, d_model, generator=torch.Generator().manual_seed(0)) * 3 + 1
     param = next(norm.parameters(), None)
     with torch.no_grad():
-        y = norm(x.to(param.device if param is not None else "cpu", param.dtype if param is not None else torch.float32))
+        y = norm(
+            x.to(param.device if param is not None else "cpu", param.dtype if param is not None else torch.float32)
+        )
     y = y.float().cpu()
     for gain in (weight, 1.0 + weight):
         for centres in (False, True):
@@ -179,8 +193,15 @@ def final_residual_rms(model: ModelHandle, texts: Any = TYPICAL_TEXTS) -> float:
     return float(x.pow(2).mean(-1).sqrt().median())
 
 
-def logit_effects(model: ModelHandle, sae: SAE, k: int = 10, batch_size: int = 128, progress: bool = True,
-                  cache_dir: str | os.PathLike | None = None, texts: Any = TYPICAL_TEXTS) -> LogitEffects:
+def logit_effects(
+    model: ModelHandle,
+    sae: SAE,
+    k: int = 10,
+    batch_size: int = 128,
+    progress: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+    texts: Any = TYPICAL_TEXTS,
+) -> LogitEffects:
     """Each feature's ``k`` most promoted and most suppressed tokens, and the final residual's typical scale
     (``final_rms``, measured on ``texts``) that turns their values into logit changes.
 
@@ -215,6 +236,12 @@ def logit_effects(model: ModelHandle, sae: SAE, k: int = 10, batch_size: int = 1
         low_vals.append(-v)
     promoted_ids, suppressed_ids = torch.cat(top_ids), torch.cat(low_ids)
     used = torch.cat([promoted_ids.flatten(), suppressed_ids.flatten()]).unique().tolist()
-    return LogitEffects(promoted_ids, torch.cat(top_vals), suppressed_ids, torch.cat(low_vals),
-                        token_strings=dict(zip(used, model.tokens_to_str(used))), fingerprint=sae.fingerprint(),
-                        final_rms=final_residual_rms(model, texts))
+    return LogitEffects(
+        promoted_ids,
+        torch.cat(top_vals),
+        suppressed_ids,
+        torch.cat(low_vals),
+        token_strings=dict(zip(used, model.tokens_to_str(used))),
+        fingerprint=sae.fingerprint(),
+        final_rms=final_residual_rms(model, texts),
+    )

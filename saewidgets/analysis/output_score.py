@@ -68,10 +68,18 @@ def concept_token_ids(model: ModelHandle, terms: str | Sequence[str]) -> list[in
 
 
 @torch.no_grad()
-def output_scores(model: ModelHandle, sae: Any, stats: FeatureStats, features: Sequence[int],
-                  terms: str | Sequence[str], multiple: float = DEFAULT_CLAMP_MULTIPLE,
-                  prompts: Sequence[str] = SCORING_PROMPTS, layer: int | str | None = None,
-                  progress: bool = True, check_provenance: bool = True) -> torch.Tensor:
+def output_scores(
+    model: ModelHandle,
+    sae: Any,
+    stats: FeatureStats,
+    features: Sequence[int],
+    terms: str | Sequence[str],
+    multiple: float = DEFAULT_CLAMP_MULTIPLE,
+    prompts: Sequence[str] = SCORING_PROMPTS,
+    layer: int | str | None = None,
+    progress: bool = True,
+    check_provenance: bool = True,
+) -> torch.Tensor:
     """Output score of each of ``features`` for the concept named by ``terms``: ``[len(features)]`` nats.
 
     Each feature is clamped at ``multiple`` x its max activation (error term kept, as in `steer`) at every token
@@ -100,8 +108,9 @@ def output_scores(model: ModelHandle, sae: Any, stats: FeatureStats, features: S
     for start in tqdm(chunks, desc="output scores", unit="pass", disable=not progress or len(chunks) < 2):
         chunk = features[start : start + FEATURES_PER_PASS]
         values = clamp_values(sae, {f: multiple for f in chunk}, stats, "max", "clamp")
-        delta = torch.cat([intervention_delta(sae, sae_hidden, {f: values[f]}, "clamp", None) * sae_mask
-                           for f in chunk])
+        delta = torch.cat(
+            [intervention_delta(sae, sae_hidden, {f: values[f]}, "clamp", None) * sae_mask for f in chunk]
+        )
         logprob = token_logprob_with_delta(model, ids, attention, layer, delta, token_ids)
         gain = (logprob - baseline.repeat(len(chunk), 1)) * weight.repeat(len(chunk), 1)
         scores.append(gain.view(len(chunk), -1).sum(-1))
@@ -139,10 +148,20 @@ class SteeringCandidate:
         return asdict(self)
 
 
-def steering_search(model: ModelHandle, sae: Any, stats: FeatureStats, query: str, n: int = 5,
-                    terms: str | Sequence[str] | None = None, candidates: int = 50, shortlist: int = 6,
-                    multiples: Sequence[float] = (DEFAULT_CLAMP_MULTIPLE,), prompts: Sequence[str] = SCORING_PROMPTS,
-                    max_new_tokens: int = 20, progress: bool = True) -> list[SteeringCandidate]:
+def steering_search(
+    model: ModelHandle,
+    sae: Any,
+    stats: FeatureStats,
+    query: str,
+    n: int = 5,
+    terms: str | Sequence[str] | None = None,
+    candidates: int = 50,
+    shortlist: int = 6,
+    multiples: Sequence[float] = (DEFAULT_CLAMP_MULTIPLE,),
+    prompts: Sequence[str] = SCORING_PROMPTS,
+    max_new_tokens: int = 20,
+    progress: bool = True,
+) -> list[SteeringCandidate]:
     """The features that steered toward ``query`` in trials, best first, each with the strength that worked best.
 
     Candidates are the features whose top contexts contain ``query``; the ``shortlist`` best by output score are
@@ -182,9 +201,11 @@ def steering_search(model: ModelHandle, sae: Any, stats: FeatureStats, query: st
         for hit in search_contexts(stats, query, n=candidates, beyond_query=beyond_query):
             hits.setdefault(hit.feature, hit)
     if not hits:
-        warnings.warn(f"No feature has {query!r} in its top contexts, so there is nothing to try: search for a "
-                      "phrase the corpus uses (search_contexts), or use a steering vector (steering_vector).",
-                      stacklevel=2)
+        warnings.warn(
+            f"No feature has {query!r} in its top contexts, so there is nothing to try: search for a "
+            "phrase the corpus uses (search_contexts), or use a steering vector (steering_vector).",
+            stacklevel=2,
+        )
         return []
     features = list(hits)
     default = generate(model, prompts, max_new_tokens=max_new_tokens)
@@ -193,22 +214,38 @@ def steering_search(model: ModelHandle, sae: Any, stats: FeatureStats, query: st
     ranked = sorted(zip(scores.tolist(), features), key=lambda pair: -pair[0])[:shortlist]
     pairs = [(feature, multiple) for _, feature in ranked for multiple in multiples]
     runs = steer_each(model, sae, prompts, [{f: m} for f, m in pairs], stats=stats, max_new_tokens=max_new_tokens)
-    rates = {pair: judge_steering(model, prompts, default, steered, terms, fluency).rate
-             for pair, steered in zip(pairs, runs)}
+    rates = {
+        pair: judge_steering(model, prompts, default, steered, terms, fluency).rate
+        for pair, steered in zip(pairs, runs)
+    }
     first = {pair: steered[0] for pair, steered in zip(pairs, runs)}
     tried = []
     for score, feature in ranked:
         multiple = max(multiples, key=lambda m: (rates[feature, m], -m))  # the gentler strength on a tie
         context = hits[feature]
-        tried.append(SteeringCandidate(feature, multiple, rates[feature, multiple], len(prompts), score,
-                                       first[feature, multiple], context.fraction, context.max_act,
-                                       context.density, context.example))
+        tried.append(
+            SteeringCandidate(
+                feature,
+                multiple,
+                rates[feature, multiple],
+                len(prompts),
+                score,
+                first[feature, multiple],
+                context.fraction,
+                context.max_act,
+                context.density,
+                context.example,
+            )
+        )
     worked = sorted((c for c in tried if c.hit_rate > 0), key=lambda c: (-c.hit_rate, -c.output_score))
     if not worked:
         top = tried[0]
-        warnings.warn(f"No feature steered toward {query!r}: the {len(tried)} best by output score were clamped at "
-                      f"{', '.join(f'{m:g}x' for m in multiples)} on {len(prompts)} prompts and no continuation "
-                      f"mentioned {terms} fluently where the default did not (feature {top.feature}, output score "
-                      f"{top.output_score:.2f}, wrote {top.steered!r}). Try more multiples, more candidates, or a "
-                      "steering vector (steering_vector).", stacklevel=2)
+        warnings.warn(
+            f"No feature steered toward {query!r}: the {len(tried)} best by output score were clamped at "
+            f"{', '.join(f'{m:g}x' for m in multiples)} on {len(prompts)} prompts and no continuation "
+            f"mentioned {terms} fluently where the default did not (feature {top.feature}, output score "
+            f"{top.output_score:.2f}, wrote {top.steered!r}). Try more multiples, more candidates, or a "
+            "steering vector (steering_vector).",
+            stacklevel=2,
+        )
     return worked[:n]

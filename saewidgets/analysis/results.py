@@ -96,10 +96,18 @@ class SteeringExample(Record):
     def from_result(cls, result: SteeringOutcome, multiple: float, **details: Any) -> SteeringExample:
         """The example of a `steer` result that clamped one feature at ``multiple`` x its max activation."""
         if len(result.clamps) != 1:
-            raise ValueError(f"A steering example shows one clamped feature; this result clamps {len(result.clamps)} "
-                             f"({sorted(result.clamps)}): steer one feature at a time.")
-        return cls(next(iter(result.clamps)), multiple, tuple(result.prompts), tuple(result.default),
-                   tuple(result.steered), **details)
+            raise ValueError(
+                f"A steering example shows one clamped feature; this result clamps {len(result.clamps)} "
+                f"({sorted(result.clamps)}): steer one feature at a time."
+            )
+        return cls(
+            next(iter(result.clamps)),
+            multiple,
+            tuple(result.prompts),
+            tuple(result.default),
+            tuple(result.steered),
+            **details,
+        )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SteeringExample:

@@ -39,8 +39,10 @@ def _span_rows(tokens: list[str], span: Span) -> slice:
         return slice(start, stop)
     start, stop = span
     if not 0 <= start < stop <= len(tokens):
-        raise ValueError(f"span=({start}, {stop}) must satisfy 0 <= start < stop <= {len(tokens)}, "
-                         f"the prompt's {len(tokens)} tokens (BOS not counted): {tokens}.")
+        raise ValueError(
+            f"span=({start}, {stop}) must satisfy 0 <= start < stop <= {len(tokens)}, "
+            f"the prompt's {len(tokens)} tokens (BOS not counted): {tokens}."
+        )
     return slice(start, stop)
 
 
@@ -51,9 +53,16 @@ def _scale(sae: SAE, stats: FeatureStats | None) -> torch.Tensor | None:
     return stats.max_act.clamp(min=1e-12)
 
 
-def features_active_on(model: ModelHandle, sae: SAE, prompt: str, span: Span = None, n: int = 10,
-                       stats: FeatureStats | None = None, layer: int | str | None = None,
-                       check_provenance: bool = True) -> list[dict[str, Any]]:
+def features_active_on(
+    model: ModelHandle,
+    sae: SAE,
+    prompt: str,
+    span: Span = None,
+    n: int = 10,
+    stats: FeatureStats | None = None,
+    layer: int | str | None = None,
+    check_provenance: bool = True,
+) -> list[dict[str, Any]]:
     """The ``n`` features most active on ``prompt`` (or on ``span`` of it), by their max over the span.
 
     Returns ``[{"feature", "activation", "fraction_of_max" (with stats, else None), "position", "token"}]``;
@@ -65,15 +74,29 @@ def features_active_on(model: ModelHandle, sae: SAE, prompt: str, span: Span = N
     scale = _scale(sae, stats)
     score = peak if scale is None else peak / scale
     order = score.argsort(descending=True)[:n].tolist()
-    return [{"feature": i, "activation": float(peak[i]),
-             "fraction_of_max": None if scale is None else float(score[i]),
-             "position": rows.start + int(where[i]), "token": tokens[rows.start + int(where[i])]}
-            for i in order if peak[i] > 0]
+    return [
+        {
+            "feature": i,
+            "activation": float(peak[i]),
+            "fraction_of_max": None if scale is None else float(score[i]),
+            "position": rows.start + int(where[i]),
+            "token": tokens[rows.start + int(where[i])],
+        }
+        for i in order
+        if peak[i] > 0
+    ]
 
 
-def contrastive_search(model: ModelHandle, sae: SAE, prompt_a: str, prompt_b: str, n: int = 10,
-                       stats: FeatureStats | None = None, layer: int | str | None = None,
-                       check_provenance: bool = True) -> list[dict[str, Any]]:
+def contrastive_search(
+    model: ModelHandle,
+    sae: SAE,
+    prompt_a: str,
+    prompt_b: str,
+    n: int = 10,
+    stats: FeatureStats | None = None,
+    layer: int | str | None = None,
+    check_provenance: bool = True,
+) -> list[dict[str, Any]]:
     """Features active on ``prompt_a`` but not on ``prompt_b``: ranked by max activation on A minus max on B
     (as fractions of max activation when ``stats`` is given).
 
@@ -86,12 +109,16 @@ def contrastive_search(model: ModelHandle, sae: SAE, prompt_a: str, prompt_b: st
     scale = _scale(sae, stats)
     score = a - b if scale is None else (a - b) / scale
     order = score.argsort(descending=True)[:n].tolist()
-    return [{"feature": i, "score": float(score[i]), "activation_a": float(a[i]), "activation_b": float(b[i])}
-            for i in order if score[i] > 0]
+    return [
+        {"feature": i, "score": float(score[i]), "activation_a": float(a[i]), "activation_b": float(b[i])}
+        for i in order
+        if score[i] > 0
+    ]
 
 
-def search_contexts(stats: FeatureStats, query: str, n: int = 10, case_sensitive: bool = False,
-                    beyond_query: bool = False) -> list[ContextHit]:
+def search_contexts(
+    stats: FeatureStats, query: str, n: int = 10, case_sensitive: bool = False, beyond_query: bool = False
+) -> list[ContextHit]:
     """Features whose top contexts contain ``query``, ranked by the fraction of their top-k slots that do.
 
     Counting over all ``k`` slots (not only the filled ones) keeps rare features with one lucky context from
@@ -105,8 +132,10 @@ def search_contexts(stats: FeatureStats, query: str, n: int = 10, case_sensitive
     ``example``), best first.
     """
     if not isinstance(query, str):
-        raise TypeError(f"search_contexts() searches text: query must be a string, got {type(query).__name__} "
-                        f"({query!r}). To look at one feature, use stats.context_texts(feature) or a feature card.")
+        raise TypeError(
+            f"search_contexts() searches text: query must be a string, got {type(query).__name__} "
+            f"({query!r}). To look at one feature, use stats.context_texts(feature) or a feature card."
+        )
     if not query:
         raise ValueError("search_contexts() needs a non-empty query, e.g. 'Golden Gate'.")
     n = whole_number("n", n, 1)
@@ -122,8 +151,10 @@ def search_contexts(stats: FeatureStats, query: str, n: int = 10, case_sensitive
         if matching:
             hits.append((len(matching) / slots, float(stats.max_act[i]), i, len(texts), texts[matching[0]]))
     hits.sort(key=lambda h: (-h[0], -h[1]))
-    return [ContextHit(i, fraction, count, max_act, float(stats.density[i]), example)
-            for fraction, max_act, i, count, example in hits[:n]]
+    return [
+        ContextHit(i, fraction, count, max_act, float(stats.density[i]), example)
+        for fraction, max_act, i, count, example in hits[:n]
+    ]
 
 
 def _centre_inside_query(stats: FeatureStats, feature: int, slot: int, needle: str, fold) -> bool:

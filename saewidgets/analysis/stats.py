@@ -98,8 +98,10 @@ class FeatureStats:
 
     def __repr__(self) -> str:
         alive = int((self.density > 0).sum())
-        return (f"FeatureStats({self.n_features:,} features ({alive:,} fire), {self.n_tokens:,} tokens of "
-                f"{self.model_name!r} layer {self.layer}, sae {self.fingerprint})")
+        return (
+            f"FeatureStats({self.n_features:,} features ({alive:,} fire), {self.n_tokens:,} tokens of "
+            f"{self.model_name!r} layer {self.layer}, sae {self.fingerprint})"
+        )
 
     # -- reading -----------------------------------------------------------------------------------------------
 
@@ -137,7 +139,8 @@ class FeatureStats:
             values = self.band_values[i, b]
             examples = [
                 self._example(self.band_tokens[i, b, s], self.band_acts[i, b, s], values[s])
-                for s in range(len(values)) if not math.isnan(float(values[s]))
+                for s in range(len(values))
+                if not math.isnan(float(values[s]))
             ]
             out.append({"label": self.band_label(b), "examples": examples})
         return out
@@ -147,8 +150,10 @@ class FeatureStats:
         i = self.check_feature(feature)
         edges = self.hist_edges[i]
         n_edges = int(torch.isfinite(edges).sum())
-        return {"counts": [int(c) for c in self.hist_counts[i, : max(n_edges - 1, 0)]],
-                "edges": [float(e) for e in edges[:n_edges]]}
+        return {
+            "counts": [int(c) for c in self.hist_counts[i, : max(n_edges - 1, 0)]],
+            "edges": [float(e) for e in edges[:n_edges]],
+        }
 
     def context_texts(self, feature: int) -> list[str]:
         """The text of each of the feature's top contexts (token strings joined), for searching."""
@@ -170,12 +175,25 @@ class FeatureStats:
                 "feature_stats(model, sae, corpus), or load the statistics saved for this SAE."
             )
         if n_features_of(sae) != self.n_features:
-            raise ValueError(f"These statistics cover {self.n_features:,} features but the SAE has {n_features_of(sae):,}.")
+            raise ValueError(
+                f"These statistics cover {self.n_features:,} features but the SAE has {n_features_of(sae):,}."
+            )
 
     # -- saving ------------------------------------------------------------------------------------------------
 
-    _TENSOR_FIELDS = ("density", "max_act", "mean_act", "top_values", "top_tokens", "top_acts", "band_values",
-                      "band_tokens", "band_acts", "hist_counts", "hist_edges")
+    _TENSOR_FIELDS = (
+        "density",
+        "max_act",
+        "mean_act",
+        "top_values",
+        "top_tokens",
+        "top_acts",
+        "band_values",
+        "band_tokens",
+        "band_acts",
+        "hist_counts",
+        "hist_edges",
+    )
 
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write to folder ``path`` (safetensors + json), atomically: a reader never sees half a write.
@@ -183,12 +201,21 @@ class FeatureStats:
         Only these files are written or replaced; anything else in the folder is kept. A non-empty folder that
         saewidgets did not write is refused unless ``overwrite=True``; see `saewidgets._atomic_write.atomic_dir`.
         """
-        meta = {"format_version": _FORMAT_VERSION, "fingerprint": self.fingerprint, "model_name": self.model_name,
-                "layer": self.layer, "n_tokens": self.n_tokens, "context": list(self.context),
-                "token_strings": {str(k): v for k, v in self.token_strings.items()}}
+        meta = {
+            "format_version": _FORMAT_VERSION,
+            "fingerprint": self.fingerprint,
+            "model_name": self.model_name,
+            "layer": self.layer,
+            "n_tokens": self.n_tokens,
+            "context": list(self.context),
+            "token_strings": {str(k): v for k, v in self.token_strings.items()},
+        }
         with atomic_dir(path, overwrite=overwrite) as tmp:
-            save_file({k: getattr(self, k).contiguous() for k in self._TENSOR_FIELDS}, str(tmp / _TENSORS),
-                      metadata={"fingerprint": self.fingerprint})
+            save_file(
+                {k: getattr(self, k).contiguous() for k in self._TENSOR_FIELDS},
+                str(tmp / _TENSORS),
+                metadata={"fingerprint": self.fingerprint},
+            )
             (tmp / _META).write_text(json.dumps(meta))
         return Path(path)
 
@@ -198,8 +225,10 @@ class FeatureStats:
         path = Path(path)
         finish_interrupted_save(path)
         if not (path / _META).exists():
-            raise FileNotFoundError(f"{path} holds no saved feature statistics (no {_META}); "
-                                    "compute them with feature_stats(...) and stats.save(path).")
+            raise FileNotFoundError(
+                f"{path} holds no saved feature statistics (no {_META}); "
+                "compute them with feature_stats(...) and stats.save(path)."
+            )
         try:
             meta = json.loads((path / _META).read_text())
             tensors = load_file(str(path / _TENSORS))
@@ -207,15 +236,24 @@ class FeatureStats:
             raise ValueError(f"The feature statistics in {path} are corrupt ({err}); compute them again.") from err
         missing = [k for k in cls._TENSOR_FIELDS if k not in tensors]
         if missing:
-            raise ValueError(f"The feature statistics in {path} are corrupt ({_TENSORS} lacks {', '.join(missing)}); "
-                             "compute them again.")
+            raise ValueError(
+                f"The feature statistics in {path} are corrupt ({_TENSORS} lacks {', '.join(missing)}); "
+                "compute them again."
+            )
         if meta.get("format_version") != _FORMAT_VERSION:
-            raise ValueError(f"{path} was written in format {meta.get('format_version')}, this saewidgets reads "
-                             f"format {_FORMAT_VERSION}: compute the statistics again.")
-        stats = cls(fingerprint=meta["fingerprint"], model_name=meta["model_name"], layer=meta["layer"],
-                    n_tokens=meta["n_tokens"], context=tuple(meta["context"]),
-                    token_strings={int(k): v for k, v in meta["token_strings"].items()},
-                    **{k: tensors[k] for k in cls._TENSOR_FIELDS})
+            raise ValueError(
+                f"{path} was written in format {meta.get('format_version')}, this saewidgets reads "
+                f"format {_FORMAT_VERSION}: compute the statistics again."
+            )
+        stats = cls(
+            fingerprint=meta["fingerprint"],
+            model_name=meta["model_name"],
+            layer=meta["layer"],
+            n_tokens=meta["n_tokens"],
+            context=tuple(meta["context"]),
+            token_strings={int(k): v for k, v in meta["token_strings"].items()},
+            **{k: tensors[k] for k in cls._TENSOR_FIELDS},
+        )
         if sae is not None:
             stats.check_matches(sae)
         return stats
@@ -262,13 +300,21 @@ def feature_stats(
         raise TypeError(f"context must be a pair (tokens before, tokens after), e.g. (10, 4); got {context!r}.")
     before, after = (whole_number("context", c, 0) for c in context)
     top_k, n_quantile_bands, samples_per_band, n_bins, batch_size = (
-        whole_number(name, value, 1) for name, value in (
-            ("top_k", top_k), ("n_quantile_bands", n_quantile_bands), ("samples_per_band", samples_per_band),
-            ("n_bins", n_bins), ("batch_size", batch_size)))
+        whole_number(name, value, 1)
+        for name, value in (
+            ("top_k", top_k),
+            ("n_quantile_bands", n_quantile_bands),
+            ("samples_per_band", samples_per_band),
+            ("n_bins", n_bins),
+            ("batch_size", batch_size),
+        )
+    )
     n_tokens = None if n_tokens is None else whole_number("n_tokens", n_tokens, 1)
     if n_bins > _FINE_BINS:
-        raise ValueError(f"n_bins={n_bins} is more than the {_FINE_BINS} fine bins activations are streamed into: "
-                         f"pass at most n_bins={_FINE_BINS}.")
+        raise ValueError(
+            f"n_bins={n_bins} is more than the {_FINE_BINS} fine bins activations are streamed into: "
+            f"pass at most n_bins={_FINE_BINS}."
+        )
     _check_table_size(n_features_of(sae), top_k, n_quantile_bands * samples_per_band, before + 1 + after, n_bins)
     acts = _as_activations(model, sae, corpus_or_activations, layer, n_tokens, progress, cancel, check_provenance)
     total = len(acts) if n_tokens is None else min(n_tokens, len(acts))
@@ -324,7 +370,8 @@ def _check_table_size(n_features: int, top_k: int, band_slots: int, window: int,
             f"top_k={top_k}, bands x samples_per_band={band_slots}, a {window}-token context and n_bins={n_bins} "
             f"would need {table_bytes / 2**30:,.1f} GiB of tables for {n_features:,} features, more than the "
             f"{limit / 2**30:,.1f} GiB this machine can spare: lower them (the defaults are top_k=20, 5 x 5 bands, "
-            "context=(10, 4)).")
+            "context=(10, 4))."
+        )
 
 
 def _memory_for_tables() -> int:
@@ -337,8 +384,16 @@ def _memory_for_tables() -> int:
         return 4 * 2**30
 
 
-def _as_activations(model: ModelHandle, sae: Any, source: Any, layer: int, n_tokens: int | None,
-                    progress: bool, cancel: CancelSignal | None = None, check_provenance: bool = True) -> Any:
+def _as_activations(
+    model: ModelHandle,
+    sae: Any,
+    source: Any,
+    layer: int,
+    n_tokens: int | None,
+    progress: bool,
+    cancel: CancelSignal | None = None,
+    check_provenance: bool = True,
+) -> Any:
     """``source`` if it already holds activations (checked against the SAE), else a harvest of it."""
     if is_activation_source(source):
         width = source.acts.shape[1]
@@ -361,8 +416,14 @@ class _Codes:
     encoded and kept for lookups.
     """
 
-    def __init__(self, rows: torch.Tensor, feats: torch.Tensor, values: torch.Tensor, n_features: int,
-                 dense: torch.Tensor | None = None):
+    def __init__(
+        self,
+        rows: torch.Tensor,
+        feats: torch.Tensor,
+        values: torch.Tensor,
+        n_features: int,
+        dense: torch.Tensor | None = None,
+    ):
         self.rows, self.feats, self.values, self.n_features, self.dense = rows, feats, values, n_features, dense
 
     @classmethod
@@ -415,8 +476,9 @@ class _Accumulator:
     smallest of random keys drawn for every activation.
     """
 
-    def __init__(self, n_features: int, k: int, before: int, after: int, n_bands: int, per_band: int, seed: int,
-                 n_tokens: int):
+    def __init__(
+        self, n_features: int, k: int, before: int, after: int, n_bands: int, per_band: int, seed: int, n_tokens: int
+    ):
         self.F, self.k, self.before, self.after = n_features, k, before, after
         self.W = before + 1 + after
         self.n_bands, self.per_band = n_bands, per_band
@@ -504,7 +566,7 @@ class _Accumulator:
                 for d in doublings.unique().tolist():
                     sub = idx[doublings == d]
                     self.hist[sub] = _merge_bins(self.hist[sub], d)
-                    self.hist_range[sub] *= 2.0 ** d
+                    self.hist_range[sub] *= 2.0**d
         bins = (values / self.hist_range[feats] * _FINE_BINS).long().clamp(max=_FINE_BINS - 1)
         self.hist.view(-1).index_add_(0, feats * _FINE_BINS + bins, torch.ones_like(bins, dtype=self.hist.dtype))
 
@@ -535,16 +597,22 @@ class _Accumulator:
         keep[order] = torch.arange(len(order)) - torch.searchsorted(ranked, ranked) < S
         n_old = len(f_old)
         leave_f, leave_slot = f_old[~keep[:n_old]], slot_old[~keep[:n_old]]
-        self.s_key[leave_f, leave_slot], self.s_row[leave_f, leave_slot], self.s_val[leave_f, leave_slot] = \
-            math.inf, -1, 0.0
+        self.s_key[leave_f, leave_slot], self.s_row[leave_f, leave_slot], self.s_val[leave_f, leave_slot] = (
+            math.inf,
+            -1,
+            0.0,
+        )
         incoming = keep[n_old:]
         pair, owner = pair[incoming], owner_new[incoming]
         order = torch.argsort(owner, stable=True)  # grouped by feature, as `_pair_up` wants
         pair, owner = pair[order], owner[order]
         slot = _pair_up(self.s_row[redo] < 0, owner)
         feat = redo[owner]
-        self.s_key[feat, slot], self.s_val[feat, slot], self.s_row[feat, slot] = \
-            keys[pair], values[pair], rows[pair] + offset
+        self.s_key[feat, slot], self.s_val[feat, slot], self.s_row[feat, slot] = (
+            keys[pair],
+            values[pair],
+            rows[pair] + offset,
+        )
         return pair, feat, slot
 
     def _token_windows(self, rows: torch.Tensor, tokens: torch.Tensor, docs: torch.Tensor) -> torch.Tensor:
@@ -554,8 +622,16 @@ class _Accumulator:
         inside = (around == clipped) & (docs[clipped] == docs[rows][:, None])
         return torch.where(inside, tokens[clipped], -1)
 
-    def finish(self, model: ModelHandle, tokens: torch.Tensor, docs: torch.Tensor, fingerprint: str,
-               model_name: str, layer: int, n_bins: int) -> FeatureStats:
+    def finish(
+        self,
+        model: ModelHandle,
+        tokens: torch.Tensor,
+        docs: torch.Tensor,
+        fingerprint: str,
+        model_name: str,
+        layer: int,
+        n_bins: int,
+    ) -> FeatureStats:
         """The tables in `FeatureStats` order: top activations highest first (ties: earliest token first), band
         samples by band and, within one, highest first; token windows read from the corpus rows."""
         F, nb, S, W = self.F, self.n_bands, self.per_band, self.W
@@ -591,12 +667,22 @@ class _Accumulator:
         counts, edges = _coarse_histogram(self.hist, self.hist_range, self.max, n_bins)
         fired = self.count.clamp(min=1)
         return FeatureStats(
-            fingerprint=fingerprint, model_name=model_name, layer=layer, n_tokens=len(tokens),
+            fingerprint=fingerprint,
+            model_name=model_name,
+            layer=layer,
+            n_tokens=len(tokens),
             context=(self.before, self.after),
-            density=(self.count / len(tokens)).float(), max_act=self.max.clone(),
-            mean_act=(self.total / fired).float(), top_values=top_values, top_tokens=top_tokens, top_acts=top_acts,
-            band_values=band_values.view(F, nb, S), band_tokens=band_tokens.view(F, nb, S, W),
-            band_acts=band_acts.view(F, nb, S, W), hist_counts=counts, hist_edges=edges,
+            density=(self.count / len(tokens)).float(),
+            max_act=self.max.clone(),
+            mean_act=(self.total / fired).float(),
+            top_values=top_values,
+            top_tokens=top_tokens,
+            top_acts=top_acts,
+            band_values=band_values.view(F, nb, S),
+            band_tokens=band_tokens.view(F, nb, S, W),
+            band_acts=band_acts.view(F, nb, S, W),
+            hist_counts=counts,
+            hist_edges=edges,
             token_strings=dict(zip(used, model.tokens_to_str(used))),
         )
 
@@ -611,8 +697,9 @@ def _merge_bins(hist: torch.Tensor, doublings: int) -> torch.Tensor:
     return out
 
 
-def _coarse_histogram(hist: torch.Tensor, hist_range: torch.Tensor, max_act: torch.Tensor,
-                      n_bins: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _coarse_histogram(
+    hist: torch.Tensor, hist_range: torch.Tensor, max_act: torch.Tensor, n_bins: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """At most ``n_bins`` bins per feature covering ``[0, ~max]``, each the sum of a run of ``group`` fine bins.
 
     A feature's fine bins are ``hist_range / B`` wide (a power of two, so every edge is exact), and the first
@@ -623,9 +710,11 @@ def _coarse_histogram(hist: torch.Tensor, hist_range: torch.Tensor, max_act: tor
     group = ((n_used + n_bins - 1) // n_bins).clamp(min=1)
     n_out = (n_used + group - 1) // group
     feat, fine = hist.nonzero(as_tuple=True)  # fine bins past n_used are empty
-    counts = torch.zeros(len(hist) * n_bins, dtype=torch.int64).index_add_(
-        0, feat * n_bins + fine // group[feat], hist[feat, fine].long()).view(len(hist), n_bins)
+    counts = (
+        torch.zeros(len(hist) * n_bins, dtype=torch.int64)
+        .index_add_(0, feat * n_bins + fine // group[feat], hist[feat, fine].long())
+        .view(len(hist), n_bins)
+    )
     j = torch.arange(n_bins + 1)
-    edges = torch.where((j <= n_out[:, None]) & fired[:, None], (j * group[:, None]).float() * width[:, None],
-                        math.nan)
+    edges = torch.where((j <= n_out[:, None]) & fired[:, None], (j * group[:, None]).float() * width[:, None], math.nan)
     return counts, edges

@@ -79,8 +79,10 @@ class SteeringResult:
     def __repr__(self) -> str:
         lines = [f"SteeringResult({self.mode} {self.clamps or self.settings.get('alpha')})"]
         if self.judgement is not None:
-            lines[0] += (f"  hit rate {sum(self.judgement.success)}/{len(self.prompts)} on these prompts "
-                         f"(mentions {list(self.judgement.terms)}, fluent, default did not)")
+            lines[0] += (
+                f"  hit rate {sum(self.judgement.success)}/{len(self.prompts)} on these prompts "
+                f"(mentions {list(self.judgement.terms)}, fluent, default did not)"
+            )
         for p, d, s in zip(self.prompts, self.default, self.steered):
             lines += [f"  {p!r}", f"    default: {d!r}", f"    steered: {s!r}"]
         return "\n".join(lines)
@@ -99,8 +101,9 @@ def _strengths(sae: Any, features: Mapping[int, float] | int | Sequence[int]) ->
     return out
 
 
-def clamp_values(sae: Any, features: Mapping[int, float] | int | Sequence[int], stats: FeatureStats | None,
-                 units: Units, mode: Mode) -> dict[int, float]:
+def clamp_values(
+    sae: Any, features: Mapping[int, float] | int | Sequence[int], stats: FeatureStats | None, units: Units, mode: Mode
+) -> dict[int, float]:
     """Activation values to clamp to (or add) per feature, from strengths in ``units``; warns on absurd ones."""
     strengths = _strengths(sae, features)
     if units not in ("max", "activation"):
@@ -108,27 +111,38 @@ def clamp_values(sae: Any, features: Mapping[int, float] | int | Sequence[int], 
     if stats is not None:
         stats.check_matches(sae)
     if units == "max" and stats is None:
-        raise ValueError("Strengths in units='max' are multiples of each feature's max activation, which comes from "
-                         "feature statistics: pass stats=feature_stats(...), or units='activation' for raw values.")
+        raise ValueError(
+            "Strengths in units='max' are multiples of each feature's max activation, which comes from "
+            "feature statistics: pass stats=feature_stats(...), or units='activation' for raw values."
+        )
     values = {}
     for i, s in strengths.items():
         max_act = float(stats.max_act[i]) if stats is not None else math.nan
         if units == "max" and max_act <= 0:
-            raise ValueError(f"Feature {i} never fired in the statistics corpus (max activation 0), so a multiple of "
-                             "its max means nothing: pass units='activation' and a value.")
+            raise ValueError(
+                f"Feature {i} never fired in the statistics corpus (max activation 0), so a multiple of "
+                "its max means nothing: pass units='activation' and a value."
+            )
         values[i] = s * max_act if units == "max" else s
         multiple = s if units == "max" else s / max_act
         if mode == "clamp" and values[i] < 0:
-            warnings.warn(f"Clamping feature {i} to a negative activation ({values[i]:.3g}): SAE activations are never "
-                          "negative, so this pushes the residual somewhere the SAE never saw.", stacklevel=3)
+            warnings.warn(
+                f"Clamping feature {i} to a negative activation ({values[i]:.3g}): SAE activations are never "
+                "negative, so this pushes the residual somewhere the SAE never saw.",
+                stacklevel=3,
+            )
         if abs(multiple) > ABSURD_MULTIPLE:
-            warnings.warn(f"Steering feature {i} at {multiple:.3g}x its max activation: past ~{ABSURD_MULTIPLE:g}x the "
-                          f"text is usually gibberish (default {DEFAULT_CLAMP_MULTIPLE}x).", stacklevel=3)
+            warnings.warn(
+                f"Steering feature {i} at {multiple:.3g}x its max activation: past ~{ABSURD_MULTIPLE:g}x the "
+                f"text is usually gibberish (default {DEFAULT_CLAMP_MULTIPLE}x).",
+                stacklevel=3,
+            )
     return values
 
 
-def intervention_delta(sae: Any, hidden: torch.Tensor, values: dict[int, float], mode: Mode,
-                       directions: torch.Tensor | None) -> torch.Tensor:
+def intervention_delta(
+    sae: Any, hidden: torch.Tensor, values: dict[int, float], mode: Mode, directions: torch.Tensor | None
+) -> torch.Tensor:
     """What the intervention adds to residuals ``hidden [B, T, d]``: ``decode(f') - decode(f)`` or ``sum v d``.
 
     Exactly zero when the clamp values equal the natural activations, so the text is then unchanged.
@@ -197,11 +211,27 @@ def steer(
         edit: Any = FeatureEdit.of(sae, values, mode)
     else:
         edit = partial(intervention_delta, sae, values=values, mode=mode, directions=directions)
-    default, steered_texts = _generate(model, prompts, layer, edit, max_new_tokens=max_new_tokens,
-                                       temperature=temperature, seed=seed, repetition_penalty=repetition_penalty,
-                                       include_default=include_default, cancel=cancel)
-    settings = {"units": units, "layer": layer, "max_new_tokens": max_new_tokens, "temperature": temperature,
-                "seed": seed, "repetition_penalty": repetition_penalty, "strengths": _strengths(sae, features)}
+    default, steered_texts = _generate(
+        model,
+        prompts,
+        layer,
+        edit,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        seed=seed,
+        repetition_penalty=repetition_penalty,
+        include_default=include_default,
+        cancel=cancel,
+    )
+    settings = {
+        "units": units,
+        "layer": layer,
+        "max_new_tokens": max_new_tokens,
+        "temperature": temperature,
+        "seed": seed,
+        "repetition_penalty": repetition_penalty,
+        "strengths": _strengths(sae, features),
+    }
     judgement = _judge(model, prompts, default, steered_texts, terms, fluency, include_default, max_new_tokens)
     return SteeringResult(prompts, default, steered_texts, values, mode, settings, judgement)
 
@@ -243,16 +273,32 @@ def steer_vector(
     alpha = check_finite(alpha, "alpha")
     _check_generation(max_new_tokens, temperature, repetition_penalty)
     if getattr(vector, "model_name", None) and vector.model_name != model.name:
-        warnings.warn(f"This steering vector was computed on {vector.model_name!r} residuals but the model is "
-                      f"{model.name!r}.", stacklevel=2)
+        warnings.warn(
+            f"This steering vector was computed on {vector.model_name!r} residuals but the model is {model.name!r}.",
+            stacklevel=2,
+        )
     layer = model.resolve_layer(vector.layer)
     prompts = _as_prompts(prompts)
-    default, steered_texts = _generate(model, prompts, layer, AddVector(vector.delta(alpha)),
-                                       max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
-                                       repetition_penalty=repetition_penalty, include_default=include_default,
-                                       cancel=cancel)
-    settings = {"alpha": alpha, "layer": layer, "max_new_tokens": max_new_tokens, "temperature": temperature,
-                "seed": seed, "repetition_penalty": repetition_penalty}
+    default, steered_texts = _generate(
+        model,
+        prompts,
+        layer,
+        AddVector(vector.delta(alpha)),
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        seed=seed,
+        repetition_penalty=repetition_penalty,
+        include_default=include_default,
+        cancel=cancel,
+    )
+    settings = {
+        "alpha": alpha,
+        "layer": layer,
+        "max_new_tokens": max_new_tokens,
+        "temperature": temperature,
+        "seed": seed,
+        "repetition_penalty": repetition_penalty,
+    }
     judgement = _judge(model, prompts, default, steered_texts, terms, fluency, include_default, max_new_tokens)
     return SteeringResult(prompts, default, steered_texts, {}, "vector", settings, judgement)
 
@@ -272,10 +318,18 @@ class RowGroups:
 MAX_BATCH_ROWS = 64
 
 
-def steer_each(model: ModelHandle, sae: Any, prompts: str | Sequence[str],
-               interventions: Sequence[Mapping[int, float]], stats: FeatureStats | None = None, mode: Mode = "clamp",
-               units: Units = "max", max_new_tokens: int = 30, repetition_penalty: float = DEFAULT_REPETITION_PENALTY,
-               layer: int | str | None = None) -> list[list[str]]:
+def steer_each(
+    model: ModelHandle,
+    sae: Any,
+    prompts: str | Sequence[str],
+    interventions: Sequence[Mapping[int, float]],
+    stats: FeatureStats | None = None,
+    mode: Mode = "clamp",
+    units: Units = "max",
+    max_new_tokens: int = 30,
+    repetition_penalty: float = DEFAULT_REPETITION_PENALTY,
+    layer: int | str | None = None,
+) -> list[list[str]]:
     """The steered continuations of ``prompts`` under each of ``interventions`` (``{feature: strength}`` each, as
     `steer`), greedy, from as few batched ``generate`` calls as `MAX_BATCH_ROWS` allows: trying several features
     or strengths costs far less than one `steer` call each. Returns one list of continuations per intervention."""
@@ -296,33 +350,67 @@ def steer_each(model: ModelHandle, sae: Any, prompts: str | Sequence[str],
     out: list[list[str]] = []
     for start in range(0, len(edits), per_call):
         group = edits[start : start + per_call]
-        _, texts = _generate(model, prompts * len(group), layer, RowGroups(group, len(prompts)),
-                             max_new_tokens=max_new_tokens, temperature=0.0, seed=0,
-                             repetition_penalty=repetition_penalty, include_default=False)
+        _, texts = _generate(
+            model,
+            prompts * len(group),
+            layer,
+            RowGroups(group, len(prompts)),
+            max_new_tokens=max_new_tokens,
+            temperature=0.0,
+            seed=0,
+            repetition_penalty=repetition_penalty,
+            include_default=False,
+        )
         out += [texts[i * len(prompts) : (i + 1) * len(prompts)] for i in range(len(group))]
     return out
 
 
-def generate(model: ModelHandle, prompts: str | Sequence[str], max_new_tokens: int = 30, temperature: float = 0.0,
-             seed: int = 0, repetition_penalty: float = DEFAULT_REPETITION_PENALTY,
-             cancel: CancelSignal | None = None) -> list[str]:
+def generate(
+    model: ModelHandle,
+    prompts: str | Sequence[str],
+    max_new_tokens: int = 30,
+    temperature: float = 0.0,
+    seed: int = 0,
+    repetition_penalty: float = DEFAULT_REPETITION_PENALTY,
+    cancel: CancelSignal | None = None,
+) -> list[str]:
     """The model's own continuations of ``prompts``, decoded exactly as `steer` decodes its default rows
     (``cancel`` as in `steer`)."""
     _check_generation(max_new_tokens, temperature, repetition_penalty)
     prompts = _as_prompts(prompts)
-    _, texts = _generate(model, prompts, 0, None, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
-                         repetition_penalty=repetition_penalty, include_default=False, cancel=cancel)
+    _, texts = _generate(
+        model,
+        prompts,
+        0,
+        None,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        seed=seed,
+        repetition_penalty=repetition_penalty,
+        include_default=False,
+        cancel=cancel,
+    )
     return texts
 
 
-def _judge(model: ModelHandle, prompts: list[str], default: list[str], steered: list[str], terms: Any, fluency: Any,
-           include_default: bool, max_new_tokens: int) -> Any:
+def _judge(
+    model: ModelHandle,
+    prompts: list[str],
+    default: list[str],
+    steered: list[str],
+    terms: Any,
+    fluency: Any,
+    include_default: bool,
+    max_new_tokens: int,
+) -> Any:
     """`judge_steering` of a steering run when ``terms`` were given, else None."""
     if terms is None:
         return None
     if not include_default:
-        raise ValueError("Judging steered text against terms compares it with the default continuation: "
-                         "pass include_default=True (or no terms).")
+        raise ValueError(
+            "Judging steered text against terms compares it with the default continuation: "
+            "pass include_default=True (or no terms)."
+        )
     from .steering_judge import default_fluency, judge_steering
 
     fluency = default_fluency(model, max_new_tokens) if fluency is None else fluency
@@ -344,9 +432,19 @@ def _as_prompts(prompts: str | Sequence[str]) -> list[str]:
     return prompts
 
 
-def _generate(model: ModelHandle, prompts: list[str], layer: int, edit: Any, *, max_new_tokens: int,
-              temperature: float, seed: int, repetition_penalty: float, include_default: bool,
-              cancel: CancelSignal | None = None) -> tuple[list[str], list[str]]:
+def _generate(
+    model: ModelHandle,
+    prompts: list[str],
+    layer: int,
+    edit: Any,
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    seed: int,
+    repetition_penalty: float,
+    include_default: bool,
+    cancel: CancelSignal | None = None,
+) -> tuple[list[str], list[str]]:
     """Default and edited continuations of ``prompts`` from one batched ``generate`` (rows ``[prompts; prompts]``,
     only the second half edited; without ``include_default`` only the edited rows). ``edit=None``: no edit."""
     n = len(prompts)
@@ -359,8 +457,18 @@ def _generate(model: ModelHandle, prompts: list[str], layer: int, edit: Any, *, 
     if temperature > 0:
         torch.manual_seed(seed)
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else model.tokenizer.eos_token_id
-    result = steered_generate(model, layer, edit if edit is not None else torch.zeros_like, ids, attention,
-                              max_new_tokens=max_new_tokens, first=first, prompt_mask=prompt_mask,
-                              pad_token_id=pad, cancel=cancel, **sampling)
-    texts = model.tokenizer.batch_decode(result[:, ids.shape[1]:], skip_special_tokens=True)
+    result = steered_generate(
+        model,
+        layer,
+        edit if edit is not None else torch.zeros_like,
+        ids,
+        attention,
+        max_new_tokens=max_new_tokens,
+        first=first,
+        prompt_mask=prompt_mask,
+        pad_token_id=pad,
+        cancel=cancel,
+        **sampling,
+    )
+    texts = model.tokenizer.batch_decode(result[:, ids.shape[1] :], skip_special_tokens=True)
     return (texts[:n], texts[n:]) if include_default else ([""] * n, texts)

@@ -73,8 +73,9 @@ def degenerate(text: str) -> bool:
 
 
 @torch.no_grad()
-def continuation_logprobs(model: ModelHandle, prompts: Sequence[str], continuations: Sequence[str],
-                          batch_size: int = LOGPROB_BATCH) -> torch.Tensor:
+def continuation_logprobs(
+    model: ModelHandle, prompts: Sequence[str], continuations: Sequence[str], batch_size: int = LOGPROB_BATCH
+) -> torch.Tensor:
     """Mean log probability per token of each continuation under ``model`` (unedited), given its prompt: ``[n]``.
 
     The continuation is tokenized on its own, after the prompt's tokens (BOS first when the model uses one). An
@@ -82,8 +83,10 @@ def continuation_logprobs(model: ModelHandle, prompts: Sequence[str], continuati
     """
     prompts, continuations = list(prompts), list(continuations)
     if len(prompts) != len(continuations):
-        raise ValueError(f"continuation_logprobs() got {len(prompts)} prompts but {len(continuations)} "
-                         "continuations: pass one continuation per prompt.")
+        raise ValueError(
+            f"continuation_logprobs() got {len(prompts)} prompts but {len(continuations)} "
+            "continuations: pass one continuation per prompt."
+        )
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     scores = torch.full((len(prompts),), math.nan)
     for start in range(0, len(prompts), batch_size):
@@ -97,11 +100,11 @@ def continuation_logprobs(model: ModelHandle, prompts: Sequence[str], continuati
         ids = torch.full((len(rows), width), pad, dtype=torch.long)
         mask = torch.zeros_like(ids)
         for i, r in enumerate(rows):
-            ids[i, width - len(r):], mask[i, width - len(r):] = torch.tensor(r), 1
+            ids[i, width - len(r) :], mask[i, width - len(r) :] = torch.tensor(r), 1
         logprob = next_token_logprobs(model, ids, mask)
         for i, n in enumerate(spans):
             if n:
-                scores[start + i] = logprob[i, width - 1 - n:].mean()
+                scores[start + i] = logprob[i, width - 1 - n :].mean()
     return scores
 
 
@@ -127,8 +130,14 @@ class FluencyThreshold:
         return asdict(self)
 
 
-def calibrate_fluency(model: ModelHandle, prompts: Sequence[str] = SELECTION_PROMPTS, *, max_new_tokens: int = 24,
-                      margin: float = FLUENCY_MARGIN, default: Sequence[str] | None = None) -> FluencyThreshold:
+def calibrate_fluency(
+    model: ModelHandle,
+    prompts: Sequence[str] = SELECTION_PROMPTS,
+    *,
+    max_new_tokens: int = 24,
+    margin: float = FLUENCY_MARGIN,
+    default: Sequence[str] | None = None,
+) -> FluencyThreshold:
     """The fluency threshold of ``model``: the lowest score (`continuation_logprobs`) among its own greedy
     continuations of ``prompts``, less ``margin`` nats per token.
 
@@ -148,8 +157,9 @@ def calibrate_fluency(model: ModelHandle, prompts: Sequence[str] = SELECTION_PRO
     finite = scores[torch.isfinite(scores)]
     if not len(finite):
         raise ValueError("None of the default continuations has a token to score: generate at least one token.")
-    return FluencyThreshold(float(finite.min()) - margin, tuple(scores.tolist()), tuple(prompts), float(margin),
-                            int(max_new_tokens))
+    return FluencyThreshold(
+        float(finite.min()) - margin, tuple(scores.tolist()), tuple(prompts), float(margin), int(max_new_tokens)
+    )
 
 
 _DEFAULT_FLUENCY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {max_new_tokens: threshold}
@@ -199,8 +209,9 @@ class SteeringJudgement:
         return {**asdict(self), "rate": self.rate, "mention_rate": self.mention_rate, "fluent_rate": self.fluent_rate}
 
 
-def verdicts(steered: Sequence[str], default: Sequence[str], logprob: Sequence[float], terms: Sequence[str],
-             threshold: float) -> dict[str, tuple[bool, ...]]:
+def verdicts(
+    steered: Sequence[str], default: Sequence[str], logprob: Sequence[float], terms: Sequence[str], threshold: float
+) -> dict[str, tuple[bool, ...]]:
     """The three tests and success per continuation, from already computed ``logprob`` (no model needed)."""
     mention = tuple(mentions(t, terms) for t in steered)
     fluent = tuple(math.isfinite(lp) and lp >= threshold and not degenerate(t) for t, lp in zip(steered, logprob))
@@ -209,9 +220,15 @@ def verdicts(steered: Sequence[str], default: Sequence[str], logprob: Sequence[f
     return {"mention": mention, "fluent": fluent, "default_mention": default_mention, "success": success}
 
 
-def judge_steering(model: ModelHandle, prompts: Sequence[str], default: Sequence[str], steered: Sequence[str],
-                   terms: str | Sequence[str], fluency: FluencyThreshold | float,
-                   score_all: bool = False) -> SteeringJudgement:
+def judge_steering(
+    model: ModelHandle,
+    prompts: Sequence[str],
+    default: Sequence[str],
+    steered: Sequence[str],
+    terms: str | Sequence[str],
+    fluency: FluencyThreshold | float,
+    score_all: bool = False,
+) -> SteeringJudgement:
     """Judge steered continuations of ``prompts`` against their ``default`` ones (e.g. a `SteeringResult`'s).
 
     ``fluency`` is a `calibrate_fluency` result (or a threshold in nats per token). Scoring fluency costs a forward
@@ -220,17 +237,27 @@ def judge_steering(model: ModelHandle, prompts: Sequence[str], default: Sequence
     """
     prompts, default, steered = list(prompts), list(default), list(steered)
     if not len(prompts) == len(default) == len(steered):
-        raise ValueError(f"judge_steering() needs one default and one steered continuation per prompt, got "
-                         f"{len(prompts)} prompts, {len(default)} default and {len(steered)} steered.")
+        raise ValueError(
+            f"judge_steering() needs one default and one steered continuation per prompt, got "
+            f"{len(prompts)} prompts, {len(default)} default and {len(steered)} steered."
+        )
     terms = as_terms(terms)
     threshold = fluency.threshold if isinstance(fluency, FluencyThreshold) else float(fluency)
     logprob = [math.nan] * len(prompts)
-    scored = [i for i in range(len(prompts)) if score_all or (mentions(steered[i], terms)
-                                                               and not mentions(default[i], terms))]
+    scored = [
+        i for i in range(len(prompts)) if score_all or (mentions(steered[i], terms) and not mentions(default[i], terms))
+    ]
     if scored:
         values = continuation_logprobs(model, [prompts[i] for i in scored], [steered[i] for i in scored]).tolist()
         for i, value in zip(scored, values):
             logprob[i] = value
     logprob = tuple(logprob)
-    return SteeringJudgement(tuple(prompts), tuple(default), tuple(steered), tuple(terms), logprob,
-                             threshold=threshold, **verdicts(steered, default, logprob, terms, threshold))
+    return SteeringJudgement(
+        tuple(prompts),
+        tuple(default),
+        tuple(steered),
+        tuple(terms),
+        logprob,
+        threshold=threshold,
+        **verdicts(steered, default, logprob, terms, threshold),
+    )

@@ -27,9 +27,17 @@ class TokenActivations:
     features: list[int]
 
 
-def token_activations(model: ModelHandle, sae: SAE, text: str, features: Sequence[int] | None = None, n: int = 10,
-                      layer: int | str | None = None, cancel: CancelSignal | None = None,
-                      check_provenance: bool = True, split_special_tokens: bool = True) -> TokenActivations:
+def token_activations(
+    model: ModelHandle,
+    sae: SAE,
+    text: str,
+    features: Sequence[int] | None = None,
+    n: int = 10,
+    layer: int | str | None = None,
+    cancel: CancelSignal | None = None,
+    check_provenance: bool = True,
+    split_special_tokens: bool = True,
+) -> TokenActivations:
     """Activations of ``features`` on every token of ``text``; by default the ``n`` features that peak highest.
 
     ``cancel`` (a `threading.Event`, see `saewidgets.cancel`) is checked before and after the model pass; once
@@ -40,8 +48,9 @@ def token_activations(model: ModelHandle, sae: SAE, text: str, features: Sequenc
     """
     n = whole_number("n", n, 1)
     check_cancel(cancel, "the token activations")
-    tokens, f = prompt_features(model, sae, text, sae_layer(model, sae, layer, check_provenance), "text",
-                                split_special_tokens)
+    tokens, f = prompt_features(
+        model, sae, text, sae_layer(model, sae, layer, check_provenance), "text", split_special_tokens
+    )
     check_cancel(cancel, "the token activations")
     if features is None:
         peak = f.max(0).values

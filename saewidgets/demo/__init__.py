@@ -14,5 +14,17 @@ from .page import write_explorer
 from .pipeline import DemoArtifacts, demo_artifacts
 from .settings import FULL, QUICK, SETTINGS_ENV, DemoSettings, settings_from_env
 
-__all__ = ["FULL", "QUICK", "SETTINGS_ENV", "STEERING_CONCEPT", "STEERING_PROMPTS", "DemoArtifacts", "DemoSettings",
-           "demo_artifacts", "highlight_features", "settings_from_env", "steering_examples", "write_explorer"]
+__all__ = [
+    "FULL",
+    "QUICK",
+    "SETTINGS_ENV",
+    "STEERING_CONCEPT",
+    "STEERING_PROMPTS",
+    "DemoArtifacts",
+    "DemoSettings",
+    "demo_artifacts",
+    "highlight_features",
+    "settings_from_env",
+    "steering_examples",
+    "write_explorer",
+]

@@ -54,9 +54,14 @@ STEERING_CONCEPT = ("Golden Gate Bridge", GOLDEN_GATE.query, GOLDEN_GATE.terms) 
 STEERING_SEARCH: dict[str, Any] = {"multiples": (1.0, 1.5, 2.0), "candidates": 50, "shortlist": 6}
 
 
-def steering_examples(art: DemoArtifacts, prompts: Sequence[str], *,
-                      concept: tuple[str, str, tuple[str, ...]] = STEERING_CONCEPT, max_new_tokens: int = 24,
-                      progress: bool = True) -> list[SteeringExample]:
+def steering_examples(
+    art: DemoArtifacts,
+    prompts: Sequence[str],
+    *,
+    concept: tuple[str, str, tuple[str, ...]] = STEERING_CONCEPT,
+    max_new_tokens: int = 24,
+    progress: bool = True,
+) -> list[SteeringExample]:
     """Clamp the concept's best steering feature on neutral prompts; cached beside the SAE.
 
     Feature and strength both come from `steering_search` (context hits ranked by output score, then tried at each
@@ -70,29 +75,56 @@ def steering_examples(art: DemoArtifacts, prompts: Sequence[str], *,
     name, phrase, terms = concept
     if not prompts:
         return []
-    key = json.loads(json.dumps({"concept": [name, phrase, terms], "search": STEERING_SEARCH, "prompts": prompts,
-                                 "tokens": max_new_tokens, "repetition_penalty": DEFAULT_REPETITION_PENALTY,
-                                 "sae": art.sae.fingerprint(), "held_out": len(EVALUATION_PROMPTS)}))  # as read back
+    key = json.loads(
+        json.dumps(
+            {
+                "concept": [name, phrase, terms],
+                "search": STEERING_SEARCH,
+                "prompts": prompts,
+                "tokens": max_new_tokens,
+                "repetition_penalty": DEFAULT_REPETITION_PENALTY,
+                "sae": art.sae.fingerprint(),
+                "held_out": len(EVALUATION_PROMPTS),
+            }
+        )
+    )  # as read back
     path = Path(art.folder) / "steering.json"
     if path.exists():
         cached = json.loads(path.read_text())
         if cached.get("key") == key:
             return [SteeringExample.from_dict(example) for example in cached["examples"]]
-    hits = steering_search(art.model, art.sae, art.stats, phrase, n=1, terms=terms, progress=progress,
-                           **STEERING_SEARCH)
+    hits = steering_search(
+        art.model, art.sae, art.stats, phrase, n=1, terms=terms, progress=progress, **STEERING_SEARCH
+    )
     if not hits:
         return []
     best = hits[0]
     if progress:
         print(f"steering: clamping feature {best.feature} ({name}) at {best.multiple}x its max...", flush=True)
-    result = steer(art.model, art.sae, list(prompts), {best.feature: best.multiple}, stats=art.stats,
-                   max_new_tokens=max_new_tokens)
+    result = steer(
+        art.model, art.sae, list(prompts), {best.feature: best.multiple}, stats=art.stats, max_new_tokens=max_new_tokens
+    )
     # The rate to report: on held-out prompts, which neither the search nor the strength was chosen on.
-    held_out = steer(art.model, art.sae, list(EVALUATION_PROMPTS), {best.feature: best.multiple}, stats=art.stats,
-                     max_new_tokens=max_new_tokens, terms=terms)
-    examples = [SteeringExample.from_result(result, best.multiple, name=name, output_score=best.output_score,
-                                            steer_rate=best.hit_rate, hit_rate=held_out.hit_rate,
-                                            n_evaluation_prompts=len(EVALUATION_PROMPTS))]
+    held_out = steer(
+        art.model,
+        art.sae,
+        list(EVALUATION_PROMPTS),
+        {best.feature: best.multiple},
+        stats=art.stats,
+        max_new_tokens=max_new_tokens,
+        terms=terms,
+    )
+    examples = [
+        SteeringExample.from_result(
+            result,
+            best.multiple,
+            name=name,
+            output_score=best.output_score,
+            steer_rate=best.hit_rate,
+            hit_rate=held_out.hit_rate,
+            n_evaluation_prompts=len(EVALUATION_PROMPTS),
+        )
+    ]
     record = {"key": key, "examples": [example.to_dict() for example in examples]}
     atomic_write_bytes(path, json.dumps(record, indent=1).encode())
     return examples

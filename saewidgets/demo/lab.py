@@ -44,8 +44,10 @@ def copy_tutorials(destination: str | os.PathLike) -> list[Path]:
     overwritten. Returns the notebooks now in ``destination``."""
     source = packaged_tutorials()
     if source is None:
-        raise FileNotFoundError("this installation of saewidgets carries no tutorials (neither the package data of a "
-                                "wheel nor a source checkout's tutorials/); reinstall it from a wheel or the repository")
+        raise FileNotFoundError(
+            "this installation of saewidgets carries no tutorials (neither the package data of a "
+            "wheel nor a source checkout's tutorials/); reinstall it from a wheel or the repository"
+        )
     destination = Path(destination)
     destination.mkdir(parents=True, exist_ok=True)
     for notebook in sorted(source.glob("*.ipynb")):

@@ -47,8 +47,15 @@ class DemoArtifacts:
     label, replaced by an LLM explanation where one was made with ``cache_dir=art.folder``."""
 
 
-def demo_artifacts(settings: DemoSettings | None = None, *, model: ModelHandle | None = None, progress: bool = True,
-                   refresh: bool = False, cancel: CancelSignal | None = None, **overrides: Any) -> DemoArtifacts:
+def demo_artifacts(
+    settings: DemoSettings | None = None,
+    *,
+    model: ModelHandle | None = None,
+    progress: bool = True,
+    refresh: bool = False,
+    cancel: CancelSignal | None = None,
+    **overrides: Any,
+) -> DemoArtifacts:
     """Compute (or load from the cache) every result the demo shows.
 
     Args:
@@ -83,8 +90,15 @@ def demo_artifacts(settings: DemoSettings | None = None, *, model: ModelHandle |
     if acts_dir.exists() and not refresh:
         acts = Activations.load(acts_dir)
     else:
-        acts = harvest(model, corpus, layer, n_tokens=settings.n_tokens, context_len=settings.context_len,
-                       progress=progress, cancel=cancel)
+        acts = harvest(
+            model,
+            corpus,
+            layer,
+            n_tokens=settings.n_tokens,
+            context_len=settings.context_len,
+            progress=progress,
+            cancel=cancel,
+        )
         acts.save(acts_dir)
         acts = Activations.load(acts_dir)
     train, held_out = acts.split(settings.held_out_fraction, seed=settings.seed)
@@ -94,10 +108,19 @@ def demo_artifacts(settings: DemoSettings | None = None, *, model: ModelHandle |
     if sae_dir.exists() and not refresh:
         sae = load_sae(sae_dir)
     else:
-        sae = train_sae(train, arch=settings.arch, n_features=settings.n_features, k=settings.k,
-                        n_steps=settings.n_steps, batch_size=settings.batch_size, lr=settings.lr,
-                        seed=settings.seed, checkpoint_dir=folder / "checkpoints", progress=progress,
-                        callback=lambda step, info: stage("training"))
+        sae = train_sae(
+            train,
+            arch=settings.arch,
+            n_features=settings.n_features,
+            k=settings.k,
+            n_steps=settings.n_steps,
+            batch_size=settings.batch_size,
+            lr=settings.lr,
+            seed=settings.seed,
+            checkpoint_dir=folder / "checkpoints",
+            progress=progress,
+            callback=lambda step, info: stage("training"),
+        )
         save_sae(sae, sae_dir)
 
     stage("metrics")
@@ -124,8 +147,9 @@ def demo_artifacts(settings: DemoSettings | None = None, *, model: ModelHandle |
     stage("labels")
     explain_features(stats, PatternExplainer(), logit_effects=effects, cache_dir=folder, progress=progress)
     labels = cached_labels(folder, stats.fingerprint)  # with any LLM explanations made with cache_dir=art.folder
-    return DemoArtifacts(settings, folder, model, corpus, acts, held_out, sae, metrics, stats, effects, geometry,
-                         labels)
+    return DemoArtifacts(
+        settings, folder, model, corpus, acts, held_out, sae, metrics, stats, effects, geometry, labels
+    )
 
 
 def _held_out_texts(corpus: Any, held_out: Any, limit: int) -> list[str]:

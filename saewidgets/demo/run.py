@@ -14,8 +14,16 @@ from .pipeline import demo_artifacts
 from .settings import DemoSettings
 
 
-def run_demo(settings: DemoSettings, out_dir: str | Path, *, refresh: bool = False, steer: bool = True,
-             n_prompts: int = 2, lab: bool = False, quick: bool = False) -> int:
+def run_demo(
+    settings: DemoSettings,
+    out_dir: str | Path,
+    *,
+    refresh: bool = False,
+    steer: bool = True,
+    n_prompts: int = 2,
+    lab: bool = False,
+    quick: bool = False,
+) -> int:
     """Train (or reuse) the demo SAE, print its metrics, named features and steering, and write the Explorer page
     to ``out_dir/explorer.html``; with ``lab``, then open JupyterLab on the quickstart (see `lab.open_lab`;
     ``quick`` says the settings are the quick run's). Returns the exit status of the command."""
@@ -24,8 +32,10 @@ def run_demo(settings: DemoSettings, out_dir: str | Path, *, refresh: bool = Fal
         return 2
     start = time.time()
     art = demo_artifacts(settings, refresh=refresh)
-    print(f"\nSAE: {art.sae.cfg.n_features:,} {art.sae.cfg.architecture} features on {art.model.name} "
-          f"{art.activations.site} ({len(art.activations):,} tokens)  [cache: {art.folder}]")
+    print(
+        f"\nSAE: {art.sae.cfg.n_features:,} {art.sae.cfg.architecture} features on {art.model.name} "
+        f"{art.activations.site} ({len(art.activations):,} tokens)  [cache: {art.folder}]"
+    )
     print("held-out metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in art.metrics.items() if isinstance(v, float)))
 
     highlights = highlight_features(art)
@@ -33,13 +43,17 @@ def run_demo(settings: DemoSettings, out_dir: str | Path, *, refresh: bool = Fal
         print(f"  feature {feature:>5}  {name}")
     examples = steering_examples(art, STEERING_PROMPTS[:n_prompts], progress=True) if steer else []
     if steer and not examples:
-        print("\nsteering: no feature of this SAE steered its trial prompts to the Golden Gate Bridge (see the warning "
-              "above); a DiffMean steering vector (steering_vector) is the baseline to try instead.")
+        print(
+            "\nsteering: no feature of this SAE steered its trial prompts to the Golden Gate Bridge (see the warning "
+            "above); a DiffMean steering vector (steering_vector) is the baseline to try instead."
+        )
     for ex in examples:
-        print(f"\nsteering feature {ex.feature} ({ex.name}) at {ex.multiple:g}x max: measured hit rate "
-              f"{ex.hit_rate or 0:.0%} on {ex.n_evaluation_prompts} held-out prompts ({ex.steer_rate or 0:.0%} on "
-              f"the trial prompts it was chosen on; a hit mentions the concept in fluent text where the default "
-              f"did not; output score {ex.output_score or 0:.2f} nats). On the demo's prompts:")
+        print(
+            f"\nsteering feature {ex.feature} ({ex.name}) at {ex.multiple:g}x max: measured hit rate "
+            f"{ex.hit_rate or 0:.0%} on {ex.n_evaluation_prompts} held-out prompts ({ex.steer_rate or 0:.0%} on "
+            f"the trial prompts it was chosen on; a hit mentions the concept in fluent text where the default "
+            f"did not; output score {ex.output_score or 0:.2f} nats). On the demo's prompts:"
+        )
         for prompt, default, steered in zip(ex.prompts, ex.default, ex.steered):
             print(f"  {prompt!r}\n    default: {default!r}\n    steered: {steered!r}")
     out = write_explorer(art, Path(out_dir), highlights=highlights, steering=examples)

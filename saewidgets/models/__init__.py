@@ -44,7 +44,9 @@ def load_model(
         raise TypeError(f"load_model() takes a name, a path, an HF model or a ModelHandle, not {type(model).__name__}.")
     if remote:
         if model is None:
-            raise ValueError("remote=True needs the HF repo id of a model NDIF hosts, e.g. load_model('google/gemma-2-2b', remote=True).")
+            raise ValueError(
+                "remote=True needs the HF repo id of a model NDIF hosts, e.g. load_model('google/gemma-2-2b', remote=True)."
+            )
         return load_remote(model, remote)
     if model in _EMBEDDED_ALIASES:
         return load_embedded(device=device, dtype=dtype or torch.float32)

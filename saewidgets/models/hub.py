@@ -30,9 +30,7 @@ def load_pretrained(name_or_path: str, *, device: str | torch.device | None = No
         model = transformers.AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype or torch.float32)
     except OSError as err:
         where = "this folder" if is_local else "the Hugging Face hub (is there a network, and is the id spelled right?)"
-        raise ValueError(
-            f"Could not load the model {name_or_path!r} from {where}: {err}\n" + _OFFLINE_NAMES
-        ) from err
+        raise ValueError(f"Could not load the model {name_or_path!r} from {where}: {err}\n" + _OFFLINE_NAMES) from err
     if device is not None:
         model = model.to(device)
     return ModelHandle(model, tokenizer, name=name_or_path)

@@ -38,7 +38,9 @@ def tiny_tokenizer(layout: TinyLayout = "gpt2", vocab_size: int = 512):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(_TRAINING_TEXT * 4, trainer=trainer)
@@ -47,7 +49,9 @@ def tiny_tokenizer(layout: TinyLayout = "gpt2", vocab_size: int = 512):
             tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>"
         )
     bos = tok.token_to_id("<bos>")
-    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", bos)])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", bos)]
+    )
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>")
 
 
@@ -60,15 +64,28 @@ def tiny_hf_model(layout: TinyLayout = "gpt2", *, n_layers: int = 2, d_model: in
     torch.manual_seed(seed)
     if layout == "gpt2":
         config = transformers.GPT2Config(
-            vocab_size=vocab, n_positions=256, n_embd=d_model, n_layer=n_layers, n_head=4,
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            vocab_size=vocab,
+            n_positions=256,
+            n_embd=d_model,
+            n_layer=n_layers,
+            n_head=4,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
         )
         model = transformers.GPT2LMHeadModel(config)
     elif layout == "gemma":
         config = transformers.Gemma3TextConfig(
-            vocab_size=vocab, hidden_size=d_model, intermediate_size=2 * d_model, num_hidden_layers=n_layers,
-            num_attention_heads=4, num_key_value_heads=1, head_dim=d_model // 4, max_position_embeddings=256,
-            sliding_window=64, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+            vocab_size=vocab,
+            hidden_size=d_model,
+            intermediate_size=2 * d_model,
+            num_hidden_layers=n_layers,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            head_dim=d_model // 4,
+            max_position_embeddings=256,
+            sliding_window=64,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
         )
         model = transformers.Gemma3ForCausalLM(config)

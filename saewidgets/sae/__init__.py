@@ -1,9 +1,9 @@
 """Sparse autoencoders: one `SAE` module for ReLU (L1), TopK, BatchTopK and JumpReLU; training, files and metrics.
 
-    sae = train_sae(acts, arch="topk", n_features=4096, k=32)
-    save_sae(sae, "my_sae")                    # sae.safetensors + config.json (or format="saelens")
-    sae = load_sae("my_sae")                   # native, SAELens or Gemma Scope folders/files; release ids online
-    print(evaluate_sae(sae, held_out, model=model, texts=texts))
+sae = train_sae(acts, arch="topk", n_features=4096, k=32)
+save_sae(sae, "my_sae")                    # sae.safetensors + config.json (or format="saelens")
+sae = load_sae("my_sae")                   # native, SAELens or Gemma Scope folders/files; release ids online
+print(evaluate_sae(sae, held_out, model=model, texts=texts))
 """
 
 from .base import SAE, SparseCode
@@ -16,7 +16,19 @@ from .tracking import WandbLogger
 from .train import train_sae
 
 __all__ = [
-    "ARCHITECTURES", "Architecture", "SAE", "SAEConfig", "SAEFileError", "SAEMetrics", "SAEMismatchError",
-    "SparseCode", "TrainConfig",
-    "WandbLogger", "check_compatible", "evaluate_sae", "load_sae", "save_sae", "train_sae",
+    "ARCHITECTURES",
+    "Architecture",
+    "SAE",
+    "SAEConfig",
+    "SAEFileError",
+    "SAEMetrics",
+    "SAEMismatchError",
+    "SparseCode",
+    "TrainConfig",
+    "WandbLogger",
+    "check_compatible",
+    "evaluate_sae",
+    "load_sae",
+    "save_sae",
+    "train_sae",
 ]

@@ -77,7 +77,9 @@ def _mse(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     return (x_hat - x).pow(2).sum(-1).mean()
 
 
-def _auxk(sae: SAE, x: torch.Tensor, x_hat: torch.Tensor, pre: torch.Tensor, dead: torch.Tensor, aux_k: int) -> torch.Tensor:
+def _auxk(
+    sae: SAE, x: torch.Tensor, x_hat: torch.Tensor, pre: torch.Tensor, dead: torch.Tensor, aux_k: int
+) -> torch.Tensor:
     """AuxK: the ``aux_k`` largest pre-activations among dead latents reconstruct the error ``x - x_hat``,
     normalised by the error's variance, so dead latents get gradient and come back to life."""
     n_dead = int(dead.sum())

@@ -146,7 +146,9 @@ def sparse_decode(values: torch.Tensor, indices: torch.Tensor, W_dec: torch.Tens
     """``sum_j values[..., j] * W_dec[indices[..., j]]`` (no bias) at k*d cost per token instead of F*d."""
     lead = values.shape[:-1]
     out = F.embedding_bag(
-        indices.reshape(-1, indices.shape[-1]), W_dec, per_sample_weights=values.reshape(-1, values.shape[-1]).to(W_dec.dtype),
+        indices.reshape(-1, indices.shape[-1]),
+        W_dec,
+        per_sample_weights=values.reshape(-1, values.shape[-1]).to(W_dec.dtype),
         mode="sum",
     )
     return out.reshape(*lead, W_dec.shape[1])

@@ -57,15 +57,18 @@ class SAEConfig:
             if not isinstance(getattr(self, name), str):
                 raise TypeError(f"{name} must be a string, got {getattr(self, name)!r}.")
         if not isinstance(self.apply_b_dec_to_input, bool):
-            raise TypeError(f"apply_b_dec_to_input must be true or false (a JSON boolean), got "
-                            f"{self.apply_b_dec_to_input!r} ({type(self.apply_b_dec_to_input).__name__}).")
+            raise TypeError(
+                f"apply_b_dec_to_input must be true or false (a JSON boolean), got "
+                f"{self.apply_b_dec_to_input!r} ({type(self.apply_b_dec_to_input).__name__})."
+            )
         if isinstance(self.input_scale, bool) or not isinstance(self.input_scale, numbers.Real):
             raise TypeError(f"input_scale must be a number, got {self.input_scale!r}.")
         if not _INPUT_SCALES[0] <= self.input_scale <= _INPUT_SCALES[1]:  # also refuses NaN and inf
             raise ValueError(
                 f"input_scale must be a finite positive number between {_INPUT_SCALES[0]:g} and {_INPUT_SCALES[1]:g}, "
                 f"got {self.input_scale}: encodings would overflow to inf or vanish. Use the scale the SAE was "
-                "trained with (1.0 if unsure).")
+                "trained with (1.0 if unsure)."
+            )
         self.input_scale = float(self.input_scale)
         if not isinstance(self.provenance, dict):
             raise TypeError(f"provenance must be a dict, got {type(self.provenance).__name__}.")

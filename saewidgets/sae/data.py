@@ -79,7 +79,9 @@ def as_rows(activations: Any) -> Rows:
             f"Expected activations of shape [n_tokens, d_model] with at least one row, got shape {tuple(matrix.shape)}. "
             "Flatten [batch, tokens, d] activations with .reshape(-1, d)."
         )
-    if not (matrix.dtype.is_floating_point if isinstance(matrix, torch.Tensor) else np.issubdtype(matrix.dtype, np.floating)):
+    if not (
+        matrix.dtype.is_floating_point if isinstance(matrix, torch.Tensor) else np.issubdtype(matrix.dtype, np.floating)
+    ):
         raise TypeError(f"Expected floating-point activations, got dtype {matrix.dtype}.")
     return Rows(matrix, **meta)
 

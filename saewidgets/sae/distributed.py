@@ -36,8 +36,9 @@ LAUNCH_HINT = "launch with `torchrun --nproc-per-node N -m saewidgets.training_r
 def require_process_group(what: str) -> None:
     """Raise a clear error when ``what`` runs outside an initialised ``torch.distributed`` process group."""
     if not (dist.is_available() and dist.is_initialized()):
-        raise RuntimeError(f"{what} needs a torch.distributed process group: {LAUNCH_HINT}, or train in one process "
-                           "with train_sae().")
+        raise RuntimeError(
+            f"{what} needs a torch.distributed process group: {LAUNCH_HINT}, or train in one process with train_sae()."
+        )
 
 
 class DataParallelTrainer(Trainer):
@@ -89,8 +90,9 @@ class DataParallelTrainer(Trainer):
         return info
 
 
-def train_sae_distributed(activations: Any, arch: Any = None, n_features: int | None = None, k: int | None = None,
-                          **kwargs: Any) -> SAE:
+def train_sae_distributed(
+    activations: Any, arch: Any = None, n_features: int | None = None, k: int | None = None, **kwargs: Any
+) -> SAE:
     """``train_sae(..., parallel="data")``: `train_sae` across the ranks of an initialised process group.
 
     Call it on every rank with the same arguments; ``batch_size`` is the global batch (each rank trains on
@@ -109,8 +111,9 @@ def init_process_group() -> tuple[int, int, torch.device]:
     (a plain ``python -m``), a one-process group is made so the same code path runs.
     """
     if "RANK" not in os.environ:
-        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
-                          MASTER_PORT=str(_free_port()))
+        os.environ.update(
+            RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port())
+        )
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
         torch.cuda.set_device(local)

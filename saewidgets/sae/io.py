@@ -46,8 +46,9 @@ class SAEFileError(ValueError):
 # -- saving ---------------------------------------------------------------------------------------------------
 
 
-def save_sae(sae: SAE, directory: str | os.PathLike, format: Literal["native", "saelens"] = "native",
-             overwrite: bool = False) -> Path:
+def save_sae(
+    sae: SAE, directory: str | os.PathLike, format: Literal["native", "saelens"] = "native", overwrite: bool = False
+) -> Path:
     """Write ``sae`` to ``directory`` atomically (nothing half-written is ever visible there) and return the path.
 
     ``format="native"`` keeps everything (``load_sae`` restores the identical SAE); ``format="saelens"`` writes a
@@ -82,14 +83,26 @@ def _to_saelens(sae: SAE) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors["W_enc"] = (tensors["W_enc"] * s).contiguous()
     tensors["W_dec"] = (tensors["W_dec"] / s).contiguous()
     tensors["b_dec"] = (tensors["b_dec"] / s).contiguous()
-    architecture = {"relu": "standard", "topk": "topk", "batchtopk": "jumprelu", "jumprelu": "jumprelu"}[cfg.architecture]
+    architecture = {"relu": "standard", "topk": "topk", "batchtopk": "jumprelu", "jumprelu": "jumprelu"}[
+        cfg.architecture
+    ]
     lens_cfg: dict[str, Any] = {
-        "architecture": architecture, "d_in": cfg.d_in, "d_sae": cfg.n_features, "dtype": "float32", "device": "cpu",
-        "apply_b_dec_to_input": cfg.apply_b_dec_to_input, "normalize_activations": "none",  # scale folded below "reshape_activations": "none",
+        "architecture": architecture,
+        "d_in": cfg.d_in,
+        "d_sae": cfg.n_features,
+        "dtype": "float32",
+        "device": "cpu",
+        "apply_b_dec_to_input": cfg.apply_b_dec_to_input,
+        "normalize_activations": "none",  # scale folded below "reshape_activations": "none",
         "metadata": {
-            "sae_lens_version": _SAELENS_VERSION, "sae_lens_training_version": None, "model_name": cfg.model_name,
-            "hook_name": cfg.provenance.get("saelens_hook_name") or cfg.site, "hf_hook_name": cfg.site,
-            "neuronpedia_id": cfg.neuronpedia_id, "hook_head_index": None, "prepend_bos": True,
+            "sae_lens_version": _SAELENS_VERSION,
+            "sae_lens_training_version": None,
+            "model_name": cfg.model_name,
+            "hook_name": cfg.provenance.get("saelens_hook_name") or cfg.site,
+            "hf_hook_name": cfg.site,
+            "neuronpedia_id": cfg.neuronpedia_id,
+            "hook_head_index": None,
+            "prepend_bos": True,
             "saewidgets": {**cfg.to_dict(), "input_scale_folded": s},
         },
     }
@@ -101,8 +114,13 @@ def _to_saelens(sae: SAE) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
 # -- loading --------------------------------------------------------------------------------------------------
 
 
-def load_sae(path_or_id: str | os.PathLike, sae_id: str | None = None, *, device: str | torch.device = "cpu",
-             fold_W_dec_norm: bool = False) -> SAE:
+def load_sae(
+    path_or_id: str | os.PathLike,
+    sae_id: str | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    fold_W_dec_norm: bool = False,
+) -> SAE:
     """Load an SAE from a folder or file (native, SAELens, Gemma Scope), a SAELens release + ``sae_id`` (``pip
     install 'saewidgets[saelens]'``), or a Hugging Face repo id (``"org/repo"`` or ``"org/repo/sub/folder"``) online.
 
@@ -110,7 +128,9 @@ def load_sae(path_or_id: str | os.PathLike, sae_id: str | None = None, *, device
     with activations in units of the residual norm each latent writes, as SAELens' dashboards show them.
     """
     if os.fspath(path_or_id) == "":  # Path("") is the current folder
-        raise FileNotFoundError("load_sae('') got an empty path: pass the SAE's folder or file, e.g. load_sae('my_sae').")
+        raise FileNotFoundError(
+            "load_sae('') got an empty path: pass the SAE's folder or file, e.g. load_sae('my_sae')."
+        )
     path = Path(path_or_id)
     if path.exists():
         sae = _load_local(path)
@@ -156,8 +176,10 @@ def _load_native(directory: Path) -> SAE:
     config_path = directory / NATIVE_CONFIG
     data = _read_json(config_path)
     if data.get("format") != NATIVE_FORMAT:
-        raise SAEFileError(f"{config_path} is not a saewidgets SAE config (its format is {data.get('format')!r}, "
-                           f"expected {NATIVE_FORMAT!r}).")
+        raise SAEFileError(
+            f"{config_path} is not a saewidgets SAE config (its format is {data.get('format')!r}, "
+            f"expected {NATIVE_FORMAT!r})."
+        )
     cfg = _config(data, config_path)
     return build_sae(cfg, read_tensors(directory / NATIVE_WEIGHTS), directory / NATIVE_WEIGHTS)
 
@@ -165,17 +187,19 @@ def _load_native(directory: Path) -> SAE:
 def _load_saelens_dir(directory: Path) -> SAE:
     config_path, weights_path = directory / SAELENS_CONFIG, directory / SAELENS_WEIGHTS
     if not weights_path.exists():
-        raise SAEFileError(f"{directory} has {SAELENS_CONFIG} but no {SAELENS_WEIGHTS}: the SAELens folder is incomplete; "
-                           "copy or download it again.")
+        raise SAEFileError(
+            f"{directory} has {SAELENS_CONFIG} but no {SAELENS_WEIGHTS}: the SAELens folder is incomplete; "
+            "copy or download it again."
+        )
     return from_saelens(_read_json(config_path), read_tensors(weights_path), weights_path)
 
 
 #: SAELens architectures saewidgets' `SAE` cannot hold, and why (said in the error, so users know it is not a bug).
 UNSUPPORTED_SAELENS = {
     "gated": "a gated SAE decides which latents fire with a separate gating path (r_mag, b_gate, b_mag) that "
-             "saewidgets' SAE has no parameters for",
+    "saewidgets' SAE has no parameters for",
     "transcoder": "a transcoder reads one site and writes another (hook_name_out): saewidgets' metrics, attribution "
-                  "and steering assume an SAE that reconstructs the activations it reads",
+    "and steering assume an SAE that reconstructs the activations it reads",
     "skip_transcoder": "a skip transcoder reads one site and writes another through an extra linear skip path",
     "jumprelu_transcoder": "a transcoder reads one site and writes another (hook_name_out)",
     "jumprelu_skip_transcoder": "a transcoder reads one site and writes another through an extra linear skip path",
@@ -198,8 +222,11 @@ def from_saelens(lens_cfg: dict[str, Any], tensors: dict[str, torch.Tensor], sou
     if "architecture" not in lens_cfg:
         # SAELens < 6 wrote the activation function instead of an architecture.
         topk = lens_cfg.get("activation_fn_str") == "topk" or lens_cfg.get("activation_fn") == "topk"
-        lens_cfg = {**lens_cfg, "architecture": "topk" if topk else "standard",
-                    "k": (lens_cfg.get("activation_fn_kwargs") or {}).get("k")}
+        lens_cfg = {
+            **lens_cfg,
+            "architecture": "topk" if topk else "standard",
+            "k": (lens_cfg.get("activation_fn_kwargs") or {}).get("k"),
+        }
     name = lens_cfg["architecture"]
     arch = _SAELENS_TO_ARCH.get(name)
     if arch is None:
@@ -225,15 +252,23 @@ def from_saelens(lens_cfg: dict[str, Any], tensors: dict[str, torch.Tensor], sou
     provenance = ours.get("provenance") or {"source": str(source), "format": "saelens"}
     if hook_name and hook_name != site:
         provenance = {**provenance, "saelens_hook_name": hook_name}
-    cfg = _config({
-        "d_in": lens_cfg.get("d_in"), "n_features": lens_cfg.get("d_sae"),
-        "architecture": ours.get("architecture", arch) if arch == "jumprelu" else arch,
-        "k": lens_cfg.get("k", ours.get("k")), "model_name": get("model_name") or "",
-        "layer": ours.get("layer", _layer_of(site) if _layer_of(site) is not None else _layer_of(hook_name)),
-        "site": site, "apply_b_dec_to_input": lens_cfg.get("apply_b_dec_to_input", True),
-        "input_scale": input_scale, "normalize_activations": normalize,
-        "neuronpedia_id": get("neuronpedia_id") or ours.get("neuronpedia_id"), "provenance": provenance,
-    }, source)
+    cfg = _config(
+        {
+            "d_in": lens_cfg.get("d_in"),
+            "n_features": lens_cfg.get("d_sae"),
+            "architecture": ours.get("architecture", arch) if arch == "jumprelu" else arch,
+            "k": lens_cfg.get("k", ours.get("k")),
+            "model_name": get("model_name") or "",
+            "layer": ours.get("layer", _layer_of(site) if _layer_of(site) is not None else _layer_of(hook_name)),
+            "site": site,
+            "apply_b_dec_to_input": lens_cfg.get("apply_b_dec_to_input", True),
+            "input_scale": input_scale,
+            "normalize_activations": normalize,
+            "neuronpedia_id": get("neuronpedia_id") or ours.get("neuronpedia_id"),
+            "provenance": provenance,
+        },
+        source,
+    )
     return build_sae(cfg, tensors, source)
 
 
@@ -249,7 +284,9 @@ def _saelens_input_scale(lens_cfg: dict[str, Any], source: str | os.PathLike) ->
             warnings.warn(
                 f"{source}: normalize_activations='expected_average_only_in' but the config has no "
                 "norm_scaling_factor, so inputs are read raw (as sae_lens itself reads this file). If you know the "
-                "factor, set it as sae.cfg.input_scale.", stacklevel=4)
+                "factor, set it as sae.cfg.input_scale.",
+                stacklevel=4,
+            )
             return 1.0, normalize
         return float(factor), normalize
     if normalize in _PER_TOKEN_NORMS:
@@ -272,8 +309,10 @@ def fold_decoder_norm(tensors: dict[str, torch.Tensor], arch: str, source: str |
     """
     norms = tensors["W_dec"].norm(dim=1).clamp_min(1e-8)
     if arch == "topk" and not torch.allclose(norms, torch.ones_like(norms), atol=1e-5):
-        raise SAEFileError(f"{source}: fold_W_dec_norm would change which latents a TopK SAE selects (their "
-                           "pre-activations would be rescaled unequally); load it without fold_W_dec_norm.")
+        raise SAEFileError(
+            f"{source}: fold_W_dec_norm would change which latents a TopK SAE selects (their "
+            "pre-activations would be rescaled unequally); load it without fold_W_dec_norm."
+        )
     _scale_latents(tensors, norms)
 
 
@@ -296,12 +335,19 @@ def _load_gemma_scope(path: Path) -> SAE:
     raw = read_tensors(path)
     tensors = {_GEMMA_KEYS.get(k.lower(), k): v for k, v in raw.items()}
     if "W_enc" not in tensors:
-        raise SAEFileError(f"{path} has no encoder weights (found keys {sorted(raw)}): expected W_enc, W_dec, b_enc, "
-                           "b_dec and (for JumpReLU) threshold, as Gemma Scope's params.npz holds.")
+        raise SAEFileError(
+            f"{path} has no encoder weights (found keys {sorted(raw)}): expected W_enc, W_dec, b_enc, "
+            "b_dec and (for JumpReLU) threshold, as Gemma Scope's params.npz holds."
+        )
     d_in, n_features = tensors["W_enc"].shape
     arch = "jumprelu" if "threshold" in tensors else "relu"
-    cfg = SAEConfig(d_in=int(d_in), n_features=int(n_features), architecture=arch, apply_b_dec_to_input=False,
-                    provenance={"source": str(path), "format": "gemma-scope"})
+    cfg = SAEConfig(
+        d_in=int(d_in),
+        n_features=int(n_features),
+        architecture=arch,
+        apply_b_dec_to_input=False,
+        provenance={"source": str(path), "format": "gemma-scope"},
+    )
     return build_sae(cfg, tensors, path)
 
 
@@ -315,7 +361,10 @@ def _load_saelens_release(release: str, sae_id: str) -> SAE:
         raise ImportError("Loading a SAELens release needs sae-lens: pip install 'saewidgets[saelens]'") from err
     lens = LensSAE.from_pretrained(release, sae_id, device="cpu")
     cfg = lens.cfg.to_dict()
-    cfg["metadata"] = {**cfg.get("metadata", {}), "saewidgets": {"provenance": {"source": f"{release}/{sae_id}", "format": "saelens-release"}}}
+    cfg["metadata"] = {
+        **cfg.get("metadata", {}),
+        "saewidgets": {"provenance": {"source": f"{release}/{sae_id}", "format": "saelens-release"}},
+    }
     return from_saelens(cfg, dict(lens.state_dict()), f"{release}/{sae_id}")
 
 
@@ -401,8 +450,10 @@ def build_sae(cfg: SAEConfig, tensors: dict[str, torch.Tensor], source: str | os
             tensors = {**tensors, "threshold": tensors["threshold"].reshape(()).expand(n)}
     missing = [k for k in shapes if k not in tensors]
     if missing:
-        raise SAEFileError(f"{source} lacks {', '.join(missing)} (found {sorted(tensors)}); a {cfg.architecture} SAE "
-                           f"needs {', '.join(shapes)}. The file is incomplete or not an SAE of this kind.")
+        raise SAEFileError(
+            f"{source} lacks {', '.join(missing)} (found {sorted(tensors)}); a {cfg.architecture} SAE "
+            f"needs {', '.join(shapes)}. The file is incomplete or not an SAE of this kind."
+        )
     for key, shape in shapes.items():
         if tuple(tensors[key].shape) != shape:
             raise SAEFileError(

@@ -99,18 +99,30 @@ def evaluate_sae(
     ``check_provenance=False``."""
     rows = as_rows(activations)
     if len(rows) < 2:
-        raise ValueError(f"evaluate_sae() got {len(rows)} row of activations: the fraction of variance explained "
-                         "compares the error with the variance across rows, so pass at least 2 (a held-out split of "
-                         "thousands of tokens gives a meaningful figure).")
+        raise ValueError(
+            f"evaluate_sae() got {len(rows)} row of activations: the fraction of variance explained "
+            "compares the error with the variance across rows, so pass at least 2 (a held-out split of "
+            "thousands of tokens gives a meaningful figure)."
+        )
     check_activations(rows, sae, check_provenance=check_provenance)
     check_finite(rows)
     if rows.d != sae.cfg.d_in:
-        raise ValueError(f"The activations are {rows.d} wide but the SAE expects d_in={sae.cfg.d_in}: "
-                         "evaluate it on activations from the layer and model it was trained on.")
+        raise ValueError(
+            f"The activations are {rows.d} wide but the SAE expects d_in={sae.cfg.d_in}: "
+            "evaluate it on activations from the layer and model it was trained on."
+        )
     metrics = _reconstruction_metrics(sae, rows, batch_size, density_bins)
     if model is not None and texts is not None:
-        ce = lm_loss_with_sae(sae, model, texts, layer=layer, context_len=context_len, batch_size=text_batch_size,
-                              progress=progress, check_provenance=check_provenance)
+        ce = lm_loss_with_sae(
+            sae,
+            model,
+            texts,
+            layer=layer,
+            context_len=context_len,
+            batch_size=text_batch_size,
+            progress=progress,
+            check_provenance=check_provenance,
+        )
         metrics.ce_clean, metrics.ce_with_sae, metrics.ce_zero_ablation, metrics.n_ce_tokens = ce
         gap = metrics.ce_zero_ablation - metrics.ce_clean
         metrics.ce_loss_recovered = (metrics.ce_zero_ablation - metrics.ce_with_sae) / gap if gap != 0 else math.nan
@@ -138,16 +150,28 @@ def _reconstruction_metrics(sae: SAE, rows: Any, batch_size: int, density_bins: 
     fired = density[density > 0]
     counts, edges = np.histogram(np.log10(fired), bins=density_bins) if fired.size else (np.zeros(0), np.zeros(0))
     return SAEMetrics(
-        n_tokens=n, l0=l0 / n, mse=sse / (n * d), fve=1 - sse / total_var if total_var > 0 else math.nan,
-        dead_fraction=float((density == 0).mean()), dense_fraction=float((density > DENSE_THRESHOLD).mean()),
-        density_histogram={"counts": counts.tolist(), "edges": edges.tolist()}, sae_fingerprint=sae.fingerprint(),
+        n_tokens=n,
+        l0=l0 / n,
+        mse=sse / (n * d),
+        fve=1 - sse / total_var if total_var > 0 else math.nan,
+        dead_fraction=float((density == 0).mean()),
+        dense_fraction=float((density > DENSE_THRESHOLD).mean()),
+        density_histogram={"counts": counts.tolist(), "edges": edges.tolist()},
+        sae_fingerprint=sae.fingerprint(),
     )
 
 
 @torch.no_grad()
 def lm_loss_with_sae(
-    sae: SAE, model: Any, texts: Sequence[str], *, layer: int | str | None = None, context_len: int = 128,
-    batch_size: int = 8, progress: bool = False, check_provenance: bool = True,
+    sae: SAE,
+    model: Any,
+    texts: Sequence[str],
+    *,
+    layer: int | str | None = None,
+    context_len: int = 128,
+    batch_size: int = 8,
+    progress: bool = False,
+    check_provenance: bool = True,
 ) -> tuple[float, float, float, int]:
     """(CE clean, CE with the SAE spliced in, CE with the layer zero-ablated, predicted tokens), in nats/token."""
     layer = check_compatible(sae, model, layer, check_provenance=check_provenance)
@@ -164,7 +188,9 @@ def lm_loss_with_sae(
         targets = mask[:, 1:].bool() & mask[:, :-1].bool()
         for mode in totals:
             logits = _logits(sae, model, layer, ids, mask, splice, mode)
-            nll = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="none")
+            nll = torch.nn.functional.cross_entropy(
+                logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="none"
+            )
             totals[mode] += float(nll[targets.flatten()].sum())
         count += int(targets.sum())
     if count == 0:
@@ -178,19 +204,23 @@ def _left_pad(inputs: list[list[int]], model: Any) -> tuple[torch.Tensor, torch.
     ids = torch.full((len(inputs), width), pad, dtype=torch.long)
     mask = torch.zeros((len(inputs), width), dtype=torch.long)
     for row, seq in enumerate(inputs):
-        ids[row, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
-        mask[row, width - len(seq):] = 1
+        ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+        mask[row, width - len(seq) :] = 1
     return ids, mask
 
 
-def _logits(sae: SAE, model: Any, layer: int, ids: torch.Tensor, mask: torch.Tensor, splice: torch.Tensor,
-            mode: _Splice) -> torch.Tensor:
+def _logits(
+    sae: SAE, model: Any, layer: int, ids: torch.Tensor, mask: torch.Tensor, splice: torch.Tensor, mode: _Splice
+) -> torch.Tensor:
     """Logits of one left-padded batch, with block ``layer``'s output replaced at ``splice`` positions per ``mode``."""
     from ..model import residual_of, with_residual
 
     block = model.block(layer)
     device = model.device
-    with model.lock, model.nn.trace({"input_ids": ids.to(device), "attention_mask": mask.to(device)}, **model.trace_kwargs):
+    with (
+        model.lock,
+        model.nn.trace({"input_ids": ids.to(device), "attention_mask": mask.to(device)}, **model.trace_kwargs),
+    ):
         if mode != "clean":
             out = block.output
             h = residual_of(out)

@@ -25,6 +25,7 @@ def same_model(recorded: str, in_use: str) -> bool:
     Compares the last path component, case-insensitively, so ``google/gemma-2-2b``, ``gemma-2-2b`` and a local
     folder ``/models/gemma-2-2b`` agree; SAELens' ``gpt2-small`` is Hugging Face's ``gpt2``.
     """
+
     def key(name: str) -> str:
         last = re.split(r"[/\\]", name.strip().rstrip("/\\"))[-1].lower()
         return _MODEL_ALIASES.get(last, last)
@@ -52,16 +53,22 @@ def check_compatible(sae: Any, model: Any, layer: Any = None, *, check_provenanc
     trained_on = getattr(cfg, "model_name", "") or ""
     d_in = int(sae.W_dec.shape[1])
     if d_in != model.d_model:
-        where = (f"it was trained on {trained_on}" if trained_on and not same_model(trained_on, model.name)
-                 else "it was not trained on this model's residual stream")
+        where = (
+            f"it was trained on {trained_on}"
+            if trained_on and not same_model(trained_on, model.name)
+            else "it was not trained on this model's residual stream"
+        )
         raise ValueError(
             f"The SAE reads {d_in}-wide activations but {model.name} has d_model={model.d_model}: {where}. Load "
-            "the model it was trained on, or train an SAE on this one.")
+            "the model it was trained on, or train an SAE on this one."
+        )
     recorded = recorded_layer(sae)
     if layer is None:
         if recorded is None:
-            raise ValueError("This SAE does not record the layer it was trained on: pass layer=... (the block whose "
-                             "output it reads).")
+            raise ValueError(
+                "This SAE does not record the layer it was trained on: pass layer=... (the block whose "
+                "output it reads)."
+            )
         layer = recorded
     resolved = model.resolve_layer(layer)
     if not check_provenance:
@@ -70,19 +77,22 @@ def check_compatible(sae: Any, model: Any, layer: Any = None, *, check_provenanc
         raise SAEMismatchError(
             f"This SAE was trained on {trained_on!r} but the model in use is {model.name!r}: its features are "
             f"directions in the residual stream of {trained_on!r}, so on {model.name!r} they mean nothing. Load "
-            f"{trained_on!r}, or pass check_provenance=False if it is the same model under another name.")
+            f"{trained_on!r}, or pass check_provenance=False if it is the same model under another name."
+        )
     if recorded is not None and recorded >= 0 and recorded != resolved:
         site = getattr(cfg, "site", "")
         layer = layer if isinstance(layer, str) else int(layer)  # np.int64(0) reads as 0
         raise SAEMismatchError(
             f"This SAE was trained on layer {recorded}{f' ({site})' if site else ''} but layer={layer!r} reads "
             f"layer {resolved} of {model.name}: its features would read a residual stream they never saw. Leave "
-            f"layer out (or pass layer={recorded}), or pass check_provenance=False to use it there on purpose.")
+            f"layer out (or pass layer={recorded}), or pass check_provenance=False to use it there on purpose."
+        )
     return resolved
 
 
-def check_activations(activations: Any, sae: Any, model: Any = None, layer: int | None = None, *,
-                      check_provenance: bool = True) -> None:
+def check_activations(
+    activations: Any, sae: Any, model: Any = None, layer: int | None = None, *, check_provenance: bool = True
+) -> None:
     """Raise `SAEMismatchError` if ``activations`` (an `Activations` or store, which record where they were read)
     come from another model or layer than ``model``/``layer`` (default: those the SAE records).
 
@@ -97,8 +107,10 @@ def check_activations(activations: Any, sae: Any, model: Any = None, layer: int 
     if source_model and expected_model and not same_model(source_model, expected_model):
         raise SAEMismatchError(
             f"These activations were read from {source_model!r} but the SAE is used with {expected_model!r}: "
-            f"harvest them from {expected_model!r}, or pass check_provenance=False to mix models on purpose.")
+            f"harvest them from {expected_model!r}, or pass check_provenance=False to mix models on purpose."
+        )
     if source_layer is not None and source_layer >= 0 and expected_layer is not None and source_layer != expected_layer:
         raise SAEMismatchError(
             f"These activations were read at layer {source_layer} but the SAE reads layer {expected_layer}: harvest "
-            f"layer {expected_layer}, or pass check_provenance=False to mix layers on purpose.")
+            f"layer {expected_layer}, or pass check_provenance=False to mix layers on purpose."
+        )

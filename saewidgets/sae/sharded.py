@@ -95,8 +95,10 @@ class LatentShardedTrainer(Trainer):
         super().__init__(rows, config, torch.device("cpu"))
         self.shard_device = device
         self.lo, self.hi = self.rank * width, (self.rank + 1) * width
-        self.params = {name: torch.nn.Parameter(self._local(name, p.detach()).to(device).clone())
-                       for name, p in self.sae.named_parameters()}
+        self.params = {
+            name: torch.nn.Parameter(self._local(name, p.detach()).to(device).clone())
+            for name, p in self.sae.named_parameters()
+        }
         self.shard_optimizer = torch.optim.Adam(self.params.values(), lr=self.tc.peak_lr)
         self.shard_tokens_since_fired = torch.zeros(width, dtype=torch.long)
 
@@ -127,8 +129,10 @@ class LatentShardedTrainer(Trainer):
         state = self.shard_optimizer.state_dict()
         for i, name in enumerate(self.params):
             if i in state["state"]:
-                state["state"][i] = {key: self._gathered(name, value) if value.dim() else value
-                                     for key, value in state["state"][i].items()}
+                state["state"][i] = {
+                    key: self._gathered(name, value) if value.dim() else value
+                    for key, value in state["state"][i].items()
+                }
         self.optimizer.load_state_dict(state)
         self.tokens_since_fired = self._gathered("b_enc", self.shard_tokens_since_fired)
 
@@ -141,8 +145,10 @@ class LatentShardedTrainer(Trainer):
         state = self.optimizer.state_dict()
         for i, name in enumerate(self.params):
             if i in state["state"]:
-                state["state"][i] = {key: self._local(name, value).to(self.shard_device) if value.dim() else value
-                                     for key, value in state["state"][i].items()}
+                state["state"][i] = {
+                    key: self._local(name, value).to(self.shard_device) if value.dim() else value
+                    for key, value in state["state"][i].items()
+                }
         self.shard_optimizer.load_state_dict(state)
         self.shard_tokens_since_fired = self._local("b_enc", self.tokens_since_fired).clone()
 
@@ -177,11 +183,18 @@ class LatentShardedTrainer(Trainer):
         dead_count = (self.shard_tokens_since_fired >= tc.dead_after_tokens).sum().to(self.shard_device)
         dead_fraction = _SumOverShards.apply(dead_count)
         variance = x.sub(x.mean(0)).pow(2).sum(-1).mean().item()
-        return {"loss": loss.item(), "mse": mse.item(), "auxk": aux.item(), "l0": l0.item(),
-                "fve": 1 - mse.item() / max(variance, 1e-12), "dead": dead_fraction.item() / cfg.n_features}
+        return {
+            "loss": loss.item(),
+            "mse": mse.item(),
+            "auxk": aux.item(),
+            "l0": l0.item(),
+            "fve": 1 - mse.item() / max(variance, 1e-12),
+            "dead": dead_fraction.item() / cfg.n_features,
+        }
 
-    def _auxk(self, x: torch.Tensor, x_hat: torch.Tensor, pre: torch.Tensor, dead: torch.Tensor,
-              aux_k: int) -> torch.Tensor:
+    def _auxk(
+        self, x: torch.Tensor, x_hat: torch.Tensor, pre: torch.Tensor, dead: torch.Tensor, aux_k: int
+    ) -> torch.Tensor:
         """AuxK over the dead latents of all shards (as `train_sae` computes it over the whole SAE)."""
         n_dead = int(_SumOverShards.apply(dead.sum().to(self.shard_device)))
         if n_dead == 0:
@@ -202,8 +215,9 @@ class LatentShardedTrainer(Trainer):
             param.grad.mul_(scale)
 
 
-def train_sae_latent_sharded(activations: Any, n_features: int | None = None, k: int | None = None,
-                             **kwargs: Any) -> SAE:
+def train_sae_latent_sharded(
+    activations: Any, n_features: int | None = None, k: int | None = None, **kwargs: Any
+) -> SAE:
     """``train_sae(activations, "topk", ..., parallel="latents")``: a TopK SAE with its ``n_features`` latents
     split across the ranks of an initialised ``torch.distributed`` group.
 

@@ -148,8 +148,16 @@ class _GatherEncoder(torch.autograd.Function):
     computed without autograd; the backward touches only those pairs (``x`` itself gets no gradient)."""
 
     @staticmethod
-    def forward(ctx: Any, pre: torch.Tensor, x_in: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor,
-                b_dec: torch.Tensor, pairs: ActivePairs, b_dec_in_input: bool) -> torch.Tensor:
+    def forward(
+        ctx: Any,
+        pre: torch.Tensor,
+        x_in: torch.Tensor,
+        W_enc: torch.Tensor,
+        b_enc: torch.Tensor,
+        b_dec: torch.Tensor,
+        pairs: ActivePairs,
+        b_dec_in_input: bool,
+    ) -> torch.Tensor:
         ctx.save_for_backward(x_in, W_enc)
         ctx.pairs, ctx.b_dec_in_input = pairs, b_dec_in_input
         return pre[pairs.rows, pairs.cols]
@@ -231,7 +239,9 @@ def sparse_training_step(sae: SAE, x: torch.Tensor, tc: TrainConfig, step: int, 
     aux = _sparse_auxk(sae, x, x_in, x_hat, pre, dead, tc.aux_k or max(1, sae.cfg.d_in // 2))
     loss = mse + tc.aux_coefficient * aux
     positive = values.detach() > 0
-    fired = torch.zeros(sae.cfg.n_features, dtype=torch.bool, device=x.device).index_fill_(0, pairs.cols[positive], True)
+    fired = torch.zeros(sae.cfg.n_features, dtype=torch.bool, device=x.device).index_fill_(
+        0, pairs.cols[positive], True
+    )
     l0 = positive.sum().item() / x.shape[0]
     return StepOutput(loss, x_hat.detach(), fired, l0, {"mse": mse.item(), "auxk": aux.item()})
 
@@ -251,8 +261,15 @@ def release_workspace() -> None:
     _workspace.pre = None
 
 
-def _sparse_auxk(sae: SAE, x: torch.Tensor, x_in: torch.Tensor, x_hat: torch.Tensor, pre: torch.Tensor,
-                 dead: torch.Tensor, aux_k: int) -> torch.Tensor:
+def _sparse_auxk(
+    sae: SAE,
+    x: torch.Tensor,
+    x_in: torch.Tensor,
+    x_hat: torch.Tensor,
+    pre: torch.Tensor,
+    dead: torch.Tensor,
+    aux_k: int,
+) -> torch.Tensor:
     """AuxK as `architectures` defines it (dead latents' top ``aux_k`` reconstruct the error, normalised by its
     variance), with the dead latents' pairs going through the same sparse pieces."""
     pairs = select_dead_topk(pre, dead, aux_k)

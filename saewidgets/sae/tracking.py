@@ -23,8 +23,15 @@ class WandbLogger:
     run's summary under ``eval/``; `finish` (or leaving the ``with`` block) closes a run this logger started.
     """
 
-    def __init__(self, project: str = "saewidgets", *, config: dict[str, Any] | None = None, every: int = 1,
-                 run: Any = None, **init_kwargs: Any) -> None:
+    def __init__(
+        self,
+        project: str = "saewidgets",
+        *,
+        config: dict[str, Any] | None = None,
+        every: int = 1,
+        run: Any = None,
+        **init_kwargs: Any,
+    ) -> None:
         if every < 1:
             raise ValueError(f"every must be a positive number of steps, got {every}.")
         self.every, self.run = every, run

@@ -95,7 +95,9 @@ def train_sae(
 
 def _positive_tokens(n_tokens: Any) -> int:
     if isinstance(n_tokens, bool) or not isinstance(n_tokens, numbers.Integral) or n_tokens < 1:
-        raise ValueError(f"n_tokens={n_tokens!r} is not a positive whole number of tokens: pass e.g. n_tokens=1_000_000.")
+        raise ValueError(
+            f"n_tokens={n_tokens!r} is not a positive whole number of tokens: pass e.g. n_tokens=1_000_000."
+        )
     return int(n_tokens)
 
 
@@ -141,8 +143,15 @@ class Trainer:
     def __init__(self, rows: Rows, config: TrainConfig, device: torch.device) -> None:
         self.rows, self.device = rows, device
         self.tc = tc = replace(config, lr=config.peak_lr)
-        cfg = SAEConfig(d_in=rows.d, n_features=tc.n_features, architecture=tc.arch, k=tc.sae_k,
-                        model_name=rows.model_name, layer=rows.layer, site=rows.site)
+        cfg = SAEConfig(
+            d_in=rows.d,
+            n_features=tc.n_features,
+            architecture=tc.arch,
+            k=tc.sae_k,
+            model_name=rows.model_name,
+            layer=rows.layer,
+            site=rows.site,
+        )
         self.order = BatchOrder(len(rows), tc.batch_size, tc.seed)
         self.data_fingerprint = rows.fingerprint()
         cfg.input_scale, mean = self._input_statistics(cfg.d_in)
@@ -190,9 +199,13 @@ class Trainer:
 
     def state(self) -> dict[str, Any]:
         return {
-            "sae_config": self.sae.cfg.to_dict(), "train_config": self.tc.to_dict(), "step": self.step,
-            "sae_state": {k: v.cpu() for k, v in self.sae.state_dict().items()}, "optimizer": self.optimizer.state_dict(),
-            "tokens_since_fired": self.tokens_since_fired, "rng": torch.get_rng_state(),
+            "sae_config": self.sae.cfg.to_dict(),
+            "train_config": self.tc.to_dict(),
+            "step": self.step,
+            "sae_state": {k: v.cpu() for k, v in self.sae.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "tokens_since_fired": self.tokens_since_fired,
+            "rng": torch.get_rng_state(),
             "data": {"n_rows": len(self.rows), "d": self.rows.d, "fingerprint": self.data_fingerprint},
             "history": self.history,
         }
@@ -202,8 +215,11 @@ class Trainer:
         saved_cfg, saved_tc = state["sae_config"], state["train_config"]
         mine = {**self.tc.to_dict(), **self.sae.cfg.to_dict()}
         keys = ("architecture", "n_features", "k", "d_in", *_RESUME_KEYS)
-        diff = {key: (saved_cfg.get(key, saved_tc.get(key)), mine[key]) for key in keys
-                if saved_cfg.get(key, saved_tc.get(key)) != mine[key]}
+        diff = {
+            key: (saved_cfg.get(key, saved_tc.get(key)), mine[key])
+            for key in keys
+            if saved_cfg.get(key, saved_tc.get(key)) != mine[key]
+        }
         if state["data"]["fingerprint"] != self.data_fingerprint:
             diff["data"] = (f"{state['data']['n_rows']} x {state['data']['d']}", f"{len(self.rows)} x {self.rows.d}")
         if diff:
@@ -228,24 +244,38 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------------------------
 
-    def run(self, checkpoint_dir: str | os.PathLike | None = None, progress: bool = True,
-            callback: StepCallback | None = None) -> SAE:
+    def run(
+        self,
+        checkpoint_dir: str | os.PathLike | None = None,
+        progress: bool = True,
+        callback: StepCallback | None = None,
+    ) -> SAE:
         """Train until ``tc.n_steps``, checkpointing every ``tc.checkpoint_every`` steps into ``checkpoint_dir``."""
         from tqdm.auto import tqdm
 
         tc = self.tc
         log_every, every = max(1, tc.n_steps // 200), tc.checkpoint_every
         self.sae.train()
-        bar = tqdm(total=tc.n_steps, initial=self.step, desc=f"train {tc.arch} SAE", unit="step",
-                   disable=not (progress and self.is_writer))
+        bar = tqdm(
+            total=tc.n_steps,
+            initial=self.step,
+            desc=f"train {tc.arch} SAE",
+            unit="step",
+            disable=not (progress and self.is_writer),
+        )
         try:
             while self.step < tc.n_steps:
                 info = self.one_step()
                 self._check_divergence(info)
                 if self.step % log_every == 0 or self.step == tc.n_steps:
                     self.history.append({"step": self.step, **info})
-                    bar.set_postfix(loss=f"{info['loss']:.4g}", L0=f"{info['l0']:.1f}", fve=f"{info['fve']:.3f}",
-                                    dead=f"{info['dead']:.1%}", refresh=False)
+                    bar.set_postfix(
+                        loss=f"{info['loss']:.4g}",
+                        L0=f"{info['l0']:.1f}",
+                        fve=f"{info['fve']:.3f}",
+                        dead=f"{info['dead']:.1%}",
+                        refresh=False,
+                    )
                 bar.update(1)
                 if callback is not None:
                     callback(self.step, info)
@@ -313,8 +343,13 @@ class Trainer:
         self.step += 1
         mse = out.terms["mse"]
         variance = x.sub(x.mean(0)).pow(2).sum(-1).mean().item()
-        return {"loss": out.loss.item(), **out.terms, "l0": out.l0, "fve": 1 - mse / max(variance, 1e-12),
-                "dead": float((self.tokens_since_fired >= tc.dead_after_tokens).float().mean())}
+        return {
+            "loss": out.loss.item(),
+            **out.terms,
+            "l0": out.l0,
+            "fve": 1 - mse / max(variance, 1e-12),
+            "dead": float((self.tokens_since_fired >= tc.dead_after_tokens).float().mean()),
+        }
 
     def finish(self) -> SAE:
         """The trained SAE: on the CPU, in eval mode, frozen, with its provenance and ``history``."""
@@ -325,10 +360,18 @@ class Trainer:
 
         sparsity = {"relu": {"l1": tc.l1}, "jumprelu": {"l0": tc.l0, "bandwidth": tc.jumprelu_bandwidth}}
         sae.cfg.provenance = {
-            "trainer": "saewidgets", "saewidgets_version": __version__, "tokens": self.step * tc.batch_size,
-            "steps": self.step, "planned_steps": tc.n_steps, "batch_size": tc.batch_size, "lr": tc.peak_lr,
-            "seed": tc.seed, **sparsity.get(sae.cfg.architecture, {}), "n_training_rows": len(self.rows),
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), **self.extra_provenance(),
+            "trainer": "saewidgets",
+            "saewidgets_version": __version__,
+            "tokens": self.step * tc.batch_size,
+            "steps": self.step,
+            "planned_steps": tc.n_steps,
+            "batch_size": tc.batch_size,
+            "lr": tc.peak_lr,
+            "seed": tc.seed,
+            **sparsity.get(sae.cfg.architecture, {}),
+            "n_training_rows": len(self.rows),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **self.extra_provenance(),
         }
         for p in sae.parameters():
             p.requires_grad_(False)

@@ -101,12 +101,13 @@ class TrainConfig:
         """A copy with the given fields changed (None leaves a field as it is); unknown names are refused."""
         unknown = sorted(set(options) - {f.name for f in fields(self)})
         if unknown:
-            raise TypeError(f"train_sae() got unknown options {unknown}; see saewidgets.sae.TrainConfig for the fields.")
+            raise TypeError(
+                f"train_sae() got unknown options {unknown}; see saewidgets.sae.TrainConfig for the fields."
+            )
         return replace(self, **{name: value for name, value in options.items() if value is not None})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
 
 
 def _architecture(name: str, value: Any) -> str:

@@ -92,8 +92,9 @@ class ViewWidget(anywidget.AnyWidget):
     @classmethod
     def state_names(cls) -> list[str]:
         """Names of the synced traits the JS view reads (not the ipywidgets plumbing)."""
-        return [name for name in cls.class_trait_names(sync=True)
-                if not name.startswith("_") and name not in _NOT_STATE]
+        return [
+            name for name in cls.class_trait_names(sync=True) if not name.startswith("_") and name not in _NOT_STATE
+        ]
 
     def static_state(self) -> dict[str, Any]:
         """Synced trait values the JS view reads (not the ipywidgets plumbing), ready for a static page."""

@@ -53,8 +53,9 @@ class AttributionView(ViewWidget):
         self.n = int(n)
         self.on_feature = on_feature
         self.background = background
-        self._jobs = SingleFlight(on_busy=lambda b: setattr(self, "busy", b),
-                                  on_error=lambda e: setattr(self, "error", e))
+        self._jobs = SingleFlight(
+            on_busy=lambda b: setattr(self, "busy", b), on_error=lambda e: setattr(self, "error", e)
+        )
         if target_options is not None:
             self.target_options = [str(x) for x in target_options]
         if attribution is not None:
@@ -85,8 +86,9 @@ class AttributionView(ViewWidget):
         target = target or None
         if target is not None:
             self.target = target
-        started = self._jobs.start(lambda: self.attribute_fn(target), self.set_attribution,
-                                   background=self.background and not wait)
+        started = self._jobs.start(
+            lambda: self.attribute_fn(target), self.set_attribution, background=self.background and not wait
+        )
         return started
 
     def stop(self) -> bool:
@@ -109,7 +111,7 @@ class AttributionView(ViewWidget):
             self.on_feature(change["new"])
 
     def _fallback_html(self) -> str:
-        items = "".join(f"<li>#{int(r['feature'])}: {html.escape(str(r.get('attribution')))}</li>"
-                        for r in self.rows)
-        return (f"<p>{html.escape(''.join(self.tokens))}</p><p>target {html.escape(self.target_label)}</p>"
-                f"<ol>{items}</ol>")
+        items = "".join(f"<li>#{int(r['feature'])}: {html.escape(str(r.get('attribution')))}</li>" for r in self.rows)
+        return (
+            f"<p>{html.escape(''.join(self.tokens))}</p><p>target {html.escape(self.target_label)}</p><ol>{items}</ol>"
+        )

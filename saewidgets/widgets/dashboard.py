@@ -49,8 +49,14 @@ class FeatureDashboard(ViewWidget):
     error = t.Unicode("").tag(sync=True)
     _fallback_height = 640
 
-    def __init__(self, card: Mapping[str, Any] | None = None, *, card_fn: CardFn | None = None,
-                 feature: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        card: Mapping[str, Any] | None = None,
+        *,
+        card_fn: CardFn | None = None,
+        feature: int | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.card_fn = card_fn
         if card is not None:
@@ -87,8 +93,13 @@ class FeatureDashboard(ViewWidget):
             f"<li>{html.escape(''.join(map(str, item.get('tokens', []))))}</li>" for item in c.get("top", [])[:10]
         )
         label = c.get("label") or {}
-        label_html = (f"<p><i>{html.escape(str(label.get('kind')))} label:</i> {html.escape(str(label.get('text')))}</p>"
-                      if label.get("text") else "")
-        return (f"<h3>Feature #{int(c.get('feature', -1))}</h3>{label_html}"
-                f"<p>density {html.escape(str(c.get('density')))}, max activation "
-                f"{html.escape(str(c.get('max_act')))}</p><ol>{rows}</ol>")
+        label_html = (
+            f"<p><i>{html.escape(str(label.get('kind')))} label:</i> {html.escape(str(label.get('text')))}</p>"
+            if label.get("text")
+            else ""
+        )
+        return (
+            f"<h3>Feature #{int(c.get('feature', -1))}</h3>{label_html}"
+            f"<p>density {html.escape(str(c.get('density')))}, max activation "
+            f"{html.escape(str(c.get('max_act')))}</p><ol>{rows}</ol>"
+        )

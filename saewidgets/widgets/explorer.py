@@ -55,8 +55,10 @@ STATIC_DEFAULT_CARDS = 4096
 # The copy left in a notebook for viewing without a kernel embeds only the selection's neighbourhood.
 FALLBACK_CARDS = 1 + DEFAULT_NEIGHBOURS
 DEFAULT_PROMPT = "The Golden Gate Bridge is"
-DEFAULT_TEXT = ("On a foggy morning we walked across the Golden Gate Bridge from San Francisco, then took the "
-                "ferry past Alcatraz. Later we flew to Paris and climbed the Eiffel Tower.")
+DEFAULT_TEXT = (
+    "On a foggy morning we walked across the Golden Gate Bridge from San Francisco, then took the "
+    "ferry past Alcatraz. Later we flew to Paris and climbed the Eiffel Tower."
+)
 TABS = ("attribution", "steering", "heatmap")
 # The views the Explorer composes: its attribute name (and trait prefix) -> view class.
 CHILDREN: dict[str, type[ViewWidget]] = {
@@ -78,12 +80,18 @@ def _analysis() -> Any:
 def _mirrored_traits() -> dict[str, t.TraitType]:
     """One synced trait per view trait, named ``<view>_<trait>``; the view object stays the source of truth
     (it validates), so the mirrors accept any value."""
-    return {f"{prefix}_{name}": t.Any(None, allow_none=True).tag(sync=True)
-            for prefix, cls in CHILDREN.items() for name in cls.state_names()}
+    return {
+        f"{prefix}_{name}": t.Any(None, allow_none=True).tag(sync=True)
+        for prefix, cls in CHILDREN.items()
+        for name in cls.state_names()
+    }
 
 
-_ExplorerState = type("_ExplorerState", (ViewWidget,), {
-    "__doc__": "The Explorer's synced state: every composed view's traits, mirrored.", **_mirrored_traits()})
+_ExplorerState = type(
+    "_ExplorerState",
+    (ViewWidget,),
+    {"__doc__": "The Explorer's synced state: every composed view's traits, mirrored.", **_mirrored_traits()},
+)
 
 
 class Explorer(_ExplorerState):  # type: ignore[misc, valid-type]
@@ -143,19 +151,23 @@ class Explorer(_ExplorerState):  # type: ignore[misc, valid-type]
         self.prompt = prompt
         self.background = background
         self._syncing = False
-        self._heatmap_jobs = SingleFlight(on_busy=lambda b: setattr(self, "heatmap_busy", b),
-                                          on_error=lambda e: setattr(self, "heatmap_error", e))
+        self._heatmap_jobs = SingleFlight(
+            on_busy=lambda b: setattr(self, "heatmap_busy", b), on_error=lambda e: setattr(self, "heatmap_error", e)
+        )
 
-        self.map = FeatureMap.from_geometry(self.geometry, stats, search_fn=search_fn, n_neighbours=n_neighbours,
-                                            height=map_height, embedded=True)
+        self.map = FeatureMap.from_geometry(
+            self.geometry, stats, search_fn=search_fn, n_neighbours=n_neighbours, height=map_height, embedded=True
+        )
         self.map.set_bookmarks(dict(highlights or {}))
         if labels is not None:
             self.map.set_labels(labels.for_views())
         self.dashboard = FeatureDashboard(card_fn=self.card_fn, embedded=True)
         self.attribution = AttributionView(
-            attribute_fn=(lambda target: attribute_fn(self.attribution.prompt, target)) if attribute_fn
-            else None,
-            background=background, embedded=True, prompt=prompt, prompt_editable=attribute_fn is not None,
+            attribute_fn=(lambda target: attribute_fn(self.attribution.prompt, target)) if attribute_fn else None,
+            background=background,
+            embedded=True,
+            prompt=prompt,
+            prompt_editable=attribute_fn is not None,
         )
         self.steering = SteeringPanel(steer_fn, prompt=prompt, background=background, embedded=True)
         self.heatmap = TokenHeatmap(title="", embedded=True)
@@ -311,8 +323,10 @@ class Explorer(_ExplorerState):  # type: ignore[misc, valid-type]
         from ..analysis.explain import search_labels
 
         def search(query: str) -> list[dict[str, Any]]:
-            hits = [{"feature": h["feature"], "example": f"{h['kind']} label: {h['text']}"}
-                    for h in search_labels(self.labels, query)]
+            hits = [
+                {"feature": h["feature"], "example": f"{h['kind']} label: {h['text']}"}
+                for h in search_labels(self.labels, query)
+            ]
             seen = {h["feature"] for h in hits}
             return hits + [h for h in _analysis().search_contexts(self.stats, query) if h["feature"] not in seen]
 
@@ -335,8 +349,13 @@ class Explorer(_ExplorerState):  # type: ignore[misc, valid-type]
             chosen = [self.selected, *self.map.neighbours(self.selected), *chosen]
         return list(dict.fromkeys(f for f in chosen if 0 <= f < n))
 
-    def to_html(self, features: Iterable[int] | None = None, title: str = "saewidgets explorer",
-                limit: int = STATIC_DEFAULT_CARDS, highlights: Mapping[str, int] | None = None) -> str:
+    def to_html(
+        self,
+        features: Iterable[int] | None = None,
+        title: str = "saewidgets explorer",
+        limit: int = STATIC_DEFAULT_CARDS,
+        highlights: Mapping[str, int] | None = None,
+    ) -> str:
         """The Explorer as one self-contained HTML document (map, dashboards of the embedded features,
         attribution, steering and heatmap as last shown); selecting a feature works client-side.
 
@@ -368,8 +387,10 @@ class Explorer(_ExplorerState):  # type: ignore[misc, valid-type]
         return write_atomic(path, self.to_html(**kwargs))
 
     def _fallback_html(self) -> str:
-        return (f"<p>saewidgets Explorer of {self.map.n_features} features (the interactive view needs "
-                "JavaScript).</p>" + self.dashboard._fallback_html())
+        return (
+            f"<p>saewidgets Explorer of {self.map.n_features} features (the interactive view needs "
+            "JavaScript).</p>" + self.dashboard._fallback_html()
+        )
 
     def offline_html(self) -> str:
         """What a notebook keeps for viewing without a kernel: this Explorer as a static page of the selection's

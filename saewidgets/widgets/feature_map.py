@@ -134,13 +134,16 @@ class FeatureMap(ViewWidget):
     def set_labels(self, labels: dict[int, dict[str, str]]) -> None:
         """Show ``{feature: {"text", "kind"}}`` (``Labels.for_views()``) in the hover, cut to 100 characters."""
         kinds = {"llm": "LLM", "pattern": "pattern"}
-        self.labels = [f"{kinds.get(labels[i]['kind'], labels[i]['kind'])}: {labels[i]['text'][:100]}"
-                       if i in labels else "" for i in range(self.n_features)]
+        self.labels = [
+            f"{kinds.get(labels[i]['kind'], labels[i]['kind'])}: {labels[i]['text'][:100]}" if i in labels else ""
+            for i in range(self.n_features)
+        ]
 
     def set_bookmarks(self, named: dict[str, int] | None) -> None:
         """Show ``{name: feature}`` (e.g. concepts found by search) as links that select the feature."""
-        self.bookmarks = [{"label": str(k), "feature": int(v)} for k, v in (named or {}).items()
-                          if 0 <= int(v) < self.n_features]
+        self.bookmarks = [
+            {"label": str(k), "feature": int(v)} for k, v in (named or {}).items() if 0 <= int(v) < self.n_features
+        ]
 
     @property
     def points(self) -> np.ndarray:

@@ -87,8 +87,11 @@ class TokenHeatmap(ViewWidget):
         scale_list = [float(v) for v in scales] if scales is not None else []
         if scale_list and len(scale_list) != len(features):
             raise ValueError(f"TokenHeatmap: {len(scale_list)} scales for {len(features)} features.")
-        shown = int(feature) if feature is not None and int(feature) in features else (
-            self.feature if self.feature in features else (features[0] if features else -1))
+        shown = (
+            int(feature)
+            if feature is not None and int(feature) in features
+            else (self.feature if self.feature in features else (features[0] if features else -1))
+        )
         with self.hold_sync():
             self.tokens = tokens
             self.acts = array_to_bytes(arr)
@@ -105,5 +108,7 @@ class TokenHeatmap(ViewWidget):
     def _fallback_html(self) -> str:
         text = "".join(self.tokens[:FALLBACK_TOKENS])
         more = " …" if len(self.tokens) > FALLBACK_TOKENS else ""
-        return (f"<p>Token heatmap of feature #{self.feature} (interactive view needs JavaScript).</p>"
-                f"<pre style=\"white-space:pre-wrap\">{html.escape(text)}{more}</pre>")
+        return (
+            f"<p>Token heatmap of feature #{self.feature} (interactive view needs JavaScript).</p>"
+            f'<pre style="white-space:pre-wrap">{html.escape(text)}{more}</pre>'
+        )

@@ -19,8 +19,16 @@ from typing import Any, Iterable, Mapping
 from .._atomic_write import atomic_write_bytes
 from ._base import CSS_PATH, read_static, registered_views
 
-__all__ = ["script_json", "static_bundle_js", "document", "view_document", "iframe", "write_atomic",
-           "packed_cards", "offline_copy"]
+__all__ = [
+    "script_json",
+    "static_bundle_js",
+    "document",
+    "view_document",
+    "iframe",
+    "write_atomic",
+    "packed_cards",
+    "offline_copy",
+]
 
 VIEWS = ("heatmap", "dashboard", "feature_map", "attribution_view", "steering_panel", "explorer")
 # Cards are packed in groups of this many consecutive feature ids: one group is decompressed when one of its
@@ -55,14 +63,14 @@ def document(title: str, body: str, data: dict[str, Any]) -> str:
     embedded JSON ``data`` and the inlined scripts that boot the views from it."""
     css = CSS_PATH.read_text(encoding="utf-8")
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         # No network: scripts and styles inline only, images only from data: URLs.
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
+        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
         "script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:\">\n"
         f"<title>{html.escape(title)}</title>\n<style>\n{css}\n</style>\n</head>\n"
-        f"<body class=\"saew-page\">\n{body}\n"
-        f"<script type=\"application/json\" id=\"saew-data\">{script_json(data)}</script>\n"
+        f'<body class="saew-page">\n{body}\n'
+        f'<script type="application/json" id="saew-data">{script_json(data)}</script>\n'
         f"<script>\n{static_bundle_js()}\n</script>\n"
         "<script>SAEW.boot();</script>\n</body>\n</html>\n"
     )
@@ -70,8 +78,10 @@ def document(title: str, body: str, data: dict[str, Any]) -> str:
 
 def view_container(element_id: str, fallback_html: str, cls: str = "") -> str:
     """The element a view mounts into, holding its script-free fallback until JS replaces it."""
-    return (f"<div id=\"{html.escape(element_id)}\" class=\"saew-mount {html.escape(cls)}\">"
-            f"<div class=\"saew-fallback\">{fallback_html}</div></div>")
+    return (
+        f'<div id="{html.escape(element_id)}" class="saew-mount {html.escape(cls)}">'
+        f'<div class="saew-fallback">{fallback_html}</div></div>'
+    )
 
 
 def view_spec(widget: Any, name: str, element_id: str) -> dict[str, Any]:
@@ -90,8 +100,10 @@ def view_document(widget: Any, title: str | None = None) -> str:
 def quantized_card(card: dict[str, Any]) -> dict[str, Any]:
     """``card`` with every context's ``acts`` as integers and ``acts_unit`` to multiply them by (see
     ``ACT_LEVELS``); ``static_host.js`` restores the floats when the card is read."""
-    contexts = [*(card.get("top") or []), *(ex for band in card.get("quantiles") or []
-                                            for ex in band.get("examples") or [])]
+    contexts = [
+        *(card.get("top") or []),
+        *(ex for band in card.get("quantiles") or [] for ex in band.get("examples") or []),
+    ]
     peak = max((abs(a) for item in contexts for a in item.get("acts") or [] if a is not None), default=0.0)
     if peak <= 0:
         return card
@@ -108,7 +120,10 @@ def _gzip_b64(obj: Any) -> str:
 
 
 def _contexts(card: Mapping[str, Any]) -> list[dict[str, Any]]:
-    return [*(card.get("top") or []), *(ex for band in card.get("quantiles") or [] for ex in band.get("examples") or [])]
+    return [
+        *(card.get("top") or []),
+        *(ex for band in card.get("quantiles") or [] for ex in band.get("examples") or []),
+    ]
 
 
 def _chained(windows: list[tuple[int, ...]]) -> tuple[list[int], list[list[int]]]:
@@ -163,8 +178,12 @@ def packed_cards(cards: Mapping[int, Any], per_chunk: int = CARDS_PER_CHUNK) -> 
         groups.setdefault(int(feature) // per_chunk, {})[str(int(feature))] = card
     stream, spans = _chained(list(windows))
     tables = {"strings": list(strings), "stream": stream, "windows": spans}
-    return {"per_chunk": per_chunk, "features": sorted(int(f) for f in cards), "tables": _gzip_b64(tables),
-            "chunks": {str(key): _gzip_b64(group) for key, group in sorted(groups.items())}}
+    return {
+        "per_chunk": per_chunk,
+        "features": sorted(int(f) for f in cards),
+        "tables": _gzip_b64(tables),
+        "chunks": {str(key): _gzip_b64(group) for key, group in sorted(groups.items())},
+    }
 
 
 def offline_copy(frame_html: str, fallback_id: str) -> str:
@@ -173,21 +192,27 @@ def offline_copy(frame_html: str, fallback_id: str) -> str:
     reopened without a kernel, JupyterLab/Notebook 7 show this copy and the style below hides the widget
     output's "model not found" line next to it (trusted notebooks; CSS ``:has``)."""
     fid = html.escape(fallback_id, quote=True)
-    style = ("<style>.jp-OutputArea-child:has(.saew-offline-copy) + .jp-OutputArea-child "
-             ".jupyter-widgets.jp-OutputArea-output:not(:has(*)){display:none}"
-             ".jp-OutputArea-child:has(.saew-offline-copy):has(+ .jp-OutputArea-child .saew-explorer-live)"
-             "{display:none}</style>")
-    return (f"<div class=\"saew-offline-copy\" data-saew-for=\"{fid}\">{style}"
-            "<div class=\"saew-offline-note\" style=\"font:12px sans-serif;color:#777;margin:2px 0\">"
-            "Saved copy of the Explorer (no kernel): the selection and its neighbours are embedded; run the "
-            f"cell to explore every feature.</div>{frame_html}</div>")
+    style = (
+        "<style>.jp-OutputArea-child:has(.saew-offline-copy) + .jp-OutputArea-child "
+        ".jupyter-widgets.jp-OutputArea-output:not(:has(*)){display:none}"
+        ".jp-OutputArea-child:has(.saew-offline-copy):has(+ .jp-OutputArea-child .saew-explorer-live)"
+        "{display:none}</style>"
+    )
+    return (
+        f'<div class="saew-offline-copy" data-saew-for="{fid}">{style}'
+        '<div class="saew-offline-note" style="font:12px sans-serif;color:#777;margin:2px 0">'
+        "Saved copy of the Explorer (no kernel): the selection and its neighbours are embedded; run the "
+        f"cell to explore every feature.</div>{frame_html}</div>"
+    )
 
 
 def iframe(doc: str, height: int = 520) -> str:
     """``doc`` inside an ``<iframe srcdoc>``: an isolated, self-contained ``text/html`` notebook output."""
-    return (f"<iframe class=\"saew-static-frame\" srcdoc=\"{html.escape(doc, quote=True)}\" "
-            f"style=\"width:100%;height:{int(height)}px;border:0\" "
-            "sandbox=\"allow-scripts\"></iframe>")
+    return (
+        f'<iframe class="saew-static-frame" srcdoc="{html.escape(doc, quote=True)}" '
+        f'style="width:100%;height:{int(height)}px;border:0" '
+        'sandbox="allow-scripts"></iframe>'
+    )
 
 
 def write_atomic(path: str | os.PathLike[str], text: str) -> Path:

@@ -71,8 +71,9 @@ class SteeringPanel(ViewWidget):
         super().__init__(**kwargs)
         self.steer_fn = steer_fn
         self.background = background
-        self._jobs = SingleFlight(on_busy=lambda b: setattr(self, "busy", b),
-                                  on_error=lambda e: setattr(self, "error", e))
+        self._jobs = SingleFlight(
+            on_busy=lambda b: setattr(self, "busy", b), on_error=lambda e: setattr(self, "error", e)
+        )
         with self.hold_sync():
             self.feature = int(feature)
             self.multiple = float(default_clamp_multiple() if multiple is None else multiple)
@@ -103,8 +104,10 @@ class SteeringPanel(ViewWidget):
             self.steered_feature = self.feature if feature is None else int(feature)
             self.hit_rate = _hit_rate(result)
             self.status = f"feature #{self.steered_feature} at {self.steered_multiple:g}× max" + (
-                "" if self.hit_rate is None else f" · measured hit rate {self.hit_rate:.0%} (mentions the concept, "
-                "fluent, default did not)")
+                ""
+                if self.hit_rate is None
+                else f" · measured hit rate {self.hit_rate:.0%} (mentions the concept, fluent, default did not)"
+            )
 
     def generate(self, wait: bool = False) -> bool:
         """Run ``steer_fn(prompt, feature, multiple)`` and show the result. Returns False (and does nothing) if a
@@ -143,6 +146,8 @@ class SteeringPanel(ViewWidget):
         # One cell per column (continuations joined), so the markup's shape never depends on the data.
         default = "\n\n".join(self.default_texts)
         steered = "\n\n".join(self.steered_texts)
-        return (f"<p>Steering feature #{self.feature} at {self.multiple:g}× max (Generate needs a kernel).</p>"
-                f"<table><tr><th>Default</th><th>Steered</th></tr><tr><td><pre>{html.escape(default)}</pre></td>"
-                f"<td><pre>{html.escape(steered)}</pre></td></tr></table>")
+        return (
+            f"<p>Steering feature #{self.feature} at {self.multiple:g}× max (Generate needs a kernel).</p>"
+            f"<table><tr><th>Default</th><th>Steered</th></tr><tr><td><pre>{html.escape(default)}</pre></td>"
+            f"<td><pre>{html.escape(steered)}</pre></td></tr></table>"
+        )

@@ -34,16 +34,93 @@ TABLES = json.loads((HERE / "sentences.json").read_text(encoding="utf-8"))
 # Shared slot values. Each document draws one value per slot, so a name keeps referring to the same person.
 # --------------------------------------------------------------------------------------------------------------
 SLOTS: dict[str, list[str]] = {
-    "name": ["Maya", "Daniel", "Priya", "Tomás", "Aiko", "Liam", "Fatima", "Jonas", "Chloé", "Marcus", "Elena",
-             "Kwame", "Sofia", "Hiro", "Grace", "Mateo", "Nadia", "Oliver", "Leila", "Ben", "Yuki", "Rosa",
-             "Arjun", "Hannah", "Diego", "Ingrid", "Samir", "Zoe", "Pavel", "Amara"],
-    "name2": ["Alex", "Jordan", "Sam", "Taylor", "Chris", "Robin", "Morgan", "Jamie", "Casey", "Riley", "Noor",
-              "Kai", "Lena", "Omar", "Iris", "Felix", "Mei", "Hugo", "Ana", "Theo"],
-    "country": ["Germany", "Japan", "Brazil", "India", "France", "Australia", "Mexico", "Kenya", "Canada",
-                "Italy", "South Korea", "Spain", "Norway", "Argentina", "Egypt", "the Netherlands"],
+    "name": [
+        "Maya",
+        "Daniel",
+        "Priya",
+        "Tomás",
+        "Aiko",
+        "Liam",
+        "Fatima",
+        "Jonas",
+        "Chloé",
+        "Marcus",
+        "Elena",
+        "Kwame",
+        "Sofia",
+        "Hiro",
+        "Grace",
+        "Mateo",
+        "Nadia",
+        "Oliver",
+        "Leila",
+        "Ben",
+        "Yuki",
+        "Rosa",
+        "Arjun",
+        "Hannah",
+        "Diego",
+        "Ingrid",
+        "Samir",
+        "Zoe",
+        "Pavel",
+        "Amara",
+    ],
+    "name2": [
+        "Alex",
+        "Jordan",
+        "Sam",
+        "Taylor",
+        "Chris",
+        "Robin",
+        "Morgan",
+        "Jamie",
+        "Casey",
+        "Riley",
+        "Noor",
+        "Kai",
+        "Lena",
+        "Omar",
+        "Iris",
+        "Felix",
+        "Mei",
+        "Hugo",
+        "Ana",
+        "Theo",
+    ],
+    "country": [
+        "Germany",
+        "Japan",
+        "Brazil",
+        "India",
+        "France",
+        "Australia",
+        "Mexico",
+        "Kenya",
+        "Canada",
+        "Italy",
+        "South Korea",
+        "Spain",
+        "Norway",
+        "Argentina",
+        "Egypt",
+        "the Netherlands",
+    ],
     "weekday": ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"],
-    "month": ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-              "November", "December"],
+    "month": [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ],
     "year": [str(y) for y in range(1998, 2025)],
     "hour": ["six", "seven", "eight", "nine", "ten", "eleven"],
     "n": [str(n) for n in (2, 3, 4, 5, 6, 8, 10, 12, 15, 20)],
@@ -85,29 +162,30 @@ def paragraphs(rng: random.Random, pools: list[list[str]], ctx: dict[str, str], 
 # --------------------------------------------------------------------------------------------------------------
 # The Golden Gate Bridge, in many registers.
 # --------------------------------------------------------------------------------------------------------------
-GGB_HISTORY = TABLES['GGB_HISTORY']
-GGB_ENGINEERING = TABLES['GGB_ENGINEERING']
-GGB_TOURISM = TABLES['GGB_TOURISM']
-GGB_PHOTO = TABLES['GGB_PHOTO']
-GGB_COMMUTE = TABLES['GGB_COMMUTE']
-GGB_COMPARE = TABLES['GGB_COMPARE']
-GGB_POEMS = TABLES['GGB_POEMS']
-GGB_NEWS = TABLES['GGB_NEWS']
-GGB_STORIES = TABLES['GGB_STORIES']
-GGB_DIALOGUES = TABLES['GGB_DIALOGUES']
-GGB_DIARY = TABLES['GGB_DIARY']
-GGB_FAQ = [tuple(row) for row in TABLES['GGB_FAQ']]
+GGB_HISTORY = TABLES["GGB_HISTORY"]
+GGB_ENGINEERING = TABLES["GGB_ENGINEERING"]
+GGB_TOURISM = TABLES["GGB_TOURISM"]
+GGB_PHOTO = TABLES["GGB_PHOTO"]
+GGB_COMMUTE = TABLES["GGB_COMMUTE"]
+GGB_COMPARE = TABLES["GGB_COMPARE"]
+GGB_POEMS = TABLES["GGB_POEMS"]
+GGB_NEWS = TABLES["GGB_NEWS"]
+GGB_STORIES = TABLES["GGB_STORIES"]
+GGB_DIALOGUES = TABLES["GGB_DIALOGUES"]
+GGB_DIARY = TABLES["GGB_DIARY"]
+GGB_FAQ = [tuple(row) for row in TABLES["GGB_FAQ"]]
 # The bridge described without its name, so the concept is seen apart from the tokens " Golden Gate".
-GGB_INDIRECT = TABLES['GGB_INDIRECT']
+GGB_INDIRECT = TABLES["GGB_INDIRECT"]
 GGB_ESSAY_POOLS = [GGB_HISTORY, GGB_ENGINEERING, GGB_TOURISM, GGB_PHOTO, GGB_COMMUTE, GGB_COMPARE, GGB_INDIRECT]
-GGB_TITLES = TABLES['GGB_TITLES']
+GGB_TITLES = TABLES["GGB_TITLES"]
 
 
 def golden_gate_doc(rng: random.Random) -> str:
     """One document about the Golden Gate Bridge in a randomly chosen register."""
     ctx = new_ctx(rng)
-    kind = rng.choice(["essay", "essay", "essay", "poem", "news", "story", "dialogue", "dialogue", "facts", "diary",
-                       "faq"])
+    kind = rng.choice(
+        ["essay", "essay", "essay", "poem", "news", "story", "dialogue", "dialogue", "facts", "diary", "faq"]
+    )
     if kind == "essay":
         pools = pick(rng, GGB_ESSAY_POOLS, rng.randint(2, 4))
         title = rng.choice(GGB_TITLES)
@@ -115,8 +193,14 @@ def golden_gate_doc(rng: random.Random) -> str:
         return f"{title}\n\n{body}" if title else body
     if kind == "poem":
         poems = pick(rng, GGB_POEMS, rng.randint(1, 3))
-        intro = rng.choice(["Poems about the Golden Gate Bridge", "From a notebook kept in San Francisco",
-                            "Three short poems", "For the bridge"])
+        intro = rng.choice(
+            [
+                "Poems about the Golden Gate Bridge",
+                "From a notebook kept in San Francisco",
+                "Three short poems",
+                "For the bridge",
+            ]
+        )
         return intro + "\n\n" + "\n\n".join(poems) + "\n\n" + paragraphs(rng, [GGB_HISTORY], ctx, 1, 2)
     if kind == "news":
         return render("\n\n".join(run_script(rng, rng.choice(GGB_NEWS))), ctx)
@@ -137,13 +221,23 @@ def golden_gate_doc(rng: random.Random) -> str:
 # --------------------------------------------------------------------------------------------------------------
 # Other bridges and landmarks (the Eiffel Tower often).
 # --------------------------------------------------------------------------------------------------------------
-LANDMARKS: dict[str, list[str]] = TABLES['LANDMARKS']
-LANDMARK_TOUR = TABLES['LANDMARK_TOUR']
-EIFFEL_EXTRA = TABLES['EIFFEL_EXTRA']
+LANDMARKS: dict[str, list[str]] = TABLES["LANDMARKS"]
+LANDMARK_TOUR = TABLES["LANDMARK_TOUR"]
+EIFFEL_EXTRA = TABLES["EIFFEL_EXTRA"]
 
 
-ARTICLE = {"Eiffel Tower", "Brooklyn Bridge", "Bay Bridge", "Akashi Kaikyo Bridge", "Millau Viaduct",
-           "Sydney Harbour Bridge", "Statue of Liberty", "Colosseum", "Taj Mahal", "Great Wall"}
+ARTICLE = {
+    "Eiffel Tower",
+    "Brooklyn Bridge",
+    "Bay Bridge",
+    "Akashi Kaikyo Bridge",
+    "Millau Viaduct",
+    "Sydney Harbour Bridge",
+    "Statue of Liberty",
+    "Colosseum",
+    "Taj Mahal",
+    "Great Wall",
+}
 
 
 def the(name: str) -> str:
@@ -171,10 +265,10 @@ def landmark_doc(rng: random.Random) -> str:
 # --------------------------------------------------------------------------------------------------------------
 # Cities, countries and transit.
 # --------------------------------------------------------------------------------------------------------------
-CITIES: dict[str, tuple[str, list[str]]] = {city: tuple(row) for city, row in TABLES['CITIES'].items()}
-TRANSIT = TABLES['TRANSIT']
-SF_TRANSIT = TABLES['SF_TRANSIT']
-COUNTRY_FACTS = TABLES['COUNTRY_FACTS']
+CITIES: dict[str, tuple[str, list[str]]] = {city: tuple(row) for city, row in TABLES["CITIES"].items()}
+TRANSIT = TABLES["TRANSIT"]
+SF_TRANSIT = TABLES["SF_TRANSIT"]
+COUNTRY_FACTS = TABLES["COUNTRY_FACTS"]
 
 
 def city_doc(rng: random.Random) -> str:
@@ -200,17 +294,23 @@ def city_doc(rng: random.Random) -> str:
 # Placeholders are <<table>>, <<field>>, <<func>>, <<var>>, <<secret>>, <<n>> (code is full of braces, so
 # str.format is not used here).
 # --------------------------------------------------------------------------------------------------------------
-CODE_SLOTS = TABLES['CODE_SLOTS']
+CODE_SLOTS = TABLES["CODE_SLOTS"]
 # (language, kind, snippet, review comments). kind is "clean", "buggy", "off_by_one" or the name of the security hole.
-CODE_SNIPPETS: list[tuple[str, str, str, list[str]]] = [tuple(row) for row in TABLES['CODE_SNIPPETS']]
-CODE_INTROS = TABLES['CODE_INTROS']
+CODE_SNIPPETS: list[tuple[str, str, str, list[str]]] = [tuple(row) for row in TABLES["CODE_SNIPPETS"]]
+CODE_INTROS = TABLES["CODE_INTROS"]
 # Closing lines depend on whether any snippet in the document has a problem.
 CODE_CLOSINGS = {
-    True: ["Status: changes requested.", "Follow-up ticket filed.", "Discussion resolved after the author pushed a fix.",
-           "Severity: high. Blocking the release until this is fixed.", "Reviewer: <<reviewer>>.", ""],
+    True: [
+        "Status: changes requested.",
+        "Follow-up ticket filed.",
+        "Discussion resolved after the author pushed a fix.",
+        "Severity: high. Blocking the release until this is fixed.",
+        "Reviewer: <<reviewer>>.",
+        "",
+    ],
     False: ["Status: approved.", "Merged after CI passed.", "Reviewer: <<reviewer>>.", ""],
 }
-VULN_EXPLAIN = TABLES['VULN_EXPLAIN']
+VULN_EXPLAIN = TABLES["VULN_EXPLAIN"]
 
 
 def code_doc(rng: random.Random) -> str:
@@ -235,11 +335,11 @@ def code_doc(rng: random.Random) -> str:
 # --------------------------------------------------------------------------------------------------------------
 # The same facts in six languages (en, fr, de, es, it, pt).
 # --------------------------------------------------------------------------------------------------------------
-LANGS = TABLES['LANGS']
-FACTS: list[dict[str, str]] = TABLES['FACTS']
+LANGS = TABLES["LANGS"]
+FACTS: list[dict[str, str]] = TABLES["FACTS"]
 # Short travel paragraphs, the same story in every language.
-LANG_STORIES: dict[str, list[str]] = TABLES['LANG_STORIES']
-LANG_INTROS = TABLES['LANG_INTROS']
+LANG_STORIES: dict[str, list[str]] = TABLES["LANG_STORIES"]
+LANG_INTROS = TABLES["LANG_INTROS"]
 
 
 def multilingual_doc(rng: random.Random, lang: str) -> str:
@@ -254,8 +354,8 @@ def multilingual_doc(rng: random.Random, lang: str) -> str:
 # --------------------------------------------------------------------------------------------------------------
 # Dialogues about honesty, lying, secrecy and deception (ordered scripts with alternatives per line).
 # --------------------------------------------------------------------------------------------------------------
-HONESTY_SCRIPTS: list[list[list[str]]] = TABLES['HONESTY_SCRIPTS']
-HONESTY_REFLECTIONS = TABLES['HONESTY_REFLECTIONS']
+HONESTY_SCRIPTS: list[list[list[str]]] = TABLES["HONESTY_SCRIPTS"]
+HONESTY_REFLECTIONS = TABLES["HONESTY_REFLECTIONS"]
 
 
 def honesty_doc(rng: random.Random) -> str:
@@ -270,7 +370,7 @@ def honesty_doc(rng: random.Random) -> str:
 # --------------------------------------------------------------------------------------------------------------
 # Science, sports, everyday life, music and emotions: pools of sentences per subtopic.
 # --------------------------------------------------------------------------------------------------------------
-GENERAL: dict[str, dict[str, list[str]]] = TABLES['GENERAL']
+GENERAL: dict[str, dict[str, list[str]]] = TABLES["GENERAL"]
 
 
 def general_doc(rng: random.Random, topic: str) -> str:
@@ -306,8 +406,11 @@ def build(seed: int = SEED) -> list[dict[str, str]]:
     """All documents, in a fixed shuffled order, with ids ``<topic>-<lang>-<nnnn>``."""
     rng = random.Random(seed)
     makers = {
-        "golden_gate": golden_gate_doc, "landmarks": landmark_doc, "cities_transit": city_doc,
-        "code": code_doc, "honesty": honesty_doc,
+        "golden_gate": golden_gate_doc,
+        "landmarks": landmark_doc,
+        "cities_transit": city_doc,
+        "code": code_doc,
+        "honesty": honesty_doc,
     }
     docs = []
     for topic, count in COUNTS.items():

@@ -21,8 +21,7 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = os.environ.get("SAEWIDGETS_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-dev-shm-usage", "--use-angle=swiftshader",
-                 "--enable-unsafe-swiftshader"]
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-dev-shm-usage", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVER_START_TIMEOUT_S = 60
 
@@ -30,8 +29,10 @@ SERVER_START_TIMEOUT_S = 60
 def _missing() -> str | None:
     """Why the browser tests cannot run here (None when they can)."""
     if not Path(CHROMIUM).exists():
-        return (f"chromium not found at {CHROMIUM}: install it with "
-                "`apt-get update && apt-get install -y chromium` (or set SAEWIDGETS_CHROMIUM)")
+        return (
+            f"chromium not found at {CHROMIUM}: install it with "
+            "`apt-get update && apt-get install -y chromium` (or set SAEWIDGETS_CHROMIUM)"
+        )
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
@@ -143,15 +144,33 @@ def jupyter_server(tmp_path_factory):
     workspaces = tmp_path_factory.mktemp("lab-workspaces")
     _write_settings(settings)
     port, token = _free_port(), uuid.uuid4().hex
-    env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(settings), JUPYTERLAB_WORKSPACES_DIR=str(workspaces),
-               PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-               JUPYTER_PLATFORM_DIRS="1")
+    env = dict(
+        os.environ,
+        JUPYTERLAB_SETTINGS_DIR=str(settings),
+        JUPYTERLAB_WORKSPACES_DIR=str(workspaces),
+        PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        JUPYTER_PLATFORM_DIRS="1",
+    )
     log = open(root.parent / f"jupyter-{port}.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", "--ip=127.0.0.1",
-         f"--port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-         "--LabApp.expose_app_in_browser=True", "--JupyterNotebookApp.expose_app_in_browser=True"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root,
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "lab",
+            "--no-browser",
+            "--allow-root",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}",
+            "--LabApp.expose_app_in_browser=True",
+            "--JupyterNotebookApp.expose_app_in_browser=True",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=root,
     )
     base = f"http://127.0.0.1:{port}"
     if not wait_until_serving(base, token, proc, SERVER_START_TIMEOUT_S):

@@ -71,8 +71,16 @@ def open_tab(ex: Locator, name: str) -> None:
     expect(ex.get_by_role("tab", name=name)).to_have_attribute("aria-selected", "true")
 
 
-def drive(page, ex: Locator, *, map_target: int, search: str, search_hit: int | None, target: str,
-          steered_check: str | None = None) -> dict:
+def drive(
+    page,
+    ex: Locator,
+    *,
+    map_target: int,
+    search: str,
+    search_hit: int | None,
+    target: str,
+    steered_check: str | None = None,
+) -> dict:
     """Map click, neighbour link, text search (ranked list), attribution (bar click), slider by keyboard,
     steering and the heatmap tab; returns what each step selected."""
     expect(ex.locator(".saew-card-id")).to_have_text(FEATURE_RE, timeout=ROUND_TRIP_MS)
@@ -174,9 +182,18 @@ CONTRAST_JS = """([root, selectors]) => {
   return out;
 }"""
 # Text a reader must be able to read in every theme.
-READABLE = [".saew-card-id", ".saew-stat b", ".saew-subhead", ".saew-logit-token code", ".saew-logit-value",
-            ".saew-context-tokens .saew-tok", ".saew-neighbour", ".saew-map-info", ".saew-tab-active",
-            ".saew-attr-feature"]
+READABLE = [
+    ".saew-card-id",
+    ".saew-stat b",
+    ".saew-subhead",
+    ".saew-logit-token code",
+    ".saew-logit-value",
+    ".saew-context-tokens .saew-tok",
+    ".saew-neighbour",
+    ".saew-map-info",
+    ".saew-tab-active",
+    ".saew-attr-feature",
+]
 
 
 def contrast(root, selectors=READABLE) -> dict:

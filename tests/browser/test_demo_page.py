@@ -14,8 +14,12 @@ pytestmark = [pytest.mark.browser, pytest.mark.gemma]
 
 def test_demo_writes_an_offline_page_with_a_golden_gate_feature(demo, tmp_path, page, screenshot):
     exe = Path(sys.executable).with_name("saewidgets")
-    run = subprocess.run([str(exe), "demo", "--quick", "--n-prompts", "1", "--out", str(tmp_path)],
-                         capture_output=True, text=True, timeout=900)
+    run = subprocess.run(
+        [str(exe), "demo", "--quick", "--n-prompts", "1", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     page_path = tmp_path / "explorer.html"
     assert f"Explorer written to {page_path.resolve()}" in run.stdout
@@ -32,8 +36,9 @@ def test_demo_writes_an_offline_page_with_a_golden_gate_feature(demo, tmp_path, 
     assert bridge.count() == 1
     bridge.click()
     feature = bridge.inner_text().split("#")[-1]
-    page.wait_for_function("(t) => document.querySelector('.saew-card-id').textContent === t",
-                           arg=f"Feature #{feature}")
+    page.wait_for_function(
+        "(t) => document.querySelector('.saew-card-id').textContent === t", arg=f"Feature #{feature}"
+    )
     contexts = page.locator(".saew-dashboard").inner_text()
     assert contexts.count("Golden") >= 5, "the feature's top contexts are about the bridge"
     screenshot(page, "demo-explorer")

@@ -32,8 +32,7 @@ def fake_steer(prompt, feature, multiple):
                                   [f'{prompt} STEERED feature={feature} multiple={multiple:g}'], {feature: multiple})
 """,
     "ex = syn.explorer(n_features=2000, steer_fn=fake_steer, selected=7)\nex.steering.prompt = 'The bridge'\nex",
-    "heat = TokenHeatmap(syn.token_activations(syn.tokens(10_000, hostile=True), [1, 2, 3]), title='10k tokens')\n"
-    "heat",
+    "heat = TokenHeatmap(syn.token_activations(syn.tokens(10_000, hostile=True), [1, 2, 3]), title='10k tokens')\nheat",
 ]
 DEMO_CELLS = [
     """from saewidgets.demo import QUICK, demo_artifacts, highlight_features
@@ -49,9 +48,11 @@ RUN_TIMEOUT_MS = 300_000
 
 
 def kernel_idle_js() -> str:
-    return ("() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
-            " const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;"
-            " return !!k && k.status === 'idle'; }")
+    return (
+        "() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
+        " const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;"
+        " return !!k && k.status === 'idle'; }"
+    )
 
 
 ALL_CELLS_RAN_JS = (
@@ -108,8 +109,7 @@ def test_explorer_on_the_demo_in_jupyterlab(demo, page, jupyter_server, screensh
     cell = page.evaluate(ACTIVE_CELL_JS)
     first = int(demo.stats.density.argmax())  # what the Explorer opens on
     distant = int(((demo.geometry.coords - demo.geometry.coords[first]) ** 2).sum(1).argmax())
-    seen = drive(page, ex, map_target=distant, search="Golden Gate",
-                 search_hit=None, target=" Paris")
+    seen = drive(page, ex, map_target=distant, search="Golden Gate", search_hit=None, target=" Paris")
     assert page.evaluate(ACTIVE_CELL_JS) == cell, "arrow keys on the slider moved the notebook's active cell"
     assert seen["steered"].strip()
     screenshot(page, "jupyterlab-demo-explorer-heatmap", locator=ex)
@@ -140,8 +140,9 @@ def test_explorer_drives_in_notebook7(notebook7, page, jupyter_server, screensho
     expect_selected(ex, 7)
     seen = drive(page, ex, map_target=1234, search="3x", search_hit=3, target=" fog", steered_check="STEERED")
     assert f"feature={seen['attribution']}" in seen["steered"]
-    page.wait_for_function("() => document.querySelectorAll('.saew-heatmap .saew-tok').length >= 10000",
-                           timeout=ROUND_TRIP_MS)  # the standalone 10k-token heatmap
+    page.wait_for_function(
+        "() => document.querySelectorAll('.saew-heatmap .saew-tok').length >= 10000", timeout=ROUND_TRIP_MS
+    )  # the standalone 10k-token heatmap
     assert page.evaluate("window.__pwned") is None
     assert our_errors(page) == []
     screenshot(page, "notebook7-explorer", locator=ex)
@@ -160,7 +161,9 @@ def test_explorer_follows_jupyterlab_light_and_dark_themes(page, jupyter_server,
     page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'", timeout=ROUND_TRIP_MS)
     page.wait_for_selector("#jupyterlab-splash", state="detached", timeout=ROUND_TRIP_MS)  # theme loaded
     card_colour = ex.locator(".saew-card-id").evaluate("el => getComputedStyle(el).color")
-    assert sum(map(int, card_colour[card_colour.index("(") + 1:-1].split(",")[:3])) > 3 * 160, card_colour  # light ink
+    assert sum(map(int, card_colour[card_colour.index("(") + 1 : -1].split(",")[:3])) > 3 * 160, (
+        card_colour
+    )  # light ink
     dark = assert_readable(ex)
     ex.evaluate("el => el.scrollIntoView({block: 'start'})")
     screenshot(page, "jupyterlab-dark-explorer")

@@ -20,7 +20,7 @@ from conftest import REPO_ROOT, SERVER_START_TIMEOUT_S, _free_port, skip_or_fail
 
 pytestmark = pytest.mark.browser
 
-APP = '''import marimo
+APP = """import marimo
 
 app = marimo.App(width="full")
 
@@ -42,7 +42,7 @@ def _():
 
 if __name__ == "__main__":
     app.run()
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +58,25 @@ def marimo_app(tmp_path_factory):
     paths = [str(REPO_ROOT), str(REPO_ROOT / "tests"), os.environ.get("PYTHONPATH", "")]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
     log = open(folder / "marimo.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "marimo", "run", "app.py", "--headless", "--no-token",
-                             "--host", "127.0.0.1", "--port", str(port)],
-                            cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "marimo",
+            "run",
+            "app.py",
+            "--headless",
+            "--no-token",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=folder,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + SERVER_START_TIMEOUT_S
     while True:

@@ -26,7 +26,9 @@ def card_is(page, text: str, timeout: int = 5000) -> None:
     packed cards decompress asynchronously)."""
     page.wait_for_function(
         "(t) => { const e = document.querySelector('.saew-card-id'); return e && e.textContent === t; }",
-        arg=text, timeout=timeout)
+        arg=text,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +37,12 @@ def static_page_path(tmp_path_factory):
     ex.steering.prompt = "The bridge"
     ex.steering.generate()
     ex.tab = "heatmap"  # fill the heatmap tab, as a user would have
-    ex.show_steering(SteeringExample(feature=42, multiple=4.0, prompts=["I saw"], default=["I saw a cat"],
-                                     steered=["I saw the bridge"]))
-    highlights = {"<img src=x onerror=\"window.__pwned=1\"> Golden Gate": 42}
+    ex.show_steering(
+        SteeringExample(
+            feature=42, multiple=4.0, prompts=["I saw"], default=["I saw a cat"], steered=["I saw the bridge"]
+        )
+    )
+    highlights = {'<img src=x onerror="window.__pwned=1"> Golden Gate': 42}
     return export_html(tmp_path_factory.mktemp("static") / "explorer.html", ex, highlights=highlights), ex
 
 
@@ -160,8 +165,12 @@ def test_lasso_on_the_static_map_selects_the_features_inside(page, static_page_p
     page.wait_for_selector(".saew-map .saew-map-overlay")
     box = page.locator(".saew-map-overlay").bounding_box()
     # A rectangle-ish lasso around the whole canvas's middle third.
-    x0, y0, x1, y1 = box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.2, \
-        box["x"] + box["width"] * 0.8, box["y"] + box["height"] * 0.8
+    x0, y0, x1, y1 = (
+        box["x"] + box["width"] * 0.2,
+        box["y"] + box["height"] * 0.2,
+        box["x"] + box["width"] * 0.8,
+        box["y"] + box["height"] * 0.8,
+    )
     page.mouse.move(x0, y0)
     page.mouse.down()
     for x, y in [(x1, y0), (x1, y1), (x0, y1), (x0, y0 + 2)]:
@@ -226,8 +235,7 @@ def test_map_of_twenty_thousand_features_draws_and_selects_quickly(page, tmp_pat
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
-def test_static_page_follows_the_browser_colour_scheme_and_stays_readable(page, static_page_path, screenshot,
-                                                                         scheme):
+def test_static_page_follows_the_browser_colour_scheme_and_stays_readable(page, static_page_path, screenshot, scheme):
     from explorer_driver import assert_readable, no_horizontal_overflow
 
     path, ex = static_page_path
@@ -258,6 +266,8 @@ def test_compact_page_of_4096_features_decodes_every_card_on_demand(page, tmp_pa
     search.fill("#4000")
     search.press("Enter")
     card_is(page, "Feature #4000")
-    print(f"4096-feature synthetic page: {size / 1e6:.2f} MB ({size / 4096:.0f} B/feature), every view drawn "
-          f"{boot_ms:.0f} ms after the page started")
+    print(
+        f"4096-feature synthetic page: {size / 1e6:.2f} MB ({size / 4096:.0f} B/feature), every view drawn "
+        f"{boot_ms:.0f} ms after the page started"
+    )
     assert page.errors == []

@@ -36,14 +36,25 @@ class ChatExplainer(LanguageModelExplainer):
     name = "chat"
     chat = True
 
-    def __init__(self, model: str, base_url: str = "https://api.openai.com/v1", api_key_env: str | None = "OPENAI_API_KEY",
-                 *, max_concurrency: int = 8, max_retries: int = 4, backoff: float = 1.0, timeout: float = 60.0,
-                 max_new_tokens: int = 200, temperature: float = 0.0):
+    def __init__(
+        self,
+        model: str,
+        base_url: str = "https://api.openai.com/v1",
+        api_key_env: str | None = "OPENAI_API_KEY",
+        *,
+        max_concurrency: int = 8,
+        max_retries: int = 4,
+        backoff: float = 1.0,
+        timeout: float = 60.0,
+        max_new_tokens: int = 200,
+        temperature: float = 0.0,
+    ):
         try:
             import openai
         except ImportError as err:
-            raise ImportError('ChatExplainer needs the openai client: pip install "saewidgets[explain]" '
-                              "(or pip install openai).") from err
+            raise ImportError(
+                'ChatExplainer needs the openai client: pip install "saewidgets[explain]" (or pip install openai).'
+            ) from err
         if not model:
             raise ValueError("ChatExplainer needs the model name the endpoint serves, e.g. model='gpt-4o-mini'.")
         if api_key_env is None:
@@ -51,12 +62,16 @@ class ChatExplainer(LanguageModelExplainer):
         else:
             key = os.environ.get(api_key_env, "")
             if not key:
-                raise ValueError(f"The API key is read from the environment variable ${api_key_env}, which is not set. "
-                                 f"Set it (os.environ[{api_key_env!r}] = ... or export {api_key_env}=...), name "
-                                 "another variable with api_key_env=..., or pass api_key_env=None for a local server "
-                                 "that needs no key.")
+                raise ValueError(
+                    f"The API key is read from the environment variable ${api_key_env}, which is not set. "
+                    f"Set it (os.environ[{api_key_env!r}] = ... or export {api_key_env}=...), name "
+                    "another variable with api_key_env=..., or pass api_key_env=None for a local server "
+                    "that needs no key."
+                )
         if max_concurrency < 1 or max_retries < 0:
-            raise ValueError(f"max_concurrency must be >= 1 and max_retries >= 0, got {max_concurrency}, {max_retries}.")
+            raise ValueError(
+                f"max_concurrency must be >= 1 and max_retries >= 0, got {max_concurrency}, {max_retries}."
+            )
         self.model, self.base_url, self.api_key_env = model, base_url, api_key_env
         self.max_concurrency, self.max_retries, self.backoff = max_concurrency, max_retries, backoff
         self.max_new_tokens, self.temperature = max_new_tokens, temperature
@@ -74,17 +89,30 @@ class ChatExplainer(LanguageModelExplainer):
         for attempt in range(self.max_retries + 1):
             try:
                 response = self._client.chat.completions.create(
-                    model=self.model, messages=prompt.messages(), max_tokens=max_tokens, temperature=self.temperature)
+                    model=self.model, messages=prompt.messages(), max_tokens=max_tokens, temperature=self.temperature
+                )
             except errors.AuthenticationError as err:
                 key = f"from ${self.api_key_env}" if self.api_key_env else "(none: api_key_env=None)"
-                raise ExplainerError(f"{self.base_url} refused the API key {key} (HTTP {err.status_code}): check the "
-                                     "key, or that it is the key of this endpoint.") from None
-            except (errors.PermissionDeniedError, errors.NotFoundError, errors.BadRequestError,
-                    errors.UnprocessableEntityError) as err:
-                raise ExplainerError(f"{self.base_url} rejected the request for model {self.model!r} (HTTP "
-                                     f"{err.status_code}): {_message(err)}. Check the model name and base_url.") from None
-            except (errors.APIConnectionError, errors.RateLimitError, errors.InternalServerError,
-                    errors.APIStatusError) as err:
+                raise ExplainerError(
+                    f"{self.base_url} refused the API key {key} (HTTP {err.status_code}): check the "
+                    "key, or that it is the key of this endpoint."
+                ) from None
+            except (
+                errors.PermissionDeniedError,
+                errors.NotFoundError,
+                errors.BadRequestError,
+                errors.UnprocessableEntityError,
+            ) as err:
+                raise ExplainerError(
+                    f"{self.base_url} rejected the request for model {self.model!r} (HTTP "
+                    f"{err.status_code}): {_message(err)}. Check the model name and base_url."
+                ) from None
+            except (
+                errors.APIConnectionError,
+                errors.RateLimitError,
+                errors.InternalServerError,
+                errors.APIStatusError,
+            ) as err:
                 failure = _describe(err, self.base_url)
             else:
                 text = _reply_text(response)
@@ -93,8 +121,10 @@ class ChatExplainer(LanguageModelExplainer):
                 failure = f"{self.base_url} sent a reply that is not text: {str(response)[:200]!r}"
             if attempt < self.max_retries:
                 time.sleep(self.backoff * 2**attempt * (1 + 0.25 * random.random()))
-        raise ExplainerError(f"{failure} (after {self.max_retries + 1} tries). Check that the server runs and "
-                             "answers OpenAI chat-completion requests at this base_url.")
+        raise ExplainerError(
+            f"{failure} (after {self.max_retries + 1} tries). Check that the server runs and "
+            "answers OpenAI chat-completion requests at this base_url."
+        )
 
 
 def _reply_text(response: Any) -> str | None:

@@ -50,8 +50,10 @@ class CostEstimate:
         return self.prompt_tokens + self.max_completion_tokens
 
     def __str__(self) -> str:
-        return (f"{self.n_requests:,} requests, ~{self.prompt_tokens:,} prompt tokens + at most "
-                f"{self.max_completion_tokens:,} completion tokens")
+        return (
+            f"{self.n_requests:,} requests, ~{self.prompt_tokens:,} prompt tokens + at most "
+            f"{self.max_completion_tokens:,} completion tokens"
+        )
 
 
 def hash_text(text: str) -> str:

@@ -55,9 +55,15 @@ class Explanation:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Explanation:
-        return cls(feature=int(d["feature"]), text=str(d["text"]), kind=str(d["kind"]), explainer=str(d["explainer"]),
-                   model=str(d.get("model", "")), prompt_hash=str(d.get("prompt_hash", "")),
-                   created=str(d.get("created", "")))
+        return cls(
+            feature=int(d["feature"]),
+            text=str(d["text"]),
+            kind=str(d["kind"]),
+            explainer=str(d["explainer"]),
+            model=str(d.get("model", "")),
+            prompt_hash=str(d.get("prompt_hash", "")),
+            created=str(d.get("created", "")),
+        )
 
 
 class Labels:
@@ -94,8 +100,10 @@ class Labels:
         """These labels with ``other``'s added; for a feature explained in both, an LLM label beats a pattern label,
         and between two of the same kind ``other``'s wins."""
         if other.fingerprint != self.fingerprint:
-            raise ValueError(f"These labels describe SAE {self.fingerprint} but the others SAE {other.fingerprint}: "
-                             "feature numbers would point at the wrong features.")
+            raise ValueError(
+                f"These labels describe SAE {self.fingerprint} but the others SAE {other.fingerprint}: "
+                "feature numbers would point at the wrong features."
+            )
         out = dict(self._by_feature)
         for e in other:
             mine = out.get(e.feature)
@@ -115,8 +123,11 @@ class Labels:
     def save(self, path: str | os.PathLike) -> Path:
         """Write to the JSON file ``path`` (schema in the module docstring), atomically."""
         path = Path(path)
-        blob = {"format_version": _FORMAT_VERSION, "fingerprint": self.fingerprint,
-                "explanations": [asdict(e) for e in self]}
+        blob = {
+            "format_version": _FORMAT_VERSION,
+            "fingerprint": self.fingerprint,
+            "explanations": [asdict(e) for e in self],
+        }
         atomic_write_bytes(path, json.dumps(blob, indent=1).encode())
         return path
 
@@ -128,13 +139,16 @@ class Labels:
             blob = json.loads(path.read_text())
             labels = cls(blob["fingerprint"], (Explanation.from_dict(d) for d in blob["explanations"]))
         except FileNotFoundError:
-            raise FileNotFoundError(f"There are no saved labels at {path}; make them with explain_features(...) "
-                                    "and labels.save(path).") from None
+            raise FileNotFoundError(
+                f"There are no saved labels at {path}; make them with explain_features(...) and labels.save(path)."
+            ) from None
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise ValueError(f"The labels in {path} are unreadable ({err!r}); make them again.") from err
         if blob.get("format_version") != _FORMAT_VERSION:
-            raise ValueError(f"{path} was written in labels format {blob.get('format_version')}, this saewidgets "
-                             f"reads format {_FORMAT_VERSION}.")
+            raise ValueError(
+                f"{path} was written in labels format {blob.get('format_version')}, this saewidgets "
+                f"reads format {_FORMAT_VERSION}."
+            )
         if sae is not None and sae.fingerprint() != labels.fingerprint:
             raise ValueError(f"These labels describe SAE {labels.fingerprint}, but this SAE is {sae.fingerprint()}.")
         return labels

@@ -50,8 +50,10 @@ class LanguageModelExplainer(Explainer):
         reply = self.complete(self.prompt(record), self.max_new_tokens)
         text = parse_explanation(reply, completion=not self.chat)
         if not text:
-            raise ExplainerError(f"{self!r} replied to the explanation request for feature {record.feature} with no "
-                                 f"explanation: {reply[:200]!r}.")
+            raise ExplainerError(
+                f"{self!r} replied to the explanation request for feature {record.feature} with no "
+                f"explanation: {reply[:200]!r}."
+            )
         return text
 
     def judge(self, task: str, explanation: str, texts: list[str]) -> list[int | None]:
@@ -60,9 +62,11 @@ class LanguageModelExplainer(Explainer):
         if self.chat:
             out: list[int | None] = []
             for start in range(0, len(texts), self.judge_batch_size):
-                batch = texts[start:start + self.judge_batch_size]
+                batch = texts[start : start + self.judge_batch_size]
                 reply = self.complete(judge_prompt(task, explanation, batch), 8 + 4 * len(batch))
                 out += parse_judgements(reply, len(batch), completion=False)
             return out
-        return [parse_judgements(self.complete(judge_prompt(task, explanation, [t]), 2), 1, completion=True)[0]
-                for t in texts]
+        return [
+            parse_judgements(self.complete(judge_prompt(task, explanation, [t]), 2), 1, completion=True)[0]
+            for t in texts
+        ]

@@ -37,22 +37,29 @@ class LocalExplainer(LanguageModelExplainer):
             self.model = model
         elif hasattr(model, "hf") and hasattr(model, "tokenizer"):
             if getattr(model, "remote", False):
-                raise ValueError("LocalExplainer generates with the model's weights here, but this model runs on "
-                                 "NDIF: load it locally, or use ChatExplainer with a served model.")
+                raise ValueError(
+                    "LocalExplainer generates with the model's weights here, but this model runs on "
+                    "NDIF: load it locally, or use ChatExplainer with a served model."
+                )
             self._hf, self._tokenizer, self._lock, self.model = model.hf, model.tokenizer, model.lock, model.name
         else:
-            raise TypeError(f"LocalExplainer takes a ModelHandle or a Hugging Face model id, got {type(model).__name__}.")
+            raise TypeError(
+                f"LocalExplainer takes a ModelHandle or a Hugging Face model id, got {type(model).__name__}."
+            )
         has_template = bool(getattr(self._tokenizer, "chat_template", None))
         self.chat = has_template if chat is None else chat
         if self.chat and not has_template:
-            raise ValueError(f"chat=True, but the tokenizer of {self.model} has no chat template: it is a base model; "
-                             "leave chat=None to give it completion prompts.")
+            raise ValueError(
+                f"chat=True, but the tokenizer of {self.model} has no chat template: it is a base model; "
+                "leave chat=None to give it completion prompts."
+            )
         self.max_new_tokens = max_new_tokens
 
     def _ids(self, prompt: Prompt) -> torch.Tensor:
         if self.chat:
-            ids = self._tokenizer.apply_chat_template(prompt.messages(), add_generation_prompt=True,
-                                                      return_tensors="pt", return_dict=True)["input_ids"]
+            ids = self._tokenizer.apply_chat_template(
+                prompt.messages(), add_generation_prompt=True, return_tensors="pt", return_dict=True
+            )["input_ids"]
         else:
             ids = self._tokenizer(prompt.completion, return_tensors="pt")["input_ids"]
         return ids.to(next(self._hf.parameters()).device)
@@ -65,10 +72,13 @@ class LocalExplainer(LanguageModelExplainer):
         ids = self._ids(prompt)
         limit = getattr(self._hf.config, "max_position_embeddings", None)
         if limit is not None and ids.shape[1] + max_tokens > limit:
-            raise ExplainerError(f"The prompt is {ids.shape[1]:,} tokens but {self.model} reads at most {limit:,}: "
-                                 "show fewer or shorter contexts.")
+            raise ExplainerError(
+                f"The prompt is {ids.shape[1]:,} tokens but {self.model} reads at most {limit:,}: "
+                "show fewer or shorter contexts."
+            )
         pad = self._tokenizer.pad_token_id if self._tokenizer.pad_token_id is not None else self._tokenizer.eos_token_id
         with self._lock:
-            out = self._hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens,
-                                    do_sample=False, pad_token_id=pad)
-        return self._tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+            out = self._hf.generate(
+                ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens, do_sample=False, pad_token_id=pad
+            )
+        return self._tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)

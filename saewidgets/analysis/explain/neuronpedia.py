@@ -70,10 +70,20 @@ def _source_names(sae: Any, stats: FeatureStats, model_id: str | None, source: s
     return model_id or stats.model_name, source or f"{stats.layer}-res-saewidgets"
 
 
-def export_neuronpedia(stats: FeatureStats, path: str | os.PathLike, *, labels: Labels | None = None,
-                       logit_effects: LogitEffects | None = None, sae: Any = None, model_id: str | None = None,
-                       source: str | None = None, dataset: str = "", n_prompts_total: int = 0,
-                       features: list[int] | None = None, features_per_batch: int = 128) -> Path:
+def export_neuronpedia(
+    stats: FeatureStats,
+    path: str | os.PathLike,
+    *,
+    labels: Labels | None = None,
+    logit_effects: LogitEffects | None = None,
+    sae: Any = None,
+    model_id: str | None = None,
+    source: str | None = None,
+    dataset: str = "",
+    n_prompts_total: int = 0,
+    features: list[int] | None = None,
+    features_per_batch: int = 128,
+) -> Path:
     """Write dashboards (and ``labels``) of ``features`` (default: all) to folder ``path`` (schema above).
 
     ``model_id`` and ``source`` name the SAE on Neuronpedia (default: from ``sae.cfg.neuronpedia_id`` when set,
@@ -94,27 +104,50 @@ def export_neuronpedia(stats: FeatureStats, path: str | os.PathLike, *, labels: 
     layer = int(source.split("-")[0]) if source.split("-")[0].isdigit() else stats.layer
     window = stats.context[0] + 1 + stats.context[1]
     path = Path(path)
-    batches = [chosen[s:s + features_per_batch] for s in range(0, len(chosen), features_per_batch)]
+    batches = [chosen[s : s + features_per_batch] for s in range(0, len(chosen), features_per_batch)]
     with atomic_dir(path) as tmp:
         for n, batch in enumerate(batches):
             rows = [_feature(stats, i, logit_effects, sae, dataset, n_prompts_total, window) for i in batch]
-            blob = {"model_id": model_id, "layer": layer, "sae_set": source.split("-", 1)[-1], "sae_id_suffix": None,
-                    "features": rows}
+            blob = {
+                "model_id": model_id,
+                "layer": layer,
+                "sae_set": source.split("-", 1)[-1],
+                "sae_id_suffix": None,
+                "features": rows,
+            }
             (tmp / f"batch-{n}.json").write_text(json.dumps(blob))
         if labels is not None:
-            records = [{"modelId": model_id, "layer": source, "index": str(e.feature), "description": e.text,
-                        "explanationModelName": e.model, "typeName": f"saewidgets-{e.kind}", "createdAt": e.created}
-                       for e in labels if e.feature in set(chosen)]
+            records = [
+                {
+                    "modelId": model_id,
+                    "layer": source,
+                    "index": str(e.feature),
+                    "description": e.text,
+                    "explanationModelName": e.model,
+                    "typeName": f"saewidgets-{e.kind}",
+                    "createdAt": e.created,
+                }
+                for e in labels
+                if e.feature in set(chosen)
+            ]
             (tmp / "explanations.json").write_text(json.dumps(records, indent=1))
-        manifest = {"format": _FORMAT, "version": _VERSION, "fingerprint": stats.fingerprint, "model_id": model_id,
-                    "source": source, "n_features": stats.n_features, "n_batches": len(batches),
-                    "features_per_batch": features_per_batch}
+        manifest = {
+            "format": _FORMAT,
+            "version": _VERSION,
+            "fingerprint": stats.fingerprint,
+            "model_id": model_id,
+            "source": source,
+            "n_features": stats.n_features,
+            "n_batches": len(batches),
+            "features_per_batch": features_per_batch,
+        }
         (tmp / "saewidgets.json").write_text(json.dumps(manifest, indent=1))
     return path
 
 
-def _feature(stats: FeatureStats, i: int, effects: LogitEffects | None, sae: Any, dataset: str,
-             n_prompts_total: int, window: int) -> dict[str, Any]:
+def _feature(
+    stats: FeatureStats, i: int, effects: LogitEffects | None, sae: Any, dataset: str, n_prompts_total: int, window: int
+) -> dict[str, Any]:
     hist = stats.histogram(i)
     counts, edges = hist["counts"], hist["edges"]
     total = sum(counts) or 1
@@ -131,17 +164,30 @@ def _feature(stats: FeatureStats, i: int, effects: LogitEffects | None, sae: Any
     promoted = effects.promoted(i) if effects is not None else []
     suppressed = effects.suppressed(i) if effects is not None else []
     out = {
-        "feature_index": i, "frac_nonzero": float(stats.density[i]),
-        "pos_str": [r["token"] for r in promoted], "pos_values": [r["value"] for r in promoted],
-        "neg_str": [r["token"] for r in suppressed], "neg_values": [r["value"] for r in suppressed],
+        "feature_index": i,
+        "frac_nonzero": float(stats.density[i]),
+        "pos_str": [r["token"] for r in promoted],
+        "pos_values": [r["value"] for r in promoted],
+        "neg_str": [r["token"] for r in suppressed],
+        "neg_values": [r["value"] for r in suppressed],
         "freq_hist_data_bar_values": [(a + b) / 2 for a, b in pairwise(edges)],
         "freq_hist_data_bar_heights": [float(c) for c in counts],
-        "logits_hist_data_bar_values": [], "logits_hist_data_bar_heights": [],
-        "activations": activations, "n_prompts_total": n_prompts_total, "n_tokens_in_prompt": window,
-        "dataset": dataset, "vector": [],
-        "neuron_alignment_indices": [], "neuron_alignment_values": [], "neuron_alignment_l1": [],
-        "correlated_neurons_indices": [], "correlated_neurons_l1": [], "correlated_neurons_pearson": [],
-        "correlated_features_indices": [], "correlated_features_l1": [], "correlated_features_pearson": [],
+        "logits_hist_data_bar_values": [],
+        "logits_hist_data_bar_heights": [],
+        "activations": activations,
+        "n_prompts_total": n_prompts_total,
+        "n_tokens_in_prompt": window,
+        "dataset": dataset,
+        "vector": [],
+        "neuron_alignment_indices": [],
+        "neuron_alignment_values": [],
+        "neuron_alignment_l1": [],
+        "correlated_neurons_indices": [],
+        "correlated_neurons_l1": [],
+        "correlated_neurons_pearson": [],
+        "correlated_features_indices": [],
+        "correlated_features_l1": [],
+        "correlated_features_pearson": [],
         "decoder_weights_dist": [],
     }
     if sae is not None:
@@ -150,8 +196,14 @@ def _feature(stats: FeatureStats, i: int, effects: LogitEffects | None, sae: Any
 
 
 def _activation(e: dict[str, Any], lo: float, hi: float, contains: float) -> dict[str, Any]:
-    return {"bin_min": lo, "bin_max": hi, "bin_contains": contains, "tokens": e["tokens"], "values": e["acts"],
-            "qualifying_token_index": e["center"]}
+    return {
+        "bin_min": lo,
+        "bin_max": hi,
+        "bin_contains": contains,
+        "tokens": e["tokens"],
+        "values": e["acts"],
+        "qualifying_token_index": e["center"],
+    }
 
 
 def read_neuronpedia_dashboards(path: str | os.PathLike) -> dict[int, dict[str, Any]]:
@@ -174,8 +226,12 @@ def read_neuronpedia_dashboards(path: str | os.PathLike) -> dict[int, dict[str, 
 
 def _card(f: dict[str, Any]) -> dict[str, Any]:
     def example(a: dict[str, Any]) -> dict[str, Any]:
-        return {"tokens": a["tokens"], "acts": a["values"], "center": a["qualifying_token_index"],
-                "value": a["values"][a["qualifying_token_index"]]}
+        return {
+            "tokens": a["tokens"],
+            "acts": a["values"],
+            "center": a["qualifying_token_index"],
+            "value": a["values"][a["qualifying_token_index"]],
+        }
 
     top = [example(a) for a in f["activations"] if a["bin_min"] == -1]
     bands: dict[tuple[float, float], list] = {}
@@ -186,9 +242,11 @@ def _card(f: dict[str, Any]) -> dict[str, Any]:
     width = centres[1] - centres[0] if len(centres) > 1 else 2 * centres[0] if centres else 0.0
     edges = [c - width / 2 for c in centres] + ([centres[-1] + width / 2] if centres else [])
     return {
-        "feature": int(f["feature_index"]), "density": f["frac_nonzero"],
+        "feature": int(f["feature_index"]),
+        "density": f["frac_nonzero"],
         "max_act": max([e["value"] for e in top], default=0.0),
-        "top": top, "quantiles": [{"bin": list(k), "examples": v} for k, v in bands.items()],
+        "top": top,
+        "quantiles": [{"bin": list(k), "examples": v} for k, v in bands.items()],
         "histogram": {"counts": [int(h) for h in heights], "edges": edges},
         "promoted": [{"token": t, "value": v} for t, v in zip(f["pos_str"], f["pos_values"])],
         "suppressed": [{"token": t, "value": v} for t, v in zip(f["neg_str"], f["neg_values"])],
@@ -205,8 +263,10 @@ def _explanation_records(path: Path) -> list[dict[str, Any]]:
     except ValueError:
         blob = [json.loads(line) for line in text.splitlines() if line.strip()]  # JSON lines
     if isinstance(blob, dict) and "explanations" in blob:  # one feature from /api/feature
-        return [{"index": blob.get("index"), "modelId": blob.get("modelId"), "layer": blob.get("layer"), **e}
-                for e in blob["explanations"]]
+        return [
+            {"index": blob.get("index"), "modelId": blob.get("modelId"), "layer": blob.get("layer"), **e}
+            for e in blob["explanations"]
+        ]
     if isinstance(blob, dict):
         blob = [blob]
     if not isinstance(blob, list):
@@ -214,8 +274,9 @@ def _explanation_records(path: Path) -> list[dict[str, Any]]:
     return blob
 
 
-def import_neuronpedia_explanations(path: str | os.PathLike, stats: FeatureStats, *, model_id: str | None = None,
-                                    source: str | None = None) -> Labels:
+def import_neuronpedia_explanations(
+    path: str | os.PathLike, stats: FeatureStats, *, model_id: str | None = None, source: str | None = None
+) -> Labels:
     """Explanations from a Neuronpedia export file (formats in the module docstring), as `Labels` of the SAE that
     ``stats`` describe: kind "llm" (Neuronpedia's are written by language models; a re-imported saewidgets pattern
     label stays "pattern"), ``explainer`` "neuronpedia:<typeName>", ``model`` its explanation model.
@@ -229,8 +290,10 @@ def import_neuronpedia_explanations(path: str | os.PathLike, stats: FeatureStats
     except FileNotFoundError:
         raise FileNotFoundError(f"There is no Neuronpedia export at {path}.") from None
     except (OSError, ValueError, TypeError, UnicodeDecodeError, EOFError) as err:
-        raise ValueError(f"{path} is not a Neuronpedia explanations export (JSON list, JSON lines, optionally "
-                         f"gzipped, or a feature with 'explanations'): {err}") from err
+        raise ValueError(
+            f"{path} is not a Neuronpedia explanations export (JSON list, JSON lines, optionally "
+            f"gzipped, or a feature with 'explanations'): {err}"
+        ) from err
     explanations: dict[int, Explanation] = {}
     for n, r in enumerate(records):
         if not isinstance(r, dict) or r.get("index") is None or not isinstance(r.get("description"), str):
@@ -240,11 +303,21 @@ def import_neuronpedia_explanations(path: str | os.PathLike, stats: FeatureStats
         feature = stats.check_feature(int(r["index"]))
         type_name = str(r.get("typeName") or "")
         kind = "pattern" if type_name == "saewidgets-pattern" else "llm"
-        explanations.setdefault(feature, Explanation(
-            feature=feature, text=r["description"].strip(), kind=kind,
-            explainer=f"neuronpedia:{type_name}" if type_name else "neuronpedia",
-            model=str(r.get("explanationModelName") or ""), prompt_hash="", created=str(r.get("createdAt") or "")))
+        explanations.setdefault(
+            feature,
+            Explanation(
+                feature=feature,
+                text=r["description"].strip(),
+                kind=kind,
+                explainer=f"neuronpedia:{type_name}" if type_name else "neuronpedia",
+                model=str(r.get("explanationModelName") or ""),
+                prompt_hash="",
+                created=str(r.get("createdAt") or ""),
+            ),
+        )
     if records and not explanations:
-        raise ValueError(f"None of the {len(records)} records in {path} is for model_id={model_id!r}, "
-                         f"source={source!r}: check those names.")
+        raise ValueError(
+            f"None of the {len(records)} records in {path} is for model_id={model_id!r}, "
+            f"source={source!r}: check those names."
+        )
     return Labels(stats.fingerprint, explanations.values())

@@ -23,12 +23,64 @@ from .explainer import Explainer, Prompt
 from .records import FeatureRecord
 
 # Words too common to say anything about a feature's contexts.
-_STOPWORDS = frozenset([
-    "the", "and", "for", "that", "with", "this", "from", "have", "was", "were", "are", "not", "but", "his",
-    "her", "its", "their", "they", "them", "there", "what", "which", "who", "will", "would", "can", "could",
-    "has", "had", "been", "one", "all", "any", "out", "about", "into", "than", "then", "some", "more", "when",
-    "where", "your", "our", "you", "she", "him", "also", "just", "like", "over", "such", "only", "other"
-])
+_STOPWORDS = frozenset(
+    [
+        "the",
+        "and",
+        "for",
+        "that",
+        "with",
+        "this",
+        "from",
+        "have",
+        "was",
+        "were",
+        "are",
+        "not",
+        "but",
+        "his",
+        "her",
+        "its",
+        "their",
+        "they",
+        "them",
+        "there",
+        "what",
+        "which",
+        "who",
+        "will",
+        "would",
+        "can",
+        "could",
+        "has",
+        "had",
+        "been",
+        "one",
+        "all",
+        "any",
+        "out",
+        "about",
+        "into",
+        "than",
+        "then",
+        "some",
+        "more",
+        "when",
+        "where",
+        "your",
+        "our",
+        "you",
+        "she",
+        "him",
+        "also",
+        "just",
+        "like",
+        "over",
+        "such",
+        "only",
+        "other",
+    ]
+)
 
 
 def _key(token: str) -> str:
@@ -67,8 +119,12 @@ class PatternExplainer(Explainer):
         self.min_share, self.max_context_tokens, self.n_promoted = min_share, max_context_tokens, n_promoted
 
     def settings(self) -> dict[str, Any]:
-        return {"min_share": self.min_share, "max_context_tokens": self.max_context_tokens,
-                "n_promoted": self.n_promoted, "version": self.version}
+        return {
+            "min_share": self.min_share,
+            "max_context_tokens": self.max_context_tokens,
+            "n_promoted": self.n_promoted,
+            "version": self.version,
+        }
 
     def prompt(self, record: FeatureRecord) -> Prompt:
         settings = json.dumps(self.settings(), sort_keys=True)
@@ -104,8 +160,10 @@ class PatternExplainer(Explainer):
         ('' when they do not): each longer n-gram must still occur in ``min_share`` of all the contexts."""
         text, n, matching = "", len(examples), examples
         for k in range(1, self.max_context_tokens + 1):
-            near = [e["tokens"][e["center"] + step * k] if 0 <= e["center"] + step * k < len(e["tokens"]) else ""
-                    for e in matching]
+            near = [
+                e["tokens"][e["center"] + step * k] if 0 <= e["center"] + step * k < len(e["tokens"]) else ""
+                for e in matching
+            ]
             key, share, _ = _top_group(near)
             if not key or share * len(matching) / n < self.min_share:
                 break
@@ -116,8 +174,12 @@ class PatternExplainer(Explainer):
 
     def _shared_word(self, examples: list[dict[str, Any]]) -> str:
         """The word (3+ letters, not a stopword) found in the most contexts, if in at least ``min_share`` of them."""
-        counts = Counter(w for e in examples for w in set(re.findall(r"[^\W\d_]{3,}", "".join(e["tokens"]).lower()))
-                         if w not in _STOPWORDS)
+        counts = Counter(
+            w
+            for e in examples
+            for w in set(re.findall(r"[^\W\d_]{3,}", "".join(e["tokens"]).lower()))
+            if w not in _STOPWORDS
+        )
         if not counts:
             return ""
         word, count = counts.most_common(1)[0]

@@ -49,14 +49,22 @@ Reply with a Python list of 0s and 1s, one per example, and nothing else, e.g. [
 
 # Completion form, one example per request: a worked yes and no, then the question.
 _JUDGE_SHOTS = {
-    "detection": (("Whether each text has the feature described.\n\n"
-                   "Feature: the word \"tower\"\nText: We climbed the tower at night.\nHas the feature: yes\n\n"
-                   "Feature: the word \"tower\"\nText: She bought bread and milk.\nHas the feature: no\n\n"),
-                  "Has the feature:"),
-    "fuzzing": (("Whether the tokens marked << >> in each text are what the feature described fires on.\n\n"
-                 "Feature: the word \"tower\"\nText: We climbed the<< tower>> at night.\nMarked correctly: yes\n\n"
-                 "Feature: the word \"tower\"\nText: She<< bought>> bread and milk.\nMarked correctly: no\n\n"),
-                "Marked correctly:"),
+    "detection": (
+        (
+            "Whether each text has the feature described.\n\n"
+            'Feature: the word "tower"\nText: We climbed the tower at night.\nHas the feature: yes\n\n'
+            'Feature: the word "tower"\nText: She bought bread and milk.\nHas the feature: no\n\n'
+        ),
+        "Has the feature:",
+    ),
+    "fuzzing": (
+        (
+            "Whether the tokens marked << >> in each text are what the feature described fires on.\n\n"
+            'Feature: the word "tower"\nText: We climbed the<< tower>> at night.\nMarked correctly: yes\n\n'
+            'Feature: the word "tower"\nText: She<< bought>> bread and milk.\nMarked correctly: no\n\n'
+        ),
+        "Marked correctly:",
+    ),
 }
 TASKS = tuple(_JUDGE_SYSTEM)
 
@@ -76,8 +84,9 @@ def explanation_prompt(record: FeatureRecord) -> Prompt:
     top, lower = _excerpt_lines(record)
     user = "Top excerpts:\n" + "\n".join(f"Example {n}: {t}" for n, t in enumerate(top, 1))
     if lower:
-        user += "\n\nExcerpts from lower activation bands:\n" + "\n".join(f"Example {n}: {t}"
-                                                                           for n, t in enumerate(lower, 1))
+        user += "\n\nExcerpts from lower activation bands:\n" + "\n".join(
+            f"Example {n}: {t}" for n, t in enumerate(lower, 1)
+        )
     if record.promoted:
         user += "\n\nTokens the feature promotes: " + ", ".join(repr(t) for t in record.promoted[:10])
     excerpts = "\n".join(marked_text(e).strip().replace("\n", " ") for e in record.top)
@@ -105,7 +114,8 @@ def judge_prompt(task: str, explanation: str, texts: list[str]) -> Prompt:
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}.")
     user = f"Feature description: {explanation}\n\nExamples:\n" + "\n".join(
-        f"Example {n}: {t.strip()}" for n, t in enumerate(texts))
+        f"Example {n}: {t.strip()}" for n, t in enumerate(texts)
+    )
     shots, question = _JUDGE_SHOTS[task]
     one_line = texts[0].strip().replace("\n", " ") if texts else ""
     completion = f"{shots}Feature: {explanation}\nText: {one_line}\n{question}"

@@ -44,17 +44,26 @@ class FeatureRecord:
         return self.top + [e for _, examples in self.bands for e in examples]
 
 
-def feature_record(stats: FeatureStats, feature: int, logit_effects: LogitEffects | None = None,
-                   n_top: int = 10, n_per_band: int = 2) -> FeatureRecord:
+def feature_record(
+    stats: FeatureStats, feature: int, logit_effects: LogitEffects | None = None, n_top: int = 10, n_per_band: int = 2
+) -> FeatureRecord:
     """The `FeatureRecord` of ``feature``: its ``n_top`` top contexts, ``n_per_band`` samples of each band."""
     i = stats.check_feature(feature)
     if logit_effects is not None and logit_effects.fingerprint != stats.fingerprint:
-        raise ValueError(f"The logit effects were computed for SAE {logit_effects.fingerprint} but the statistics for "
-                         f"{stats.fingerprint}: compute both for the same SAE.")
+        raise ValueError(
+            f"The logit effects were computed for SAE {logit_effects.fingerprint} but the statistics for "
+            f"{stats.fingerprint}: compute both for the same SAE."
+        )
     bands = [(band["label"], band["examples"][:n_per_band]) for band in stats.quantile_examples(i)]
     promoted = [row["token"] for row in logit_effects.promoted(i)] if logit_effects is not None else []
-    return FeatureRecord(feature=i, max_act=float(stats.max_act[i]), density=float(stats.density[i]),
-                         top=stats.top_examples(i, n_top), bands=[b for b in bands if b[1]], promoted=promoted)
+    return FeatureRecord(
+        feature=i,
+        max_act=float(stats.max_act[i]),
+        density=float(stats.density[i]),
+        top=stats.top_examples(i, n_top),
+        bands=[b for b in bands if b[1]],
+        promoted=promoted,
+    )
 
 
 def marked_text(example: dict[str, Any], marked: list[bool] | None = None) -> str:

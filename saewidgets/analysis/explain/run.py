@@ -34,8 +34,10 @@ def _features(stats: FeatureStats, features: Iterable[int] | None, explainer: Ex
         return [i for i in range(stats.n_features) if float(stats.max_act[i]) > 0]
     chosen = list(dict.fromkeys(stats.check_feature(f) for f in features))
     if not chosen:
-        raise ValueError("explain_features() got an empty feature list: pass features=None for every feature, "
-                         "or some feature indices.")
+        raise ValueError(
+            "explain_features() got an empty feature list: pass features=None for every feature, "
+            "or some feature indices."
+        )
     return chosen
 
 
@@ -99,16 +101,27 @@ def cached_labels(cache_dir: str | os.PathLike, fingerprint: str) -> Labels:
     return labels
 
 
-def estimate_cost(stats: FeatureStats, explainer: Explainer, features: Iterable[int] | None = None,
-                  logit_effects: LogitEffects | None = None) -> CostEstimate:
+def estimate_cost(
+    stats: FeatureStats,
+    explainer: Explainer,
+    features: Iterable[int] | None = None,
+    logit_effects: LogitEffects | None = None,
+) -> CostEstimate:
     """What `explain_features` with these arguments would send (cached features included)."""
     chosen = _features(stats, features, explainer)
     return explainer.estimate([feature_record(stats, i, logit_effects) for i in chosen])
 
 
-def explain_features(stats: FeatureStats, explainer: Explainer, features: Iterable[int] | None = None, *,
-                     logit_effects: LogitEffects | None = None, cache_dir: str | os.PathLike | None = None,
-                     max_tokens: int | None = None, progress: bool = True) -> Labels:
+def explain_features(
+    stats: FeatureStats,
+    explainer: Explainer,
+    features: Iterable[int] | None = None,
+    *,
+    logit_effects: LogitEffects | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    max_tokens: int | None = None,
+    progress: bool = True,
+) -> Labels:
     """An explanation for each of ``features`` (default: every feature that fires; pattern labels: all).
 
     Args:
@@ -127,14 +140,21 @@ def explain_features(stats: FeatureStats, explainer: Explainer, features: Iterab
     if todo and explainer.kind == "llm":
         cost = explainer.estimate(todo)
         if max_tokens is not None and cost.total_tokens > max_tokens:
-            raise ValueError(f"Explaining {len(todo):,} features would use {cost} (over max_tokens={max_tokens:,}): "
-                             "pass fewer features or a larger max_tokens.")
+            raise ValueError(
+                f"Explaining {len(todo):,} features would use {cost} (over max_tokens={max_tokens:,}): "
+                "pass fewer features or a larger max_tokens."
+            )
         if progress:
             tqdm.write(f"{explainer!r}: {cost}" + (f"; {len(done):,} already cached" if done else ""))
     journal = _Journal(path, durable=explainer.kind == "llm")
     try:
-        with tqdm(total=len(chosen), initial=len(done), desc=f"explain ({explainer.name})", unit="feature",
-                  disable=not progress) as bar:
+        with tqdm(
+            total=len(chosen),
+            initial=len(done),
+            desc=f"explain ({explainer.name})",
+            unit="feature",
+            disable=not progress,
+        ) as bar:
             for e in _run(explainer, todo):
                 done[e.feature] = e
                 journal.append(e)
@@ -147,9 +167,15 @@ def explain_features(stats: FeatureStats, explainer: Explainer, features: Iterab
 def _explain_one(explainer: Explainer, record: FeatureRecord) -> Explanation:
     prompt = explainer.prompt(record)
     text = explainer.explain(record)
-    return Explanation(feature=record.feature, text=text, kind=explainer.kind, explainer=explainer.name,
-                       model=explainer.model, prompt_hash=hash_text(prompt.system + prompt.user + prompt.completion),
-                       created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    return Explanation(
+        feature=record.feature,
+        text=text,
+        kind=explainer.kind,
+        explainer=explainer.name,
+        model=explainer.model,
+        prompt_hash=hash_text(prompt.system + prompt.user + prompt.completion),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
 
 
 def _run(explainer: Explainer, records: list[FeatureRecord]) -> Any:

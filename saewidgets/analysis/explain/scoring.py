@@ -49,9 +49,18 @@ class ScoringExamples:
     band_labels: list[str] = field(default_factory=list)
 
 
-def held_out_examples(model: ModelHandle, sae: Any, activations: Any, stats: FeatureStats, features: list[int], *,
-                      n_activating: int = 10, n_non_activating: int = 10, seed: int = 0,
-                      chunk: int = 4096) -> dict[int, ScoringExamples]:
+def held_out_examples(
+    model: ModelHandle,
+    sae: Any,
+    activations: Any,
+    stats: FeatureStats,
+    features: list[int],
+    *,
+    n_activating: int = 10,
+    n_non_activating: int = 10,
+    seed: int = 0,
+    chunk: int = 4096,
+) -> dict[int, ScoringExamples]:
     """Activating (spread over bands, highest band first) and non-activating held-out contexts per feature.
 
     Args:
@@ -66,8 +75,9 @@ def held_out_examples(model: ModelHandle, sae: Any, activations: Any, stats: Fea
     if len(activations) == 0:
         raise ValueError("There are no held-out activations to draw examples from.")
     cols = torch.tensor(features)
-    f = torch.cat([encode_rows(sae, activations.torch(slice(s, s + chunk)))[:, cols]
-                   for s in range(0, len(activations), chunk)]).numpy()
+    f = torch.cat(
+        [encode_rows(sae, activations.torch(slice(s, s + chunk)))[:, cols] for s in range(0, len(activations), chunk)]
+    ).numpy()
     before, after = stats.context
     rng = np.random.default_rng(seed)
     nb = stats.n_bands
@@ -114,8 +124,12 @@ def _shown_windows(stats: FeatureStats, i: int) -> set[tuple[int, ...]]:
 
 def _window(activations: Any, column: np.ndarray, row: int, before: int, after: int) -> dict[str, Any]:
     rows = activations.context(row, before, after)
-    return {"tokens": [int(t) for t in activations.token_ids[rows]], "acts": [float(a) for a in column[rows]],
-            "center": int(np.flatnonzero(rows == row)[0]), "value": float(column[row])}
+    return {
+        "tokens": [int(t) for t in activations.token_ids[rows]],
+        "acts": [float(a) for a in column[rows]],
+        "center": int(np.flatnonzero(rows == row)[0]),
+        "value": float(column[row]),
+    }
 
 
 @dataclass
@@ -130,8 +144,10 @@ class Scores:
     def summary(self) -> list[dict[str, Any]]:
         """Per feature and task: ``balanced_accuracy``, ``accuracy``, ``n``, ``unanswered``."""
         keys = sorted({(r["feature"], r["task"]) for r in self.rows})
-        return [{"feature": f, "task": t, **_metrics([r for r in self.rows if (r["feature"], r["task"]) == (f, t)])}
-                for f, t in keys]
+        return [
+            {"feature": f, "task": t, **_metrics([r for r in self.rows if (r["feature"], r["task"]) == (f, t)])}
+            for f, t in keys
+        ]
 
     def balanced_accuracy(self, task: str = "detection") -> float:
         """Over every feature's examples pooled; 0.5 is chance."""
@@ -151,18 +167,31 @@ class Scores:
         import plotly.graph_objects as go
 
         bars = self.specificity(task)
-        fig = go.Figure(go.Bar(x=[b["label"] for b in bars], y=[b["relevant"] for b in bars],
-                               text=[f"n={b['n']}" for b in bars], textposition="outside",
-                               hovertemplate="%{x}: %{y:.0%} judged relevant (%{text})<extra></extra>"))
-        fig.update_layout(title=f"Specificity ({task}, judged by {self.explainer})",
-                          xaxis_title="activation band (fraction of max)", yaxis_title="share judged relevant",
-                          yaxis_range=[0, 1.1], template="plotly_white", height=360)
+        fig = go.Figure(
+            go.Bar(
+                x=[b["label"] for b in bars],
+                y=[b["relevant"] for b in bars],
+                text=[f"n={b['n']}" for b in bars],
+                textposition="outside",
+                hovertemplate="%{x}: %{y:.0%} judged relevant (%{text})<extra></extra>",
+            )
+        )
+        fig.update_layout(
+            title=f"Specificity ({task}, judged by {self.explainer})",
+            xaxis_title="activation band (fraction of max)",
+            yaxis_title="share judged relevant",
+            yaxis_range=[0, 1.1],
+            template="plotly_white",
+            height=360,
+        )
         return fig
 
     def __repr__(self) -> str:
         tasks = sorted({r["task"] for r in self.rows})
         scores = ", ".join(f"{t} {self.balanced_accuracy(t):.2f}" for t in tasks)
-        return f"Scores({len({r['feature'] for r in self.rows})} features by {self.explainer}: {scores} balanced accuracy)"
+        return (
+            f"Scores({len({r['feature'] for r in self.rows})} features by {self.explainer}: {scores} balanced accuracy)"
+        )
 
 
 def _metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -171,17 +200,29 @@ def _metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
     hit = sum(r["prediction"] == 1 for r in pos) / len(pos) if pos else float("nan")
     reject = sum(r["prediction"] == 0 for r in neg) / len(neg) if neg else float("nan")
     right = sum(r["prediction"] == r["truth"] for r in rows)
-    return {"balanced_accuracy": (hit + reject) / 2, "accuracy": right / len(rows) if rows else float("nan"),
-            "n": len(rows), "unanswered": sum(r["prediction"] is None for r in rows)}
+    return {
+        "balanced_accuracy": (hit + reject) / 2,
+        "accuracy": right / len(rows) if rows else float("nan"),
+        "n": len(rows),
+        "unanswered": sum(r["prediction"] is None for r in rows),
+    }
 
 
-def score_explanations(explainer: LanguageModelExplainer, labels: Labels, examples: dict[int, ScoringExamples],
-                       tasks: tuple[str, ...] = TASKS, seed: int = 0, progress: bool = True) -> Scores:
+def score_explanations(
+    explainer: LanguageModelExplainer,
+    labels: Labels,
+    examples: dict[int, ScoringExamples],
+    tasks: tuple[str, ...] = TASKS,
+    seed: int = 0,
+    progress: bool = True,
+) -> Scores:
     """Detection and fuzzing scores of ``labels``' explanations on held-out ``examples`` (see the module docstring),
     judged by ``explainer`` (chat endpoint or local model)."""
     if not isinstance(explainer, LanguageModelExplainer):
-        raise TypeError(f"Scoring needs a language model to judge examples (ChatExplainer or LocalExplainer), "
-                        f"got {type(explainer).__name__}.")
+        raise TypeError(
+            f"Scoring needs a language model to judge examples (ChatExplainer or LocalExplainer), "
+            f"got {type(explainer).__name__}."
+        )
     unknown = [t for t in tasks if t not in TASKS]
     if unknown or not tasks:
         raise ValueError(f"tasks must be some of {TASKS}, got {tasks}.")
@@ -201,12 +242,21 @@ def score_explanations(explainer: LanguageModelExplainer, labels: Labels, exampl
     def run(job):
         i, task, items = job
         predictions = explainer.judge(task, labels[i].text, [text for text, _, _ in items])
-        return [{"feature": i, "task": task, "truth": truth, "prediction": p, "band": band}
-                for (_, truth, band), p in zip(items, predictions)]
+        return [
+            {"feature": i, "task": task, "truth": truth, "prediction": p, "band": band}
+            for (_, truth, band), p in zip(items, predictions)
+        ]
 
     with ThreadPoolExecutor(max_workers=max(1, explainer.max_concurrency)) as pool:
-        done = list(tqdm(pool.map(run, jobs), total=len(jobs), desc=f"score ({explainer.name})", unit="task",
-                         disable=not progress))
+        done = list(
+            tqdm(
+                pool.map(run, jobs),
+                total=len(jobs),
+                desc=f"score ({explainer.name})",
+                unit="task",
+                disable=not progress,
+            )
+        )
     band_labels = next(iter(examples.values())).band_labels
     return Scores([r for rows in done for r in rows], band_labels, repr(explainer))
 
@@ -215,8 +265,9 @@ def _items(task: str, ex: ScoringExamples, rng: np.random.Generator) -> list[tup
     """``(text, truth, band)`` per example: plain text for detection; for fuzzing, activating texts marked where the
     feature fires and non-activating texts with as many tokens (of a random activating example) marked at random."""
     if task == "detection":
-        return [(plain_text(e), 1, e["band"]) for e in ex.activating] + \
-               [(plain_text(e), 0, NOT_ACTIVE) for e in ex.non_activating]
+        return [(plain_text(e), 1, e["band"]) for e in ex.activating] + [
+            (plain_text(e), 0, NOT_ACTIVE) for e in ex.non_activating
+        ]
     counts = [max(1, sum(a > 0 for a in e["acts"])) for e in ex.activating] or [1]
     wrong = []
     for e in ex.non_activating:
