@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Sequence
 
 from ._checks import real_number, whole_number
+from ._atomic_write import check_writable_dir
 from .sae.train_config import TrainConfig
 
 if TYPE_CHECKING:
@@ -99,6 +100,8 @@ def check_run(run: TrainingRun, config: TrainConfig) -> None:
     out = Path(run.out)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {run.out} is a file: pass a folder for the run (created if missing).")
+    for folder, flag in ((out, "--out"), (run.checkpoints, "--checkpoint-dir"), (run.store_dir, "--store")):
+        check_writable_dir(folder, flag)  # before the harvest and training, not when the first file is written
 
 
 def run_training(run: TrainingRun, config: TrainConfig) -> int:

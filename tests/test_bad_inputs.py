@@ -539,6 +539,16 @@ def _store_into(path):
     return run
 
 
+def _checkpoint_below_a_file(tmp, mp):
+    from saewidgets.sae import train_sae
+
+    (tmp / "afile").write_text("x")
+    calls = []
+    mp.setattr("saewidgets.sae.train.make_trainer", lambda *a, **k: calls.append(a))  # must never be reached
+    x = torch.randn(64, 8)
+    return train_sae(x, "topk", 16, 2, n_steps=4, checkpoint_dir=tmp / "afile" / "ckpt", progress=False)
+
+
 def _sae_of_another_model_same_width(where):
     def run(tmp, mp):
         from saewidgets import analysis
@@ -1001,6 +1011,13 @@ CASES = [
         _store_into("afile/store"),
         NotADirectoryError,
         r"directory='.*afile/store' is below .*afile, which is a file",
+    ),
+    Case(
+        "a checkpoint_dir below a file (found before training starts)",
+        "train_sae",
+        _checkpoint_below_a_file,
+        NotADirectoryError,
+        r"checkpoint_dir='.*afile/ckpt' is below .*afile, which is a file",
     ),
     Case(
         "a memmap_dir below a file",

@@ -22,6 +22,7 @@ from typing import Any, Callable, Literal, get_args
 import numpy as np
 import torch
 
+from .._atomic_write import check_writable_dir
 from .architectures import needs_unit_decoder, training_step
 from .base import SAE
 from .checkpoint import CHECKPOINT_NAME, BatchOrder, load_checkpoint, save_checkpoint
@@ -84,6 +85,8 @@ def train_sae(
     config = (config or TrainConfig()).with_options(arch=arch, n_features=n_features, k=k, **options)
     if n_tokens is not None and "n_steps" not in options:
         config = replace(config, n_steps=math.ceil(_positive_tokens(n_tokens) / config.batch_size))
+    if checkpoint_dir is not None:  # a bad folder is found now, not at the first checkpoint of a long run
+        check_writable_dir(checkpoint_dir, "checkpoint_dir")
     rows = as_rows(activations)
     check_finite(rows)
     trainer = make_trainer(rows, config, torch.device(device or "cpu"), parallel)
