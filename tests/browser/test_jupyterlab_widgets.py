@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
-from explorer_driver import ROUND_TRIP_MS, assert_readable, drive, expect_selected, no_horizontal_overflow
+from explorer_driver import ROUND_TRIP_MS, drive, expect_selected, no_horizontal_overflow
 
 pytestmark = pytest.mark.browser
 
@@ -146,27 +146,3 @@ def test_explorer_drives_in_notebook7(notebook7, page, jupyter_server, screensho
     assert page.evaluate("window.__pwned") is None
     assert our_errors(page) == []
     screenshot(page, "notebook7-explorer", locator=ex)
-
-
-def test_explorer_follows_jupyterlab_light_and_dark_themes(page, jupyter_server, screenshot, notebook_writer):
-    base, token, root = jupyter_server
-    page.set_viewport_size({"width": 1280, "height": 720})
-    notebook_writer(root, "explorer_theme.ipynb", SYNTHETIC_CELLS[:2])
-    open_and_run(page, f"{base}/lab/tree/explorer_theme.ipynb?token={token}")
-    ex = page.locator(".saew-explorer")
-    expect_selected(ex, 7)
-    ex.evaluate("el => el.scrollIntoView({block: 'start'})")
-    light = assert_readable(ex)
-    page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
-    page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'", timeout=ROUND_TRIP_MS)
-    page.wait_for_selector("#jupyterlab-splash", state="detached", timeout=ROUND_TRIP_MS)  # theme loaded
-    card_colour = ex.locator(".saew-card-id").evaluate("el => getComputedStyle(el).color")
-    assert sum(map(int, card_colour[card_colour.index("(") + 1 : -1].split(",")[:3])) > 3 * 160, (
-        card_colour
-    )  # light ink
-    dark = assert_readable(ex)
-    ex.evaluate("el => el.scrollIntoView({block: 'start'})")
-    screenshot(page, "jupyterlab-dark-explorer")
-    print({k: (round(light[k], 1), round(dark[k], 1)) for k in light if light[k] and dark[k]})
-    page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})")
-    assert our_errors(page) == []

@@ -6,6 +6,8 @@ in JupyterLab: map click, neighbour link, text search, attribution, keyboard on 
 
 from __future__ import annotations
 
+import importlib.util
+
 import os
 import subprocess
 import sys
@@ -47,9 +49,9 @@ if __name__ == "__main__":
 
 @pytest.fixture(scope="module")
 def marimo_app(tmp_path_factory):
-    try:
-        import marimo  # noqa: F401
-    except ImportError:
+    # Look marimo up without importing it here: the app runs in its own process, and importing marimo into the
+    # test process after the rest of the suite has run failed once in CI inside marimo's own config dataclasses.
+    if importlib.util.find_spec("marimo") is None:
         skip_or_fail("marimo is not installed: pip install marimo")
     folder = tmp_path_factory.mktemp("marimo")
     (folder / "app.py").write_text(APP)
