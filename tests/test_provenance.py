@@ -8,6 +8,7 @@ import torch
 
 from saewidgets import analysis, harvest
 from saewidgets.models import tiny_model
+from saewidgets.analysis.steering import steer_each
 from saewidgets.sae import SAE, SAEConfig, SAEMismatchError, check_compatible, evaluate_sae
 from saewidgets.sae.provenance import same_model
 
@@ -43,6 +44,7 @@ def test_model_names_match_across_hub_ids_local_folders_and_saelens_aliases(reco
 def test_every_analysis_refuses_another_model_and_each_can_be_told_to_proceed(model):
     foreign = sae_of("tiny-gemma")
     acts = harvest(model, TEXTS, layer=1, progress=False)
+    stats = analysis.feature_stats(model, foreign, acts, top_k=1, progress=False, check_provenance=False)
     calls = {
         "token_activations": lambda **kw: analysis.token_activations(model, foreign, "The bridge", [0], **kw),
         "steer": lambda **kw: analysis.steer(
@@ -52,6 +54,12 @@ def test_every_analysis_refuses_another_model_and_each_can_be_told_to_proceed(mo
         "feature_stats": lambda **kw: analysis.feature_stats(model, foreign, acts, top_k=1, progress=False, **kw),
         "features_active_on": lambda **kw: analysis.features_active_on(model, foreign, "The bridge", **kw),
         "contrastive_search": lambda **kw: analysis.contrastive_search(model, foreign, "a bridge", "a cat", **kw),
+        "steer_each": lambda **kw: steer_each(
+            model, foreign, "The bridge", [{0: 1.0}], units="activation", max_new_tokens=1, **kw
+        ),
+        "steering_search": lambda **kw: analysis.steering_search(
+            model, foreign, stats, "bridge", candidates=2, shortlist=1, max_new_tokens=1, progress=False, **kw
+        ),
     }
     for name, call in calls.items():
         with pytest.raises(SAEMismatchError, match=r"trained on 'tiny-gemma' but the model in use is 'tiny-gpt2'"):

@@ -161,6 +161,7 @@ def steering_search(
     prompts: Sequence[str] = SCORING_PROMPTS,
     max_new_tokens: int = 20,
     progress: bool = True,
+    check_provenance: bool = True,
 ) -> list[SteeringCandidate]:
     """The features that steered toward ``query`` in trials, best first, each with the strength that worked best.
 
@@ -185,12 +186,14 @@ def steering_search(
             multiple pushes harder).
         prompts: neutral prompts to try on: selection prompts (`SELECTION_PROMPTS`), never the ones you judge on.
         max_new_tokens: length of each trial continuation.
+        check_provenance: refuse an SAE recorded for another model or layer (False: search with it anyway).
 
     Returns `SteeringCandidate` s sorted by ``hit_rate``, then ``output_score`` (the gentler multiple on a tie).
     Empty when no top context contains ``query`` or no trial succeeded (with a warning).
     """
     if not query.strip():
         raise ValueError("steering_search() needs a non-empty query, e.g. 'Golden Gate'.")
+    sae_layer(model, sae, None, check_provenance)  # a mismatched SAE is refused before any search or generation
     terms = as_terms(terms if terms is not None else query)
     multiples = sorted({float(m) for m in multiples})
     if not multiples:
@@ -210,10 +213,20 @@ def steering_search(
     features = list(hits)
     default = generate(model, prompts, max_new_tokens=max_new_tokens)
     fluency = calibrate_fluency(model, prompts, max_new_tokens=max_new_tokens, default=default)
-    scores = output_scores(model, sae, stats, features, terms, multiples[-1], prompts, progress=progress)
+    scores = output_scores(
+        model, sae, stats, features, terms, multiples[-1], prompts, progress=progress, check_provenance=check_provenance
+    )
     ranked = sorted(zip(scores.tolist(), features), key=lambda pair: -pair[0])[:shortlist]
     pairs = [(feature, multiple) for _, feature in ranked for multiple in multiples]
-    runs = steer_each(model, sae, prompts, [{f: m} for f, m in pairs], stats=stats, max_new_tokens=max_new_tokens)
+    runs = steer_each(
+        model,
+        sae,
+        prompts,
+        [{f: m} for f, m in pairs],
+        stats=stats,
+        max_new_tokens=max_new_tokens,
+        check_provenance=check_provenance,
+    )
     rates = {
         pair: judge_steering(model, prompts, default, steered, terms, fluency).rate
         for pair, steered in zip(pairs, runs)

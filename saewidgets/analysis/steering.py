@@ -329,11 +329,13 @@ def steer_each(
     max_new_tokens: int = 30,
     repetition_penalty: float = DEFAULT_REPETITION_PENALTY,
     layer: int | str | None = None,
+    check_provenance: bool = True,
 ) -> list[list[str]]:
     """The steered continuations of ``prompts`` under each of ``interventions`` (``{feature: strength}`` each, as
     `steer`), greedy, from as few batched ``generate`` calls as `MAX_BATCH_ROWS` allows: trying several features
-    or strengths costs far less than one `steer` call each. Returns one list of continuations per intervention."""
-    layer = sae_layer(model, sae, layer)
+    or strengths costs far less than one `steer` call each. Returns one list of continuations per intervention.
+    ``check_provenance=False`` steers with an SAE recorded for another model or layer, as in `steer`."""
+    layer = sae_layer(model, sae, layer, check_provenance)
     if mode not in ("clamp", "add"):
         raise ValueError(f"mode={mode!r} is not understood: use 'clamp' or 'add'.")
     _check_generation(max_new_tokens, 0.0, repetition_penalty)
