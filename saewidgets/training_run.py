@@ -123,6 +123,8 @@ def run_training(run: TrainingRun, config: TrainConfig) -> int:
             device,
             parallel=("latents" if run.shard_latents else "data") if grouped else "none",
         )
+        if grouped:  # ranks leave together: one tearing the group down while rank 0 still evaluates aborted it
+            dist.barrier()
     finally:
         if grouped and dist.is_initialized():
             dist.destroy_process_group()
