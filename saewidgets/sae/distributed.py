@@ -18,6 +18,7 @@ ranks), and the AuxK term of ``topk``/``batchtopk`` normalises by each rank's er
 
 from __future__ import annotations
 
+import atexit
 import os
 from typing import Any
 
@@ -122,7 +123,15 @@ def init_process_group() -> tuple[int, int, torch.device]:
         device, backend = torch.device("cpu"), "gloo"
     if not dist.is_initialized():
         dist.init_process_group(backend)
+        atexit.register(_leave_process_group)
     return dist.get_rank(), dist.get_world_size(), device
+
+
+def _leave_process_group() -> None:
+    """Destroy the group this process joined, if still there, before interpreter teardown: a gloo group left for
+    C++ static destructors can abort a run that already finished ("terminate called without an active exception")."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _free_port() -> int:
