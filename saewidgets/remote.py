@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import torch
 
 from .cancel import CancelSignal, check_cancel
 from .model import ModelHandle, residual_of, with_residual
+
+if TYPE_CHECKING:
+    from .sae import SAE
 
 KEY_URL = "https://login.ndif.us"
 _HIDDEN = "<NDIF_API_KEY>"
@@ -120,7 +123,7 @@ class FeatureEdit:
     clamp: bool
 
     @classmethod
-    def of(cls, sae: Any, values: Mapping[int, float], mode: str = "clamp") -> "FeatureEdit":
+    def of(cls, sae: SAE, values: Mapping[int, float], mode: str = "clamp") -> "FeatureEdit":
         """The edit setting (``"clamp"``) or adding (``"add"``) ``values`` (feature -> activation) of ``sae``."""
         if mode not in ("clamp", "add"):
             raise ValueError(f"mode={mode!r} is not understood: use 'clamp' or 'add'.")

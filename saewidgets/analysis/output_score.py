@@ -28,7 +28,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
@@ -41,6 +41,9 @@ from .stats import FeatureStats
 from .steering import DEFAULT_CLAMP_MULTIPLE, clamp_values, generate, intervention_delta, steer_each
 from .steering_judge import as_terms, calibrate_fluency, judge_steering
 from .steering_sets import SELECTION_PROMPTS
+
+if TYPE_CHECKING:
+    from ..sae import SAE
 
 #: Neutral prompts the output score and the trial generations are measured on: the first six selection prompts
 #: (`SELECTION_PROMPTS`), never an evaluation prompt, so a feature is chosen on text other than the text it is
@@ -70,7 +73,7 @@ def concept_token_ids(model: ModelHandle, terms: str | Sequence[str]) -> list[in
 @torch.no_grad()
 def output_scores(
     model: ModelHandle,
-    sae: Any,
+    sae: SAE,
     stats: FeatureStats,
     features: Sequence[int],
     terms: str | Sequence[str],
@@ -150,7 +153,7 @@ class SteeringCandidate:
 
 def steering_search(
     model: ModelHandle,
-    sae: Any,
+    sae: SAE,
     stats: FeatureStats,
     query: str,
     n: int = 5,

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -40,6 +40,9 @@ from ..model import ModelHandle
 from ..activation_source import is_activation_source
 from ..sae.provenance import check_activations
 from ._common import ENCODE_CHUNK_ROWS, check_feature, encode_rows, n_features_of, sae_layer
+
+if TYPE_CHECKING:
+    from ..sae import SAE
 
 _TENSORS = "feature_stats.safetensors"
 _META = "feature_stats.json"
@@ -165,7 +168,7 @@ class FeatureStats:
             ]
         return self._texts[self.check_feature(feature)]
 
-    def check_matches(self, sae: Any) -> None:
+    def check_matches(self, sae: SAE) -> None:
         """Refuse statistics computed for another SAE (compared by ``sae.fingerprint()``)."""
         theirs = sae.fingerprint()
         if theirs != self.fingerprint:
@@ -220,7 +223,7 @@ class FeatureStats:
         return Path(path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, sae: Any = None) -> FeatureStats:
+    def load(cls, path: str | os.PathLike, sae: SAE | None = None) -> FeatureStats:
         """Read statistics written by `save`; with ``sae``, also check they belong to it."""
         path = Path(path)
         finish_interrupted_save(path)
@@ -261,7 +264,7 @@ class FeatureStats:
 
 def feature_stats(
     model: ModelHandle,
-    sae: Any,
+    sae: SAE,
     corpus_or_activations: Any,
     layer: int | str | None = None,
     n_tokens: int | None = None,
@@ -386,7 +389,7 @@ def _memory_for_tables() -> int:
 
 def _as_activations(
     model: ModelHandle,
-    sae: Any,
+    sae: SAE,
     source: Any,
     layer: int,
     n_tokens: int | None,
@@ -428,7 +431,7 @@ class _Codes:
 
     @classmethod
     @torch.no_grad()
-    def encode(cls, sae: Any, x: torch.Tensor, chunk: int = ENCODE_CHUNK_ROWS) -> _Codes:
+    def encode(cls, sae: SAE, x: torch.Tensor, chunk: int = ENCODE_CHUNK_ROWS) -> _Codes:
         """The active features of residual rows ``x`` (encoded ``chunk`` rows at a time, like `encode_rows`, on
         the SAE's device); the triples come back to the CPU, where the tables live."""
         n_features = n_features_of(sae)

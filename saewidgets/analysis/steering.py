@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -28,6 +28,9 @@ from ..model import ModelHandle
 from ..remote import FeatureEdit, steered_generate
 from ._common import check_feature, check_finite, content_mask, decoder_directions, left_padded_batch, sae_layer
 from .stats import FeatureStats
+
+if TYPE_CHECKING:
+    from ..sae import SAE
 
 #: Clamp strength (multiple of max activation) used by default and by the steering panel and tutorial.
 #: Measured on Gemma 3 270M with the demo SAEs (TopK, 2048 features, k 32, blocks 9 and 12), greedy decoding with
@@ -88,7 +91,7 @@ class SteeringResult:
         return "\n".join(lines)
 
 
-def _strengths(sae: Any, features: Mapping[int, float] | int | Sequence[int]) -> dict[int, float]:
+def _strengths(sae: SAE, features: Mapping[int, float] | int | Sequence[int]) -> dict[int, float]:
     if isinstance(features, Mapping):
         pairs = features.items()
     elif isinstance(features, (int, torch.Tensor)) or hasattr(features, "__index__"):
@@ -102,7 +105,7 @@ def _strengths(sae: Any, features: Mapping[int, float] | int | Sequence[int]) ->
 
 
 def clamp_values(
-    sae: Any, features: Mapping[int, float] | int | Sequence[int], stats: FeatureStats | None, units: Units, mode: Mode
+    sae: SAE, features: Mapping[int, float] | int | Sequence[int], stats: FeatureStats | None, units: Units, mode: Mode
 ) -> dict[int, float]:
     """Activation values to clamp to (or add) per feature, from strengths in ``units``; warns on absurd ones."""
     strengths = _strengths(sae, features)
@@ -141,7 +144,7 @@ def clamp_values(
 
 
 def intervention_delta(
-    sae: Any, hidden: torch.Tensor, values: dict[int, float], mode: Mode, directions: torch.Tensor | None
+    sae: SAE, hidden: torch.Tensor, values: dict[int, float], mode: Mode, directions: torch.Tensor | None
 ) -> torch.Tensor:
     """What the intervention adds to residuals ``hidden [B, T, d]``: ``decode(f') - decode(f)`` or ``sum v d``.
 
@@ -159,7 +162,7 @@ def intervention_delta(
 
 def steer(
     model: ModelHandle,
-    sae: Any,
+    sae: SAE,
     prompts: str | Sequence[str],
     features: Mapping[int, float] | int | Sequence[int],
     stats: FeatureStats | None = None,
@@ -320,7 +323,7 @@ MAX_BATCH_ROWS = 64
 
 def steer_each(
     model: ModelHandle,
-    sae: Any,
+    sae: SAE,
     prompts: str | Sequence[str],
     interventions: Sequence[Mapping[int, float]],
     stats: FeatureStats | None = None,

@@ -9,7 +9,10 @@ purpose (e.g. the same model saved under another name, or to study how features 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .base import SAE
 
 # Names TransformerLens (and so SAELens) gives models whose Hugging Face ids differ by more than the organisation.
 _MODEL_ALIASES = {"gpt2-small": "gpt2"}
@@ -33,7 +36,7 @@ def same_model(recorded: str, in_use: str) -> bool:
     return key(recorded) == key(in_use)
 
 
-def recorded_layer(sae: Any) -> int | None:
+def recorded_layer(sae: SAE) -> int | None:
     """The block whose output the SAE was trained on: its config's ``layer``, else the number in its ``site``."""
     cfg = getattr(sae, "cfg", None)
     layer = getattr(cfg, "layer", None)
@@ -43,7 +46,7 @@ def recorded_layer(sae: Any) -> int | None:
     return layer
 
 
-def check_compatible(sae: Any, model: Any, layer: Any = None, *, check_provenance: bool = True) -> int:
+def check_compatible(sae: SAE, model: Any, layer: Any = None, *, check_provenance: bool = True) -> int:
     """The block index at which ``sae`` reads ``model`` (``layer``, else the one the SAE records), after checking it can.
 
     Raises `ValueError` when the widths differ (always: the SAE cannot read this model at all), and
@@ -91,7 +94,7 @@ def check_compatible(sae: Any, model: Any, layer: Any = None, *, check_provenanc
 
 
 def check_activations(
-    activations: Any, sae: Any, model: Any = None, layer: int | None = None, *, check_provenance: bool = True
+    activations: Any, sae: SAE, model: Any = None, layer: int | None = None, *, check_provenance: bool = True
 ) -> None:
     """Raise `SAEMismatchError` if ``activations`` (an `Activations` or store, which record where they were read)
     come from another model or layer than ``model``/``layer`` (default: those the SAE records).

@@ -46,6 +46,7 @@ from .static_html import (
 from .steering_panel import SteeringPanel
 
 if TYPE_CHECKING:
+    from ..sae import SAE
     from ..analysis.results import SteeringExample
 
 # Static pages embed every feature's card up to this many features; beyond it, the densest ones (plus the
@@ -120,7 +121,7 @@ class Explorer(_ExplorerState):  # type: ignore[misc, valid-type]
     def __init__(
         self,
         model: Any = None,
-        sae: Any = None,
+        sae: SAE | None = None,
         stats: Any = None,
         geometry: Any = None,
         logit_effects: Any = None,

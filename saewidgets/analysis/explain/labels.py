@@ -19,9 +19,12 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..._atomic_write import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from ...sae import SAE
 
 _FORMAT_VERSION = 1
 KINDS = ("pattern", "llm")
@@ -132,7 +135,7 @@ class Labels:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, sae: Any = None) -> Labels:
+    def load(cls, path: str | os.PathLike, sae: SAE | None = None) -> Labels:
         """Read labels written by `save`; with ``sae``, also check they belong to it."""
         path = Path(path)
         try:

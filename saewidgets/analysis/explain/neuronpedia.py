@@ -49,18 +49,21 @@ import math
 import os
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..._atomic_write import atomic_dir
 from ..logits import LogitEffects
 from ..stats import FeatureStats
 from .labels import Explanation, Labels
 
+if TYPE_CHECKING:
+    from ...sae import SAE
+
 _FORMAT = "saewidgets-neuronpedia"
 _VERSION = 1
 
 
-def _source_names(sae: Any, stats: FeatureStats, model_id: str | None, source: str | None) -> tuple[str, str]:
+def _source_names(sae: SAE, stats: FeatureStats, model_id: str | None, source: str | None) -> tuple[str, str]:
     """Neuronpedia's model id and source (its "layer" id): given, else from the SAE's ``neuronpedia_id``
     ("model/source"), else from the statistics."""
     np_id = getattr(getattr(sae, "cfg", None), "neuronpedia_id", None) if sae is not None else None
@@ -76,7 +79,7 @@ def export_neuronpedia(
     *,
     labels: Labels | None = None,
     logit_effects: LogitEffects | None = None,
-    sae: Any = None,
+    sae: SAE | None = None,
     model_id: str | None = None,
     source: str | None = None,
     dataset: str = "",
@@ -146,7 +149,7 @@ def export_neuronpedia(
 
 
 def _feature(
-    stats: FeatureStats, i: int, effects: LogitEffects | None, sae: Any, dataset: str, n_prompts_total: int, window: int
+    stats: FeatureStats, i: int, effects: LogitEffects | None, sae: SAE, dataset: str, n_prompts_total: int, window: int
 ) -> dict[str, Any]:
     hist = stats.histogram(i)
     counts, edges = hist["counts"], hist["edges"]

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -35,6 +35,9 @@ from .labels import Labels
 from .llm import LanguageModelExplainer
 from .prompts import TASKS
 from .records import marked_text, plain_text
+
+if TYPE_CHECKING:
+    from ...sae import SAE
 
 NOT_ACTIVE = -1  # the band of a non-activating example
 
@@ -51,7 +54,7 @@ class ScoringExamples:
 
 def held_out_examples(
     model: ModelHandle,
-    sae: Any,
+    sae: SAE,
     activations: Any,
     stats: FeatureStats,
     features: list[int],
