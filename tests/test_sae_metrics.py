@@ -101,3 +101,16 @@ def test_nan_in_held_out_activations_is_located():
     x[4, 2] = math.nan
     with pytest.raises(FloatingPointError, match="row 4, column 2"):
         evaluate_sae(identity_sae(8), x)
+
+
+def test_lm_loss_does_not_depend_on_how_texts_are_batched(tiny_gemma):
+    """The loss is taken one text at a time within a batch (no copy of the [batch, context, vocab] logits), and
+    the default batch is sized by the logits' bytes: every batching gives the same three losses."""
+    from saewidgets.sae.metrics import lm_loss_with_sae
+
+    sae = identity_sae(tiny_gemma.d_model, layer=0, decoder_scale=0.5)
+    texts = TEXTS + ["A short one.", "Commuters crossed the bridge in the fog while the ferries waited at the pier."]
+    by_batch = [lm_loss_with_sae(sae, tiny_gemma, texts, batch_size=b) for b in (None, 1, 2, len(texts))]
+    for other in by_batch[1:]:
+        assert other[3] == by_batch[0][3]
+        assert other[:3] == pytest.approx(by_batch[0][:3], rel=1e-5)

@@ -87,15 +87,16 @@ def evaluate_sae(
     layer: int | str | None = None,
     batch_size: int = 4096,
     context_len: int = 128,
-    text_batch_size: int = 8,
+    text_batch_size: int | None = None,
     density_bins: int = 40,
     progress: bool = False,
     check_provenance: bool = True,
 ) -> SAEMetrics:
     """Measure ``sae`` on held-out ``activations`` (``[N, d]`` tensor/array or `Activations`) and, given a model
     handle and texts, the model's loss with the SAE spliced in at ``layer`` (default: the layer it was trained on).
-    ``progress`` shows a bar over the text batches (three traces each: clean, SAE spliced, zero-ablated).
-    Activations, model and layer must be those the SAE was trained on (`check_compatible`), unless
+    ``progress`` shows a bar over the text batches (three traces each: clean, SAE spliced, zero-ablated);
+    ``text_batch_size`` texts go per trace (default: as many as keep one batch's logits near 128 MB, see
+    `lm_loss_with_sae`). Activations, model and layer must be those the SAE was trained on (`check_compatible`), unless
     ``check_provenance=False``."""
     rows = as_rows(activations)
     if len(rows) < 2:
@@ -161,6 +162,11 @@ def _reconstruction_metrics(sae: SAE, rows: Any, batch_size: int, density_bins: 
     )
 
 
+#: Bytes of float32 logits one LM-loss batch may hold by default: a ``[batch, context, vocab]`` block is 134 MB per
+#: 128-token text for Gemma's 262k-token vocabulary, so a fixed batch of 8 peaked at 5 GB with its copies.
+LOGITS_BUDGET = 2**27
+
+
 @torch.no_grad()
 def lm_loss_with_sae(
     sae: SAE,
@@ -169,15 +175,23 @@ def lm_loss_with_sae(
     *,
     layer: int | str | None = None,
     context_len: int = 128,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     progress: bool = False,
     check_provenance: bool = True,
 ) -> tuple[float, float, float, int]:
-    """(CE clean, CE with the SAE spliced in, CE with the layer zero-ablated, predicted tokens), in nats/token."""
+    """(CE clean, CE with the SAE spliced in, CE with the layer zero-ablated, predicted tokens), in nats/token.
+
+    ``batch_size`` texts go per trace; by default as many as keep the batch's ``[batch, context, vocab]`` float32
+    logits within `LOGITS_BUDGET` (at least one). The loss is taken one text at a time, so no copy of the logits
+    block is made; only one mode's logits are alive at a time.
+    """
     layer = check_compatible(sae, model, layer, check_provenance=check_provenance)
     if isinstance(texts, str) or not texts:
         raise ValueError("texts must be a non-empty list of strings.")
     inputs = [model.encode(t)[:context_len] for t in texts]
+    if batch_size is None:
+        width = max(len(i) for i in inputs)
+        batch_size = max(1, LOGITS_BUDGET // (width * model.vocab_size * 4))
     totals = {mode: 0.0 for mode in ("clean", "sae", "zero")}
     count = 0
     from tqdm.auto import tqdm
@@ -188,10 +202,10 @@ def lm_loss_with_sae(
         targets = mask[:, 1:].bool() & mask[:, :-1].bool()
         for mode in totals:
             logits = _logits(sae, model, layer, ids, mask, splice, mode)
-            nll = torch.nn.functional.cross_entropy(
-                logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="none"
-            )
-            totals[mode] += float(nll[targets.flatten()].sum())
+            for row in range(len(ids)):
+                nll = torch.nn.functional.cross_entropy(logits[row, :-1].float(), ids[row, 1:], reduction="none")
+                totals[mode] += float(nll[targets[row]].sum())
+            del logits, nll
         count += int(targets.sum())
     if count == 0:
         raise ValueError("The texts give no next-token predictions (each needs at least two tokens).")
