@@ -37,9 +37,24 @@ NEW_TOKENS = 24
 ALPHAS = (0.25, 0.5, 0.75)
 #: Clamp strengths `recipe_calibrated` lets `steering_search` choose from (multiples of max activation).
 MULTIPLES = (1.0, 1.5, 2.0, 3.0)
+#: Clamp strengths the family variants let `steering_search` choose from: several features clamped together push
+#: harder than one, so gentler ones than the recipe's 2x are offered too.
+FAMILY_MULTIPLES = (1.0, 1.5, 2.0)
 #: Bump when a method's code changes, so cached results of the old code are not reused.
 VERSION = 1
 RESULTS = Path(__file__).resolve().parent / "results" / "steering.json"
+
+
+def _validation_prompts() -> tuple[str, ...]:
+    from saewidgets.analysis import SELECTION_PROMPTS
+    from saewidgets.analysis.output_score import SCORING_PROMPTS
+
+    return tuple(p for p in SELECTION_PROMPTS if p not in SCORING_PROMPTS)
+
+
+#: Selection prompts `steering_search` does not try features on (its trials use `SCORING_PROMPTS`): the SAE
+#: methods are also judged on these, and a change to the recipe is chosen by this rate, never by the evaluation one.
+VALIDATION_PROMPTS = _validation_prompts()
 
 
 def instruction(concept: Any) -> str:
@@ -165,35 +180,46 @@ def search(model: Any, art: Any, concept: Any, **options: Any) -> dict[str, Any]
 
 
 def clamped(model: Any, art: Any, concept: Any, hit: dict[str, Any], multiple: float) -> dict[str, Any]:
-    """Clamp the feature of ``hit`` at ``multiple`` on the evaluation prompts."""
+    """Clamp the feature (or family) of ``hit`` at ``multiple`` on the evaluation prompts, and on the selection
+    prompts the search did not try them on (`VALIDATION_PROMPTS`: what choosing among recipes may look at)."""
     from saewidgets.analysis import steer
     from saewidgets.analysis.steering_sets import EVALUATION_PROMPTS
 
     if not hit:
         return {"rate": 0.0, "setting": "steering_search found no feature that steered", "judgement": None}
-    prompts = tuple(EVALUATION_PROMPTS)
-    out = judged(
-        model,
-        "clamp",
-        {"sae": art.sae.fingerprint(), "feature": hit["feature"], "multiple": multiple},
-        prompts,
-        lambda: (
-            steer(
-                model,
-                art.sae,
-                prompts,
-                {hit["feature"]: multiple},
-                stats=art.stats,
-                max_new_tokens=NEW_TOKENS,
-                include_default=False,
-            ).steered
-        ),
-        concept.terms,
-    )
+    features = hit.get("family") or [hit["feature"]]
+    key = {"sae": art.sae.fingerprint(), "feature": hit["feature"], "multiple": multiple}
+    if len(features) > 1:
+        key["family"] = features
+
+    def at(prompts: tuple[str, ...]) -> dict[str, Any]:
+        return judged(
+            model,
+            "clamp",
+            key,
+            prompts,
+            lambda: (
+                steer(
+                    model,
+                    art.sae,
+                    prompts,
+                    dict.fromkeys(features, multiple),
+                    stats=art.stats,
+                    max_new_tokens=NEW_TOKENS,
+                    include_default=False,
+                ).steered
+            ),
+            concept.terms,
+        )
+
+    validation = at(VALIDATION_PROMPTS)["rate"]
+    out = at(tuple(EVALUATION_PROMPTS))
+    what = f"features {'+'.join(map(str, features))}" if len(features) > 1 else f"feature {hit['feature']}"
     return {
         "rate": out["rate"],
+        "validation": validation,
         "judgement": out,
-        "setting": f"feature {hit['feature']} at {multiple:g}x (trial rate {hit['hit_rate']:.0%})",
+        "setting": f"{what} at {multiple:g}x (trial rate {hit['hit_rate']:.0%}, validation {validation:.0%})",
     }
 
 
@@ -205,6 +231,24 @@ def recipe(model: Any, art: Any, concept: Any) -> dict[str, Any]:
 def recipe_calibrated(model: Any, art: Any, concept: Any) -> dict[str, Any]:
     """The search also calibrates the clamp (1x-3x on its selection prompts); clamp at the strength it chose."""
     hit = search(model, art, concept, multiples=MULTIPLES)
+    return clamped(model, art, concept, hit, hit.get("multiple", 2.0))
+
+
+def whole_term(model: Any, art: Any, concept: Any) -> dict[str, Any]:
+    """The shortlist ranked by the whole terms' log probability (" Golden Gate") instead of their first tokens'."""
+    hit = search(model, art, concept, whole_terms=True)
+    return clamped(model, art, concept, hit, hit.get("multiple", 2.0))
+
+
+def family(model: Any, art: Any, concept: Any) -> dict[str, Any]:
+    """The best 2 and 3 features that steered alone also tried together (at 1x-2x each); the best of all."""
+    hit = search(model, art, concept, family=3, multiples=FAMILY_MULTIPLES)
+    return clamped(model, art, concept, hit, hit.get("multiple", 2.0))
+
+
+def whole_term_family(model: Any, art: Any, concept: Any) -> dict[str, Any]:
+    """Both: whole-term ranking of the shortlist, then families."""
+    hit = search(model, art, concept, whole_terms=True, family=3, multiples=FAMILY_MULTIPLES)
     return clamped(model, art, concept, hit, hit.get("multiple", 2.0))
 
 
@@ -231,14 +275,17 @@ METHODS: dict[str, Callable[[Any, Any, Any], dict[str, Any]]] = {
     "recipe": recipe,
     "recipe-calibrated": recipe_calibrated,
     "decoder-added": decoder_added,
+    "whole-term": whole_term,
+    "family": family,
+    "whole-term+family": whole_term_family,
     "diffmean": diffmean,
     "prompting": prompting,
 }
 #: Methods that need a trained SAE.
-SAE_METHODS = ("recipe", "recipe-calibrated", "decoder-added")
+SAE_METHODS = ("recipe", "recipe-calibrated", "decoder-added", "whole-term", "family", "whole-term+family")
 #: The item-4 variants run on the Golden Gate Bridge only: on two shared CPU cores each costs several minutes per
 #: concept, and the bridge is the target the issue sets first.
-VARIANTS, VARIANT_CONCEPTS = ("recipe-calibrated", "decoder-added"), 1
+VARIANTS, VARIANT_CONCEPTS = ("recipe-calibrated", "decoder-added", "whole-term", "family", "whole-term+family"), 1
 
 
 class Demo:

@@ -27,7 +27,7 @@ from saewidgets.analysis import (
     steering_search,
     token_activations,
 )
-from saewidgets.analysis.output_score import concept_token_ids
+from saewidgets.analysis.output_score import concept_token_ids, term_spellings
 from saewidgets.analysis.steering import generate
 from saewidgets.analysis.steering_judge import calibrate_fluency, judge_steering
 from saewidgets.analysis.logits import norm_gain
@@ -684,3 +684,108 @@ def test_pca_by_eigh_spans_the_leading_principal_subspace():
     # same subspace: each reduced axis is +-1 times the SVD's (distinct variances), signs fixed deterministically
     assert np.allclose(np.abs(reduced), np.abs(projected), atol=1e-3)
     assert np.array_equal(_pca(points, 10), reduced)
+
+
+def reference_term_score(model, sae, prompt: str, feature: int, value: float, spellings: list[str]) -> float:
+    """The rise in log sum_s p(s | prompt) over ``spellings`` (each the product of its tokens' probabilities) when
+    ``feature`` is clamped to ``value`` at every token but BOS, with a plain forward hook, one row at a time."""
+    block = model.hf.get_submodule(model.site_name(LAYER))
+
+    def logprob(spelling: str) -> torch.Tensor:
+        head = model.encode(prompt)
+        tail = model.tokenizer.encode(spelling, add_special_tokens=False)
+        ids = torch.tensor([head + tail])
+        with torch.no_grad():
+            logprobs = model.hf(ids).logits[0].float().log_softmax(-1)
+        return sum(logprobs[len(head) - 1 + i, t] for i, t in enumerate(tail))
+
+    def clamp(module, inputs, output):
+        h = output[0] if isinstance(output, tuple) else output
+        keep = torch.ones(h.shape[1], dtype=torch.bool)
+        if model.bos_id is not None:
+            keep[0] = False
+        f = sae.encode(h)
+        g = f.clone()
+        g[0, keep, feature] = value
+        new = h + sae.decode(g) - sae.decode(f)
+        return (new, *output[1:]) if isinstance(output, tuple) else new
+
+    before = torch.stack([logprob(s) for s in spellings]).logsumexp(0)
+    handle = block.register_forward_hook(clamp)
+    try:
+        after = torch.stack([logprob(s) for s in spellings]).logsumexp(0)
+    finally:
+        handle.remove()
+    return float(after - before)
+
+
+def test_whole_term_scores_equal_plain_pytorch_hooks(tiny, sae, stats):
+    prompts = ["I went for a walk and saw", "The fog"]
+    features = [0, 3, 5, 7, 11]
+    terms = ["Golden Gate Bridge", "bay"]
+    spellings = term_spellings(terms)
+    assert spellings == [" Bay", " Golden Gate Bridge", " bay"]
+    scores = output_scores(
+        tiny, sae, stats, features, terms, multiple=3.0, prompts=prompts, progress=False, whole_terms=True
+    )
+    first_token = output_scores(tiny, sae, stats, features, terms, multiple=3.0, prompts=prompts, progress=False)
+    assert not torch.allclose(scores, first_token)  # a different measure, not the first-token one renamed
+    for feature, score in zip(features, scores.tolist()):
+        value = 3.0 * float(stats.max_act[feature])
+        expected = np.mean([reference_term_score(tiny, sae, p, feature, value, spellings) for p in prompts])
+        assert score == pytest.approx(expected, abs=1e-4)
+
+
+def test_steering_search_tries_the_best_features_together_as_a_family(tiny_gemma):
+    """``family=3``: the best two and three features that succeeded alone are clamped together, each at each
+    multiple, and come back as candidates whose rate is that of steering with their ``clamps``. (The tiny Gemma,
+    whose random continuations name "Francisco" often enough for several features to succeed alone.)"""
+    tiny, sae = tiny_gemma, make_sae(tiny_gemma.d_model)
+    stats = feature_stats(
+        tiny, sae, harvest(tiny, _TRAINING_TEXT, LAYER, progress=False), top_k=5, context=(3, 2), progress=False
+    )
+    options = {
+        "terms": ["Francisco", "Francis", "bridge"],
+        "candidates": 12,
+        "shortlist": 12,
+        "multiples": (1.0, 2.0, 3.0),
+        "prompts": ["The fog", "I went for a walk and saw"],
+        "max_new_tokens": 12,
+        "progress": False,
+    }
+    alone = steering_search(tiny, sae, stats, "a", n=12, **options)
+    assert len(alone) >= 2, alone  # else this test would not exercise families
+    hits = steering_search(tiny, sae, stats, "a", n=12, family=3, **options)
+    families = {h.family: h for h in hits if h.family}
+    prompts, terms = options["prompts"], options["terms"]
+    default = generate(tiny, prompts, max_new_tokens=12)
+    fluency = calibrate_fluency(tiny, prompts, max_new_tokens=12, default=default)
+    checked = 0
+    for k in range(2, min(3, len(alone)) + 1):
+        group = tuple(h.feature for h in alone[:k])
+        rates = {
+            m: judge_steering(
+                tiny,
+                prompts,
+                default,
+                steer(tiny, sae, prompts, dict.fromkeys(group, m), stats=stats, max_new_tokens=12).steered,
+                terms,
+                fluency,
+            ).rate
+            for m in options["multiples"]
+        }
+        top = max(rates.values())
+        if top == 0:
+            assert group not in families  # a family whose trials all failed is not presented either
+            continue
+        family = families[group]
+        assert (family.hit_rate, family.multiple) == (top, min(m for m in rates if rates[m] == top))
+        assert family.feature == group[0] and family.clamps == dict.fromkeys(group, family.multiple)
+        checked += 1
+    assert checked, hits  # at least one family succeeded, so the comparison above ran
+    # singles come back as before, ranked with the families by their trials (fewer features first on a tie)
+    assert [h for h in hits if not h.family] == alone[: len([h for h in hits if not h.family])]
+    assert [(-h.hit_rate, len(h.family)) for h in hits] == sorted((-h.hit_rate, len(h.family)) for h in hits)
+    assert alone[0].clamps == {alone[0].feature: alone[0].multiple} and alone[0].to_dict()["family"] == []
+    with pytest.raises(ValueError, match="family=0 is too small"):
+        steering_search(tiny, sae, stats, "a", family=0, **options)

@@ -126,3 +126,33 @@ def test_steer_each_equals_one_steer_call_per_intervention(tiny, monkeypatch):
     for features, texts in zip(interventions, batched):
         one = steer(tiny, sae, prompts, features, units="activation", max_new_tokens=6, include_default=False)
         assert texts == one.steered
+
+
+def test_steering_panel_shows_feature_and_vector_steering_side_by_side(tiny, acts):
+    """`SteeringPanel.for_model` with a DiffMean vector: one Generate clamps the feature (`steer`) and adds the
+    vector (`steer_vector`) on the same prompt; each column shows what that call returns, with its hit rate."""
+    from saewidgets.analysis import feature_stats, steer
+    from saewidgets.sae import SAE, SAEConfig
+    from saewidgets.widgets.steering_panel import SteeringPanel
+
+    sae = SAE(SAEConfig(d_in=tiny.d_model, n_features=16, architecture="topk", k=4, layer=LAYER)).eval()
+    stats = feature_stats(tiny, sae, acts, top_k=3, context=(2, 1), progress=False)
+    vector = steering_vector(acts, np.unique(acts.doc_ids)[:1].tolist())
+    terms = ["the", "a"]
+    panel = SteeringPanel.for_model(
+        tiny, sae, stats, vector, terms=terms, feature=3, multiple=2.0, prompt="The fog", background=False
+    )
+    assert panel.has_vector and panel.vector_name == "DiffMean vector" and panel.vector_texts == []
+    panel.alpha = 0.75
+    assert panel.generate(wait=True) and panel.error == ""
+    clamped = steer(tiny, sae, "The fog", {3: 2.0}, stats=stats, terms=terms)
+    added = steer_vector(tiny, "The fog", vector, 0.75, terms=terms)
+    assert panel.steered_texts == clamped.steered and panel.default_texts == clamped.default
+    assert panel.vector_texts == added.steered and panel.vector_alpha == 0.75
+    assert (panel.hit_rate, panel.vector_hit_rate) == (clamped.hit_rate, added.hit_rate)
+    assert "DiffMean vector" in panel._fallback_html()
+    with pytest.raises(Exception, match="alpha: the vector's strength"):
+        panel.alpha = -1.0
+    alone = SteeringPanel.for_model(tiny, sae, stats, prompt="The fog", background=False)
+    assert not alone.has_vector and alone.generate(wait=True) and alone.vector_texts == []
+    assert "DiffMean" not in alone._fallback_html()

@@ -72,6 +72,29 @@ def token_logprob_with_delta(
     return logprob.detach().cpu()
 
 
+def next_token_logprobs_with_delta(
+    model: ModelHandle, ids: torch.Tensor, attention_mask: torch.Tensor, layer: int, delta: torch.Tensor
+) -> torch.Tensor:
+    """`next_token_logprobs` with ``delta [B, T, d]`` added to the residual after block ``layer``; ``ids`` and
+    ``attention_mask [P, T]`` are repeated ``B // P`` times to match it (one batched trace): ``[B, T - 1]``."""
+    repeat = len(delta) // len(ids)
+    ids, attention_mask = ids.repeat(repeat, 1), attention_mask.repeat(repeat, 1)
+    targets = ids[:, 1:, None].to(model.device)
+    delta = delta.to(model.device)
+    nn, block = model.nn, model.block(layer)
+    with (
+        model.lock,
+        torch.no_grad(),
+        nn.trace({"input_ids": ids, "attention_mask": attention_mask}, **model.trace_kwargs),
+    ):
+        out = block.output
+        hidden = residual_of(out)
+        block.output = with_residual(out, hidden + delta.to(hidden.dtype))
+        logits = nn.output.logits[:, :-1].float()
+        logprob = (logits.gather(-1, targets)[..., 0] - logits.logsumexp(-1)).save()
+    return logprob.detach().cpu()
+
+
 def next_token_logprobs(model: ModelHandle, ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Log probability the unedited model gives each next token of ``ids [B, T]``: ``[B, T - 1]``, where entry
     ``t`` is ``log p(ids[:, t + 1] | ids[:, :t + 1])`` (meaningless where ``attention_mask`` marks padding).

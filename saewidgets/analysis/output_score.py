@@ -26,16 +26,17 @@ the concept without the clamp (`judge_steering`; fluency calibrated on the same 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
 
+from .._checks import whole_number
 from ..model import ModelHandle
-from ._common import check_features, content_mask, left_padded_batch, sae_layer
-from ._trace import residuals, token_logprob_with_delta
+from ._common import check_features, content_mask, left_padded_batch, prompt_ids, sae_layer
+from ._trace import next_token_logprobs_with_delta, residuals, token_logprob_with_delta
 from .search import search_contexts
 from .stats import FeatureStats
 from .steering import DEFAULT_CLAMP_MULTIPLE, clamp_values, generate, intervention_delta, steer_each
@@ -51,6 +52,9 @@ if TYPE_CHECKING:
 SCORING_PROMPTS: tuple[str, ...] = SELECTION_PROMPTS[:6]
 #: Candidate features clamped per forward pass (each adds one row per scoring prompt).
 FEATURES_PER_PASS = 4
+#: Rows per forward pass when scoring whole terms (one row per prompt and spelling of a term, per feature): each
+#: row holds its ``[tokens, vocab]`` logits (Gemma's vocabulary is 262k) while the pass runs.
+TERM_ROWS_PER_PASS = 48
 
 
 def concept_token_ids(model: ModelHandle, terms: str | Sequence[str]) -> list[int]:
@@ -82,6 +86,7 @@ def output_scores(
     layer: int | str | None = None,
     progress: bool = True,
     check_provenance: bool = True,
+    whole_terms: bool = False,
 ) -> torch.Tensor:
     """Output score of each of ``features`` for the concept named by ``terms``: ``[len(features)]`` nats.
 
@@ -89,6 +94,10 @@ def output_scores(
     of ``prompts``; the score is the mean, over the prompts' tokens, of the rise in the log probability that the
     next token starts one of ``terms`` (`concept_token_ids`). Positive: clamping pushes the model toward the
     concept. The clamp strength should be the one steering will use.
+
+    ``whole_terms=True`` scores whole terms instead of first tokens (`term_scores`): the rise in the log
+    probability that the text right after each prompt is one of ``terms`` in full, " Golden Gate" rather than
+    " Golden" (which "Golden Age" and "Golden Temple" share). It costs one row per prompt and spelling.
     """
     features = check_features(sae, features)
     if not features:
@@ -98,26 +107,105 @@ def output_scores(
     if not prompts:
         raise ValueError("output_scores() needs at least one neutral prompt.")
     layer = sae_layer(model, sae, layer, check_provenance)
+    if whole_terms:
+        return _whole_term_scores(model, sae, stats, features, terms, multiple, prompts, layer, progress)
     token_ids = concept_token_ids(model, terms)
     ids, attention = left_padded_batch(model, prompts)
     mask = content_mask(model, ids, attention)
     hidden = residuals(model, ids, layer, attention)
-    sae_hidden, sae_mask = hidden.to(sae.W_dec.device), mask[..., None].to(sae.W_dec.device)
     weight = mask.float() / mask.sum(-1, keepdim=True).clamp(min=1) / len(prompts)
     baseline = token_logprob_with_delta(model, ids, attention, layer, torch.zeros_like(hidden), token_ids)
 
     scores = []
-    chunks = range(0, len(features), FEATURES_PER_PASS)
-    for start in tqdm(chunks, desc="output scores", unit="pass", disable=not progress or len(chunks) < 2):
-        chunk = features[start : start + FEATURES_PER_PASS]
-        values = clamp_values(sae, {f: multiple for f in chunk}, stats, "max", "clamp")
-        delta = torch.cat(
-            [intervention_delta(sae, sae_hidden, {f: values[f]}, "clamp", None) * sae_mask for f in chunk]
-        )
+    for chunk, delta in _clamp_deltas(sae, stats, features, multiple, hidden, mask, FEATURES_PER_PASS, progress):
         logprob = token_logprob_with_delta(model, ids, attention, layer, delta, token_ids)
         gain = (logprob - baseline.repeat(len(chunk), 1)) * weight.repeat(len(chunk), 1)
         scores.append(gain.view(len(chunk), -1).sum(-1))
     return torch.cat(scores)
+
+
+def term_spellings(terms: str | Sequence[str]) -> list[str]:
+    """How each of ``terms`` is written as the next words of a text: with a leading space, as given and
+    capitalised (" Golden Gate", " music", " Music")."""
+    return sorted({" " + spelling for term in as_terms(terms) for spelling in (term, term[0].upper() + term[1:])})
+
+
+def term_rows(
+    model: ModelHandle, prompts: Sequence[str], terms: str | Sequence[str]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each prompt followed by each `term_spellings` of ``terms``, left-padded: ids and attention ``[P * S, T]``
+    (prompt-major), and ``[P * S, T - 1]`` True where the next-token log probability is one of the term's tokens."""
+    spellings = term_spellings(terms)
+    rows, spans = [], []
+    for prompt in prompts:
+        head = prompt_ids(model, prompt)[0].tolist()
+        for spelling in spellings:
+            tail = model.tokenizer.encode(spelling, add_special_tokens=False)
+            rows.append(head + tail)
+            spans.append(len(tail))
+    width = max(len(r) for r in rows)
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    attention = torch.zeros_like(ids)
+    target = torch.zeros((len(rows), width - 1), dtype=torch.bool)
+    for i, (r, n) in enumerate(zip(rows, spans)):
+        ids[i, width - len(r) :], attention[i, width - len(r) :] = torch.tensor(r), 1
+        target[i, width - 1 - n :] = True
+    return ids, attention, target
+
+
+def _whole_term_scores(
+    model: ModelHandle,
+    sae: Any,
+    stats: FeatureStats,
+    features: list[int],
+    terms: str | Sequence[str],
+    multiple: float,
+    prompts: list[str],
+    layer: int,
+    progress: bool,
+) -> torch.Tensor:
+    """`output_scores` with ``whole_terms=True``: per feature, the mean over prompts of the rise in
+    ``log sum_spelling p(spelling | prompt)``, each spelling's probability the product over its tokens (the
+    clamp on at every token, the term's included, as when generating)."""
+    n_spellings = len(term_spellings(terms))
+    ids, attention, target = term_rows(model, prompts, terms)
+    mask = content_mask(model, ids, attention)
+    hidden = residuals(model, ids, layer, attention)
+
+    def term_logprob(logprob: torch.Tensor) -> torch.Tensor:  # [F * P * S, T - 1] -> [F]
+        per_row = torch.where(target.repeat(len(logprob) // len(target), 1), logprob, 0.0).sum(-1)  # padding: NaN
+        return per_row.view(-1, len(prompts), n_spellings).logsumexp(-1).mean(-1)
+
+    baseline = term_logprob(next_token_logprobs_with_delta(model, ids, attention, layer, torch.zeros_like(hidden)))
+    per_pass = max(1, TERM_ROWS_PER_PASS // len(ids))
+    scores = []
+    for _, delta in _clamp_deltas(sae, stats, features, multiple, hidden, mask, per_pass, progress):
+        scores.append(term_logprob(next_token_logprobs_with_delta(model, ids, attention, layer, delta)) - baseline)
+    return torch.cat(scores)
+
+
+def _clamp_deltas(
+    sae: Any,
+    stats: FeatureStats,
+    features: list[int],
+    multiple: float,
+    hidden: torch.Tensor,
+    mask: torch.Tensor,
+    per_pass: int,
+    progress: bool,
+) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """``per_pass`` features at a time, with what clamping each at ``multiple`` x its max adds to ``hidden
+    [P, T, d]`` where ``mask [P, T]`` (real tokens but BOS): ``[len(chunk) * P, T, d]``, feature-major."""
+    sae_hidden, sae_mask = hidden.to(sae.W_dec.device), mask[..., None].to(sae.W_dec.device)
+    chunks = range(0, len(features), per_pass)
+    for start in tqdm(chunks, desc="output scores", unit="pass", disable=not progress or len(chunks) < 2):
+        chunk = features[start : start + per_pass]
+        values = clamp_values(sae, dict.fromkeys(chunk, multiple), stats, "max", "clamp")
+        yield (
+            chunk,
+            torch.cat([intervention_delta(sae, sae_hidden, {f: values[f]}, "clamp", None) * sae_mask for f in chunk]),
+        )
 
 
 @dataclass(frozen=True)
@@ -133,7 +221,9 @@ class SteeringCandidate:
         n_trials: how many trial prompts that fraction is over.
         output_score: the rise in log probability of the terms' first tokens when clamped (nats, `output_scores`).
         steered: its trial continuation of the first prompt.
-        fraction, max_act, density, example: from the context search (`search_contexts`).
+        fraction, max_act, density, example: from the context search (`search_contexts`), of ``feature``.
+        family: with ``steering_search(..., family=k)``, the features clamped together (``feature`` first, the
+            best alone), each at ``multiple``; empty for one feature.
     """
 
     feature: int
@@ -146,9 +236,15 @@ class SteeringCandidate:
     max_act: float
     density: float
     example: str
+    family: tuple[int, ...] = ()
+
+    @property
+    def clamps(self) -> dict[int, float]:
+        """What to pass to `steer`: ``{feature: multiple}`` for every feature it clamped in its trials."""
+        return {f: self.multiple for f in (self.family or (self.feature,))}
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "family": list(self.family)}
 
 
 def steering_search(
@@ -165,6 +261,8 @@ def steering_search(
     max_new_tokens: int = 20,
     progress: bool = True,
     check_provenance: bool = True,
+    whole_terms: bool = False,
+    family: int = 1,
 ) -> list[SteeringCandidate]:
     """The features that steered toward ``query`` in trials, best first, each with the strength that worked best.
 
@@ -173,6 +271,7 @@ def steering_search(
     against the unclamped continuations (fluency calibrated on those). Only features whose trials succeeded at
     least once are returned: a feature whose trials all failed is not presented as a way to steer. When none
     succeeded, a warning says so (with the best output score and what its trial wrote) and the list is empty.
+    Steer with what a candidate ran: ``steer(model, sae, prompt, hit.clamps, stats=stats)``.
 
     Args:
         query: phrase searched for in the top contexts (as `search_contexts`), e.g. "Golden Gate".
@@ -190,9 +289,14 @@ def steering_search(
         prompts: neutral prompts to try on: selection prompts (`SELECTION_PROMPTS`), never the ones you judge on.
         max_new_tokens: length of each trial continuation.
         check_provenance: refuse an SAE recorded for another model or layer (False: search with it anyway).
+        whole_terms: rank the shortlist by the whole terms' log probability (`output_scores` ``whole_terms``)
+            rather than their first tokens'.
+        family: also try the best 2, ..., ``family`` features that succeeded alone clamped together (each at each
+            of ``multiples``): a concept an SAE splits over several features may need them all. A family is
+            returned as one candidate (``family``, ``clamps``), ranked with the single features by its trials.
 
-    Returns `SteeringCandidate` s sorted by ``hit_rate``, then ``output_score`` (the gentler multiple on a tie).
-    Empty when no top context contains ``query`` or no trial succeeded (with a warning).
+    Returns `SteeringCandidate` s sorted by ``hit_rate``, then fewer features, then ``output_score`` (the gentler
+    multiple on a tie). Empty when no top context contains ``query`` or no trial succeeded (with a warning).
     """
     if not query.strip():
         raise ValueError("steering_search() needs a non-empty query, e.g. 'Golden Gate'.")
@@ -201,6 +305,7 @@ def steering_search(
     multiples = sorted({float(m) for m in multiples})
     if not multiples:
         raise ValueError("steering_search() needs at least one clamp multiple to try, e.g. multiples=(2.0,).")
+    family = whole_number("family", family, 1)
     prompts = list(prompts)
     hits: dict[int, dict[str, Any]] = {}
     for beyond_query in (False, True):
@@ -217,43 +322,60 @@ def steering_search(
     default = generate(model, prompts, max_new_tokens=max_new_tokens)
     fluency = calibrate_fluency(model, prompts, max_new_tokens=max_new_tokens, default=default)
     scores = output_scores(
-        model, sae, stats, features, terms, multiples[-1], prompts, progress=progress, check_provenance=check_provenance
-    )
-    ranked = sorted(zip(scores.tolist(), features), key=lambda pair: -pair[0])[:shortlist]
-    pairs = [(feature, multiple) for _, feature in ranked for multiple in multiples]
-    runs = steer_each(
         model,
         sae,
+        stats,
+        features,
+        terms,
+        multiples[-1],
         prompts,
-        [{f: m} for f, m in pairs],
-        stats=stats,
-        max_new_tokens=max_new_tokens,
+        progress=progress,
         check_provenance=check_provenance,
+        whole_terms=whole_terms,
     )
-    rates = {
-        pair: judge_steering(model, prompts, default, steered, terms, fluency).rate
-        for pair, steered in zip(pairs, runs)
-    }
-    first = {pair: steered[0] for pair, steered in zip(pairs, runs)}
-    tried = []
-    for score, feature in ranked:
-        multiple = max(multiples, key=lambda m: (rates[feature, m], -m))  # the gentler strength on a tie
-        context = hits[feature]
-        tried.append(
-            SteeringCandidate(
-                feature,
-                multiple,
-                rates[feature, multiple],
-                len(prompts),
-                score,
-                first[feature, multiple],
-                context.fraction,
-                context.max_act,
-                context.density,
-                context.example,
-            )
+    ranked = sorted(zip(scores.tolist(), features), key=lambda pair: -pair[0])[:shortlist]
+
+    def trials(groups: list[tuple[int, ...]]) -> list[SteeringCandidate]:
+        """Clamp each group of features together at each multiple; one candidate per group, at its best."""
+        runs = steer_each(
+            model,
+            sae,
+            prompts,
+            [{f: m for f in group} for group in groups for m in multiples],
+            stats=stats,
+            max_new_tokens=max_new_tokens,
+            check_provenance=check_provenance,
         )
-    worked = sorted((c for c in tried if c.hit_rate > 0), key=lambda c: (-c.hit_rate, -c.output_score))
+        out = []
+        for g, group in enumerate(groups):
+            steered = runs[g * len(multiples) : (g + 1) * len(multiples)]
+            rates = [judge_steering(model, prompts, default, texts, terms, fluency).rate for texts in steered]
+            best = max(range(len(multiples)), key=lambda i: (rates[i], -multiples[i]))  # the gentler on a tie
+            context = hits[group[0]]
+            out.append(
+                SteeringCandidate(
+                    group[0],
+                    multiples[best],
+                    rates[best],
+                    len(prompts),
+                    score_of[group[0]],
+                    steered[best][0],
+                    context.fraction,
+                    context.max_act,
+                    context.density,
+                    context.example,
+                    group if len(group) > 1 else (),
+                )
+            )
+        return out
+
+    score_of = {feature: score for score, feature in ranked}
+    tried = trials([(feature,) for _, feature in ranked])
+    alone = sorted((c for c in tried if c.hit_rate > 0), key=lambda c: (-c.hit_rate, -c.output_score))
+    groups = [tuple(c.feature for c in alone[:k]) for k in range(2, min(family, len(alone)) + 1)]
+    if groups:
+        tried += trials(groups)
+    worked = sorted((c for c in tried if c.hit_rate > 0), key=lambda c: (-c.hit_rate, len(c.family), -c.output_score))
     if not worked:
         top = tried[0]
         warnings.warn(

@@ -3,6 +3,11 @@
 Views only: generation is ``steer_fn(prompt, feature, multiple) -> SteeringResult`` (``default`` and ``steered``
 lists of strings), run in a background thread, one at a time, with "generating…" and errors shown in the panel;
 Stop drops a running generation (and stops it early where the analysis call takes ``cancel=``).
+
+With ``vector_fn(prompt, alpha) -> SteeringResult`` (e.g. ``steer_vector`` with a DiffMean `steering_vector`) the
+same Generate also runs vector steering on the same prompt, shown in a third column beside the feature's: the
+baseline a user would pick instead of an SAE feature (AxBench). `SteeringPanel.for_model` wires both to a model.
+Each column's heading carries the measured hit rate of what it ran, when the run was judged (``terms``).
 """
 
 from __future__ import annotations
@@ -13,12 +18,16 @@ from typing import Any, Callable, Sequence
 import traitlets as t
 
 from ._base import ViewWidget
-from ._jobs import SingleFlight
+from ._jobs import SingleFlight, cancel_kwargs
 
 SteerFn = Callable[[str, int, float], Any]
+VectorFn = Callable[[str, float], Any]
 MIN_MULTIPLE = -10.0
 MAX_MULTIPLE = 10.0
 FALLBACK_CLAMP_MULTIPLE = 5.0
+#: Vector strength (median residual norms) the panel starts at, and its slider's range.
+DEFAULT_ALPHA = 0.5
+MAX_ALPHA = 2.0
 
 
 def default_clamp_multiple() -> float:
@@ -52,6 +61,13 @@ class SteeringPanel(ViewWidget):
     steered_multiple = t.Float(None, allow_none=True).tag(sync=True)  # the clamp of the result shown
     steered_feature = t.Int(-1).tag(sync=True)  # the feature of the result shown
     hit_rate = t.Float(None, allow_none=True).tag(sync=True)  # measured hit rate of the result shown, if judged
+    has_vector = t.Bool(False).tag(sync=True)  # a vector_fn is set: show the vector column and its slider
+    vector_name = t.Unicode("vector").tag(sync=True)  # what the vector is, for the column heading
+    alpha = t.Float(DEFAULT_ALPHA).tag(sync=True)  # vector strength, median residual norms
+    max_alpha = t.Float(MAX_ALPHA).tag(sync=True)
+    vector_texts = t.List(t.Unicode()).tag(sync=True)
+    vector_alpha = t.Float(None, allow_none=True).tag(sync=True)  # the strength of the vector result shown
+    vector_hit_rate = t.Float(None, allow_none=True).tag(sync=True)
     busy = t.Bool(False).tag(sync=True)
     error = t.Unicode("").tag(sync=True)
     status = t.Unicode("").tag(sync=True)
@@ -66,10 +82,14 @@ class SteeringPanel(ViewWidget):
         feature_options: Sequence[int] | None = None,
         result: Any = None,
         background: bool = True,
+        vector_fn: VectorFn | None = None,
+        vector_name: str = "vector",
+        alpha: float = DEFAULT_ALPHA,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.steer_fn = steer_fn
+        self.vector_fn = vector_fn
         self.background = background
         self._jobs = SingleFlight(
             on_busy=lambda b: setattr(self, "busy", b), on_error=lambda e: setattr(self, "error", e)
@@ -78,6 +98,7 @@ class SteeringPanel(ViewWidget):
             self.feature = int(feature)
             self.multiple = float(default_clamp_multiple() if multiple is None else multiple)
             self.prompt = prompt
+            self.has_vector, self.vector_name, self.alpha = vector_fn is not None, vector_name, float(alpha)
             if feature_options is not None:
                 self.feature_options = [int(f) for f in feature_options]
         if result is not None:
@@ -93,6 +114,48 @@ class SteeringPanel(ViewWidget):
                 f"{self.min_multiple:g} and {self.max_multiple:g}; got {m:g}."
             )
         return m
+
+    @classmethod
+    def for_model(
+        cls,
+        model: Any,
+        sae: Any,
+        stats: Any,
+        vector: Any = None,
+        *,
+        terms: Any = None,
+        vector_name: str = "DiffMean vector",
+        **kwargs: Any,
+    ) -> SteeringPanel:
+        """A panel that clamps features of ``sae`` on ``model`` (`steer`) and, with ``vector`` (a `SteeringVector`,
+        e.g. DiffMean from `steering_vector`), adds it at the same time (`steer_vector`), side by side. With
+        ``terms`` both runs are judged (`judge_steering`) and each column shows its hit rate."""
+        from saewidgets.analysis import steer, steer_vector
+
+        def steer_fn(prompt: str, feature: int, multiple: float) -> Any:
+            return steer(model, sae, prompt, {feature: multiple}, stats=stats, terms=terms, **cancel_kwargs(steer))
+
+        def vector_fn(prompt: str, alpha: float) -> Any:
+            return steer_vector(model, prompt, vector, alpha, terms=terms, **cancel_kwargs(steer_vector))
+
+        return cls(steer_fn, vector_fn=vector_fn if vector is not None else None, vector_name=vector_name, **kwargs)
+
+    @t.validate("alpha")
+    def _valid_alpha(self, proposal: dict[str, Any]) -> float:
+        a = float(proposal["value"])
+        if not (0 <= a <= self.max_alpha):
+            raise t.TraitError(
+                f"alpha: the vector's strength in median residual norms, between 0 and {self.max_alpha:g}; got {a:g}."
+            )
+        return a
+
+    def show_vector_result(self, result: Any, alpha: float | None = None) -> None:
+        """Show a vector-steering result (`steer_vector`) in the vector column, obtained at ``alpha`` (default: the
+        slider's)."""
+        with self.hold_sync():
+            self.vector_texts = [str(s) for s in result.steered]
+            self.vector_alpha = self.alpha if alpha is None else float(alpha)
+            self.vector_hit_rate = _hit_rate(result)
 
     def show_result(self, result: Any, multiple: float | None = None, feature: int | None = None) -> None:
         """Show a ``SteeringResult`` (``default`` and ``steered`` lists of continuations) obtained by clamping
@@ -115,15 +178,21 @@ class SteeringPanel(ViewWidget):
         if self.steer_fn is None:
             self.error = "No steer_fn: pass SteeringPanel(steer_fn=...) to generate."
             return False
-        prompt, feature, multiple = self.prompt, self.feature, self.multiple
+        prompt, feature, multiple, alpha = self.prompt, self.feature, self.multiple, self.alpha
         if not prompt.strip():
             self.error = "Type a prompt to continue first."
             return False
-        started = self._jobs.start(
-            lambda: self.steer_fn(prompt, feature, multiple),
-            lambda result: self.show_result(result, multiple, feature),
-            background=self.background and not wait,
-        )
+        vector_fn = self.vector_fn
+
+        def run() -> tuple[Any, Any]:
+            return self.steer_fn(prompt, feature, multiple), vector_fn(prompt, alpha) if vector_fn else None
+
+        def show(results: tuple[Any, Any]) -> None:
+            self.show_result(results[0], multiple, feature)
+            if results[1] is not None:
+                self.show_vector_result(results[1], alpha)
+
+        started = self._jobs.start(run, show, background=self.background and not wait)
         if not started:
             self.status = "already generating; wait for it to finish"
         return started
@@ -146,8 +215,11 @@ class SteeringPanel(ViewWidget):
         # One cell per column (continuations joined), so the markup's shape never depends on the data.
         default = "\n\n".join(self.default_texts)
         steered = "\n\n".join(self.steered_texts)
+        vector = "\n\n".join(self.vector_texts)
+        head = f"<th>{html.escape(self.vector_name)}</th>" if self.has_vector else ""
+        cell = f"<td><pre>{html.escape(vector)}</pre></td>" if self.has_vector else ""
         return (
             f"<p>Steering feature #{self.feature} at {self.multiple:g}× max (Generate needs a kernel).</p>"
-            f"<table><tr><th>Default</th><th>Steered</th></tr><tr><td><pre>{html.escape(default)}</pre></td>"
-            f"<td><pre>{html.escape(steered)}</pre></td></tr></table>"
+            f"<table><tr><th>Default</th><th>Steered</th>{head}</tr><tr><td><pre>{html.escape(default)}</pre></td>"
+            f"<td><pre>{html.escape(steered)}</pre></td>{cell}</tr></table>"
         )

@@ -3,6 +3,9 @@
 // steered_texts (string[] per prompt), busy (bool), error (string), status (string), min_multiple/max_multiple.
 // The Generate button sends {event: "generate"}; Python runs the steer callback (never two at once); Stop sends
 // {event: "stop"}. Arrow keys move the slider and stay in it (the host's shortcuts never see them).
+// With has_vector, a second slider sets alpha (vector strength) and a third column shows vector_texts: the same
+// Generate also adds the vector (e.g. DiffMean), so feature and vector steering of one prompt sit side by side.
+// Each steered heading carries the measured hit rate of its run when it was judged (hit_rate, vector_hit_rate).
 
 function steeringRender({ model, el }) {
   const root = saewEl("div", "saew-root saew-steering");
@@ -23,7 +26,12 @@ function steeringRender({ model, el }) {
   slider.type = "range"; slider.step = "0.5";
   const sliderValue = saewEl("span", "saew-steer-multiple");
   sliderLabel.append(slider, sliderValue);
-  controls.append(featLabel, sliderLabel);
+  const alphaLabel = saewEl("label", "saew-label saew-steer-alpha-label", "vector ");
+  const alphaSlider = saewEl("input", "saew-steer-alpha");
+  alphaSlider.type = "range"; alphaSlider.min = "0"; alphaSlider.step = "0.05";
+  const alphaValue = saewEl("span", "saew-steer-alpha-value");
+  alphaLabel.append(alphaSlider, alphaValue);
+  controls.append(featLabel, sliderLabel, alphaLabel);
   const prompt = saewEl("textarea", "saew-steer-prompt");
   prompt.rows = 2;
   prompt.placeholder = "Prompt to continue";
@@ -35,7 +43,8 @@ function steeringRender({ model, el }) {
   const cols = saewEl("div", "saew-steer-columns");
   const colDefault = saewEl("div", "saew-steer-col saew-steer-default");
   const colSteered = saewEl("div", "saew-steer-col saew-steer-steered");
-  cols.append(colDefault, colSteered);
+  const colVector = saewEl("div", "saew-steer-col saew-steer-vector");
+  cols.append(colDefault, colSteered, colVector);
   root.append(controls, prompt, actions, cols);
 
   function paintControls() {
@@ -44,6 +53,10 @@ function steeringRender({ model, el }) {
     slider.max = String(model.get("max_multiple"));
     slider.value = String(model.get("multiple"));
     sliderValue.textContent = `${saewFmt(model.get("multiple"), 2)}× max`;
+    alphaLabel.hidden = !model.get("has_vector");
+    alphaSlider.max = String(model.get("max_alpha"));
+    alphaSlider.value = String(model.get("alpha"));
+    alphaValue.textContent = `${saewFmt(model.get("alpha"), 2)}× median norm`;
     if (document.activeElement !== prompt) prompt.value = model.get("prompt") || "";
     datalist.replaceChildren();
     for (const f of model.get("feature_options") || []) {
@@ -63,8 +76,18 @@ function steeringRender({ model, el }) {
     column(colDefault, "Default", model.get("default_texts"));
     let head = `Steered (#${shown} clamped to ${saewFmt(m, 2)}× max)`;
     if (texts.length && shown !== current) head += ` — result for #${shown}; Generate for #${current}`;
+    const rate = model.get("hit_rate");
+    if (texts.length && rate !== null && rate !== undefined) head += ` · hit rate ${Math.round(100 * rate)}%`;
     column(colSteered, head, texts);
     if (!texts.length) colSteered.appendChild(saewEl("div", "saew-empty", `Press Generate to steer with #${current}.`));
+    colVector.hidden = !model.get("has_vector");
+    const vtexts = model.get("vector_texts") || [];
+    const va = vtexts.length ? (model.get("vector_alpha") ?? model.get("alpha")) : model.get("alpha");
+    let vhead = `${model.get("vector_name")} (added at ${saewFmt(va, 2)}× median norm)`;
+    const vrate = model.get("vector_hit_rate");
+    if (vtexts.length && vrate !== null && vrate !== undefined) vhead += ` · hit rate ${Math.round(100 * vrate)}%`;
+    column(colVector, vhead, vtexts);
+    if (!vtexts.length) colVector.appendChild(saewEl("div", "saew-empty", "Press Generate to add the vector too."));
   }
   function paintStatus() {
     const busy = !!model.get("busy"), err = model.get("error") || "";
@@ -86,19 +109,25 @@ function steeringRender({ model, el }) {
     sliderValue.textContent = `${saewFmt(Number(slider.value), 2)}× max`;
   });
   slider.addEventListener("change", () => { model.set("multiple", Number(slider.value)); model.save_changes(); });
+  alphaSlider.addEventListener("input", () => {
+    alphaValue.textContent = `${saewFmt(Number(alphaSlider.value), 2)}× median norm`;
+  });
+  alphaSlider.addEventListener("change", () => { model.set("alpha", Number(alphaSlider.value)); model.save_changes(); });
   prompt.addEventListener("change", () => { model.set("prompt", prompt.value); model.save_changes(); });
   stop.addEventListener("click", () => model.send({ event: "stop" }));
   go.addEventListener("click", () => {
     model.set("prompt", prompt.value);
     model.set("multiple", Number(slider.value));
+    if (model.get("has_vector")) model.set("alpha", Number(alphaSlider.value));
     model.save_changes();
     model.send({ event: "generate" });
   });
   paintControls(); paintOutputs(); paintStatus();
   const offs = [
-    saewOn(model, ["feature", "multiple", "prompt", "feature_options", "min_multiple", "max_multiple"],
-      saewDebounced(paintControls)),
-    saewOn(model, ["default_texts", "steered_texts", "steered_multiple", "steered_feature", "feature", "multiple"],
+    saewOn(model, ["feature", "multiple", "prompt", "feature_options", "min_multiple", "max_multiple",
+      "has_vector", "alpha", "max_alpha"], saewDebounced(paintControls)),
+    saewOn(model, ["default_texts", "steered_texts", "steered_multiple", "steered_feature", "feature", "multiple",
+      "hit_rate", "has_vector", "vector_name", "vector_texts", "vector_alpha", "vector_hit_rate", "alpha"],
       saewDebounced(paintOutputs)),
     saewOn(model, ["busy", "error", "status"], paintStatus),
   ];
