@@ -156,7 +156,7 @@ def term_rows(
 
 def _whole_term_scores(
     model: ModelHandle,
-    sae: Any,
+    sae: SAE,
     stats: FeatureStats,
     features: list[int],
     terms: str | Sequence[str],
@@ -186,7 +186,7 @@ def _whole_term_scores(
 
 
 def _clamp_deltas(
-    sae: Any,
+    sae: SAE,
     stats: FeatureStats,
     features: list[int],
     multiple: float,
