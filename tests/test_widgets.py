@@ -244,6 +244,19 @@ def test_explorer_generate_uses_the_selected_feature():
     assert "feature 6" in ex.steering.steered_texts[0]
 
 
+def test_explorer_steering_tab_adds_vector_steering_beside_the_feature():
+    def vector_fn(prompt, alpha):
+        return syn.FakeSteeringResult([prompt], [prompt], [f"{prompt} vector at {alpha:g}"], {})
+
+    ex = syn.explorer(n_features=40, background=False, vector_fn=vector_fn)
+    assert ex.steering_has_vector and not syn.explorer(n_features=40, background=False).steering_has_vector
+    ex.select(6)
+    ex.steering_alpha = 0.25  # as the front end sets it, through the Explorer's mirrored trait
+    ex.steering.generate()
+    assert "feature 6" in ex.steering.steered_texts[0]
+    assert ex.steering_vector_texts == [f"{ex.steering.prompt} vector at 0.25"] and ex.steering_vector_alpha == 0.25
+
+
 def test_explorer_needs_geometry_or_sae():
     from saewidgets.widgets import Explorer
 

@@ -105,7 +105,9 @@ class Explorer(_ExplorerState):  # type: ignore[misc, valid-type]
     ``attribute_fn(prompt, target or None)``, ``activations_fn(text, features)`` (-> TokenActivations),
     ``search_fn(query)`` (-> feature ids). ``highlights`` ``{name: feature}`` shows named features as links
     above the map. ``labels`` (``saewidgets.analysis.explain.Labels``) puts each feature's explanation in the
-    dashboard header and the map's hover, and makes the map's search look in labels first.
+    dashboard header and the map's hover, and makes the map's search look in labels first. ``steering_vector``
+    (e.g. DiffMean, ``steering_vector(acts, docs)``) or ``vector_fn(prompt, alpha)`` adds vector steering beside
+    the feature's in the Steering tab.
     """
 
     _view = "explorer"
@@ -137,6 +139,8 @@ class Explorer(_ExplorerState):  # type: ignore[misc, valid-type]
         search_fn: Callable[[str], Iterable[Any]] | None = None,
         highlights: Mapping[str, int] | None = None,
         labels: Any = None,
+        steering_vector: Any = None,
+        vector_fn: Callable[[str, float], Any] | None = None,
         map_height: int = 440,
         background: bool = True,
     ) -> None:
@@ -170,7 +174,12 @@ class Explorer(_ExplorerState):  # type: ignore[misc, valid-type]
             prompt=prompt,
             prompt_editable=attribute_fn is not None,
         )
-        self.steering = SteeringPanel(steer_fn, prompt=prompt, background=background, embedded=True)
+        self.steering_vector = steering_vector
+        if vector_fn is None and steering_vector is not None and model is not None:
+            vector_fn = self._default_vector_fn
+        self.steering = SteeringPanel(
+            steer_fn, prompt=prompt, background=background, embedded=True, vector_fn=vector_fn
+        )
         self.heatmap = TokenHeatmap(title="", embedded=True)
         self.heatmap_text = text
         self.fallback_id = uuid.uuid4().hex
@@ -307,6 +316,10 @@ class Explorer(_ExplorerState):  # type: ignore[misc, valid-type]
     def _default_steer_fn(self, prompt: str, feature: int, multiple: float) -> Any:
         steer = _analysis().steer
         return steer(self.model, self.sae, prompt, {feature: multiple}, stats=self.stats, **cancel_kwargs(steer))
+
+    def _default_vector_fn(self, prompt: str, alpha: float) -> Any:
+        steer_vector = _analysis().steer_vector
+        return steer_vector(self.model, prompt, self.steering_vector, alpha, **cancel_kwargs(steer_vector))
 
     def _default_attribute_fn(self, prompt: str, target: str | None) -> Any:
         attribute = _analysis().attribute
