@@ -719,7 +719,8 @@ def reference_term_score(model, sae, prompt: str, feature: int, value: float, sp
     return float(after - before)
 
 
-def test_whole_term_scores_equal_plain_pytorch_hooks(tiny, sae, stats):
+def test_whole_term_scores_equal_plain_pytorch_hooks(tiny, sae, stats, monkeypatch):
+    monkeypatch.setattr("saewidgets.analysis.output_score.TERM_ROWS_PER_PASS", 5)  # a feature's 6 rows in 2 passes
     prompts = ["I went for a walk and saw", "The fog"]
     features = [0, 3, 5, 7, 11]
     terms = ["Golden Gate Bridge", "bay"]

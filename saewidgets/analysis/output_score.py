@@ -52,8 +52,9 @@ if TYPE_CHECKING:
 SCORING_PROMPTS: tuple[str, ...] = SELECTION_PROMPTS[:6]
 #: Candidate features clamped per forward pass (each adds one row per scoring prompt).
 FEATURES_PER_PASS = 4
-#: Rows per forward pass when scoring whole terms (one row per prompt and spelling of a term, per feature): each
-#: row holds its ``[tokens, vocab]`` logits (Gemma's vocabulary is 262k) while the pass runs.
+#: Rows per forward pass when scoring whole terms (one row per prompt and spelling of a term, per feature; a feature
+#: with more rows takes several passes): each row holds its ``[tokens, vocab]`` logits (Gemma's vocabulary is 262k)
+#: while the pass runs.
 TERM_ROWS_PER_PASS = 48
 
 
@@ -177,11 +178,24 @@ def _whole_term_scores(
         per_row = torch.where(target.repeat(len(logprob) // len(target), 1), logprob, 0.0).sum(-1)  # padding: NaN
         return per_row.view(-1, len(prompts), n_spellings).logsumexp(-1).mean(-1)
 
-    baseline = term_logprob(next_token_logprobs_with_delta(model, ids, attention, layer, torch.zeros_like(hidden)))
+    def logprobs(delta: torch.Tensor) -> torch.Tensor:  # [F * P * S, T - 1], at most TERM_ROWS_PER_PASS rows a pass
+        repeat = len(delta) // len(ids)
+        rows, mask_rows = ids.repeat(repeat, 1), attention.repeat(repeat, 1)
+        step = TERM_ROWS_PER_PASS
+        return torch.cat(
+            [
+                next_token_logprobs_with_delta(
+                    model, rows[i : i + step], mask_rows[i : i + step], layer, delta[i : i + step]
+                )
+                for i in range(0, len(delta), step)
+            ]
+        )
+
+    baseline = term_logprob(logprobs(torch.zeros_like(hidden)))
     per_pass = max(1, TERM_ROWS_PER_PASS // len(ids))
     scores = []
     for _, delta in _clamp_deltas(sae, stats, features, multiple, hidden, mask, per_pass, progress):
-        scores.append(term_logprob(next_token_logprobs_with_delta(model, ids, attention, layer, delta)) - baseline)
+        scores.append(term_logprob(logprobs(delta)) - baseline)
     return torch.cat(scores)
 
 
