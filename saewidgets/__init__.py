@@ -36,6 +36,9 @@ _EXPORTS = {
     "SAEFileError": "saewidgets.sae",
     "SAEMismatchError": "saewidgets.sae",
     "check_compatible": "saewidgets.sae",
+    "train_family": "saewidgets.sae",
+    "sweep": "saewidgets.sae",
+    "SAEFamily": "saewidgets.sae",
     "feature_stats": "saewidgets.analysis",
     "FeatureStats": "saewidgets.analysis",
     "logit_effects": "saewidgets.analysis",
@@ -48,11 +51,15 @@ _EXPORTS = {
     "steering_vector": "saewidgets.analysis",
     "GOLDEN_GATE": "saewidgets.analysis",
     "steer_vector": "saewidgets.analysis",
+    "fit_scaling_laws": "saewidgets.analysis",
+    "match_features": "saewidgets.analysis",
+    "joint_geometry": "saewidgets.analysis",
     "Explorer": "saewidgets.widgets",
     "Cancelled": "saewidgets.cancel",
     "training_curves": "saewidgets.figures",
     "sparsity_frontier": "saewidgets.figures",
     "density_histogram": "saewidgets.figures",
+    "scaling_laws": "saewidgets.figures",
 }
 
 if TYPE_CHECKING:  # what editors and type checkers see; at run time __getattr__ imports each name on first use
@@ -64,6 +71,7 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time __getattr__
     from .sae import (
         SAE,
         SAEConfig,
+        SAEFamily,
         SAEFileError,
         SAEMetrics,
         SAEMismatchError,
@@ -71,6 +79,8 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time __getattr__
         evaluate_sae,
         load_sae,
         save_sae,
+        sweep,
+        train_family,
         train_sae,
     )
     from .analysis import (
@@ -79,7 +89,10 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time __getattr__
         attribute,
         feature_geometry,
         feature_stats,
+        fit_scaling_laws,
+        joint_geometry,
         logit_effects,
+        match_features,
         search_contexts,
         steer,
         steer_vector,
@@ -89,7 +102,7 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time __getattr__
     )
     from .widgets import Explorer
     from .cancel import Cancelled
-    from .figures import density_histogram, sparsity_frontier, training_curves
+    from .figures import density_histogram, scaling_laws, sparsity_frontier, training_curves
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

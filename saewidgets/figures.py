@@ -3,11 +3,13 @@
 - `training_curves` — loss, L0, variance explained and dead fraction over the steps of ``sae.history``;
 - `sparsity_frontier` — L0 against variance explained (or CE loss recovered) for several SAEs, one line per
   architecture, with the frontier no SAE beats;
-- `density_histogram` — how often each feature fires (log10 density), from `SAEMetrics` or `FeatureStats`.
+- `density_histogram` — how often each feature fires (log10 density), from `SAEMetrics` or `FeatureStats`;
+- `scaling_laws` — loss against training FLOPs for every run of a sweep, the compute-optimal frontier and the
+  fitted power laws, and the compute-optimal number of features and steps (a `ScalingFit`).
 
 Each returns a ``plotly.graph_objects.FigureWidget`` inside a notebook kernel (live in JupyterLab, Notebook 7,
 VS Code, Colab) and a plain ``go.Figure`` elsewhere (``widget=`` forces either). Layering: this module reads
-results (``history`` lists, `SAEMetrics`, `FeatureStats`) and imports no widget or analysis code; analysis code
+results (``history`` lists, `SAEMetrics`, `FeatureStats`, `ScalingFit`) and imports no widget or analysis code; analysis code
 never imports it.
 """
 
@@ -21,7 +23,7 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-__all__ = ["training_curves", "sparsity_frontier", "density_histogram", "pareto_frontier"]
+__all__ = ["training_curves", "sparsity_frontier", "density_histogram", "pareto_frontier", "scaling_laws"]
 
 #: One colour per architecture, the same in every figure.
 ARCH_COLOURS = {"topk": "#1f77b4", "batchtopk": "#17becf", "relu": "#d62728", "jumprelu": "#2ca02c"}
@@ -223,3 +225,99 @@ def density_histogram(
         yaxis_title="features",
     )
     return _finish(fig, widget)
+
+
+def _law_label(name: str, law: Any) -> str:
+    lo, hi = law.exponent_interval
+    return f"{name} ~ C^{law.exponent:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def scaling_laws(fit: Any, *, title: str | None = None, widget: bool | None = None) -> go.Figure:
+    """Two log-log panels of a `ScalingFit` (`saewidgets.analysis.scaling.fit_scaling_laws`).
+
+    Left: every run's loss against its training FLOPs, one colour per dictionary size (a line through its step
+    counts), the compute-optimal runs ringed and the fitted ``loss ~ C^-alpha``. Right: the compute-optimal runs'
+    features and steps against FLOPs with their fitted power laws. Legends give each exponent and its interval.
+    """
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=["loss vs training compute", "compute-optimal features and steps"],
+        horizontal_spacing=0.12,
+    )
+    sizes = sorted({run["n_features"] for run in fit.runs})
+    for i, size in enumerate(sizes):
+        mine = sorted((r for r in fit.runs if r["n_features"] == size), key=lambda r: r["flops"])
+        fig.add_scatter(
+            x=[r["flops"] for r in mine],
+            y=[r["loss"] for r in mine],
+            mode="lines+markers",
+            name=f"{size:,} features",
+            legendgroup="runs",
+            marker=dict(size=8, color=_size_colour(i, len(sizes))),
+            line=dict(color=_size_colour(i, len(sizes)), width=1),
+            text=[f"{r['n_steps']:,} steps" for r in mine],
+            hovertemplate=f"{size:,} features, %{{text}}<br>%{{x:.3g}} FLOPs<br>loss %{{y:.4f}}<extra></extra>",
+            row=1,
+            col=1,
+        )
+    frontier = fit.frontier
+    flops = [r["flops"] for r in frontier]
+    fig.add_scatter(
+        x=flops,
+        y=[r["loss"] for r in frontier],
+        mode="markers",
+        name="compute-optimal",
+        marker=dict(size=14, color="rgba(0,0,0,0)", line=dict(color="black", width=2)),
+        hoverinfo="skip",
+        row=1,
+        col=1,
+    )
+    span = [min(flops) / 1.5, max(flops) * 1.5]
+    ends = [span[0] * (span[1] / span[0]) ** t for t in (0.0, 1.0)]
+    fig.add_scatter(
+        x=ends,
+        y=[float(fit.loss(x)) for x in ends],
+        mode="lines",
+        name=_law_label("loss", fit.loss),
+        line=dict(color="black", dash="dash"),
+        row=1,
+        col=1,
+    )
+    for name, law, colour in (("features", fit.n_features, "#1f77b4"), ("steps", fit.n_steps, "#d62728")):
+        key = "n_features" if name == "features" else "n_steps"
+        fig.add_scatter(
+            x=flops,
+            y=[r[key] for r in frontier],
+            mode="markers",
+            name=f"optimal {name}",
+            marker=dict(size=9, color=colour),
+            hovertemplate=f"%{{x:.3g}} FLOPs<br>{name} %{{y:,.0f}}<extra></extra>",
+            row=1,
+            col=2,
+        )
+        fig.add_scatter(
+            x=ends,
+            y=[float(law(x)) for x in ends],
+            mode="lines",
+            name=_law_label(name, law),
+            line=dict(color=colour, dash="dash"),
+            row=1,
+            col=2,
+        )
+    fig.update_xaxes(type="log", title_text="training FLOPs")
+    fig.update_yaxes(type="log", title_text="loss (1 - variance explained)", row=1, col=1)
+    fig.update_yaxes(type="log", title_text="features / steps", row=1, col=2)
+    fig.update_layout(
+        title=title or f"Scaling laws from {len(fit.runs)} runs ({len(frontier)} compute-optimal)",
+        height=420,
+        template="plotly_white",
+    )
+    return _finish(fig, widget)
+
+
+def _size_colour(i: int, n: int) -> str:
+    """The ``i``-th of ``n`` dictionary sizes on a viridis ramp (small: dark blue, large: yellow)."""
+    from plotly.colors import sample_colorscale
+
+    return sample_colorscale("Viridis", [i / max(1, n - 1) * 0.9])[0]

@@ -25,6 +25,8 @@ from .steering_judge import FluencyThreshold, SteeringJudgement, calibrate_fluen
 from .steering_sets import CONCEPTS, GOLDEN_GATE, SELECTION_PROMPTS, SteeringConcept
 from .diffmean import SteeringVector, steering_vector
 from .tokens import TokenActivations, token_activations
+from .scaling import PowerLaw, ScalingFit, fit_scaling_laws
+from .splitting import FeatureTree, JointGeometry, joint_geometry, match_features
 
 __all__ = [
     "CONCEPTS",
@@ -33,6 +35,10 @@ __all__ = [
     "Attribution",
     "ContextHit",
     "FeatureGeometry",
+    "FeatureTree",
+    "JointGeometry",
+    "PowerLaw",
+    "ScalingFit",
     "FeatureStats",
     "FluencyThreshold",
     "GOLDEN_GATE",
@@ -49,6 +55,9 @@ __all__ = [
     "calibrate_fluency",
     "contrastive_search",
     "feature_card",
+    "fit_scaling_laws",
+    "joint_geometry",
+    "match_features",
     "feature_geometry",
     "feature_stats",
     "features_active_on",

@@ -35,7 +35,7 @@ from .base import SAE
 from .train_config import TrainConfig
 
 SPARSE_ARCHITECTURES = ("topk", "batchtopk")
-_workspace = threading.local()  # .pre: the [batch, n_features] pre-activation buffer, reused step after step
+_workspace = threading.local()  # .pre: {shape: [batch, n_features] pre-activation buffer}, reused step after step
 _BATCHTOPK_CANDIDATES = 4  # per-token candidates for BatchTopK, in multiples of k (exactness is checked)
 
 
@@ -248,16 +248,20 @@ def sparse_training_step(sae: SAE, x: torch.Tensor, tc: TrainConfig, step: int, 
 
 def _pre_buffer(n_rows: int, W_enc: torch.Tensor) -> torch.Tensor:
     """This thread's ``[n_rows, n_features]`` buffer for pre-activations, kept between steps: a fresh 256 MB
-    tensor each step cost ~0.1-0.2 s of page faults on CPU (the kernel zeroes every page on first touch)."""
-    shape = (n_rows, W_enc.shape[1])
-    pre = getattr(_workspace, "pre", None)
-    if pre is None or pre.shape != shape or pre.dtype != W_enc.dtype or pre.device != W_enc.device:
-        _workspace.pre = pre = torch.empty(shape, dtype=W_enc.dtype, device=W_enc.device)
+    tensor each step cost ~0.1-0.2 s of page faults on CPU (the kernel zeroes every page on first touch). One
+    buffer per shape, so SAEs of several widths trained in turn (`saewidgets.sae.family`) each keep theirs."""
+    buffers = getattr(_workspace, "pre", None)
+    if buffers is None:
+        _workspace.pre = buffers = {}
+    key = (n_rows, W_enc.shape[1], W_enc.dtype, W_enc.device)
+    pre = buffers.get(key)
+    if pre is None:
+        buffers[key] = pre = torch.empty(key[:2], dtype=W_enc.dtype, device=W_enc.device)
     return pre
 
 
 def release_workspace() -> None:
-    """Free this thread's pre-activation buffer (``batch x n_features x 4`` bytes), e.g. when training ends."""
+    """Free this thread's pre-activation buffers (``batch x n_features x 4`` bytes each), e.g. when training ends."""
     _workspace.pre = None
 
 

@@ -257,7 +257,7 @@ class Trainer:
         from tqdm.auto import tqdm
 
         tc = self.tc
-        log_every, every = max(1, tc.n_steps // 200), tc.checkpoint_every
+        every = tc.checkpoint_every
         self.sae.train()
         bar = tqdm(
             total=tc.n_steps,
@@ -268,10 +268,8 @@ class Trainer:
         )
         try:
             while self.step < tc.n_steps:
-                info = self.one_step()
-                self._check_divergence(info)
-                if self.step % log_every == 0 or self.step == tc.n_steps:
-                    self.history.append({"step": self.step, **info})
+                info = self.advance()
+                if self.history and self.history[-1]["step"] == self.step:
                     bar.set_postfix(
                         loss=f"{info['loss']:.4g}",
                         L0=f"{info['l0']:.1f}",
@@ -300,6 +298,17 @@ class Trainer:
             bar.close()
         return self.finish()
 
+    def advance(self, batch: torch.Tensor | None = None) -> dict[str, float]:
+        """One step (`one_step`), checked for divergence and logged to ``history`` about 200 times a run.
+
+        ``batch``: this step's rows, already read (raw units): `saewidgets.sae.family` reads each batch once for
+        several SAEs that share the batch order."""
+        info = self.one_step() if batch is None else self.train_on(batch)
+        self._check_divergence(info)
+        if self.step % max(1, self.tc.n_steps // 200) == 0 or self.step == self.tc.n_steps:
+            self.history.append({"step": self.step, **info})
+        return info
+
     def _check_divergence(self, info: dict[str, float]) -> None:
         """Stop a run whose reconstruction error exploded (a learning rate far too large), naming the fix."""
         if self._first_mse is None:
@@ -316,8 +325,12 @@ class Trainer:
 
     def one_step(self) -> dict[str, float]:
         """One optimizer step on ``batch_rows(step)``; the step's loss terms, L0, FVE and dead fraction."""
+        return self.train_on(self.rows.take(self.batch_rows(self.step)))
+
+    def train_on(self, batch: torch.Tensor) -> dict[str, float]:
+        """One optimizer step on ``batch``, this step's rows already read (raw units)."""
         tc, sae = self.tc, self.sae
-        x = self.rows.take(self.batch_rows(self.step)).to(self.device) * sae.cfg.input_scale
+        x = batch.to(self.device) * sae.cfg.input_scale
         dead = (self.tokens_since_fired >= tc.dead_after_tokens).to(self.device)
         sparse = tc.sparse_kernels and sae.cfg.architecture in SPARSE_ARCHITECTURES
         out = (sparse_training_step if sparse else training_step)(sae, x, tc, self.step, dead)
