@@ -227,3 +227,43 @@ def explorer(n_features: int = 300, hostile: bool = False, background: bool = Tr
     ex = Explorer(None, None, st, geo, **options)
     ex.attribution.set_attribution(attribution(prompt_toks, prompt_toks[-1], n_features))
     return ex
+
+
+def family_map(hostile: bool = False, selected: Any = None, embed: Any = None) -> Any:
+    """A FamilyMap over a planted family (no training, no UMAP): 8 parent directions, each split into 4 children
+    (the 32-feature SAE), each child into 2 (64 features); coordinates place children around their parent.
+    Cards are synthetic; ``embed=(size, feature)`` embeds that subtree's cards for a static page."""
+    import torch
+
+    from saewidgets.analysis.splitting import JointGeometry, match_features
+    from saewidgets.sae import SAE, SAEConfig
+    from saewidgets.sae.family import SAEFamily
+    from saewidgets.widgets import FamilyMap
+
+    g = torch.Generator().manual_seed(0)
+    unit = torch.nn.functional.normalize
+    parents = unit(torch.randn(8, 64, generator=g), dim=1)
+    children = unit(parents.repeat_interleave(4, 0) + 0.6 * unit(torch.randn(32, 64, generator=g), dim=1), dim=1)
+    grand = unit(children.repeat_interleave(2, 0) + 0.4 * unit(torch.randn(64, 64, generator=g), dim=1), dim=1)
+    saes = []
+    for W in (parents, children, grand):
+        sae = SAE(SAEConfig(d_in=64, n_features=len(W), architecture="topk", k=2, layer=3))
+        with torch.no_grad():
+            sae.W_dec.copy_(W)
+        saes.append(sae)
+    family = SAEFamily(saes)
+    rng = np.random.default_rng(0)
+    centre = rng.normal(0, 10, size=(8, 2))
+    coords = np.concatenate(
+        [centre, centre.repeat(4, 0) + rng.normal(0, 1, (32, 2)), centre.repeat(8, 0) + rng.normal(0, 1.5, (64, 2))]
+    ).astype(np.float32)
+    geometry = JointGeometry(
+        coords, np.repeat([8, 32, 64], [8, 32, 64]), np.concatenate([np.arange(n) for n in (8, 32, 64)])
+    )
+    card_fns = {
+        n: (lambda i, n=n: {**card(i, hostile=hostile), "feature": i, "mean_act": float(n)}) for n in (8, 32, 64)
+    }
+    view = FamilyMap(geometry, match_features(family), card_fns=card_fns, selected=selected)
+    if embed is not None:
+        view.embed_subtree(*embed)
+    return view

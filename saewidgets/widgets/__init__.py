@@ -7,6 +7,7 @@ Every view also exports itself as a self-contained, offline HTML document (``.to
 from .attribution_view import AttributionView
 from .dashboard import FeatureDashboard
 from .explorer import Explorer, export_html
+from .family_map import FamilyMap
 from .feature_map import FeatureMap
 from .heatmap import TokenHeatmap
 from .steering_panel import SteeringPanel
@@ -18,5 +19,6 @@ __all__ = [
     "AttributionView",
     "SteeringPanel",
     "Explorer",
+    "FamilyMap",
     "export_html",
 ]

@@ -30,7 +30,7 @@ __all__ = [
     "offline_copy",
 ]
 
-VIEWS = ("heatmap", "dashboard", "feature_map", "attribution_view", "steering_panel", "explorer")
+VIEWS = ("heatmap", "dashboard", "feature_map", "attribution_view", "steering_panel", "explorer", "family_map")
 # Cards are packed in groups of this many consecutive feature ids: one group is decompressed when one of its
 # cards is first shown (~1 MB of JSON, ~10 ms), the rest stay compressed.
 CARDS_PER_CHUNK = 256
