@@ -27,7 +27,7 @@ from saewidgets.analysis import (
     steering_search,
     token_activations,
 )
-from saewidgets.analysis.output_score import concept_token_ids, term_spellings
+from saewidgets.analysis.output_score import WHOLE_TERM_LEADERS, concept_token_ids, term_spellings
 from saewidgets.analysis.steering import generate
 from saewidgets.analysis.steering_judge import calibrate_fluency, judge_steering
 from saewidgets.analysis.logits import norm_gain
@@ -737,10 +737,10 @@ def test_whole_term_scores_equal_plain_pytorch_hooks(tiny, sae, stats, monkeypat
         assert score == pytest.approx(expected, abs=1e-4)
 
 
-def test_steering_search_tries_the_best_features_together_as_a_family(tiny_gemma):
-    """``family=3``: the best two and three features that succeeded alone are clamped together, each at each
-    multiple, and come back as candidates whose rate is that of steering with their ``clamps``. (The tiny Gemma,
-    whose random continuations name "Francisco" often enough for several features to succeed alone.)"""
+@pytest.fixture(scope="module")
+def francisco(tiny_gemma):
+    """The tiny Gemma, whose random continuations name "Francisco" often enough for several features to steer
+    toward it alone, with an SAE, its statistics and `steering_search` options that find them."""
     tiny, sae = tiny_gemma, make_sae(tiny_gemma.d_model)
     stats = feature_stats(
         tiny, sae, harvest(tiny, _TRAINING_TEXT, LAYER, progress=False), top_k=5, context=(3, 2), progress=False
@@ -754,6 +754,30 @@ def test_steering_search_tries_the_best_features_together_as_a_family(tiny_gemma
         "max_new_tokens": 12,
         "progress": False,
     }
+    return tiny, sae, stats, options
+
+
+def test_steering_search_ranks_the_first_token_leaders_by_whole_terms(francisco):
+    tiny, sae, stats, options = francisco
+    options = {**options, "shortlist": 2, "multiples": (3.0,)}
+    hits = steering_search(tiny, sae, stats, "a", n=12, whole_terms=True, **options)
+    assert hits
+    candidates = list(
+        dict.fromkeys(h["feature"] for b in (False, True) for h in search_contexts(stats, "a", n=12, beyond_query=b))
+    )
+    args = (tiny, sae, stats, candidates, options["terms"], 3.0, options["prompts"])
+    first = output_scores(*args, progress=False).tolist()
+    leaders = [f for _, f in sorted(zip(first, candidates), key=lambda p: -p[0])[: WHOLE_TERM_LEADERS * 2]]
+    whole = dict(zip(leaders, output_scores(*args[:3], leaders, *args[4:], progress=False, whole_terms=True).tolist()))
+    shortlist = sorted(leaders, key=lambda f: -whole[f])[:2]
+    for h in hits:
+        assert h.feature in shortlist and h.output_score == pytest.approx(whole[h.feature], abs=1e-5)
+
+
+def test_steering_search_tries_the_best_features_together_as_a_family(francisco):
+    """``family=3``: the best two and three features that succeeded alone are clamped together, each at each
+    multiple, and come back as candidates whose rate is that of steering with their ``clamps``."""
+    tiny, sae, stats, options = francisco
     alone = steering_search(tiny, sae, stats, "a", n=12, **options)
     assert len(alone) >= 2, alone  # else this test would not exercise families
     hits = steering_search(tiny, sae, stats, "a", n=12, family=3, **options)

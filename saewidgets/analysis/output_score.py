@@ -52,6 +52,8 @@ if TYPE_CHECKING:
 SCORING_PROMPTS: tuple[str, ...] = SELECTION_PROMPTS[:6]
 #: Candidate features clamped per forward pass (each adds one row per scoring prompt).
 FEATURES_PER_PASS = 4
+#: `steering_search(..., whole_terms=True)` re-scores this many times ``shortlist`` first-token leaders.
+WHOLE_TERM_LEADERS = 3
 #: Rows per forward pass when scoring whole terms (one row per prompt and spelling of a term, per feature; a feature
 #: with more rows takes several passes): each row holds its ``[tokens, vocab]`` logits (Gemma's vocabulary is 262k)
 #: while the pass runs.
@@ -303,8 +305,10 @@ def steering_search(
         prompts: neutral prompts to try on: selection prompts (`SELECTION_PROMPTS`), never the ones you judge on.
         max_new_tokens: length of each trial continuation.
         check_provenance: refuse an SAE recorded for another model or layer (False: search with it anyway).
-        whole_terms: rank the shortlist by the whole terms' log probability (`output_scores` ``whole_terms``)
-            rather than their first tokens'.
+        whole_terms: pick the shortlist by the whole terms' log probability (`output_scores` ``whole_terms``)
+            rather than their first tokens': the ``WHOLE_TERM_LEADERS x shortlist`` best by first tokens are
+            re-scored (a forward pass per feature over every prompt and spelling of a term, so not all of them),
+            and ``output_score`` is then the whole-term score.
         family: also try the best 2, ..., ``family`` features that succeeded alone clamped together (each at each
             of ``multiples``): a concept an SAE splits over several features may need them all. A family is
             returned as one candidate (``family``, ``clamps``), ranked with the single features by its trials.
@@ -336,18 +340,25 @@ def steering_search(
     default = generate(model, prompts, max_new_tokens=max_new_tokens)
     fluency = calibrate_fluency(model, prompts, max_new_tokens=max_new_tokens, default=default)
     scores = output_scores(
-        model,
-        sae,
-        stats,
-        features,
-        terms,
-        multiples[-1],
-        prompts,
-        progress=progress,
-        check_provenance=check_provenance,
-        whole_terms=whole_terms,
+        model, sae, stats, features, terms, multiples[-1], prompts, progress=progress, check_provenance=check_provenance
     )
-    ranked = sorted(zip(scores.tolist(), features), key=lambda pair: -pair[0])[:shortlist]
+    ranked = sorted(zip(scores.tolist(), features), key=lambda pair: -pair[0])
+    if whole_terms:  # a whole term is no likelier than its first token: re-rank the first-token leaders only
+        leaders = [feature for _, feature in ranked[: WHOLE_TERM_LEADERS * shortlist]]
+        whole = output_scores(
+            model,
+            sae,
+            stats,
+            leaders,
+            terms,
+            multiples[-1],
+            prompts,
+            progress=progress,
+            check_provenance=check_provenance,
+            whole_terms=True,
+        )
+        ranked = sorted(zip(whole.tolist(), leaders), key=lambda pair: -pair[0])
+    ranked = ranked[:shortlist]
 
     def trials(groups: list[tuple[int, ...]]) -> list[SteeringCandidate]:
         """Clamp each group of features together at each multiple; one candidate per group, at its best."""
