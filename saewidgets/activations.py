@@ -356,7 +356,7 @@ def _remove_spill(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
-def _trace_batch(model: ModelHandle, layer: int, inputs: Sequence[Sequence[int]]) -> torch.Tensor:
+def _trace_batch(model: ModelHandle, layer: int, inputs: Sequence[np.ndarray]) -> torch.Tensor:
     """Residuals after block ``layer`` for left-padded inputs, ``[batch, max_len, d_model]`` float32 on CPU.
 
     The trace stops right after the block, so the rest of the model (and its unembedding) never runs.

@@ -14,9 +14,12 @@ import operator
 import threading
 from collections.abc import Callable
 from functools import cached_property
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 # Where decoder blocks and the final norm live, per architecture family: (blocks, final norm).
 _LAYOUTS: tuple[tuple[str, str], ...] = (
@@ -140,7 +143,7 @@ class ModelHandle:
     """
 
     def __init__(
-        self, hf_model: torch.nn.Module, tokenizer: Any, name: str, *, remote: bool | str = False, envoy: Any = None
+        self, hf_model: PreTrainedModel, tokenizer: Any, name: str, *, remote: bool | str = False, envoy: Any = None
     ) -> None:
         import nnsight
 

@@ -142,7 +142,9 @@ class _Shard:
 
 def _group_shards(windows: Sequence[_Window], shard_tokens: int) -> list[_Shard]:
     """Consecutive windows grouped into shards that close once they hold at least ``shard_tokens`` rows."""
-    shards, current, rows = [], [], 0
+    shards: list[_Shard] = []
+    current: list[_Window] = []
+    rows = 0
     for w in windows:
         current.append(w)
         rows += w.n_rows

@@ -114,6 +114,8 @@ def training_step(sae: SAE, x: torch.Tensor, tc: TrainConfig, step: int, dead: t
         terms = {"mse": mse.item(), "l0_loss": l0.item()}
     else:
         k = sae.cfg.k
+        if k is None:  # SAEConfig refuses a topk or batchtopk config without k; a hand-edited cfg lands here
+            raise ValueError(f"A {arch} SAE needs cfg.k, the number of latents kept per token.")
         if arch == "topk":
             values, indices = pre.topk(k, dim=-1, sorted=False)
             values = F.relu(values)

@@ -43,7 +43,10 @@ class SAE(nn.Module):
         b_dec: ``[d_in]`` decoder bias.
         threshold: ``[n_features]`` activation thresholds (``jumprelu`` and ``batchtopk`` only).
         cfg: the `SAEConfig`.
+        history: the training log, one dict of metrics per logged step (set by `train_sae`; absent otherwise).
     """
+
+    history: list[dict[str, float]]
 
     def __init__(self, cfg: SAEConfig, generator: torch.Generator | None = None) -> None:
         super().__init__()

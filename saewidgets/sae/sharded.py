@@ -17,6 +17,8 @@ full SAE in CPU memory on each rank at start and at checkpoints; accelerator mem
 
 from __future__ import annotations
 
+import operator
+from functools import reduce
 from typing import Any
 
 import torch
@@ -208,7 +210,7 @@ class LatentShardedTrainer(Trainer):
     @torch.no_grad()
     def _clip(self, max_norm: float) -> None:
         """`clip_grad_norm_` with the norm of the whole SAE's gradient (sharded parts summed, ``b_dec`` once)."""
-        sharded = sum(self.params[n].grad.pow(2).sum() for n in _SHARDED)
+        sharded = reduce(operator.add, (self.params[n].grad.pow(2).sum() for n in _SHARDED))
         total = (_SumOverShards.apply(sharded) + self.params["b_dec"].grad.pow(2).sum()).sqrt()
         scale = (max_norm / (total + 1e-6)).clamp(max=1.0)
         for param in self.params.values():

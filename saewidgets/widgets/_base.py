@@ -116,19 +116,16 @@ class ViewWidget(anywidget.AnyWidget):
 
         return write_atomic(path, self.to_html(title=title))
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+    def _repr_mimebundle_(self, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         """The widget view plus a ``text/html`` static fallback (an iframe) for frontends that cannot load
         custom widgets (nbviewer, some VS Code setups)."""
         from .static_html import iframe
 
         bundle = super()._repr_mimebundle_(**kwargs)
-        if isinstance(bundle, tuple):  # (data, metadata)
-            data, meta = bundle
-        else:
-            data, meta = bundle, None
+        data, meta = bundle if isinstance(bundle, tuple) else (bundle, None)  # (data, metadata), or data alone
         data = dict(data or {})
         try:
             data["text/html"] = iframe(self.to_html(), height=self._fallback_height)
         except Exception as err:  # a fallback must never break display of the live widget
             data["text/html"] = f"<pre>static view unavailable: {type(err).__name__}</pre>"
-        return (data, meta) if meta is not None else data
+        return data, dict(meta or {})

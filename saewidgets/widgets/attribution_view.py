@@ -80,14 +80,15 @@ class AttributionView(ViewWidget):
     def attribute(self, target: str | None = None, wait: bool = False) -> bool:
         """Recompute for ``target`` (raw token text; empty or None: the model's top token) through
         ``attribute_fn``; False if one is already running or none is set."""
-        if self.attribute_fn is None:
+        attribute_fn = self.attribute_fn
+        if attribute_fn is None:
             self.error = "No attribute_fn: this view can only show the attribution it was given."
             return False
         target = target or None
         if target is not None:
             self.target = target
         started = self._jobs.start(
-            lambda: self.attribute_fn(target), self.set_attribution, background=self.background and not wait
+            lambda: attribute_fn(target), self.set_attribution, background=self.background and not wait
         )
         return started
 

@@ -278,8 +278,8 @@ class Explorer(_ExplorerState):  # type: ignore[misc, valid-type]
         """Colour the heatmap text by the selected feature and its neighbours (one model pass), each on its own
         maximum over the corpus. ``wait=False`` runs it in the background (Stop can drop it). False when
         nothing was started (no text, no activations function, or one already running)."""
-        text = self.heatmap_text
-        if not text.strip() or self.activations_fn is None or self.selected < 0:
+        text, activations_fn = self.heatmap_text, self.activations_fn
+        if not text.strip() or activations_fn is None or self.selected < 0:
             self.heatmap_error = "" if text.strip() else "type some text first"
             return False
         features = [self.selected] + [f for f in self.map.neighbours(self.selected) if f != self.selected]
@@ -287,7 +287,7 @@ class Explorer(_ExplorerState):  # type: ignore[misc, valid-type]
         max_act = getattr(self.stats, "max_act", None)
         scales = [float(max_act[f]) for f in features] if max_act is not None else None
         return self._heatmap_jobs.start(
-            lambda: self.activations_fn(text, features),
+            lambda: activations_fn(text, features),
             lambda acts: self.heatmap.set_activations(acts, feature=selected, scales=scales),
             background=not wait,
         )
@@ -429,7 +429,7 @@ class Explorer(_ExplorerState):  # type: ignore[misc, valid-type]
         data, meta = bundle if isinstance(bundle, tuple) else (bundle, None)
         display(data, metadata=meta, raw=True)
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+    def _repr_mimebundle_(self, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         """For front-ends that ask for one bundle: the widget view plus the offline copy as ``text/html``."""
         bundle = anywidget.AnyWidget._repr_mimebundle_(self, **kwargs)
         data, meta = bundle if isinstance(bundle, tuple) else (bundle, None)
@@ -438,7 +438,7 @@ class Explorer(_ExplorerState):  # type: ignore[misc, valid-type]
             data["text/html"] = self.offline_html()
         except Exception as err:  # a fallback must never break display of the live widget
             data["text/html"] = f"<pre>static view unavailable: {type(err).__name__}</pre>"
-        return (data, meta) if meta is not None else data
+        return data, dict(meta or {})
 
 
 def export_html(path: str | Path, explorer: Explorer, **kwargs: Any) -> Path:

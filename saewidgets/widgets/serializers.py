@@ -32,7 +32,7 @@ def array_to_bytes(values: Any, dtype: type = np.float32) -> bytes:
 
 def bytes_to_array(data: bytes | memoryview, dtype: type, shape: tuple[int, ...] | list[int]) -> np.ndarray:
     """Inverse of :func:`array_to_bytes`: a (copied) array of ``dtype`` reshaped to ``shape``."""
-    arr = np.frombuffer(bytes(data), dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype)
+    arr: np.ndarray = np.frombuffer(bytes(data), dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype)
     return arr.reshape(tuple(shape))
 
 

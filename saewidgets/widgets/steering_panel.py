@@ -175,7 +175,8 @@ class SteeringPanel(ViewWidget):
     def generate(self, wait: bool = False) -> bool:
         """Run ``steer_fn(prompt, feature, multiple)`` and show the result. Returns False (and does nothing) if a
         generation is already running. ``wait=True`` runs in the calling thread."""
-        if self.steer_fn is None:
+        steer_fn = self.steer_fn
+        if steer_fn is None:
             self.error = "No steer_fn: pass SteeringPanel(steer_fn=...) to generate."
             return False
         prompt, feature, multiple, alpha = self.prompt, self.feature, self.multiple, self.alpha
@@ -185,7 +186,7 @@ class SteeringPanel(ViewWidget):
         vector_fn = self.vector_fn
 
         def run() -> tuple[Any, Any]:
-            return self.steer_fn(prompt, feature, multiple), vector_fn(prompt, alpha) if vector_fn else None
+            return steer_fn(prompt, feature, multiple), vector_fn(prompt, alpha) if vector_fn else None
 
         def show(results: tuple[Any, Any]) -> None:
             self.show_result(results[0], multiple, feature)

@@ -8,6 +8,7 @@ Generation is greedy, so the same model and prompt give the same explanation.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -57,9 +58,11 @@ class LocalExplainer(LanguageModelExplainer):
 
     def _ids(self, prompt: Prompt) -> torch.Tensor:
         if self.chat:
-            ids = self._tokenizer.apply_chat_template(
+            encoded = self._tokenizer.apply_chat_template(
                 prompt.messages(), add_generation_prompt=True, return_tensors="pt", return_dict=True
-            )["input_ids"]
+            )
+            assert isinstance(encoded, Mapping), "return_dict=True gives the tokenizer's BatchEncoding"
+            ids = encoded["input_ids"]
         else:
             ids = self._tokenizer(prompt.completion, return_tensors="pt")["input_ids"]
         return ids.to(next(self._hf.parameters()).device)
@@ -81,4 +84,4 @@ class LocalExplainer(LanguageModelExplainer):
             out = self._hf.generate(
                 ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens, do_sample=False, pad_token_id=pad
             )
-        return self._tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+        return self._tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)[0]

@@ -198,13 +198,13 @@ def _run(explainer: Explainer, records: list[FeatureRecord]) -> Any:
             if not in_flight:
                 return
             finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-            failed = [f for f in finished if f.exception() is not None]
+            errors = [error for f in finished if (error := f.exception()) is not None]
             yield from (f.result() for f in finished if f.exception() is None)
-            if failed:  # keep what the other requests already in flight finish, then report the failure
+            if errors:  # keep what the other requests already in flight finish, then report the failure
                 for future in in_flight:
                     future.cancel()
                 rest, in_flight = wait(in_flight).done, set()
                 yield from (f.result() for f in rest if not f.cancelled() and f.exception() is None)
-                raise failed[0].exception()
+                raise errors[0]
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

@@ -92,7 +92,7 @@ def held_out_examples(
         fired = np.flatnonzero(column > 0)
         band_of = np.minimum((column[fired] / max_act * nb).astype(int), nb - 1)
         by_band = [list(rng.permutation(fired[band_of == b])) for b in reversed(range(nb))]
-        activating = []
+        activating: list[dict[str, Any]] = []
         while len(activating) < n_activating and any(by_band):
             for rows in by_band:
                 if rows and len(activating) < n_activating:
@@ -101,7 +101,7 @@ def held_out_examples(
                     if tuple(e["tokens"]) not in shown:
                         e["band"] = min(int(column[row] / max_act * nb), nb - 1)
                         activating.append(e)
-        quiet = []
+        quiet: list[dict[str, Any]] = []
         for row in rng.permutation(len(column))[: 50 * n_non_activating]:
             if len(quiet) == n_non_activating:
                 break
