@@ -212,15 +212,24 @@ def clamped(model: Any, art: Any, concept: Any, hit: dict[str, Any], multiple: f
             concept.terms,
         )
 
-    validation = at(VALIDATION_PROMPTS)["rate"]
     out = at(tuple(EVALUATION_PROMPTS))
     what = f"features {'+'.join(map(str, features))}" if len(features) > 1 else f"feature {hit['feature']}"
+    setting = f"{what} at {multiple:g}x (trial rate {hit['hit_rate']:.0%}"
+    if concept.name not in _variant_concepts():  # variants (and so validation rates) are for the first concepts
+        return {"rate": out["rate"], "judgement": out, "setting": setting + ")"}
+    validation = at(VALIDATION_PROMPTS)["rate"]
     return {
         "rate": out["rate"],
         "validation": validation,
         "judgement": out,
-        "setting": f"{what} at {multiple:g}x (trial rate {hit['hit_rate']:.0%}, validation {validation:.0%})",
+        "setting": f"{setting}, validation {validation:.0%})",
     }
+
+
+def _variant_concepts() -> set[str]:
+    from saewidgets.analysis import CONCEPTS
+
+    return {c.name for c in CONCEPTS[:VARIANT_CONCEPTS]}
 
 
 def recipe(model: Any, art: Any, concept: Any) -> dict[str, Any]:
