@@ -30,6 +30,7 @@ BENCHMARKS = {
     "umap": "feature-map (UMAP) seconds for 4k and 16k features vs umap-learn defaults",
     "steer": "steered generation time vs plain HF generate",
     "steering": "eval-prompt steering hit rate: README SAE recipe vs DiffMean vs prompting, 6 concepts, 2 SAEs",
+    "demo": "saewidgets demo's peak RSS and wall time (quick and full; first and cached run) in a child process",
     "widgets": "static HTML payload bytes and chromium render time (10k-token heatmap, 16k-point map)",
 }
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
