@@ -469,6 +469,29 @@ def test_neighbours_are_the_highest_decoder_cosines(sae, tmp_path):
     assert got[0]["cosine"] == pytest.approx(float(cosine[expected[0]]), abs=1e-5)
 
 
+
+def test_every_feature_neighbour_list_is_the_exact_cosine_ranking_across_blocks():
+    """Neighbour lists are computed a block of features at a time and kept: recall 1.0 of exact cosine kNN, in
+    order, ties to the lower index (a duplicated direction), whatever order features are asked in and for any n."""
+    from saewidgets.analysis.geometry import NEIGHBOUR_BLOCK, FeatureGeometry
+
+    g = np.random.default_rng(0)
+    n_features = 2 * NEIGHBOUR_BLOCK + 37
+    W = g.standard_normal((n_features, 16)).astype(np.float32)
+    W[200] = W[5]  # a tie: features 5 and 200 have the same direction
+    W /= np.linalg.norm(W, axis=1, keepdims=True)
+    geometry = FeatureGeometry(np.zeros((n_features, 2), np.float32), np.zeros(n_features, np.int32), W)
+    for i in [n_features - 1, 0, 5, 200, *range(1, n_features, 7)]:
+        for n in (3, 12):
+            cosine = W @ W[i]
+            cosine[i] = -np.inf
+            expected = sorted(range(n_features), key=lambda j: (-cosine[j], j))[:n]
+            got = geometry.neighbours(i, n)
+            assert [x["feature"] for x in got] == expected
+            assert [x["cosine"] for x in got] == pytest.approx(cosine[expected].tolist(), abs=1e-6)
+    assert geometry.neighbours(5, 1)[0]["feature"] == 200 and geometry.neighbours(200, 1)[0]["feature"] == 5
+    assert len(geometry.neighbours(0, 10_000)) == n_features - 1
+
 # -- steering --------------------------------------------------------------------------------------------------
 
 
