@@ -469,7 +469,6 @@ def test_neighbours_are_the_highest_decoder_cosines(sae, tmp_path):
     assert got[0]["cosine"] == pytest.approx(float(cosine[expected[0]]), abs=1e-5)
 
 
-
 def test_every_feature_neighbour_list_is_the_exact_cosine_ranking_across_blocks():
     """Neighbour lists are computed a block of features at a time and kept: recall 1.0 of exact cosine kNN, in
     order, ties to the lower index (a duplicated direction), whatever order features are asked in and for any n."""
@@ -491,6 +490,7 @@ def test_every_feature_neighbour_list_is_the_exact_cosine_ranking_across_blocks(
             assert [x["cosine"] for x in got] == pytest.approx(cosine[expected].tolist(), abs=1e-6)
     assert geometry.neighbours(5, 1)[0]["feature"] == 200 and geometry.neighbours(200, 1)[0]["feature"] == 5
     assert len(geometry.neighbours(0, 10_000)) == n_features - 1
+
 
 # -- steering --------------------------------------------------------------------------------------------------
 
