@@ -199,10 +199,9 @@ def _cosine_knn(points: np.ndarray, k: int, chunk: int = 2048) -> tuple[np.ndarr
 
 
 def _cache_path(cache_dir: str | os.PathLike | None, fingerprint: str, params: dict[str, Any]) -> Path:
-    import sklearn
-    import umap
+    from importlib.metadata import version  # not `import umap`: 4 s of numba start-up on a cached run
 
-    versions = {"umap": getattr(umap, "__version__", ""), "sklearn": sklearn.__version__, "pca": "eigh"}
+    versions = {"umap": version("umap-learn"), "sklearn": version("scikit-learn"), "pca": "eigh"}
     key = hashlib.sha256(json.dumps([fingerprint, params, versions], sort_keys=True).encode()).hexdigest()[:16]
     folder = default_cache_dir("geometry") if cache_dir is None else Path(cache_dir)
     return folder / f"geometry-{key}.npz"

@@ -38,6 +38,13 @@ def bytes_to_array(data: bytes | memoryview, dtype: type, shape: tuple[int, ...]
 
 def jsonable(obj: Any) -> Any:
     """A JSON-safe copy of ``obj``: numpy scalars/arrays to Python numbers/lists, tuples to lists, NaN/inf to None."""
+    kind = type(obj)  # exact types first: a static page converts millions of plain values
+    if kind is float:
+        return obj if math.isfinite(obj) else None
+    if kind is str or kind is int or kind is bool or obj is None:
+        return obj
+    if kind is list or kind is tuple:
+        return [jsonable(v) for v in obj]
     if isinstance(obj, dict):
         return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -59,10 +66,23 @@ def jsonable(obj: Any) -> Any:
 def round_floats(obj: Any, digits: int = 4) -> Any:
     """A copy of JSON data with every float rounded to ``digits`` significant digits (static pages embed
     thousands of feature cards; activations need no more precision than a colour and a label show)."""
+    return _round(obj, f".{digits}g")
+
+
+def _round(obj: Any, spec: str) -> Any:
+    kind = type(obj)  # exact types first: a static page rounds millions of values
+    if kind is float:
+        return float(format(obj, spec))
+    if kind is list:
+        return [_round(v, spec) for v in obj]
+    if kind is dict:
+        return {k: _round(v, spec) for k, v in obj.items()}
+    if kind is str or kind is int:
+        return obj
     if isinstance(obj, dict):
-        return {k: round_floats(v, digits) for k, v in obj.items()}
+        return {k: _round(v, spec) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [round_floats(v, digits) for v in obj]
+        return [_round(v, spec) for v in obj]
     if isinstance(obj, float):
-        return float(f"{obj:.{digits}g}")
+        return float(format(obj, spec))
     return obj
