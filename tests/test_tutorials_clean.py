@@ -21,6 +21,7 @@ EXPECTED = [
     "06_steering.ipynb",
     "07_beyond_one_machine.ipynb",
     "08_explanations.ipynb",
+    "09_scaling.ipynb",
 ]
 NOTEBOOKS = sorted(TUTORIALS.glob("*.ipynb"))
 
