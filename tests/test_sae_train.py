@@ -195,3 +195,23 @@ def test_input_scale_is_inside_the_sae():
     assert big.cfg.input_scale == pytest.approx(small.cfg.input_scale / 100, rel=1e-6)
     with torch.no_grad():
         torch.testing.assert_close(big(x[:50] * 100) / 100, small(x[:50]), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "arch, options", [("topk", dict(k=4)), ("topk", dict(k=4, sparse_kernels=False)), ("relu", {})]
+)
+def test_training_steps_bypass_nnsights_patched_tensor_backward(monkeypatch, arch, options):
+    """Importing nnsight replaces ``torch.Tensor.backward`` with a version that parses the caller's source file for a
+    ``with loss.backward():`` block before calling torch's (an AST parse that can race another thread's trace, and
+    fails where sources are not shipped). Training steps call ``torch.autograd.backward`` and never reach it."""
+    from nnsight.intervention import backward as nnsight_backward
+
+    assert torch.Tensor.backward is nnsight_backward._backward  # the patch this test is about is in place
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a training step called Tensor.backward (nnsight's patched version)")
+
+    monkeypatch.setattr(torch.Tensor, "backward", refuse)
+    x, _ = planted_data(n_planted=32, d=16, n_tokens=2_000)
+    sae = train_sae(x, arch, n_features=32, n_steps=5, batch_size=128, progress=False, seed=0, **options)
+    assert sae.cfg.provenance["steps"] == 5 and torch.isfinite(sae.W_dec).all()

@@ -168,7 +168,7 @@ class LatentShardedTrainer(Trainer):
         aux = self._auxk(x, x_hat, pre, dead, tc.aux_k or max(1, cfg.d_in // 2))
         loss = mse + tc.aux_coefficient * aux
         self.shard_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        torch.autograd.backward(loss)  # not loss.backward(), nnsight's patched method (see sae/train.py)
         remove_parallel_gradient(p["W_dec"])
         if tc.grad_clip > 0:
             self._clip(tc.grad_clip)

@@ -340,7 +340,10 @@ class Trainer:
                 f"Lower the learning rate (lr={tc.peak_lr:g}; try {tc.peak_lr / 4:g}) or check the activations for outliers."
             )
         self.optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
+        # torch.autograd.backward, not out.loss.backward(): importing nnsight replaces Tensor.backward with a
+        # version that parses this file's source to look for a ``with loss.backward():`` block (an AST parse that
+        # can race another thread's trace, and fails where the source is not shipped) before calling torch's.
+        torch.autograd.backward(out.loss)
         unit = needs_unit_decoder(sae.cfg.architecture)
         if unit:
             remove_parallel_gradient(sae.W_dec)
