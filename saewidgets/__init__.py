@@ -55,6 +55,8 @@ _EXPORTS = {
     "match_features": "saewidgets.analysis",
     "joint_geometry": "saewidgets.analysis",
     "Explorer": "saewidgets.widgets",
+    "demo_artifacts": "saewidgets.demo",
+    "concept_features": "saewidgets.demo",
     "Cancelled": "saewidgets.cancel",
     "training_curves": "saewidgets.figures",
     "sparsity_frontier": "saewidgets.figures",
@@ -101,6 +103,7 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time __getattr__
         token_activations,
     )
     from .widgets import Explorer
+    from .demo import concept_features, demo_artifacts
     from .cancel import Cancelled
     from .figures import density_histogram, scaling_laws, sparsity_frontier, training_curves
 

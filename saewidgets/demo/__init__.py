@@ -2,6 +2,7 @@
 
 - `settings` — `DemoSettings` (the cache key), the `FULL` and `QUICK` runs, `settings_from_env`;
 - `pipeline` — `demo_artifacts`: model -> harvest -> SAE -> metrics -> statistics -> logit effects -> geometry, cached;
+- `reader_writer` — `concept_features`: the tutorials' reader, writer and control feature for a concept;
 - `examples` — named concept features (`highlight_features`) and the steering example (`steering_examples`);
 - `page` — `write_explorer`: the self-contained Explorer page;
 - `run` — `run_demo`: the ``saewidgets demo`` command from start to finish.
@@ -9,6 +10,7 @@
 
 from __future__ import annotations
 
+from .reader_writer import ConceptFeatures, concept_features
 from .examples import STEERING_CONCEPT, STEERING_PROMPTS, highlight_features, steering_examples
 from .page import write_explorer
 from .pipeline import DemoArtifacts, demo_artifacts
@@ -20,8 +22,10 @@ __all__ = [
     "SETTINGS_ENV",
     "STEERING_CONCEPT",
     "STEERING_PROMPTS",
+    "ConceptFeatures",
     "DemoArtifacts",
     "DemoSettings",
+    "concept_features",
     "demo_artifacts",
     "highlight_features",
     "settings_from_env",

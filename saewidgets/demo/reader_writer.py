@@ -1,0 +1,161 @@
+"""The tutorials' running example, defined once: a *reader* and a *writer* feature for a concept, and a control.
+
+*Scaling Monosemanticity* judges an interpretation by two tests, specificity (when the feature fires, the concept
+is there) and steering (clamping the feature makes the model talk about the concept). On a small SAE the two tests
+pick different features (Arad, Mueller & Belinkov, EMNLP 2025), so the tutorials follow two, chosen by rules that
+look only at *selection* data, never at the texts or prompts the tutorials then test them on:
+
+- **reader**: the top context hit, `search_contexts(stats, query)[0]`: the feature whose stored top contexts (the
+  highest activations over the training corpus) contain the query most consistently. This is how a person browsing
+  dashboards finds "the Golden Gate feature"; it usually fires on the name's own tokens.
+- **writer**: the top hit of the library's steering recipe, `steering_search` with the demo's search settings
+  (`STEERING_SEARCH`): context hits ranked by output score, then tried by clamping on the selection prompts
+  (`SCORING_PROMPTS`). None when no candidate steered in those trials.
+- **control**: a feature drawn at random (seeded by the demo's seed) among those that fire in the statistics and
+  whose top contexts never contain the query: what an arbitrary clamp of the same size does.
+
+The choice is cached beside the SAE (``concept_features.json``), keyed by the SAE's fingerprint, the concept, the
+search settings and the recipe's defaults, so every tutorial gets the same three features without repeating the search.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._atomic_write import atomic_write_bytes
+from ..analysis.steering_sets import GOLDEN_GATE, SteeringConcept
+from .examples import STEERING_SEARCH
+from .pipeline import DemoArtifacts
+
+CACHE_FILE = "concept_features.json"
+
+
+@dataclass(frozen=True)
+class ConceptFeatures:
+    """The reader, writer and control feature for one concept (see the module docstring for the rules).
+
+    Attributes:
+        concept: the concept's name ("Golden Gate Bridge").
+        query: the phrase searched for in top contexts.
+        terms: what counts as a mention of the concept (`mentions`).
+        reader: the top context hit.
+        reader_fraction: the fraction of the reader's top contexts that contain the query.
+        writer: the top `steering_search` hit, or None when nothing steered in its trials.
+        writer_multiple: the clamp strength (multiple of max activation) the writer's trials did best at.
+        writer_trial_rate: the fraction of trial (selection) prompts the writer steered; optimistic elsewhere.
+        writer_output_score: the writer's output score (nats).
+        control: a random live feature unrelated to the query by its top contexts.
+    """
+
+    concept: str
+    query: str
+    terms: tuple[str, ...]
+    reader: int
+    reader_fraction: float
+    writer: int | None
+    writer_multiple: float | None
+    writer_trial_rate: float | None
+    writer_output_score: float | None
+    control: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ConceptFeatures:
+        return cls(**{**data, "terms": tuple(data["terms"])})
+
+    def __str__(self) -> str:
+        writer = (
+            f"writer #{self.writer} (steered {self.writer_trial_rate:.0%} of trial prompts at {self.writer_multiple:g}x)"
+            if self.writer is not None
+            else "no writer (no candidate steered in steering_search's trials)"
+        )
+        return (
+            f"{self.concept}: reader #{self.reader} ({self.reader_fraction:.0%} of top contexts contain "
+            f"{self.query!r}), {writer}, control #{self.control}"
+        )
+
+
+def concept_features(
+    art: DemoArtifacts, concept: SteeringConcept = GOLDEN_GATE, *, progress: bool = True
+) -> ConceptFeatures:
+    """The reader, writer and control feature for ``concept`` on the demo SAE; searched once, then cached.
+
+    Args:
+        art: the demo's artifacts (`demo_artifacts`).
+        concept: what to look for (default: the Golden Gate Bridge, as in the steering benchmark).
+        progress: show the steering search's progress bars the first time.
+    """
+    from ..analysis import search_contexts, steering_search
+
+    key = json.loads(
+        json.dumps(
+            {
+                "concept": [concept.name, concept.query, list(concept.terms)],
+                "search": STEERING_SEARCH,
+                "recipe": _recipe_defaults(steering_search),
+                "sae": art.sae.fingerprint(),
+                "seed": art.settings.seed,
+            }
+        )
+    )  # as read back
+    path = Path(art.folder) / CACHE_FILE
+    if path.exists():
+        cached = json.loads(path.read_text())
+        if cached.get("key") == key:
+            return ConceptFeatures.from_dict(cached["features"])
+
+    hits = search_contexts(art.stats, concept.query, n=1)
+    if not hits:
+        raise ValueError(
+            f"No feature of this SAE has {concept.query!r} in its top contexts, so it has no reader for "
+            f"{concept.name!r}: search for a phrase the statistics corpus uses (search_contexts)."
+        )
+    reader = hits[0]
+    found = steering_search(
+        art.model, art.sae, art.stats, concept.query, n=1, terms=concept.terms, progress=progress, **STEERING_SEARCH
+    )
+    writer = found[0] if found else None
+    features = ConceptFeatures(
+        concept=concept.name,
+        query=concept.query,
+        terms=tuple(concept.terms),
+        reader=int(reader.feature),
+        reader_fraction=float(reader.fraction),
+        writer=int(writer.feature) if writer else None,
+        writer_multiple=float(writer.multiple) if writer else None,
+        writer_trial_rate=float(writer.hit_rate) if writer else None,
+        writer_output_score=float(writer.output_score) if writer else None,
+        control=control_feature(art, concept.query),
+    )
+    record = {"key": key, "features": features.to_dict()}
+    atomic_write_bytes(path, json.dumps(record, indent=1).encode())
+    return features
+
+
+def _recipe_defaults(function: Any) -> dict[str, str]:
+    """The defaults of the steering recipe's parameters, so a change of recipe invalidates the cached choice."""
+    return {
+        name: repr(p.default)
+        for name, p in inspect.signature(function).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+
+
+def control_feature(art: DemoArtifacts, query: str) -> int:
+    """A feature drawn at random (seeded by the demo's seed) among those that fired in the statistics and whose top
+    contexts never contain ``query``."""
+    from ..analysis import search_contexts
+
+    related = {hit.feature for hit in search_contexts(art.stats, query, n=art.sae.cfg.n_features)}
+    live = [f for f in np.flatnonzero(art.stats.max_act.numpy() > 0).tolist() if f not in related]
+    if not live:
+        raise ValueError(f"Every feature that fires has {query!r} in its top contexts: there is no control feature.")
+    return int(np.random.default_rng(art.settings.seed).choice(live))

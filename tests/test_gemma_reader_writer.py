@@ -1,0 +1,57 @@
+"""The tutorials' reader, writer and control features (`concept_features`) on the quick demo SAE.
+
+The search runs once here and is cached beside the SAE, so the tutorials that nbmake executes afterwards read the
+same three features without searching again.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+import saewidgets as sw
+from saewidgets.analysis import search_contexts
+from saewidgets.analysis.steering_sets import GOLDEN_GATE
+from saewidgets.demo.reader_writer import CACHE_FILE, ConceptFeatures, control_feature
+
+pytestmark = pytest.mark.gemma
+
+
+@pytest.fixture(scope="module")
+def features(demo):
+    return sw.concept_features(demo, progress=False)
+
+
+def test_the_reader_is_the_top_context_hit(demo, features):
+    top = search_contexts(demo.stats, GOLDEN_GATE.query, n=1)[0]
+    assert (features.reader, features.reader_fraction) == (top.feature, pytest.approx(top.fraction))
+
+
+def test_the_writer_steered_in_trials_and_is_a_context_hit(demo, features):
+    assert features.writer is not None, "the quick demo SAE has a Golden Gate writer (feature 451 when measured)"
+    assert features.writer_trial_rate > 0 and features.writer_multiple > 0
+    hits = {h.feature for h in search_contexts(demo.stats, GOLDEN_GATE.query, n=demo.sae.cfg.n_features)}
+    assert features.writer in hits
+
+
+def test_the_control_fires_and_is_unrelated_to_the_query(demo, features):
+    f = features.control
+    assert float(demo.stats.max_act[f]) > 0
+    assert not any(GOLDEN_GATE.query.lower() in t.lower() for t in demo.stats.context_texts(f))
+    assert f not in (features.reader, features.writer)
+    assert control_feature(demo, GOLDEN_GATE.query) == f  # seeded: the same draw every time
+
+
+def test_the_choice_is_cached_and_keyed(demo, features):
+    record = json.loads((demo.folder / CACHE_FILE).read_text())
+    assert ConceptFeatures.from_dict(record["features"]) == features
+    assert record["key"]["sae"] == demo.sae.fingerprint()
+    assert sw.concept_features(demo, progress=False) == features  # read back, no search
+
+
+def test_a_query_no_feature_reads_is_a_clear_error(demo):
+    nowhere = replace(GOLDEN_GATE, name="nothing", query="zqxjv-not-in-the-corpus")
+    with pytest.raises(ValueError, match="no reader"):
+        sw.concept_features(demo, nowhere, progress=False)
