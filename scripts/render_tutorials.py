@@ -1,0 +1,112 @@
+"""Render the tutorials with their outputs into docs/tutorials/ (HTML), from a quick-mode run.
+
+The committed notebooks carry no outputs (tests/test_tutorials_clean.py); this publishes a copy that does, so a
+reader sees every figure and number without running anything. Each notebook is executed in quick mode
+(``SAEWIDGETS_QUICK=1``, as CI runs it) with plotly figures drawn from the plotly CDN (the pages stay small) and
+widget state saved, then converted to one HTML page per notebook plus an index.
+
+    python scripts/render_tutorials.py                 # every tutorial (minutes each on a CPU; demo cached)
+    python scripts/render_tutorials.py 01 06           # some of them
+    python scripts/render_tutorials.py --keep-executed /tmp/exec   # also keep the executed .ipynb files
+    python scripts/render_tutorials.py --from-executed /tmp/exec   # re-render only: outputs from those files,
+                                                                   # text from the current notebooks
+
+Needs the ``demo`` and ``test`` extras (nbclient, nbconvert). Run it under the shared heavy lock on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import os
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from nbconvert import HTMLExporter
+
+ROOT = Path(__file__).resolve().parent.parent
+TUTORIALS = ROOT / "tutorials"
+OUT = ROOT / "docs" / "tutorials"
+
+
+def execute(path: Path, timeout: int = 900) -> nbformat.NotebookNode:
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(TUTORIALS)}},
+        store_widget_state=True,
+    )
+    client.execute()
+    return nb
+
+
+def with_current_text(executed: nbformat.NotebookNode, current: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """The executed notebook with the current notebook's markdown; refuses when any code cell changed since."""
+    code = lambda nb: [c.source for c in nb.cells if c.cell_type == "code"]  # noqa: E731
+    if code(executed) != code(current):
+        raise SystemExit("the code changed since that run: execute the notebook again (drop --from-executed)")
+    outputs = iter([c for c in executed.cells if c.cell_type == "code"])
+    merged = current.copy()
+    merged.cells = [next(outputs) if c.cell_type == "code" else c for c in current.cells]
+    merged.metadata = executed.metadata
+    return merged
+
+
+def to_html(nb: nbformat.NotebookNode) -> str:
+    exporter = HTMLExporter(template_name="lab")
+    body, _ = exporter.from_notebook_node(nb)
+    return body
+
+
+def write_index(pages: list[Path]) -> None:
+    items = "\n".join(
+        f'<li><a href="{html.escape(p.name)}">{html.escape(p.stem.replace("_", " "))}</a></li>' for p in pages
+    )
+    (OUT / "index.html").write_text(
+        "<!doctype html><meta charset='utf-8'><title>saewidgets tutorials</title>"
+        "<h1>saewidgets tutorials, rendered from a quick-mode run</h1>"
+        "<p>Each page is a tutorial notebook with the outputs of one run in quick mode (SAEWIDGETS_QUICK=1, the quick "
+        "demo SAE) on a 2-core CPU. The notebooks themselves are in <code>tutorials/</code>.</p>"
+        f"<ul>\n{items}\n</ul>\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("numbers", nargs="*", help="tutorial numbers to render (default: all)")
+    parser.add_argument("--keep-executed", type=Path, help="also write the executed notebooks into this folder")
+    parser.add_argument("--from-executed", type=Path, help="render notebooks executed earlier into this folder")
+    args = parser.parse_args(argv)
+    os.environ["SAEWIDGETS_QUICK"] = "1"
+    os.environ["PLOTLY_RENDERER"] = "notebook_connected"  # plotly.js from its CDN: pages of kilobytes, not megabytes
+    notebooks = sorted(TUTORIALS.glob("[0-9][0-9]_*.ipynb"))
+    if args.numbers:
+        notebooks = [p for p in notebooks if p.name[:2] in args.numbers]
+    OUT.mkdir(parents=True, exist_ok=True)
+    for path in notebooks:
+        start = time.time()
+        if args.from_executed:
+            if not (args.from_executed / path.name).exists():
+                print(f"{path.name}: no executed copy in {args.from_executed}; skipped")
+                continue
+            current = nbformat.read(path, as_version=4)
+            nb = with_current_text(nbformat.read(args.from_executed / path.name, as_version=4), current)
+        else:
+            nb = execute(path)
+        if args.keep_executed:
+            args.keep_executed.mkdir(parents=True, exist_ok=True)
+            nbformat.write(nb, args.keep_executed / path.name)
+        page = OUT / path.with_suffix(".html").name
+        page.write_text(to_html(nb), encoding="utf-8")
+        print(f"{path.name}: rendered in {time.time() - start:.0f} s -> {page.relative_to(ROOT)}")
+    write_index(sorted(OUT.glob("[0-9][0-9]_*.html")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
