@@ -162,7 +162,7 @@ def cmd_tutorials(args: argparse.Namespace) -> int:
 
     from .demo.lab import copy_tutorials
 
-    notebooks = copy_tutorials(args.dir)
+    notebooks = copy_tutorials(args.dir, exercises=args.exercises)
     print(f"{len(notebooks)} tutorials in {Path(args.dir).resolve()}: " + ", ".join(p.name for p in notebooks))
     return 0
 
@@ -260,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     tutorials = sub.add_parser("tutorials", help="copy the tutorial notebooks into a folder")
     tutorials.add_argument("dir", help="folder to copy them into (created; notebooks already there are kept)")
+    tutorials.add_argument(
+        "--exercises", action="store_true", help="blank each exercise's solution, for you to write (the checks stay)"
+    )
     tutorials.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     tutorials.set_defaults(func=cmd_tutorials)
 

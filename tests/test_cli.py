@@ -289,3 +289,41 @@ def test_lab_kernels_get_the_demo_settings_and_the_quick_flag(monkeypatch):
         assert env["SAEWIDGETS_QUICK"] == ("1" if quick else "0")
         monkeypatch.setenv(SETTINGS_ENV, env[SETTINGS_ENV])
         assert settings_from_env() == settings and json.loads(env[SETTINGS_ENV])["n_features"] == settings.n_features
+
+
+def test_tutorials_exercises_copy_blanks_every_solution_and_keeps_the_checks(tmp_path):
+    import ast
+    import json
+
+    import pytest
+
+    from saewidgets.cli import main
+    from saewidgets.demo.lab import SOLUTION_END, SOLUTION_START, blank_solutions, packaged_tutorials
+
+    assert main(["tutorials", str(tmp_path), "--exercises"]) == 0
+    exercises = 0
+    for shipped in sorted(packaged_tutorials().glob("*.ipynb")):
+        original = json.loads(shipped.read_text(encoding="utf-8"))
+        student = json.loads((tmp_path / shipped.name).read_text(encoding="utf-8"))
+        assert len(student["cells"]) == len(original["cells"])
+        for before, after in zip(original["cells"], student["cells"]):
+            old, new = "".join(before["source"]), "".join(after["source"])
+            if before["cell_type"] != "code" or SOLUTION_START not in old:
+                assert new == old, f"{shipped.name}: a cell without an exercise changed"
+                continue
+            exercises += 1
+            assert SOLUTION_START not in new and SOLUTION_END not in new
+            assert old.split(SOLUTION_END)[1] == new.split('see the exercise above")')[1], "the check must stay"
+            # The student's function is a stub that says so; the rest of the cell is untouched Python.
+            tree = ast.parse(new)
+            stubs = [node for node in tree.body if isinstance(node, ast.FunctionDef)]
+            assert stubs, f"{shipped.name}: the exercise's function is gone"
+            namespace: dict = {}
+            exec(compile(ast.Module(body=stubs, type_ignores=[]), shipped.name, "exec"), namespace)
+            with pytest.raises(NotImplementedError, match="your solution here"):
+                namespace[stubs[0].name](*([None] * len(stubs[0].args.args)))
+    assert exercises >= 3, "tutorials 02, 05 and 06 each carry an exercise the student implements"
+
+    broken = {"cells": [{"cell_type": "code", "source": f"def f():\n    {SOLUTION_START}\n    return 1\n"}]}
+    with pytest.raises(ValueError, match="without a closing"):
+        blank_solutions(broken)

@@ -18,6 +18,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from .._atomic_write import atomic_write_bytes
 from .settings import SETTINGS_ENV, DemoSettings
 
 QUICKSTART = "01_quickstart.ipynb"
@@ -39,9 +40,41 @@ def _is_checkout(folder: Path) -> bool:
     return folder.parent == Path(__file__).resolve().parents[2]
 
 
-def copy_tutorials(destination: str | os.PathLike) -> list[Path]:
+#: The lines that fence an exercise's solution in a tutorial's code cell (the shipped notebooks run with it filled in).
+SOLUTION_START, SOLUTION_END = "# --- solution", "# --- end"
+
+
+def blank_solutions(notebook: dict) -> int:
+    """Replace each fenced solution in ``notebook``'s code cells with a ``raise NotImplementedError`` at the same
+    indentation, in place: the student's copy of an exercise. Returns how many solutions were blanked.
+
+    Raises ValueError for a fence opened and not closed, so a broken notebook never ships half-blanked.
+    """
+    blanked = 0
+    for cell in notebook.get("cells", []):
+        if cell.get("cell_type") != "code":
+            continue
+        source = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+        lines, out, inside = source.split("\n"), [], False
+        for line in lines:
+            if line.strip() == SOLUTION_START:
+                indent = line[: len(line) - len(line.lstrip())]
+                out.append(f'{indent}raise NotImplementedError("your solution here: see the exercise above")')
+                inside, blanked = True, blanked + 1
+            elif line.strip() == SOLUTION_END and inside:
+                inside = False
+            elif not inside:
+                out.append(line)
+        if inside:
+            raise ValueError(f"a tutorial cell opens {SOLUTION_START!r} without a closing {SOLUTION_END!r}")
+        cell["source"] = "\n".join(out)
+    return blanked
+
+
+def copy_tutorials(destination: str | os.PathLike, *, exercises: bool = False) -> list[Path]:
     """Copy the tutorial notebooks into ``destination`` (created); notebooks already there are kept, not
-    overwritten. Returns the notebooks now in ``destination``."""
+    overwritten. With ``exercises``, each exercise's solution is blanked (`blank_solutions`) so the student writes
+    it and the cell's check runs against the library. Returns the notebooks now in ``destination``."""
     source = packaged_tutorials()
     if source is None:
         raise FileNotFoundError(
@@ -52,7 +85,13 @@ def copy_tutorials(destination: str | os.PathLike) -> list[Path]:
     destination.mkdir(parents=True, exist_ok=True)
     for notebook in sorted(source.glob("*.ipynb")):
         target = destination / notebook.name
-        if not target.exists():
+        if target.exists():
+            continue
+        if exercises:
+            content = json.loads(notebook.read_text(encoding="utf-8"))
+            blank_solutions(content)
+            atomic_write_bytes(target, (json.dumps(content, indent=1, ensure_ascii=False) + "\n").encode())
+        else:
             shutil.copyfile(notebook, target)
     return sorted(destination.glob("*.ipynb"))
 
