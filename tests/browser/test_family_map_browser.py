@@ -42,6 +42,15 @@ def test_static_family_page_links_map_clicks_to_dashboards(page, tmp_path, scree
     click_feature(page, 8, 0)
     expect_cards(page, split_heads(view, 8, 0))
     expect(page.locator(".saew-family-status")).to_contain_text("4 children in 32")
+    # The hover names the point by its SAE and feature, not by its index in the joint map or a "cluster".
+    family = page.locator(".saew-family").first
+    point = family.evaluate("el => el.saewPointOf(32, 5)")
+    x, y = family.locator(".saew-map").evaluate(f"el => el.saewScreenOf({point})")
+    family.locator(".saew-map-overlay").hover(position={"x": x, "y": y})
+    tip = page.locator(".saew-family-map .saew-tooltip")
+    expect(tip).to_be_visible()
+    expect(tip).to_contain_text("SAE 32 · feature #5")
+    assert "cluster" not in tip.inner_text() and f"feature #{point}\n" not in tip.inner_text() + "\n"
     child = view.tree.children(8, 0)[0]["feature"]
     click_feature(page, 32, child)
     expect_cards(page, split_heads(view, 32, child))

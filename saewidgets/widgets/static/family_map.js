@@ -70,7 +70,7 @@ function familyMapRender({ model, el }) {
     coords: model.get("coords"), clusters: model.get("levels"), density: new DataView(new ArrayBuffer(0)),
     n_features: levels.length, color_by: "cluster", selected: -1, highlight: [], lasso: [], query: "",
     search_results: [], search_labels: [], message: "", height: model.get("height") || 460, bookmarks: [],
-    labels: pointLabels,
+    labels: pointLabels, hover_ids: false,
   }, true);
   const mapDone = SAEW_VIEWS.feature_map.render({ model: mapModel, el: mapBox });
 

@@ -301,9 +301,12 @@ function featureMapRender({ model, el }) {
       const i = nearest(x, y, 8);
       if (i < 0) { tooltip.hide(); over.style.cursor = "crosshair"; return; }
       over.style.cursor = "pointer";
-      const lines = [`feature #${i}`];
+      // A host whose labels already name each point (the FamilyMap: "SAE 512 · feature #3") sets hover_ids false:
+      // its point index and colour group are not feature ids or clusters.
+      const ids = model.get("hover_ids") !== false;
+      const lines = ids ? [`feature #${i}`] : [];
       const cl = saewI32(model.get("clusters")), d = saewF32(model.get("density"));
-      if (cl.length === F) lines.push(`cluster ${cl[i]}`);
+      if (ids && cl.length === F) lines.push(`cluster ${cl[i]}`);
       if (d.length === F) lines.push(`density ${saewFmt(d[i] * 100, 4)}%`);
       const label = (model.get("labels") || [])[i];
       if (label) lines.push(label);
