@@ -64,7 +64,10 @@ ACTIVE_CELL_JS = "() => window.jupyterapp.shell.currentWidget.content.activeCell
 
 
 def open_notebook(page, url: str) -> None:
-    page.goto(url)
+    """Open ``url`` in a fresh JupyterLab workspace (``reset``) and wait for its kernel. The server is shared by
+    the session's tests: without the reset, the previous test's notebook comes back as the current tab, and
+    "run all cells" ran there instead (the test after the family map's live one timed out that way)."""
+    page.goto(url + ("&" if "?" in url else "?") + "reset")
     page.wait_for_function("() => !!window.jupyterapp", timeout=RUN_TIMEOUT_MS)
     page.wait_for_function(kernel_idle_js(), timeout=RUN_TIMEOUT_MS)
 
