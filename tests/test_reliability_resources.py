@@ -33,11 +33,12 @@ MATRIX_MB = N_TOKENS * D_MODEL * 4 / 2**20  # 488 MiB of activations
 # Bounds on what each call may hold, in MiB, as (bytes per token, fixed). Measured here (100k, 400k, 1M tokens):
 # - harvest, numpy/Python: 17 B/token (int32 token ids of every document and of every window, int32 token, document
 #   and position rows) and no fixed part; torch: 92-100 MiB, the tiny model's forward pass on one batch of 16 x 256
-#   tokens (attention scores, MLP), whatever the corpus size.
+#   tokens (attention scores, MLP), whatever the corpus size; once 130 MiB, in a full CI run on a loaded machine
+#   (89 MiB on the same commit idle, with any hash seed), so the fixed part has room for a second batch's scores.
 # - feature_stats, numpy/Python: 8 B/token (int64 document ids of every row) plus 4.8 MiB (one 4,096-row block of
 #   activations, copied out of the memory map, and its codes); torch: 8.7 MiB, the encoder on one block.
 BOUNDS = {
-    "harvest": {"numpy": (24, 8), "torch": (0, 128)},
+    "harvest": {"numpy": (24, 8), "torch": (0, 176)},
     "feature_stats": {"numpy": (16, 8), "torch": (0, 32)},
 }
 
