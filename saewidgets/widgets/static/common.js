@@ -354,3 +354,22 @@ function saewKeepKeys(root) {
     root.addEventListener(type, (ev) => { if (ev.key !== "Escape") ev.stopPropagation(); });
   }
 }
+
+/** A model held in the browser (no kernel): get/set/on/off as anywidget's, change events on set; ``send`` goes to
+ * the "msg:send" listeners (the static page's host answers there; a view's own local model has none). */
+function saewLocalModel(values, isStatic) {
+  const handlers = {};
+  return {
+    __saewStatic: isStatic,
+    get(k) { return values[k]; },
+    set(k, v) {
+      const changed = values[k] !== v;
+      values[k] = v;
+      if (changed) for (const cb of (handlers[`change:${k}`] || []).slice()) cb(this, v);
+    },
+    on(evt, cb) { (handlers[evt] = handlers[evt] || []).push(cb); },
+    off(evt, cb) { handlers[evt] = (handlers[evt] || []).filter((f) => f !== cb); },
+    save_changes() {},
+    send(msg) { for (const cb of (handlers["msg:send"] || []).slice()) cb(msg); },
+  };
+}

@@ -11,24 +11,6 @@
 // The map colours points by their SAE's index as the FeatureMap colours clusters: its first palette colours.
 const SAEW_SIZE_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"];
 
-/** A model held in the browser (no kernel): get/set/on/off as anywidget's, change events on set. */
-function saewLocalModel(values, isStatic) {
-  const handlers = {};
-  return {
-    __saewStatic: isStatic,
-    get(k) { return values[k]; },
-    set(k, v) {
-      const changed = values[k] !== v;
-      values[k] = v;
-      if (changed) for (const cb of (handlers[`change:${k}`] || []).slice()) cb(this, v);
-    },
-    on(evt, cb) { (handlers[evt] = handlers[evt] || []).push(cb); },
-    off(evt, cb) { handlers[evt] = (handlers[evt] || []).filter((f) => f !== cb); },
-    save_changes() {},
-    send() {},
-  };
-}
-
 function familyMapRender({ model, el }) {
   const isStatic = saewIsStatic(model);
   const root = saewEl("div", "saew-root saew-family");

@@ -24,20 +24,7 @@ SAEW.decode = function (value) {
 SAEW.model = function (state) {
   const values = {};
   for (const k of Object.keys(state || {})) values[k] = SAEW.decode(state[k]);
-  const handlers = {};
-  return {
-    __saewStatic: true,
-    get(k) { return values[k]; },
-    set(k, v) {
-      const changed = values[k] !== v;
-      values[k] = v;
-      if (changed) for (const cb of (handlers[`change:${k}`] || []).slice()) cb(this, v);
-    },
-    on(evt, cb) { (handlers[evt] = handlers[evt] || []).push(cb); },
-    off(evt, cb) { handlers[evt] = (handlers[evt] || []).filter((f) => f !== cb); },
-    save_changes() {},
-    send(msg) { for (const cb of (handlers["msg:send"] || []).slice()) cb(msg); },
-  };
+  return saewLocalModel(values, true);
 };
 
 /** A packed card as the views read it: window indices back to token strings (spans of `tables.stream`), logit tokens back to
