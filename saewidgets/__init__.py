@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "load_model": "saewidgets.models",
-    "ModelHandle": "saewidgets.model",
+    "ModelHandle": "saewidgets.models",
     "demo_corpus": "saewidgets.corpus",
     "load_corpus": "saewidgets.corpus",
     "Corpus": "saewidgets.corpus",
@@ -65,8 +65,7 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:  # what editors and type checkers see; at run time __getattr__ imports each name on first use
-    from .models import load_model
-    from .model import ModelHandle
+    from .models import ModelHandle, load_model
     from .corpus import Corpus, demo_corpus, load_corpus
     from .activations import Activations, harvest
     from .store import ActivationStore, harvest_to_store

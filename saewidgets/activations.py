@@ -28,7 +28,7 @@ from ._atomic_write import atomic_dir, check_writable_dir, finish_interrupted_sa
 from ._checks import whole_number
 from ._cache import cache_dir
 from .cancel import CancelSignal, check_cancel
-from .model import LayerSpec, ModelHandle, check_text, residual_of
+from .models.handle import LayerSpec, ModelHandle, check_text, residual_of
 
 DEFAULT_CONTEXT_LEN = 128
 DEFAULT_RAM_BUDGET = 4 * 2**30  # bytes of activations kept in memory before spilling to a memmap

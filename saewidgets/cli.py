@@ -19,7 +19,7 @@ import typing
 from dataclasses import MISSING, fields
 from typing import Any, Literal, Sequence
 
-#: Layer names ``--layer`` accepts (`saewidgets.model.NAMED_DEPTHS` resolves them; a test keeps the two in step).
+#: Layer names ``--layer`` accepts (`saewidgets.models.NAMED_DEPTHS` resolves them; a test keeps the two in step).
 LAYER_NAMES = ("middle", "late")
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import torch
 
 from .cancel import CancelSignal, check_cancel
-from .model import ModelHandle, residual_of, with_residual
+from .models.handle import ModelHandle, residual_of, with_residual
 
 if TYPE_CHECKING:
     from .sae import SAE

@@ -39,7 +39,7 @@ from ._atomic_write import atomic_write_bytes, check_writable_dir, fsync_path
 from ._checks import whole_number
 from .activations import DEFAULT_CONTEXT_LEN, Activations, _as_texts, _Window, fill_rows, plan_harvest
 from .corpus import corpus_for_tokens, is_stream
-from .model import LayerSpec, ModelHandle
+from .models.handle import LayerSpec, ModelHandle
 
 STORE_FORMAT = "saewidgets.store/1"
 MANIFEST = "manifest.json"

@@ -14,7 +14,7 @@ import torch
 
 from saewidgets.analysis._common import encode_rows, n_features_of
 from saewidgets.analysis.stats import _FINE_BINS, FeatureStats
-from saewidgets.model import ModelHandle
+from saewidgets.models import ModelHandle
 
 
 def reference_feature_stats(

@@ -229,7 +229,7 @@ def test_bad_layer_argument_is_refused():
 
 def test_layer_names_on_the_command_line_are_the_ones_the_model_resolves():
     from saewidgets.cli import LAYER_NAMES
-    from saewidgets.model import NAMED_DEPTHS
+    from saewidgets.models import NAMED_DEPTHS
 
     assert set(LAYER_NAMES) == set(NAMED_DEPTHS)
     assert build_parser().parse_args(["demo", "--layer", "late"]).layer == "late"

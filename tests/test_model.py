@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from saewidgets import load_model
-from saewidgets.model import residual_of, with_residual
+from saewidgets.models import residual_of, with_residual
 
 
 def test_residual_of_tensor_output_is_the_tensor_not_batch_row_zero():

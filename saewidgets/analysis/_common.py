@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..model import ModelHandle
+from ..models.handle import ModelHandle
 from ..sae.provenance import check_compatible
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..model import ModelHandle, residual_of, with_residual
+from ..models.handle import ModelHandle, residual_of, with_residual
 from ._common import content_mask, encode_rows, prompt_ids
 
 if TYPE_CHECKING:

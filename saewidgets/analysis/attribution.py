@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..cancel import CancelSignal, check_cancel
-from ..model import ModelHandle
+from ..models.handle import ModelHandle
 from ._common import content_mask, prompt_ids, sae_layer
 from ._trace import last_logits_with_delta, residual_and_gradient
 

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from .._atomic_write import atomic_dir
 from .._checks import whole_number
-from ..model import ModelHandle
+from ..models.handle import ModelHandle
 from ._common import check_feature, decoder_directions, n_features_of
 
 if TYPE_CHECKING:

@@ -34,7 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .._checks import whole_number
-from ..model import ModelHandle
+from ..models.handle import ModelHandle
 from ._common import check_features, content_mask, left_padded_batch, prompt_ids, sae_layer
 from ._trace import next_token_logprobs_with_delta, residuals, token_logprob_with_delta
 from .search import search_contexts

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .._checks import whole_number
-from ..model import ModelHandle
+from ..models.handle import ModelHandle
 from ._common import sae_layer
 from ._trace import prompt_features
 from .results import ContextHit

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from .._atomic_write import atomic_dir, finish_interrupted_save
 from .._checks import whole_number
 from ..cancel import CancelSignal, check_cancel
-from ..model import ModelHandle
+from ..models.handle import ModelHandle
 from ..activation_source import is_activation_source
 from ..sae.provenance import check_activations
 from ._common import ENCODE_CHUNK_ROWS, check_feature, encode_rows, n_features_of, sae_layer

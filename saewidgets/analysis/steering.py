@@ -24,7 +24,7 @@ import torch
 
 from .._checks import whole_number
 from ..cancel import CancelSignal
-from ..model import ModelHandle
+from ..models.handle import ModelHandle
 from ..remote import FeatureEdit, steered_generate
 from ._common import check_feature, check_finite, content_mask, decoder_directions, left_padded_batch, sae_layer
 from .stats import FeatureStats

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from ..model import ModelHandle
+from ..models.handle import ModelHandle
 from ._common import prompt_ids
 from ._trace import next_token_logprobs
 from .steering_sets import SELECTION_PROMPTS

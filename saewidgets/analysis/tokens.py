@@ -10,7 +10,7 @@ import numpy as np
 
 from .._checks import whole_number
 from ..cancel import CancelSignal, check_cancel
-from ..model import ModelHandle
+from ..models.handle import ModelHandle
 from ._common import check_features, sae_layer
 from ._trace import prompt_features
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ..analysis import FeatureGeometry, FeatureStats, LogitEffects
     from ..analysis.explain import Labels
     from ..corpus import Corpus
-    from ..model import ModelHandle
+    from ..models.handle import ModelHandle
     from ..sae import SAE
 
 

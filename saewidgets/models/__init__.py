@@ -1,4 +1,8 @@
-"""Where models come from: `load_model` picks the embedded offline Gemma, a tiny test model, the hub, or NDIF."""
+"""Language models: where they come from and the one handle over them.
+
+`load_model` picks the embedded offline Gemma, a tiny test model, the hub, or NDIF, and returns a `ModelHandle`
+(`handle.py`), which answers every question the rest of saewidgets asks of a model.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ..model import ModelHandle
+from .handle import NAMED_DEPTHS, LayerSpec, ModelHandle, residual_of, with_residual
 from .embedded import EMBEDDED_NAME, load_embedded
 from .hub import load_pretrained, load_remote
 from .tiny import tiny_model
@@ -55,4 +59,13 @@ def load_model(
     return load_pretrained(model, device=device, dtype=dtype)
 
 
-__all__ = ["load_model", "tiny_model", "ModelHandle", "EMBEDDED_NAME"]
+__all__ = [
+    "load_model",
+    "tiny_model",
+    "ModelHandle",
+    "LayerSpec",
+    "NAMED_DEPTHS",
+    "residual_of",
+    "with_residual",
+    "EMBEDDED_NAME",
+]

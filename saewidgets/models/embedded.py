@@ -64,7 +64,7 @@ def load_embedded(device: str | torch.device | None = None, dtype: torch.dtype =
     """Gemma 3 270M as a `ModelHandle`, offline."""
     import transformers
 
-    from ..model import ModelHandle
+    from .handle import ModelHandle
 
     path = converted_checkpoint()
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))

@@ -17,7 +17,7 @@ def load_pretrained(name_or_path: str, *, device: str | torch.device | None = No
     """Load a causal LM and its tokenizer with ``transformers`` and wrap it as a `ModelHandle`."""
     import transformers
 
-    from ..model import ModelHandle
+    from .handle import ModelHandle
 
     is_local = Path(name_or_path).expanduser().is_dir()
     if not is_local and _looks_like_a_path(name_or_path):
@@ -50,7 +50,7 @@ def load_remote(repo_id: str, mode: bool | str = True):
     import nnsight
     import transformers
 
-    from ..model import ModelHandle
+    from .handle import ModelHandle
     from ..remote import RemoteModelError, require_api_key, scrub
 
     if mode is True:

@@ -97,7 +97,7 @@ def tiny_hf_model(layout: TinyLayout = "gpt2", *, n_layers: int = 2, d_model: in
 
 def tiny_model(layout: TinyLayout = "gpt2", *, n_layers: int = 2, d_model: int = 64, seed: int = 0):
     """A tiny random model of the given layout as a `ModelHandle` (for tests, CI and quick experiments)."""
-    from ..model import ModelHandle
+    from .handle import ModelHandle
 
     model, tokenizer = tiny_hf_model(layout, n_layers=n_layers, d_model=d_model, seed=seed)
     return ModelHandle(model, tokenizer, name=f"tiny-{layout}")

@@ -227,7 +227,7 @@ def _logits(
     sae: SAE, model: Any, layer: int, ids: torch.Tensor, mask: torch.Tensor, splice: torch.Tensor, mode: _Splice
 ) -> torch.Tensor:
     """Logits of one left-padded batch, with block ``layer``'s output replaced at ``splice`` positions per ``mode``."""
-    from ..model import residual_of, with_residual
+    from ..models.handle import residual_of, with_residual
 
     block = model.block(layer)
     device = model.device

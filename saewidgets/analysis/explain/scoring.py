@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ...model import ModelHandle
+from ...models.handle import ModelHandle
 from .._common import check_features, encode_rows
 from ..stats import FeatureStats
 from .labels import Labels

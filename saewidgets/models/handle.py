@@ -5,7 +5,7 @@ blocks it has, where the residual stream after block L lives, how to read a resi
 decoder layout (GPT-2 ``transformer.h``, Llama/Gemma/Mistral/Qwen ``model.layers``, GPT-NeoX ``gpt_neox.layers``).
 It also owns the lock that keeps widget callbacks from tracing from several threads at once (one for the process).
 
-Where models come from (the embedded offline Gemma, the hub, tiny test models) lives in `saewidgets.models`.
+Where models come from (the embedded offline Gemma, the hub, tiny test models) is the rest of `saewidgets.models`.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ class TraceLock:
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         self._lock.release()
         if exc is not None and self._handle.remote:
-            from .remote import translate_error
+            from ..remote import translate_error
 
             readable = translate_error(exc, self._handle.name)
             if readable is not None:
