@@ -361,6 +361,8 @@ def _trace_batch(model: ModelHandle, layer: int, inputs: Sequence[np.ndarray]) -
 
     The trace stops right after the block, so the rest of the model (and its unembedding) never runs.
     """
+    from nnsight import save  # `.save()` as a function: nnsight mounts the method at run time, unseen by mypy
+
     width = max(len(ids) for ids in inputs)
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     input_ids = torch.full((len(inputs), width), pad, dtype=torch.long)
@@ -371,7 +373,7 @@ def _trace_batch(model: ModelHandle, layer: int, inputs: Sequence[np.ndarray]) -
     block = model.block(layer)
     with model.lock, torch.no_grad():
         with model.nn.trace({"input_ids": input_ids, "attention_mask": mask}, **model.trace_kwargs) as tracer:
-            hidden = residual_of(block.output).save()
+            hidden = save(residual_of(block.output))
             tracer.stop()
     hidden = hidden.detach().to("cpu", torch.float32)
     bad = ~torch.isfinite(hidden) & mask.bool()[..., None]
@@ -413,9 +415,11 @@ def full_forward_residual(model: ModelHandle, text: str, layer: LayerSpec) -> to
 
     A reference for tests and benchmarks: `harvest` must give the same rows while skipping the rest of the model.
     """
+    from nnsight import save  # `.save()` as a function: nnsight mounts the method at run time, unseen by mypy
+
     ids = torch.tensor([model.encode(text)])
     with model.lock, torch.no_grad():
         with model.nn.trace(ids, **model.trace_kwargs):
-            hidden = residual_of(model.block(layer).output).save()
-            model.nn.output.save()
+            hidden = save(residual_of(model.block(layer).output))
+            save(model.nn.output)
     return hidden[0].detach().float()

@@ -22,10 +22,12 @@ def residuals(
     model: ModelHandle, ids: torch.Tensor, layer: int, attention_mask: torch.Tensor | None = None
 ) -> torch.Tensor:
     """The residual stream after block ``layer``, ``[B, T, d]`` float32 on CPU; the trace stops there."""
+    from nnsight import save  # `.save()` as a function: nnsight mounts the method at run time, unseen by mypy
+
     inputs: Any = ids if attention_mask is None else {"input_ids": ids, "attention_mask": attention_mask}
     block = model.block(layer)
     with model.lock, torch.no_grad(), model.nn.trace(inputs, **model.trace_kwargs) as tracer:
-        hidden = residual_of(block.output).save()
+        hidden = save(residual_of(block.output))
         tracer.stop()
     return hidden.detach().float().cpu()
 
@@ -124,18 +126,20 @@ def residual_and_gradient(
     ``with metric.backward():``, which swaps ``torch.Tensor.grad`` for the whole process while it runs and would
     break any other thread reading a ``.grad`` meanwhile (an optimizer step, say).
     """
+    from nnsight import save  # `.save()` as a function: nnsight mounts the method at run time, unseen by mypy
+
     nn, block, remote = model.nn, model.block(layer), bool(model.remote)
     with model.lock, torch.enable_grad():
         with nn.trace(ids, **model.trace_kwargs):
             out = block.output
             leaf = residual_of(out).detach().requires_grad_(True)
             block.output = with_residual(out, leaf)
-            hidden = leaf.save()
+            hidden = save(leaf)
             metric = metric_of_logits(nn.output.logits[0, -1, :])
-            value = metric.save()
+            value = save(metric)
             if remote:
                 with metric.backward():
-                    grad = leaf.grad.save()
+                    grad = save(leaf.grad)
         if not remote:
             (grad,) = torch.autograd.grad(value, hidden)
     return hidden.detach()[0].float().cpu(), grad.detach()[0].float().cpu(), float(value.detach())

@@ -153,6 +153,7 @@ def intervention_delta(
     index = torch.tensor(list(values))
     target = torch.tensor(list(values.values()), dtype=hidden.dtype)
     if mode == "add":
+        assert directions is not None, "mode 'add' adds the features' decoder directions: its callers pass them"
         return (target[:, None] * directions.to(hidden.dtype)).sum(0).expand_as(hidden)
     f = sae.encode(hidden.to(sae.W_dec.dtype))
     clamped = f.clone()

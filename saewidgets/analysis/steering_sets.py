@@ -92,7 +92,10 @@ class SteeringConcept:
         """Indices of the documents of ``corpus`` (a demo-corpus `Corpus`) that are about this concept."""
         if self.topic is not None:
             return [i for i, doc in enumerate(corpus.documents) if getattr(doc, "topic", None) == self.topic]
-        return [i for i, doc in enumerate(corpus.documents) if self.keyword.lower() in doc.text.lower()]
+        if self.keyword is None:
+            raise ValueError(f"SteeringConcept {self.name!r} names neither a topic nor a keyword: give it one of them.")
+        keyword = self.keyword.lower()
+        return [i for i, doc in enumerate(corpus.documents) if keyword in doc.text.lower()]
 
 
 GOLDEN_GATE = SteeringConcept(

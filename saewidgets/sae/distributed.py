@@ -66,8 +66,10 @@ class DataParallelTrainer(Trainer):
         return {"data_parallel_ranks": self.world_size}
 
     def _average_gradient(self, p: torch.Tensor) -> None:
-        dist.all_reduce(p.grad)
-        p.grad.div_(self.world_size)
+        grad = p.grad
+        assert grad is not None, "a post-accumulate-grad hook runs after the gradient is written"
+        dist.all_reduce(grad)
+        grad.div_(self.world_size)
 
     def _reduced(self, t: torch.Tensor, op: Any = dist.ReduceOp.SUM) -> torch.Tensor:
         """``t`` reduced across ranks (through this rank's device: NCCL reduces GPU tensors only)."""

@@ -76,6 +76,12 @@ def _mse(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     return (x_hat - x).pow(2).sum(-1).mean()
 
 
+def _written_grad(param: torch.Tensor) -> torch.Tensor:
+    """``param.grad``, which every training step's backward pass writes before the step clips it."""
+    assert param.grad is not None, "the backward pass writes every parameter's gradient"
+    return param.grad
+
+
 class LatentShardedTrainer(Trainer):
     """TopK SAE training with the latents split across the ranks of a process group.
 
@@ -210,11 +216,12 @@ class LatentShardedTrainer(Trainer):
     @torch.no_grad()
     def _clip(self, max_norm: float) -> None:
         """`clip_grad_norm_` with the norm of the whole SAE's gradient (sharded parts summed, ``b_dec`` once)."""
-        sharded = reduce(operator.add, (self.params[n].grad.pow(2).sum() for n in _SHARDED))
-        total = (_SumOverShards.apply(sharded) + self.params["b_dec"].grad.pow(2).sum()).sqrt()
+        grads = {name: _written_grad(param) for name, param in self.params.items()}
+        sharded = reduce(operator.add, (grads[n].pow(2).sum() for n in _SHARDED))
+        total = (_SumOverShards.apply(sharded) + grads["b_dec"].pow(2).sum()).sqrt()
         scale = (max_norm / (total + 1e-6)).clamp(max=1.0)
-        for param in self.params.values():
-            param.grad.mul_(scale)
+        for grad in grads.values():
+            grad.mul_(scale)
 
 
 def train_sae_latent_sharded(
