@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import json
 import os
 import sys
 import time
@@ -57,7 +58,23 @@ def with_current_text(executed: nbformat.NotebookNode, current: nbformat.Noteboo
     return merged
 
 
+#: Saved widget state above this many bytes is dropped from a page, so each view's static copy (the text/html every
+#: saewidgets view carries beside its widget) is shown instead: a FamilyMap's live state holds every size's points and
+#: cards (5 MB in 09), while its static copy is a quarter of a megabyte and works without a kernel just as well.
+MAX_WIDGET_STATE = 2_000_000
+
+
+def without_heavy_widget_state(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """``nb`` without its saved widget state when that is over `MAX_WIDGET_STATE` bytes (see there)."""
+    state = nb.metadata.get("widgets")
+    if state is not None and len(json.dumps(state)) > MAX_WIDGET_STATE:
+        nb = nb.copy()
+        nb.metadata = nbformat.NotebookNode({k: v for k, v in nb.metadata.items() if k != "widgets"})
+    return nb
+
+
 def to_html(nb: nbformat.NotebookNode) -> str:
+    nb = without_heavy_widget_state(nb)
     exporter = HTMLExporter(template_name="lab")
     body, _ = exporter.from_notebook_node(nb)
     return body
