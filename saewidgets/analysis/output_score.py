@@ -45,6 +45,7 @@ from .steering_sets import SELECTION_PROMPTS
 
 if TYPE_CHECKING:
     from ..sae import SAE
+    from .results import ContextHit
 
 #: Neutral prompts the output score and the trial generations are measured on: the first six selection prompts
 #: (`SELECTION_PROMPTS`), never an evaluation prompt, so a feature is chosen on text other than the text it is
@@ -325,7 +326,7 @@ def steering_search(
         raise ValueError("steering_search() needs at least one clamp multiple to try, e.g. multiples=(2.0,).")
     family = whole_number("family", family, 1)
     prompts = list(prompts)
-    hits: dict[int, dict[str, Any]] = {}
+    hits: dict[int, ContextHit] = {}
     for beyond_query in (False, True):
         for hit in search_contexts(stats, query, n=candidates, beyond_query=beyond_query):
             hits.setdefault(hit.feature, hit)

@@ -133,9 +133,10 @@ def evaluate_sae(
 
 def _reconstruction_metrics(sae: SAE, rows: Any, batch_size: int, density_bins: int) -> SAEMetrics:
     n, d = len(rows), rows.d
-    sse = sum_x = sum_x2 = l0 = 0.0
+    sse = sum_x2 = l0 = 0.0
     fires = torch.zeros(sae.cfg.n_features, dtype=torch.float64)
     device = sae.W_enc.device
+    sum_x = torch.zeros(d, dtype=torch.float64, device=device)
     for start in range(0, n, batch_size):
         x = rows.take(np.arange(start, min(n, start + batch_size))).to(device)
         f = sae.encode(x)

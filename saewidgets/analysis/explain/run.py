@@ -16,7 +16,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from tqdm.auto import tqdm
 
@@ -65,7 +65,8 @@ class _Journal:
     (language-model answers cost money and time); pattern labels are cheap to remake, so they are only flushed."""
 
     def __init__(self, path: Path | None, durable: bool = True):
-        self.path, self.durable, self._file = path, durable, None
+        self.path, self.durable = path, durable
+        self._file: TextIO | None = None
 
     def append(self, e: Explanation) -> None:
         if self.path is None:
