@@ -30,3 +30,27 @@ def test_middle_layer_harvest_is_finite_and_640_wide(gemma):
     assert acts.acts.shape[1] == 640 and len(acts) > 10
     assert np.isfinite(acts.acts).all()
     assert acts.site == "model.layers.9"
+
+
+def test_embedded_tokenizer_forgets_its_build_sources_and_tokenizes_the_same(gemma):
+    """load_embedded drops the ~135 MB vocabulary dict and merges list the tokenizer was built from; a freshly
+    loaded tokenizer that keeps them tokenizes and decodes every text the same way."""
+    import transformers
+
+    from saewidgets.models.embedded import converted_checkpoint
+
+    assert gemma.tokenizer._vocab == {} and gemma.tokenizer._merges == []
+    fresh = transformers.AutoTokenizer.from_pretrained(str(converted_checkpoint()))
+    assert len(fresh._vocab) == 262144 and len(fresh._merges) > 500_000
+    texts = [
+        "The Golden Gate Bridge is in San Francisco.",
+        "  spaces,\ttabs\nand newlines  ",
+        "<unused5> <bos> <start_of_turn>user\nhi<end_of_turn>",
+        "Ünïcödé — 東京 🌉 naïve café",
+        "def f(x):\n    return x**2  # code",
+    ]
+    for text in texts:
+        assert gemma.tokenizer(text).input_ids == fresh(text).input_ids
+        ids = fresh(text).input_ids
+        assert gemma.tokenizer.decode(ids) == fresh.decode(ids)
+    assert gemma.tokenizer.get_vocab() == fresh.get_vocab()

@@ -64,10 +64,12 @@ def load_embedded(device: str | torch.device | None = None, dtype: torch.dtype =
     """Gemma 3 270M as a `ModelHandle`, offline."""
     import transformers
 
+    from ._memory import drop_tokenizer_sources
     from .handle import ModelHandle
 
     path = converted_checkpoint()
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(path))
+    drop_tokenizer_sources(tokenizer)
     model = transformers.AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
     if device is not None:
         model = model.to(device)
