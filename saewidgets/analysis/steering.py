@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
@@ -92,6 +92,7 @@ class SteeringResult:
 
 
 def _strengths(sae: SAE, features: Mapping[int, float] | int | Sequence[int]) -> dict[int, float]:
+    pairs: Iterable[tuple[Any, float]]  # features are checked by check_feature below, whatever they are
     if isinstance(features, Mapping):
         pairs = features.items()
     elif isinstance(features, (int, torch.Tensor)) or hasattr(features, "__index__"):
@@ -457,7 +458,9 @@ def _generate(
     ids, attention = left_padded_batch(model, prompts * 2 if include_default else prompts, reserve=max_new_tokens)
     first = len(ids) if edit is None else (n if include_default else 0)
     prompt_mask = content_mask(model, ids, attention)[first:, :, None].to(model.device)
-    sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+    sampling: dict[str, bool | float] = (
+        {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+    )
     if repetition_penalty != 1.0:
         sampling["repetition_penalty"] = repetition_penalty
     if temperature > 0:

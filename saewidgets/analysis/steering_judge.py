@@ -251,13 +251,12 @@ def judge_steering(
         values = continuation_logprobs(model, [prompts[i] for i in scored], [steered[i] for i in scored]).tolist()
         for i, value in zip(scored, values):
             logprob[i] = value
-    logprob = tuple(logprob)
     return SteeringJudgement(
         tuple(prompts),
         tuple(default),
         tuple(steered),
         tuple(terms),
-        logprob,
+        tuple(logprob),
         threshold=threshold,
         **verdicts(steered, default, logprob, terms, threshold),
     )

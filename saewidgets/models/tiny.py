@@ -62,8 +62,9 @@ def tiny_hf_model(layout: TinyLayout = "gpt2", *, n_layers: int = 2, d_model: in
     tokenizer = tiny_tokenizer(layout)
     vocab = len(tokenizer)
     torch.manual_seed(seed)
+    model: transformers.PreTrainedModel
     if layout == "gpt2":
-        config = transformers.GPT2Config(
+        gpt2 = transformers.GPT2Config(
             vocab_size=vocab,
             n_positions=256,
             n_embd=d_model,
@@ -72,9 +73,9 @@ def tiny_hf_model(layout: TinyLayout = "gpt2", *, n_layers: int = 2, d_model: in
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
         )
-        model = transformers.GPT2LMHeadModel(config)
+        model = transformers.GPT2LMHeadModel(gpt2)
     elif layout == "gemma":
-        config = transformers.Gemma3TextConfig(
+        gemma = transformers.Gemma3TextConfig(
             vocab_size=vocab,
             hidden_size=d_model,
             intermediate_size=2 * d_model,
@@ -88,7 +89,7 @@ def tiny_hf_model(layout: TinyLayout = "gpt2", *, n_layers: int = 2, d_model: in
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
         )
-        model = transformers.Gemma3ForCausalLM(config)
+        model = transformers.Gemma3ForCausalLM(gemma)
     else:
         raise ValueError(f"Unknown tiny layout {layout!r}: use 'gpt2' or 'gemma'.")
     model.generation_config.pad_token_id = tokenizer.pad_token_id or tokenizer.eos_token_id

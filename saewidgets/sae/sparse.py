@@ -79,9 +79,9 @@ def _group_by_key(keys: torch.Tensor, n_keys: int) -> tuple[torch.Tensor, torch.
         counts = torch.bincount(keys, minlength=n_keys)
         return keys.argsort(stable=True), counts.cumsum(0) - counts
     k = keys.numpy()
-    counts = np.bincount(k, minlength=n_keys)
+    run_lengths = np.bincount(k, minlength=n_keys)
     order = np.argsort(k.astype(_key_dtype(n_keys)), kind="stable")
-    return torch.from_numpy(order).long(), torch.from_numpy(np.cumsum(counts) - counts)
+    return torch.from_numpy(order).long(), torch.from_numpy(np.cumsum(run_lengths) - run_lengths)
 
 
 def _key_dtype(n_keys: int) -> type:

@@ -183,8 +183,8 @@ def _run(explainer: Explainer, records: list[FeatureRecord]) -> Any:
     """Yield explanations as they finish, at most ``explainer.max_concurrency`` in flight. The first failure (or
     Ctrl-C) cancels what has not started; finished explanations have been yielded already."""
     if explainer.max_concurrency <= 1:
-        for r in records:
-            yield _explain_one(explainer, r)
+        for record in records:
+            yield _explain_one(explainer, record)
         return
     pool = ThreadPoolExecutor(max_workers=explainer.max_concurrency, thread_name_prefix="explain")
     pending = iter(records)
