@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, overload
+from typing import Any, TypeGuard, overload
 
 __all__ = ["Document", "Corpus", "demo_corpus", "load_corpus", "stream_documents", "corpus_for_tokens"]
 
@@ -245,7 +245,7 @@ def _load_hf(name: str, split: str, text_field: str, n_docs: int, config: str | 
     return _from_documents(list(itertools.islice(stream_documents(stream, name, text_field), n_docs)), name)
 
 
-def is_stream(source: Any) -> bool:
+def is_stream(source: Any) -> TypeGuard[Iterable[Any]]:
     """Whether ``source`` is an iterable read lazily, row by row (a streamed Hugging Face ``IterableDataset``, a
     generator): anything iterable that is not a string, path, sequence or `Corpus`."""
     return (

@@ -53,7 +53,7 @@ def _finish(fig: go.Figure, widget: bool | None) -> go.Figure:
 
 
 def _as_dict(metrics: Any) -> dict[str, Any]:
-    return asdict(metrics) if is_dataclass(metrics) else dict(metrics)
+    return asdict(metrics) if is_dataclass(metrics) and not isinstance(metrics, type) else dict(metrics)
 
 
 def training_curves(

@@ -210,5 +210,5 @@ def _cache_path(cache_dir: str | os.PathLike | None, fingerprint: str, params: d
 def _write_atomic(path: Path, **arrays: np.ndarray) -> None:
     """Write an .npz through a temporary file and one ``os.replace``: readers never see half a map."""
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    np.savez(buffer, allow_pickle=False, **arrays)  # numbers only: no pickled objects in a cache file
     atomic_write_bytes(path, buffer.getvalue())

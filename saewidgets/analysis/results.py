@@ -7,16 +7,19 @@ written against the dict results keeps working; new code uses the attributes, wh
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Protocol
+from dataclasses import Field, asdict, dataclass, fields
+from typing import Any, ClassVar, Protocol
 
 
 class Record(Mapping[str, Any]):
     """Base of the result dataclasses: ``to_dict()``, and read-only mapping access to the fields by name."""
 
+    #: Set by ``@dataclass`` on each subclass; declared here so type checkers know a `Record` is a dataclass.
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
+
     def to_dict(self) -> dict[str, Any]:
         """The fields as a plain dict (``json.dumps`` takes it)."""
-        return asdict(self)  # type: ignore[call-overload]  # subclasses are dataclasses
+        return asdict(self)
 
     def __getitem__(self, name: str) -> Any:
         if name not in self._names():
@@ -30,7 +33,7 @@ class Record(Mapping[str, Any]):
         return len(self._names())
 
     def _names(self) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(self))  # type: ignore[arg-type]
+        return tuple(f.name for f in fields(self))
 
 
 @dataclass(frozen=True, eq=True)

@@ -147,8 +147,8 @@ def fit_power_law(
         if len(np.unique(lx[pick])) >= 2:
             slopes.append(_least_squares(lx[pick], ly[pick])[0])
     tail = (1 - confidence) / 2 * 100
-    interval = tuple(float(v) for v in np.percentile(slopes, [tail, 100 - tail])) if slopes else (slope, slope)
-    return PowerLaw(float(math.exp(intercept)), slope, stderr, interval, confidence, len(lx), r2)  # type: ignore[arg-type]
+    low, high = np.percentile(slopes, [tail, 100 - tail]) if slopes else (slope, slope)
+    return PowerLaw(float(math.exp(intercept)), slope, stderr, (float(low), float(high)), confidence, len(lx), r2)
 
 
 def _least_squares(lx: np.ndarray, ly: np.ndarray) -> tuple[float, float, float, float]:

@@ -89,7 +89,7 @@ class FeatureStats:
     hist_counts: torch.Tensor
     hist_edges: torch.Tensor
     token_strings: dict[int, str] = field(repr=False)
-    _texts: list[list[str]] | None = field(default=None, repr=False, compare=False)
+    _texts: list[list[str]] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def n_features(self) -> int:
@@ -111,7 +111,7 @@ class FeatureStats:
     def check_feature(self, feature: int) -> int:
         return check_feature(self.n_features, feature)
 
-    def _example(self, tokens: torch.Tensor, acts: torch.Tensor, value: float) -> dict[str, Any]:
+    def _example(self, tokens: torch.Tensor, acts: torch.Tensor, value: float | torch.Tensor) -> dict[str, Any]:
         """One context as the card contract wants it: token strings, activations, index of the activating token."""
         ids, values = tokens.tolist(), acts.tolist()  # plain lists: per-element tensor indexing is slow
         keep = [j for j, t in enumerate(ids) if t >= 0]

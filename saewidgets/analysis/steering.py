@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
@@ -345,7 +345,7 @@ def steer_each(
         raise ValueError(f"mode={mode!r} is not understood: use 'clamp' or 'add'.")
     _check_generation(max_new_tokens, 0.0, repetition_penalty)
     prompts = _as_prompts(prompts)
-    edits = []
+    edits: list[Callable[[torch.Tensor], torch.Tensor]] = []
     for features in interventions:
         values = clamp_values(sae, features, stats, units, mode)
         if model.remote:

@@ -8,6 +8,8 @@ import json
 import os
 from dataclasses import asdict, dataclass
 
+from ..sae.config import Architecture
+
 
 @dataclass(frozen=True)
 class DemoSettings:
@@ -24,7 +26,7 @@ class DemoSettings:
     """Tokens of the demo corpus to harvest (None: all of it)."""
     context_len: int = 128
     """Tokens per model input."""
-    arch: str = "topk"
+    arch: Architecture = "topk"
     """SAE architecture: relu, topk, batchtopk or jumprelu."""
     n_features: int = 4096
     """Dictionary size."""

@@ -6,17 +6,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
 from .handle import NAMED_DEPTHS, LayerSpec, ModelHandle, residual_of, with_residual
 from .embedded import EMBEDDED_NAME, load_embedded
 from .hub import load_pretrained, load_remote
-from .tiny import tiny_model
+from .tiny import TinyLayout, tiny_model
 
-_TINY = {"tiny-gpt2": "gpt2", "tiny-gemma": "gemma"}
-_EMBEDDED_ALIASES = {None, "default", EMBEDDED_NAME, "gemma3-270m", "google/gemma-3-270m"}
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+_TINY: dict[str, TinyLayout] = {"tiny-gpt2": "gpt2", "tiny-gemma": "gemma"}
+_EMBEDDED_ALIASES = {"default", EMBEDDED_NAME, "gemma3-270m", "google/gemma-3-270m"}
 
 
 def load_model(
@@ -43,7 +46,9 @@ def load_model(
     if isinstance(model, torch.nn.Module):
         if tokenizer is None:
             raise ValueError("load_model(hf_model) also needs its tokenizer: load_model(hf_model, tokenizer).")
-        return ModelHandle(model, tokenizer, name=getattr(model.config, "_name_or_path", "") or type(model).__name__)
+        name = getattr(model.config, "_name_or_path", "") or type(model).__name__
+        # Any module with the transformers causal-LM interface (a PEFT wrapper, say) is taken as one.
+        return ModelHandle(cast("PreTrainedModel", model), tokenizer, name=name)
     if model is not None and not isinstance(model, str):
         raise TypeError(f"load_model() takes a name, a path, an HF model or a ModelHandle, not {type(model).__name__}.")
     if remote:
@@ -52,7 +57,7 @@ def load_model(
                 "remote=True needs the HF repo id of a model NDIF hosts, e.g. load_model('google/gemma-2-2b', remote=True)."
             )
         return load_remote(model, remote)
-    if model in _EMBEDDED_ALIASES:
+    if model is None or model in _EMBEDDED_ALIASES:
         return load_embedded(device=device, dtype=dtype or torch.float32)
     if model in _TINY:
         return tiny_model(_TINY[model])

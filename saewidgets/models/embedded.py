@@ -72,5 +72,7 @@ def load_embedded(device: str | torch.device | None = None, dtype: torch.dtype =
     drop_tokenizer_sources(tokenizer)
     model = transformers.AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
     if device is not None:
-        model = model.to(device)
+        # transformers wraps PreTrainedModel.to with functools.wraps, which typeshed types as a plain callable, not
+        # a method: mypy would take ``device`` for ``self``.
+        model = model.to(device)  # type: ignore[arg-type]
     return ModelHandle(model, tokenizer, name=EMBEDDED_NAME)

@@ -32,7 +32,9 @@ def load_pretrained(name_or_path: str, *, device: str | torch.device | None = No
         where = "this folder" if is_local else "the Hugging Face hub (is there a network, and is the id spelled right?)"
         raise ValueError(f"Could not load the model {name_or_path!r} from {where}: {err}\n" + _OFFLINE_NAMES) from err
     if device is not None:
-        model = model.to(device)
+        # transformers wraps PreTrainedModel.to with functools.wraps, which typeshed types as a plain callable, not
+        # a method: mypy would take ``device`` for ``self``.
+        model = model.to(device)  # type: ignore[arg-type]
     return ModelHandle(model, tokenizer, name=name_or_path)
 
 

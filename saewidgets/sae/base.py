@@ -95,7 +95,7 @@ class SAE(nn.Module):
         if arch == "relu":
             return F.relu(pre)
         if arch == "topk":
-            values, indices = pre.topk(self.cfg.k, dim=-1, sorted=False)
+            values, indices = pre.topk(self.cfg.active_k, dim=-1, sorted=False)
             return torch.zeros_like(pre).scatter_(-1, indices, F.relu(values))
         return F.relu(pre) * (pre > self.threshold)
 

@@ -80,6 +80,13 @@ class SAEConfig:
                     f"A {self.architecture} SAE needs k in [1, n_features={self.n_features}], got k={self.k}."
                 )
 
+    @property
+    def active_k(self) -> int:
+        """``k`` of a ``topk`` / ``batchtopk`` SAE, which ``__post_init__`` requires; an error for the others."""
+        if self.k is None:
+            raise ValueError(f"A {self.architecture} SAE has no k (active latents per token).")
+        return self.k
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

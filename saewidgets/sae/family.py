@@ -257,8 +257,9 @@ def train_runs(
         trained = _train_together(rows, [configs[i] for i in todo], [dirs[i] for i in todo], progress, device)
         for i, (sae, flops) in zip(todo, trained):
             result = _result(sae, configs[i], flops, eval_activations if eval_rows is not None else None)
-            if dirs[i] is not None:
-                _save_run(dirs[i], sae, result)
+            run_dir = dirs[i]
+            if run_dir is not None:
+                _save_run(run_dir, sae, result)
             done[i] = (sae, result)
     return [done[i] for i in range(len(configs))]
 
@@ -295,9 +296,9 @@ def _train_together(
                 flops[i] += cost
                 bar.update(1)
                 bar.set_postfix(F=trainer.tc.n_features, loss=f"{info['loss']:.4g}", refresh=False)
-                every = trainer.tc.checkpoint_every
-                if dirs[i] is not None and every > 0 and trainer.step % every == 0 and step + 1 < trainer.tc.n_steps:
-                    _checkpoint(trainer, dirs[i], flops[i])
+                every, run_dir = trainer.tc.checkpoint_every, dirs[i]
+                if run_dir is not None and every > 0 and trainer.step % every == 0 and step + 1 < trainer.tc.n_steps:
+                    _checkpoint(trainer, run_dir, flops[i])
     except KeyboardInterrupt:  # every run keeps its steps: calling again resumes them all
         for trainer, run_dir, spent in zip(trainers, dirs, flops):
             if run_dir is not None:

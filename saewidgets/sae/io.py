@@ -28,7 +28,7 @@ import torch
 
 from .._atomic_write import atomic_dir, finish_interrupted_save
 from .base import SAE
-from .config import SAEConfig
+from .config import Architecture, SAEConfig
 
 NATIVE_FORMAT = "saewidgets.sae/1"
 NATIVE_WEIGHTS, NATIVE_CONFIG = "sae.safetensors", "config.json"
@@ -340,7 +340,7 @@ def _load_gemma_scope(path: Path) -> SAE:
             "b_dec and (for JumpReLU) threshold, as Gemma Scope's params.npz holds."
         )
     d_in, n_features = tensors["W_enc"].shape
-    arch = "jumprelu" if "threshold" in tensors else "relu"
+    arch: Architecture = "jumprelu" if "threshold" in tensors else "relu"
     cfg = SAEConfig(
         d_in=int(d_in),
         n_features=int(n_features),

@@ -21,6 +21,7 @@ from .provenance import check_activations, check_compatible
 
 DENSE_THRESHOLD = 0.1  # a latent firing on more than this fraction of tokens counts as dense
 _Splice = Literal["clean", "sae", "zero"]
+_SPLICES: tuple[_Splice, ...] = ("clean", "sae", "zero")
 
 
 @dataclass
@@ -193,7 +194,7 @@ def lm_loss_with_sae(
     if batch_size is None:
         width = max(len(i) for i in inputs)
         batch_size = max(1, LOGITS_BUDGET // (width * model.vocab_size * 4))
-    totals = {mode: 0.0 for mode in ("clean", "sae", "zero")}
+    totals = {mode: 0.0 for mode in _SPLICES}
     count = 0
     from tqdm.auto import tqdm
 

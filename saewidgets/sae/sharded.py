@@ -168,7 +168,7 @@ class LatentShardedTrainer(Trainer):
         x = self.rows.take(self.batch_rows(step)).to(self.shard_device) * cfg.input_scale
         dead = (self.shard_tokens_since_fired >= tc.dead_after_tokens).to(self.shard_device)
         pre = _CopyToShards.apply(x - p["b_dec"]) @ p["W_enc"] + p["b_enc"]
-        values, indices = _global_topk(pre, cfg.k)
+        values, indices = _global_topk(pre, cfg.active_k)
         x_hat = _SumOverShards.apply(sparse_decode(values, indices, p["W_dec"])) + p["b_dec"]
         mse = _mse(x, x_hat)
         aux = self._auxk(x, x_hat, pre, dead, tc.aux_k or max(1, cfg.d_in // 2))

@@ -230,7 +230,8 @@ def sparse_training_step(sae: SAE, x: torch.Tensor, tc: TrainConfig, step: int, 
     x_in = _encoder_input(sae, x)
     with torch.no_grad():  # = sae.pre_activations(x), bias fused, into the reused buffer
         pre = torch.addmm(sae.b_enc, x_in, sae.W_enc, out=_pre_buffer(x.shape[0], sae.W_enc))
-    pairs = select_topk(pre, sae.cfg.k) if arch == "topk" else select_batch_topk(pre, sae.cfg.k)
+    k = sae.cfg.active_k
+    pairs = select_topk(pre, k) if arch == "topk" else select_batch_topk(pre, k)
     values = F.relu(gather_pre_activations(sae, x_in, pre, pairs))
     x_hat = sparse_decode_pairs(values, sae.W_dec, pairs) + sae.b_dec
     if arch == "batchtopk":

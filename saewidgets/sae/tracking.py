@@ -53,7 +53,7 @@ class WandbLogger:
 
     def log_metrics(self, metrics: Any, prefix: str = "eval/") -> None:
         """Put the scalar fields of ``metrics`` (an `SAEMetrics` or a dict) into the run summary."""
-        values = asdict(metrics) if is_dataclass(metrics) else dict(metrics)
+        values = asdict(metrics) if is_dataclass(metrics) and not isinstance(metrics, type) else dict(metrics)
         run = self._started()
         for key, value in values.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -18,7 +18,7 @@ from ._base import ViewWidget
 from ._jobs import SingleFlight
 from .serializers import jsonable
 
-AttributeFn = Callable[[str], Any]
+AttributeFn = Callable[[str | None], Any]  # target token text, or None for the model's top token
 DEFAULT_ROWS = 10
 
 

@@ -95,7 +95,7 @@ _ExplorerState = type(
 )
 
 
-class Explorer(_ExplorerState):  # type: ignore[misc, valid-type]
+class Explorer(_ExplorerState):  # type: ignore[misc, valid-type]  # a base class built at run time by type()
     """All saewidgets views linked around one selected feature, as one widget.
 
     Parameters: ``model`` (ModelHandle), ``sae`` (SAE), ``stats`` (FeatureStats), ``geometry``
@@ -134,7 +134,7 @@ class Explorer(_ExplorerState):  # type: ignore[misc, valid-type]
         n_neighbours: int = DEFAULT_NEIGHBOURS,
         card_fn: Callable[[int], dict] | None = None,
         steer_fn: Callable[[str, int, float], Any] | None = None,
-        attribute_fn: Callable[[str, str], Any] | None = None,
+        attribute_fn: Callable[[str, str | None], Any] | None = None,
         activations_fn: Callable[[str, list[int]], Any] | None = None,
         search_fn: Callable[[str], Iterable[Any]] | None = None,
         highlights: Mapping[str, int] | None = None,

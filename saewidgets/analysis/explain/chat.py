@@ -11,10 +11,13 @@ from __future__ import annotations
 import os
 import random
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .explainer import ExplainerError, Prompt
 from .llm import LanguageModelExplainer
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
 
 
 class ChatExplainer(LanguageModelExplainer):
@@ -86,10 +89,12 @@ class ChatExplainer(LanguageModelExplainer):
 
     def complete(self, prompt: Prompt, max_tokens: int) -> str:
         errors = self._openai
+        # Plain role/content dicts, which openai types as a union of TypedDicts a dict[str, str] cannot name.
+        messages = cast("list[ChatCompletionMessageParam]", prompt.messages())
         for attempt in range(self.max_retries + 1):
             try:
                 response = self._client.chat.completions.create(
-                    model=self.model, messages=prompt.messages(), max_tokens=max_tokens, temperature=self.temperature
+                    model=self.model, messages=messages, max_tokens=max_tokens, temperature=self.temperature
                 )
             except errors.AuthenticationError as err:
                 key = f"from ${self.api_key_env}" if self.api_key_env else "(none: api_key_env=None)"

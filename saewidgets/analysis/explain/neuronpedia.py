@@ -63,7 +63,7 @@ _FORMAT = "saewidgets-neuronpedia"
 _VERSION = 1
 
 
-def _source_names(sae: SAE, stats: FeatureStats, model_id: str | None, source: str | None) -> tuple[str, str]:
+def _source_names(sae: SAE | None, stats: FeatureStats, model_id: str | None, source: str | None) -> tuple[str, str]:
     """Neuronpedia's model id and source (its "layer" id): given, else from the SAE's ``neuronpedia_id``
     ("model/source"), else from the statistics."""
     np_id = getattr(getattr(sae, "cfg", None), "neuronpedia_id", None) if sae is not None else None
@@ -149,7 +149,13 @@ def export_neuronpedia(
 
 
 def _feature(
-    stats: FeatureStats, i: int, effects: LogitEffects | None, sae: SAE, dataset: str, n_prompts_total: int, window: int
+    stats: FeatureStats,
+    i: int,
+    effects: LogitEffects | None,
+    sae: SAE | None,
+    dataset: str,
+    n_prompts_total: int,
+    window: int,
 ) -> dict[str, Any]:
     hist = stats.histogram(i)
     counts, edges = hist["counts"], hist["edges"]
