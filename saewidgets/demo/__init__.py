@@ -3,15 +3,16 @@
 - `settings` — `DemoSettings` (the cache key), the `FULL` and `QUICK` runs, `settings_from_env`;
 - `pipeline` — `demo_artifacts`: model -> harvest -> SAE -> metrics -> statistics -> logit effects -> geometry, cached;
 - `reader_writer` — `concept_features`: the tutorials' reader, writer and control feature for a concept;
-- `examples` — named concept features (`highlight_features`) and the steering example (`steering_examples`);
+  `checked_reader`: a context hit checked by its top contexts and its logits (the Explorer's bookmarks);
+- `examples` — bookmarked concept features (`highlight_features`) and the steering example (`steering_examples`);
 - `page` — `write_explorer`: the self-contained Explorer page;
 - `run` — `run_demo`: the ``saewidgets demo`` command from start to finish.
 """
 
 from __future__ import annotations
 
-from .reader_writer import ConceptFeatures, concept_features
-from .examples import STEERING_CONCEPT, STEERING_PROMPTS, highlight_features, steering_examples
+from .reader_writer import ConceptFeatures, ReaderCheck, checked_reader, concept_features
+from .examples import STEERING_CONCEPT, STEERING_PROMPTS, highlight_features, missing_highlights, steering_examples
 from .page import write_explorer
 from .pipeline import DemoArtifacts, demo_artifacts
 from .settings import FULL, QUICK, SETTINGS_ENV, DemoSettings, settings_from_env
@@ -25,9 +26,12 @@ __all__ = [
     "ConceptFeatures",
     "DemoArtifacts",
     "DemoSettings",
+    "ReaderCheck",
+    "checked_reader",
     "concept_features",
     "demo_artifacts",
     "highlight_features",
+    "missing_highlights",
     "settings_from_env",
     "steering_examples",
     "write_explorer",

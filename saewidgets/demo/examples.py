@@ -1,9 +1,10 @@
-"""The examples ``saewidgets demo`` shows on top of the cached pipeline: named concept features and steering.
+"""The examples ``saewidgets demo`` shows on top of the cached pipeline: bookmarked concept features and steering.
 
-Named features are found the way a person would look for them: by searching the top activating contexts for a
-phrase (`search_contexts`). That ranks features by how consistently their contexts are about the phrase; it does
-not tell a concept feature from one that fires on a single token of the name (on the quick demo SAE the
-"Golden Gate Bridge" feature fires on " Gate"), which the dashboard shows at a glance.
+Bookmarks are checked readers (`reader_writer.checked_reader`): for each concept of the steering panel
+(`steering_sets.CONCEPTS`), a feature whose top contexts mention the concept and peak on its words, and whose logits
+promote them. The first search hit alone is not enough: on the quick demo SAE the top "Golden Gate" hit once fired on
+the "?" and newline after the name, and garbled the text when clamped. A concept with no feature passing the checks
+gets no bookmark (`missing_highlights` names them).
 
 The steering example needs the other kind, a feature that makes the model say the concept, so it is chosen by
 `steering_search` (context hits ranked by what clamping them does to the model's output).
@@ -17,29 +18,26 @@ from typing import Any, Sequence
 
 from .._atomic_write import atomic_write_bytes
 from ..analysis.results import SteeringExample
-from ..analysis.steering_sets import GOLDEN_GATE
+from ..analysis.steering_sets import CONCEPTS, GOLDEN_GATE, SteeringConcept
 from .pipeline import DemoArtifacts
 
-# (name shown to the user, phrase searched for in the top contexts)
-CONCEPTS: tuple[tuple[str, str], ...] = (
-    ("Golden Gate Bridge", "Golden Gate"),
-    ("Eiffel Tower / Paris", "Eiffel"),
-    ("honesty and lies", "honest"),
-    ("SQL and code security", "SQL"),
-    ("trains and transit", "train"),
-)
 
-
-def highlight_features(art: DemoArtifacts, concepts: Sequence[tuple[str, str]] = CONCEPTS) -> dict[str, int]:
-    """For each concept, the feature whose top contexts contain its phrase most consistently (if any does)."""
-    from ..analysis import search_contexts
+def highlight_features(art: DemoArtifacts, concepts: Sequence[SteeringConcept] = CONCEPTS) -> dict[str, int]:
+    """For each concept, its checked reader (`checked_reader`), if one passes: ``{concept name: feature}``, one
+    feature per concept."""
+    from .reader_writer import checked_reader
 
     found: dict[str, int] = {}
-    for name, phrase in concepts:
-        hits = [h for h in search_contexts(art.stats, phrase, n=10) if h.feature not in found.values()]
-        if hits:
-            found[name] = hits[0].feature
+    for concept in concepts:
+        check = checked_reader(art, concept, exclude=set(found.values()))
+        if check is not None:
+            found[concept.name] = check.feature
     return found
+
+
+def missing_highlights(found: dict[str, int], concepts: Sequence[SteeringConcept] = CONCEPTS) -> list[str]:
+    """The concepts `highlight_features` found no checked feature for."""
+    return [c.name for c in concepts if c.name not in found]
 
 
 #: Neutral prompts the demo steers (``--n-prompts`` takes the first few).

@@ -16,12 +16,18 @@ look only at *selection* data, never at the texts or prompts the tutorials then 
 
 The choice is cached beside the SAE (``concept_features.json``), keyed by the SAE's fingerprint, the concept, the
 search settings and the recipe's defaults, so every tutorial gets the same three features without repeating the search.
+
+The Explorer's bookmarks need a fourth kind, a *checked reader* (`checked_reader`): a context hit that a dashboard
+shows to be about the concept on both sides, firing on the concept's own words in its top contexts and promoting
+them in its logits. The top context hit alone can fire on the punctuation after a name, or on the name while its
+logits point nowhere. No generation is needed, so every concept of the panel is checked in a second.
 """
 
 from __future__ import annotations
 
 import inspect
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from .._atomic_write import atomic_write_bytes
+from ..analysis.steering_judge import mentions
 from ..analysis.steering_sets import GOLDEN_GATE, SteeringConcept
 from .examples import STEERING_SEARCH
 from .pipeline import DemoArtifacts
@@ -159,3 +166,87 @@ def control_feature(art: DemoArtifacts, query: str) -> int:
     if not live:
         raise ValueError(f"Every feature that fires has {query!r} in its top contexts: there is no control feature.")
     return int(np.random.default_rng(art.settings.seed).choice(live))
+
+
+#: A checked reader's bars: the fraction of its top contexts that mention the concept (of all top-context slots, as
+#: `search_contexts` counts), and the fraction whose activating token is one of the concept's words.
+MIN_MENTIONS = 0.5
+MIN_ON_CONCEPT = 0.5
+#: Context hits examined per concept, from `search_contexts` with and without ``beyond_query`` each.
+READER_CANDIDATES = 50
+_FILLER = {"the", "and", "of", "in", "a", "an"}
+
+
+@dataclass(frozen=True)
+class ReaderCheck:
+    """How one feature did on `checked_reader`'s checks for a concept.
+
+    Attributes:
+        feature: the SAE feature.
+        mentions: fraction of its top-context slots whose text mentions the concept (`mentions`, its terms).
+        on_concept: fraction of its top contexts whose activating token is a concept word (`concept_words`).
+        promoted: the concept words among the tokens its decoder direction promotes most (the dashboard's logits).
+    """
+
+    feature: int
+    mentions: float
+    on_concept: float
+    promoted: tuple[str, ...]
+
+    @property
+    def passed(self) -> bool:
+        return self.mentions >= MIN_MENTIONS and self.on_concept >= MIN_ON_CONCEPT and bool(self.promoted)
+
+
+def concept_words(concept: SteeringConcept) -> set[str]:
+    """The lower-case words of a concept's name and terms ("golden", "gate", "bridge", "san", ...), fillers out."""
+    text = " ".join((concept.name, *concept.terms)).lower()
+    return {w for w in re.findall(r"[^\W\d_]+", text) if len(w) >= 3 and w not in _FILLER}
+
+
+def is_concept_token(token: str, words: set[str]) -> bool:
+    """Whether a token is one of ``words`` or a piece of one: itself (" Gate"), the word and up to 3 more letters
+    (" stations", " Parisian"), or a piece of at least 4 letters ("iffel")."""
+    t = token.strip().lower()
+    if len(t) < 3 or not t.isalpha():
+        return False
+    return any(t == w or (t.startswith(w) and len(t) - len(w) <= 3) or (len(t) >= 4 and t in w) for w in words)
+
+
+def check_reader(art: DemoArtifacts, feature: int, concept: SteeringConcept) -> ReaderCheck:
+    """`checked_reader`'s checks of one feature: its top contexts (what it fires on) and its logits (what it
+    promotes), both read from the demo's cached statistics and logit effects."""
+    stats, words = art.stats, concept_words(concept)
+    texts = stats.context_texts(feature)
+    examples = stats.top_examples(feature)
+    centres = [e["tokens"][e["center"]] for e in examples]
+    return ReaderCheck(
+        feature=int(feature),
+        mentions=sum(mentions(t, concept.terms) for t in texts) / stats.top_values.shape[1],
+        on_concept=sum(is_concept_token(c, words) for c in centres) / max(1, len(centres)),
+        promoted=tuple(p["token"] for p in art.logit_effects.promoted(feature) if is_concept_token(p["token"], words)),
+    )
+
+
+def checked_reader(
+    art: DemoArtifacts, concept: SteeringConcept, exclude: set[int] | frozenset[int] = frozenset()
+) -> ReaderCheck | None:
+    """The best context hit for ``concept`` that passes both checks, or None when none does.
+
+    Candidates are the features whose top contexts contain the concept's query (`search_contexts`, on and beyond
+    the query's own tokens, `READER_CANDIDATES` each), in context-hit order. A feature passes when at least
+    `MIN_MENTIONS` of its top contexts mention the concept, at least `MIN_ON_CONCEPT` of them peak on a concept word,
+    and at least one of its most promoted tokens is a concept word. Features in ``exclude`` are skipped.
+    """
+    from ..analysis import search_contexts
+
+    seen = set(exclude)
+    for beyond_query in (False, True):
+        for hit in search_contexts(art.stats, concept.query, n=READER_CANDIDATES, beyond_query=beyond_query):
+            if hit.feature in seen:
+                continue
+            seen.add(hit.feature)
+            check = check_reader(art, hit.feature, concept)
+            if check.passed:
+                return check
+    return None

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from .examples import STEERING_PROMPTS, highlight_features, steering_examples
+from .examples import STEERING_PROMPTS, highlight_features, missing_highlights, steering_examples
 from .lab import jupyterlab_missing, open_lab
 from .page import write_explorer
 from .pipeline import demo_artifacts
@@ -39,8 +39,11 @@ def run_demo(
     print("held-out metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in art.metrics.items() if isinstance(v, float)))
 
     highlights = highlight_features(art)
+    print("bookmarked concept features (top contexts peak on the concept's words, logits promote them):")
     for name, feature in highlights.items():
         print(f"  feature {feature:>5}  {name}")
+    for name in missing_highlights(highlights):
+        print(f"  no bookmark  {name}: no feature whose top contexts contain it passed both checks")
     examples = steering_examples(art, STEERING_PROMPTS[:n_prompts], progress=True) if steer else []
     if steer and not examples:
         print(
