@@ -492,6 +492,75 @@ def test_every_feature_neighbour_list_is_the_exact_cosine_ranking_across_blocks(
     assert len(geometry.neighbours(0, 10_000)) == n_features - 1
 
 
+def _clustered_directions(n: int = 160, d: int = 12, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    g = np.random.default_rng(seed)
+    centres = g.standard_normal((6, d))
+    labels = g.integers(0, 6, n)
+    W = centres[labels] + 0.6 * g.standard_normal((n, d))
+    return W / np.linalg.norm(W, axis=1, keepdims=True), labels.astype(np.int32)
+
+
+def test_map_quality_matches_sklearn_and_a_hand_count():
+    """Trustworthiness equals sklearn's (cosine metric) whatever the chunking; recall and cluster agreement equal a
+    direct count over each point's k map neighbours."""
+    from sklearn.manifold import trustworthiness
+    from sklearn.neighbors import NearestNeighbors
+
+    from saewidgets.analysis import map_quality
+    from saewidgets.analysis.geometry import FeatureGeometry
+
+    W, labels = _clustered_directions()
+    coords = W[:, :2] + 0.05 * np.random.default_rng(1).standard_normal((len(W), 2))  # a lossy projection
+    geometry = FeatureGeometry(coords.astype(np.float32), labels, W.astype(np.float32))
+    k = 7
+    got = map_quality(geometry, k=k, chunk=37)
+    assert got.trustworthiness == pytest.approx(trustworthiness(W, coords, n_neighbors=k, metric="cosine"), abs=1e-6)
+    assert map_quality(geometry, k=k).to_dict() == pytest.approx(got.to_dict())
+
+    on_map = NearestNeighbors(n_neighbors=k).fit(coords).kneighbors(return_distance=False)
+    cosine = W @ W.T
+    np.fill_diagonal(cosine, -np.inf)
+    by_cosine = np.argsort(-cosine, axis=1)[:, :k]
+    recall = np.mean([len(set(on_map[i]) & set(by_cosine[i])) / k for i in range(len(W))])
+    assert got.recall == pytest.approx(recall)
+    assert got.recall_chance == pytest.approx(k / (len(W) - 1))
+    assert got.cluster_agreement == pytest.approx(np.mean(labels[on_map] == labels[:, None]))
+    same = sum(int((labels == c).sum()) * int((labels == c).sum() - 1) for c in np.unique(labels))
+    assert got.cluster_chance == pytest.approx(same / (len(W) * (len(W) - 1)))
+    assert 0.5 < got.trustworthiness < 1 and got.recall > got.recall_chance
+
+
+def test_a_faithful_map_scores_one_and_a_random_layout_scores_chance():
+    from saewidgets.analysis import map_quality
+    from saewidgets.analysis.geometry import FeatureGeometry
+
+    g = np.random.default_rng(0)
+    n, k = 300, 10
+    angle = np.sort(g.uniform(0, np.pi / 2, n))  # directions on a quarter circle: their map is the angle itself
+    W = np.zeros((n, 5), np.float32)
+    W[:, 0], W[:, 1] = np.cos(angle), np.sin(angle)
+    clusters = (angle // (np.pi / 8)).astype(np.int32)
+    faithful = map_quality(FeatureGeometry(np.c_[angle, np.zeros(n)].astype(np.float32), clusters, W), k=k)
+    assert faithful.trustworthiness == pytest.approx(1.0) and faithful.recall == pytest.approx(1.0)
+
+    random = [map_quality(FeatureGeometry(g.random((n, 2)).astype(np.float32), clusters, W), k=k) for _ in range(5)]
+    chance = random[0]
+    assert np.mean([q.trustworthiness for q in random]) == pytest.approx(chance.trustworthiness_chance, abs=0.02)
+    assert np.mean([q.recall for q in random]) == pytest.approx(chance.recall_chance, abs=0.02)
+    assert np.mean([q.cluster_agreement for q in random]) == pytest.approx(chance.cluster_chance, abs=0.04)
+    assert all(q.trustworthiness < 0.6 and q.recall < 0.1 for q in random)
+    assert faithful.cluster_agreement > 0.7 > chance.cluster_chance + 0.4
+
+
+def test_map_quality_refuses_a_neighbourhood_too_large():
+    from saewidgets.analysis import map_quality
+    from saewidgets.analysis.geometry import FeatureGeometry
+
+    W, labels = _clustered_directions(n=20)
+    with pytest.raises(ValueError, match="k < n_features / 2"):
+        map_quality(FeatureGeometry(W[:, :2].astype(np.float32), labels, W.astype(np.float32)), k=10)
+
+
 # -- steering --------------------------------------------------------------------------------------------------
 
 

@@ -14,7 +14,7 @@ Nothing here imports widgets; widgets render these results.
 
 from .attribution import Attribution, attribute
 from .cards import feature_card
-from .geometry import FeatureGeometry, feature_geometry
+from .geometry import FeatureGeometry, MapQuality, feature_geometry, map_quality
 from .logits import LogitEffects, logit_effects
 from .output_score import SteeringCandidate, output_scores, steering_search
 from .results import ContextHit, SteeringExample
@@ -43,6 +43,7 @@ __all__ = [
     "FluencyThreshold",
     "GOLDEN_GATE",
     "LogitEffects",
+    "MapQuality",
     "SELECTION_PROMPTS",
     "SteeringCandidate",
     "SteeringConcept",
@@ -64,6 +65,7 @@ __all__ = [
     "generate",
     "judge_steering",
     "logit_effects",
+    "map_quality",
     "mentions",
     "output_scores",
     "search_contexts",

@@ -3,7 +3,9 @@
 Features whose decoder directions point the same way write similar things into the residual stream; the paper
 draws these neighbourhoods with UMAP. With many features the directions are first reduced to ``pca_dims`` with
 PCA (fast, and UMAP's neighbour search is the slow part). Maps are deterministic for a given ``seed`` and cached
-on disk, keyed by ``sae.fingerprint()`` and the parameters.
+on disk, keyed by ``sae.fingerprint()`` and the parameters. `map_quality` measures how well a map keeps each
+feature's decoder-cosine neighbours near it (trustworthiness, neighbour recall, cluster agreement, each beside its
+chance level), the measure the map's default parameters were chosen on (``benchmarks/README.md``).
 """
 
 from __future__ import annotations
@@ -97,7 +99,9 @@ def feature_geometry(
     n_clusters: int | None = None,
     cache_dir: str | os.PathLike | None = None,
     min_dist: float = 0.1,
-    pca_dims: int = 50,
+    pca_dims: int | None = 50,
+    metric: str = "cosine",
+    init: str = "spectral",
 ) -> FeatureGeometry:
     """UMAP map, clusters and neighbour index of ``sae``'s decoder directions.
 
@@ -107,7 +111,9 @@ def feature_geometry(
         n_clusters: KMeans clusters for colouring (default `default_n_clusters`).
         cache_dir: where maps are cached (default: the saewidgets cache's ``geometry`` folder).
         min_dist: UMAP's minimum distance between points.
-        pca_dims: dimensions kept by PCA before UMAP when there are more than 2,000 features.
+        pca_dims: dimensions kept by PCA before UMAP when there are more than 2,000 features (None: no PCA).
+        metric: how UMAP's neighbour graph measures the (PCA-reduced) directions: ``"cosine"`` or ``"euclidean"``.
+        init: UMAP's initial layout: ``"spectral"``, ``"pca"`` or ``"random"``.
     """
     import torch
 
@@ -116,6 +122,10 @@ def feature_geometry(
     n = len(W)
     if n < 4:  # UMAP's spectral layout needs more points than its 2 dimensions + 1
         raise ValueError(f"A feature map needs at least 4 features; this SAE has {n}. Lay out so few by hand.")
+    if metric not in ("cosine", "euclidean"):
+        raise ValueError(f"metric must be 'cosine' or 'euclidean', got {metric!r}.")
+    if init not in ("spectral", "pca", "random"):
+        raise ValueError(f"init must be 'spectral', 'pca' or 'random', got {init!r}.")
     n_clusters = default_n_clusters(n) if n_clusters is None else int(n_clusters)
     if not 1 <= n_clusters <= n:
         raise ValueError(f"n_clusters must be between 1 and the {n} features, got {n_clusters}.")
@@ -125,7 +135,9 @@ def feature_geometry(
         "seed": int(seed),
         "n_clusters": n_clusters,
         "min_dist": float(min_dist),
-        "pca_dims": int(pca_dims) if n > _PCA_ABOVE else None,
+        "pca_dims": int(pca_dims) if pca_dims and n > _PCA_ABOVE else None,
+        "metric": metric,
+        "init": init,
     }
     fingerprint = sae.fingerprint()
     path = _cache_path(cache_dir, fingerprint, params)
@@ -152,11 +164,12 @@ def _compute(directions: np.ndarray, params: dict[str, Any]) -> tuple[np.ndarray
     points = directions
     if params["pca_dims"] is not None and directions.shape[1] > params["pca_dims"]:
         points = _pca(directions, params["pca_dims"])
-    knn = _cosine_knn(points, params["n_neighbors"])
+    knn = _knn(points, params["n_neighbors"], params["metric"])
     reducer = umap.UMAP(
         n_neighbors=params["n_neighbors"],
         min_dist=params["min_dist"],
-        metric="cosine",
+        metric=params["metric"],
+        init=params["init"],
         random_state=params["seed"],
         n_components=2,
         n_jobs=1,  # a seed forces one job anyway
@@ -182,19 +195,24 @@ def _pca(points: np.ndarray, n_components: int) -> np.ndarray:
     return (centred @ axes).astype(np.float32)
 
 
-def _cosine_knn(points: np.ndarray, k: int, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
-    """Exact cosine neighbours (each point first, at distance 0): indices and distances ``[F, k]``."""
+def _knn(points: np.ndarray, k: int, metric: str = "cosine", chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """Exact ``metric`` neighbours (each point first, at distance 0): indices and distances ``[F, k]``."""
     import torch
 
-    x = torch.nn.functional.normalize(torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)), dim=1)
+    x = torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32))
+    if metric == "cosine":
+        x = torch.nn.functional.normalize(x, dim=1)
     indices, distances = [], []
     for start in range(0, len(x), chunk):
-        similarity = x[start : start + chunk] @ x.T
         rows = torch.arange(start, min(start + chunk, len(x)))
-        similarity[rows - start, rows] = 2.0  # self first, even among duplicate directions
-        values, index = similarity.topk(k, dim=1)
+        if metric == "cosine":
+            distance = (1.0 - x[start : start + chunk] @ x.T).clamp(min=0.0)
+        else:
+            distance = torch.cdist(x[start : start + chunk], x)
+        distance[rows - start, rows] = -1.0  # self first, even among duplicate directions
+        values, index = distance.topk(k, dim=1, largest=False)
         indices.append(index)
-        distances.append((1.0 - values).clamp(min=0.0))
+        distances.append(values.clamp(min=0.0))
     return torch.cat(indices).numpy().astype(np.int64), torch.cat(distances).numpy().astype(np.float32)
 
 
@@ -212,3 +230,78 @@ def _write_atomic(path: Path, **arrays: np.ndarray) -> None:
     buffer = io.BytesIO()
     np.savez(buffer, allow_pickle=False, **arrays)  # numbers only: no pickled objects in a cache file
     atomic_write_bytes(path, buffer.getvalue())
+
+
+@dataclass(frozen=True)
+class MapQuality:
+    """How well a 2-D map keeps decoder-cosine neighbourhoods, each figure beside what a random layout scores.
+
+    Attributes:
+        k: the neighbourhood size the figures are for.
+        trustworthiness: sklearn's trustworthiness (Venna & Kaski) of the map against cosine distances between
+            decoder directions: 1 when every point's ``k`` map neighbours are among its nearest by cosine, lower the
+            further down the cosine ranking they are.
+        trustworthiness_chance: its expected value for a random layout (about 0.5).
+        recall: the mean fraction of a point's ``k`` map neighbours that are among its ``k`` cosine neighbours.
+        recall_chance: ``k / (F - 1)``, a random layout's.
+        cluster_agreement: the mean fraction of a point's ``k`` map neighbours in its own cluster (the clusters
+            the map is coloured by); NaN without clusters.
+        cluster_chance: the same for neighbours drawn at random: ``sum_c n_c (n_c - 1) / (F (F - 1))``.
+    """
+
+    k: int
+    trustworthiness: float
+    trustworthiness_chance: float
+    recall: float
+    recall_chance: float
+    cluster_agreement: float
+    cluster_chance: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {name: float(getattr(self, name)) for name in self.__dataclass_fields__}
+
+    def __str__(self) -> str:
+        return (
+            f"MapQuality(k={self.k}: trustworthiness {self.trustworthiness:.3f} (chance "
+            f"{self.trustworthiness_chance:.3f}), recall {self.recall:.1%} (chance {self.recall_chance:.1%}), "
+            f"cluster agreement {self.cluster_agreement:.1%} (chance {self.cluster_chance:.1%}))"
+        )
+
+
+def map_quality(geometry: FeatureGeometry, k: int = 10, chunk: int = 1024) -> MapQuality:
+    """Neighbour preservation of ``geometry``'s map: does a feature's map neighbourhood hold the features whose
+    decoder directions point its way?
+
+    Exact, in float64: cosine distances between the (unit) decoder directions are computed ``chunk`` rows at a time,
+    so memory stays ``O(chunk x F)`` (sklearn's `trustworthiness` holds two ``F x F`` matrices; this gives the same
+    value, ``tests/test_analysis.py`` checks it). Map neighbours are by Euclidean distance on the 2-D coordinates.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    n = geometry.n_features
+    if not 1 <= k < n / 2:  # trustworthiness's normalisation needs k < n / 2
+        raise ValueError(f"map_quality() needs 1 <= k < n_features / 2 ({n / 2:g}), got k={k}.")
+    coords = np.asarray(geometry.coords, dtype=np.float64)
+    directions = np.asarray(geometry.directions, dtype=np.float64)
+    directions = directions / np.maximum(np.linalg.norm(directions, axis=1, keepdims=True), 1e-12)
+    on_map = NearestNeighbors(n_neighbors=k).fit(coords).kneighbors(return_distance=False)  # [n, k], self excluded
+    penalty = 0.0
+    shared = 0
+    for start in range(0, n, chunk):
+        rows = np.arange(start, min(start + chunk, n))
+        distance = 1.0 - directions[rows] @ directions.T
+        distance[rows - start, rows] = np.inf  # a point is not its own neighbour
+        near = np.take_along_axis(distance, on_map[rows], axis=1)  # [rows, k]
+        rank = np.stack([(distance < near[:, [j]]).sum(1) + 1 for j in range(k)], axis=1)  # 1: nearest by cosine
+        penalty += float(np.maximum(rank - k, 0).sum())
+        shared += int((rank <= k).sum())
+    trust = 1.0 - penalty * 2.0 / (n * k * (2.0 * n - 3.0 * k - 1.0))
+    trust_chance = 1.0 - (n - 1 - k) * (n - k) / ((n - 1) * (2.0 * n - 3.0 * k - 1.0))
+    clusters = np.asarray(geometry.clusters)
+    if len(clusters) == n:
+        agreement = float((clusters[on_map] == clusters[:, None]).mean())
+        sizes = np.bincount(clusters - clusters.min()).astype(np.float64)
+        chance = float((sizes * (sizes - 1)).sum() / (n * (n - 1.0)))
+    else:
+        agreement = chance = math.nan
+    return MapQuality(k, trust, trust_chance, shared / (n * k), k / (n - 1), agreement, chance)

@@ -112,6 +112,8 @@ function featureMapRender({ model, el }) {
     }
   });
 
+  // Neighbour lines are drawn up to this distance on the map (1 = the map's extent): a tenth of it.
+  const SAEW_NEAR_ON_MAP = 0.1;
   let F = 0, nx = new Float32Array(0), ny = new Float32Array(0);
   let colorIdx = new Uint16Array(0), palette = [], order = new Uint32Array(0);
   let sx = new Float32Array(0), sy = new Float32Array(0);
@@ -215,14 +217,19 @@ function featureMapRender({ model, el }) {
     for (const i of model.get("search_results") || []) if (i >= 0 && i < F) ring(g, i, 5, "#1f77b4", 1.5);
     const hl = model.get("highlight") || [];
     const sel = model.get("selected");
+    let far = 0;
     if (sel >= 0 && sel < F && hl.length) {
-      // Decoder-cosine neighbours can lie anywhere on the map: faint dashed lines keep long ones readable.
-      g.strokeStyle = "rgba(214,39,40,0.3)"; g.lineWidth = 1; g.setLineDash([3, 3]);
+      // Decoder-cosine neighbours can lie anywhere on the map (a 2-D map keeps few 10-neighbourhoods whole, see
+      // map_quality in benchmarks/README.md). A line goes only to a neighbour that is also near on the map, fading with its
+      // length; far ones keep their ring and are counted in the info line, so no line crosses the map.
+      g.lineWidth = 1.2;
       for (const i of hl) {
-        if (i < 0 || i >= F) continue;
+        if (i < 0 || i >= F || i === sel) continue;
+        const d = Math.hypot(nx[i] - nx[sel], ny[i] - ny[sel]) / SAEW_NEAR_ON_MAP; // map units: zoom-independent
+        if (d > 1) { far++; continue; }
+        g.strokeStyle = `rgba(214,39,40,${(0.15 + 0.65 * (1 - d)).toFixed(3)})`;
         g.beginPath(); g.moveTo(sx[sel], sy[sel]); g.lineTo(sx[i], sy[i]); g.stroke();
       }
-      g.setLineDash([]);
     }
     for (const i of hl) if (i >= 0 && i < F) ring(g, i, 4, ink, 1.5);
     if (sel >= 0 && sel < F) {
@@ -239,6 +246,7 @@ function featureMapRender({ model, el }) {
     }
     const lasso = model.get("lasso") || [];
     info.textContent = `${F} features` + (sel >= 0 ? ` · selected #${sel}` : "") +
+      (far ? ` · ${far} of ${hl.length} neighbours far on the map (no line)` : "") +
       (lasso.length ? ` · lasso ${lasso.length}` : "");
     msg.textContent = model.get("message") || "";
   }
