@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -110,12 +111,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _write_settings(settings_dir: Path) -> None:
-    """Silence the news toast and render every cell (no windowing), so DOM queries see all outputs."""
-    for plugin, values in {
+def _write_settings(settings_dir: Path, extra: dict[str, dict] | None = None) -> None:
+    """Silence the news toast and render every cell (no windowing), so DOM queries see all outputs; ``extra`` maps
+    more plugin ids (``"@jupyterlab/apputils-extension/themes"``) to their user settings."""
+    plugins = {
         "@jupyterlab/apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False},
         "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"},
-    }.items():
+        **(extra or {}),
+    }
+    for plugin, values in plugins.items():
         pkg, name = plugin.rsplit("/", 1)
         folder = settings_dir / pkg
         folder.mkdir(parents=True, exist_ok=True)
@@ -136,17 +140,18 @@ def wait_until_serving(base: str, token: str, proc: subprocess.Popen, timeout_s:
     return False
 
 
-@pytest.fixture(scope="session")
-def jupyter_server(tmp_path_factory):
-    """A JupyterLab (+ Notebook 7 if installed) server on a temp root; yields (base_url, token, root)."""
+@contextmanager
+def lab_server(tmp_path_factory, settings: dict[str, dict] | None = None):
+    """A JupyterLab (+ Notebook 7 if installed) server on a temp root, with its own user settings (``settings``
+    adds to the defaults of :func:`_write_settings`); yields (base_url, token, root)."""
     root = tmp_path_factory.mktemp("nbroot")
-    settings = tmp_path_factory.mktemp("lab-settings")
+    settings_dir = tmp_path_factory.mktemp("lab-settings")
     workspaces = tmp_path_factory.mktemp("lab-workspaces")
-    _write_settings(settings)
+    _write_settings(settings_dir, settings)
     port, token = _free_port(), uuid.uuid4().hex
     env = dict(
         os.environ,
-        JUPYTERLAB_SETTINGS_DIR=str(settings),
+        JUPYTERLAB_SETTINGS_DIR=str(settings_dir),
         JUPYTERLAB_WORKSPACES_DIR=str(workspaces),
         PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
         JUPYTER_PLATFORM_DIRS="1",
@@ -186,6 +191,13 @@ def jupyter_server(tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def jupyter_server(tmp_path_factory):
+    """The session's shared JupyterLab server (light theme); yields (base_url, token, root)."""
+    with lab_server(tmp_path_factory) as server:
+        yield server
 
 
 @pytest.fixture

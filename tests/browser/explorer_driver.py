@@ -154,34 +154,48 @@ def drive(
     return seen
 
 
-# WCAG contrast of each element's text against the first opaque background behind it.
+# WCAG contrast of text against what is painted behind it: translucent backgrounds (token activations, mixed status
+# colours) are composited over the layers below them, down to the first opaque one (white if none). For each selector
+# the lowest ratio over its rendered elements (up to 4,000) is returned, so one unreadable token is enough to fail.
 CONTRAST_JS = """([root, selectors]) => {
-  // "rgb(r, g, b)" / "rgba(...)" in 0-255, or "color(srgb r g b / a)" (color-mix results) in 0-1.
-  const rgb = (c) => {
+  // "rgb(r, g, b)" / "rgba(r, g, b, a)" in 0-255, or "color(srgb r g b / a)" (color-mix results) in 0-1.
+  const rgba = (c) => {
     const v = (c.match(/[\\d.]+/g) || []).map(Number);
-    return c.startsWith("color(srgb") ? v.map((x, k) => (k < 3 ? x * 255 : x)) : v;
+    const x = c.startsWith("color(srgb") ? v.map((y, k) => (k < 3 ? y * 255 : y)) : v;
+    return x.length < 3 ? [0, 0, 0, 0] : [x[0], x[1], x[2], x.length > 3 ? x[3] : 1];
   };
+  const over = (top, under) => [0, 1, 2].map((k) => top[k] * top[3] + under[k] * (1 - top[3]));
   const lum = ([r, g, b]) => {
     const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
     return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
   };
+  const parent = (e) => e.parentElement || (e.getRootNode && e.getRootNode().host) || null;
   const background = (e) => {
-    for (; e; e = e.parentElement || (e.getRootNode && e.getRootNode().host)) {
-      const c = rgb(getComputedStyle(e).backgroundColor);
-      if (c.length >= 3 && (c.length < 4 || c[3] > 0.5)) return c;
+    const layers = [];
+    for (; e; e = parent(e)) {
+      const c = rgba(getComputedStyle(e).backgroundColor);
+      if (c[3] > 0) layers.push(c);
+      if (c[3] >= 1) break;
     }
-    return [255, 255, 255];
+    let acc = [255, 255, 255];
+    for (const c of layers.reverse()) acc = over(c, acc);
+    return acc;
   };
   const out = {};
   for (const sel of selectors) {
-    const e = root.querySelector(sel);
-    if (!e) { out[sel] = null; continue; }
-    const a = lum(rgb(getComputedStyle(e).color)), b = lum(background(e));
-    out[sel] = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    const found = [...root.querySelectorAll(sel)].filter((e) => e.getClientRects().length && e.textContent.trim());
+    if (!found.length) { out[sel] = null; continue; }
+    let worst = Infinity;
+    for (const e of found.slice(0, 4000)) {
+      const bg = background(e), a = lum(over(rgba(getComputedStyle(e).color), bg)), b = lum(bg);
+      worst = Math.min(worst, (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05));
+    }
+    out[sel] = worst;
   }
   return out;
 }"""
-# Text a reader must be able to read in every theme.
+# Text a reader must be able to read in every theme: dashboard, logit tables, context and heatmap tokens, links,
+# map labels (the selected point's label is drawn in the canvas wrap's colour), tabs, attribution, steering text.
 READABLE = [
     ".saew-card-id",
     ".saew-stat b",
@@ -189,21 +203,38 @@ READABLE = [
     ".saew-logit-token code",
     ".saew-logit-value",
     ".saew-context-tokens .saew-tok",
+    ".saew-context-value",
     ".saew-neighbour",
     ".saew-map-info",
+    ".saew-map-bookmark",
     ".saew-tab-active",
     ".saew-attr-feature",
+    ".saew-heatmap-view .saew-tok",
+    ".saew-steer-text",
 ]
+MAP_LABEL = ".saew-map-canvas-wrap"  # no text of its own: its colour is the ink of labels drawn on the map
 
 
 def contrast(root, selectors=READABLE) -> dict:
-    """Contrast ratio of each selector's first element inside ``root`` (a locator), None when absent."""
+    """Lowest contrast ratio of each selector's rendered text inside ``root`` (a locator), None when absent."""
     return root.evaluate("(el, sels) => (" + CONTRAST_JS + ")([el, sels])", selectors)
 
 
-def assert_readable(root, minimum: float = 4.5) -> dict:
+def map_label_contrast(root) -> float:
+    """Contrast of the map's drawn labels (the canvas wrap's ``color``) against the background behind the map."""
+    js = CONTRAST_JS.replace("e.textContent.trim()", "true")
+    return root.evaluate("(el, sels) => (" + js + ")([el, sels])", [MAP_LABEL])[MAP_LABEL]
+
+
+def assert_readable(root, minimum: float = 4.5, *, expect: tuple[str, ...] = ()) -> dict:
+    """Every selector of READABLE present in ``root`` reaches ``minimum``; at least 7 of them are present, and
+    every one named in ``expect`` is."""
     ratios = contrast(root)
-    low = {k: v for k, v in ratios.items() if v is not None and v < minimum}
+    if root.locator(MAP_LABEL).count():
+        ratios["map label"] = map_label_contrast(root)
+    low = {k: round(v, 2) for k, v in ratios.items() if v is not None and v < minimum}
     assert not low, f"contrast below {minimum}: {low}"
     assert sum(v is not None for v in ratios.values()) >= 7, ratios
+    missing = [k for k in expect if ratios.get(k) is None]
+    assert not missing, f"not rendered: {missing}"
     return ratios

@@ -5,7 +5,8 @@ follows a neighbour link, searches, attributes, moves the steering slider with t
 heatmap (see ``explorer_driver``), and checks the layout: header, histogram and logits inside the first screen, no
 horizontal overflow. Then it saves the notebook and opens it again without running it (a fresh kernel holds no
 widgets): the cell shows the static Explorer, not "model not found". Notebook 7 runs the same drive on synthetic
-data, plus the standalone 10k-token heatmap.
+data, plus the standalone 10k-token heatmap. A second server, whose user settings pick the JupyterLab Dark theme,
+shows the demo Explorer dark, and every text a reader reads keeps a WCAG contrast of at least 4.5.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
-from explorer_driver import ROUND_TRIP_MS, drive, expect_selected, no_horizontal_overflow
+from explorer_driver import ROUND_TRIP_MS, assert_readable, drive, expect_selected, no_horizontal_overflow, open_tab
+
+from conftest import lab_server
 
 pytestmark = pytest.mark.browser
 
@@ -149,3 +152,56 @@ def test_explorer_drives_in_notebook7(notebook7, page, jupyter_server, screensho
     assert page.evaluate("window.__pwned") is None
     assert our_errors(page) == []
     screenshot(page, "notebook7-explorer", locator=ex)
+
+
+@pytest.fixture(scope="module")
+def dark_jupyter_server(tmp_path_factory):
+    """A JupyterLab server of its own whose user settings select the JupyterLab Dark theme (the shared server
+    stays light)."""
+    dark = {"@jupyterlab/apputils-extension/themes": {"theme": "JupyterLab Dark"}}
+    with lab_server(tmp_path_factory, dark) as server:
+        yield server
+
+
+@pytest.mark.gemma
+def test_demo_explorer_in_jupyterlab_dark_is_readable(demo, page, dark_jupyter_server, screenshot, notebook_writer):
+    base, token, root = dark_jupyter_server
+    page.set_viewport_size({"width": 1280, "height": 720})
+    notebook_writer(root, "explorer_dark.ipynb", DEMO_CELLS)
+    open_and_run(page, f"{base}/lab/tree/explorer_dark.ipynb?token={token}")
+    theme = page.evaluate("() => [document.body.dataset.jpThemeName, document.body.dataset.jpThemeLight]")
+    assert theme == ["JupyterLab Dark", "false"], theme
+    ex = page.locator(".saew-explorer")
+    expect(ex).to_have_class(re.compile("saew-explorer-live"), timeout=ROUND_TRIP_MS)
+    expect(ex.locator(".saew-context-tokens .saew-tok").first).to_be_visible(timeout=ROUND_TRIP_MS)
+    ink = ex.locator(".saew-card-id").evaluate("el => getComputedStyle(el).color")
+    assert min(map(float, re.findall(r"[\d.]+", ink)[:3])) > 160, f"the heading is not light ink: {ink}"
+    ex.evaluate("el => el.scrollIntoView({block: 'start'})")
+    ratios = {
+        "dashboard": assert_readable(
+            ex,
+            expect=(
+                ".saew-card-id",
+                ".saew-logit-value",
+                ".saew-logit-token code",
+                ".saew-context-tokens .saew-tok",
+                ".saew-map-info",
+                ".saew-map-bookmark",
+                "map label",
+            ),
+        )
+    }
+    screenshot(page, "jupyterlab-dark-explorer")
+
+    open_tab(ex, "Heatmap")  # the sample text, coloured on the feature's own scale
+    expect(ex.locator(".saew-heatmap-view .saew-tok").first).to_be_visible(timeout=ROUND_TRIP_MS)
+    ratios["heatmap"] = assert_readable(ex, expect=(".saew-heatmap-view .saew-tok",))
+    screenshot(page, "jupyterlab-dark-heatmap", locator=ex)
+
+    open_tab(ex, "Steering")
+    ex.locator(".saew-steer-generate").click()
+    expect(ex.locator(".saew-steer-steered .saew-steer-text").first).not_to_be_empty(timeout=120_000)
+    ratios["steering"] = assert_readable(ex, expect=(".saew-steer-text",))
+    screenshot(page, "jupyterlab-dark-steering", locator=ex)
+    print({tab: {k: round(v, 1) for k, v in r.items() if v} for tab, r in ratios.items()})
+    assert our_errors(page) == []

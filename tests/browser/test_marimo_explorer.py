@@ -2,6 +2,8 @@
 
 A marimo app is served headless (``marimo run``) on a free port and driven with chromium through the same steps as
 in JupyterLab: map click, neighbour link, text search, attribution, keyboard on the slider, steering, heatmap.
+Outside JupyterLab's theme variables the Explorer takes its palette from what it is drawn on: marimo following the
+browser's light or dark colour scheme, and marimo's light page under a browser that prefers dark.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import time
 import urllib.request
 
 import pytest
-from explorer_driver import drive, expect_selected
+from explorer_driver import assert_readable, drive, expect_selected, open_tab
 from playwright.sync_api import expect
 
 from conftest import REPO_ROOT, SERVER_START_TIMEOUT_S, _free_port, skip_or_fail
@@ -114,3 +116,29 @@ def test_explorer_drives_in_marimo(marimo_app, page, screenshot):
     assert f"feature={seen['attribution']}" in seen["steered"]
     assert page.errors == [], page.errors
     screenshot(page, "marimo-explorer", locator=ex)
+
+
+@pytest.mark.parametrize("scheme, marimo_theme", [("light", "system"), ("dark", "system"), ("dark", "light")])
+def test_explorer_in_marimo_takes_the_page_colours_and_stays_readable(
+    marimo_app, page, screenshot, scheme, marimo_theme
+):
+    """The browser's colour scheme with marimo following it (?theme=system), and a browser preferring dark under
+    marimo's light theme (the widget must then be light: dark text on marimo's white page)."""
+    page.emulate_media(color_scheme=scheme)
+    page.set_viewport_size({"width": 1280, "height": 720})
+    page.goto(f"{marimo_app}?theme={marimo_theme}")
+    ex = page.locator(".saew-explorer")
+    expect(ex).to_have_count(1, timeout=60_000)
+    expect_selected(ex, 7)
+    dark = scheme == "dark" and marimo_theme == "system"
+    expect(ex).to_have_attribute("data-saew-scheme", "dark" if dark else "light")
+    assert_readable(ex, expect=(".saew-card-id", ".saew-logit-value", ".saew-context-tokens .saew-tok", "map label"))
+    open_tab(ex, "Heatmap")
+    expect(ex.locator(".saew-heatmap-view .saew-tok").first).to_be_visible(timeout=30_000)
+    assert_readable(ex, expect=(".saew-heatmap-view .saew-tok",))
+    open_tab(ex, "Steering")
+    ex.locator(".saew-steer-generate").click()
+    expect(ex.locator(".saew-steer-steered .saew-steer-text").first).to_contain_text("STEERED", timeout=30_000)
+    assert_readable(ex, expect=(".saew-steer-text",))
+    assert page.errors == [], page.errors
+    screenshot(page, f"marimo-explorer-{scheme}-{marimo_theme}", locator=ex)

@@ -10,6 +10,7 @@
 
 function attributionRender({ model, el }) {
   const root = saewEl("div", "saew-root saew-attribution");
+  const offScheme = saewFollowScheme(root);
   el.appendChild(root);
   const tooltip = saewTooltip(root);
   const promptBox = saewEl("div", "saew-attr-prompt");
@@ -127,7 +128,7 @@ function attributionRender({ model, el }) {
     saewOn(model, ["rows", "feature", "target_label"], saewDebounced(paintRows)),
     saewOn(model, ["busy", "error"], paintStatus),
   ];
-  return () => offs.forEach((f) => f());
+  return () => { offs.forEach((f) => f()); offScheme(); };
 }
 
 const view = { render: attributionRender };

@@ -46,13 +46,60 @@ function saewTokenText(tok, inline) {
   return s.replace(/\r?\n/g, inline ? "⏎" : "⏎\n").replace(/\t/g, "⇥");
 }
 
-/** Background colour for an activation: orange for positive, blue for negative, alpha ~ |v| / scale. */
+/** Background colour for an activation: the theme's positive (orange) or negative (blue) heat colour, alpha ~
+ * |v| / scale. The colour is a CSS variable, so tokens follow a theme switch without being recoloured. */
 function saewActColor(v, scale) {
   if (!scale || !v) return "";
   const a = Math.max(0, Math.min(1, Math.abs(v) / scale));
   if (a < 0.02) return "";
-  return v > 0 ? `rgba(255, 126, 14, ${(0.12 + 0.78 * a).toFixed(3)})`
-               : `rgba(31, 119, 180, ${(0.12 + 0.78 * a).toFixed(3)})`;
+  return `rgb(var(${v > 0 ? "--saew-heat-pos" : "--saew-heat-neg"}) / ${(0.12 + 0.78 * a).toFixed(3)})`;
+}
+
+/** Whether the colour `el` is drawn on is dark: the first mostly opaque background among its ancestors (across
+ * shadow roots, as in marimo), by perceived brightness. null when nothing behind it is opaque. */
+function saewBackdropIsDark(el) {
+  const up = (e) => e.parentElement || (e.parentNode instanceof ShadowRoot ? e.parentNode.host : null);
+  for (let e = up(el); e; e = up(e)) {
+    const c = getComputedStyle(e).backgroundColor;
+    const v = (c.match(/[\d.]+/g) || []).map(Number);
+    if (v.length < 3 || (v.length > 3 && v[3] < 0.5)) continue;
+    const k = c.startsWith("color(") ? 255 : 1;
+    return (0.299 * v[0] + 0.587 * v[1] + 0.114 * v[2]) * k < 128;
+  }
+  return null;
+}
+
+/** Keep `root`'s data-saew-scheme ("light" | "dark", which picks the CSS palette) matching what it is drawn on:
+ * once it is in the page, and again when the page may have changed theme (class, style or data-* of <html> or
+ * <body>, e.g. JupyterLab's theme switch; the browser's colour scheme). Returns the cleanup. */
+function saewFollowScheme(root) {
+  const media = window.matchMedia ? window.matchMedia("(prefers-color-scheme: dark)") : null;
+  let frame = 0, timers = [];
+  const detect = () => {
+    const dark = saewBackdropIsDark(root);
+    root.dataset.saewScheme = (dark === null ? !!(media && media.matches) : dark) ? "dark" : "light";
+  };
+  const whenAttached = (tries) => {
+    if (root.isConnected) detect();
+    else if (tries > 0) frame = requestAnimationFrame(() => whenAttached(tries - 1));
+  };
+  // A host's theme styles may load after its attributes change: look again shortly after.
+  const changed = () => { detect(); timers.forEach(clearTimeout); timers = [300, 1500].map((ms) => setTimeout(detect, ms)); };
+  detect();
+  whenAttached(600);
+  timers.push(setTimeout(detect, 1000));  // the host may paint its output area after attaching the view
+  const observer = new MutationObserver(changed);
+  for (const node of [document.documentElement, document.body]) {
+    if (node) observer.observe(node, { attributes: true, attributeFilter: ["class", "style", "data-jp-theme-light",
+      "data-jp-theme-name", "data-theme", "data-mode", "data-vscode-theme-kind"] });
+  }
+  if (media && media.addEventListener) media.addEventListener("change", changed);
+  return () => {
+    cancelAnimationFrame(frame);
+    timers.forEach(clearTimeout);
+    observer.disconnect();
+    if (media && media.removeEventListener) media.removeEventListener("change", changed);
+  };
 }
 
 /** One floating tooltip per view root; `show(x, y, lines)` writes each line with textContent. */
@@ -105,12 +152,7 @@ function saewTokens(container, tokens, acts, opts) {
       scale = 0;
       for (let i = 0; i < spans.length; i++) scale = Math.max(scale, Math.abs(current[i] || 0));
     }
-    for (let i = 0; i < spans.length; i++) {
-      const bg = saewActColor(current[i], scale);
-      spans[i].style.backgroundColor = bg;
-      // Dark ink on strong colours, so the token stays readable in dark themes too.
-      spans[i].style.color = bg && Math.abs(current[i]) > 0.45 * scale ? "#111" : "";
-    }
+    for (let i = 0; i < spans.length; i++) spans[i].style.backgroundColor = saewActColor(current[i], scale);
   }
   recolor(acts, scale);
   if (o.tooltip) {

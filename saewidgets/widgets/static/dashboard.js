@@ -4,6 +4,7 @@
 
 function dashboardRender({ model, el }) {
   const root = saewEl("div", "saew-root saew-dashboard");
+  const offScheme = saewFollowScheme(root);
   el.appendChild(root);
   const tooltip = saewTooltip(root);
   const status = saewEl("div", "saew-status");
@@ -33,7 +34,7 @@ function dashboardRender({ model, el }) {
   paint();
   const off1 = saewOn(model, ["card"], saewDebounced(paint));
   const off2 = saewOn(model, ["feature", "loading", "error"], paintStatus);
-  return () => { off1(); off2(); };
+  return () => { off1(); off2(); offScheme(); };
 }
 
 const view = { render: dashboardRender };

@@ -32,6 +32,7 @@ function explorerRender({ model, el }) {
   const isStatic = saewIsStatic(model);
   const mode = { offline: isStatic, live: false };
   const root = saewEl("div", "saew-root saew-explorer");
+  const offScheme = saewFollowScheme(root);
   saewKeepKeys(root);
   el.appendChild(root);
   const notice = saewEl("div", "saew-explorer-notice");
@@ -186,7 +187,7 @@ function explorerRender({ model, el }) {
     saewOn(model, ["dashboard_card"], cardChanged),
   ];
   if (isStatic) selectOffline(model.get("map_selected"));
-  return () => { offs.forEach((f) => f()); cleanups.forEach((f) => f()); };
+  return () => { offs.forEach((f) => f()); cleanups.forEach((f) => f()); offScheme(); };
 }
 
 const view = { render: explorerRender };

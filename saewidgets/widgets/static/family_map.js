@@ -14,6 +14,7 @@ const SAEW_SIZE_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
 function familyMapRender({ model, el }) {
   const isStatic = saewIsStatic(model);
   const root = saewEl("div", "saew-root saew-family");
+  const offScheme = saewFollowScheme(root);
   saewKeepKeys(root);
   el.appendChild(root);
   const legend = saewEl("div", "saew-family-legend");
@@ -147,7 +148,7 @@ function familyMapRender({ model, el }) {
   const offs = [saewOn(model, ["selected", "cards", "message", "max_children"], saewDebounced(paint))];
   // Test and scripting hook: the map's root (its saewScreenOf gives a point's position) and a point's id.
   root.saewPointOf = (size, feature) => starts[levelOf(size)] + feature;
-  return () => { offs.forEach((off) => off()); while (dashCleanups.length) dashCleanups.pop()(); if (typeof mapDone === "function") mapDone(); };
+  return () => { offScheme(); offs.forEach((off) => off()); while (dashCleanups.length) dashCleanups.pop()(); if (typeof mapDone === "function") mapDone(); };
 }
 
 const view = { render: familyMapRender };

@@ -23,6 +23,7 @@ const SAEW_DBLCLICK_MS = 250;
 
 function featureMapRender({ model, el }) {
   const root = saewEl("div", "saew-root saew-map");
+  const offScheme = saewFollowScheme(root);
   el.appendChild(root);
   const tooltip = saewTooltip(root);
   const bar = saewEl("div", "saew-toolbar");
@@ -234,7 +235,7 @@ function featureMapRender({ model, el }) {
     for (const i of hl) if (i >= 0 && i < F) ring(g, i, 4, ink, 1.5);
     if (sel >= 0 && sel < F) {
       ring(g, sel, 7, "#d62728", 2.5);
-      g.font = "12px sans-serif"; g.fillStyle = "#d62728";
+      g.font = "12px sans-serif"; g.fillStyle = getComputedStyle(wrap).color || "#d62728";
       g.fillText(`#${sel}`, sx[sel] + 9, sy[sel] - 8);
     }
     if (lassoPath && lassoPath.length > 1) {
@@ -426,7 +427,7 @@ function featureMapRender({ model, el }) {
     saewOn(model, ["selected"], selectionChanged),
   ];
   paintResults();
-  return () => { offs.forEach((f) => f()); if (ro) ro.disconnect(); };
+  return () => { offs.forEach((f) => f()); if (ro) ro.disconnect(); offScheme(); };
 }
 
 const view = { render: featureMapRender };

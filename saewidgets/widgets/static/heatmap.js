@@ -6,6 +6,7 @@
 
 function heatmapRender({ model, el }) {
   const root = saewEl("div", "saew-root saew-heatmap");
+  const offScheme = saewFollowScheme(root);
   el.appendChild(root);
   const tooltip = saewTooltip(root);
   const bar = saewEl("div", "saew-toolbar");
@@ -76,7 +77,7 @@ function heatmapRender({ model, el }) {
   build();
   const offBuild = saewOn(model, ["tokens", "acts", "acts_shape", "features", "title"], saewDebounced(build));
   const offPaint = saewOn(model, ["feature", "scales"], saewDebounced(paint));
-  return () => { offBuild(); offPaint(); };
+  return () => { offBuild(); offPaint(); offScheme(); };
 }
 
 const view = { render: heatmapRender };

@@ -9,6 +9,7 @@
 
 function steeringRender({ model, el }) {
   const root = saewEl("div", "saew-root saew-steering");
+  const offScheme = saewFollowScheme(root);
   saewKeepKeys(root);
   el.appendChild(root);
   const isStatic = saewIsStatic(model);
@@ -131,7 +132,7 @@ function steeringRender({ model, el }) {
       saewDebounced(paintOutputs)),
     saewOn(model, ["busy", "error", "status"], paintStatus),
   ];
-  return () => offs.forEach((f) => f());
+  return () => { offs.forEach((f) => f()); offScheme(); };
 }
 
 const view = { render: steeringRender };
