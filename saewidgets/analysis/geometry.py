@@ -164,12 +164,13 @@ def _compute(directions: np.ndarray, params: dict[str, Any]) -> tuple[np.ndarray
     points = directions
     if params["pca_dims"] is not None and directions.shape[1] > params["pca_dims"]:
         points = _pca(directions, params["pca_dims"])
-    knn = _knn(points, params["n_neighbors"], params["metric"])
+    metric = params.get("metric", "cosine")  # joint_geometry's params predate metric and init
+    knn = _knn(points, params["n_neighbors"], metric)
     reducer = umap.UMAP(
         n_neighbors=params["n_neighbors"],
         min_dist=params["min_dist"],
-        metric=params["metric"],
-        init=params["init"],
+        metric=metric,
+        init=params.get("init", "spectral"),
         random_state=params["seed"],
         n_components=2,
         n_jobs=1,  # a seed forces one job anyway
