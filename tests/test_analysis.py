@@ -248,7 +248,7 @@ def test_feature_card_follows_the_schema_and_is_json(tiny, sae, stats, tmp_path)
     effects = logit_effects(tiny, sae, k=3, progress=False)
     geometry = feature_geometry(sae, cache_dir=tmp_path)
     i = int(stats.density.argmax())
-    card = json.loads(json.dumps(feature_card(stats, i, effects, geometry)))
+    card = json.loads(json.dumps(feature_card(stats, i, effects, geometry).to_dict()))
     assert set(card) == {
         "feature",
         "density",

@@ -45,7 +45,7 @@ def test_searching_golden_gate_finds_a_feature_about_the_bridge(demo):
     assert hits, "no feature has the Golden Gate Bridge among its top contexts"
     best = hits[0]["feature"]
     assert fraction_matching(demo.stats, best, BRIDGE) >= 0.8
-    card = json.loads(json.dumps(feature_card(demo.stats, best, demo.logit_effects, demo.geometry)))
+    card = json.loads(json.dumps(feature_card(demo.stats, best, demo.logit_effects, demo.geometry).to_dict()))
     assert card["top"] and card["neighbours"] and card["promoted"]
 
 

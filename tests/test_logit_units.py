@@ -72,7 +72,7 @@ def test_the_card_states_its_unit_and_gives_the_change_at_the_mean_activation(ti
     acts = harvest(tiny, list(TYPICAL_TEXTS), layer=1, progress=False)
     stats = feature_stats(tiny, sae, acts, top_k=3, progress=False)
     i = int(stats.density.argmax())
-    card = json.loads(json.dumps(feature_card(stats, i, effects)))
+    card = json.loads(json.dumps(feature_card(stats, i, effects).to_dict()))
     assert card["logit_unit"] == "Δlogit @ mean act"
     expected = [r["value"] * card["mean_act"] / effects.final_rms for r in effects.promoted(i)]
     assert [r["value"] for r in card["promoted"]] == pytest.approx(expected)

@@ -13,7 +13,7 @@ Nothing here imports widgets; widgets render these results.
 """
 
 from .attribution import Attribution, attribute
-from .cards import feature_card
+from .cards import FeatureCard, feature_card
 from .geometry import FeatureGeometry, MapQuality, feature_geometry, map_quality
 from .logits import LogitEffects, logit_effects
 from .output_score import SteeringCandidate, output_scores, steering_search
@@ -34,6 +34,7 @@ __all__ = [
     "DEFAULT_REPETITION_PENALTY",
     "Attribution",
     "ContextHit",
+    "FeatureCard",
     "FeatureGeometry",
     "FeatureTree",
     "JointGeometry",

@@ -1,6 +1,6 @@
-"""The feature card: one JSON-able dict per feature, the contract between analysis and the dashboard widget.
+"""The feature card: one `FeatureCard` per feature, the contract between analysis and the dashboard widget.
 
-Schema (every number a plain float/int, every token a raw string: escape it before it becomes HTML)::
+Its ``to_dict()`` follows this schema (every number a plain float/int, every token a raw string: escape it before it becomes HTML)::
 
     {
       "feature": int,                      # feature index
@@ -29,10 +29,12 @@ Schema (every number a plain float/int, every token a raw string: escape it befo
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypedDict, cast
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from .geometry import FeatureGeometry
 from .logits import LogitEffects
+from .results import Record
 from .stats import FeatureStats
 
 if TYPE_CHECKING:
@@ -41,28 +43,50 @@ if TYPE_CHECKING:
 N_NEIGHBOURS = 10
 
 
-class _CardBody(TypedDict):
-    """The keys every card has."""
+@dataclass(frozen=True, kw_only=True, eq=False)
+class FeatureCard(Record):
+    """Everything the dashboard shows about one feature (the schema in this module's docstring).
+
+    ``to_dict()`` is the JSON the dashboard's JavaScript and the static page read, key for key as the schema
+    orders them, without ``logit_unit`` when there are no logit effects. The card also reads like that dict
+    (``card["top"]``, ``card.get("logit_unit")``, ``dict(card)``) and compares equal to it.
+    """
 
     feature: int
+    """The feature's index."""
     density: float
+    """Fraction of corpus tokens where it fires (activation > 0)."""
     max_act: float
+    """Largest activation seen (SAE units)."""
     mean_act: float
+    """Mean activation over the tokens where it fires."""
     top: list[dict[str, Any]]
+    """Top activating contexts, highest first: ``{"tokens", "acts", "center", "value"}`` each."""
     quantiles: list[dict[str, Any]]
+    """Sampled contexts per band of the max, highest band first: ``{"label", "examples"}`` each."""
     histogram: dict[str, list[Any]]
+    """Non-zero activations: ``{"counts", "edges"}``, one more edge than counts."""
     promoted: list[dict[str, Any]]
+    """Tokens the feature promotes most, ``{"token", "value"}`` in ``logit_unit`` (empty without logit effects)."""
     suppressed: list[dict[str, Any]]
+    """Tokens it suppresses most, most negative first (empty without logit effects)."""
+    logit_unit: str | None = None
+    """What ``promoted`` / ``suppressed`` values measure (see `analysis.logits`); None without logit effects, and
+    then absent from the dict."""
     neighbours: list[dict[str, Any]]
+    """Decoder cosine neighbours, ``{"feature", "cosine"}`` each (empty without geometry)."""
     label: dict[str, str] | None
+    """Its explanation, ``{"text", "kind"}`` (None without labels)."""
 
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        if self.logit_unit is None:
+            del out["logit_unit"]
+        return out
 
-class FeatureCard(_CardBody, total=False):
-    """A feature card as a type (the schema in this module's docstring): still a plain dict, because it is the JSON
-    the dashboard's JavaScript and the static page read."""
-
-    logit_unit: str
-    """Present with logit effects."""
+    def _names(self) -> tuple[str, ...]:
+        names = super()._names()
+        return names if self.logit_unit is not None else tuple(n for n in names if n != "logit_unit")
 
 
 def feature_card(
@@ -72,7 +96,7 @@ def feature_card(
     geometry: FeatureGeometry | None = None,
     labels: Labels | None = None,
 ) -> FeatureCard:
-    """Everything the dashboard shows about feature ``i`` (schema in the module docstring)."""
+    """Everything the dashboard shows about feature ``i`` (schema in the module docstring); ``to_dict()`` for JSON."""
     i = stats.check_feature(i)
     for other, what in ((logit_effects, "logit effects"), (geometry, "geometry"), (labels, "labels")):
         if other is not None and other.fingerprint != stats.fingerprint:
@@ -80,24 +104,21 @@ def feature_card(
                 f"The {what} were computed for SAE {other.fingerprint} but the statistics for "
                 f"{stats.fingerprint}: compute both for the same SAE."
             )
-    return cast(
-        FeatureCard,
-        {
-            "feature": i,
-            "density": float(stats.density[i]),
-            "max_act": float(stats.max_act[i]),
-            "mean_act": float(stats.mean_act[i]),
-            "top": stats.top_examples(i),
-            "quantiles": stats.quantile_examples(i),
-            "histogram": stats.histogram(i),
-            **(
-                _logits(logit_effects, i, float(stats.mean_act[i]))
-                if logit_effects is not None
-                else {"promoted": [], "suppressed": []}
-            ),
-            "neighbours": geometry.neighbours(i, N_NEIGHBOURS) if geometry is not None else [],
-            "label": labels.view(i) if labels is not None else None,
-        },
+    return FeatureCard(
+        feature=i,
+        density=float(stats.density[i]),
+        max_act=float(stats.max_act[i]),
+        mean_act=float(stats.mean_act[i]),
+        top=stats.top_examples(i),
+        quantiles=stats.quantile_examples(i),
+        histogram=stats.histogram(i),
+        **(
+            _logits(logit_effects, i, float(stats.mean_act[i]))
+            if logit_effects is not None
+            else {"promoted": [], "suppressed": []}
+        ),
+        neighbours=geometry.neighbours(i, N_NEIGHBOURS) if geometry is not None else [],
+        label=labels.view(i) if labels is not None else None,
     )
 
 

@@ -132,7 +132,7 @@ class Explorer(_ExplorerState):  # type: ignore[misc, valid-type]  # a base clas
         text: str = DEFAULT_TEXT,
         selected: int | None = None,
         n_neighbours: int = DEFAULT_NEIGHBOURS,
-        card_fn: Callable[[int], dict] | None = None,
+        card_fn: Callable[[int], Mapping[str, Any]] | None = None,
         steer_fn: Callable[[str, int, float], Any] | None = None,
         attribute_fn: Callable[[str, str | None], Any] | None = None,
         activations_fn: Callable[[str, list[int]], Any] | None = None,
@@ -310,7 +310,7 @@ class Explorer(_ExplorerState):  # type: ignore[misc, valid-type]  # a base clas
             raise ValueError("Explorer needs a geometry (FeatureGeometry) or an SAE to compute one from.")
         return _analysis().feature_geometry(self.sae)
 
-    def _default_card_fn(self, i: int) -> dict:
+    def _default_card_fn(self, i: int) -> Mapping[str, Any]:
         return _analysis().feature_card(self.stats, i, self.logit_effects, self.geometry, self.labels)
 
     def _default_steer_fn(self, prompt: str, feature: int, multiple: float) -> Any:
