@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..models.handle import ModelHandle, residual_of, with_residual
+from ..models.vocab import lm_head_site, logprob_at, streamed_logprob_at
 from ._common import content_mask, encode_rows, prompt_ids
 
 if TYPE_CHECKING:
@@ -62,16 +63,8 @@ def token_logprob_with_delta(
     """
     repeat = len(delta) // len(ids)
     inputs = {"input_ids": ids.repeat(repeat, 1), "attention_mask": attention_mask.repeat(repeat, 1)}
-    delta = delta.to(model.device)
-    index = torch.tensor(token_ids, dtype=torch.long, device=model.device)
-    nn, block = model.nn, model.block(layer)
-    with model.lock, torch.no_grad(), nn.trace(inputs, **model.trace_kwargs):
-        out = block.output
-        hidden = residual_of(out)
-        block.output = with_residual(out, hidden + delta.to(hidden.dtype))
-        logits = nn.output.logits.float()
-        logprob = (logits.index_select(-1, index).logsumexp(-1) - logits.logsumexp(-1)).save()
-    return logprob.detach().cpu()
+    index = torch.tensor(token_ids, dtype=torch.long, device=model.device)[None, None, :]
+    return _logprob_at(model, inputs, layer, delta, index, drop_last=False)
 
 
 def next_token_logprobs_with_delta(
@@ -81,20 +74,8 @@ def next_token_logprobs_with_delta(
     ``attention_mask [P, T]`` are repeated ``B // P`` times to match it (one batched trace): ``[B, T - 1]``."""
     repeat = len(delta) // len(ids)
     ids, attention_mask = ids.repeat(repeat, 1), attention_mask.repeat(repeat, 1)
-    targets = ids[:, 1:, None].to(model.device)
-    delta = delta.to(model.device)
-    nn, block = model.nn, model.block(layer)
-    with (
-        model.lock,
-        torch.no_grad(),
-        nn.trace({"input_ids": ids, "attention_mask": attention_mask}, **model.trace_kwargs),
-    ):
-        out = block.output
-        hidden = residual_of(out)
-        block.output = with_residual(out, hidden + delta.to(hidden.dtype))
-        logits = nn.output.logits[:, :-1].float()
-        logprob = (logits.gather(-1, targets)[..., 0] - logits.logsumexp(-1)).save()
-    return logprob.detach().cpu()
+    inputs = {"input_ids": ids, "attention_mask": attention_mask}
+    return _logprob_at(model, inputs, layer, delta, ids[:, 1:, None].to(model.device), drop_last=True)
 
 
 def next_token_logprobs(model: ModelHandle, ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -102,16 +83,47 @@ def next_token_logprobs(model: ModelHandle, ids: torch.Tensor, attention_mask: t
     ``t`` is ``log p(ids[:, t + 1] | ids[:, :t + 1])`` (meaningless where ``attention_mask`` marks padding).
 
     Only the ``[B, T - 1]`` result leaves the trace, never the ``[B, T, vocab]`` logits."""
-    targets = ids[:, 1:, None].to(model.device)
-    nn = model.nn
-    with (
-        model.lock,
-        torch.no_grad(),
-        nn.trace({"input_ids": ids, "attention_mask": attention_mask}, **model.trace_kwargs),
-    ):
-        logits = nn.output.logits[:, :-1].float()
-        logprob = (logits.gather(-1, targets)[..., 0] - logits.logsumexp(-1)).save()
-    return logprob.detach().cpu()
+    inputs = {"input_ids": ids, "attention_mask": attention_mask}
+    return _logprob_at(model, inputs, None, None, ids[:, 1:, None].to(model.device), drop_last=True)
+
+
+def _logprob_at(
+    model: ModelHandle,
+    inputs: dict[str, torch.Tensor],
+    layer: int | None,
+    delta: torch.Tensor | None,
+    index: torch.Tensor,
+    drop_last: bool,
+) -> torch.Tensor:
+    """`logprob_at` of the next-token distribution at every position of ``inputs`` (all but the last with
+    ``drop_last``), ``index [B, T, K]`` (or broadcastable); ``delta [B, T, d]``, when given, is added to the
+    residual after block ``layer``.
+
+    A local model's trace stops at the LM head's input and the log probabilities are streamed over the vocabulary
+    (`streamed_logprob_at`): no ``[B, T, vocab]`` logits are made. Otherwise (`lm_head_site` is None) they are taken
+    from the whole logits inside the trace, and only the ``[B, T]`` result leaves it.
+    """
+    from nnsight import save  # `.save()` as a function: nnsight mounts the method at run time, unseen by mypy
+
+    nn, head = model.nn, lm_head_site(model)
+    block = model.block(layer) if delta is not None else None
+    if delta is not None:
+        delta = delta.to(model.device)
+    with model.lock, torch.no_grad(), nn.trace(inputs, **model.trace_kwargs) as tracer:
+        if block is not None:
+            out = block.output
+            hidden = residual_of(out)
+            block.output = with_residual(out, hidden + delta.to(hidden.dtype))
+        if head is not None:
+            final = save(head.input)
+            tracer.stop()
+        else:
+            logits = nn.output.logits[:, :-1] if drop_last else nn.output.logits
+            logprob = save(logprob_at(logits.float(), index))
+    if head is None:
+        return logprob.detach().cpu()
+    final = final.detach()[:, :-1] if drop_last else final.detach()
+    return streamed_logprob_at(model, final, index).cpu()
 
 
 def residual_and_gradient(
