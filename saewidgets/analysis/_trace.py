@@ -106,14 +106,13 @@ def _logprob_at(
     from nnsight import save  # `.save()` as a function: nnsight mounts the method at run time, unseen by mypy
 
     nn, head = model.nn, lm_head_site(model)
-    block = model.block(layer) if delta is not None else None
-    if delta is not None:
-        delta = delta.to(model.device)
+    block = None if delta is None or layer is None else model.block(layer)
+    shift = None if delta is None else delta.to(model.device)
     with model.lock, torch.no_grad(), nn.trace(inputs, **model.trace_kwargs) as tracer:
-        if block is not None:
+        if block is not None and shift is not None:
             out = block.output
             hidden = residual_of(out)
-            block.output = with_residual(out, hidden + delta.to(hidden.dtype))
+            block.output = with_residual(out, hidden + shift.to(hidden.dtype))
         if head is not None:
             final = save(head.input)
             tracer.stop()
