@@ -63,6 +63,13 @@ ALL_CELLS_RAN_JS = (
     " const cells = w.content.widgets.filter(c => c.model.type === 'code');"
     " return cells.length > 0 && cells.every(c => c.model.executionCount !== null); }"
 )
+# JupyterLab's own scroll boxes around an output that scroll sideways (a too-wide output gives the cell a scrollbar).
+SIDEWAYS_JS = (
+    "() => [...document.querySelectorAll('.jp-OutputArea-output, .jp-OutputArea, .jp-Cell-outputWrapper,"
+    " .jp-Notebook, .jp-WindowedPanel-outer')]"
+    ".filter(e => ['auto', 'scroll'].includes(getComputedStyle(e).overflowX) && e.scrollWidth > e.clientWidth + 1)"
+    ".map(e => `${e.className} ${e.scrollWidth} > ${e.clientWidth}`)"
+)
 ACTIVE_CELL_JS = "() => window.jupyterapp.shell.currentWidget.content.activeCellIndex"
 
 
@@ -110,6 +117,7 @@ def test_explorer_on_the_demo_in_jupyterlab(demo, page, jupyter_server, screensh
         assert in_first_screen(page, ex.locator(part)), part
     assert in_first_screen(page, ex.locator(".saew-top .saew-context").first)
     no_horizontal_overflow(ex)
+    assert page.evaluate(SIDEWAYS_JS) == []
     screenshot(page, "jupyterlab-demo-explorer-1280x720")
 
     cell = page.evaluate(ACTIVE_CELL_JS)
@@ -192,16 +200,20 @@ def test_demo_explorer_in_jupyterlab_dark_is_readable(demo, page, dark_jupyter_s
         )
     }
     screenshot(page, "jupyterlab-dark-explorer")
+    # Nothing around the Explorer scrolls sideways at 1280x720 either: its output area, the cell, the notebook.
+    assert page.evaluate(SIDEWAYS_JS) == []
 
     open_tab(ex, "Heatmap")  # the sample text, coloured on the feature's own scale
     expect(ex.locator(".saew-heatmap-view .saew-tok").first).to_be_visible(timeout=ROUND_TRIP_MS)
     ratios["heatmap"] = assert_readable(ex, expect=(".saew-heatmap-view .saew-tok",))
-    screenshot(page, "jupyterlab-dark-heatmap", locator=ex)
+    ex.locator(".saew-tab-bar").evaluate("el => el.scrollIntoView({block: 'start'})")
+    screenshot(page, "jupyterlab-dark-heatmap")
 
     open_tab(ex, "Steering")
     ex.locator(".saew-steer-generate").click()
     expect(ex.locator(".saew-steer-steered .saew-steer-text").first).not_to_be_empty(timeout=120_000)
     ratios["steering"] = assert_readable(ex, expect=(".saew-steer-text",))
-    screenshot(page, "jupyterlab-dark-steering", locator=ex)
+    ex.locator(".saew-tab-bar").evaluate("el => el.scrollIntoView({block: 'start'})")
+    screenshot(page, "jupyterlab-dark-steering")
     print({tab: {k: round(v, 1) for k, v in r.items() if v} for tab, r in ratios.items()})
     assert our_errors(page) == []

@@ -3,6 +3,8 @@ and links map clicks to dashboards client-side."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 import synthetic_results as syn
@@ -213,6 +215,12 @@ def test_map_of_twenty_thousand_features_draws_and_selects_quickly(page, tmp_pat
     target = 12345
     x, y = page.evaluate(f"document.querySelector('.saew-map').saewScreenOf({target})")
     box = page.locator(".saew-map-overlay").bounding_box()
+    # Scrolling over a map not clicked into leaves it alone (the page scrolls) and says how to zoom.
+    page.mouse.move(box["x"] + x, box["y"] + y)
+    page.mouse.wheel(0, -400)
+    page.wait_for_timeout(100)
+    assert page.evaluate(f"document.querySelector('.saew-map').saewScreenOf({target})") == [x, y]
+    assert page.locator(".saew-map-hint").is_visible()
     page.mouse.click(box["x"] + x, box["y"] + y)
     page.wait_for_function("() => SAEW.models.main.get('selected') >= 0")
     selected = page.evaluate("SAEW.models.main.get('selected')")
@@ -230,6 +238,13 @@ def test_map_of_twenty_thousand_features_draws_and_selects_quickly(page, tmp_pat
     px, py = page.evaluate(f"document.querySelector('.saew-map').saewScreenOf({target})")
     assert abs(px - zx - 40) < 3 and abs(py - zy - 25) < 3
     assert page.evaluate("SAEW.models.main.get('lasso')") in (None, [])  # panning is not a lasso
+    # Double-click resets the view and selects nothing, wherever it lands.
+    other = page.evaluate("document.querySelector('.saew-map').saewScreenOf(777)")
+    page.mouse.dblclick(box["x"] + other[0], box["y"] + other[1])
+    page.wait_for_timeout(400)  # past the click's wait for a second click
+    assert page.evaluate("SAEW.models.main.get('selected')") == selected
+    rx, ry = page.evaluate(f"document.querySelector('.saew-map').saewScreenOf({target})")
+    assert abs(rx - x) < 0.5 and abs(ry - y) < 0.5
     assert page.errors == []
     screenshot(page, "static-map-20k")
 
@@ -249,6 +264,16 @@ def test_static_page_follows_the_browser_colour_scheme_and_stays_readable(page, 
     assert_readable(root)
     no_horizontal_overflow(root)
     screenshot(page, f"static-explorer-{scheme}")
+    # The heatmap tab colours its text on the feature's own scale (its max over the corpus), not the text's max:
+    # the strongest token's colour is as strong as max here / max over the corpus says.
+    info = page.inner_text(".saew-heatmap .saew-muted")
+    here, corpus = (float(v) for v in re.findall(r"max here ([\d.]+) .* max over the corpus, ([\d.]+)", info)[0])
+    assert here < corpus, info
+    alphas = page.eval_on_selector_all(
+        ".saew-heatmap-view .saew-tok",
+        "els => els.map(e => Number((getComputedStyle(e).backgroundColor.match(/[\\d.]+/g) || [])[3] || 0))",
+    )
+    assert max(alphas) == pytest.approx(0.12 + 0.78 * here / corpus, abs=0.01), (info, max(alphas))
 
 
 def test_compact_page_of_4096_features_decodes_every_card_on_demand(page, tmp_path):
