@@ -238,3 +238,26 @@ def assert_readable(root, minimum: float = 4.5, *, expect: tuple[str, ...] = ())
     missing = [k for k in expect if ratios.get(k) is None]
     assert not missing, f"not rendered: {missing}"
     return ratios
+
+
+# Numbers a reader compares: each shown whole (not cut or ellipsised), and in each logit table the values' text ends
+# at one right edge (digits line up by magnitude).
+NUMBERS_JS = """(root) => {
+  const out = [];
+  const cells = root.querySelectorAll('.saew-logit-value, .saew-context-value, .saew-attr-value, .saew-stat b');
+  for (const e of cells) {
+    if (!e.getClientRects().length) continue;
+    if (e.scrollWidth > e.clientWidth + 1) out.push(`${e.className} "${e.textContent}" cut (${e.scrollWidth} > ${e.clientWidth})`);
+  }
+  for (const table of root.querySelectorAll('.saew-logit-table')) {
+    const textRight = (e) => { const r = document.createRange(); r.selectNodeContents(e); return Math.round(r.getBoundingClientRect().right); };
+    const rights = [...table.querySelectorAll('.saew-logit-value')].map(textRight);
+    if (new Set(rights).size > 1) out.push(`logit values not aligned: right edges ${[...new Set(rights)]}`);
+  }
+  return out;
+}"""
+
+
+def numbers_whole_and_aligned(root) -> None:
+    bad = root.evaluate(NUMBERS_JS)
+    assert bad == [], bad[:10]

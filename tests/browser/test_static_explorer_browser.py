@@ -251,7 +251,7 @@ def test_map_of_twenty_thousand_features_draws_and_selects_quickly(page, tmp_pat
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 def test_static_page_follows_the_browser_colour_scheme_and_stays_readable(page, static_page_path, screenshot, scheme):
-    from explorer_driver import assert_readable, no_horizontal_overflow
+    from explorer_driver import assert_readable, no_horizontal_overflow, numbers_whole_and_aligned
 
     path, ex = static_page_path
     page.emulate_media(color_scheme=scheme)
@@ -263,6 +263,7 @@ def test_static_page_follows_the_browser_colour_scheme_and_stays_readable(page, 
     assert (background == "rgb(255, 255, 255)") == (scheme == "light"), background
     assert_readable(root)
     no_horizontal_overflow(root)
+    numbers_whole_and_aligned(root)
     screenshot(page, f"static-explorer-{scheme}")
     # The heatmap tab colours its text on the feature's own scale (its max over the corpus), not the text's max:
     # the strongest token's colour is as strong as max here / max over the corpus says.
@@ -274,6 +275,24 @@ def test_static_page_follows_the_browser_colour_scheme_and_stays_readable(page, 
         "els => els.map(e => Number((getComputedStyle(e).backgroundColor.match(/[\\d.]+/g) || [])[3] || 0))",
     )
     assert max(alphas) == pytest.approx(0.12 + 0.78 * here / corpus, abs=0.01), (info, max(alphas))
+
+
+def test_static_explorer_stacks_its_views_in_a_narrow_window(page, static_page_path, screenshot):
+    """At 640 px the dashboard moves under the map; nothing scrolls sideways and every number still shows whole."""
+    from explorer_driver import no_horizontal_overflow, numbers_whole_and_aligned
+
+    path, ex = static_page_path
+    page.set_viewport_size({"width": 640, "height": 900})
+    page.goto(path.as_uri())
+    card_is(page, f"Feature #{ex.selected}")
+    root = page.locator(".saew-explorer")
+    mp = page.locator(".saew-explorer-map").bounding_box()
+    dash = page.locator(".saew-explorer-dashboard").bounding_box()
+    assert dash["y"] >= mp["y"] + mp["height"] - 1, (mp, dash)
+    no_horizontal_overflow(root)
+    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+    numbers_whole_and_aligned(root)
+    screenshot(page, "static-explorer-640", full_page=True)
 
 
 def test_compact_page_of_4096_features_decodes_every_card_on_demand(page, tmp_path):
