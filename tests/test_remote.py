@@ -3,6 +3,8 @@ requests, attribution, and clear errors that never show the API key."""
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -14,6 +16,38 @@ from saewidgets.sae import SAE, SAEConfig
 
 SECRET = "ndif-test-key-0123456789"
 PROMPTS = ["The bridge in the fog", "Paris is"]
+
+
+class _NoSaewidgets:
+    """A module finder that, like an NDIF server, has no saewidgets to import."""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name == "saewidgets" or name.startswith("saewidgets."):
+            raise ModuleNotFoundError(f"No module named {name!r} (NDIF has no saewidgets)", name=name)
+        return None
+
+
+@pytest.fixture(autouse=True)
+def server_without_saewidgets(monkeypatch):
+    """nnsight's simulation hides modules that are not installed while it deserializes a request; saewidgets is
+    installed here, so it also hides saewidgets, as a real NDIF server lacks it: a trace that referred to
+    saewidgets' code instead of shipping it would fail here as it would there."""
+    from nnsight.intervention.backends.local import LocalSimulationBackend
+
+    hide, restore = LocalSimulationBackend._hide_local_modules, LocalSimulationBackend._restore
+
+    def hide_saewidgets_too(self):
+        hidden = hide(self)
+        sys.meta_path.insert(0, _NoSaewidgets)
+        return hidden
+
+    def restore_saewidgets(self, hidden):
+        sys.meta_path.remove(_NoSaewidgets)
+        restore(self, hidden)
+
+    monkeypatch.setattr(LocalSimulationBackend, "_hide_local_modules", hide_saewidgets_too)
+    monkeypatch.setattr(LocalSimulationBackend, "_restore", restore_saewidgets)
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -57,6 +58,9 @@ def load_remote(repo_id: str, mode: bool | str = True):
 
     if mode is True:
         require_api_key()
+    # NDIF's servers do not have saewidgets installed: what a trace body uses of it (residual_of, FeatureEdit)
+    # ships with each request by value, as nnsight does for a local module.
+    nnsight.register(sys.modules["saewidgets"])
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(repo_id)
         envoy = nnsight.TransformersModel(repo_id, tokenizer=tokenizer, task="text-generation")
