@@ -184,8 +184,9 @@ def lm_loss_with_sae(
     """(CE clean, CE with the SAE spliced in, CE with the layer zero-ablated, predicted tokens), in nats/token.
 
     ``batch_size`` texts go per trace; by default as many as keep the batch's ``[batch, context, vocab]`` float32
-    logits within `LOGITS_BUDGET` (at least one). The loss is taken one text at a time, so no copy of the logits
-    block is made; only one mode's logits are alive at a time.
+    logits within `LOGITS_BUDGET` (at least one). A local model's logits are never made whole: the trace stops at
+    the LM head's input and the next tokens' log probabilities are streamed over the vocabulary
+    (`saewidgets.models.vocab`); otherwise only the ``[batch, context]`` log probabilities leave the trace.
     """
     layer = check_compatible(sae, model, layer, check_provenance=check_provenance)
     if isinstance(texts, str) or not texts:
@@ -203,11 +204,8 @@ def lm_loss_with_sae(
         splice = mask.bool() & (ids != model.bos_id if model.bos_id is not None else True)
         targets = mask[:, 1:].bool() & mask[:, :-1].bool()
         for mode in totals:
-            logits = _logits(sae, model, layer, ids, mask, splice, mode)
-            for row in range(len(ids)):
-                nll = torch.nn.functional.cross_entropy(logits[row, :-1].float(), ids[row, 1:], reduction="none")
-                totals[mode] += float(nll[targets[row]].sum())
-            del logits, nll
+            logprob = _next_token_logprobs(sae, model, layer, ids, mask, splice, mode)
+            totals[mode] -= float(logprob[targets].sum())
         count += int(targets.sum())
     if count == 0:
         raise ValueError("The texts give no next-token predictions (each needs at least two tokens).")
@@ -225,22 +223,35 @@ def _left_pad(inputs: list[list[int]], model: Any) -> tuple[torch.Tensor, torch.
     return ids, mask
 
 
-def _logits(
+def _next_token_logprobs(
     sae: SAE, model: Any, layer: int, ids: torch.Tensor, mask: torch.Tensor, splice: torch.Tensor, mode: _Splice
 ) -> torch.Tensor:
-    """Logits of one left-padded batch, with block ``layer``'s output replaced at ``splice`` positions per ``mode``."""
-    from ..models.handle import residual_of, with_residual
+    """Log probability of each next token ``[B, T - 1]`` of one left-padded batch, with block ``layer``'s output
+    replaced at ``splice`` positions per ``mode``."""
+    from nnsight import save  # `.save()` as a function: nnsight mounts the method at run time, unseen by mypy
 
-    block = model.block(layer)
+    from ..models.handle import residual_of, with_residual
+    from ..models.vocab import lm_head_site, logprob_at, streamed_logprob_at
+
+    block, head = model.block(layer), lm_head_site(model)
     device = model.device
+    targets = ids[:, 1:, None].to(device)
     with (
         model.lock,
-        model.nn.trace({"input_ids": ids.to(device), "attention_mask": mask.to(device)}, **model.trace_kwargs),
+        model.nn.trace(
+            {"input_ids": ids.to(device), "attention_mask": mask.to(device)}, **model.trace_kwargs
+        ) as tracer,
     ):
         if mode != "clean":
             out = block.output
             h = residual_of(out)
             new = sae(h).to(h.dtype) if mode == "sae" else torch.zeros_like(h)
             block.output = with_residual(out, torch.where(splice.to(h.device)[..., None], new, h))
-        logits = model.nn.output.logits.save()
-    return logits.detach().cpu()
+        if head is not None:
+            final = save(head.input)
+            tracer.stop()
+        else:
+            logprob = save(logprob_at(model.nn.output.logits[:, :-1].float(), targets))
+    if head is None:
+        return logprob.detach().cpu()
+    return streamed_logprob_at(model, final.detach()[:, :-1], targets).cpu()
