@@ -16,7 +16,15 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
-from explorer_driver import ROUND_TRIP_MS, assert_readable, drive, expect_selected, no_horizontal_overflow, open_tab
+from explorer_driver import (
+    ROUND_TRIP_MS,
+    assert_readable,
+    drive,
+    expect_selected,
+    no_horizontal_overflow,
+    numbers_whole_and_aligned,
+    open_tab,
+)
 
 from conftest import lab_server
 
@@ -82,6 +90,16 @@ def open_notebook(page, url: str) -> None:
     page.wait_for_function(kernel_idle_js(), timeout=RUN_TIMEOUT_MS)
 
 
+def reopen_without_kernel(page, url: str) -> None:
+    """Save the current notebook, close it, shut every kernel down (and with them the widget models), open it
+    again without running it."""
+    page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+    page.wait_for_function("() => !window.jupyterapp.shell.currentWidget.context.model.dirty", timeout=30_000)
+    page.evaluate("() => window.jupyterapp.commands.execute('application:close-all')")
+    page.evaluate("() => window.jupyterapp.serviceManager.sessions.shutdownAll()")
+    open_notebook(page, url)
+
+
 def open_and_run(page, url: str) -> None:
     open_notebook(page, url)
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
@@ -118,6 +136,7 @@ def test_explorer_on_the_demo_in_jupyterlab(demo, page, jupyter_server, screensh
     assert in_first_screen(page, ex.locator(".saew-top .saew-context").first)
     no_horizontal_overflow(ex)
     assert page.evaluate(SIDEWAYS_JS) == []
+    numbers_whole_and_aligned(ex)  # Gemma's logit changes, context values and stats
     screenshot(page, "jupyterlab-demo-explorer-1280x720")
 
     cell = page.evaluate(ACTIVE_CELL_JS)
@@ -130,12 +149,8 @@ def test_explorer_on_the_demo_in_jupyterlab(demo, page, jupyter_server, screensh
 
     # Save, close, shut the kernel down, reopen without running: a fresh kernel holds no widget models. The cell
     # shows the static Explorer (the selection and neighbours it had when displayed), not "model not found".
-    page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
-    page.wait_for_function("() => !window.jupyterapp.shell.currentWidget.context.model.dirty", timeout=30_000)
     selected = seen["first"]  # the copy was made when the cell displayed the Explorer
-    page.evaluate("() => window.jupyterapp.commands.execute('application:close-all')")
-    page.evaluate("() => window.jupyterapp.serviceManager.sessions.shutdownAll()")  # the kernel and its widgets
-    open_notebook(page, f"{base}/lab/tree/explorer_lab.ipynb?token={token}")
+    reopen_without_kernel(page, f"{base}/lab/tree/explorer_lab.ipynb?token={token}")
     copy = page.locator(".saew-offline-copy")
     expect(copy).to_be_visible(timeout=ROUND_TRIP_MS)
     expect(page.get_by_text("Error displaying widget")).to_be_hidden()
