@@ -277,6 +277,25 @@ def test_static_page_follows_the_browser_colour_scheme_and_stays_readable(page, 
     assert max(alphas) == pytest.approx(0.12 + 0.78 * here / corpus, abs=0.01), (info, max(alphas))
 
 
+def test_static_page_follows_a_colour_scheme_switch_while_open(page, static_page_path):
+    """The browser switching light -> dark -> light under an open page: every view's palette follows, and the
+    text stays readable after each switch."""
+    from explorer_driver import assert_readable
+
+    path, ex = static_page_path
+    page.emulate_media(color_scheme="light")
+    page.goto(path.as_uri())
+    card_is(page, f"Feature #{ex.selected}")
+    root = page.locator(".saew-explorer")
+    for scheme in ("dark", "light"):
+        page.emulate_media(color_scheme=scheme)
+        page.wait_for_function(
+            "(s) => [...document.querySelectorAll('.saew-root')].every(r => r.dataset.saewScheme === s)", arg=scheme
+        )
+        assert_readable(root)
+    assert page.errors == []
+
+
 def test_static_explorer_stacks_its_views_in_a_narrow_window(page, static_page_path, screenshot):
     """At 640 px the dashboard moves under the map; nothing scrolls sideways and every number still shows whole."""
     from explorer_driver import no_horizontal_overflow, numbers_whole_and_aligned

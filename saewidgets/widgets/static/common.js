@@ -71,13 +71,15 @@ function saewBackdropIsDark(el) {
 
 /** Keep `root`'s data-saew-scheme ("light" | "dark", which picks the CSS palette) matching what it is drawn on:
  * once it is in the page, and again when the page may have changed theme (class, style or data-* of <html> or
- * <body>, e.g. JupyterLab's theme switch; the browser's colour scheme). Returns the cleanup. */
-function saewFollowScheme(root) {
+ * <body>, e.g. JupyterLab's theme switch; the browser's colour scheme). `onChange` (optional) runs after each
+ * such look, for what CSS cannot recolour (a canvas). Returns the cleanup. */
+function saewFollowScheme(root, onChange) {
   const media = window.matchMedia ? window.matchMedia("(prefers-color-scheme: dark)") : null;
   let frame = 0, timers = [];
   const detect = () => {
     const dark = saewBackdropIsDark(root);
     root.dataset.saewScheme = (dark === null ? !!(media && media.matches) : dark) ? "dark" : "light";
+    if (onChange) onChange();
   };
   const whenAttached = (tries) => {
     if (root.isConnected) detect();

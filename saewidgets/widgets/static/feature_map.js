@@ -23,7 +23,6 @@ const SAEW_DBLCLICK_MS = 250;
 
 function featureMapRender({ model, el }) {
   const root = saewEl("div", "saew-root saew-map");
-  const offScheme = saewFollowScheme(root);
   el.appendChild(root);
   const tooltip = saewTooltip(root);
   const bar = saewEl("div", "saew-toolbar");
@@ -427,6 +426,8 @@ function featureMapRender({ model, el }) {
     saewOn(model, ["selected"], selectionChanged),
   ];
   paintResults();
+  // Labels and rings on the canvas take the theme's colours when they are drawn: draw again when it changes.
+  const offScheme = saewFollowScheme(root, () => { if (F) drawOverlay(); });
   return () => { offs.forEach((f) => f()); if (ro) ro.disconnect(); offScheme(); };
 }
 
