@@ -28,6 +28,7 @@ BENCHMARKS = {
     "harvest": "harvest tokens/s vs a plain HF forward hooked at the layer, and vs a full forward",
     "stats": "feature-statistics pass tokens/s (16k features) vs encoding alone",
     "umap": "feature-map (UMAP) seconds for 4k and 16k features vs umap-learn defaults",
+    "map": "feature-map structure (neighbour recall, trustworthiness) on the demo SAEs: defaults and a sweep",
     "steer": "steered generation time vs plain HF generate",
     "steering": "eval-prompt steering hit rate: README SAE recipe vs DiffMean vs prompting, 6 concepts, 2 SAEs",
     "demo": "saewidgets demo's peak RSS and wall time (quick and full; first and cached run) in a child process",
