@@ -230,5 +230,13 @@ def test_demo_explorer_in_jupyterlab_dark_is_readable(demo, page, dark_jupyter_s
     ratios["steering"] = assert_readable(ex, expect=(".saew-steer-text",))
     ex.locator(".saew-tab-bar").evaluate("el => el.scrollIntoView({block: 'start'})")
     screenshot(page, "jupyterlab-dark-steering")
+
+    # Switching JupyterLab to its Light theme while the Explorer shows: the views follow, readable.
+    page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.saew-root')].every(r => r.dataset.saewScheme === 'light')",
+        timeout=ROUND_TRIP_MS,
+    )
+    ratios["switched to light"] = assert_readable(ex, expect=(".saew-card-id", ".saew-context-tokens .saew-tok"))
     print({tab: {k: round(v, 1) for k, v in r.items() if v} for tab, r in ratios.items()})
     assert our_errors(page) == []
