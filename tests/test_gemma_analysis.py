@@ -13,7 +13,6 @@ import re
 import pytest
 
 from saewidgets.analysis import (
-    DEFAULT_CLAMP_MULTIPLE,
     attribute,
     feature_card,
     feature_stats,
@@ -50,11 +49,12 @@ def test_searching_golden_gate_finds_a_feature_about_the_bridge(demo):
 
 
 def test_the_readme_recipe_steers_held_out_prompts_to_the_bridge(demo, gemma):
-    """The README quickstart's recipe on the quick demo SAE, judged as the steering benchmark judges it, on a few
-    evaluation prompts only: the feature and its strength are chosen on selection prompts by `steering_search`,
-    the fluency bar is calibrated on selection prompts, and neither ever sees the prompts judged here."""
+    """The README quickstart's recipe (search calibrating the strength over 1x-2x, then clamp at the chosen one) on
+    the quick demo SAE, judged as the steering benchmark judges it, on a few evaluation prompts only: the feature
+    and its strength are chosen on selection prompts by `steering_search`, the fluency bar is calibrated on
+    selection prompts, and neither ever sees the prompts judged here."""
     _, phrase, terms = STEERING_CONCEPT
-    hits = steering_search(gemma, demo.sae, demo.stats, phrase, terms=terms, progress=False)
+    hits = steering_search(gemma, demo.sae, demo.stats, phrase, terms=terms, multiples=(1, 1.5, 2), progress=False)
     assert hits, "no feature steered the selection prompts toward the bridge"
     hit = hits[0]
     assert hit.hit_rate > 0 and fraction_matching(demo.stats, hit.feature, BRIDGE) >= 0.5, hit
@@ -63,7 +63,7 @@ def test_the_readme_recipe_steers_held_out_prompts_to_the_bridge(demo, gemma):
         gemma,
         demo.sae,
         list(HELD_OUT),
-        {hit.feature: DEFAULT_CLAMP_MULTIPLE},
+        hit.clamps,  # the feature at the strength its trials chose
         stats=demo.stats,
         max_new_tokens=24,
         terms=terms,

@@ -1,0 +1,64 @@
+"""The steering recipe the README shows is the one the benchmark measures and the demo runs.
+
+The README quickstart's two steering lines are parsed; the benchmark's ``recipe`` method is run with its search
+and clamp replaced by recorders, so the test fails if either side changes without the other.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+from benchmarks import bench_steering
+from saewidgets.analysis import GOLDEN_GATE
+from saewidgets.demo.examples import STEERING_SEARCH
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def quickstart_calls() -> dict[str, ast.Call]:
+    """The quickstart block's ``sw.steering_search(...)`` and ``sw.steer(...)`` calls, by function name."""
+    block = re.search(r"## Quickstart\n\n```python\n(.*?)```", README.read_text(encoding="utf-8"), re.DOTALL)
+    assert block, "README.md has no Quickstart python block"
+    calls = {}
+    names = ("steering_search", "steer")
+    for node in ast.walk(ast.parse(block.group(1))):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in names:
+            assert node.func.attr not in calls, f"the quickstart calls {node.func.attr} twice"
+            calls[node.func.attr] = node
+    assert set(calls) == {"steering_search", "steer"}, calls
+    return calls
+
+
+def test_readme_search_calibrates_over_the_benchmarks_recipe_multiples():
+    search = quickstart_calls()["steering_search"]
+    options = {k.arg: k.value for k in search.keywords}
+    assert tuple(float(m) for m in ast.literal_eval(options["multiples"])) == bench_steering.RECIPE_MULTIPLES
+    assert set(options) == {"terms", "multiples"}, "the benchmark's recipe passes only terms and multiples"
+
+
+def test_readme_steers_with_what_the_search_chose():
+    steer = quickstart_calls()["steer"]
+    assert ast.unparse(steer.args[3]) == "hit.clamps", "steer at the strength the search chose: hit.clamps"
+
+
+def test_benchmark_recipe_searches_with_those_multiples_and_clamps_at_the_chosen_strength(monkeypatch):
+    seen = {}
+
+    def search(model, art, concept, **options):
+        seen["options"] = options
+        return {"feature": 7, "multiple": 1.5, "hit_rate": 0.5, "family": []}
+
+    def clamped(model, art, concept, hit, multiple):
+        seen["clamp"] = (hit["feature"], multiple)
+        return {"rate": 0.0, "setting": "", "judgement": None}
+
+    monkeypatch.setattr(bench_steering, "search", search)
+    monkeypatch.setattr(bench_steering, "clamped", clamped)
+    bench_steering.recipe(None, None, GOLDEN_GATE)
+    assert seen == {"options": {"multiples": bench_steering.RECIPE_MULTIPLES}, "clamp": (7, 1.5)}
+
+
+def test_the_demo_and_tutorials_writer_search_is_the_recipe():
+    assert tuple(STEERING_SEARCH["multiples"]) == bench_steering.RECIPE_MULTIPLES
