@@ -4,8 +4,8 @@
     card = feature_card(stats, i, logit_effects(model, sae), feature_geometry(sae))
     attribute(model, sae, "The Eiffel Tower is in the city of", target=" Paris").top(10)
     search_contexts(stats, "Golden Gate")
-    hit = steering_search(model, sae, stats, "Golden Gate", terms=["Golden Gate", "San Francisco"])[0]
-    steer(model, sae, "I went for a walk and saw", {hit.feature: hit.multiple}, stats=stats)
+    hit = steering_search(model, sae, stats, "Golden Gate", terms=GOLDEN_GATE.terms, multiples=(1, 1.5, 2))[0]
+    steer(model, sae, "I went for a walk and saw", hit.clamps, stats=stats)  # at the strength its trials chose
     vector = steering_vector(acts, [i for i, d in enumerate(corpus.documents) if d.topic == "golden_gate"])
     steer_vector(model, "I went for a walk and saw", vector, alpha=0.5)  # DiffMean, the baseline to beat
 
