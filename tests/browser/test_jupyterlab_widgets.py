@@ -111,6 +111,18 @@ def our_errors(page) -> list[str]:
     return [e for e in page.errors if "notebook_core." not in e and "jlab_core." not in e]
 
 
+def open_demo_explorer(page, server, notebook_writer, name: str):
+    """At 1280x720, run a notebook that shows the demo Explorer on ``server``; returns the live Explorer."""
+    base, token, root = server
+    page.set_viewport_size({"width": 1280, "height": 720})
+    notebook_writer(root, name, DEMO_CELLS)
+    open_and_run(page, f"{base}/lab/tree/{name}?token={token}")
+    ex = page.locator(".saew-explorer")
+    expect(ex).to_have_count(1, timeout=ROUND_TRIP_MS)
+    expect(ex).to_have_class(re.compile("saew-explorer-live"), timeout=ROUND_TRIP_MS)
+    return ex
+
+
 def in_first_screen(page, locator) -> bool:
     box = locator.bounding_box()
     return box is not None and box["y"] >= 0 and box["y"] + box["height"] <= page.viewport_size["height"]
@@ -118,13 +130,8 @@ def in_first_screen(page, locator) -> bool:
 
 @pytest.mark.gemma
 def test_explorer_on_the_demo_in_jupyterlab(demo, page, jupyter_server, screenshot, notebook_writer):
-    base, token, root = jupyter_server
-    page.set_viewport_size({"width": 1280, "height": 720})
-    notebook_writer(root, "explorer_lab.ipynb", DEMO_CELLS)
-    open_and_run(page, f"{base}/lab/tree/explorer_lab.ipynb?token={token}")
-    ex = page.locator(".saew-explorer")
-    expect(ex).to_have_count(1, timeout=ROUND_TRIP_MS)
-    expect(ex).to_have_class(re.compile("saew-explorer-live"), timeout=ROUND_TRIP_MS)
+    base, token, _ = jupyter_server
+    ex = open_demo_explorer(page, jupyter_server, notebook_writer, "explorer_lab.ipynb")
     # The offline copy displayed with the widget stays hidden while the widget is live.
     expect(page.locator(".saew-offline-copy")).to_be_hidden()
 
@@ -188,14 +195,9 @@ def dark_jupyter_server(tmp_path_factory):
 
 @pytest.mark.gemma
 def test_demo_explorer_in_jupyterlab_dark_is_readable(demo, page, dark_jupyter_server, screenshot, notebook_writer):
-    base, token, root = dark_jupyter_server
-    page.set_viewport_size({"width": 1280, "height": 720})
-    notebook_writer(root, "explorer_dark.ipynb", DEMO_CELLS)
-    open_and_run(page, f"{base}/lab/tree/explorer_dark.ipynb?token={token}")
+    ex = open_demo_explorer(page, dark_jupyter_server, notebook_writer, "explorer_dark.ipynb")
     theme = page.evaluate("() => [document.body.dataset.jpThemeName, document.body.dataset.jpThemeLight]")
     assert theme == ["JupyterLab Dark", "false"], theme
-    ex = page.locator(".saew-explorer")
-    expect(ex).to_have_class(re.compile("saew-explorer-live"), timeout=ROUND_TRIP_MS)
     expect(ex.locator(".saew-context-tokens .saew-tok").first).to_be_visible(timeout=ROUND_TRIP_MS)
     ink = ex.locator(".saew-card-id").evaluate("el => getComputedStyle(el).color")
     assert min(map(float, re.findall(r"[\d.]+", ink)[:3])) > 160, f"the heading is not light ink: {ink}"
