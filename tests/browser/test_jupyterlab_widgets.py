@@ -78,6 +78,11 @@ SIDEWAYS_JS = (
     ".filter(e => ['auto', 'scroll'].includes(getComputedStyle(e).overflowX) && e.scrollWidth > e.clientWidth + 1)"
     ".map(e => `${e.className} ${e.scrollWidth} > ${e.clientWidth}`)"
 )
+# An element's colour, and JupyterLab's link colour computed beside it.
+LINK_COLOUR_JS = (
+    "el => { const p = document.createElement('span'); p.style.color = 'var(--jp-content-link-color)';"
+    " el.after(p); const c = [getComputedStyle(el).color, getComputedStyle(p).color]; p.remove(); return c; }"
+)
 ACTIVE_CELL_JS = "() => window.jupyterapp.shell.currentWidget.content.activeCellIndex"
 
 
@@ -219,6 +224,10 @@ def test_demo_explorer_in_jupyterlab_dark_is_readable(demo, page, dark_jupyter_s
     screenshot(page, "jupyterlab-dark-explorer")
     # Nothing around the Explorer scrolls sideways at 1280x720 either: its output area, the cell, the notebook.
     assert page.evaluate(SIDEWAYS_JS) == []
+    # Links (neighbours, bookmarks) wear JupyterLab's link colour, not its reset of <a> to the text colour.
+    for link in (".saew-neighbour", ".saew-map-bookmark"):
+        shown, theme_link = ex.locator(link).first.evaluate(LINK_COLOUR_JS)
+        assert shown == theme_link, (link, shown, theme_link)
 
     open_tab(ex, "Heatmap")  # the sample text, coloured on the feature's own scale
     expect(ex.locator(".saew-heatmap-view .saew-tok").first).to_be_visible(timeout=ROUND_TRIP_MS)
