@@ -65,6 +65,20 @@ def test_static_family_page_links_map_clicks_to_dashboards(page, tmp_path, scree
     assert our_errors(page) == []
 
 
+def test_cards_without_logit_effects_say_so_instead_of_empty_tables(page, tmp_path):
+    # FamilyMap.from_family builds cards from statistics alone: no promoted / suppressed tokens to show.
+    view = syn.family_map()
+    view.card_fns = {n: (lambda i, f=f: {**f(i), "promoted": [], "suppressed": []}) for n, f in view.card_fns.items()}
+    view.embed_subtree(8, 0)
+    page.goto(view.save_html(tmp_path / "family.html").as_uri())
+    click_feature(page, 8, 0)
+    expect_cards(page, split_heads(view, 8, 0))
+    cards = page.locator(".saew-family-card")
+    expect(cards.locator(".saew-logits-none")).to_have_count(cards.count())
+    expect(cards.locator(".saew-logit-head")).to_have_count(0)
+    assert our_errors(page) == []
+
+
 CELLS = [
     f"import sys\nsys.path.insert(0, {str(TESTS_DIR)!r})\nimport synthetic_results as syn\nview = syn.family_map()\nview",
 ]

@@ -319,9 +319,13 @@ function saewFeatureCard(container, card, onFeature, tooltip) {
   histBox.appendChild(saewEl("div", "saew-subhead", "Activations (non-zero; log count)"));
   saewHistogram(histBox, card.histogram || {}, { width: 240, height: 70 });
   summary.appendChild(histBox);
-  const { unit, factor } = saewLogitUnit(card);
-  saewLogitTable(summary, "Promoted", card.promoted, "saew-promoted", unit, factor);
-  saewLogitTable(summary, "Suppressed", card.suppressed, "saew-suppressed", unit, factor);
+  if ((card.promoted || []).length || (card.suppressed || []).length) {
+    const { unit, factor } = saewLogitUnit(card);
+    saewLogitTable(summary, "Promoted", card.promoted, "saew-promoted", unit, factor);
+    saewLogitTable(summary, "Suppressed", card.suppressed, "saew-suppressed", unit, factor);
+  } else {  // a card built without logit effects: say so once, rather than two empty tables
+    summary.appendChild(saewEl("div", "saew-muted saew-logits-none", "No logit effects in this card."));
+  }
   container.appendChild(summary);
 
   const nb = saewEl("div", "saew-neighbours");
