@@ -116,12 +116,13 @@ def our_errors(page) -> list[str]:
     return [e for e in page.errors if "notebook_core." not in e and "jlab_core." not in e]
 
 
-def open_demo_explorer(page, server, notebook_writer, name: str):
-    """At 1280x720, run a notebook that shows the demo Explorer on ``server``; returns the live Explorer."""
+def open_demo_explorer(page, server, notebook_writer, name: str, app: str = "lab/tree"):
+    """At 1280x720, run a notebook that shows the demo Explorer on ``server`` in JupyterLab (``app="lab/tree"``)
+    or Notebook 7 (``app="notebooks"``); returns the live Explorer."""
     base, token, root = server
     page.set_viewport_size({"width": 1280, "height": 720})
     notebook_writer(root, name, DEMO_CELLS)
-    open_and_run(page, f"{base}/lab/tree/{name}?token={token}")
+    open_and_run(page, f"{base}/{app}/{name}?token={token}")
     ex = page.locator(".saew-explorer")
     expect(ex).to_have_count(1, timeout=ROUND_TRIP_MS)
     expect(ex).to_have_class(re.compile("saew-explorer-live"), timeout=ROUND_TRIP_MS)
@@ -187,6 +188,20 @@ def test_explorer_drives_in_notebook7(notebook7, page, jupyter_server, screensho
     assert page.evaluate("window.__pwned") is None
     assert our_errors(page) == []
     screenshot(page, "notebook7-explorer", locator=ex)
+
+
+@pytest.mark.gemma
+def test_demo_explorer_drives_in_notebook7(demo, notebook7, page, jupyter_server, screenshot, notebook_writer):
+    # The same real artifacts as in JupyterLab (Gemma, the quick demo SAE), in Notebook 7's page.
+    ex = open_demo_explorer(page, jupyter_server, notebook_writer, "explorer_nb7_demo.ipynb", app="notebooks")
+    first = int(demo.stats.density.argmax())
+    distant = int(((demo.geometry.coords - demo.geometry.coords[first]) ** 2).sum(1).argmax())
+    seen = drive(page, ex, map_target=distant, search="Golden Gate", search_hit=None, target=" Paris")
+    assert seen["steered"].strip()
+    no_horizontal_overflow(ex)
+    assert page.evaluate("window.__pwned") is None
+    assert our_errors(page) == []
+    screenshot(page, "notebook7-demo-explorer", locator=ex)
 
 
 @pytest.fixture(scope="module")
