@@ -20,6 +20,7 @@ import argparse
 import html
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -80,6 +81,35 @@ def to_html(nb: nbformat.NotebookNode) -> str:
     return body
 
 
+#: nbconvert's template CSS (~260 KB, the same on every page) lives once in this file beside the pages.
+SHARED_CSS = "nbconvert.css"
+
+
+def with_shared_styles(page: str) -> tuple[str, str]:
+    """``page`` with the ``<style>`` blocks of its ``<head>`` (the template's CSS) replaced by one link to
+    `SHARED_CSS`, and that CSS. Styles inside the body (what the outputs carry) stay in the page."""
+    head_end = page.index("</head>")
+    blocks = list(re.finditer(r"<style[^>]*>(.*?)</style>", page[:head_end], re.S))
+    if not blocks:
+        return page, ""
+    parts, pos = [], 0
+    for k, block in enumerate(blocks):
+        parts.append(page[pos : block.start()])
+        if k == 0:
+            parts.append(f'<link rel="stylesheet" href="{SHARED_CSS}">')
+        pos = block.end()
+    parts.append(page[pos:])
+    return "".join(parts), "\n".join(block.group(1) for block in blocks)
+
+
+def write_page(path: Path, page: str) -> None:
+    """Write a rendered page and the shared stylesheet it links (rewritten from this page: one nbconvert, one CSS)."""
+    page, css = with_shared_styles(page)
+    if css:
+        (path.parent / SHARED_CSS).write_text(css, encoding="utf-8")
+    path.write_text(page, encoding="utf-8")
+
+
 def write_index(pages: list[Path]) -> None:
     items = "\n".join(
         f'<li><a href="{html.escape(p.name)}">{html.escape(p.stem.replace("_", " "))}</a></li>' for p in pages
@@ -119,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             args.keep_executed.mkdir(parents=True, exist_ok=True)
             nbformat.write(nb, args.keep_executed / path.name)
         page = OUT / path.with_suffix(".html").name
-        page.write_text(to_html(nb), encoding="utf-8")
+        write_page(page, to_html(nb))
         print(f"{path.name}: rendered in {time.time() - start:.0f} s -> {page.relative_to(ROOT)}")
     write_index(sorted(OUT.glob("[0-9][0-9]_*.html")))
     return 0

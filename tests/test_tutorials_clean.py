@@ -152,4 +152,9 @@ def test_a_rendered_copy_with_outputs_is_published_and_linked(path):
     assert f"docs/tutorials/{page.name}" in readme, f"the README does not link {page.name}"
     nb = nbformat.read(path, as_version=4)
     assert f"docs/tutorials/{page.name}" in nb.cells[0].source, f"{path.name}'s header does not link {page.name}"
-    assert "jp-OutputArea-output" in page.read_text(encoding="utf-8"), f"{page.name} has no outputs"
+    text = page.read_text(encoding="utf-8")
+    assert "jp-OutputArea-output" in text, f"{page.name} has no outputs"
+    # nbconvert's template CSS is one shared file, not ~260 KB repeated in every page.
+    head = text[: text.index("</head>")]
+    assert '<link rel="stylesheet" href="nbconvert.css">' in head and "<style" not in head, page.name
+    assert (page.parent / "nbconvert.css").stat().st_size > 100_000
