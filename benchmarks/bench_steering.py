@@ -16,17 +16,26 @@ fluent (mean log-prob per token under the unsteered model, given the plain promp
 `calibrate_fluency` sets on the unsteered continuations of the selection prompts), and the unsteered continuation
 of that prompt does not mention it. Variants of the recipe (item 4 of issue 13) are further methods in `METHODS`.
 
+The layer experiment (`LAYERS`): quick-sized SAEs (the `QUICK` settings, only the block changed) at middle blocks,
+where Scaling Monosemanticity clamped, steered by the same recipe; these the benchmark trains itself
+(`saewidgets.demo.demo_sae`: harvest, SAE, statistics, cached beside the demo's). Which block is better is read
+off the validation prompts only.
+
 Each step's result is cached in the saewidgets cache (keyed by everything that changes it), so a run killed by a
-time limit resumes where it stopped: run it under the shared lock in chunks. The demo SAEs are not trained here:
-an SAE that ``saewidgets demo [--quick]`` has not cached yet is skipped with a message.
+time limit resumes where it stopped: run it under the shared lock in chunks, one cell at a time from the command
+line (``python -m benchmarks.bench_steering --sae quick --layer 6 --concept "Golden Gate Bridge" --method recipe``,
+see `main`). The demo SAEs themselves are not trained here: an SAE that ``saewidgets demo [--quick]`` has not
+cached yet is skipped with a message.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +51,11 @@ ALPHAS = (0.25, 0.5, 0.75)
 RECIPE_MULTIPLES = (1.0, 1.5, 2.0)
 #: Clamp strengths `recipe_calibrated` lets `steering_search` choose from: the recipe's and 3x.
 MULTIPLES = (1.0, 1.5, 2.0, 3.0)
+#: Blocks of the layer experiment: quick-sized SAEs there, against the demo's block 12 (two thirds of Gemma 3 270M's
+#: 18), steered by the recipe. Scaling Monosemanticity's SAEs read the middle of the residual stream.
+LAYERS = (6, 9)
+#: Methods run on the layer experiment's SAEs.
+LAYER_METHODS = ("recipe",)
 #: Bump when a method's code changes, so cached results of the old code are not reused.
 VERSION = 1
 RESULTS = Path(__file__).resolve().parent / "results" / "steering.json"
@@ -217,7 +231,7 @@ def clamped(model: Any, art: Any, concept: Any, hit: dict[str, Any], multiple: f
     out = at(tuple(EVALUATION_PROMPTS))
     what = f"features {'+'.join(map(str, features))}" if len(features) > 1 else f"feature {hit['feature']}"
     setting = f"{what} at {multiple:g}x (trial rate {hit['hit_rate']:.0%}"
-    if concept.name not in _variant_concepts():  # variants (and so validation rates) are for the first concepts
+    if concept.name not in _variant_concepts() and not art.validate:  # validation: variants and the layer experiment
         return {"rate": out["rate"], "judgement": out, "setting": setting + ")"}
     validation = at(VALIDATION_PROMPTS)["rate"]
     return {
@@ -309,9 +323,10 @@ VARIANTS, VARIANT_CONCEPTS = ("recipe-calibrated", "decoder-added", "whole-term"
 
 class Demo:
     """The parts of a cached demo run the methods need, loaded without training anything (``sae`` and ``stats``
-    are None until the demo has trained them; the harvest comes first)."""
+    are None until the demo has trained them; the harvest comes first). ``validate``: judge every concept's clamp
+    on the validation prompts too (the layer experiment chooses by them)."""
 
-    def __init__(self, settings: Any, model: Any) -> None:
+    def __init__(self, settings: Any, model: Any, validate: bool = False) -> None:
         from saewidgets._cache import cache_dir
         from saewidgets.activations import Activations
         from saewidgets.analysis import FeatureStats
@@ -323,43 +338,70 @@ class Demo:
             raise FileNotFoundError(
                 f"the demo run {settings.key()} has not harvested yet: run `saewidgets demo` (or `--quick`) first"
             )
-        self.key, self.model, self.corpus = settings.key(), model, demo_corpus()
+        self.key, self.model, self.corpus, self.validate = settings.key(), model, demo_corpus(), validate
         self.activations = Activations.load(folder / "activations")
         trained = (folder / "sae").exists() and (folder / "stats").exists()
         self.sae = load_sae(folder / "sae") if trained else None
         self.stats = FeatureStats.load(folder / "stats", sae=self.sae) if trained else None
 
 
+def layer_settings(layer: int) -> Any:
+    """The layer experiment's settings: the quick demo's (corpus, tokens, width, k, steps, seed) at ``layer``."""
+    from saewidgets.demo import QUICK
+
+    return replace(QUICK, layer=layer)
+
+
+def saes(quick: bool, layers: tuple[int, ...] = LAYERS) -> list[tuple[str, Any, tuple[str, ...]]]:
+    """(label, settings, methods) of every SAE the benchmark steers with: the quick demo's, the full one's (not
+    with ``quick``), then the layer experiment's."""
+    from saewidgets.demo import FULL, QUICK
+
+    demos = [("quick", QUICK, tuple(METHODS))] + ([] if quick else [("full", FULL, tuple(METHODS))])
+    return demos + [(f"quick, block {layer}", layer_settings(layer), LAYER_METHODS) for layer in layers]
+
+
+def load(label: str, settings: Any, model: Any) -> Demo:
+    """The SAE's `Demo`; the layer experiment's SAEs are trained (and cached) first, the demo's are not."""
+    layered = label.startswith("quick, block")
+    if layered:
+        from saewidgets.demo import demo_sae
+
+        demo_sae(settings, model=model)
+    return Demo(settings, model, validate=layered)
+
+
+def cell(model: Any, art: Any, concept: Any, index: int, method: str, label: str) -> dict[str, Any] | None:
+    """One method on one concept (None where the item-4 variants skip it), printed as it finishes."""
+    if method in VARIANTS and index >= VARIANT_CONCEPTS:
+        return None
+    out = METHODS[method](model, art, concept)
+    print(f"[steering] {label} {concept.name} {method}: {out['rate']:.0%} ({out['setting']})", flush=True)
+    return out
+
+
 def run(quick: bool = False) -> list[Row]:
     from saewidgets.analysis import CONCEPTS
-    from saewidgets.demo import FULL, QUICK
 
     model = gemma()
     report: dict[str, Any] = {"new_tokens": NEW_TOKENS, "fluency": fluency(model).to_dict(), "saes": {}}
     rows = []
-    for label, settings in [("quick", QUICK)] + ([] if quick else [("full", FULL)]):
+    for label, settings, wanted in saes(quick):
         try:
-            art = Demo(settings, model)
+            art = load(label, settings, model)
         except FileNotFoundError as err:
             print(f"[steering] skipping the {label} SAE: {err}", flush=True)
             continue
-        methods = METHODS if art.sae is not None else {m: f for m, f in METHODS.items() if m not in SAE_METHODS}
+        methods = [m for m in wanted if art.sae is not None or m not in SAE_METHODS]
         if art.sae is None:
             print(f"[steering] the {label} SAE is not trained yet: DiffMean and prompting only", flush=True)
-        results = {}
+        results: dict[str, dict[str, Any]] = {}
         for i, c in enumerate(CONCEPTS):
-            results[c.name] = {}
-            for m, method in methods.items():
-                if m in VARIANTS and i >= VARIANT_CONCEPTS:
-                    continue
-                results[c.name][m] = method(model, art, c)
-                print(
-                    f"[steering] {label} {c.name} {m}: {results[c.name][m]['rate']:.0%} "
-                    f"({results[c.name][m]['setting']})",
-                    flush=True,
-                )
+            outs = {m: cell(model, art, c, i, m, label) for m in methods}
+            results[c.name] = {m: out for m, out in outs.items() if out is not None}
         report["saes"][label] = {
             "key": settings.key(),
+            "layer": settings.layer,
             "results": results,
             "n_features": int(art.sae.cfg.n_features) if art.sae is not None else None,
         }
@@ -413,3 +455,35 @@ def table(report: dict[str, Any]) -> str:
             f"| {label} | **average** | " + " | ".join(f"**{100 * x:.0f}%**" if x == x else "-" for x in mean) + " |"
         )
     return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run some cells (SAE x concept x method) and print them; results land in the benchmark's cache, so the
+    whole benchmark (``python -m benchmarks --only steering``) reuses them. Heavy: run it under the shared lock."""
+    from saewidgets.analysis import CONCEPTS
+    from saewidgets.demo import FULL, QUICK
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_steering", description=main.__doc__)
+    parser.add_argument("--sae", choices=("quick", "full"), default="quick", help="the demo SAE's size")
+    parser.add_argument("--layer", type=int, help="a quick-sized SAE at this block instead (trained if needed)")
+    parser.add_argument("--concept", action="append", choices=[c.name for c in CONCEPTS], help="(repeatable)")
+    parser.add_argument("--method", action="append", choices=list(METHODS), help="(repeatable; default: recipe)")
+    args = parser.parse_args(argv)
+    if args.layer is not None and args.sae != "quick":
+        parser.error("--layer trains a quick-sized SAE: leave --sae at quick")
+    label, settings = (
+        (f"quick, block {args.layer}", layer_settings(args.layer))
+        if args.layer is not None
+        else (args.sae, {"quick": QUICK, "full": FULL}[args.sae])
+    )
+    model = gemma()
+    art = load(label, settings, model)
+    for i, c in enumerate(CONCEPTS):
+        if args.concept is None or c.name in args.concept:
+            for m in args.method or ["recipe"]:
+                cell(model, art, c, i, m, label)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

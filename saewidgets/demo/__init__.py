@@ -1,7 +1,8 @@
 """The demo as one subpackage: what ``saewidgets demo``, the tutorials, Binder and the integration tests share.
 
 - `settings` — `DemoSettings` (the cache key), the `FULL` and `QUICK` runs, `settings_from_env`;
-- `pipeline` — `demo_artifacts`: model -> harvest -> SAE -> metrics -> statistics -> logit effects -> geometry, cached;
+- `pipeline` — `demo_artifacts`: model -> harvest -> SAE -> statistics -> metrics -> logit effects -> geometry, cached;
+  `demo_sae`: its first stages alone (harvest, SAE, statistics);
 - `reader_writer` — `concept_features`: the tutorials' reader, writer and control feature for a concept;
   `checked_reader`: a context hit checked by its top contexts and its logits (the Explorer's bookmarks);
 - `examples` — bookmarked concept features (`highlight_features`) and the steering example (`steering_examples`);
@@ -14,7 +15,7 @@ from __future__ import annotations
 from .reader_writer import ConceptFeatures, ReaderCheck, checked_reader, concept_features
 from .examples import STEERING_CONCEPT, STEERING_PROMPTS, highlight_features, missing_highlights, steering_examples
 from .page import write_explorer
-from .pipeline import DemoArtifacts, demo_artifacts
+from .pipeline import DemoArtifacts, DemoSAE, demo_artifacts, demo_sae
 from .settings import FULL, QUICK, SETTINGS_ENV, DemoSettings, settings_from_env
 
 __all__ = [
@@ -25,11 +26,13 @@ __all__ = [
     "STEERING_PROMPTS",
     "ConceptFeatures",
     "DemoArtifacts",
+    "DemoSAE",
     "DemoSettings",
     "ReaderCheck",
     "checked_reader",
     "concept_features",
     "demo_artifacts",
+    "demo_sae",
     "highlight_features",
     "missing_highlights",
     "settings_from_env",

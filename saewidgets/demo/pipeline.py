@@ -1,5 +1,5 @@
-"""The demo pipeline: model -> harvest -> SAE -> metrics -> statistics -> logit effects -> geometry -> pattern
-labels, each cached.
+"""The demo pipeline: model -> harvest -> SAE -> statistics (`demo_sae`, the part steering needs) -> metrics ->
+logit effects -> geometry -> pattern labels, each cached.
 
 `demo_artifacts` is what ``saewidgets demo``, the tutorials, the Binder start-up and the integration tests share:
 the first call does the work (minutes on two CPU cores) and writes every result under the saewidgets cache, keyed
@@ -47,6 +47,91 @@ class DemoArtifacts:
     label, replaced by an LLM explanation where one was made with ``cache_dir=art.folder``."""
 
 
+@dataclass
+class DemoSAE:
+    """The demo's first stages: the harvest, the SAE trained on it and its feature statistics (what steering
+    needs)."""
+
+    settings: DemoSettings
+    folder: Path
+    model: ModelHandle
+    activations: Activations
+    held_out: Activations
+    sae: SAE
+    stats: FeatureStats
+
+
+def demo_sae(
+    settings: DemoSettings | None = None,
+    *,
+    model: ModelHandle | None = None,
+    progress: bool = True,
+    refresh: bool = False,
+    cancel: CancelSignal | None = None,
+    **overrides: Any,
+) -> DemoSAE:
+    """Harvest, train and compute feature statistics as `demo_artifacts` does (same arguments, same cache), and
+    stop there: no held-out LM loss, logit effects, map or labels. For SAEs that only need to be steered or read,
+    e.g. the steering benchmark's SAEs at other blocks (``demo_sae(QUICK, layer=6)``); `demo_artifacts` with the
+    same settings later reuses all three."""
+    from .. import load_model
+    from ..activations import Activations, harvest
+    from ..analysis import FeatureStats, feature_stats
+    from ..corpus import demo_corpus
+    from ..sae import load_sae, save_sae, train_sae
+
+    settings = replace(settings or settings_from_env(), **overrides)
+
+    folder = cache_dir("demo", settings.key())
+    if model is None:
+        model = load_model(settings.model)
+    acts_dir = folder / "activations"
+    if acts_dir.exists() and not refresh:
+        acts = Activations.load(acts_dir)
+    else:
+        acts = harvest(
+            model,
+            demo_corpus(),
+            model.resolve_layer(settings.layer),
+            n_tokens=settings.n_tokens,
+            context_len=settings.context_len,
+            progress=progress,
+            cancel=cancel,
+        )
+        acts.save(acts_dir)
+        acts = Activations.load(acts_dir)
+    train, held_out = acts.split(settings.held_out_fraction, seed=settings.seed)
+
+    _stage(cancel, "training")
+    sae_dir = folder / "sae"
+    if sae_dir.exists() and not refresh:
+        sae = load_sae(sae_dir)
+    else:
+        sae = train_sae(
+            train,
+            arch=settings.arch,
+            n_features=settings.n_features,
+            k=settings.k,
+            n_steps=settings.n_steps,
+            batch_size=settings.batch_size,
+            lr=settings.lr,
+            seed=settings.seed,
+            checkpoint_dir=folder / "checkpoints",
+            progress=progress,
+            callback=lambda step, info: _stage(cancel, "training"),
+        )
+        save_sae(sae, sae_dir)
+
+    _stage(cancel, "statistics")
+    stats_dir = folder / "stats"
+    if stats_dir.exists() and not refresh:
+        stats = FeatureStats.load(stats_dir, sae=sae)
+    else:
+        stats = feature_stats(model, sae, acts, progress=progress, cancel=cancel)
+        stats.save(stats_dir)
+    return DemoSAE(settings, folder, model, acts, held_out, sae, stats)
+
+
 def demo_artifacts(
     settings: DemoSettings | None = None,
     *,
@@ -68,62 +153,16 @@ def demo_artifacts(
             checkpoint), so the next call resumes where this one stopped.
         overrides: fields of `DemoSettings` to change, e.g. ``n_features=8192``.
     """
-    from .. import load_model
-    from ..activations import Activations, harvest
-    from ..analysis import FeatureStats, feature_geometry, feature_stats, logit_effects
+    from ..analysis import feature_geometry, logit_effects
     from ..analysis.explain import PatternExplainer, cached_labels, explain_features
     from ..corpus import demo_corpus
-    from ..sae import evaluate_sae, load_sae, save_sae, train_sae
+    from ..sae import evaluate_sae
 
-    settings = replace(settings or settings_from_env(), **overrides)
+    first = demo_sae(settings, model=model, progress=progress, refresh=refresh, cancel=cancel, **overrides)
+    settings, folder, model, corpus = first.settings, first.folder, first.model, demo_corpus()
+    acts, held_out, sae, stats = first.activations, first.held_out, first.sae, first.stats
 
-    def stage(name: str) -> None:
-        check_cancel(cancel, f"the demo pipeline ({name})")
-
-    folder = cache_dir("demo", settings.key())
-    if model is None:
-        model = load_model(settings.model)
-    corpus = demo_corpus()
-    layer = model.resolve_layer(settings.layer)
-
-    acts_dir = folder / "activations"
-    if acts_dir.exists() and not refresh:
-        acts = Activations.load(acts_dir)
-    else:
-        acts = harvest(
-            model,
-            corpus,
-            layer,
-            n_tokens=settings.n_tokens,
-            context_len=settings.context_len,
-            progress=progress,
-            cancel=cancel,
-        )
-        acts.save(acts_dir)
-        acts = Activations.load(acts_dir)
-    train, held_out = acts.split(settings.held_out_fraction, seed=settings.seed)
-
-    stage("training")
-    sae_dir = folder / "sae"
-    if sae_dir.exists() and not refresh:
-        sae = load_sae(sae_dir)
-    else:
-        sae = train_sae(
-            train,
-            arch=settings.arch,
-            n_features=settings.n_features,
-            k=settings.k,
-            n_steps=settings.n_steps,
-            batch_size=settings.batch_size,
-            lr=settings.lr,
-            seed=settings.seed,
-            checkpoint_dir=folder / "checkpoints",
-            progress=progress,
-            callback=lambda step, info: stage("training"),
-        )
-        save_sae(sae, sae_dir)
-
-    stage("metrics")
+    _stage(cancel, "metrics")
     metrics_path = folder / "metrics.json"
     if metrics_path.exists() and not refresh:
         metrics = json.loads(metrics_path.read_text())
@@ -132,24 +171,20 @@ def demo_artifacts(
         metrics = evaluate_sae(sae, held_out, model=model, texts=held_texts, progress=progress).to_dict()
         atomic_write_bytes(metrics_path, json.dumps(metrics, indent=1).encode())
 
-    stage("statistics")
-    stats_dir = folder / "stats"
-    if stats_dir.exists() and not refresh:
-        stats = FeatureStats.load(stats_dir, sae=sae)
-    else:
-        stats = feature_stats(model, sae, acts, progress=progress, cancel=cancel)
-        stats.save(stats_dir)
-
-    stage("logit effects")
+    _stage(cancel, "logit effects")
     effects = logit_effects(model, sae, cache_dir=folder, progress=progress)
-    stage("geometry")
+    _stage(cancel, "geometry")
     geometry = feature_geometry(sae, cache_dir=folder)
-    stage("labels")
+    _stage(cancel, "labels")
     explain_features(stats, PatternExplainer(), logit_effects=effects, cache_dir=folder, progress=progress)
     labels = cached_labels(folder, stats.fingerprint)  # with any LLM explanations made with cache_dir=art.folder
     return DemoArtifacts(
         settings, folder, model, corpus, acts, held_out, sae, metrics, stats, effects, geometry, labels
     )
+
+
+def _stage(cancel: CancelSignal | None, name: str) -> None:
+    check_cancel(cancel, f"the demo pipeline ({name})")
 
 
 def _held_out_texts(corpus: Any, held_out: Any, limit: int) -> list[str]:
