@@ -5,6 +5,9 @@ in-memory activations; each timed run includes building the SAE and its optimize
 amortises). SAELens is driven through its public ``SAETrainer.fit()`` with an in-memory data provider, no
 normalisation, no W&B. The machine's fp32 matmul rate (``batch x d_in @ d_in x n_features``, the encoder product
 every TopK step needs) is timed in the same rounds, which gives the ceiling in tokens/s: ``rate / (2 d_in F)``.
+
+`measure_precision` times ours in bf16 autocast against ours in fp32 (``TrainConfig.precision``), and trains a
+longer run in each to compare their held-out metrics (FVE, L0, dead fraction).
 """
 
 from __future__ import annotations
@@ -76,7 +79,88 @@ def ours_run(x: torch.Tensor, s: TrainSettings, kernel: str | None) -> Callable[
 
 
 def run(quick: bool = False) -> list[Row]:
-    return measure(TrainSettings(steps=2, repeats=2) if quick else TrainSettings())
+    s = TrainSettings(steps=2, repeats=2) if quick else TrainSettings()
+    return measure(s) + measure_precision(s, drift_steps=10 if quick else 60)
+
+
+def measure_precision(s: TrainSettings, drift_steps: int) -> list[Row]:
+    """bf16 autocast against fp32 (`TrainConfig.precision`), ours alone: tokens/s of the sparse TopK step and of a
+    ReLU SAE's dense step, interleaved; and the metrics drift of a longer run of each on held-out rows."""
+    x = activations(s)
+    relu = {"arch": "relu", "l1": 5.0}
+    contenders = {
+        f"{name}-{precision}": _precision_run(x, s, precision, options)
+        for name, options in (("topk", {}), ("relu", relu))
+        for precision in ("fp32", "bf16")
+    }
+    times = interleaved(contenders, s.repeats)
+    rate = {name: s.steps * s.batch / median(t) for name, t in times.items()}
+    settings = (
+        f"d_in {s.d_in}, {s.n_features:,} latents, batch {s.batch:,}, {s.steps} steps per run, median of {s.repeats}"
+    )
+    rows = [
+        Row(
+            "train",
+            f"SAE training tokens/s, bf16 autocast vs fp32 ({label})",
+            "tokens/s",
+            rate[f"{name}-bf16"],
+            rate[f"{name}-fp32"],
+            "the same run in fp32",
+            "higher",
+            None,
+            f"{settings}; precision='bf16' runs the step's matrix products in bf16, weights and Adam in fp32",
+            {k: times[k] for k in (f"{name}-fp32", f"{name}-bf16")},
+        )
+        for name, label in (("topk", "TopK k 32, sparse kernel: encoder product in bf16"), ("relu", "ReLU+L1, dense"))
+    ]
+    return rows + [_drift_row(s, drift_steps)]
+
+
+def _precision_run(x: torch.Tensor, s: TrainSettings, precision: str, options: dict[str, Any]) -> Callable[[], Any]:
+    from saewidgets import train_sae
+
+    settings = {"arch": "topk", "k": s.k, **options}
+    return lambda: train_sae(
+        x, n_features=s.n_features, batch_size=s.batch, n_steps=s.steps, progress=False, precision=precision, **settings
+    )
+
+
+def _drift_row(s: TrainSettings, steps: int) -> Row:
+    """Held-out FVE, L0 and dead fraction of a TopK SAE trained ``steps`` steps in bf16 and in fp32 (same seed)."""
+    from saewidgets.sae import evaluate_sae, train_sae
+
+    drift = TrainSettings(s.d_in, s.n_features, s.k, s.batch, steps + 2, 1)
+    x = activations(drift, seed=1)
+    train, held_out = x[: steps * s.batch], x[steps * s.batch :]
+    metrics = {}
+    for precision in ("fp32", "bf16"):
+        sae = train_sae(
+            train,
+            "topk",
+            s.n_features,
+            s.k,
+            batch_size=s.batch,
+            n_steps=steps,
+            lr_warmup_steps=steps // 10,
+            dead_after_tokens=steps * s.batch // 4,
+            progress=False,
+            precision=precision,
+        )
+        metrics[precision] = evaluate_sae(sae, held_out, check_provenance=False)
+    fp32, bf16 = metrics["fp32"], metrics["bf16"]
+    return Row(
+        "train",
+        f"held-out FVE after {steps} steps, bf16 autocast vs fp32 (TopK, sparse kernel)",
+        "FVE",
+        bf16.fve,
+        fp32.fve,
+        "the same run in fp32",
+        "higher",
+        None,
+        f"{s.n_features:,} latents, k {s.k}, batch {s.batch:,}, same seed and rows, {len(held_out):,} held-out rows; "
+        f"FVE {bf16.fve:.4f} vs {fp32.fve:.4f} (drift {bf16.fve - fp32.fve:+.4f}), L0 {bf16.l0:.2f} vs {fp32.l0:.2f}, "
+        f"dead fraction {bf16.dead_fraction:.4f} vs {fp32.dead_fraction:.4f}",
+    )
 
 
 def measure(s: TrainSettings) -> list[Row]:

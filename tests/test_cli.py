@@ -77,6 +77,7 @@ EVERY_TRAIN_OPTION = dict(
     dead_after_tokens=5000,
     threshold_momentum=0.02,
     sparse_kernels=False,
+    precision="bf16",
     grad_clip=0.5,
     seed=3,
     n_scale_samples=500,
@@ -198,6 +199,14 @@ def test_train_command_errors_are_one_line_naming_the_option(tmp_path, capsys, a
     assert main(["train", "--out", str(tmp_path / "run"), *argv]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and "--debug" in err, err
+
+
+def test_a_precision_the_trainer_lacks_is_refused_with_the_choices(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--out", str(tmp_path / "run"), "--precision", "float16"])
+    err = capsys.readouterr().err
+    assert "argument --precision: invalid choice: 'float16' (choose from" in err
+    assert all(choice in err for choice in ("fp32", "bf16", "fp16")), err
 
 
 def test_debug_shows_the_traceback(tmp_path):

@@ -1,5 +1,5 @@
 """Training: planted dictionaries are recovered by every architecture; checkpoints resume exactly (in a new
-process); Ctrl-C keeps the work; bad numbers are reported where they are."""
+process); Ctrl-C keeps the work; bad numbers are reported where they are; bf16/fp16 runs stay near fp32."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from saewidgets.sae import SAE, SAEConfig, load_sae, train_sae
+from saewidgets.sae import SAE, SAEConfig, TrainConfig, evaluate_sae, load_sae, train_sae
 from saewidgets.sae.checkpoint import CHECKPOINT_NAME, BatchOrder, load_checkpoint
 
 
@@ -215,3 +215,71 @@ def test_training_steps_bypass_nnsights_patched_tensor_backward(monkeypatch, arc
     x, _ = planted_data(n_planted=32, d=16, n_tokens=2_000)
     sae = train_sae(x, arch, n_features=32, n_steps=5, batch_size=128, progress=False, seed=0, **options)
     assert sae.cfg.provenance["steps"] == 5 and torch.isfinite(sae.W_dec).all()
+
+
+PRECISION_SETTINGS = dict(
+    n_features=128, k=8, n_steps=60, batch_size=256, lr=3e-3, lr_warmup_steps=5, progress=False, seed=0
+)
+
+
+def _held_out_metrics(sae: SAE, x: torch.Tensor) -> tuple[float, float, float]:
+    m = evaluate_sae(sae, x, check_provenance=False)
+    return m.fve, m.l0, m.dead_fraction
+
+
+@pytest.mark.parametrize(
+    "arch, precision, options",
+    [
+        ("topk", "bf16", {}),  # the sparse step: its encoder product in bf16
+        ("topk", "bf16", {"sparse_kernels": False}),
+        ("batchtopk", "bf16", {}),
+        ("relu", "bf16", {"l1": 1.0}),
+        ("jumprelu", "bf16", {}),
+        ("topk", "fp16", {}),  # fp16 with the loss scaler
+        ("relu", "fp16", {"l1": 1.0}),
+    ],
+)
+def test_mixed_precision_trains_within_tolerance_of_fp32(arch, precision, options):
+    """A bf16/fp16 run ends within FVE 0.01, L0 3% and dead fraction 0.02 of the fp32 run (held-out tokens); its
+    weights stay float32 and differ from fp32's (the products really ran in 16 bits)."""
+    x, _ = planted_data(n_planted=128, d=32, n_tokens=12_000)
+    train, held_out = x[:10_000], x[10_000:]
+    fp32 = train_sae(train, arch, **PRECISION_SETTINGS, **options)
+    low = train_sae(train, arch, **PRECISION_SETTINGS, **options, precision=precision)
+    assert all(p.dtype == torch.float32 for p in low.parameters())
+    assert not torch.equal(low.W_enc, fp32.W_enc), "autocast changed nothing: the step ran in fp32"
+    (fve32, l0_32, dead32), (fve, l0, dead) = _held_out_metrics(fp32, held_out), _held_out_metrics(low, held_out)
+    assert fve32 > 0.3, "the fp32 run learned something to compare against"
+    assert abs(fve - fve32) <= 0.01 and abs(l0 - l0_32) <= 0.03 * l0_32 and abs(dead - dead32) <= 0.02, (
+        (fve, l0, dead),
+        (fve32, l0_32, dead32),
+    )
+
+
+@pytest.mark.parametrize("bad", ["float16", "bfloat16", torch.bfloat16, None, "BF16"])
+def test_a_precision_the_trainer_lacks_is_refused_naming_the_choices(bad):
+    with pytest.raises(
+        ValueError, match=r"precision=.* is not a training precision: pass one of 'fp32', 'bf16', 'fp16'"
+    ):
+        TrainConfig(precision=bad)
+
+
+def test_fp16_resume_keeps_the_loss_scale(tmp_path):
+    x, _ = planted_data(n_planted=64, d=16, n_tokens=3000)
+    settings = {**RESUME_SETTINGS, "precision": "fp16"}
+    straight = train_sae(x, **settings)
+    with pytest.warns(UserWarning, match="interrupted after step 20"):
+        train_sae(x, checkpoint_dir=tmp_path, callback=_interrupt_at(20), **settings)
+    assert "grad_scaler" in load_checkpoint(tmp_path)
+    resumed = train_sae(x, checkpoint_dir=tmp_path, **settings)
+    for name, tensor in straight.state_dict().items():
+        assert torch.equal(resumed.state_dict()[name], tensor), name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_on_cuda_stays_near_fp32(precision):
+    x, _ = planted_data(n_planted=128, d=32, n_tokens=12_000)
+    fp32 = train_sae(x[:10_000], "topk", **PRECISION_SETTINGS, device="cuda")
+    low = train_sae(x[:10_000], "topk", **PRECISION_SETTINGS, device="cuda", precision=precision)
+    assert abs(_held_out_metrics(low, x[10_000:])[0] - _held_out_metrics(fp32, x[10_000:])[0]) <= 0.01

@@ -100,6 +100,11 @@ class LatentShardedTrainer(Trainer):
                 f"Latent sharding trains TopK SAEs whose n_features divides by the {self.world_size} ranks into "
                 f"shards of at least k latents; got {config.arch} with n_features={config.n_features}, k={config.k}."
             )
+        if config.precision != "fp32":
+            raise ValueError(
+                f"Latent-sharded training runs in fp32 only (got precision={config.precision!r}): pass "
+                "precision='fp32', or train data-parallel (parallel='data'), which supports bf16 and fp16."
+            )
         super().__init__(rows, config, torch.device("cpu"))
         self.shard_device = device
         self.lo, self.hi = self.rank * width, (self.rank + 1) * width

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from .architectures import StepOutput, _mse, _update_threshold
 from .base import SAE
+from .precision import compute_dtype
 from .train_config import TrainConfig
 
 SPARSE_ARCHITECTURES = ("topk", "batchtopk")
@@ -160,7 +161,7 @@ class _GatherEncoder(torch.autograd.Function):
     ) -> torch.Tensor:
         ctx.save_for_backward(x_in, W_enc)
         ctx.pairs, ctx.b_dec_in_input = pairs, b_dec_in_input
-        return pre[pairs.rows, pairs.cols]
+        return pre[pairs.rows, pairs.cols].to(W_enc.dtype)  # float32 from here on, when ``pre`` is bf16/fp16
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
@@ -228,8 +229,10 @@ def sparse_training_step(sae: SAE, x: torch.Tensor, tc: TrainConfig, step: int, 
     if arch not in SPARSE_ARCHITECTURES:
         raise ValueError(f"The sparse training step handles {' and '.join(SPARSE_ARCHITECTURES)} SAEs, not {arch!r}.")
     x_in = _encoder_input(sae, x)
-    with torch.no_grad():  # = sae.pre_activations(x), bias fused, into the reused buffer
-        pre = torch.addmm(sae.b_enc, x_in, sae.W_enc, out=_pre_buffer(x.shape[0], sae.W_enc))
+    with torch.no_grad():  # = sae.pre_activations(x), bias fused, into the reused buffer (autocast's dtype, if on)
+        dtype = compute_dtype(sae.W_enc)
+        b_enc, W_enc = sae.b_enc.to(dtype), sae.W_enc.to(dtype)
+        pre = torch.addmm(b_enc, x_in.to(dtype), W_enc, out=_pre_buffer(x.shape[0], W_enc))
     k = sae.cfg.active_k
     pairs = select_topk(pre, k) if arch == "topk" else select_batch_topk(pre, k)
     values = F.relu(gather_pre_activations(sae, x_in, pre, pairs))

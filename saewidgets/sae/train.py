@@ -28,6 +28,7 @@ from .base import SAE
 from .checkpoint import CHECKPOINT_NAME, BatchOrder, load_checkpoint, save_checkpoint
 from .config import Architecture, SAEConfig
 from .data import Rows, as_rows, check_finite
+from .precision import autocast, grad_scaler
 from .sparse import SPARSE_ARCHITECTURES, release_workspace, sparse_training_step
 from .train_config import TrainConfig
 
@@ -164,6 +165,7 @@ class Trainer:
             if cfg.architecture == "jumprelu":
                 self.sae.threshold.fill_(tc.jumprelu_init_threshold)
         self.optimizer = _adam(list(self.sae.parameters()), tc.peak_lr)
+        self.scaler = grad_scaler(device, tc.precision)
         self.tokens_since_fired = torch.zeros(cfg.n_features, dtype=torch.long)
         self.step = 0
         self.history: list[dict[str, float]] = []
@@ -211,6 +213,7 @@ class Trainer:
             "rng": torch.get_rng_state(),
             "data": {"n_rows": len(self.rows), "d": self.rows.d, "fingerprint": self.data_fingerprint},
             "history": self.history,
+            **({"grad_scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -238,6 +241,8 @@ class Trainer:
         torch.set_rng_state(state["rng"])
         self.step = int(state["step"])
         self.history = list(state["history"])
+        if self.scaler is not None and "grad_scaler" in state:
+            self.scaler.load_state_dict(state["grad_scaler"])
 
     def write_checkpoint(self, directory: str | os.PathLike) -> None:
         """Write ``directory/checkpoint.pt`` (collective: every rank calls it; rank 0 writes)."""
@@ -333,7 +338,8 @@ class Trainer:
         x = batch.to(self.device) * sae.cfg.input_scale
         dead = (self.tokens_since_fired >= tc.dead_after_tokens).to(self.device)
         sparse = tc.sparse_kernels and sae.cfg.architecture in SPARSE_ARCHITECTURES
-        out = (sparse_training_step if sparse else training_step)(sae, x, tc, self.step, dead)
+        with autocast(self.device, tc.precision):  # products in bf16/fp16; weights, grads and Adam stay fp32
+            out = (sparse_training_step if sparse else training_step)(sae, x, tc, self.step, dead)
         if not torch.isfinite(out.loss):
             raise FloatingPointError(
                 f"The training loss became {out.loss.item()} at step {self.step} (terms: {out.terms}). "
@@ -343,7 +349,10 @@ class Trainer:
         # torch.autograd.backward, not out.loss.backward(): importing nnsight replaces Tensor.backward with a
         # version that parses this file's source to look for a ``with loss.backward():`` block (an AST parse that
         # can race another thread's trace, and fails where the source is not shipped) before calling torch's.
-        torch.autograd.backward(out.loss)
+        scaler = self.scaler
+        torch.autograd.backward(out.loss if scaler is None else scaler.scale(out.loss))
+        if scaler is not None:
+            scaler.unscale_(self.optimizer)  # true gradients for the projection and the clipping
         unit = needs_unit_decoder(sae.cfg.architecture)
         if unit:
             remove_parallel_gradient(sae.W_dec)
@@ -351,7 +360,11 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(sae.parameters(), tc.grad_clip)
         for group in self.optimizer.param_groups:
             group["lr"] = tc.peak_lr * lr_factor(self.step, tc)
-        self.optimizer.step()
+        if scaler is None:
+            self.optimizer.step()
+        else:  # skips the step when the scaled gradients overflowed, and adapts the scale
+            scaler.step(self.optimizer)
+            scaler.update()
         with torch.no_grad():
             if unit:
                 sae.W_dec.div_(sae.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8))

@@ -15,6 +15,7 @@ from typing import Any
 
 from .._checks import real_number, whole_number
 from .config import ARCHITECTURES, Architecture
+from .precision import PRECISIONS, Precision
 
 #: Architectures with a ``k`` (exact per token for topk, a batch average for batchtopk).
 K_ARCHITECTURES = ("topk", "batchtopk")
@@ -71,6 +72,9 @@ class TrainConfig:
     sparse_kernels: bool = True
     """topk/batchtopk: train without the dense decoder product (same results within float rounding, ~2x faster on
     CPU at 4k latents, more for wider SAEs)."""
+    precision: Precision = "fp32"
+    """Precision of the step's matrix products: fp32, or bf16 / fp16 under autocast (CPU or CUDA; weights, Adam
+    state and loss stay float32; fp16 scales the loss). bf16 needs CPU or GPU support to be faster, see benchmarks."""
     grad_clip: float = 1.0
     """Gradient-norm clipping (0 to disable)."""
     seed: int = 0
@@ -116,6 +120,15 @@ def _architecture(name: str, value: Any) -> str:
     return str(value)
 
 
+def _precision(name: str, value: Any) -> str:
+    if value not in PRECISIONS:
+        raise ValueError(
+            f"{name}={value!r} is not a training precision: pass one of {', '.join(map(repr, PRECISIONS))} "
+            "(bf16 and fp16 autocast the matrix products; the weights stay float32)."
+        )
+    return str(value)
+
+
 def _flag(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{name}={value!r} is not True or False.")
@@ -142,6 +155,7 @@ _CHECKS = {
     "dead_after_tokens": lambda n, v: whole_number(n, v, 1),
     "threshold_momentum": lambda n, v: real_number(n, v, 0.0, 1.0, low_open=True),
     "sparse_kernels": _flag,
+    "precision": _precision,
     "grad_clip": lambda n, v: real_number(n, v, 0.0),
     "seed": lambda n, v: whole_number(n, v, 0),
     "n_scale_samples": lambda n, v: whole_number(n, v, 1),
