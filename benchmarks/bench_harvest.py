@@ -41,7 +41,8 @@ def padded_batches(model: Any, texts: list[str], n_tokens: int) -> list[dict[str
         mask = torch.zeros((len(group), width), dtype=torch.long)
         for row, w in enumerate(group):
             ids[row, width - len(w) :], mask[row, width - len(w) :] = torch.tensor(w), 1
-        batches.append({"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)})
+        batch = {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
+        batches.append({name: t.to(model.device) for name, t in batch.items()})
     return batches
 
 
@@ -86,7 +87,7 @@ def run(quick: bool = False) -> list[Row]:
     times = interleaved(contenders, repeats)
     rate = {name: n_tokens / median(t) for name, t in times.items()}
     settings = (
-        f"Gemma 3 270M fp32, layer {LAYER} of 18, {n_tokens:,} tokens of the demo corpus, context 128, "
+        f"Gemma 3 270M fp32 on {model.device.type}, layer {LAYER} of 18, {n_tokens:,} tokens of the demo corpus, context 128, "
         f"batch {BATCH_SIZE}, median of {repeats}"
     )
     return [

@@ -27,14 +27,14 @@ def run(quick: bool = False) -> list[Row]:
         def encode_only(sae=sae) -> None:
             with torch.no_grad():
                 for start in range(0, n_tokens, BATCH_ROWS):
-                    sae.encode(acts.torch(slice(start, start + BATCH_ROWS)))
+                    sae.encode(acts.torch(slice(start, start + BATCH_ROWS)).to(sae.W_enc.device))
 
         contenders = {
             "encode": encode_only,
             "ours": lambda sae=sae: feature_stats(model, sae, acts, batch_size=BATCH_ROWS, progress=False),
         }
         times = interleaved(contenders, repeats)
-        l0 = float((sae.encode(acts.torch(slice(0, BATCH_ROWS))) > 0).sum(1).float().mean())
+        l0 = float((sae.encode(acts.torch(slice(0, BATCH_ROWS)).to(sae.W_enc.device)) > 0).sum(1).float().mean())
         rows.append(
             Row(
                 "stats",
@@ -45,7 +45,7 @@ def run(quick: bool = False) -> list[Row]:
                 "SAE encode of the same rows alone",
                 "higher",
                 0.8 if architecture == "topk" else None,
-                f"{n_tokens:,} Gemma layer-9 tokens, {path} (untrained, L0 {l0:.0f}), batch {BATCH_ROWS}, "
+                f"{n_tokens:,} Gemma layer-9 tokens, on {sae.W_enc.device.type}, {path} (untrained, L0 {l0:.0f}), batch {BATCH_ROWS}, "
                 f"median of {repeats}",
                 times,
             )

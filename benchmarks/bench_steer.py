@@ -18,7 +18,7 @@ def run(quick: bool = False) -> list[Row]:
 
     model = gemma()
     sae = random_sae(16_384, acts=activations(1024))
-    batch = model.tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    batch = model.tokenizer(PROMPTS, return_tensors="pt", padding=True).to(model.device)
     pad = model.tokenizer.pad_token_id
 
     def plain() -> None:
@@ -51,7 +51,7 @@ def run(quick: bool = False) -> list[Row]:
             "HF generate, same prompts, greedy",
             "lower",
             GOAL_VS_GENERATE,
-            f"Gemma 3 270M fp32, layer 9, clamp mode, median of {repeats}",
+            f"Gemma 3 270M fp32 on {model.device.type}, layer 9, clamp mode, median of {repeats}",
             times,
         )
     ]

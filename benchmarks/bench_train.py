@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from .timing import Row, interleaved, matmul_gflops, median
+from .timing import Row, device, interleaved, matmul_gflops, median
 
 GOAL_VS_SAELENS = 4.0
 
@@ -49,18 +49,19 @@ def saelens_run(x: torch.Tensor, s: TrainSettings) -> Callable[[], Any]:
     from sae_lens.config import SAETrainerConfig
     from sae_lens.training.sae_trainer import SAETrainer
 
-    batches = list(x.split(s.batch))
+    where = str(device())
+    batches = [batch.to(where) for batch in x.split(s.batch)]
 
     def run() -> Any:
         sae = TopKTrainingSAE(
-            TopKTrainingSAEConfig(d_in=s.d_in, d_sae=s.n_features, k=s.k, dtype="float32", device="cpu")
+            TopKTrainingSAEConfig(d_in=s.d_in, d_sae=s.n_features, k=s.k, dtype="float32", device=where)
         )
         cfg = SAETrainerConfig(
             total_training_samples=s.steps * s.batch,
             train_batch_size_samples=s.batch,
             lr=2e-4,
             lr_end=2e-5,
-            device="cpu",
+            device=where,
             logger=LoggingConfig(log_to_wandb=False),
         )
         trainer = SAETrainer(cfg, sae, data_provider=itertools.cycle(batches))
@@ -75,7 +76,9 @@ def ours_run(x: torch.Tensor, s: TrainSettings, kernel: str | None) -> Callable[
     from saewidgets import train_sae
 
     extra = {"sparse_kernels": kernel == "sparse"} if kernel is not None else {}
-    return lambda: train_sae(x, "topk", s.n_features, s.k, batch_size=s.batch, n_steps=s.steps, progress=False, **extra)
+    return lambda: train_sae(
+        x, "topk", s.n_features, s.k, batch_size=s.batch, n_steps=s.steps, progress=False, device=device(), **extra
+    )
 
 
 def run(quick: bool = False) -> list[Row]:
@@ -96,7 +99,8 @@ def measure_precision(s: TrainSettings, drift_steps: int) -> list[Row]:
     times = interleaved(contenders, s.repeats)
     rate = {name: s.steps * s.batch / median(t) for name, t in times.items()}
     settings = (
-        f"d_in {s.d_in}, {s.n_features:,} latents, batch {s.batch:,}, {s.steps} steps per run, median of {s.repeats}"
+        f"on {device().type}, d_in {s.d_in}, {s.n_features:,} latents, batch {s.batch:,}, {s.steps} steps per run, "
+        f"median of {s.repeats}"
     )
     rows = [
         Row(
@@ -121,7 +125,14 @@ def _precision_run(x: torch.Tensor, s: TrainSettings, precision: str, options: d
 
     settings = {"arch": "topk", "k": s.k, **options}
     return lambda: train_sae(
-        x, n_features=s.n_features, batch_size=s.batch, n_steps=s.steps, progress=False, precision=precision, **settings
+        x,
+        n_features=s.n_features,
+        batch_size=s.batch,
+        n_steps=s.steps,
+        progress=False,
+        precision=precision,
+        device=device(),
+        **settings,
     )
 
 
@@ -145,6 +156,7 @@ def _drift_row(s: TrainSettings, steps: int) -> Row:
             dead_after_tokens=steps * s.batch // 4,
             progress=False,
             precision=precision,
+            device=device(),
         )
         metrics[precision] = evaluate_sae(sae, held_out, check_provenance=False)
     fp32, bf16 = metrics["fp32"], metrics["bf16"]
@@ -180,8 +192,8 @@ def measure(s: TrainSettings) -> list[Row]:
     gflops = 2 * s.batch * s.d_in * s.n_features / median(times["matmul"]) / 1e9
     ceiling = gflops * 1e9 / (2 * s.d_in * s.n_features)  # tokens/s if a step cost only its encoder product
     settings = (
-        f"TopK d_in {s.d_in}, {s.n_features:,} latents, k {s.k}, batch {s.batch:,}, fp32, {s.steps} steps "
-        f"per run from a fresh init, median of {s.repeats}"
+        f"TopK d_in {s.d_in}, {s.n_features:,} latents, k {s.k}, batch {s.batch:,}, fp32 on {device().type}, "
+        f"{s.steps} steps per run from a fresh init, median of {s.repeats}"
     )
     rows = []
     for name, ours in rate.items():

@@ -8,15 +8,17 @@ from typing import Any
 
 import torch
 
+from .timing import device
+
 LAYER = 9
 
 
 @functools.lru_cache(maxsize=1)
 def gemma() -> Any:
-    """The embedded Gemma 3 270M handle (fp32, CPU)."""
+    """The embedded Gemma 3 270M handle (fp32, on `timing.device`: the CPU unless ``--device`` says otherwise)."""
     import saewidgets
 
-    return saewidgets.load_model()
+    return saewidgets.load_model(device=device())
 
 
 def harvest_texts(model: Any, n_tokens: int) -> list[str]:
@@ -43,7 +45,8 @@ def activations(n_tokens: int) -> Any:
 
 def random_sae(n_features: int, k: int = 32, seed: int = 0, acts: Any = None, architecture: str = "topk") -> Any:
     """An untrained SAE over Gemma's 640-d layer-``LAYER`` residuals (random unit decoder rows, encoder =
-    transpose; input scale and model from ``acts`` when given). Timing does not depend on training.
+    transpose; input scale and model from ``acts`` when given), on `timing.device`. Timing does not depend on
+    training.
 
     ``architecture="jumprelu"`` (needs ``acts``) sets each feature's threshold to its ``k / 1024``-th highest
     pre-activation over the first 1,024 rows, so about ``k`` features fire per token, as in a trained SAE."""
@@ -69,4 +72,4 @@ def random_sae(n_features: int, k: int = 32, seed: int = 0, acts: Any = None, ar
         pre = sae.pre_activations(sae.scale_in(rows))
         fires = max(1, round(k * len(rows) / n_features))  # rows on which each feature fires
         sae.threshold.copy_(pre.topk(fires + 1, dim=0).values[-1])
-    return sae
+    return sae.to(device())

@@ -1,8 +1,9 @@
 """Run the benchmarks, print a table, write ``benchmarks/results/<machine>.json``.
 
-    python -m benchmarks [--quick] [--only NAME ...] [--out FILE]
+    python -m benchmarks [--quick] [--only NAME ...] [--device cpu|cuda] [--out FILE]
 
-Each benchmark module has ``run(quick) -> list[Row]``; a benchmark whose piece of saewidgets is missing (or that
+``--device cuda`` runs the benchmarks that have a GPU path (train, harvest, steer, stats) on the GPU, and only
+those. Each benchmark module has ``run(quick) -> list[Row]``; a benchmark whose piece of saewidgets is missing (or that
 fails) is reported as skipped with the reason, and the others still run.
 """
 
@@ -21,7 +22,7 @@ if __package__ in (None, ""):  # `python benchmarks/run.py`: make `benchmarks` i
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "benchmarks"
 
-from .timing import Row, machine
+from .timing import DEVICE_BENCHMARKS, Row, machine, set_device
 
 BENCHMARKS = {
     "train": "SAE training tokens/s vs SAELens SAETrainer, and vs the matmul ceiling",
@@ -102,11 +103,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", action="append", choices=sorted(BENCHMARKS), help="run only this benchmark (repeatable)"
     )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help=f"where {', '.join(DEVICE_BENCHMARKS)} run (cpu, cuda, cuda:N); other benchmarks are CPU only",
+    )
     parser.add_argument("--out", type=Path, help="JSON file to write (default benchmarks/results/<machine>.json)")
     args = parser.parse_args(argv)
+    try:
+        chosen = set_device(args.device)
+    except ValueError as exc:
+        parser.error(str(exc))
+    on_cpu = chosen.type == "cpu"
+    cpu_only = sorted(set(args.only or ()) - set(DEVICE_BENCHMARKS))
+    if not on_cpu and cpu_only:
+        parser.error(f"--device {args.device}: {', '.join(cpu_only)} run on the CPU only; drop --device or --only.")
 
-    info = machine()
-    names = args.only or list(BENCHMARKS)
+    info = {**machine(), "device": str(chosen)}
+    names = args.only or (list(BENCHMARKS) if on_cpu else list(DEVICE_BENCHMARKS))
     rows: list[Row] = []
     skipped: dict[str, str] = {}
     seconds: dict[str, float] = {}
@@ -124,12 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     table = format_table(rows)
     print(
         f"\nMachine: {info['cpu']}, {info['cores']} cores, torch {info['torch']} ({info['torch_threads']} threads)"
-        f"{', GPU ' + info['gpu'] if info['gpu'] else ', no GPU'}; mode: {'quick' if args.quick else 'full'}\n"
+        f"{', GPU ' + info['gpu'] if info['gpu'] else ', no GPU'}; device {chosen}; "
+        f"mode: {'quick' if args.quick else 'full'}\n"
     )
     print(table)
     for name, why in skipped.items():
         print(f"\nskipped {name}: {why}")
-    out = args.out or RESULTS_DIR / f"{info['name']}{'-quick' if args.quick else ''}.json"
+    suffix = ("" if on_cpu else f"-{chosen.type}") + ("-quick" if args.quick else "")
+    out = args.out or RESULTS_DIR / f"{info['name']}{suffix}.json"
     written = write_json(out, info, "quick" if args.quick else "full", rows, skipped, seconds)
     print(f"\nwrote {out} ({len(written)} rows, {len(written) - len(rows)} kept from earlier runs)")
     return 1 if skipped else 0

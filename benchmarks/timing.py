@@ -55,6 +55,40 @@ class Row:
         return {**asdict(self), "ratio": self.ratio, "met": self.met}
 
 
+#: Benchmarks that run on ``--device`` (a GPU among them); the rest time CPU work only.
+DEVICE_BENCHMARKS = ("train", "harvest", "steer", "stats")
+_device = torch.device("cpu")
+
+
+def set_device(name: str) -> torch.device:
+    """Make ``name`` the device the `DEVICE_BENCHMARKS` run on; refuse one this torch cannot use."""
+    global _device
+    try:
+        chosen = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"--device {name!r} is not a torch device: pass cpu or cuda (or cuda:N).") from exc
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"--device {name}: torch {torch.__version__} sees no CUDA device (torch.cuda.is_available() is False); "
+            "run on a machine with a GPU and a CUDA build of torch, or leave --device at cpu."
+        )
+    if chosen.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name!r}: the benchmarks run on cpu or cuda.")
+    _device = chosen
+    return chosen
+
+
+def device() -> torch.device:
+    """Where the device-aware benchmarks put models, SAEs and training (``--device``; CPU by default)."""
+    return _device
+
+
+def _synchronize() -> None:
+    """Wait for queued GPU work, so a contender's time includes it (CUDA runs asynchronously)."""
+    if _device.type == "cuda":
+        torch.cuda.synchronize(_device)
+
+
 def interleaved(contenders: dict[str, Callable[[], Any]], repeats: int, warmup: bool = True) -> dict[str, list[float]]:
     """Wall-clock seconds of each contender, run in turn (A, B, C, A, B, C, ...) ``repeats`` times, so that load
     from other processes on a shared machine hits every contender alike. One untimed warm-up round first."""
@@ -64,8 +98,10 @@ def interleaved(contenders: dict[str, Callable[[], Any]], repeats: int, warmup: 
     times: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(repeats):
         for name, fn in contenders.items():
+            _synchronize()
             start = time.perf_counter()
             fn()
+            _synchronize()
             times[name].append(time.perf_counter() - start)
     return times
 
@@ -75,9 +111,9 @@ def median(values: list[float]) -> float:
 
 
 def matmul_gflops(m: int = 4096, k: int = 640, n: int = 16384) -> Callable[[], float]:
-    """A contender timing one fp32 ``[m, k] @ [k, n]`` product; FLOP of one call: ``2 m k n``."""
-    a, b = torch.randn(m, k), torch.randn(k, n)
-    out = torch.empty(m, n)
+    """A contender timing one fp32 ``[m, k] @ [k, n]`` product on `device`; FLOP of one call: ``2 m k n``."""
+    a, b = torch.randn(m, k, device=_device), torch.randn(k, n, device=_device)
+    out = torch.empty(m, n, device=_device)
     return lambda: torch.mm(a, b, out=out)
 
 
