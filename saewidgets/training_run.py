@@ -212,9 +212,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    code = main()
-    if "RANK" in os.environ:  # a torchrun worker whose work is done and whose process group is destroyed:
-        sys.stdout.flush()  # skip C++ static teardown, where gloo's threads can still abort the exit of a finished
-        sys.stderr.flush()  # run ("terminate called without an active exception", exit -6)
-        os._exit(code)
-    sys.exit(code)
+    sys.exit(main())

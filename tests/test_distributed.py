@@ -135,12 +135,19 @@ def test_entry_point_without_torchrun_trains_in_one_process_like_train_sae(tmp_p
         torch.testing.assert_close(load_sae(tmp_path / "run" / "sae").state_dict()[name], tensor, atol=2e-5, rtol=1e-4)
 
 
+# At exit, after init_process_group's handler destroyed the group (atexit runs last in, first out), it reports gloo's
+# threads still running: a group left for interpreter teardown aborted finished runs now and then.
 SHARDED_WORKER = """
-import sys
+import atexit, glob, os, sys
 from saewidgets.sae.distributed import init_process_group
 from saewidgets.sae.sharded import train_sae_latent_sharded
 from saewidgets.store import ActivationStore
 
+def report_gloo_threads():
+    names = [open(path).read().strip() for path in glob.glob(f"/proc/{{os.getpid()}}/task/*/comm")]
+    print("gloo threads at exit:", sorted(name for name in names if "gloo" in name), flush=True)
+
+atexit.register(report_gloo_threads)
 init_process_group()
 train_sae_latent_sharded(ActivationStore(sys.argv[1]), checkpoint_dir=sys.argv[2], checkpoint_every=6, **{train})
 """
@@ -154,6 +161,7 @@ def test_latent_sharded_topk_across_two_ranks_equals_single_process_training(tin
     worker.write_text(textwrap.dedent(SHARDED_WORKER.format(train=SHARDED)))
     run = torchrun(str(worker), str(store.path), str(tmp_path / "checkpoints"))
     assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("gloo threads at exit: []") == 2, run.stdout[-2000:]
 
     single = train_sae(store.subset(slice(None)), "topk", progress=False, **SHARDED)
     assert single.history[-1]["auxk"] > 0 and single.history[-1]["dead"] > 0.5, "dead latents and AuxK exercised"

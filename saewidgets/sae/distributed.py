@@ -26,6 +26,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+# Imported before any process group exists, on purpose: torch.distributed.nn.functional binds the default group as
+# default arguments (``group=group.WORLD``) when first imported, and torch imports it lazily with torch._dynamo (at
+# the first optimizer made). Imported after init_process_group, it keeps the group alive past destroy_process_group,
+# with gloo's threads running, until interpreter teardown, where destroying it aborted finished runs now and then
+# ("terminate called without an active exception"). Imported now, its defaults are None: the group at call time.
+import torch.distributed.nn.functional  # noqa: F401
+
 from .base import SAE
 from .data import Rows
 from .train import Trainer, train_sae
@@ -130,8 +137,8 @@ def init_process_group() -> tuple[int, int, torch.device]:
 
 
 def _leave_process_group() -> None:
-    """Destroy the group this process joined, if still there, before interpreter teardown: a gloo group left for
-    C++ static destructors can abort a run that already finished ("terminate called without an active exception")."""
+    """Destroy the group this process joined, if still there, while the interpreter is whole: gloo's threads end
+    here, not during teardown, where they aborted runs that had finished (see the torch.distributed.nn import)."""
     if dist.is_initialized():
         dist.destroy_process_group()
 
