@@ -6,6 +6,10 @@ amortises). SAELens is driven through its public ``SAETrainer.fit()`` with an in
 normalisation, no W&B. The machine's fp32 matmul rate (``batch x d_in @ d_in x n_features``, the encoder product
 every TopK step needs) is timed in the same rounds, which gives the ceiling in tokens/s: ``rate / (2 d_in F)``.
 
+EleutherAI sparsify's TopK `Trainer` (``pip install "saewidgets[sparsify]"``; its row is left out without it) is
+timed in the same rounds on the same rows, fed through a one-layer stand-in model (sparsify trains on a model's
+hooked layer, not on stored activations).
+
 `measure_precision` times ours in bf16 autocast against ours in fp32 (``TrainConfig.precision``), and trains a
 longer run in each to compare their held-out metrics (FVE, L0, dead fraction).
 """
@@ -15,8 +19,12 @@ from __future__ import annotations
 import contextlib
 import io
 import itertools
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -69,6 +77,82 @@ def saelens_run(x: torch.Tensor, s: TrainSettings) -> Callable[[], Any]:
             return trainer.fit()
 
     return run
+
+
+class _ActivationTable(torch.nn.Module):
+    """A stand-in model for sparsify's `Trainer`, which hooks a model's layer: token ids index rows of fixed
+    activations, and its one layer, ``layers.0``, outputs those rows. So sparsify trains on exactly our rows."""
+
+    def __init__(self, rows: torch.Tensor) -> None:
+        super().__init__()
+        self.layers = torch.nn.ModuleList([torch.nn.Embedding.from_pretrained(rows, freeze=True)])
+        self.config = SimpleNamespace(num_hidden_layers=1)
+
+    @property
+    def base_model(self) -> torch.nn.Module:
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.layers[0].weight.device
+
+    @property
+    def dummy_inputs(self) -> dict[str, torch.Tensor]:
+        return {"input_ids": torch.zeros(1, 1, dtype=torch.long)}
+
+    def forward(self, input_ids: torch.Tensor, **_: Any) -> torch.Tensor:
+        return self.layers[0](input_ids)
+
+
+def sparsify_run(x: torch.Tensor, s: TrainSettings) -> Callable[[], Any]:
+    """A contender: EleutherAI sparsify's TopK `Trainer.fit()` on the rows of ``x`` in the same order, Adam at our
+    default learning rate, AuxK as ours (1/32, dead after 1M tokens), no checkpoint writes, no W&B."""
+    import datasets
+    from sparsify import SparseCoderConfig
+    from sparsify import TrainConfig as SparsifyConfig
+    from sparsify import Trainer as SparsifyTrainer
+
+    from saewidgets.sae.train_config import default_lr
+
+    seq = 64  # tokens per "sequence": sparsify's batch_size counts sequences
+    model = _ActivationTable(x).to(device())
+    ids = torch.arange(len(x)).reshape(-1, seq)
+    dataset = datasets.Dataset.from_dict({"input_ids": ids.tolist()}).with_format("torch")
+
+    def run() -> Any:
+        cfg = SparsifyConfig(
+            SparseCoderConfig(num_latents=s.n_features, k=s.k),
+            batch_size=s.batch // seq,
+            optimizer="adam",
+            lr=default_lr(s.n_features),
+            lr_warmup_steps=100,
+            auxk_alpha=1 / 32,
+            dead_feature_threshold=1_000_000,
+            hookpoints=["layers.0"],
+            log_to_wandb=False,
+            save_dir=str(Path(tempfile.gettempdir()) / "sparsify-bench"),
+        )
+        precision = torch.get_float32_matmul_precision()  # fit() turns on TF32, which would speed up ours too
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            trainer = SparsifyTrainer(cfg, dataset.select(range(s.steps * s.batch // seq)), model)
+            trainer.save = lambda: None  # ours writes no checkpoint either
+            try:
+                trainer.fit()
+            finally:
+                torch.set_float32_matmul_precision(precision)
+        return trainer.saes
+
+    return run
+
+
+def _installed(distribution: str) -> bool:
+    """Whether ``distribution`` is installed (by its PyPI name: Neural Magic's old "sparsify" has the same import
+    name as EleutherAI's "eai-sparsify")."""
+    try:
+        version(distribution)
+    except PackageNotFoundError:
+        return False
+    return True
 
 
 def ours_run(x: torch.Tensor, s: TrainSettings, kernel: str | None) -> Callable[[], Any]:
@@ -181,8 +265,10 @@ def measure(s: TrainSettings) -> list[Row]:
     from saewidgets.sae import TrainConfig
 
     kernels = ["sparse", "dense"] if "sparse_kernels" in TrainConfig.__dataclass_fields__ else [None]
+    has_sparsify = _installed("eai-sparsify")  # pip install "saewidgets[sparsify]"
     contenders = {
         "saelens": saelens_run(x, s),
+        **({"sparsify": sparsify_run(x, s)} if has_sparsify else {}),
         **{f"ours-{k or 'default'}": ours_run(x, s, k) for k in kernels},
         "matmul": matmul_gflops(s.batch, s.d_in, s.n_features),
     }
@@ -215,6 +301,25 @@ def measure(s: TrainSettings) -> list[Row]:
             )
         )
     best = max((n for n in rate if n.startswith("ours")), key=rate.get)
+    if has_sparsify:
+        rows.append(
+            Row(
+                "train",
+                f"SAE training tokens/s ({best.removeprefix('ours-')} kernel) vs EleutherAI sparsify",
+                "tokens/s",
+                rate[best],
+                rate["sparsify"],
+                "sparsify Trainer.fit (TopK, Adam)",
+                "higher",
+                None,
+                f"{settings}; sparsify {version('eai-sparsify')} fed the same rows through a one-layer stand-in "
+                f"model, {s.batch // 64} sequences of 64 per step, AuxK 1/32, no checkpoint writes; sparsify at "
+                f"{rate['sparsify'] / ceiling:.0%} of the matmul ceiling",
+                {k: times[k] for k in ("sparsify", best)},
+            )
+        )
+    else:
+        print("train: sparsify is not installed (pip install 'saewidgets[sparsify]'), its row is left out")
     rows.append(
         Row(
             "train",
