@@ -128,6 +128,36 @@ def test_steer_each_equals_one_steer_call_per_intervention(tiny, monkeypatch):
         assert texts == one.steered
 
 
+def test_steer_each_in_chunks_bounded_by_the_logits_budget_equals_one_batch(tiny, monkeypatch):
+    """A budget of one intervention's rows per step: one ``generate`` per intervention, the same greedy texts as
+    all of them in one batch."""
+    import saewidgets.analysis.steering as steering
+    from saewidgets.sae import SAE, SAEConfig
+
+    sae = SAE(
+        SAEConfig(d_in=tiny.d_model, n_features=16, architecture="topk", k=4, layer=LAYER),
+        torch.Generator().manual_seed(1),
+    ).eval()
+    prompts = ["I went for a walk and saw", "The fog", "Bridges are"]
+    interventions = [{3: 4.0}, {5: -2.0}, {3: 0.0, 7: 6.0}, {9: 3.0}]
+    calls = []
+    generate = steering._generate
+    monkeypatch.setattr(
+        steering, "_generate", lambda model, rows, *a, **kw: calls.append(len(rows)) or generate(model, rows, *a, **kw)
+    )
+
+    def run(budget_rows: int) -> list[list[str]]:
+        monkeypatch.setattr(steering, "GENERATION_LOGITS_BUDGET", budget_rows * 4 * tiny.vocab_size)
+        calls.clear()
+        return steering.steer_each(tiny, sae, prompts, interventions, units="activation", max_new_tokens=5)
+
+    whole = run(steering.MAX_BATCH_ROWS)
+    assert calls == [12]
+    assert run(len(prompts) + 1) == whole and calls == [3, 3, 3, 3]
+    assert run(1) == whole and calls == [3, 3, 3, 3], "at least one whole intervention per call"
+    assert steering.rows_per_generate(tiny) == 1
+
+
 def test_steering_panel_shows_feature_and_vector_steering_side_by_side(tiny, acts):
     """`SteeringPanel.for_model` with a DiffMean vector: one Generate clamps the feature (`steer`) and adds the
     vector (`steer_vector`) on the same prompt; each column shows what that call returns, with its hit rate."""

@@ -319,8 +319,17 @@ class RowGroups:
         return torch.cat([edit(hidden[i * self.size : (i + 1) * self.size]) for i, edit in enumerate(self.edits)])
 
 
-#: Rows per ``generate`` call when `steer_each` batches several interventions.
+#: Rows per ``generate`` call when `steer_each` batches several interventions, at most.
 MAX_BATCH_ROWS = 64
+#: Bytes of one decoding step's float32 logits a `steer_each` call may hold (``rows x vocabulary x 4``; the logits
+#: processors copy them): 32 rows of Gemma's 262k-token vocabulary, 64 (`MAX_BATCH_ROWS`) of GPT-2's.
+GENERATION_LOGITS_BUDGET = 2**25
+
+
+def rows_per_generate(model: ModelHandle) -> int:
+    """Rows `steer_each` generates in one call: `MAX_BATCH_ROWS`, fewer where each step's logits would pass
+    `GENERATION_LOGITS_BUDGET` (at least one)."""
+    return max(1, min(MAX_BATCH_ROWS, GENERATION_LOGITS_BUDGET // (4 * model.vocab_size)))
 
 
 def steer_each(
@@ -337,8 +346,9 @@ def steer_each(
     check_provenance: bool = True,
 ) -> list[list[str]]:
     """The steered continuations of ``prompts`` under each of ``interventions`` (``{feature: strength}`` each, as
-    `steer`), greedy, from as few batched ``generate`` calls as `MAX_BATCH_ROWS` allows: trying several features
-    or strengths costs far less than one `steer` call each. Returns one list of continuations per intervention.
+    `steer`), greedy, from as few batched ``generate`` calls as `rows_per_generate` allows (whole interventions per
+    call, at least one): trying several features or strengths costs far less than one `steer` call each, and the
+    memory stays bounded however many are tried. Returns one list of continuations per intervention.
     ``check_provenance=False`` steers with an SAE recorded for another model or layer, as in `steer`."""
     layer = sae_layer(model, sae, layer, check_provenance)
     if mode not in ("clamp", "add"):
@@ -353,7 +363,7 @@ def steer_each(
         else:
             directions = decoder_directions(sae, list(values)) if mode == "add" else None
             edits.append(partial(intervention_delta, sae, values=values, mode=mode, directions=directions))
-    per_call = max(1, MAX_BATCH_ROWS // len(prompts))
+    per_call = max(1, rows_per_generate(model) // len(prompts))
     out: list[list[str]] = []
     for start in range(0, len(edits), per_call):
         group = edits[start : start + per_call]
