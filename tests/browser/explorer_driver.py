@@ -42,10 +42,14 @@ def shown_feature(ex: Locator) -> int:
 
 
 def expect_selected(ex: Locator, feature: int) -> None:
-    """Wait until the dashboard shows ``feature``; then every other view names it too."""
+    """Wait until the dashboard shows ``feature``, and every other view names it too.
+
+    Each view's trait reaches the page in its own message, in the order Python sets them (map, dashboard, steering,
+    attribution), so the steering input may name the feature a moment after the dashboard does: at load 10 it did
+    once in 15 selections, which an immediate check failed."""
     expect(ex.locator(".saew-card-id")).to_have_text(f"Feature #{feature}", timeout=ROUND_TRIP_MS)
-    expect(ex.locator(".saew-map-info")).to_contain_text(f"selected #{feature}")
-    assert ex.locator(".saew-steer-feature").input_value() == str(feature)
+    expect(ex.locator(".saew-map-info")).to_contain_text(f"selected #{feature}", timeout=ROUND_TRIP_MS)
+    expect(ex.locator(".saew-steer-feature")).to_have_value(str(feature), timeout=ROUND_TRIP_MS)
 
 
 def click_map_point(page, ex: Locator, feature: int) -> int:
@@ -119,7 +123,7 @@ def drive(
     ex.locator(".saew-attr-target").fill(target)
     ex.locator(".saew-attr-go").click()
     expect(ex.locator(".saew-attribution .saew-subhead").first).to_contain_text(target.strip(), timeout=ROUND_TRIP_MS)
-    expect(ex.locator(".saew-attr-head")).to_contain_text("logit")
+    expect(ex.locator(".saew-attr-head")).to_contain_text("logit", timeout=ROUND_TRIP_MS)
     bar = ex.locator(".saew-attr-row:not(.saew-attr-head)").nth(1)
     bar_feature = int(bar.locator(".saew-attr-feature").inner_text().lstrip("#"))
     bar.click()
@@ -129,7 +133,7 @@ def drive(
     # Steering: arrow keys move the slider (and it keeps focus), the heading names the feature in use.
     open_tab(ex, "Steering")
     heading = ex.locator(".saew-steer-steered .saew-subhead")
-    expect(heading).to_contain_text(f"#{bar_feature}")
+    expect(heading).to_contain_text(f"#{bar_feature}", timeout=ROUND_TRIP_MS)
     slider = ex.locator(".saew-steer-slider")
     slider.focus()
     before = float(slider.input_value())
@@ -141,7 +145,7 @@ def drive(
     ex.locator(".saew-steer-generate").click()
     steered = ex.locator(".saew-steer-steered .saew-steer-text").first
     expect(steered).not_to_be_empty(timeout=120_000)
-    expect(heading).to_contain_text(f"#{bar_feature} clamped to {before + 1:g}× max")
+    expect(heading).to_contain_text(f"#{bar_feature} clamped to {before + 1:g}× max", timeout=ROUND_TRIP_MS)
     if steered_check:
         expect(steered).to_contain_text(steered_check)
     seen["steered"] = steered.inner_text()
@@ -149,7 +153,9 @@ def drive(
     # Heatmap: the sample text, coloured on the feature's own scale.
     open_tab(ex, "Heatmap")
     expect(ex.locator(".saew-heatmap-view .saew-tok").first).to_be_attached(timeout=ROUND_TRIP_MS)
-    expect(ex.locator(".saew-heatmap .saew-muted").first).to_contain_text(f"feature #{bar_feature}")
+    expect(ex.locator(".saew-heatmap .saew-muted").first).to_contain_text(
+        f"feature #{bar_feature}", timeout=ROUND_TRIP_MS
+    )
     no_horizontal_overflow(ex)
     return seen
 
