@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import pytest
 import torch
@@ -14,16 +15,35 @@ from saewidgets.analysis import (
     FeatureCard,
     SteeringExample,
     SteeringResult,
+    attribute,
+    contrastive_search,
     feature_card,
     feature_geometry,
     feature_stats,
+    features_active_on,
     logit_effects,
     search_contexts,
 )
-from saewidgets.analysis.cards import N_NEIGHBOURS, _logits
+from saewidgets.analysis.cards import N_NEIGHBOURS
+from saewidgets.analysis.explain import Explanation, Labels, search_labels
+from saewidgets.analysis.results import (
+    ActiveFeature,
+    AttributedFeature,
+    ContextExample,
+    ContrastHit,
+    FeatureLabel,
+    Histogram,
+    LabelHit,
+    Neighbour,
+    PositionAttribution,
+    QuantileBand,
+    TokenLogit,
+)
 from saewidgets.models.tiny import _TRAINING_TEXT
 from saewidgets.sae import SAE, SAEConfig
 from saewidgets.widgets.dashboard import display_card
+from saewidgets.widgets.serializers import round_floats
+from saewidgets.widgets.static_html import packed_cards, quantized_card, script_json
 
 
 def test_search_contexts_returns_frozen_hits_that_go_to_json(tiny_gpt2):
@@ -59,10 +79,74 @@ def test_a_steering_example_round_trips_through_json_and_comes_from_a_steer_resu
         SteeringExample.from_result(two, 2.0)
 
 
-def test_a_feature_card_is_a_frozen_result_whose_dict_is_the_json_the_pages_read(tiny_gpt2, tmp_path):
-    """`feature_card` returned this dict before it became a `FeatureCard`: the dashboard's JavaScript and the
-    static page read its JSON, so ``to_dict()`` must give the same JSON, key order included, with and without
-    the optional parts (``logit_unit`` only with logit effects)."""
+def _dict_card(stats, i, effects=None, geometry=None, labels=None):
+    """Feature ``i``'s card as `feature_card` wrote it while its rows were dicts, computed here from the
+    statistics' tensors: the JSON the dashboard's JavaScript and the static page were written against."""
+
+    def example(tokens, acts, value):
+        keep = [j for j, t in enumerate(tokens.tolist()) if t >= 0]
+        return {
+            "tokens": [stats.token_strings[tokens.tolist()[j]] for j in keep],
+            "acts": [acts.tolist()[j] for j in keep],
+            "center": sum(j < stats.context[0] for j in keep),
+            "value": float(value),
+        }
+
+    top = [example(stats.top_tokens[i, j], stats.top_acts[i, j], v) for j, v in enumerate(stats.top_values[i]) if v > 0]
+    bands = [
+        {
+            "label": stats.band_label(b),
+            "examples": [
+                example(stats.band_tokens[i, b, s], stats.band_acts[i, b, s], v)
+                for s, v in enumerate(stats.band_values[i, b])
+                if not math.isnan(float(v))
+            ],
+        }
+        for b in reversed(range(stats.n_bands))
+    ]
+    n_edges = int(torch.isfinite(stats.hist_edges[i]).sum())
+    card = {
+        "feature": i,
+        "density": float(stats.density[i]),
+        "max_act": float(stats.max_act[i]),
+        "mean_act": float(stats.mean_act[i]),
+        "top": top,
+        "quantiles": bands,
+        "histogram": {
+            "counts": [int(c) for c in stats.hist_counts[i, : max(n_edges - 1, 0)]],
+            "edges": [float(e) for e in stats.hist_edges[i, :n_edges]],
+        },
+        "promoted": [],
+        "suppressed": [],
+    }
+    if effects is not None:
+        factor = float(stats.mean_act[i]) / effects.final_rms
+        for key, ids, values in (
+            ("promoted", effects.promoted_ids, effects.promoted_values),
+            ("suppressed", effects.suppressed_ids, effects.suppressed_values),
+        ):
+            card[key] = [
+                {"token": effects.token_strings[int(t)], "value": float(v) * factor} for t, v in zip(ids[i], values[i])
+            ]
+        card["logit_unit"] = "Δlogit @ mean act"
+    # the cosines are `FeatureGeometry`'s own (blockwise products, checked in test_analysis); here only the rows' form
+    card["neighbours"] = (
+        []
+        if geometry is None
+        else [
+            {"feature": int(n["feature"]), "cosine": float(n["cosine"])} for n in geometry.neighbours(i, N_NEIGHBOURS)
+        ]
+    )
+    e = None if labels is None else next((e for e in labels if e.feature == i), None)
+    card["label"] = None if e is None else {"text": e.text, "kind": e.kind}
+    return card
+
+
+def test_a_feature_card_and_its_rows_are_frozen_results_whose_json_is_what_the_pages_read(tiny_gpt2, tmp_path):
+    """`feature_card` returned a dict of dicts before it and its rows became frozen results: the dashboard's
+    JavaScript and the static page read its JSON, so ``to_dict()``, what the dashboard is sent and the static
+    page's packed cards must be byte for byte what the dicts gave, key order included, with and without the
+    optional parts (``logit_unit`` only with logit effects)."""
     sae = SAE(
         SAEConfig(d_in=tiny_gpt2.d_model, n_features=32, architecture="topk", k=4, layer=1),
         generator=torch.Generator().manual_seed(0),
@@ -71,32 +155,66 @@ def test_a_feature_card_is_a_frozen_result_whose_dict_is_the_json_the_pages_read
     stats = feature_stats(tiny_gpt2, sae, acts, top_k=5, progress=False)
     effects = logit_effects(tiny_gpt2, sae, k=3, progress=False, cache_dir=tmp_path)
     geometry = feature_geometry(sae, cache_dir=tmp_path)
-    i = int(stats.density.argmax())
-    for with_effects, with_geometry in ((effects, geometry), (None, None)):
-        card = feature_card(stats, i, with_effects, with_geometry)
-        before = {
-            "feature": i,
-            "density": float(stats.density[i]),
-            "max_act": float(stats.max_act[i]),
-            "mean_act": float(stats.mean_act[i]),
-            "top": stats.top_examples(i),
-            "quantiles": stats.quantile_examples(i),
-            "histogram": stats.histogram(i),
-            **(
-                _logits(with_effects, i, float(stats.mean_act[i]))
-                if with_effects is not None
-                else {"promoted": [], "suppressed": []}
-            ),
-            "neighbours": with_geometry.neighbours(i, N_NEIGHBOURS) if with_geometry is not None else [],
-            "label": None,
-        }
-        assert isinstance(card, FeatureCard)
-        assert json.dumps(card.to_dict(), allow_nan=False) == json.dumps(before, allow_nan=False)
-        assert dict(card) == card.to_dict() == before and card == before
-        assert ("logit_unit" in card) == (with_effects is not None) and card.get("logit_unit") == before.get(
-            "logit_unit"
-        )
-        assert display_card(card) == display_card(before)  # what the dashboard and the static page are sent
-    assert card["top"] and card["neighbours"] == [] and card.logit_unit is None
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        card.feature = 3  # type: ignore[misc]
+    labels = Labels(
+        sae.fingerprint(),
+        [
+            Explanation(f, f"<b>gate</b> & {f}", "llm" if f % 2 else "pattern", "x", "m", "h", "now")
+            for f in range(0, 32, 3)
+        ],
+    )
+    fired = [int(i) for i in (stats.density > 0).nonzero().flatten()]
+    assert len(fired) > 3
+    for parts in ((effects, geometry, labels), ()):
+        cards = {i: feature_card(stats, i, *parts) for i in fired}
+        before = {i: _dict_card(stats, i, *parts) for i in fired}
+        for i, card in cards.items():
+            assert isinstance(card, FeatureCard) and isinstance(card.histogram, Histogram)
+            assert all(isinstance(e, ContextExample) for e in card.top) and all(
+                isinstance(b, QuantileBand) for b in card.quantiles
+            )
+            assert json.dumps(card.to_dict(), allow_nan=False) == json.dumps(before[i], allow_nan=False)
+            assert dict(card) == card.to_dict() == before[i] and card == before[i]  # rows compare equal to dicts
+            assert ("logit_unit" in card) == bool(parts) and card.get("logit_unit") == before[i].get("logit_unit")
+            assert display_card(card) == display_card(before[i])  # what the dashboard is sent
+        static = {i: quantized_card(round_floats(display_card(c))) for i, c in cards.items()}
+        static_before = {i: quantized_card(round_floats(display_card(c))) for i, c in before.items()}
+        assert script_json(packed_cards(static)) == script_json(packed_cards(static_before))  # the static page's data
+    card = cards[fired[0]]
+    assert card["top"] and card["neighbours"] == [] and card.logit_unit is None and card.label is None
+    row = card.top[0]
+    assert (
+        row["tokens"] is row.tokens
+        and row.value == row.acts[row.center]
+        and set(row) == {"tokens", "acts", "center", "value"}
+    )
+    for frozen in (card, row, card.quantiles[0], card.histogram):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            frozen.feature = 3  # type: ignore[misc]
+    full = feature_card(stats, fired[0], effects, geometry, labels)
+    assert isinstance(full.promoted[0], TokenLogit) and isinstance(full.neighbours[0], Neighbour)
+    assert full.neighbours[0].feature == full["neighbours"][0]["feature"] != fired[0]
+
+
+def test_search_and_attribution_rows_are_frozen_results_with_the_dicts_keys(tiny_gpt2):
+    """The rows of `features_active_on`, `contrastive_search`, `search_labels` and `Attribution.top` have the
+    keys (in order) their dicts had, and read like them."""
+    sae = SAE(
+        SAEConfig(d_in=tiny_gpt2.d_model, n_features=32, architecture="topk", k=4, layer=1),
+        generator=torch.Generator().manual_seed(0),
+    ).eval()
+    active = features_active_on(tiny_gpt2, sae, "The Golden Gate Bridge", n=3)
+    assert active and all(isinstance(h, ActiveFeature) for h in active)
+    assert list(active[0].to_dict()) == ["feature", "activation", "fraction_of_max", "position", "token"]
+    assert active[0]["token"] == active[0].token and active[0].fraction_of_max is None
+    contrast = contrastive_search(tiny_gpt2, sae, "The Golden Gate Bridge", "SELECT name FROM users", n=3)
+    assert contrast and isinstance(contrast[0], ContrastHit)
+    assert list(contrast[0]) == ["feature", "score", "activation_a", "activation_b"]
+    top = attribute(tiny_gpt2, sae, "The Eiffel Tower is in", target=" Paris").top(2)
+    assert top and isinstance(top[0], AttributedFeature) and isinstance(top[0].positions[0], PositionAttribution)
+    plain = json.loads(json.dumps(top[0].to_dict()))
+    assert list(plain) == ["feature", "attribution", "ablation", "positions"]
+    assert list(plain["positions"][0]) == ["position", "token", "attribution"] and plain == top[0]
+    labels = Labels(sae.fingerprint(), [Explanation(4, "Golden Gate", "llm", "x", "m", "h", "now")])
+    (hit,) = search_labels(labels, "gate")
+    assert isinstance(hit, LabelHit) and hit == {"feature": 4, "text": "Golden Gate", "kind": "llm"}
+    assert labels.view(4) == FeatureLabel("Golden Gate", "llm") == {"text": "Golden Gate", "kind": "llm"}

@@ -1,4 +1,5 @@
-"""Feature analysis: plain functions over a model, an SAE and a corpus; results are small objects or dicts.
+"""Feature analysis: plain functions over a model, an SAE and a corpus; results are small frozen dataclasses
+(``to_dict()`` for JSON; result rows also read like the dicts they replaced, ``hit["feature"]``).
 
     stats = feature_stats(model, sae, acts)              # top contexts, bands, histograms (one streaming pass)
     card = feature_card(stats, i, logit_effects(model, sae), feature_geometry(sae))
@@ -17,7 +18,21 @@ from .cards import FeatureCard, feature_card
 from .geometry import FeatureGeometry, MapQuality, feature_geometry, map_quality
 from .logits import LogitEffects, logit_effects
 from .output_score import SteeringCandidate, output_scores, steering_search
-from .results import ContextHit, SteeringExample
+from .results import (
+    ActiveFeature,
+    AttributedFeature,
+    ContextExample,
+    ContextHit,
+    ContrastHit,
+    FeatureLabel,
+    Histogram,
+    LabelHit,
+    Neighbour,
+    PositionAttribution,
+    QuantileBand,
+    SteeringExample,
+    TokenLogit,
+)
 from .search import contrastive_search, features_active_on, search_contexts
 from .stats import FeatureStats, feature_stats
 from .steering import DEFAULT_CLAMP_MULTIPLE, DEFAULT_REPETITION_PENALTY, SteeringResult, generate, steer, steer_vector
@@ -32,8 +47,19 @@ __all__ = [
     "CONCEPTS",
     "DEFAULT_CLAMP_MULTIPLE",
     "DEFAULT_REPETITION_PENALTY",
+    "ActiveFeature",
+    "AttributedFeature",
     "Attribution",
+    "ContextExample",
     "ContextHit",
+    "ContrastHit",
+    "FeatureLabel",
+    "Histogram",
+    "LabelHit",
+    "Neighbour",
+    "PositionAttribution",
+    "QuantileBand",
+    "TokenLogit",
     "FeatureCard",
     "FeatureGeometry",
     "FeatureTree",

@@ -14,7 +14,7 @@ import numbers
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -22,6 +22,7 @@ from ..cancel import CancelSignal, check_cancel
 from ..models.handle import ModelHandle
 from ._common import content_mask, prompt_ids, sae_layer
 from ._trace import last_logits_with_delta, residual_and_gradient
+from .results import AttributedFeature, PositionAttribution
 
 if TYPE_CHECKING:
     from ..sae import SAE
@@ -57,11 +58,10 @@ class Attribution:
         """``[F]`` each feature's attribution summed over positions."""
         return self.scores.sum(0)
 
-    def top(self, n: int = 10, by: str = "attribution") -> list[dict[str, Any]]:
+    def top(self, n: int = 10, by: str = "attribution") -> list[AttributedFeature]:
         """The ``n`` features that most support the target (``by="attribution"``), most oppose it
-        (``"negative"``) or matter most either way (``"abs"``), each as
-        ``{"feature", "attribution", "ablation", "positions": [{"position", "token", "attribution"}]}``
-        (``ablation`` is None for features that were not ablated)."""
+        (``"negative"``) or matter most either way (``"abs"``), each an `AttributedFeature` (``feature``,
+        ``attribution``, ``ablation``: None for features that were not ablated, ``positions``)."""
         totals = self.totals
         key = {"attribution": totals, "negative": -totals, "abs": totals.abs()}.get(by)
         if key is None:
@@ -69,15 +69,15 @@ class Attribution:
         order = [i for i in key.argsort(descending=True).tolist() if totals[i] != 0]
         return [self._row(i) for i in order[:n]]
 
-    def _row(self, feature: int) -> dict[str, Any]:
+    def _row(self, feature: int) -> AttributedFeature:
         column = self.scores[:, feature]
         positions = [int(t) for t in column.abs().argsort(descending=True) if column[t] != 0]
-        return {
-            "feature": feature,
-            "attribution": float(column.sum()),
-            "ablation": self.ablations.get(feature),
-            "positions": [{"position": t, "token": self.tokens[t], "attribution": float(column[t])} for t in positions],
-        }
+        return AttributedFeature(
+            feature=feature,
+            attribution=float(column.sum()),
+            ablation=self.ablations.get(feature),
+            positions=[PositionAttribution(t, self.tokens[t], float(column[t])) for t in positions],
+        )
 
     def __repr__(self) -> str:
         return (

@@ -30,11 +30,11 @@ Its ``to_dict()`` follows this schema (every number a plain float/int, every tok
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .geometry import FeatureGeometry
 from .logits import LogitEffects
-from .results import Record
+from .results import ContextExample, FeatureLabel, Histogram, Neighbour, QuantileBand, Record, TokenLogit
 from .stats import FeatureStats
 
 if TYPE_CHECKING:
@@ -48,8 +48,9 @@ class FeatureCard(Record):
     """Everything the dashboard shows about one feature (the schema in this module's docstring).
 
     ``to_dict()`` is the JSON the dashboard's JavaScript and the static page read, key for key as the schema
-    orders them, without ``logit_unit`` when there are no logit effects. The card also reads like that dict
-    (``card["top"]``, ``card.get("logit_unit")``, ``dict(card)``) and compares equal to it.
+    orders them (nested results as dicts too), without ``logit_unit`` when there are no logit effects. The card
+    also reads like that dict (``card["top"][0]["tokens"]``, ``card.get("logit_unit")``, ``dict(card)``) and
+    compares equal to it.
     """
 
     feature: int
@@ -60,29 +61,23 @@ class FeatureCard(Record):
     """Largest activation seen (SAE units)."""
     mean_act: float
     """Mean activation over the tokens where it fires."""
-    top: list[dict[str, Any]]
-    """Top activating contexts, highest first: ``{"tokens", "acts", "center", "value"}`` each."""
-    quantiles: list[dict[str, Any]]
-    """Sampled contexts per band of the max, highest band first: ``{"label", "examples"}`` each."""
-    histogram: dict[str, list[Any]]
-    """Non-zero activations: ``{"counts", "edges"}``, one more edge than counts."""
-    promoted: list[dict[str, Any]]
-    """Tokens the feature promotes most, ``{"token", "value"}`` in ``logit_unit`` (empty without logit effects)."""
-    suppressed: list[dict[str, Any]]
+    top: list[ContextExample]
+    """Top activating contexts, highest first."""
+    quantiles: list[QuantileBand]
+    """Sampled contexts per band of the max, highest band first."""
+    histogram: Histogram
+    """Non-zero activations binned, one more edge than counts."""
+    promoted: list[TokenLogit]
+    """Tokens the feature promotes most, values in ``logit_unit`` (empty without logit effects)."""
+    suppressed: list[TokenLogit]
     """Tokens it suppresses most, most negative first (empty without logit effects)."""
     logit_unit: str | None = None
     """What ``promoted`` / ``suppressed`` values measure (see `analysis.logits`); None without logit effects, and
     then absent from the dict."""
-    neighbours: list[dict[str, Any]]
-    """Decoder cosine neighbours, ``{"feature", "cosine"}`` each (empty without geometry)."""
-    label: dict[str, str] | None
-    """Its explanation, ``{"text", "kind"}`` (None without labels)."""
-
-    def to_dict(self) -> dict[str, Any]:
-        out = super().to_dict()
-        if self.logit_unit is None:
-            del out["logit_unit"]
-        return out
+    neighbours: list[Neighbour]
+    """Decoder cosine neighbours (empty without geometry)."""
+    label: FeatureLabel | None
+    """Its explanation (None without labels)."""
 
     def _names(self) -> tuple[str, ...]:
         names = super()._names()
@@ -104,6 +99,9 @@ def feature_card(
                 f"The {what} were computed for SAE {other.fingerprint} but the statistics for "
                 f"{stats.fingerprint}: compute both for the same SAE."
             )
+    promoted, suppressed, logit_unit = (
+        _logits(logit_effects, i, float(stats.mean_act[i])) if logit_effects is not None else ([], [], None)
+    )
     return FeatureCard(
         feature=i,
         density=float(stats.density[i]),
@@ -112,23 +110,17 @@ def feature_card(
         top=stats.top_examples(i),
         quantiles=stats.quantile_examples(i),
         histogram=stats.histogram(i),
-        **(
-            _logits(logit_effects, i, float(stats.mean_act[i]))
-            if logit_effects is not None
-            else {"promoted": [], "suppressed": []}
-        ),
+        promoted=promoted,
+        suppressed=suppressed,
+        logit_unit=logit_unit,
         neighbours=geometry.neighbours(i, N_NEIGHBOURS) if geometry is not None else [],
         label=labels.view(i) if labels is not None else None,
     )
 
 
-def _logits(effects: LogitEffects, i: int, mean_act: float) -> dict[str, Any]:
-    """The card's logit tables: logit changes at the mean activation when the effects know the final residual's
-    scale, per-unit values (and their unit) otherwise."""
+def _logits(effects: LogitEffects, i: int, mean_act: float) -> tuple[list[TokenLogit], list[TokenLogit], str]:
+    """The card's logit tables and their unit: logit changes at the mean activation when the effects know the
+    final residual's scale, per-unit values otherwise."""
     if effects.final_rms is None:
-        return {"promoted": effects.promoted(i), "suppressed": effects.suppressed(i), "logit_unit": effects.unit()}
-    return {
-        "promoted": effects.promoted(i, mean_act),
-        "suppressed": effects.suppressed(i, mean_act),
-        "logit_unit": effects.unit("mean act"),
-    }
+        return effects.promoted(i), effects.suppressed(i), effects.unit()
+    return effects.promoted(i, mean_act), effects.suppressed(i, mean_act), effects.unit("mean act")

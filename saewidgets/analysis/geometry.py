@@ -27,6 +27,7 @@ import numpy as np
 from .._atomic_write import atomic_write_bytes
 from .._cache import cache_dir as default_cache_dir
 from ._common import check_feature
+from .results import Neighbour
 
 if TYPE_CHECKING:
     from ..sae import SAE
@@ -59,7 +60,7 @@ class FeatureGeometry:
     def n_features(self) -> int:
         return len(self.coords)
 
-    def neighbours(self, feature: int, n: int = 10) -> list[dict[str, Any]]:
+    def neighbours(self, feature: int, n: int = 10) -> list[Neighbour]:
         """The ``n`` features whose decoder directions have the highest cosine with ``feature``'s (exact; ties go to
         the lower index).
 
@@ -75,7 +76,7 @@ class FeatureGeometry:
             self._neighbour_blocks[block] = (self._block_neighbours(block, n), n)
         index, cosine = self._neighbour_blocks[block][0]
         row = i - block * NEIGHBOUR_BLOCK
-        return [{"feature": int(j), "cosine": float(c)} for j, c in zip(index[row, :n], cosine[row, :n])]
+        return [Neighbour(int(j), float(c)) for j, c in zip(index[row, :n], cosine[row, :n])]
 
     def _block_neighbours(self, block: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Indices and cosines ``[rows, n]`` of the ``n`` nearest directions to each feature of ``block``."""

@@ -37,6 +37,7 @@ from .._atomic_write import atomic_dir
 from .._checks import whole_number
 from ..models.handle import ModelHandle
 from ._common import check_feature, decoder_directions, n_features_of
+from .results import TokenLogit
 
 if TYPE_CHECKING:
     from ..sae import SAE
@@ -65,10 +66,10 @@ class LogitEffects:
 
     def _rows(
         self, ids: torch.Tensor, values: torch.Tensor, feature: int, activation: float | None
-    ) -> list[dict[str, Any]]:
+    ) -> list[TokenLogit]:
         i = check_feature(self.n_features, feature)
         factor = self.logit_change_factor(activation) if activation is not None else 1.0
-        return [{"token": self.token_strings[int(t)], "value": float(v) * factor} for t, v in zip(ids[i], values[i])]
+        return [TokenLogit(self.token_strings[int(t)], float(v) * factor) for t, v in zip(ids[i], values[i])]
 
     def logit_change_factor(self, activation: float) -> float:
         """What turns a per-unit value into the logit change at ``activation`` on a token of typical norm:
@@ -119,13 +120,13 @@ class LogitEffects:
             final_rms=meta.get("final_rms"),
         )
 
-    def promoted(self, feature: int, activation: float | None = None) -> list[dict[str, Any]]:
-        """``[{"token", "value"}]``, the tokens the feature most promotes. Values are logits per unit activation, or
+    def promoted(self, feature: int, activation: float | None = None) -> list[TokenLogit]:
+        """The tokens the feature most promotes. Values are logits per unit activation, or
         with ``activation`` the logit change when the feature is at that activation (see the module docstring)."""
         return self._rows(self.promoted_ids, self.promoted_values, feature, activation)
 
-    def suppressed(self, feature: int, activation: float | None = None) -> list[dict[str, Any]]:
-        """``[{"token", "value"}]``, the tokens the feature most suppresses (most negative first); values as in
+    def suppressed(self, feature: int, activation: float | None = None) -> list[TokenLogit]:
+        """The tokens the feature most suppresses (most negative first); values as in
         `promoted`."""
         return self._rows(self.suppressed_ids, self.suppressed_values, feature, activation)
 

@@ -6,8 +6,9 @@ written against the dict results keeps working; new code uses the attributes, wh
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping
-from dataclasses import Field, asdict, dataclass, fields
+from dataclasses import Field, dataclass, fields
 from typing import Any, ClassVar, Protocol
 
 
@@ -18,8 +19,8 @@ class Record(Mapping[str, Any]):
     __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields as a plain dict (``json.dumps`` takes it)."""
-        return asdict(self)
+        """The fields as a plain dict, nested results as dicts too (``json.dumps`` takes it)."""
+        return {name: _plain(getattr(self, name)) for name in self._names()}
 
     def __getitem__(self, name: str) -> Any:
         if name not in self._names():
@@ -33,7 +34,31 @@ class Record(Mapping[str, Any]):
         return len(self._names())
 
     def _names(self) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(self))
+        return _field_names(type(self))
+
+
+@functools.cache
+def _field_names(cls: type[Record]) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+_NESTED = (Mapping, list, tuple)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with every `Record` in it as its dict, and new lists, tuples and dicts around them (as
+    ``dataclasses.asdict`` copies; the leaves are immutable numbers and strings, shared). A static page converts
+    millions of values, so lists of plain values are copied without a call per item."""
+    kind = type(value)
+    if kind is list or kind is tuple:
+        if any(isinstance(v, _NESTED) for v in value):
+            return kind(_plain(v) for v in value)
+        return kind(value)
+    if isinstance(value, Record):
+        return value.to_dict()
+    if kind is dict:
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 @dataclass(frozen=True, eq=True)
@@ -52,6 +77,144 @@ class ContextHit(Record):
     """Fraction of corpus tokens on which it fires."""
     example: str
     """The text of its highest matching context."""
+
+
+# Nested results are small frozen dataclasses that compare equal to the dicts they replaced (``eq=False`` keeps
+# `Mapping`'s equality: same keys, same values), so rows read back from JSON, or written by hand, compare with them.
+
+
+@dataclass(frozen=True, eq=False)
+class ContextExample(Record):
+    """One activating context of a feature (`FeatureStats.top_examples`, the card's ``top`` and quantile bands).
+    Tokens are raw strings from the corpus: escape them before they become HTML."""
+
+    tokens: list[str]
+    """The window of tokens around the activating one, clipped to its document."""
+    acts: list[float]
+    """The feature's activation on each of them."""
+    center: int
+    """Index in ``tokens`` of the activating token."""
+    value: float
+    """Its activation (``acts[center]``)."""
+
+
+@dataclass(frozen=True, eq=False)
+class QuantileBand(Record):
+    """Contexts sampled from one band of a feature's activations (`FeatureStats.quantile_examples`)."""
+
+    label: str
+    """The band as fractions of the feature's max activation, e.g. ``"0.80-1.00 of max"``."""
+    examples: list[ContextExample]
+    """The sampled contexts."""
+
+
+@dataclass(frozen=True, eq=False)
+class Histogram(Record):
+    """A feature's non-zero activations binned (`FeatureStats.histogram`)."""
+
+    counts: list[int]
+    """Activations per bin."""
+    edges: list[float]
+    """Bin edges in activation units, one more than ``counts``."""
+
+
+@dataclass(frozen=True, eq=False)
+class TokenLogit(Record):
+    """A token a feature promotes or suppresses (`LogitEffects.promoted` / ``suppressed``)."""
+
+    token: str
+    """The token's text (raw: escape it before HTML)."""
+    value: float
+    """Its logit per unit activation, or the logit change at a given activation (the card's ``logit_unit``)."""
+
+
+@dataclass(frozen=True, eq=False)
+class Neighbour(Record):
+    """A feature and the cosine of its decoder direction with another's (`FeatureGeometry.neighbours`; in a
+    family, `FeatureTree.children`)."""
+
+    feature: int
+    """The feature's index."""
+    cosine: float
+    """Cosine similarity of the two decoder directions."""
+
+
+@dataclass(frozen=True, eq=False)
+class FeatureLabel(Record):
+    """A feature's explanation as a view shows it (`Labels.view`)."""
+
+    text: str
+    """The explanation (untrusted: escape it before HTML)."""
+    kind: str
+    """Where it came from: ``"pattern"`` (the statistics, no language model) or ``"llm"``."""
+
+
+@dataclass(frozen=True, eq=False)
+class LabelHit(Record):
+    """A feature whose label matched a query (`search_labels`)."""
+
+    feature: int
+    """The feature's index."""
+    text: str
+    """Its label."""
+    kind: str
+    """Where the label came from: ``"pattern"`` or ``"llm"``."""
+
+
+@dataclass(frozen=True, eq=False)
+class ActiveFeature(Record):
+    """A feature that fires on a prompt (`features_active_on`)."""
+
+    feature: int
+    """The feature's index."""
+    activation: float
+    """Its largest activation over the searched span."""
+    fraction_of_max: float | None
+    """That activation as a fraction of its max over the corpus (None without ``stats``)."""
+    position: int
+    """Where it peaks: index into the prompt's tokens, BOS not counted."""
+    token: str
+    """The token there."""
+
+
+@dataclass(frozen=True, eq=False)
+class ContrastHit(Record):
+    """A feature active on one prompt but not another (`contrastive_search`)."""
+
+    feature: int
+    """The feature's index."""
+    score: float
+    """Max activation on A minus max on B (as fractions of its max activation when ranked with ``stats``)."""
+    activation_a: float
+    """Its max activation on prompt A."""
+    activation_b: float
+    """Its max activation on prompt B."""
+
+
+@dataclass(frozen=True, eq=False)
+class PositionAttribution(Record):
+    """One prompt position's share of a feature's attribution (`AttributedFeature.positions`)."""
+
+    position: int
+    """Index into the prompt's tokens."""
+    token: str
+    """The token there."""
+    attribution: float
+    """The feature's attribution at that position."""
+
+
+@dataclass(frozen=True, eq=False)
+class AttributedFeature(Record):
+    """A feature's attribution to a target (`Attribution.top`)."""
+
+    feature: int
+    """The feature's index."""
+    attribution: float
+    """Its attribution summed over positions (gradient x activation)."""
+    ablation: float | None
+    """The target's change when the feature is ablated, or None when it was not."""
+    positions: list[PositionAttribution]
+    """The positions where it has non-zero attribution, largest magnitude first."""
 
 
 class SteeringOutcome(Protocol):

@@ -7,7 +7,7 @@ the features for which this prompt is typical rather than the loudest ones.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -15,7 +15,7 @@ from .._checks import whole_number
 from ..models.handle import ModelHandle
 from ._common import sae_layer
 from ._trace import prompt_features
-from .results import ContextHit
+from .results import ActiveFeature, ContextHit, ContrastHit
 from .stats import FeatureStats
 
 if TYPE_CHECKING:
@@ -62,11 +62,11 @@ def features_active_on(
     stats: FeatureStats | None = None,
     layer: int | str | None = None,
     check_provenance: bool = True,
-) -> list[dict[str, Any]]:
+) -> list[ActiveFeature]:
     """The ``n`` features most active on ``prompt`` (or on ``span`` of it), by their max over the span.
 
-    Returns ``[{"feature", "activation", "fraction_of_max" (with stats, else None), "position", "token"}]``;
-    ``position`` indexes the prompt's tokens without BOS.
+    Returns `ActiveFeature` results (``feature``, ``activation``, ``fraction_of_max`` (with stats, else None),
+    ``position``, ``token``), best first; ``position`` indexes the prompt's tokens without BOS.
     """
     tokens, f = prompt_features(model, sae, prompt, sae_layer(model, sae, layer, check_provenance))
     rows = _span_rows(tokens, span)
@@ -75,13 +75,13 @@ def features_active_on(
     score = peak if scale is None else peak / scale
     order = score.argsort(descending=True)[:n].tolist()
     return [
-        {
-            "feature": i,
-            "activation": float(peak[i]),
-            "fraction_of_max": None if scale is None else float(score[i]),
-            "position": rows.start + int(where[i]),
-            "token": tokens[rows.start + int(where[i])],
-        }
+        ActiveFeature(
+            feature=i,
+            activation=float(peak[i]),
+            fraction_of_max=None if scale is None else float(score[i]),
+            position=rows.start + int(where[i]),
+            token=tokens[rows.start + int(where[i])],
+        )
         for i in order
         if peak[i] > 0
     ]
@@ -96,11 +96,11 @@ def contrastive_search(
     stats: FeatureStats | None = None,
     layer: int | str | None = None,
     check_provenance: bool = True,
-) -> list[dict[str, Any]]:
+) -> list[ContrastHit]:
     """Features active on ``prompt_a`` but not on ``prompt_b``: ranked by max activation on A minus max on B
     (as fractions of max activation when ``stats`` is given).
 
-    Returns ``[{"feature", "score", "activation_a", "activation_b"}]``.
+    Returns `ContrastHit` results (``feature``, ``score``, ``activation_a``, ``activation_b``), best first.
     """
     layer = sae_layer(model, sae, layer, check_provenance)
     _, fa = prompt_features(model, sae, prompt_a, layer, "prompt_a")
@@ -110,7 +110,7 @@ def contrastive_search(
     score = a - b if scale is None else (a - b) / scale
     order = score.argsort(descending=True)[:n].tolist()
     return [
-        {"feature": i, "score": float(score[i]), "activation_a": float(a[i]), "activation_b": float(b[i])}
+        ContrastHit(feature=i, score=float(score[i]), activation_a=float(a[i]), activation_b=float(b[i]))
         for i in order
         if score[i] > 0
     ]
@@ -160,9 +160,9 @@ def search_contexts(
 def _centre_inside_query(stats: FeatureStats, feature: int, slot: int, needle: str, fold) -> bool:
     """Whether the activating token of top context ``slot`` overlaps an occurrence of ``needle``."""
     example = stats.top_examples(feature, slot + 1)[slot]
-    pieces = example["tokens"]
-    start = sum(len(p) for p in pieces[: example["center"]])
-    end = start + len(pieces[example["center"]])
+    pieces = example.tokens
+    start = sum(len(p) for p in pieces[: example.center])
+    end = start + len(pieces[example.center])
     text = fold("".join(pieces))
     at = text.find(needle)
     while at >= 0:

@@ -17,6 +17,7 @@ import numpy as np
 
 from ._common import check_feature
 from .geometry import _PCA_ABOVE, _cache_path, _compute, _write_atomic, default_n_clusters
+from .results import Neighbour
 
 if TYPE_CHECKING:
     from ..sae.family import SAEFamily
@@ -57,7 +58,7 @@ class FeatureTree:
         p = int(self.parents[level - 1][feature])
         return None if p < 0 else p
 
-    def children(self, size: int, feature: int) -> list[dict[str, Any]]:
+    def children(self, size: int, feature: int) -> list[Neighbour]:
         """The features of the next larger SAE whose parent is ``feature``, highest cosine first."""
         level = self._level(size)
         feature = check_feature(size, feature)
@@ -66,7 +67,7 @@ class FeatureTree:
         mine = np.flatnonzero(self.parents[level] == feature)
         cos = self.cosines[level][mine]
         order = np.lexsort((mine, -cos))
-        return [{"feature": int(mine[i]), "cosine": float(cos[i])} for i in order]
+        return [Neighbour(int(mine[i]), float(cos[i])) for i in order]
 
     def descendants(self, size: int, feature: int) -> dict[int, list[int]]:
         """``{size: [features]}`` for ``size`` (just ``feature``) and every larger size: the subtree under it."""

@@ -40,6 +40,7 @@ from ..models.handle import ModelHandle
 from ..activation_source import is_activation_source
 from ..sae.provenance import check_activations
 from ._common import ENCODE_CHUNK_ROWS, check_feature, encode_rows, n_features_of, sae_layer
+from .results import ContextExample, Histogram, QuantileBand
 
 if TYPE_CHECKING:
     from ..sae import SAE
@@ -111,19 +112,19 @@ class FeatureStats:
     def check_feature(self, feature: int) -> int:
         return check_feature(self.n_features, feature)
 
-    def _example(self, tokens: torch.Tensor, acts: torch.Tensor, value: float | torch.Tensor) -> dict[str, Any]:
+    def _example(self, tokens: torch.Tensor, acts: torch.Tensor, value: float | torch.Tensor) -> ContextExample:
         """One context as the card contract wants it: token strings, activations, index of the activating token."""
         ids, values = tokens.tolist(), acts.tolist()  # plain lists: per-element tensor indexing is slow
         keep = [j for j, t in enumerate(ids) if t >= 0]
         before = self.context[0]
-        return {
-            "tokens": [self.token_strings[ids[j]] for j in keep],
-            "acts": [values[j] for j in keep],
-            "center": sum(j < before for j in keep),
-            "value": float(value),
-        }
+        return ContextExample(
+            tokens=[self.token_strings[ids[j]] for j in keep],
+            acts=[values[j] for j in keep],
+            center=sum(j < before for j in keep),
+            value=float(value),
+        )
 
-    def top_examples(self, feature: int, n: int | None = None) -> list[dict[str, Any]]:
+    def top_examples(self, feature: int, n: int | None = None) -> list[ContextExample]:
         """The feature's top activating contexts, highest first (card items)."""
         i = self.check_feature(feature)
         values = self.top_values[i]
@@ -134,8 +135,8 @@ class FeatureStats:
         lo, hi = band / self.n_bands, (band + 1) / self.n_bands
         return f"{lo:.2f}-{hi:.2f} of max"
 
-    def quantile_examples(self, feature: int) -> list[dict[str, Any]]:
-        """Sampled contexts per activation band, highest band first: ``[{"label", "examples"}]``."""
+    def quantile_examples(self, feature: int) -> list[QuantileBand]:
+        """Sampled contexts per activation band, highest band first."""
         i = self.check_feature(feature)
         out = []
         for b in reversed(range(self.n_bands)):
@@ -145,18 +146,18 @@ class FeatureStats:
                 for s in range(len(values))
                 if not math.isnan(float(values[s]))
             ]
-            out.append({"label": self.band_label(b), "examples": examples})
+            out.append(QuantileBand(self.band_label(b), examples))
         return out
 
-    def histogram(self, feature: int) -> dict[str, list]:
+    def histogram(self, feature: int) -> Histogram:
         """Counts of the feature's non-zero activations and the bin edges (activation units)."""
         i = self.check_feature(feature)
         edges = self.hist_edges[i]
         n_edges = int(torch.isfinite(edges).sum())
-        return {
-            "counts": [int(c) for c in self.hist_counts[i, : max(n_edges - 1, 0)]],
-            "edges": [float(e) for e in edges[:n_edges]],
-        }
+        return Histogram(
+            counts=[int(c) for c in self.hist_counts[i, : max(n_edges - 1, 0)]],
+            edges=[float(e) for e in edges[:n_edges]],
+        )
 
     def context_texts(self, feature: int) -> list[str]:
         """The text of each of the feature's top contexts (token strings joined), for searching."""

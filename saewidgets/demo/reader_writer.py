@@ -219,12 +219,12 @@ def check_reader(art: DemoArtifacts, feature: int, concept: SteeringConcept) -> 
     stats, words = art.stats, concept_words(concept)
     texts = stats.context_texts(feature)
     examples = stats.top_examples(feature)
-    centres = [e["tokens"][e["center"]] for e in examples]
+    centres = [e.tokens[e.center] for e in examples]
     return ReaderCheck(
         feature=int(feature),
         mentions=sum(mentions(t, concept.terms) for t in texts) / stats.top_values.shape[1],
         on_concept=sum(is_concept_token(c, words) for c in centres) / max(1, len(centres)),
-        promoted=tuple(p["token"] for p in art.logit_effects.promoted(feature) if is_concept_token(p["token"], words)),
+        promoted=tuple(p.token for p in art.logit_effects.promoted(feature) if is_concept_token(p.token, words)),
     )
 
 

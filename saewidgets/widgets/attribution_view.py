@@ -10,7 +10,7 @@ editable box (the Explorer's ``attribute_fn`` reads it); Stop drops a running at
 from __future__ import annotations
 
 import html
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import traitlets as t
 
@@ -68,7 +68,7 @@ class AttributionView(ViewWidget):
         for r in attribution.top(self.n):
             row = jsonable({k: v for k, v in dict(r).items() if k != "positions"})
             row["feature"] = int(row["feature"])
-            row["positions"] = [int(p["position"] if isinstance(p, dict) else p) for p in (r.get("positions") or [])]
+            row["positions"] = [int(p["position"] if isinstance(p, Mapping) else p) for p in (r.get("positions") or [])]
             rows.append(row)
         with self.hold_sync():
             self.tokens = [str(x) for x in attribution.tokens]

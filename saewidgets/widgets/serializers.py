@@ -9,6 +9,7 @@ Small, mixed records (feature cards, attribution rows) go as JSON after :func:`j
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -45,7 +46,7 @@ def jsonable(obj: Any) -> Any:
         return obj
     if kind is list or kind is tuple:
         return [jsonable(v) for v in obj]
-    if isinstance(obj, dict):
+    if isinstance(obj, Mapping):  # dicts, and analysis results (which read as mappings)
         return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [jsonable(v) for v in obj]

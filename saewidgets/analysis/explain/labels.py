@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..._atomic_write import atomic_write_bytes
+from ..results import FeatureLabel, LabelHit
 
 if TYPE_CHECKING:
     from ...sae import SAE
@@ -114,10 +115,10 @@ class Labels:
                 out[e.feature] = e
         return Labels(self.fingerprint, out.values())
 
-    def view(self, feature: int) -> dict[str, str] | None:
-        """``{"text", "kind"}`` of ``feature``'s label, or None: what a view shows for one feature."""
+    def view(self, feature: int) -> FeatureLabel | None:
+        """``feature``'s label (text and kind), or None: what a view shows for one feature."""
         e = self._by_feature.get(feature)
-        return None if e is None else {"text": e.text, "kind": e.kind}
+        return None if e is None else FeatureLabel(e.text, e.kind)
 
     def for_views(self) -> dict[int, dict[str, str]]:
         """``{feature: {"text", "kind"}}``, the plain data the dashboard, map and static page show."""
@@ -157,11 +158,12 @@ class Labels:
         return labels
 
 
-def search_labels(labels: Labels, query: str, n: int = 10) -> list[dict[str, Any]]:
+def search_labels(labels: Labels, query: str, n: int = 10) -> list[LabelHit]:
     """Features whose label contains every word of ``query`` (case-insensitive), best first.
 
     A label that contains the whole query as one phrase ranks above one that only has its words; then LLM labels
-    before pattern labels, then shorter (more specific) labels. Returns ``[{"feature", "text", "kind"}]``.
+    before pattern labels, then shorter (more specific) labels. Returns `LabelHit` results (``feature``, ``text``,
+    ``kind``).
     """
     words = re.findall(r"\w+", query.lower())
     if not words:
@@ -173,4 +175,4 @@ def search_labels(labels: Labels, query: str, n: int = 10) -> list[dict[str, Any
         if all(w in text for w in words):
             hits.append(((phrase not in text), e.kind != "llm", len(text), e.feature, e))
     hits.sort(key=lambda h: h[:4])
-    return [{"feature": e.feature, "text": e.text, "kind": e.kind} for *_, e in hits[:n]]
+    return [LabelHit(e.feature, e.text, e.kind) for *_, e in hits[:n]]

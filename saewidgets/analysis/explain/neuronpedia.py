@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..._atomic_write import atomic_dir
 from ..logits import LogitEffects
+from ..results import ContextExample
 from ..stats import FeatureStats
 from .labels import Explanation, Labels
 
@@ -158,7 +159,7 @@ def _feature(
     window: int,
 ) -> dict[str, Any]:
     hist = stats.histogram(i)
-    counts, edges = hist["counts"], hist["edges"]
+    counts, edges = hist.counts, hist.edges
     total = sum(counts) or 1
     max_act = float(stats.max_act[i])
 
@@ -169,16 +170,16 @@ def _feature(
     for b, band in zip(reversed(range(stats.n_bands)), stats.quantile_examples(i)):
         lo, hi = b / stats.n_bands * max_act, (b + 1) / stats.n_bands * max_act
         contains = share(lo, hi if b < stats.n_bands - 1 else math.inf)
-        activations += [_activation(e, lo, hi, contains) for e in band["examples"]]
+        activations += [_activation(e, lo, hi, contains) for e in band.examples]
     promoted = effects.promoted(i) if effects is not None else []
     suppressed = effects.suppressed(i) if effects is not None else []
     out = {
         "feature_index": i,
         "frac_nonzero": float(stats.density[i]),
-        "pos_str": [r["token"] for r in promoted],
-        "pos_values": [r["value"] for r in promoted],
-        "neg_str": [r["token"] for r in suppressed],
-        "neg_values": [r["value"] for r in suppressed],
+        "pos_str": [r.token for r in promoted],
+        "pos_values": [r.value for r in promoted],
+        "neg_str": [r.token for r in suppressed],
+        "neg_values": [r.value for r in suppressed],
         "freq_hist_data_bar_values": [(a + b) / 2 for a, b in pairwise(edges)],
         "freq_hist_data_bar_heights": [float(c) for c in counts],
         "logits_hist_data_bar_values": [],
@@ -204,14 +205,14 @@ def _feature(
     return out
 
 
-def _activation(e: dict[str, Any], lo: float, hi: float, contains: float) -> dict[str, Any]:
+def _activation(e: ContextExample, lo: float, hi: float, contains: float) -> dict[str, Any]:
     return {
         "bin_min": lo,
         "bin_max": hi,
         "bin_contains": contains,
-        "tokens": e["tokens"],
-        "values": e["acts"],
-        "qualifying_token_index": e["center"],
+        "tokens": e.tokens,
+        "values": e.acts,
+        "qualifying_token_index": e.center,
     }
 
 

@@ -19,6 +19,7 @@ import re
 from collections import Counter
 from typing import Any
 
+from ..results import ContextExample
 from .explainer import Explainer, Prompt
 from .records import FeatureRecord
 
@@ -134,7 +135,7 @@ class PatternExplainer(Explainer):
         if not record.fires:
             return "never fires (dead feature)"
         examples = record.top
-        centres = [e["tokens"][e["center"]] for e in examples]
+        centres = [e.tokens[e.center] for e in examples]
         key, share, groups = _top_group(centres)
         if share >= self.min_share:
             label = repr(_spelling(centres, key))
@@ -155,15 +156,12 @@ class PatternExplainer(Explainer):
             label += " -> promotes " + ", ".join(repr(t) for t in promoted)
         return label
 
-    def _neighbours(self, examples: list[dict[str, Any]], step: int) -> str:
+    def _neighbours(self, examples: list[ContextExample], step: int) -> str:
         """The run of tokens just before (``step`` -1) or after (+1) the firing token that most contexts share
         ('' when they do not): each longer n-gram must still occur in ``min_share`` of all the contexts."""
         text, n, matching = "", len(examples), examples
         for k in range(1, self.max_context_tokens + 1):
-            near = [
-                e["tokens"][e["center"] + step * k] if 0 <= e["center"] + step * k < len(e["tokens"]) else ""
-                for e in matching
-            ]
+            near = [e.tokens[e.center + step * k] if 0 <= e.center + step * k < len(e.tokens) else "" for e in matching]
             key, share, _ = _top_group(near)
             if not key or share * len(matching) / n < self.min_share:
                 break
@@ -172,12 +170,12 @@ class PatternExplainer(Explainer):
             matching = [e for e, t in zip(matching, near) if _key(t) == key]
         return text
 
-    def _shared_word(self, examples: list[dict[str, Any]]) -> str:
+    def _shared_word(self, examples: list[ContextExample]) -> str:
         """The word (3+ letters, not a stopword) found in the most contexts, if in at least ``min_share`` of them."""
         counts = Counter(
             w
             for e in examples
-            for w in set(re.findall(r"[^\W\d_]{3,}", "".join(e["tokens"]).lower()))
+            for w in set(re.findall(r"[^\W\d_]{3,}", "".join(e.tokens).lower()))
             if w not in _STOPWORDS
         )
         if not counts:

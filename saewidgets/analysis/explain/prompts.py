@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import ast
 import re
-from typing import Any
 
+from ..results import ContextExample
 from .explainer import Prompt
 from .records import FeatureRecord, marked_text
 
@@ -72,8 +72,8 @@ TASKS = tuple(_JUDGE_SYSTEM)
 def _excerpt_lines(record: FeatureRecord) -> tuple[list[str], list[str]]:
     scale = record.max_act or 1.0
 
-    def line(e: dict[str, Any]) -> str:
-        return f"{marked_text(e).strip()} ({e['value'] / scale:.2f})"
+    def line(e: ContextExample) -> str:
+        return f"{marked_text(e).strip()} ({e.value / scale:.2f})"
 
     lower = [line(e) for label, examples in record.bands[1:] for e in examples]  # the top band repeats the top
     return [line(e) for e in record.top], lower

@@ -7,10 +7,12 @@ contexts from each activation band, and the tokens it promotes. Prompts mark the
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..logits import LogitEffects
+from ..results import ContextExample
 from ..stats import FeatureStats
 
 OPEN, CLOSE = "<<", ">>"
@@ -18,7 +20,7 @@ OPEN, CLOSE = "<<", ">>"
 
 @dataclass(frozen=True)
 class FeatureRecord:
-    """One feature as the explainers read it (examples are card items: ``tokens``, ``acts``, ``center``, ``value``).
+    """One feature as the explainers read it (examples are the card's `ContextExample` items).
 
     Attributes:
         feature: the feature index.
@@ -31,15 +33,15 @@ class FeatureRecord:
     feature: int
     max_act: float
     density: float
-    top: list[dict[str, Any]]
-    bands: list[tuple[str, list[dict[str, Any]]]] = field(default_factory=list)
+    top: list[ContextExample]
+    bands: list[tuple[str, list[ContextExample]]] = field(default_factory=list)
     promoted: list[str] = field(default_factory=list)
 
     @property
     def fires(self) -> bool:
         return bool(self.top)
 
-    def shown_examples(self) -> list[dict[str, Any]]:
+    def shown_examples(self) -> list[ContextExample]:
         """Every context an explanation prompt may show: the top ones, then the band samples."""
         return self.top + [e for _, examples in self.bands for e in examples]
 
@@ -54,8 +56,8 @@ def feature_record(
             f"The logit effects were computed for SAE {logit_effects.fingerprint} but the statistics for "
             f"{stats.fingerprint}: compute both for the same SAE."
         )
-    bands = [(band["label"], band["examples"][:n_per_band]) for band in stats.quantile_examples(i)]
-    promoted = [row["token"] for row in logit_effects.promoted(i)] if logit_effects is not None else []
+    bands = [(band.label, band.examples[:n_per_band]) for band in stats.quantile_examples(i)]
+    promoted = [row.token for row in logit_effects.promoted(i)] if logit_effects is not None else []
     return FeatureRecord(
         feature=i,
         max_act=float(stats.max_act[i]),
@@ -66,8 +68,9 @@ def feature_record(
     )
 
 
-def marked_text(example: dict[str, Any], marked: list[bool] | None = None) -> str:
-    """The context's text with the marked tokens (default: those where the feature fires) between ``<< >>``."""
+def marked_text(example: Mapping[str, Any], marked: list[bool] | None = None) -> str:
+    """The context's text with the marked tokens (default: those where the feature fires) between ``<< >>``.
+    ``example`` is a `ContextExample` or a scoring window (the same keys, and a ``band``)."""
     tokens = example["tokens"]
     if marked is None:
         marked = [a > 0 for a in example["acts"]]
@@ -84,6 +87,6 @@ def marked_text(example: dict[str, Any], marked: list[bool] | None = None) -> st
     return "".join(out)
 
 
-def plain_text(example: dict[str, Any]) -> str:
+def plain_text(example: Mapping[str, Any]) -> str:
     """The context's text, nothing marked."""
     return "".join(example["tokens"])
