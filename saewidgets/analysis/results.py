@@ -42,18 +42,16 @@ def _field_names(cls: type[Record]) -> tuple[str, ...]:
     return tuple(f.name for f in fields(cls))
 
 
-_NESTED = (Mapping, list, tuple)
+_ATOMIC = frozenset({str, int, float, bool, type(None)})
 
 
 def _plain(value: Any) -> Any:
     """``value`` with every `Record` in it as its dict, and new lists, tuples and dicts around them (as
     ``dataclasses.asdict`` copies; the leaves are immutable numbers and strings, shared). A static page converts
-    millions of values, so lists of plain values are copied without a call per item."""
+    millions of values, so a list of plain values is copied without a Python call per item."""
     kind = type(value)
     if kind is list or kind is tuple:
-        if any(isinstance(v, _NESTED) for v in value):
-            return kind(_plain(v) for v in value)
-        return kind(value)
+        return kind(value) if _ATOMIC.issuperset(map(type, value)) else kind(_plain(v) for v in value)
     if isinstance(value, Record):
         return value.to_dict()
     if kind is dict:

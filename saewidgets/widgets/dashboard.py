@@ -29,7 +29,8 @@ def dedupe_contexts(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def display_card(card: Mapping[str, Any]) -> dict[str, Any]:
     """A feature card as the dashboard shows it: JSON-safe, top contexts and quantile samples de-duplicated."""
-    clean = jsonable(dict(card))
+    to_dict = getattr(card, "to_dict", None)  # a FeatureCard: its rows become dicts in one pass
+    clean = jsonable(to_dict() if callable(to_dict) else dict(card))
     if clean.get("top"):
         clean["top"] = dedupe_contexts(clean["top"])
     for band in clean.get("quantiles") or []:
