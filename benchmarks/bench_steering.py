@@ -438,7 +438,9 @@ def _rows(label: str, results: dict[str, dict[str, dict[str, Any]]]) -> list[Row
 
 
 def table(report: dict[str, Any]) -> str:
-    """The per-concept Markdown table for ``benchmarks/README.md``."""
+    """The per-concept Markdown table for ``benchmarks/README.md`` (an average only over the whole panel)."""
+    from saewidgets.analysis import CONCEPTS
+
     lines = ["| SAE | concept | " + " | ".join(METHODS) + " |", "|---|---|" + "---:|" * len(METHODS)]
     for label, sae in report["saes"].items():
         results = sae["results"]
@@ -447,7 +449,7 @@ def table(report: dict[str, Any]) -> str:
             lines.append(f"| {label} ({sae['n_features'] or '?'} features) | {name} | " + " | ".join(cells) + " |")
         mean = [
             sum(r[m]["rate"] for r in results.values()) / len(results)
-            if all(m in r for r in results.values())
+            if len(results) == len(CONCEPTS) and all(m in r for r in results.values())
             else math.nan
             for m in METHODS
         ]
