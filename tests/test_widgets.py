@@ -344,6 +344,21 @@ def test_explorer_messages_reach_its_views_and_stop_drops_a_running_job():
     assert ex.selected == 3 and ex.map_search_results == [3]
 
 
+def test_generate_uses_the_prompt_and_clamp_sent_with_it_even_before_the_state_update():
+    """marimo delivered the page's state update after the Generate message: the inputs come with the message."""
+    ex = syn.explorer(n_features=30, steer_fn=syn.steer, background=False)
+    ex.steering.prompt = "old prompt"
+    generate = {"event": "generate", "prompt": "new prompt", "multiple": 3.5}
+    ex._on_frontend_msg(ex, {"view": "steering", "msg": generate}, [])
+    assert ex.steering_steered_texts[0].startswith("new prompt [feature") and "at 3.5x" in ex.steering_steered_texts[0]
+    assert ex.steering_prompt == "new prompt" and ex.steering_multiple == 3.5
+
+    refused = {"event": "generate", "prompt": "other prompt", "multiple": 1e6}
+    ex._on_frontend_msg(ex, {"view": "steering", "msg": refused}, [])
+    assert "multiple: the clamp is a multiple" in ex.steering_error
+    assert ex.steering_steered_texts[0].startswith("new prompt"), "nothing generated with a refused clamp"
+
+
 def test_dashboard_cards_show_repeated_contexts_once_with_their_count():
     from saewidgets.widgets.dashboard import display_card
 

@@ -207,10 +207,30 @@ class SteeringPanel(ViewWidget):
         return self._jobs.stop()
 
     def _on_frontend_msg(self, widget: Any, content: dict[str, Any], buffers: Any) -> None:
-        if isinstance(content, dict) and content.get("event") == "generate":
-            self.generate()
-        elif isinstance(content, dict) and content.get("event") == "stop":
+        if not isinstance(content, dict):
+            return
+        if content.get("event") == "generate":
+            if self._take_inputs(content):
+                self.generate()
+        elif content.get("event") == "stop":
             self.stop()
+
+    def _take_inputs(self, content: dict[str, Any]) -> bool:
+        """Set the prompt and strengths the page sent with Generate. They travel with the request because a host
+        may deliver the page's state update after the message (marimo did: the run used the previous prompt).
+        False, with the reason shown, when the panel refuses a value."""
+        try:
+            with self.hold_sync():
+                if "prompt" in content:
+                    self.prompt = str(content["prompt"])
+                if "multiple" in content:
+                    self.multiple = float(content["multiple"])
+                if "alpha" in content and self.has_vector:
+                    self.alpha = float(content["alpha"])
+        except (t.TraitError, TypeError, ValueError) as err:
+            self.error = str(err)
+            return False
+        return True
 
     def _fallback_html(self) -> str:
         # One cell per column (continuations joined), so the markup's shape never depends on the data.

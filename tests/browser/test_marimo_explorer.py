@@ -9,15 +9,15 @@ browser's light or dark colour scheme, and marimo's light page under a browser t
 from __future__ import annotations
 
 import importlib.util
-
 import os
+import re
 import subprocess
 import sys
 import time
 import urllib.request
 
 import pytest
-from explorer_driver import assert_readable, drive, expect_selected, open_tab
+from explorer_driver import ROUND_TRIP_MS, assert_readable, drive, expect_selected, open_tab
 from playwright.sync_api import expect
 
 from conftest import REPO_ROOT, SERVER_START_TIMEOUT_S, _free_port, skip_or_fail
@@ -33,8 +33,14 @@ app = marimo.App(width="full")
 def _():
     import marimo as mo
     import synthetic_results as syn
+    from saewidgets.cancel import Cancelled
+    from saewidgets.widgets._jobs import current_stop_event
 
     def fake_steer(prompt, feature, multiple):
+        if "slow" in prompt:  # a generation that runs until the panel's Stop button sets its job's stop event
+            if not current_stop_event().wait(60):
+                raise RuntimeError("the slow generation was never stopped")
+            raise Cancelled("stopped")
         return syn.FakeSteeringResult([prompt], [prompt + " (default)"],
                                       [f"{prompt} STEERED feature={feature} multiple={multiple:g}"], {feature: multiple})
 
@@ -116,6 +122,35 @@ def test_explorer_drives_in_marimo(marimo_app, page, screenshot):
     assert f"feature={seen['attribution']}" in seen["steered"]
     assert page.errors == [], page.errors
     screenshot(page, "marimo-explorer", locator=ex)
+
+
+def test_stop_ends_a_running_generation_in_marimo_and_the_panel_generates_after(marimo_app, page, screenshot):
+    """Stop, pressed in the browser while a generation runs, ends it through the job's stop event: the panel says
+    it stopped, shows no result for it, and the next Generate works."""
+    page.goto(marimo_app)
+    ex = page.locator(".saew-explorer")
+    expect(ex).to_have_count(1, timeout=60_000)
+    expect(ex).to_have_class(re.compile("saew-explorer-live"), timeout=ROUND_TRIP_MS)
+    open_tab(ex, "Steering")
+    prompt, go, stop = (ex.locator(f".saew-steer-{part}") for part in ("prompt", "generate", "stop"))
+    status, steered = ex.locator(".saew-steer-status"), ex.locator(".saew-steer-steered .saew-steer-text")
+    expect(stop).to_be_disabled()
+    prompt.fill("The slow bridge")
+    go.click()
+    expect(status).to_have_text("generating…", timeout=ROUND_TRIP_MS)
+    expect(stop).to_be_enabled()
+    expect(go).to_be_disabled()
+    screenshot(page, "marimo-steering-generating", locator=ex)
+    stop.click()
+    expect(status).to_have_text("stopped", timeout=ROUND_TRIP_MS)
+    expect(go).to_be_enabled()
+    expect(stop).to_be_disabled()
+    expect(steered).to_have_count(0)  # nothing of the stopped run is shown as a result
+    prompt.fill("The bridge")
+    go.click()
+    expect(steered.first).to_contain_text("The bridge STEERED feature=7", timeout=ROUND_TRIP_MS)
+    expect(status).not_to_have_text("stopped")
+    assert page.errors == [], page.errors
 
 
 @pytest.mark.parametrize("scheme, marimo_theme", [("light", "system"), ("dark", "system"), ("dark", "light")])

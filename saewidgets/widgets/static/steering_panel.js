@@ -1,7 +1,8 @@
 // SteeringPanel: clamp one feature to a multiple of its max activation and compare continuations side by side.
 // Traits: feature (int), feature_options (int[]), multiple (float, -10..10), prompt (string), default_texts and
 // steered_texts (string[] per prompt), busy (bool), error (string), status (string), min_multiple/max_multiple.
-// The Generate button sends {event: "generate"}; Python runs the steer callback (never two at once); Stop sends
+// The Generate button sends {event: "generate", prompt, multiple[, alpha]}, the inputs as shown (a host may deliver
+// the state update after the message); Python runs the steer callback (never two at once); Stop sends
 // {event: "stop"}. Arrow keys move the slider and stay in it (the host's shortcuts never see them).
 // With has_vector, a second slider sets alpha (vector strength) and a third column shows vector_texts: the same
 // Generate also adds the vector (e.g. DiffMean), so feature and vector steering of one prompt sit side by side.
@@ -117,11 +118,11 @@ function steeringRender({ model, el }) {
   prompt.addEventListener("change", () => { model.set("prompt", prompt.value); model.save_changes(); });
   stop.addEventListener("click", () => model.send({ event: "stop" }));
   go.addEventListener("click", () => {
-    model.set("prompt", prompt.value);
-    model.set("multiple", Number(slider.value));
-    if (model.get("has_vector")) model.set("alpha", Number(alphaSlider.value));
+    const inputs = { prompt: prompt.value, multiple: Number(slider.value) };
+    if (model.get("has_vector")) inputs.alpha = Number(alphaSlider.value);
+    for (const [key, value] of Object.entries(inputs)) model.set(key, value);
     model.save_changes();
-    model.send({ event: "generate" });
+    model.send({ event: "generate", ...inputs });  // with the request too: marimo delivered the update after it
   });
   paintControls(); paintOutputs(); paintStatus();
   const offs = [
