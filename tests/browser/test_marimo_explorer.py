@@ -8,6 +8,7 @@ browser's light or dark colour scheme, and marimo's light page under a browser t
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
@@ -54,15 +55,38 @@ if __name__ == "__main__":
     app.run()
 """
 
+DEMO_APP = """import marimo
 
-@pytest.fixture(scope="module")
-def marimo_app(tmp_path_factory):
+app = marimo.App(width="full")
+
+
+@app.cell
+def _():
+    import marimo as mo
+    from saewidgets.demo import QUICK, demo_artifacts, highlight_features
+    from saewidgets.widgets import Explorer
+
+    art = demo_artifacts(QUICK, progress=False)
+    explorer = Explorer(art.model, art.sae, art.stats, art.geometry, art.logit_effects,
+                        highlights=highlight_features(art), prompt="The Eiffel Tower is in the city of")
+    explorer.steering.prompt = "I went for a walk and saw"
+    mo.ui.anywidget(explorer)
+    return
+
+
+if __name__ == "__main__":
+    app.run()
+"""
+
+
+@contextlib.contextmanager
+def serve_marimo(folder, app: str):
+    """Serve ``app`` (a marimo app's source) headless from ``folder``; yields its URL."""
     # Look marimo up without importing it here: the app runs in its own process, and importing marimo into the
     # test process after the rest of the suite has run failed once in CI inside marimo's own config dataclasses.
     if importlib.util.find_spec("marimo") is None:
         skip_or_fail("marimo is not installed: pip install marimo")
-    folder = tmp_path_factory.mktemp("marimo")
-    (folder / "app.py").write_text(APP)
+    (folder / "app.py").write_text(app)
     port = _free_port()
     # The app's kernel imports saewidgets from this checkout and the synthetic results from tests/.
     paths = [str(REPO_ROOT), str(REPO_ROOT / "tests"), os.environ.get("PYTHONPATH", "")]
@@ -110,6 +134,12 @@ def marimo_app(tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def marimo_app(tmp_path_factory):
+    with serve_marimo(tmp_path_factory.mktemp("marimo"), APP) as url:
+        yield url
 
 
 def test_explorer_drives_in_marimo(marimo_app, page, screenshot):
@@ -177,3 +207,20 @@ def test_explorer_in_marimo_takes_the_page_colours_and_stays_readable(
     assert_readable(ex, expect=(".saew-steer-text",))
     assert page.errors == [], page.errors
     screenshot(page, f"marimo-explorer-{scheme}-{marimo_theme}", locator=ex)
+
+
+@pytest.mark.gemma
+def test_demo_explorer_drives_in_marimo(demo, tmp_path, page, screenshot):
+    # The real quick demo (Gemma and its SAE, from the cache the `demo` fixture filled) in marimo's own kernel.
+    first = int(demo.stats.density.argmax())
+    distant = int(((demo.geometry.coords - demo.geometry.coords[first]) ** 2).sum(1).argmax())
+    with serve_marimo(tmp_path, DEMO_APP) as url:
+        page.set_viewport_size({"width": 1280, "height": 720})
+        page.goto(url)
+        ex = page.locator(".saew-explorer")
+        expect(ex).to_have_count(1, timeout=300_000)  # the app loads Gemma and the demo artifacts first
+        expect_selected(ex, first)
+        seen = drive(page, ex, map_target=distant, search="Golden Gate", search_hit=None, target=" Paris")
+        assert seen["steered"].strip()
+        assert page.errors == [], page.errors
+        screenshot(page, "marimo-demo-explorer", locator=ex)
