@@ -10,7 +10,7 @@ editable box (the Explorer's ``attribute_fn`` reads it); Stop drops a running at
 from __future__ import annotations
 
 import html
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import traitlets as t
 
@@ -18,7 +18,10 @@ from ._base import ViewWidget
 from ._jobs import SingleFlight
 from .serializers import jsonable
 
-AttributeFn = Callable[[str | None], Any]  # target token text, or None for the model's top token
+if TYPE_CHECKING:
+    from ..analysis import Attribution
+
+AttributeFn = Callable[[str | None], "Attribution"]  # target token text, or None for the model's top token
 DEFAULT_ROWS = 10
 
 
@@ -39,7 +42,7 @@ class AttributionView(ViewWidget):
 
     def __init__(
         self,
-        attribution: Any = None,
+        attribution: Attribution | None = None,
         *,
         attribute_fn: AttributeFn | None = None,
         n: int = DEFAULT_ROWS,
@@ -62,7 +65,7 @@ class AttributionView(ViewWidget):
             self.set_attribution(attribution)
         self.on_msg(self._on_frontend_msg)
 
-    def set_attribution(self, attribution: Any) -> None:
+    def set_attribution(self, attribution: Attribution) -> None:
         """Show ``attribution``: its prompt tokens, target and top ``n`` features."""
         rows = []
         for r in attribution.top(self.n):

@@ -46,8 +46,19 @@ from .static_html import (
 from .steering_panel import SteeringPanel
 
 if TYPE_CHECKING:
+    from ..analysis import (
+        Attribution,
+        FeatureGeometry,
+        FeatureStats,
+        LogitEffects,
+        SteeringExample,
+        SteeringResult,
+        SteeringVector,
+        TokenActivations,
+    )
+    from ..analysis.explain import Labels
+    from ..models import ModelHandle
     from ..sae import SAE
-    from ..analysis.results import SteeringExample
 
 # Static pages embed every feature's card up to this many features; beyond it, the densest ones (plus the
 # selection and its neighbours). Cards are de-duplicated, rounded to 4 significant digits and gzip-compressed.
@@ -122,25 +133,25 @@ class Explorer(_ExplorerState):  # type: ignore[misc, valid-type]  # a base clas
 
     def __init__(
         self,
-        model: Any = None,
+        model: ModelHandle | None = None,
         sae: SAE | None = None,
-        stats: Any = None,
-        geometry: Any = None,
-        logit_effects: Any = None,
+        stats: FeatureStats | None = None,
+        geometry: FeatureGeometry | None = None,
+        logit_effects: LogitEffects | None = None,
         *,
         prompt: str = DEFAULT_PROMPT,
         text: str = DEFAULT_TEXT,
         selected: int | None = None,
         n_neighbours: int = DEFAULT_NEIGHBOURS,
         card_fn: Callable[[int], Mapping[str, Any]] | None = None,
-        steer_fn: Callable[[str, int, float], Any] | None = None,
-        attribute_fn: Callable[[str, str | None], Any] | None = None,
-        activations_fn: Callable[[str, list[int]], Any] | None = None,
+        steer_fn: Callable[[str, int, float], SteeringResult] | None = None,
+        attribute_fn: Callable[[str, str | None], Attribution] | None = None,
+        activations_fn: Callable[[str, list[int]], TokenActivations] | None = None,
         search_fn: Callable[[str], Iterable[Any]] | None = None,
         highlights: Mapping[str, int] | None = None,
-        labels: Any = None,
-        steering_vector: Any = None,
-        vector_fn: Callable[[str, float], Any] | None = None,
+        labels: Labels | None = None,
+        steering_vector: SteeringVector | None = None,
+        vector_fn: Callable[[str, float], SteeringResult] | None = None,
         map_height: int = 440,
         background: bool = True,
     ) -> None:
@@ -305,7 +316,7 @@ class Explorer(_ExplorerState):  # type: ignore[misc, valid-type]  # a base clas
         return 0 if self.map.n_features else None
 
     # -- defaults wired to saewidgets.analysis ---------------------------------------------------------------
-    def _default_geometry(self) -> Any:
+    def _default_geometry(self) -> FeatureGeometry:
         if self.sae is None:
             raise ValueError("Explorer needs a geometry (FeatureGeometry) or an SAE to compute one from.")
         return _analysis().feature_geometry(self.sae)
@@ -313,19 +324,19 @@ class Explorer(_ExplorerState):  # type: ignore[misc, valid-type]  # a base clas
     def _default_card_fn(self, i: int) -> Mapping[str, Any]:
         return _analysis().feature_card(self.stats, i, self.logit_effects, self.geometry, self.labels)
 
-    def _default_steer_fn(self, prompt: str, feature: int, multiple: float) -> Any:
+    def _default_steer_fn(self, prompt: str, feature: int, multiple: float) -> SteeringResult:
         steer = _analysis().steer
         return steer(self.model, self.sae, prompt, {feature: multiple}, stats=self.stats, **cancel_kwargs(steer))
 
-    def _default_vector_fn(self, prompt: str, alpha: float) -> Any:
+    def _default_vector_fn(self, prompt: str, alpha: float) -> SteeringResult:
         steer_vector = _analysis().steer_vector
         return steer_vector(self.model, prompt, self.steering_vector, alpha, **cancel_kwargs(steer_vector))
 
-    def _default_attribute_fn(self, prompt: str, target: str | None) -> Any:
+    def _default_attribute_fn(self, prompt: str, target: str | None) -> Attribution:
         attribute = _analysis().attribute
         return attribute(self.model, self.sae, prompt, target=target, **cancel_kwargs(attribute))
 
-    def _default_activations_fn(self, text: str, features: list[int]) -> Any:
+    def _default_activations_fn(self, text: str, features: list[int]) -> TokenActivations:
         token_activations = _analysis().token_activations
         return token_activations(self.model, self.sae, text, features, **cancel_kwargs(token_activations))
 
@@ -336,10 +347,11 @@ class Explorer(_ExplorerState):  # type: ignore[misc, valid-type]  # a base clas
             return lambda query: _analysis().search_contexts(self.stats, query)
         from ..analysis.explain import search_labels
 
-        def search(query: str) -> list[dict[str, Any]]:
-            hits = [
-                {"feature": h["feature"], "example": f"{h['kind']} label: {h['text']}"}
-                for h in search_labels(self.labels, query)
+        def search(query: str) -> list[Mapping[str, Any]]:
+            labels = self.labels
+            hits: list[Mapping[str, Any]] = [
+                {"feature": h.feature, "example": f"{h.kind} label: {h.text}"}
+                for h in (search_labels(labels, query) if labels is not None else [])
             ]
             seen = {h["feature"] for h in hits}
             return hits + [h for h in _analysis().search_contexts(self.stats, query) if h["feature"] not in seen]

@@ -9,16 +9,19 @@ shows its dashboard beside its children's. Cards come from ``card_fns[size](feat
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 import traitlets as t
 
 from ._base import ViewWidget
-from .dashboard import display_card
+from .dashboard import CardFn, display_card
 from .serializers import array_to_bytes
 
-CardFn = Callable[[int], Mapping[str, Any]]
+if TYPE_CHECKING:
+    from ..analysis import FeatureStats, FeatureTree, JointGeometry
+    from ..sae.family import SAEFamily
+
 DEFAULT_MAX_CHILDREN = 4
 
 
@@ -41,8 +44,8 @@ class FamilyMap(ViewWidget):
 
     def __init__(
         self,
-        geometry: Any,
-        tree: Any,
+        geometry: JointGeometry,
+        tree: FeatureTree,
         *,
         card_fns: Mapping[int, CardFn] | None = None,
         selected: tuple[int, int] | None = None,
@@ -70,7 +73,7 @@ class FamilyMap(ViewWidget):
             self.selected = [int(selected[0]), int(selected[1])]
 
     @classmethod
-    def from_family(cls, family: Any, stats: Mapping[int, Any], **kwargs: Any) -> FamilyMap:
+    def from_family(cls, family: SAEFamily, stats: Mapping[int, FeatureStats], **kwargs: Any) -> FamilyMap:
         """The view of a `SAEFamily`: its joint map and feature tree, and dashboards from ``stats`` (``{size:
         FeatureStats}`` of each SAE on the same tokens). ``kwargs`` go to `FamilyMap` (``selected=``, ...)."""
         from ..analysis import feature_card, joint_geometry, match_features

@@ -7,7 +7,7 @@ Takes ``coords`` float32 [F, 2] (``FeatureGeometry.coords``), optional ``cluster
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence, Union
 
 import numpy as np
 import traitlets as t
@@ -15,7 +15,12 @@ import traitlets as t
 from ._base import ViewWidget
 from .serializers import array_to_bytes, as_array, bytes_to_array
 
-NeighboursFn = Callable[[int, int], Sequence[tuple[int, float]]]
+if TYPE_CHECKING:
+    from ..analysis import FeatureGeometry, FeatureStats
+
+#: ``(feature, n) ->`` its nearest features, best first: ids, ``(id, cosine)`` pairs or rows with a ``"feature"``
+#: (`FeatureGeometry.neighbours`' `Neighbour` rows).
+NeighboursFn = Callable[[int, int], Sequence[Union[int, tuple[int, float], Mapping[str, Any]]]]
 SearchFn = Callable[[str], Iterable[Any]]
 DEFAULT_NEIGHBOURS = 10
 
@@ -104,7 +109,7 @@ class FeatureMap(ViewWidget):
                 self.query = query  # the observer runs the search
 
     @classmethod
-    def from_geometry(cls, geometry: Any, stats: Any = None, **kwargs: Any) -> "FeatureMap":
+    def from_geometry(cls, geometry: FeatureGeometry, stats: FeatureStats | None = None, **kwargs: Any) -> FeatureMap:
         """A map of a ``FeatureGeometry`` (coords, clusters, neighbours), coloured with ``stats.density``."""
         return cls(
             geometry.coords,

@@ -8,13 +8,16 @@ pass with one delegated hover handler, so 10,000 tokens stay responsive.
 from __future__ import annotations
 
 import html
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import traitlets as t
 
 from ._base import ViewWidget
 from .serializers import array_to_bytes, bytes_to_array
+
+if TYPE_CHECKING:
+    from ..analysis import TokenActivations
 
 # Tokens shown in the script-free fallback (the live view shows all of them).
 FALLBACK_TOKENS = 2000
@@ -39,7 +42,7 @@ class TokenHeatmap(ViewWidget):
 
     def __init__(
         self,
-        activations: Any = None,
+        activations: TokenActivations | None = None,
         *,
         tokens: Sequence[str] | None = None,
         acts: Any = None,
@@ -54,7 +57,7 @@ class TokenHeatmap(ViewWidget):
 
     def set_activations(
         self,
-        activations: Any = None,
+        activations: TokenActivations | None = None,
         *,
         tokens: Sequence[str] | None = None,
         acts: Any = None,

@@ -13,15 +13,22 @@ Each column's heading carries the measured hit rate of what it ran, when the run
 from __future__ import annotations
 
 import html
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence, Union
 
 import traitlets as t
 
 from ._base import ViewWidget
 from ._jobs import SingleFlight, cancel_kwargs
 
-SteerFn = Callable[[str, int, float], Any]
-VectorFn = Callable[[str, float], Any]
+if TYPE_CHECKING:
+    from ..analysis import FeatureStats, SteeringExample, SteeringResult, SteeringVector
+    from ..models import ModelHandle
+    from ..sae import SAE
+
+#: What the panel shows: a run of `steer` / `steer_vector`, or a saved `SteeringExample`.
+Shown = Union["SteeringResult", "SteeringExample"]
+SteerFn = Callable[[str, int, float], "SteeringResult"]
+VectorFn = Callable[[str, float], "SteeringResult"]
 MIN_MULTIPLE = -10.0
 MAX_MULTIPLE = 10.0
 FALLBACK_CLAMP_MULTIPLE = 5.0
@@ -39,9 +46,9 @@ def default_clamp_multiple() -> float:
     return float(DEFAULT_CLAMP_MULTIPLE)
 
 
-def _hit_rate(result: Any) -> float | None:
+def _hit_rate(result: Shown) -> float | None:
     """The measured hit rate a result carries (``SteeringResult.hit_rate``, or ``hit_rate`` in a saved example)."""
-    rate = result.get("hit_rate") if isinstance(result, dict) else getattr(result, "hit_rate", None)
+    rate = getattr(result, "hit_rate", None)
     return None if rate is None else float(rate)
 
 
@@ -80,7 +87,7 @@ class SteeringPanel(ViewWidget):
         multiple: float | None = None,
         prompt: str = "",
         feature_options: Sequence[int] | None = None,
-        result: Any = None,
+        result: Shown | None = None,
         background: bool = True,
         vector_fn: VectorFn | None = None,
         vector_name: str = "vector",
@@ -118,12 +125,12 @@ class SteeringPanel(ViewWidget):
     @classmethod
     def for_model(
         cls,
-        model: Any,
-        sae: Any,
-        stats: Any,
-        vector: Any = None,
+        model: ModelHandle,
+        sae: SAE,
+        stats: FeatureStats,
+        vector: SteeringVector | None = None,
         *,
-        terms: Any = None,
+        terms: str | Sequence[str] | None = None,
         vector_name: str = "DiffMean vector",
         **kwargs: Any,
     ) -> SteeringPanel:
@@ -132,10 +139,10 @@ class SteeringPanel(ViewWidget):
         ``terms`` both runs are judged (`judge_steering`) and each column shows its hit rate."""
         from saewidgets.analysis import steer, steer_vector
 
-        def steer_fn(prompt: str, feature: int, multiple: float) -> Any:
+        def steer_fn(prompt: str, feature: int, multiple: float) -> SteeringResult:
             return steer(model, sae, prompt, {feature: multiple}, stats=stats, terms=terms, **cancel_kwargs(steer))
 
-        def vector_fn(prompt: str, alpha: float) -> Any:
+        def vector_fn(prompt: str, alpha: float) -> SteeringResult:
             return steer_vector(model, prompt, vector, alpha, terms=terms, **cancel_kwargs(steer_vector))
 
         return cls(steer_fn, vector_fn=vector_fn if vector is not None else None, vector_name=vector_name, **kwargs)
@@ -149,7 +156,7 @@ class SteeringPanel(ViewWidget):
             )
         return a
 
-    def show_vector_result(self, result: Any, alpha: float | None = None) -> None:
+    def show_vector_result(self, result: SteeringResult, alpha: float | None = None) -> None:
         """Show a vector-steering result (`steer_vector`) in the vector column, obtained at ``alpha`` (default: the
         slider's)."""
         with self.hold_sync():
@@ -157,8 +164,8 @@ class SteeringPanel(ViewWidget):
             self.vector_alpha = self.alpha if alpha is None else float(alpha)
             self.vector_hit_rate = _hit_rate(result)
 
-    def show_result(self, result: Any, multiple: float | None = None, feature: int | None = None) -> None:
-        """Show a ``SteeringResult`` (``default`` and ``steered`` lists of continuations) obtained by clamping
+    def show_result(self, result: Shown, multiple: float | None = None, feature: int | None = None) -> None:
+        """Show a `SteeringResult` or `SteeringExample` (``default`` and ``steered`` continuations) obtained by clamping
         ``feature`` (default: the panel's) to ``multiple`` x its max activation (default: the slider's)."""
         with self.hold_sync():
             self.default_texts = [str(s) for s in result.default]
