@@ -153,7 +153,7 @@ class Activations:
 
 
 @dataclass(frozen=True, eq=False)
-class _Window:
+class HarvestWindow:
     """One model input: a slice of a document's tokens, with BOS in front when the model uses one."""
 
     doc: int
@@ -163,7 +163,9 @@ class _Window:
     offset: int  # first output row
 
 
-def _as_texts(texts_or_corpus: Any) -> list[str]:
+def as_texts(texts_or_corpus: Any) -> list[str]:
+    """The texts to harvest from a list of strings, one string or a `Corpus`, each checked, with an error saying
+    what to pass instead of anything else."""
     texts = getattr(texts_or_corpus, "texts", texts_or_corpus)
     if isinstance(texts, str):
         texts = [texts]
@@ -186,13 +188,13 @@ def _as_texts(texts_or_corpus: Any) -> list[str]:
 
 def _plan_windows(
     docs: Sequence[np.ndarray], bos: int | None, context_len: int, n_tokens: int | None, drop_bos: bool
-) -> list[_Window]:
+) -> list[HarvestWindow]:
     """Cut documents (int32 token arrays) into windows in document order, stopping once ``n_tokens`` rows are
     planned. Token ids stay in numpy arrays: a few bytes per token of bookkeeping, not a Python int each."""
     prefix = np.array([bos] if bos is not None else [], dtype=np.int32)
     body = context_len - (1 if bos is not None else 0)
     keep_bos_row = bos is not None and not drop_bos
-    windows: list[_Window] = []
+    windows: list[HarvestWindow] = []
     offset = 0
     for doc, ids in enumerate(docs):
         for start in range(0, len(ids), body):
@@ -203,7 +205,7 @@ def _plan_windows(
                 n_rows = n_tokens - offset
             if len(chunk) == 0:
                 return windows
-            windows.append(_Window(doc, start, np.concatenate((prefix, chunk)), n_rows, offset))
+            windows.append(HarvestWindow(doc, start, np.concatenate((prefix, chunk)), n_rows, offset))
             offset += n_rows
             if n_tokens is not None and offset >= n_tokens:
                 return windows
@@ -295,12 +297,12 @@ def plan_harvest(
     batch_size: int,
     drop_bos: bool,
     split_special_tokens: bool = True,
-) -> list[_Window]:
+) -> list[HarvestWindow]:
     """Check harvest settings and cut the texts into windows; the rows they give are numbered in (doc, position) order.
 
     Shared by `harvest` and the disk-backed store (`saewidgets.store`), so both number rows identically.
     """
-    texts = _as_texts(texts_or_corpus)
+    texts = as_texts(texts_or_corpus)
     context_len = whole_number("context_len", context_len, 2)
     if context_len > model.max_context:
         raise ValueError(
@@ -328,7 +330,7 @@ def plan_harvest(
 def fill_rows(
     model: ModelHandle,
     layer: int,
-    windows: Sequence[_Window],
+    windows: Sequence[HarvestWindow],
     batch_size: int,
     out: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     base: int,
@@ -387,7 +389,7 @@ def _trace_batch(model: ModelHandle, layer: int, inputs: Sequence[np.ndarray]) -
 
 
 def _store(
-    w: _Window,
+    w: HarvestWindow,
     hidden: torch.Tensor,
     bos: int | None,
     acts: np.ndarray,

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from ._atomic_write import atomic_write_bytes, check_writable_dir, fsync_path
 from ._checks import whole_number
-from .activations import DEFAULT_CONTEXT_LEN, Activations, _as_texts, _Window, fill_rows, plan_harvest
+from .activations import DEFAULT_CONTEXT_LEN, Activations, as_texts, HarvestWindow, fill_rows, plan_harvest
 from .corpus import corpus_for_tokens, is_stream
 from .models.handle import LayerSpec, ModelHandle
 
@@ -125,7 +125,7 @@ class _Shard:
     """Consecutive windows whose rows form one shard file."""
 
     number: int
-    windows: tuple[_Window, ...]
+    windows: tuple[HarvestWindow, ...]
 
     @property
     def name(self) -> str:
@@ -140,10 +140,10 @@ class _Shard:
         return sum(w.n_rows for w in self.windows)
 
 
-def _group_shards(windows: Sequence[_Window], shard_tokens: int) -> list[_Shard]:
+def _group_shards(windows: Sequence[HarvestWindow], shard_tokens: int) -> list[_Shard]:
     """Consecutive windows grouped into shards that close once they hold at least ``shard_tokens`` rows."""
     shards: list[_Shard] = []
-    current: list[_Window] = []
+    current: list[HarvestWindow] = []
     rows = 0
     for w in windows:
         current.append(w)
@@ -230,7 +230,7 @@ def harvest_to_store(
             lambda t: len(model.encode(t, add_bos=False, split_special_tokens=split_special_tokens)),
             text_field=text_field,
         )
-    texts = _as_texts(texts_or_corpus)
+    texts = as_texts(texts_or_corpus)
     windows = plan_harvest(model, texts, context_len, n_tokens, batch_size, drop_bos, split_special_tokens)
     shards = _group_shards(windows, shard_tokens)
     header = {

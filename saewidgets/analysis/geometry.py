@@ -32,7 +32,7 @@ from .results import Neighbour
 if TYPE_CHECKING:
     from ..sae import SAE
 
-_PCA_ABOVE = 2000  # features; below this UMAP runs on the raw directions
+PCA_ABOVE = 2000  # features; below this UMAP runs on the raw directions
 NEIGHBOUR_BLOCK = 128  # features whose neighbour lists one matrix product computes
 CLUSTER_DIMS = 50  # PCA dimensions the colouring clusters (KMeans) are computed in
 
@@ -140,23 +140,23 @@ def feature_geometry(
         "seed": int(seed),
         "n_clusters": n_clusters,
         "min_dist": float(min_dist),
-        "pca_dims": int(pca_dims) if pca_dims and n > _PCA_ABOVE else None,
+        "pca_dims": int(pca_dims) if pca_dims and n > PCA_ABOVE else None,
         "metric": metric,
         "init": init,
     }
     fingerprint = sae.fingerprint()
-    path = _cache_path(cache_dir, fingerprint, params)
+    path = layout_cache_path(cache_dir, fingerprint, params)
     if path.exists():
         with np.load(path) as cached:
             return FeatureGeometry(
                 cached["coords"], cached["clusters"], directions.astype(np.float32), fingerprint, params
             )
-    coords, clusters = _compute(directions, params)
-    _write_atomic(path, coords=coords, clusters=clusters)
+    coords, clusters = layout_and_clusters(directions, params)
+    write_layout(path, coords=coords, clusters=clusters)
     return FeatureGeometry(coords, clusters, directions.astype(np.float32), fingerprint, params)
 
 
-def _compute(directions: np.ndarray, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+def layout_and_clusters(directions: np.ndarray, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """UMAP coordinates and KMeans clusters of unit directions ``[F, d]``.
 
     The cosine k-nearest-neighbour graph is computed exactly with chunked matrix products (seconds for 16k
@@ -226,7 +226,9 @@ def _knn(points: np.ndarray, k: int, metric: str = "cosine", chunk: int = 2048) 
     return torch.cat(indices).numpy().astype(np.int64), torch.cat(distances).numpy().astype(np.float32)
 
 
-def _cache_path(cache_dir: str | os.PathLike | None, fingerprint: str, params: dict[str, Any]) -> Path:
+def layout_cache_path(cache_dir: str | os.PathLike | None, fingerprint: str, params: dict[str, Any]) -> Path:
+    """Where a map of the SAE ``fingerprint`` made with ``params`` is cached (keyed by UMAP's and sklearn's
+    versions too)."""
     from importlib.metadata import version  # not `import umap`: 4 s of numba start-up on a cached run
 
     versions = {"umap": version("umap-learn"), "sklearn": version("scikit-learn"), "pca": "eigh"}
@@ -235,7 +237,7 @@ def _cache_path(cache_dir: str | os.PathLike | None, fingerprint: str, params: d
     return folder / f"geometry-{key}.npz"
 
 
-def _write_atomic(path: Path, **arrays: np.ndarray) -> None:
+def write_layout(path: Path, **arrays: np.ndarray) -> None:
     """Write an .npz through a temporary file and one ``os.replace``: readers never see half a map."""
     buffer = io.BytesIO()
     np.savez(buffer, allow_pickle=False, **arrays)  # numbers only: no pickled objects in a cache file

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._common import check_feature
-from .geometry import _PCA_ABOVE, _cache_path, _compute, _write_atomic, default_n_clusters
+from .geometry import PCA_ABOVE, layout_cache_path, layout_and_clusters, write_layout, default_n_clusters
 from .results import Neighbour
 
 if TYPE_CHECKING:
@@ -179,14 +179,14 @@ def joint_geometry(
         "seed": int(seed),
         "n_clusters": default_n_clusters(n),
         "min_dist": float(min_dist),
-        "pca_dims": int(pca_dims) if n > _PCA_ABOVE else None,
+        "pca_dims": int(pca_dims) if n > PCA_ABOVE else None,
     }
     fingerprint = "joint-" + hashlib.sha256("|".join(s.fingerprint() for s in family.saes).encode()).hexdigest()[:16]
-    path = _cache_path(cache_dir, fingerprint, params)
+    path = layout_cache_path(cache_dir, fingerprint, params)
     if path.exists():
         with np.load(path) as cached:
             coords = cached["coords"]
     else:
-        coords, clusters = _compute(directions, params)
-        _write_atomic(path, coords=coords, clusters=clusters)
+        coords, clusters = layout_and_clusters(directions, params)
+        write_layout(path, coords=coords, clusters=clusters)
     return JointGeometry(coords, sizes, features, params)

@@ -56,7 +56,8 @@ def with_residual(output: Any, hidden: torch.Tensor) -> Any:
     return hidden
 
 
-def _get_path(root: Any, dotted: str) -> Any:
+def get_path(root: Any, dotted: str) -> Any:
+    """The attribute at ``dotted`` (e.g. ``"model.layers"``) below ``root``."""
     obj = root
     for part in dotted.split("."):
         obj = getattr(obj, part)
@@ -65,7 +66,7 @@ def _get_path(root: Any, dotted: str) -> Any:
 
 def _has_path(root: torch.nn.Module, dotted: str) -> bool:
     try:
-        _get_path(root, dotted)
+        get_path(root, dotted)
     except AttributeError:
         return False
     return True
@@ -177,7 +178,7 @@ class ModelHandle:
     @cached_property
     def n_layers(self) -> int:
         """Number of decoder blocks."""
-        return len(_get_path(self.hf, self._blocks_path))
+        return len(get_path(self.hf, self._blocks_path))
 
     @cached_property
     def d_model(self) -> int:
@@ -241,7 +242,7 @@ class ModelHandle:
 
     def block(self, layer: LayerSpec) -> Any:
         """The nnsight envoy of decoder block ``layer``; its ``.output`` is the residual stream after the block."""
-        return _get_path(self.nn, self._blocks_path)[self.resolve_layer(layer)]
+        return get_path(self.nn, self._blocks_path)[self.resolve_layer(layer)]
 
     def site_name(self, layer: LayerSpec) -> str:
         """The module path of the residual site after block ``layer``, e.g. ``model.layers.9``."""
@@ -257,7 +258,7 @@ class ModelHandle:
     @cached_property
     def final_norm(self) -> torch.nn.Module:
         """The norm applied to the last residual stream before the unembedding."""
-        return _get_path(self.hf, self._norm_path)
+        return get_path(self.hf, self._norm_path)
 
     @cached_property
     def unembed(self) -> torch.Tensor:

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .handle import ModelHandle, _get_path
+from .handle import ModelHandle, get_path
 
 #: Unembedding rows per matrix product: ``[positions, 16384]`` float32 is 64 KB a position.
 VOCAB_BLOCK = 16384
@@ -42,7 +42,7 @@ def lm_head_site(model: ModelHandle) -> Any | None:
     if any(getattr(config, name, None) not in (None, 1, 1.0) for name in _OTHER_LOGIT_SCALES):
         return None
     name = next(path for path, module in model.hf.named_modules() if module is head)
-    return _get_path(model.nn, name)
+    return get_path(model.nn, name)
 
 
 def logprob_at(logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

@@ -72,9 +72,14 @@ class _Step(torch.autograd.Function):
         return None, (-(1.0 / eps) * _rectangle((pre - threshold) / eps) * grad).sum(0), None
 
 
-def _mse(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+def squared_error(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     """Squared error summed over the model dimension, averaged over tokens."""
     return (x_hat - x).pow(2).sum(-1).mean()
+
+
+def auxk_loss(error: torch.Tensor, error_hat: torch.Tensor) -> torch.Tensor:
+    """AuxK's loss: how well the dead latents reconstruct the main error, relative to the error's variance."""
+    return squared_error(error, error_hat) / error.sub(error.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
 
 
 def _auxk(
@@ -88,7 +93,7 @@ def _auxk(
     error = (x - x_hat).detach()
     values, indices = pre.masked_fill(~dead, float("-inf")).topk(min(aux_k, n_dead), dim=-1)
     error_hat = sparse_decode(F.relu(values), indices, sae.W_dec)
-    return _mse(error, error_hat) / error.sub(error.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
+    return auxk_loss(error, error_hat)
 
 
 def training_step(sae: SAE, x: torch.Tensor, tc: TrainConfig, step: int, dead: torch.Tensor) -> StepOutput:
@@ -99,7 +104,7 @@ def training_step(sae: SAE, x: torch.Tensor, tc: TrainConfig, step: int, dead: t
     if arch == "relu":
         f = F.relu(pre)
         x_hat = f @ sae.W_dec + sae.b_dec
-        mse = _mse(x, x_hat)
+        mse = squared_error(x, x_hat)
         sparsity = (f * sae.W_dec.norm(dim=1)).sum(-1).mean()
         loss = mse + warm * tc.l1 * sparsity
         active = f > 0
@@ -107,7 +112,7 @@ def training_step(sae: SAE, x: torch.Tensor, tc: TrainConfig, step: int, dead: t
     elif arch == "jumprelu":
         f = _JumpReLU.apply(pre, sae.threshold, tc.jumprelu_bandwidth)
         x_hat = f @ sae.W_dec + sae.b_dec
-        mse = _mse(x, x_hat)
+        mse = squared_error(x, x_hat)
         l0 = _Step.apply(pre, sae.threshold, tc.jumprelu_bandwidth).sum(-1).mean()
         loss = mse + warm * tc.l0 * l0
         active = pre > sae.threshold
@@ -127,8 +132,8 @@ def training_step(sae: SAE, x: torch.Tensor, tc: TrainConfig, step: int, dead: t
             f = torch.zeros_like(pre).flatten().scatter(0, flat, values).view_as(pre)
             x_hat = f @ sae.W_dec + sae.b_dec
             active = f > 0
-            _update_threshold(sae, values.detach(), tc.threshold_momentum, step)
-        mse = _mse(x, x_hat)
+            update_threshold(sae, values.detach(), tc.threshold_momentum, step)
+        mse = squared_error(x, x_hat)
         aux = _auxk(sae, x, x_hat, pre, dead, tc.aux_k or max(1, sae.cfg.d_in // 2))
         loss = mse + tc.aux_coefficient * aux
         terms = {"mse": mse.item(), "auxk": aux.item()}
@@ -136,7 +141,7 @@ def training_step(sae: SAE, x: torch.Tensor, tc: TrainConfig, step: int, dead: t
 
 
 @torch.no_grad()
-def _update_threshold(sae: SAE, selected: torch.Tensor, momentum: float, step: int) -> None:
+def update_threshold(sae: SAE, selected: torch.Tensor, momentum: float, step: int) -> None:
     """BatchTopK's inference threshold: EMA of the smallest positive activation the batch selection kept."""
     positive = selected[selected > 0]
     if positive.numel() == 0:

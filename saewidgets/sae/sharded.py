@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from .architectures import auxk_loss, squared_error
 from .base import SAE, sparse_decode
 from .data import Rows
 from .distributed import require_process_group
@@ -70,10 +71,6 @@ def _global_topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]
     dist.all_gather(gathered, values.detach().contiguous())
     kth = torch.cat(gathered, dim=-1).topk(k, dim=-1).values[..., -1:]
     return F.relu(torch.where(values >= kth, values, torch.zeros_like(values))), indices
-
-
-def _mse(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
-    return (x_hat - x).pow(2).sum(-1).mean()
 
 
 def _written_grad(param: torch.Tensor) -> torch.Tensor:
@@ -175,7 +172,7 @@ class LatentShardedTrainer(Trainer):
         pre = _CopyToShards.apply(x - p["b_dec"]) @ p["W_enc"] + p["b_enc"]
         values, indices = _global_topk(pre, cfg.active_k)
         x_hat = _SumOverShards.apply(sparse_decode(values, indices, p["W_dec"])) + p["b_dec"]
-        mse = _mse(x, x_hat)
+        mse = squared_error(x, x_hat)
         aux = self._auxk(x, x_hat, pre, dead, tc.aux_k or max(1, cfg.d_in // 2))
         loss = mse + tc.aux_coefficient * aux
         self.shard_optimizer.zero_grad(set_to_none=True)
@@ -216,7 +213,7 @@ class LatentShardedTrainer(Trainer):
         masked = pre.masked_fill(~dead, float("-inf"))
         values, indices = _global_topk(masked, min(aux_k, n_dead, pre.shape[-1]))
         error_hat = _SumOverShards.apply(sparse_decode(values, indices, self.params["W_dec"]))
-        return _mse(error, error_hat) / error.sub(error.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
+        return auxk_loss(error, error_hat)
 
     @torch.no_grad()
     def _clip(self, max_norm: float) -> None:

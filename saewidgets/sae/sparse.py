@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .architectures import StepOutput, _mse, _update_threshold
+from .architectures import StepOutput, auxk_loss, squared_error, update_threshold
 from .base import SAE
 from .precision import compute_dtype
 from .train_config import TrainConfig
@@ -238,8 +238,8 @@ def sparse_training_step(sae: SAE, x: torch.Tensor, tc: TrainConfig, step: int, 
     values = F.relu(gather_pre_activations(sae, x_in, pre, pairs))
     x_hat = sparse_decode_pairs(values, sae.W_dec, pairs) + sae.b_dec
     if arch == "batchtopk":
-        _update_threshold(sae, values.detach(), tc.threshold_momentum, step)
-    mse = _mse(x, x_hat)
+        update_threshold(sae, values.detach(), tc.threshold_momentum, step)
+    mse = squared_error(x, x_hat)
     aux = _sparse_auxk(sae, x, x_in, x_hat, pre, dead, tc.aux_k or max(1, sae.cfg.d_in // 2))
     loss = mse + tc.aux_coefficient * aux
     positive = values.detach() > 0
@@ -286,4 +286,4 @@ def _sparse_auxk(
     error = (x - x_hat).detach()
     values = F.relu(gather_pre_activations(sae, x_in, pre, pairs))
     error_hat = sparse_decode_pairs(values, sae.W_dec, pairs)
-    return _mse(error, error_hat) / error.sub(error.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
+    return auxk_loss(error, error_hat)
