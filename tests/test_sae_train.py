@@ -283,3 +283,14 @@ def test_mixed_precision_on_cuda_stays_near_fp32(precision):
     fp32 = train_sae(x[:10_000], "topk", **PRECISION_SETTINGS, device="cuda")
     low = train_sae(x[:10_000], "topk", **PRECISION_SETTINGS, device="cuda", precision=precision)
     assert abs(_held_out_metrics(low, x[10_000:])[0] - _held_out_metrics(fp32, x[10_000:])[0]) <= 0.01
+
+
+def test_family_runs_in_another_precision_are_cached_apart_and_fp32_keeps_its_key():
+    from dataclasses import replace
+
+    from saewidgets.sae.data import as_rows
+    from saewidgets.sae.family import _run_key
+
+    rows = as_rows(planted_data(n_planted=16, d=8, n_tokens=200)[0])
+    fp32 = TrainConfig()
+    assert _run_key(rows, replace(fp32, precision="bf16"), None) != _run_key(rows, fp32, None)

@@ -369,7 +369,10 @@ def _run_key(rows: Rows, tc: TrainConfig, eval_rows: Rows | None) -> str:
     """A folder name for one run: its settings, the training data and the held-out data."""
     data = [rows.fingerprint(), len(rows), rows.d, rows.model_name, rows.layer]
     held_out = None if eval_rows is None else [eval_rows.fingerprint(), len(eval_rows)]
-    blob = json.dumps([replace(tc, checkpoint_every=0).to_dict(), data, held_out], sort_keys=True, default=str)
+    settings = replace(tc, checkpoint_every=0).to_dict()
+    if settings["precision"] == "fp32":  # fp32 runs keep the keys they had before the precision option existed
+        del settings["precision"]
+    blob = json.dumps([settings, data, held_out], sort_keys=True, default=str)
     return f"{tc.arch}-{tc.n_features}x{tc.n_steps}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
 
 
