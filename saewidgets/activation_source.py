@@ -9,7 +9,7 @@ site are read when present).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Union, runtime_checkable
 
 if TYPE_CHECKING:
     import numpy as np
@@ -58,6 +58,11 @@ class ActivationSource(RowSource, Protocol):
     def subset(self, rows: np.ndarray | slice) -> Activations:
         """The given rows as an in-memory `Activations`."""
         ...
+
+
+#: What training and evaluation read rows from: a `RowSource` (`Activations`, a store) or a bare ``[N, d_model]``
+#: tensor or array (`sae.data.as_rows` takes each).
+TrainingRows = Union[RowSource, "torch.Tensor", "np.ndarray"]
 
 
 def is_activation_source(value: Any) -> bool:

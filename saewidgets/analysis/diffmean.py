@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
+
+from ..activation_source import ActivationSource
 
 #: Rows summed per chunk (never copies all of a large harvest at once).
 CHUNK_ROWS = 16_384
@@ -56,7 +57,7 @@ class SteeringVector:
         )
 
 
-def concept_rows(acts: Any, concept: np.ndarray | torch.Tensor | Iterable[int]) -> np.ndarray:
+def concept_rows(acts: ActivationSource, concept: np.ndarray | torch.Tensor | Iterable[int]) -> np.ndarray:
     """``concept`` as a boolean mask over the rows of ``acts``: a mask already, or the document ids it lists."""
     n = len(acts)
     if isinstance(concept, (np.ndarray, torch.Tensor)) and concept.dtype in (np.bool_, torch.bool):
@@ -73,7 +74,7 @@ def concept_rows(acts: Any, concept: np.ndarray | torch.Tensor | Iterable[int]) 
 
 
 @torch.no_grad()
-def steering_vector(acts: Any, concept: np.ndarray | torch.Tensor | Iterable[int]) -> SteeringVector:
+def steering_vector(acts: ActivationSource, concept: np.ndarray | torch.Tensor | Iterable[int]) -> SteeringVector:
     """The DiffMean steering vector of ``concept`` in harvested residuals ``acts`` (`Activations` or a store).
 
     Args:

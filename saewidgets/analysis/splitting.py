@@ -10,6 +10,7 @@ its parent, when that cosine reaches ``min_cosine``. The links form a tree from 
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ from .geometry import PCA_ABOVE, layout_cache_path, layout_and_clusters, write_l
 from .results import Neighbour
 
 if TYPE_CHECKING:
+    from ..sae import SAE
     from ..sae.family import SAEFamily
 
 #: Default cosine a child needs with its parent. Random directions in a 640-wide residual stream (Gemma 3 270M) meet
@@ -100,7 +102,7 @@ class FeatureTree:
         return np.bincount(linked, minlength=size)
 
 
-def unit_directions(sae: Any) -> np.ndarray:
+def unit_directions(sae: SAE) -> np.ndarray:
     """``[F, d]`` float32 decoder rows scaled to unit length."""
     import torch
 
@@ -166,7 +168,7 @@ def joint_geometry(
     seed: int = 0,
     min_dist: float = 0.1,
     pca_dims: int = 50,
-    cache_dir: Any = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> JointGeometry:
     """UMAP of the decoder directions of every SAE in ``family`` together (cosine metric, as `feature_geometry`),
     cached on disk by the SAEs' fingerprints and these settings."""

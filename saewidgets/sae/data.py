@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..activation_source import RowSource
+from ..activation_source import RowSource, TrainingRows
 
 _SCAN_ROWS = 65_536  # rows checked for NaN/inf at a time (bounded memory on memory-mapped harvests)
 
@@ -55,10 +55,10 @@ def _is_row_matrix(matrix: Any) -> bool:
     return all(hasattr(matrix, a) for a in ("shape", "dtype", "ndim", "__getitem__"))
 
 
-def as_rows(activations: Any) -> Rows:
+def as_rows(activations: TrainingRows) -> Rows:
     """Accept an ``[N, d]`` tensor / ndarray or anything with an ``.acts`` matrix (an `Activations`)."""
     meta: dict[str, Any] = {}
-    matrix = activations
+    matrix: Any = activations  # an ndarray, a tensor, or a numpy-like matrix (a store's sharded rows)
     if isinstance(activations, RowSource):
         matrix = activations.acts
         layer = getattr(activations, "layer", None)

@@ -33,6 +33,7 @@ import torch.distributed as dist
 # ("terminate called without an active exception"). Imported now, its defaults are None: the group at call time.
 import torch.distributed.nn.functional  # noqa: F401
 
+from ..activation_source import TrainingRows
 from .base import SAE
 from .data import Rows
 from .train import Trainer, train_sae
@@ -101,7 +102,7 @@ class DataParallelTrainer(Trainer):
 
 
 def train_sae_distributed(
-    activations: Any, arch: Any = None, n_features: int | None = None, k: int | None = None, **kwargs: Any
+    activations: TrainingRows, arch: Any = None, n_features: int | None = None, k: int | None = None, **kwargs: Any
 ) -> SAE:
     """``train_sae(..., parallel="data")``: `train_sae` across the ranks of an initialised process group.
 

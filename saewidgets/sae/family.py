@@ -27,6 +27,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
+from ..activation_source import TrainingRows
 from .._atomic_write import atomic_write_bytes
 from .._cache import cache_dir as default_cache_dir
 from .._checks import whole_number
@@ -153,10 +154,10 @@ def check_family(saes: Sequence[SAE]) -> None:
 
 
 def train_family(
-    activations: Any,
+    activations: TrainingRows,
     sizes: Sequence[int],
     *,
-    eval_activations: Any = None,
+    eval_activations: TrainingRows | None = None,
     config: TrainConfig | None = None,
     cache: bool = True,
     cache_dir: str | os.PathLike | None = None,
@@ -184,11 +185,11 @@ def train_family(
 
 
 def sweep(
-    activations: Any,
+    activations: TrainingRows,
     sizes: Sequence[int],
     steps: Sequence[int],
     *,
-    eval_activations: Any = None,
+    eval_activations: TrainingRows | None = None,
     config: TrainConfig | None = None,
     cache: bool = True,
     cache_dir: str | os.PathLike | None = None,
@@ -225,9 +226,9 @@ def _sizes(values: Iterable[Any], name: str) -> list[int]:
 
 
 def train_runs(
-    activations: Any,
+    activations: TrainingRows,
     configs: Sequence[TrainConfig],
-    eval_activations: Any = None,
+    eval_activations: TrainingRows | None = None,
     cache: bool = True,
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
@@ -333,7 +334,7 @@ def _checkpoint(trainer: Trainer, run_dir: Path, flops: float) -> None:
     atomic_write_bytes(run_dir / _FLOPS_SO_FAR, json.dumps({"step": trainer.step, "flops": flops}).encode())
 
 
-def _result(sae: SAE, tc: TrainConfig, flops: float, eval_activations: Any) -> RunResult:
+def _result(sae: SAE, tc: TrainConfig, flops: float, eval_activations: TrainingRows | None) -> RunResult:
     if eval_activations is not None:
         from .metrics import evaluate_sae
 

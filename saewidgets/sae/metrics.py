@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 import numpy as np
 import torch
 
+from ..activation_source import TrainingRows
 from .base import SAE
 from .data import as_rows, check_finite
 from .provenance import check_activations, check_compatible
+
+if TYPE_CHECKING:
+    from ..models.handle import ModelHandle
 
 DENSE_THRESHOLD = 0.1  # a latent firing on more than this fraction of tokens counts as dense
 _Splice = Literal["clean", "sae", "zero"]
@@ -81,8 +85,8 @@ class SAEMetrics:
 @torch.no_grad()
 def evaluate_sae(
     sae: SAE,
-    activations: Any,
-    model: Any = None,
+    activations: TrainingRows,
+    model: ModelHandle | None = None,
     texts: Sequence[str] | None = None,
     *,
     layer: int | str | None = None,

@@ -12,7 +12,10 @@ import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ..activation_source import TrainingRows
+    from ..models.handle import ModelHandle
     from .base import SAE
+    from .data import Rows
 
 # Names TransformerLens (and so SAELens) gives models whose Hugging Face ids differ by more than the organisation.
 _MODEL_ALIASES = {"gpt2-small": "gpt2"}
@@ -94,7 +97,12 @@ def check_compatible(sae: SAE, model: Any, layer: Any = None, *, check_provenanc
 
 
 def check_activations(
-    activations: Any, sae: SAE, model: Any = None, layer: int | None = None, *, check_provenance: bool = True
+    activations: TrainingRows | Rows,
+    sae: SAE,
+    model: ModelHandle | None = None,
+    layer: int | None = None,
+    *,
+    check_provenance: bool = True,
 ) -> None:
     """Raise `SAEMismatchError` if ``activations`` (an `Activations` or store, which record where they were read)
     come from another model or layer than ``model``/``layer`` (default: those the SAE records).

@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from ..activation_source import TrainingRows
 from .architectures import auxk_loss, squared_error
 from .base import SAE, sparse_decode
 from .data import Rows
@@ -227,7 +228,7 @@ class LatentShardedTrainer(Trainer):
 
 
 def train_sae_latent_sharded(
-    activations: Any, n_features: int | None = None, k: int | None = None, **kwargs: Any
+    activations: TrainingRows, n_features: int | None = None, k: int | None = None, **kwargs: Any
 ) -> SAE:
     """``train_sae(activations, "topk", ..., parallel="latents")``: a TopK SAE with its ``n_features`` latents
     split across the ranks of an initialised ``torch.distributed`` group.

@@ -22,6 +22,7 @@ from typing import Any, Callable, Literal, get_args
 import numpy as np
 import torch
 
+from ..activation_source import TrainingRows
 from .._atomic_write import check_writable_dir
 from .architectures import needs_unit_decoder, training_step
 from .base import SAE
@@ -44,7 +45,7 @@ DIVERGENCE_FACTOR = 1e4
 
 
 def train_sae(
-    activations: Any,
+    activations: TrainingRows,
     arch: Architecture | None = None,
     n_features: int | None = None,
     k: int | None = None,

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ...activation_source import ActivationSource
 from ...models.handle import ModelHandle
 from .._common import check_features, encode_rows
 from ..stats import FeatureStats
@@ -55,7 +56,7 @@ class ScoringExamples:
 def held_out_examples(
     model: ModelHandle,
     sae: SAE,
-    activations: Any,
+    activations: ActivationSource,
     stats: FeatureStats,
     features: list[int],
     *,
@@ -125,7 +126,7 @@ def _shown_windows(stats: FeatureStats, i: int) -> set[tuple[int, ...]]:
     return {tuple(t for t in window if t >= 0) for window in torch.cat([top, bands]).tolist()}
 
 
-def _window(activations: Any, column: np.ndarray, row: int, before: int, after: int) -> dict[str, Any]:
+def _window(activations: ActivationSource, column: np.ndarray, row: int, before: int, after: int) -> dict[str, Any]:
     rows = activations.context(row, before, after)
     return {
         "tokens": [int(t) for t in activations.token_ids[rows]],
