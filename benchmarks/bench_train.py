@@ -114,9 +114,9 @@ def sparsify_run(x: torch.Tensor, s: TrainSettings) -> Callable[[], Any]:
 
     from saewidgets.sae.train_config import default_lr
 
-    seq = 64  # tokens per "sequence": sparsify's batch_size counts sequences
+    seq = min(64, s.batch)  # tokens per "sequence": sparsify's batch_size counts sequences
     model = _ActivationTable(x).to(device())
-    ids = torch.arange(len(x)).reshape(-1, seq)
+    ids = torch.arange(len(x) // seq * seq).reshape(-1, seq)
     dataset = datasets.Dataset.from_dict({"input_ids": ids.tolist()}).with_format("torch")
 
     def run() -> Any:
