@@ -102,9 +102,25 @@ def with_shared_styles(page: str) -> tuple[str, str]:
     return "".join(parts), "\n".join(block.group(1) for block in blocks)
 
 
+def with_page_relative_links(page: str) -> str:
+    """``page`` with its relative links, written in the notebooks relative to ``tutorials/`` (e.g. the header's
+    ``../docs/tutorials/01_quickstart.html``), made relative to the page's own folder, ``docs/tutorials/``.
+    Apply once, to a freshly converted page: links already made page-relative would be moved again."""
+
+    def relink(match: re.Match[str]) -> str:
+        target = match.group(2)
+        if re.match(r"[a-z][a-z0-9+.-]*:|#|/", target):  # a URL, an anchor or an absolute path: left as it is
+            return match.group(0)
+        path, _, anchor = target.partition("#")
+        moved = os.path.relpath(os.path.normpath(TUTORIALS / path), OUT).replace(os.sep, "/")
+        return f'{match.group(1)}{moved}{"#" + anchor if anchor else ""}"'
+
+    return re.sub(r'(<a href=")([^"]*)"', relink, page)
+
+
 def write_page(path: Path, page: str) -> None:
     """Write a rendered page and the shared stylesheet it links (rewritten from this page: one nbconvert, one CSS)."""
-    page, css = with_shared_styles(page)
+    page, css = with_shared_styles(with_page_relative_links(page))
     if css:
         (path.parent / SHARED_CSS).write_text(css, encoding="utf-8")
     path.write_text(page, encoding="utf-8")

@@ -158,3 +158,7 @@ def test_a_rendered_copy_with_outputs_is_published_and_linked(path):
     head = text[: text.index("</head>")]
     assert '<link rel="stylesheet" href="nbconvert.css">' in head and "<style" not in head, page.name
     assert (page.parent / "nbconvert.css").stat().st_size > 100_000
+    # Links the notebook writes relative to tutorials/ must still lead somewhere from docs/tutorials/.
+    relative = [h for h in re.findall(r'<a href="([^"#]+)', text) if not re.match(r"[a-z][a-z0-9+.-]*:|/", h)]
+    broken = [h for h in relative if not (page.parent / h).exists()]
+    assert relative and not broken, f"{page.name}: links that lead nowhere from docs/tutorials/: {broken}"
