@@ -16,15 +16,17 @@ fluent (mean log-prob per token under the unsteered model, given the plain promp
 `calibrate_fluency` sets on the unsteered continuations of the selection prompts), and the unsteered continuation
 of that prompt does not mention it. Variants of the recipe (item 4 of issue 13) are further methods in `METHODS`.
 
-The layer experiment (`LAYERS`): quick-sized SAEs (the `QUICK` settings, only the block changed) at middle blocks,
-where Scaling Monosemanticity clamped, steered by the same recipe; these the benchmark trains itself
-(`saewidgets.demo.demo_sae`: harvest, SAE, statistics, cached beside the demo's). Which block is better is read
-off the validation prompts only.
+The experiments, each a demo SAE's settings with one thing changed (`experiment`), steered by the same recipe;
+these SAEs the benchmark trains itself (`saewidgets.demo.demo_sae`: harvest, SAE, statistics, cached beside the
+demo's). `LAYERS`: quick-sized SAEs (the `QUICK` settings, only the block changed) at middle blocks, where Scaling
+Monosemanticity clamped. `WIDTHS`: each demo's settings with only the width swapped for the other demo's, which
+separates the SAE's width from its training tokens and steps. Which setting is better is read off the validation
+prompts only.
 
 Each step's result is cached in the saewidgets cache (keyed by everything that changes it), so a run killed by a
 time limit resumes where it stopped: run it under the shared lock in chunks, one cell at a time from the command
 line (``python -m benchmarks.bench_steering --sae quick --layer 6 --concept "Golden Gate Bridge" --method recipe``,
-see `main`). The demo SAEs themselves are not trained here: an SAE that ``saewidgets demo [--quick]`` has not
+``--sae full --features 2048``; see `main`). The demo SAEs themselves are not trained here: an SAE that ``saewidgets demo [--quick]`` has not
 cached yet is skipped with a message.
 """
 
@@ -54,8 +56,12 @@ MULTIPLES = (1.0, 1.5, 2.0, 3.0)
 #: Blocks of the layer experiment: quick-sized SAEs there, against the demo's block 12 (two thirds of Gemma 3 270M's
 #: 18), steered by the recipe. Scaling Monosemanticity's SAEs read the middle of the residual stream.
 LAYERS = (6, 9)
-#: Methods run on the layer experiment's SAEs.
-LAYER_METHODS = ("recipe",)
+#: The width experiment: (demo, n_features), the demo's settings (tokens, steps, block, k, lr, seed) with only the
+#: width changed to the other demo's. The full demo's SAE is twice as wide as the quick one's and trained on 3.4x the
+#: tokens and 2.5x the steps; these two tell which of the two its higher bridge rate comes with.
+WIDTHS = (("full", 2048), ("quick", 4096))
+#: Methods run on the experiments' SAEs.
+EXPERIMENT_METHODS = ("recipe",)
 #: Bump when a method's code changes, so cached results of the old code are not reused.
 VERSION = 1
 RESULTS = Path(__file__).resolve().parent / "results" / "steering.json"
@@ -345,30 +351,54 @@ class Demo:
         self.stats = FeatureStats.load(folder / "stats", sae=self.sae) if trained else None
 
 
-def layer_settings(layer: int) -> Any:
-    """The layer experiment's settings: the quick demo's (corpus, tokens, width, k, steps, seed) at ``layer``."""
-    from saewidgets.demo import QUICK
-
-    return replace(QUICK, layer=layer)
+#: How an experiment's label names each setting it changes.
+_CHANGES = {"layer": "block {}", "n_features": "{} features"}
 
 
-def saes(quick: bool, layers: tuple[int, ...] = LAYERS) -> list[tuple[str, Any, tuple[str, ...]]]:
-    """(label, settings, methods) of every SAE the benchmark steers with: the quick demo's, the full one's (not
-    with ``quick``), then the layer experiment's."""
+def demo_settings(demo: str) -> Any:
+    """The settings of the demo SAE ``demo`` ("quick" or "full")."""
     from saewidgets.demo import FULL, QUICK
 
-    demos = [("quick", QUICK, tuple(METHODS))] + ([] if quick else [("full", FULL, tuple(METHODS))])
-    return demos + [(f"quick, block {layer}", layer_settings(layer), LAYER_METHODS) for layer in layers]
+    return {"quick": QUICK, "full": FULL}[demo]
+
+
+def experiment(demo: str, **change: Any) -> tuple[str, Any]:
+    """The label and settings of an experiment's SAE: the ``demo`` SAE's settings with only ``change`` (``layer``,
+    ``n_features``) applied, e.g. ``experiment("full", n_features=2048)`` -> ("full, 2048 features", ...). A change
+    that changes nothing gives the demo's own label and settings."""
+    settings = replace(demo_settings(demo), **change)
+    if settings == demo_settings(demo):
+        return demo, settings
+    return ", ".join([demo] + [_CHANGES[name].format(value) for name, value in change.items()]), settings
+
+
+def layer_settings(layer: int) -> Any:
+    """The layer experiment's settings: the quick demo's (corpus, tokens, width, k, steps, seed) at ``layer``."""
+    return experiment("quick", layer=layer)[1]
+
+
+def saes(
+    quick: bool, layers: tuple[int, ...] = LAYERS, widths: tuple[tuple[str, int], ...] = WIDTHS
+) -> list[tuple[str, Any, tuple[str, ...]]]:
+    """(label, settings, methods) of every SAE the benchmark steers with: the quick demo's, the full one's, then the
+    layer experiment's and the width experiment's (with ``quick``, neither the full demo's SAE nor an experiment on
+    the full demo's settings)."""
+    demos = ["quick"] + ([] if quick else ["full"])
+    runs = [experiment("quick", layer=layer) for layer in layers] + [
+        experiment(demo, n_features=n) for demo, n in widths if demo in demos
+    ]
+    return [(d, demo_settings(d), tuple(METHODS)) for d in demos] + [(*run, EXPERIMENT_METHODS) for run in runs]
 
 
 def load(label: str, settings: Any, model: Any) -> Demo:
-    """The SAE's `Demo`; the layer experiment's SAEs are trained (and cached) first, the demo's are not."""
-    layered = label.startswith("quick, block")
-    if layered:
+    """The SAE's `Demo`; the experiments' SAEs are trained (and cached) first, on a copy of a cached demo's harvest
+    where theirs is the same (the width experiment), the demo's are not."""
+    trained_here = label not in ("quick", "full")
+    if trained_here:
         from saewidgets.demo import demo_sae
 
-        demo_sae(settings, model=model)
-    return Demo(settings, model, validate=layered)
+        demo_sae(settings, model=model, harvest_from=[demo_settings("quick"), demo_settings("full")])
+    return Demo(settings, model, validate=trained_here)
 
 
 def cell(model: Any, art: Any, concept: Any, index: int, method: str, label: str) -> dict[str, Any] | None:
@@ -402,6 +432,8 @@ def run(quick: bool = False) -> list[Row]:
         report["saes"][label] = {
             "key": settings.key(),
             "layer": settings.layer,
+            "n_tokens": settings.n_tokens,
+            "n_steps": settings.n_steps,
             "results": results,
             "n_features": int(art.sae.cfg.n_features) if art.sae is not None else None,
         }
@@ -463,21 +495,18 @@ def main(argv: list[str] | None = None) -> int:
     """Run some cells (SAE x concept x method) and print them; results land in the benchmark's cache, so the
     whole benchmark (``python -m benchmarks --only steering``) reuses them. Heavy: run it under the shared lock."""
     from saewidgets.analysis import CONCEPTS
-    from saewidgets.demo import FULL, QUICK
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_steering", description=main.__doc__)
-    parser.add_argument("--sae", choices=("quick", "full"), default="quick", help="the demo SAE's size")
-    parser.add_argument("--layer", type=int, help="a quick-sized SAE at this block instead (trained if needed)")
+    parser.add_argument("--sae", choices=("quick", "full"), default="quick", help="the demo SAE's settings")
+    parser.add_argument("--layer", type=int, help="an SAE with those settings at this block (trained if needed)")
+    parser.add_argument("--features", type=int, help="an SAE with those settings this wide (trained if needed)")
     parser.add_argument("--concept", action="append", choices=[c.name for c in CONCEPTS], help="(repeatable)")
     parser.add_argument("--method", action="append", choices=list(METHODS), help="(repeatable; default: recipe)")
     args = parser.parse_args(argv)
-    if args.layer is not None and args.sae != "quick":
-        parser.error("--layer trains a quick-sized SAE: leave --sae at quick")
-    label, settings = (
-        (f"quick, block {args.layer}", layer_settings(args.layer))
-        if args.layer is not None
-        else (args.sae, {"quick": QUICK, "full": FULL}[args.sae])
-    )
+    change = {
+        name: value for name, value in (("layer", args.layer), ("n_features", args.features)) if value is not None
+    }
+    label, settings = experiment(args.sae, **change)
     model = gemma()
     art = load(label, settings, model)
     for i, c in enumerate(CONCEPTS):

@@ -1,14 +1,17 @@
-"""The steering benchmark's layer experiment: quick-sized SAEs at other blocks, trained by `demo_sae` (the demo
-pipeline's first stages, cached where `demo_artifacts` looks) and judged on the validation prompts too."""
+"""The steering benchmark's experiments: quick-sized SAEs at other blocks (`LAYERS`) and each demo's settings with
+the other demo's width (`WIDTHS`), trained by `demo_sae` (the demo pipeline's first stages, cached where
+`demo_artifacts` looks) and judged on the validation prompts too."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
+
+import numpy as np
 
 import pytest
 
 from benchmarks import bench_steering
-from saewidgets.demo import QUICK, DemoSettings, demo_artifacts, demo_sae
+from saewidgets.demo import FULL, QUICK, DemoSettings, demo_artifacts, demo_sae
 from saewidgets.models import tiny_model
 
 
@@ -19,16 +22,49 @@ def test_layer_settings_are_the_quick_demos_but_for_the_block():
         assert bench_steering.layer_settings(layer).key() != QUICK.key()
 
 
-def test_the_benchmark_steers_the_layer_saes_with_the_recipe_after_the_demo_saes():
-    labels = [(label, methods) for label, _, methods in bench_steering.saes(quick=True, layers=(6, 9))]
+def test_width_settings_are_a_demos_but_for_the_other_demos_width():
+    other = {"quick": FULL, "full": QUICK}
+    assert {demo for demo, _ in bench_steering.WIDTHS} == {"quick", "full"}
+    for demo, n_features in bench_steering.WIDTHS:
+        label, settings = bench_steering.experiment(demo, n_features=n_features)
+        base = bench_steering.demo_settings(demo)
+        assert {k for k, v in asdict(settings).items() if asdict(base)[k] != v} == {"n_features"}
+        assert settings.n_features == other[demo].n_features and settings.key() not in (QUICK.key(), FULL.key())
+        assert label == f"{demo}, {n_features} features"
+
+
+def test_an_experiment_that_changes_nothing_is_the_demo_itself():
+    assert bench_steering.experiment("full", n_features=FULL.n_features) == ("full", FULL)
+    assert bench_steering.experiment("quick") == ("quick", QUICK)
+
+
+def test_the_benchmark_steers_the_experiments_saes_with_the_recipe_after_the_demo_saes():
+    labels = [(label, methods) for label, _, methods in bench_steering.saes(quick=True, layers=(6, 9), widths=())]
     assert labels[0] == ("quick", tuple(bench_steering.METHODS))
     assert labels[1:] == [("quick, block 6", ("recipe",)), ("quick, block 9", ("recipe",))]
-    assert [label for label, _, _ in bench_steering.saes(quick=False, layers=())] == ["quick", "full"]
+    assert [label for label, _, _ in bench_steering.saes(quick=False, layers=(), widths=())] == ["quick", "full"]
+    widths = (("full", 2048), ("quick", 4096))
+    assert [label for label, _, _ in bench_steering.saes(quick=False, layers=(), widths=widths)] == [
+        "quick",
+        "full",
+        "full, 2048 features",
+        "quick, 4096 features",
+    ]
+    quick = bench_steering.saes(quick=True, layers=(), widths=widths)
+    assert [(label, methods) for label, _, methods in quick] == [
+        ("quick", tuple(bench_steering.METHODS)),
+        ("quick, 4096 features", ("recipe",)),
+    ], "a quick run trained an SAE on the full demo's tokens"
 
 
 def test_layer_saes_are_trained_and_validated_the_demo_saes_are_only_loaded(monkeypatch):
     trained, built = [], []
-    monkeypatch.setattr("saewidgets.demo.demo_sae", lambda settings, model: trained.append(settings.layer))
+
+    def demo_sae(settings, model, harvest_from):
+        assert harvest_from == [QUICK, FULL]
+        trained.append(settings.layer)
+
+    monkeypatch.setattr("saewidgets.demo.demo_sae", demo_sae)
 
     class Demo:
         def __init__(self, settings, model, validate=False):
@@ -40,9 +76,24 @@ def test_layer_saes_are_trained_and_validated_the_demo_saes_are_only_loaded(monk
     assert trained == [6] and built == [(6, True), ("late", False)]
 
 
-def test_the_command_line_refuses_a_layer_for_the_full_sae():
+def test_the_command_line_runs_a_cell_on_the_experiment_it_names(monkeypatch):
+    loaded, cells = [], []
+    monkeypatch.setattr(bench_steering, "gemma", lambda: "model")
+    monkeypatch.setattr(
+        bench_steering, "load", lambda label, settings, model: loaded.append((label, settings)) or "art"
+    )
+    monkeypatch.setattr(bench_steering, "cell", lambda model, art, c, i, method, label: cells.append((c.name, method)))
+    bench_steering.main(["--sae", "full", "--features", "2048", "--concept", "Golden Gate Bridge"])
+    bench_steering.main(["--layer", "6", "--concept", "music", "--method", "diffmean"])
+    bench_steering.main(["--sae", "full", "--concept", "music"])
+    assert loaded == [
+        ("full, 2048 features", bench_steering.experiment("full", n_features=2048)[1]),
+        ("quick, block 6", bench_steering.layer_settings(6)),
+        ("full", FULL),
+    ]
+    assert cells == [("Golden Gate Bridge", "recipe"), ("music", "diffmean"), ("music", "recipe")]
     with pytest.raises(SystemExit):
-        bench_steering.main(["--sae", "full", "--layer", "6"])
+        bench_steering.main(["--sae", "huge"])
 
 
 def test_demo_sae_caches_the_first_stages_and_demo_artifacts_reuses_them(tmp_path, monkeypatch):
@@ -62,3 +113,25 @@ def test_demo_sae_caches_the_first_stages_and_demo_artifacts_reuses_them(tmp_pat
     art = demo_artifacts(settings, model=model, progress=False)
     assert art.sae.fingerprint() == first.sae.fingerprint() and art.folder == first.folder
     assert (first.folder / "metrics.json").exists()
+
+
+def test_demo_sae_copies_a_cached_harvest_only_where_it_is_the_same(tmp_path, monkeypatch):
+    import saewidgets.activations as activations_module
+
+    monkeypatch.setenv("SAEWIDGETS_CACHE", str(tmp_path))
+    model = tiny_model("gpt2", seed=3)
+    base = DemoSettings(
+        model="tiny-gpt2", layer=1, n_tokens=2000, context_len=32, n_features=32, k=4, n_steps=20, batch_size=64
+    )
+    first = demo_sae(base, model=model, progress=False)
+    harvest = activations_module.harvest
+    harvested = []
+    monkeypatch.setattr(activations_module, "harvest", lambda *a, **k: harvested.append(a[2]) or harvest(*a, **k))
+
+    wider = demo_sae(replace(base, n_features=64), model=model, progress=False, harvest_from=[base])
+    assert harvested == [] and wider.folder != first.folder and wider.sae.cfg.n_features == 64
+    assert np.array_equal(np.asarray(wider.activations.acts), np.asarray(first.activations.acts))
+    assert (wider.folder / "activations" / "activations.json").exists()
+
+    other_block = demo_sae(replace(base, layer=0), model=model, progress=False, harvest_from=[base])
+    assert harvested == [model.resolve_layer(0)] and other_block.activations.layer != first.activations.layer

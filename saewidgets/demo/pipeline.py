@@ -9,6 +9,7 @@ by the settings; later calls with the same settings load them in seconds.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,6 +62,22 @@ class DemoSAE:
     stats: FeatureStats
 
 
+#: The settings a harvest depends on; the others decide only the SAE and what follows it.
+HARVEST_FIELDS = ("model", "layer", "n_tokens", "context_len")
+
+
+def cached_harvest(settings: DemoSettings, others: Sequence[DemoSettings]) -> Path | None:
+    """The cached harvest folder of the first of ``others`` that harvests exactly what ``settings`` would (same
+    `HARVEST_FIELDS`), or None: an SAE that differs from a cached run only in its width (or steps, k, ...) need not
+    run the model over the corpus again."""
+    for other in others:
+        folder = cache_dir("demo") / other.key() / "activations"
+        same = all(getattr(other, name) == getattr(settings, name) for name in HARVEST_FIELDS)
+        if same and (folder / "activations.json").exists():
+            return folder
+    return None
+
+
 def demo_sae(
     settings: DemoSettings | None = None,
     *,
@@ -68,12 +85,15 @@ def demo_sae(
     progress: bool = True,
     refresh: bool = False,
     cancel: CancelSignal | None = None,
+    harvest_from: Sequence[DemoSettings] = (),
     **overrides: Any,
 ) -> DemoSAE:
     """Harvest, train and compute feature statistics as `demo_artifacts` does (same arguments, same cache), and
     stop there: no held-out LM loss, logit effects, map or labels. For SAEs that only need to be steered or read,
     e.g. the steering benchmark's SAEs at other blocks (``demo_sae(QUICK, layer=6)``); `demo_artifacts` with the
-    same settings later reuses all three."""
+    same settings later reuses all three. ``harvest_from``: cached runs whose harvest is copied instead of
+    harvesting again where it is the same (`cached_harvest`), e.g. ``demo_sae(FULL, n_features=2048,
+    harvest_from=[FULL])``."""
     from .. import load_model
     from ..activations import Activations, harvest
     from ..analysis import FeatureStats, feature_stats
@@ -86,7 +106,11 @@ def demo_sae(
     if model is None:
         model = load_model(settings.model)
     acts_dir = folder / "activations"
+    source = None if refresh else cached_harvest(settings, harvest_from)
     if acts_dir.exists() and not refresh:
+        acts = Activations.load(acts_dir)
+    elif source is not None:
+        Activations.load(source).save(acts_dir)
         acts = Activations.load(acts_dir)
     else:
         acts = harvest(
