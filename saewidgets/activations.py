@@ -22,12 +22,12 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ._atomic_write import atomic_dir, check_writable_dir, finish_interrupted_save, process_alive
 from ._checks import whole_number
 from ._cache import cache_dir
 from .cancel import CancelSignal, check_cancel
+from .progress import progress_bar
 from .models.handle import LayerSpec, ModelHandle, check_text, residual_of
 
 DEFAULT_CONTEXT_LEN = 128
@@ -274,7 +274,7 @@ def harvest(
     doc_ids = np.empty(total, dtype=np.int32)
     positions = np.empty(total, dtype=np.int32)
     try:
-        with tqdm(total=total, desc=f"harvest layer {layer}", unit="tok", disable=not progress) as bar:
+        with progress_bar(total, desc=f"harvest layer {layer}", unit="tok", disable=not progress) as bar:
             fill_rows(
                 model, layer, windows, batch_size, (acts, token_ids, doc_ids, positions), base=0, bar=bar, cancel=cancel
             )

@@ -27,7 +27,8 @@ A remote (NDIF) generation cannot be stopped mid-request (the signal cannot trav
 the request is sent and once its answer is back.
 
 The widgets (`saewidgets.widgets`) pass their job's Stop event as ``cancel=`` to any callable whose signature has
-a ``cancel`` parameter, and drop whatever a stopped job returns.
+a ``cancel`` parameter, and drop whatever a stopped job returns. `saewidgets.widgets.RunView` gives any such call
+(statistics, a harvest, the demo pipeline) a Stop button of its own, with its progress and outcome.
 """
 
 from __future__ import annotations

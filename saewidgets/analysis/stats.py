@@ -31,11 +31,11 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 from .._atomic_write import atomic_dir, finish_interrupted_save
 from .._checks import whole_number
 from ..cancel import CancelSignal, check_cancel
+from ..progress import progress_bar
 from ..models.handle import ModelHandle
 from ..activation_source import is_activation_source
 from ..sae.provenance import check_activations
@@ -328,7 +328,7 @@ def feature_stats(
     acc = _Accumulator(n_features_of(sae), top_k, before, after, n_quantile_bands, samples_per_band, seed, total)
     token_ids = torch.from_numpy(np.asarray(acts.token_ids[:total], dtype=np.int32))
     doc_ids = torch.from_numpy(np.asarray(acts.doc_ids[:total], dtype=np.int64))
-    with tqdm(total=total, desc="feature stats", unit="tok", disable=not progress) as bar:
+    with progress_bar(total, desc="feature stats", unit="tok", disable=not progress) as bar:
         for start in range(0, total, batch_size):
             check_cancel(cancel, "the feature statistics")
             stop = min(total, start + batch_size)

@@ -260,13 +260,13 @@ class Trainer:
         callback: StepCallback | None = None,
     ) -> SAE:
         """Train until ``tc.n_steps``, checkpointing every ``tc.checkpoint_every`` steps into ``checkpoint_dir``."""
-        from tqdm.auto import tqdm
+        from ..progress import progress_bar
 
         tc = self.tc
         every = tc.checkpoint_every
         self.sae.train()
-        bar = tqdm(
-            total=tc.n_steps,
+        bar = progress_bar(
+            tc.n_steps,
             initial=self.step,
             desc=f"train {tc.arch} SAE",
             unit="step",
