@@ -1,9 +1,10 @@
 """RunView live in JupyterLab: Stop, clicked in chromium while feature statistics run on a tiny model, ends the run
 (the view says stopped, shows no result and where the count stood), and Run again computes them to the end.
 
-The kernel runs the real `feature_stats` on a random tiny GPT-2 and SAE; its ~7,000 tokens in batches of 4 take
-tens of seconds on a loaded machine, long enough for the click to land mid-way. The test clicks Stop only once the
-view shows statistics tokens done, and checks the count it then shows is below the total.
+The kernel runs the real `feature_stats` on a random tiny GPT-2 and SAE: ~19,000 tokens in batches of 2 (~9,500
+batches; 6,918 tokens in batches of 4 took 2.2 s here, too short to be sure a click lands mid-way on a faster
+machine). The test clicks Stop only once the view shows statistics tokens done, and checks the count it then shows
+is below the total.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from saewidgets.widgets import RunView
 model = tiny_model("gpt2", seed=3)
 sae = SAE(SAEConfig(d_in=model.d_model, n_features=32, architecture="topk", k=4, layer=1, model_name=model.name),
           torch.Generator().manual_seed(0))
-texts = [f"Document {i}: the bridge over the bay is red and the fog rolls in at dawn." for i in range(220)]
+texts = [f"Document {i}: the bridge over the bay is red and the fog rolls in at dawn." for i in range(600)]
 acts = harvest(model, texts, layer=1, progress=False)
-run = RunView(analysis.feature_stats, args=(model, sae, acts), kwargs=dict(top_k=3, batch_size=4),
+run = RunView(analysis.feature_stats, args=(model, sae, acts), kwargs=dict(top_k=3, batch_size=2),
               title="Statistics of <tiny> GPT-2")
 run""",
 ]
