@@ -15,25 +15,29 @@ training), never an estimate. Threads without a listener get plain tqdm bars, at
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from tqdm.auto import tqdm
 
 
 @dataclass(frozen=True)
 class Progress:
-    """Where one bar stands: ``n`` of ``total`` ``unit`` done (``total`` None when unknown) in ``desc``."""
+    """Where one bar stands: ``n`` of ``total`` ``unit`` done (``total`` None when unknown) in ``desc``;
+    ``closed`` once the bar is closed (its work is over; the call may go on with work that has no bar)."""
 
     desc: str
     n: int
     total: int | None
     unit: str
+    closed: bool = False
 
 
 Listener = Callable[[Progress], None]
+T = TypeVar("T")
 _local = threading.local()
 
 
@@ -57,6 +61,14 @@ def progress_bar(total: int | None = None, *, desc: str, unit: str, disable: boo
     return _Reported(listener, total=total, desc=desc, unit=unit, disable=disable, initial=initial)
 
 
+def progress_iter(iterable: Sequence[T], *, desc: str, unit: str, disable: bool = False) -> Iterator[T]:
+    """``iterable``'s items, counted by a :func:`progress_bar` (one per item, once its body has run)."""
+    with progress_bar(len(iterable), desc=desc, unit=unit, disable=disable) as bar:
+        for item in iterable:
+            yield item
+            bar.update(1)
+
+
 class _Reported(tqdm):
     """A tqdm bar that also reports its count to a listener; it counts itself, since a disabled tqdm does not."""
 
@@ -74,5 +86,11 @@ class _Reported(tqdm):
         self._listener(report)
         return shown
 
+    def close(self) -> None:
+        super().close()
+        if not self._report.closed:  # tqdm closes a bar again when it is deleted
+            self._report = dataclasses.replace(self._report, closed=True)
+            self._listener(self._report)
 
-__all__ = ["Progress", "Listener", "progress_bar", "reporting"]
+
+__all__ = ["Progress", "Listener", "progress_bar", "progress_iter", "reporting"]

@@ -16,7 +16,7 @@ from test_cancel import TEXTS, model_is_clean
 
 from saewidgets import analysis, harvest
 from saewidgets.models import tiny_model
-from saewidgets.progress import Progress, progress_bar, reporting
+from saewidgets.progress import Progress, progress_bar, progress_iter, reporting
 from saewidgets.sae import SAE, SAEConfig
 from saewidgets.widgets import RunView
 from saewidgets.widgets import run_view
@@ -144,7 +144,7 @@ def test_harvest_runs_in_the_view_with_its_token_count_and_equals_a_direct_harve
     view = RunView(harvest, args=(model, TEXTS), kwargs=dict(layer=1), start=True)
     view.wait(60)
     assert view.state == "done" and view.stage == "harvest layer 1" and view.unit == "tok"
-    assert view.done == view.total == len(acts)
+    assert view.done == view.total == len(acts) and view.stage_closed
     np.testing.assert_array_equal(np.asarray(view.result.acts), np.asarray(acts.acts))
 
 
@@ -190,7 +190,6 @@ def test_calls_that_cannot_be_stopped_are_refused():
 
 def test_progress_bars_report_only_to_their_own_threads_listener():
     here: list[Progress] = []
-    elsewhere: list[Progress] = []
 
     def other_thread() -> None:
         with progress_bar(5, desc="other", unit="tok", disable=True) as bar:
@@ -203,10 +202,19 @@ def test_progress_bars_report_only_to_their_own_threads_listener():
             worker.join()
             bar.update(4)
             bar.update(6)
+        assert [item for item in progress_iter(["a", "b"], desc="items", unit="item", disable=True)] == ["a", "b"]
     with progress_bar(3, desc="after", unit="tok", disable=True) as bar:
         bar.update(3)
-    assert [(p.desc, p.n, p.total) for p in here] == [("mine", 0, 10), ("mine", 4, 10), ("mine", 10, 10)]
-    assert elsewhere == []
+    assert [(p.desc, p.n, p.total, p.closed) for p in here] == [
+        ("mine", 0, 10, False),
+        ("mine", 4, 10, False),
+        ("mine", 10, 10, False),
+        ("mine", 10, 10, True),
+        ("items", 0, 2, False),
+        ("items", 1, 2, False),
+        ("items", 2, 2, False),
+        ("items", 2, 2, True),
+    ]  # nothing of the other thread's bar, nor of the bar made after the listener was gone
 
 
 def test_the_fallback_page_escapes_the_title(setup):

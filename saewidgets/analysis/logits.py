@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 from .._atomic_write import atomic_dir
 from .._checks import whole_number
 from ..models.handle import ModelHandle
+from ..progress import progress_iter
 from ._common import check_feature, decoder_directions, n_features_of
 from .results import TokenLogit
 
@@ -226,7 +226,7 @@ def logit_effects(
     n = n_features_of(sae)
     k = min(k, model.vocab_size)
     top_ids, top_vals, low_ids, low_vals = [], [], [], []
-    for start in tqdm(range(0, n, batch_size), desc="logit effects", unit="batch", disable=not progress):
+    for start in progress_iter(range(0, n, batch_size), desc="logit effects", unit="batch", disable=not progress):
         features = torch.arange(start, min(n, start + batch_size))
         logits = direction_logits(model, decoder_directions(sae, features)).float().cpu()
         v, i = logits.topk(k, dim=-1)

@@ -201,9 +201,10 @@ def lm_loss_with_sae(
         batch_size = max(1, LOGITS_BUDGET // (width * model.vocab_size * 4))
     totals = {mode: 0.0 for mode in _SPLICES}
     count = 0
-    from tqdm.auto import tqdm
+    from ..progress import progress_iter
 
-    for b in tqdm(range(0, len(inputs), batch_size), desc="CE loss with SAE", unit="batch", disable=not progress):
+    batches = range(0, len(inputs), batch_size)
+    for b in progress_iter(batches, desc="CE loss with SAE", unit="batch", disable=not progress):
         ids, mask = _left_pad(inputs[b : b + batch_size], model)
         splice = mask.bool() & (ids != model.bos_id if model.bos_id is not None else True)
         targets = mask[:, 1:].bool() & mask[:, :-1].bool()

@@ -6,7 +6,8 @@ stops them. A `RunView` runs such a call — any callable with a ``cancel`` para
 thread (one at a time, `_jobs.SingleFlight`) and shows:
 
 - what runs (``title``) and how far it is: the call's own progress bar — tokens harvested, tokens of statistics,
-  training steps — as counted by the call (`saewidgets.progress`), never an estimate;
+  training steps, batches of logit effects — as counted by the call (`saewidgets.progress`), never an estimate;
+  once that bar is over and the call goes on with work that has none, the view says so instead of showing 100%;
 - Run and Stop buttons: Stop sets the call's ``cancel=`` signal, which it checks between batches, so it stops
   within one batch and returns nothing (see `saewidgets.cancel`);
 - the outcome: done (the value is ``view.result``), stopped (no result: nothing partial is kept or shown as
@@ -80,6 +81,7 @@ class RunView(ViewWidget):
     done = t.Int(0).tag(sync=True)  # counted by that bar, in ``unit``
     total = t.Int(None, allow_none=True).tag(sync=True)  # None: the bar does not know its total
     unit = t.Unicode("").tag(sync=True)
+    stage_closed = t.Bool(False).tag(sync=True)  # that bar is over; the call goes on with work that has no bar
     elapsed = t.Float(0.0).tag(sync=True)  # seconds since the run started, at the last report
     message = t.Unicode("").tag(sync=True)  # the outcome in one line
 
@@ -156,19 +158,19 @@ class RunView(ViewWidget):
         self._started = self._last_report = time.monotonic()
         with self.hold_sync():
             self.state, self.stage, self.done, self.total, self.unit = RUNNING, "", 0, None, ""
-            self.elapsed, self.message = 0.0, ""
+            self.stage_closed, self.elapsed, self.message = False, 0.0, ""
 
     def _on_progress(self, report: Progress) -> None:
         """A bar of the call moved: show it, at most every `REPORT_EVERY_S` unless its stage changes or ends."""
         now = time.monotonic()
         with self._report_lock:
-            ends = report.total is not None and report.n >= report.total
+            ends = report.closed or (report.total is not None and report.n >= report.total)
             if report.desc == self.stage and not ends and now - self._last_report < REPORT_EVERY_S:
                 return
             self._last_report = now
         with self.hold_sync():
             self.stage, self.done, self.total, self.unit = report.desc, report.n, report.total, report.unit
-            self.elapsed = now - self._started
+            self.stage_closed, self.elapsed = report.closed, now - self._started
 
     def _on_done(self, result: Any) -> None:
         self._result = result

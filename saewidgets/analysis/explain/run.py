@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 from tqdm.auto import tqdm
 
+from ...progress import progress_bar
 from ..logits import LogitEffects
 from ..stats import FeatureStats
 from .explainer import CostEstimate, Explainer, hash_text
@@ -149,8 +150,8 @@ def explain_features(
             tqdm.write(f"{explainer!r}: {cost}" + (f"; {len(done):,} already cached" if done else ""))
     journal = _Journal(path, durable=explainer.kind == "llm")
     try:
-        with tqdm(
-            total=len(chosen),
+        with progress_bar(
+            len(chosen),
             initial=len(done),
             desc=f"explain ({explainer.name})",
             unit="feature",

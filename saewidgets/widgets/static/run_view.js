@@ -1,7 +1,8 @@
 // RunView: one long analysis call (statistics, a harvest, the demo pipeline) run by the kernel off its main thread.
 // Traits: title (what runs), state ("ready" | "running" | "done" | "stopped" | "error"), stage (the call's current
 // progress bar, e.g. "feature stats"), done / total / unit (that bar's count; total null when it has none), elapsed
-// (seconds at the last report), message (the outcome in one line). Run sends {event: "run"}, Stop {event: "stop"};
+// (seconds at the last report), stage_closed (that bar is over while the call goes on), message (the outcome in one
+// line). Run sends {event: "run"}, Stop {event: "stop"};
 // Python refuses a second run while one is in flight. A stopped or failed run shows no result.
 
 function runViewRender({ model, el }) {
@@ -23,7 +24,7 @@ function runViewRender({ model, el }) {
   function paint() {
     const state = model.get("state") || "ready", running = state === "running";
     const done = model.get("done") || 0, total = model.get("total"), unit = model.get("unit") || "";
-    const stage = model.get("stage") || "";
+    const stage = model.get("stage") || "", closed = !!model.get("stage_closed");
     title.textContent = model.get("title") || "";
     run.disabled = running || isStatic;
     run.textContent = state === "ready" ? "Run" : "Run again";
@@ -40,6 +41,7 @@ function runViewRender({ model, el }) {
     let text = stage ? `${stage}: ${count(done)}` : running ? "starting…" : "";
     if (stage && total) text += ` / ${count(total)} ${unit} (${Math.floor((100 * done) / total)}%)`;
     else if (stage) text += ` ${unit}`;
+    if (running && closed) text += " · finished; the call goes on (no count for what follows)";
     if (running && model.get("elapsed")) text += ` · ${saewFmt(model.get("elapsed"), 1)} s`;
     counted.textContent = text;
     const cls = { running: " saew-busy", error: " saew-error", stopped: " saew-busy", done: " saew-good" };
@@ -49,7 +51,7 @@ function runViewRender({ model, el }) {
   run.addEventListener("click", () => model.send({ event: "run" }));
   stop.addEventListener("click", () => model.send({ event: "stop" }));
   paint();
-  const off = saewOn(model, ["title", "state", "stage", "done", "total", "unit", "elapsed", "message"],
+  const off = saewOn(model, ["title", "state", "stage", "done", "total", "unit", "stage_closed", "elapsed", "message"],
     saewDebounced(paint));
   return () => { off(); offScheme(); };
 }
