@@ -39,7 +39,7 @@ from ..progress import progress_bar
 from ..models.handle import ModelHandle
 from ..activation_source import is_activation_source
 from ..sae.provenance import check_activations
-from ._common import ENCODE_CHUNK_ROWS, check_feature, encode_rows, n_features_of, sae_layer
+from ._common import ENCODE_CHUNK_ROWS, check_feature, n_features_of, sae_layer
 from .results import ContextExample, Histogram, QuantileBand
 
 if TYPE_CHECKING:
@@ -325,7 +325,8 @@ def feature_stats(
     if total == 0:
         raise ValueError("There are no tokens to compute statistics over.")
 
-    acc = _Accumulator(n_features_of(sae), top_k, before, after, n_quantile_bands, samples_per_band, seed, total)
+    with _one_thread():  # ~100 MB of tables to fill: on all threads the fill waits for both under load
+        acc = _Accumulator(n_features_of(sae), top_k, before, after, n_quantile_bands, samples_per_band, seed, total)
     token_ids = torch.from_numpy(np.asarray(acts.token_ids[:total], dtype=np.int32))
     doc_ids = torch.from_numpy(np.asarray(acts.doc_ids[:total], dtype=np.int64))
     with progress_bar(total, desc="feature stats", unit="tok", disable=not progress) as bar:
@@ -334,7 +335,9 @@ def feature_stats(
             stop = min(total, start + batch_size)
             lo, hi = max(0, start - before), min(total, stop + after)  # margins so every window is encoded
             x = acts.torch(slice(lo, hi))
-            if not bool(torch.isfinite(x).all()):
+            with _one_thread():  # a small op: on all threads it would wait for both to be scheduled
+                finite = bool(torch.isfinite(x).all())
+            if not finite:
                 row, col = (~torch.isfinite(x)).nonzero()[0].tolist()
                 raise FloatingPointError(
                     f"The activations contain {float(x[row, col])} at row {lo + row:,}, column {col}: statistics of "
@@ -416,8 +419,8 @@ class _Codes:
     lists them.
 
     A TopK SAE yields them from `SAE.encode_topk` (k per row) without ever building the dense ``[rows, F]``
-    matrix; other architectures (ReLU, JumpReLU, BatchTopK's threshold) are dense in shape, so their matrix is
-    encoded and kept for lookups.
+    matrix; other architectures (ReLU, JumpReLU, BatchTopK's threshold) are dense in shape, so each product's
+    matrix is encoded and only its non-zeros are kept (lookups go through the triples either way).
     """
 
     def __init__(
@@ -426,33 +429,42 @@ class _Codes:
         feats: torch.Tensor,
         values: torch.Tensor,
         n_features: int,
-        dense: torch.Tensor | None = None,
     ):
-        self.rows, self.feats, self.values, self.n_features, self.dense = rows, feats, values, n_features, dense
+        self.rows, self.feats, self.values, self.n_features = rows, feats, values, n_features
 
     @classmethod
     @torch.no_grad()
     def encode(cls, sae: SAE, x: torch.Tensor, chunk: int = ENCODE_CHUNK_ROWS) -> _Codes:
-        """The active features of residual rows ``x`` (encoded ``chunk`` rows at a time, like `encode_rows`, on
-        the SAE's device); the triples come back to the CPU, where the tables live."""
+        """The active features of residual rows ``x`` (a batch and its window margins), encoded ``chunk`` rows at a
+        time like `encode_rows` (the same products, hence the same values to the last bit: a product's rows can
+        round differently with its size), on the SAE's device; the triples come back to the CPU, where the tables
+        live. Only the encoder products and the selection of active features run on all threads; what follows
+        touches ~k values per row and runs on one (see `_one_thread`)."""
         n_features = n_features_of(sae)
-        x = x.to(sae.W_dec.device)
+        x = x.to(sae.W_dec.device, sae.W_dec.dtype)
+        pieces = [x[i : i + chunk] for i in range(0, len(x), chunk)]
         if getattr(getattr(sae, "cfg", None), "architecture", None) != "topk":
-            f = encode_rows(sae, x, chunk).float().cpu()
-            rows, feats = (f > 0).nonzero(as_tuple=True)
-            return cls(rows, feats, f[rows, feats], n_features, dense=f)
-        codes = [sae.encode_topk(x[i : i + chunk].to(sae.W_dec.dtype)) for i in range(0, len(x), chunk)]
-        indices, order = torch.cat([c.indices for c in codes]).sort(dim=1)
-        values = torch.cat([c.values for c in codes]).gather(1, order).float().flatten().cpu()
-        indices = indices.cpu()
-        rows = torch.arange(len(x)).repeat_interleave(indices.shape[1])
-        fired = values > 0
-        return cls(rows[fired], indices.flatten()[fired], values[fired], n_features)
+            triples = []
+            for first, piece in zip(range(0, len(x), chunk), pieces):
+                f = sae.encode(piece).float().cpu()
+                with _one_thread():
+                    rows, feats = (f > 0).nonzero(as_tuple=True)
+                    triples.append((rows + first, feats, f[rows, feats]))
+            with _one_thread():
+                rows, feats, values = (torch.cat(column) for column in zip(*triples))
+                return cls(rows, feats, values, n_features)
+        codes = [sae.encode_topk(p) for p in pieces]
+        with _one_thread():
+            indices = codes[0].indices if len(codes) == 1 else torch.cat([c.indices for c in codes])
+            values = codes[0].values if len(codes) == 1 else torch.cat([c.values for c in codes])
+            indices, order = indices.cpu().sort(dim=1)
+            values = values.cpu().gather(1, order).float().flatten()
+            rows = torch.arange(len(x)).repeat_interleave(indices.shape[1])
+            fired = values > 0
+            return cls(rows[fired], indices.flatten()[fired], values[fired], n_features)
 
     def at(self, rows: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
         """Activation of feature ``feats[i]`` on buffer row ``rows[i]`` (any shape; 0 where it is not active)."""
-        if self.dense is not None:
-            return self.dense[rows, feats]
         if len(self.rows) == 0:
             return torch.zeros(rows.shape)
         keys = self.rows * self.n_features + self.feats  # ascending: the triples are row-major
@@ -493,11 +505,11 @@ class _Accumulator:
         self.max = torch.zeros(F)
         self.top_v = torch.zeros(F, k)  # 0: empty slot
         self.top_row = torch.full((F, k), -1)
-        self.top_act = torch.zeros(F, k, W)
+        self.top_act = torch.empty(F, k, W)  # written when an entry comes in; `finish` zeroes empty slots
         self.s_key = torch.full((F, P), math.inf, dtype=torch.float64)  # inf: empty slot
         self.s_val = torch.zeros(F, P)
         self.s_row = torch.full((F, P), -1)
-        self.s_act = torch.zeros(F, P, W)
+        self.s_act = torch.empty(F, P, W)  # read only for filled slots
         self.hist_range = torch.zeros(F)  # a power of two >= max once the feature has fired
         self.hist = torch.zeros(F, _FINE_BINS, dtype=torch.int32 if n_tokens < 2**31 else torch.int64)
 
@@ -584,10 +596,16 @@ class _Accumulator:
         only takes a pair into a band with room or whose largest key it beats."""
         nb, S = self.n_bands, self.per_band
         keys = torch.rand(len(feats), generator=self.gen, dtype=torch.float64)
-        band = self._band(values, feats)
-        same = (self._band(self.s_val[feats], feats[:, None]) == band[:, None]) & (self.s_row[feats] >= 0)
-        largest = torch.where(same, self.s_key[feats], -math.inf).max(1).values
-        pair = (grew[feats] | (same.sum(1) < S) | (keys < largest)).nonzero().flatten()
+        # each (feature, band)'s number of samples and largest key, from the table (F x P slots: fewer than the
+        # pairs x P a per-pair look at the pair's feature's slots would read)
+        filled = self.s_row >= 0
+        slot_feat = filled.nonzero(as_tuple=True)[0]
+        slot_group = slot_feat * nb + self._band(self.s_val[filled], slot_feat)
+        held = torch.bincount(slot_group, minlength=self.F * nb)
+        largest = torch.full((self.F * nb,), -math.inf, dtype=torch.float64)
+        largest.scatter_reduce_(0, slot_group, self.s_key[filled], "amax")
+        group = feats * nb + self._band(values, feats)
+        pair = (grew[feats] | (held[group] < S) | (keys < largest[group])).nonzero().flatten()
         redo = torch.unique(feats[pair])  # features whose bands are selected again
         owner_new = torch.searchsorted(redo, feats[pair])
         owner_old, slot_old = (self.s_row[redo] >= 0).nonzero(as_tuple=True)
@@ -643,6 +661,7 @@ class _Accumulator:
         order = order.gather(1, self.top_v.gather(1, order).argsort(dim=1, descending=True, stable=True))
         top_values, top_rows = self.top_v.gather(1, order), self.top_row.gather(1, order)
         top_acts = self.top_act.gather(1, order[..., None].expand(-1, -1, W))
+        top_acts[top_values == 0] = 0.0  # slots never filled
 
         feat, slot = (self.s_row >= 0).nonzero(as_tuple=True)
         value, row = self.s_val[feat, slot], self.s_row[feat, slot]
