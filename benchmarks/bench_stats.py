@@ -16,7 +16,7 @@ BATCH_ROWS = 1024  # feature_stats' default batch
 
 
 def run(quick: bool = False) -> list[Row]:
-    n_tokens, repeats = (2048, 2) if quick else (4096, 3)
+    n_tokens, repeats = (2048, 2) if quick else (4096, 5)  # the ratio moves with the load: 5 rounds steady it
     from saewidgets import feature_stats
 
     model, acts = gemma(), activations(n_tokens)
