@@ -118,25 +118,10 @@ def test_inlined_javascript_cannot_close_its_own_script_element():
 
 
 def unpack_cards(packed: dict) -> dict[int, dict]:
-    """The cards of a static page rebuilt as static_host.js does (gzip groups of base64; windows and logit tokens
-    from the shared tables), activations left as the stored integers."""
-    import base64
-    import gzip
+    """The cards of a static page rebuilt as static_host.js does (see ``_packed_cards``)."""
+    from _packed_cards import unpack_cards as unpack
 
-    def inflate(b64):
-        return json.loads(gzip.decompress(base64.b64decode(b64)))
-
-    tables, cards = inflate(packed["tables"]), {}
-    for chunk in packed["chunks"].values():
-        for key, card in inflate(chunk).items():
-            for item in [*card["top"], *(e for b in card["quantiles"] for e in b["examples"])]:
-                start, length = tables["windows"][item.pop("w")]
-                item["tokens"] = [tables["strings"][k] for k in tables["stream"][start : start + length]]
-            for row in [*card["promoted"], *card["suppressed"]]:
-                row["token"] = tables["strings"][row["token"]]
-            cards[int(key)] = card
-    assert sorted(cards) == packed["features"]
-    return cards
+    return unpack(packed)
 
 
 def test_explorer_static_page_embeds_cards_for_every_feature_of_a_small_map():

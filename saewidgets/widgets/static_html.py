@@ -12,7 +12,9 @@ import base64
 import gzip
 import html
 import json
+import math
 import os
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -115,8 +117,115 @@ def quantized_card(card: dict[str, Any]) -> dict[str, Any]:
 
 
 def _gzip_b64(obj: Any) -> str:
-    raw = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    return _gzip_b64_bytes(_json_bytes(obj))
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+
+
+def _gzip_b64_bytes(raw: bytes) -> str:
     return base64.b64encode(gzip.compress(raw, compresslevel=9, mtime=0)).decode("ascii")
+
+
+def _varints(out: bytearray, numbers: Iterable[int]) -> None:
+    """Unsigned LEB128: 7 bits a byte, low bits first, high bit set on every byte but the last."""
+    for n in numbers:
+        while n > 127:
+            out.append((n & 127) | 128)
+            n >>= 7
+        out.append(n)
+
+
+def _zigzag(n: int) -> int:
+    """A signed int as an unsigned one, small magnitudes small (0, -1, 1, -2 ... -> 0, 1, 2, 3 ...)."""
+    return 2 * n if n >= 0 else -2 * n - 1
+
+
+_CONTEXT_KEYS = {"w", "acts", "center", "value"}
+_MAX_SAFE = 2**52  # integers whose zigzag form a JS number still holds exactly
+
+
+def _decimal(value: Any) -> tuple[int, int] | None:
+    """``value`` as ``(m, e)`` with ``value == m * 10**e`` exactly in decimal (its JSON text), where the browser's
+    ``m * 10**e`` (``m / 10**-e``) is the number ``JSON.parse`` gives for that text: a product or quotient of two
+    exactly representable numbers is rounded once, like the parse. None when that does not hold (or for -0.0)."""
+    if type(value) is int:
+        return (value, 0) if abs(value) < _MAX_SAFE else None
+    if type(value) is not float or not math.isfinite(value) or (value == 0 and math.copysign(1, value) < 0):
+        return None
+    sign, digits, exponent = Decimal(repr(value)).normalize().as_tuple()
+    m = int("".join(map(str, digits)) or "0") * (-1 if sign else 1)
+    if not isinstance(exponent, int) or abs(exponent) > 22 or abs(m) >= _MAX_SAFE:
+        return None
+    return m, exponent
+
+
+def _packable(item: Mapping[str, Any]) -> bool:
+    """A context the binary columns hold exactly: window, integer activations, centre and value, maybe a count."""
+    keys = set(item)
+    return (
+        _CONTEXT_KEYS <= keys <= _CONTEXT_KEYS | {"count"}
+        and all(type(item[k]) is int for k in ("w", "center"))
+        and item["w"] >= 0
+        and item["center"] >= 0
+        and type(item["acts"]) is list
+        and all(type(a) is int for a in item["acts"])
+        and _decimal(item["value"]) is not None
+        and (type(item.get("count", 1)) is int and item.get("count", 1) >= 1)
+    )
+
+
+def _packed_group(group: Mapping[str, dict[str, Any]]) -> str:
+    """One group of cards as base64 of gzip of: a varint byte length, the cards' JSON, then the columns of the
+    group's distinct contexts.
+
+    A card's contexts (top activations, band samples: most of its bytes) become references into the group's
+    table of distinct contexts (an index, or ``[index, count]``); a band sample that is also a top context is
+    stored once. The table is columns of varints: window references (zigzag deltas from the previous), centres,
+    values (zigzag decimal mantissa and exponent: exactly the number the JSON held), activation counts and the
+    integer activations (zigzag). Contexts the columns cannot hold exactly stay JSON objects in the card."""
+    table: dict[tuple, int] = {}
+    windows: list[int] = []
+    centers: list[int] = []
+    values: list[tuple[int, int]] = []
+    acts: list[list[int]] = []
+
+    def ref(item: dict[str, Any]) -> Any:
+        if not _packable(item):
+            return item
+        key = (item["w"], item["center"], json.dumps(item["value"]), tuple(item["acts"]))
+        if key not in table:
+            table[key] = len(table)
+            windows.append(item["w"])
+            centers.append(item["center"])
+            values.append(_decimal(item["value"]))  # type: ignore[arg-type]
+            acts.append(item["acts"])
+        index = table[key]
+        return [index, item["count"]] if "count" in item else index
+
+    cards = {}
+    for key, card in group.items():
+        card = dict(card)
+        if card.get("top"):
+            card["top"] = [ref(item) for item in card["top"]]
+        if card.get("quantiles"):
+            card["quantiles"] = [
+                {**band, "examples": [ref(item) for item in band["examples"]]} if band.get("examples") else band
+                for band in card["quantiles"]
+            ]
+        cards[key] = card
+    text = _json_bytes(cards)
+    out = bytearray()
+    _varints(out, [len(text)])
+    out += text
+    _varints(out, [len(table)])
+    _varints(out, (_zigzag(w - prev) for w, prev in zip(windows, [0, *windows])))
+    _varints(out, centers)
+    _varints(out, (z for m, e in values for z in (_zigzag(m), _zigzag(e))))
+    _varints(out, (len(a) for a in acts))
+    _varints(out, (_zigzag(a) for row in acts for a in row))
+    return _gzip_b64_bytes(bytes(out))
 
 
 def _contexts(card: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -160,10 +269,10 @@ def packed_cards(cards: Mapping[int, Any], per_chunk: int = CARDS_PER_CHUNK) -> 
     Token windows recur across features (a token where 30 features fire is a top context of several), so every
     distinct token string is stored once and every distinct window once, as a span of a token ``stream`` that
     lays overlapping windows end to end (see :func:`_chained`), in ``tables``; a context keeps its window's index
-    ``w``, and logit rows their token's index. Cards are
-    grouped by ``feature // per_chunk``; each group's JSON, and the tables, are gzip-compressed and base64-encoded.
-    ``static_host.js`` decompresses the tables and a group (``DecompressionStream``) the first time one of the
-    group's cards is shown, and rebuilds the cards exactly."""
+    ``w``, and logit rows their token's index. Cards are grouped by ``feature // per_chunk``; each group is its
+    cards' JSON with their contexts in binary columns (see :func:`_packed_group`), and the group and the tables are
+    gzip-compressed and base64-encoded. ``static_host.js`` decompresses the tables and a group
+    (``DecompressionStream``) the first time one of the group's cards is shown, and rebuilds the cards exactly."""
     strings: dict[str, int] = {}
     windows: dict[tuple[int, ...], int] = {}
     groups: dict[int, dict[str, Any]] = {}
@@ -182,7 +291,7 @@ def packed_cards(cards: Mapping[int, Any], per_chunk: int = CARDS_PER_CHUNK) -> 
         "per_chunk": per_chunk,
         "features": sorted(int(f) for f in cards),
         "tables": _gzip_b64(tables),
-        "chunks": {str(key): _gzip_b64(group) for key, group in sorted(groups.items())},
+        "chunks": {str(key): _packed_group(group) for key, group in sorted(groups.items())},
     }
 
 

@@ -3,6 +3,7 @@ and links map clicks to dashboards client-side."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -333,4 +334,30 @@ def test_compact_page_of_4096_features_decodes_every_card_on_demand(page, tmp_pa
         f"4096-feature synthetic page: {size / 1e6:.2f} MB ({size / 4096:.0f} B/feature), every view drawn "
         f"{boot_ms:.0f} ms after the page started"
     )
+    assert page.errors == []
+
+
+def test_packed_card_values_at_every_scale_decode_exactly_in_the_browser(page, tmp_path):
+    """Context values and activations from 1e-32 to 1e31: the page's context columns (``m / 10**k``) and the
+    JSON kept for the rest give chromium exactly the numbers Python embedded, for every card."""
+    geo, st = syn.geometry(64), syn.stats(64)
+
+    def card_fn(i: int) -> dict:
+        card = syn.card(i, geo, st)
+        scale = 10.0 ** (i - 32)
+        for item in [*card["top"], *(e for b in card["quantiles"] for e in b["examples"])]:
+            item["value"] *= scale
+            item["acts"] = [a * scale for a in item["acts"]]
+        return card
+
+    ex = syn.explorer(n_features=64, background=False, card_fn=card_fn)
+    path = export_html(tmp_path / "explorer.html", ex)
+    page.goto(path.as_uri())
+    card_is(page, f"Feature #{ex.selected}")
+    # through JSON text read as floats: an integral double past 2**53 would otherwise come back as an inexact int
+    shown = page.evaluate(
+        "Promise.all(Array.from({length: 64}, (_, i) => SAEW.models.explorer.__saewCards.get(i)))"
+        ".then((cards) => JSON.stringify(cards))"
+    )
+    assert json.loads(shown, parse_int=float) == [expanded(ex.static_card(i)) for i in range(64)]
     assert page.errors == []

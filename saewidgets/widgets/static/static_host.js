@@ -1,8 +1,9 @@
 // Host for the self-contained static HTML export: a stand-in for the anywidget model (get/set/on/off/
 // save_changes/send) over embedded state, so the same view code runs in a plain browser without a kernel.
 // Binary traits arrive base64-encoded ({"__saew_b64__": "..."}) and are handed to views as DataViews, as in
-// widget mode. Feature cards arrive packed (gzip + base64 groups, see static_html.packed_cards) and are
-// decompressed group by group when first shown; the Explorer view links its views client-side from them.
+// widget mode. Feature cards arrive packed (gzip + base64 groups of JSON and context columns, see
+// static_html.packed_cards) and are decompressed group by group when first shown; the Explorer view links its
+// views client-side from them.
 
 const SAEW = (window.SAEW = window.SAEW || {});
 SAEW.views = SAEW_VIEWS;
@@ -47,6 +48,51 @@ SAEW.expandCard = function (card, tables) {
   return card;
 };
 
+// Exact powers of ten (number literals parse exactly; `10 ** k` need not be correctly rounded).
+const SAEW_POW10 = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+  1e17, 1e18, 1e19, 1e20, 1e21, 1e22];
+
+/** One inflated card group (static_html._packed_group): a varint byte length, the cards' JSON, then columns of
+ * varints for the group's distinct contexts; each context reference in a card (an index, or [index, count])
+ * becomes its own copy of the context, as the JSON held it. */
+SAEW.unpackGroup = function (bytes) {
+  let at = 0;
+  const varint = () => {
+    let n = 0, scale = 1, b;
+    do { b = bytes[at++]; n += (b & 127) * scale; scale *= 128; } while (b & 128);
+    return n;
+  };
+  const signed = () => { const z = varint(); return z % 2 ? -(z + 1) / 2 : z / 2; };
+  const length = varint();
+  const cards = JSON.parse(new TextDecoder().decode(bytes.subarray(at, at + length)));
+  at += length;
+  const n = varint();
+  const w = new Array(n), center = new Array(n), value = new Array(n), sizes = new Array(n), acts = new Array(n);
+  let previous = 0;
+  for (let i = 0; i < n; i++) w[i] = previous += signed();
+  for (let i = 0; i < n; i++) center[i] = varint();
+  for (let i = 0; i < n; i++) {
+    const m = signed(), e = signed();
+    value[i] = e < 0 ? m / SAEW_POW10[-e] : m * SAEW_POW10[e];
+  }
+  for (let i = 0; i < n; i++) sizes[i] = varint();
+  for (let i = 0; i < n; i++) {
+    const row = new Array(sizes[i]);
+    for (let j = 0; j < row.length; j++) row[j] = signed();
+    acts[i] = row;
+  }
+  const context = (ref) => {
+    if (typeof ref === "number") return { acts: acts[ref].slice(), center: center[ref], value: value[ref], w: w[ref] };
+    if (Array.isArray(ref)) return Object.assign(context(ref[0]), { count: ref[1] });
+    return ref;  // a context the columns could not hold, kept as JSON
+  };
+  for (const card of Object.values(cards)) {
+    if (card.top) card.top = card.top.map(context);
+    for (const band of card.quantiles || []) if (band.examples) band.examples = band.examples.map(context);
+  }
+  return cards;
+};
+
 /** Card lookup over packed cards: `has(i)` says whether a card was embedded, `get(i)` resolves to it (or null). */
 SAEW.cardStore = function (packed) {
   const p = packed || { per_chunk: 1, features: [], chunks: {} };
@@ -55,11 +101,12 @@ SAEW.cardStore = function (packed) {
   let tables = null;
   async function inflate(b64) {
     const stream = new Blob([saewBytes(b64)]).stream().pipeThrough(new DecompressionStream("gzip"));
-    return JSON.parse(await new Response(stream).text());
+    return new Uint8Array(await new Response(stream).arrayBuffer());
   }
   async function group(key) {
-    if (!tables) tables = inflate(p.tables);
-    const [t, g] = await Promise.all([tables, inflate(p.chunks[key])]);
+    if (!tables) tables = inflate(p.tables).then((bytes) => JSON.parse(new TextDecoder().decode(bytes)));
+    const [t, bytes] = await Promise.all([tables, inflate(p.chunks[key])]);
+    const g = SAEW.unpackGroup(bytes);
     for (const k of Object.keys(g)) SAEW.expandCard(g[k], t);
     return g;
   }
