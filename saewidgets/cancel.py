@@ -1,6 +1,7 @@
 """Stopping long work from another thread: the ``cancel=`` signal and the `Cancelled` error.
 
 Every call that can run for seconds or more takes ``cancel=``: `saewidgets.harvest`,
+`saewidgets.harvest_to_store`, `saewidgets.sae.family.train_family` / `~saewidgets.sae.family.sweep`,
 `saewidgets.analysis.feature_stats`, `~saewidgets.analysis.steer` / `~saewidgets.analysis.steer_vector` /
 `~saewidgets.analysis.generate`, `~saewidgets.analysis.attribute`, `~saewidgets.analysis.token_activations` and
 `saewidgets.demo.demo_artifacts`. Pass any object with an ``is_set()`` method — a `threading.Event` — and set it
@@ -15,11 +16,13 @@ from elsewhere (a widget's Stop button, another thread, a timer)::
 
 What a cancelled call guarantees:
 
-- it checks the signal between batches (harvest and statistics: every batch; generation: every new token;
-  attribution: between its passes; the demo pipeline: between stages and training steps), so it stops within
-  one batch of the signal;
+- it checks the signal between batches (harvests and statistics: every batch; generation: every new token;
+  attribution: between its passes; families and sweeps: every step; the demo pipeline: between stages and
+  training steps), so it stops within one batch of the signal;
 - it raises `Cancelled`, never returns a partial result, and writes nothing to the cache (a harvest's spill file
-  is deleted; a training run keeps only its resumable checkpoint);
+  is deleted; a training run keeps only its resumable checkpoint; a store harvest deletes its shard in flight and
+  keeps the shards its manifest lists as committed; a family or sweep checkpoints its unfinished runs and marks
+  none finished), so calling again resumes to what an uninterrupted call gives;
 - the model is left usable: its lock is released and no nnsight hook stays behind, so the next call works and
   gives the same results as if the cancelled one had never run.
 

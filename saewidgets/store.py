@@ -33,13 +33,13 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 from torch import Tensor  # the class attribute `torch` (a method) hides the module in annotations there
-from tqdm.auto import tqdm
-
 from ._atomic_write import atomic_write_bytes, check_writable_dir, fsync_path
 from ._checks import whole_number
+from .cancel import CancelSignal
 from .activations import DEFAULT_CONTEXT_LEN, Activations, as_texts, HarvestWindow, fill_rows, plan_harvest
 from .corpus import corpus_for_tokens, is_stream
 from .models.handle import LayerSpec, ModelHandle
+from .progress import progress_bar
 
 STORE_FORMAT = "saewidgets.store/1"
 MANIFEST = "manifest.json"
@@ -193,6 +193,7 @@ def harvest_to_store(
     progress: bool = True,
     text_field: str = "text",
     split_special_tokens: bool = True,
+    cancel: CancelSignal | None = None,
 ) -> "ActivationStore":
     """Harvest the residual stream after block ``layer`` into a disk-backed store in ``directory``.
 
@@ -209,6 +210,9 @@ def harvest_to_store(
         resume: continue an interrupted harvest with the same model, corpus and settings, skipping committed
             shards. False deletes what the folder holds and starts over.
         text_field: for a stream of dict rows, the field that holds the text.
+        cancel: a `threading.Event` (see `saewidgets.cancel`), checked before every batch; once set, the shard in
+            flight is deleted and `saewidgets.cancel.Cancelled` raised. The shards already committed stay listed
+            in the manifest, so calling again resumes: the same rows as an uninterrupted harvest.
 
     Under ``torch.distributed`` (e.g. torchrun) every rank must call this with the same arguments: rank r
     harvests shards r, r + world_size, ...; all ranks return the finished store.
@@ -259,14 +263,14 @@ def harvest_to_store(
         _write_manifest(directory, header, shards)
     _barrier()
     mine = [s for s in shards[rank::world] if not _committed(directory, s)]
-    with tqdm(
-        total=sum(s.n_rows for s in mine),
+    with progress_bar(
+        sum(s.n_rows for s in mine),
         desc=f"harvest layer {layer} -> {directory.name}",
         unit="tok",
         disable=not progress,
     ) as bar:
         for shard in mine:
-            _write_shard(model, layer, directory, shard, np.dtype(dtype), batch_size, bar)
+            _write_shard(model, layer, directory, shard, np.dtype(dtype), batch_size, bar, cancel)
             if rank == 0:
                 _write_manifest(directory, header, shards)
     _barrier()
@@ -303,7 +307,14 @@ def _committed(directory: Path, shard: _Shard) -> bool:
 
 
 def _write_shard(
-    model: ModelHandle, layer: int, directory: Path, shard: _Shard, dtype: np.dtype, batch_size: int, bar: Any
+    model: ModelHandle,
+    layer: int,
+    directory: Path,
+    shard: _Shard,
+    dtype: np.dtype,
+    batch_size: int,
+    bar: Any,
+    cancel: CancelSignal | None,
 ) -> None:
     """Harvest one shard into a temporary folder, fsync it, and commit it with one rename."""
     final = directory / "shards" / shard.name
@@ -321,6 +332,7 @@ def _write_shard(
             (acts, index[:, 0], index[:, 1], index[:, 2]),
             base=shard.first_row,
             bar=bar,
+            cancel=cancel,
         )
         _check_fits(acts, dtype, model, layer)
         for array in (acts, index):

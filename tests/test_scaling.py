@@ -298,3 +298,39 @@ def test_scaling_laws_figure_draws_runs_frontier_and_fits():
     assert names[:3] == ["512 features", "2,048 features", "8,192 features"] and "compute-optimal" in names
     assert any(n.startswith("loss ~ C^") for n in names) and any(n.startswith("features ~ C^") for n in names)
     assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "log"
+
+
+@pytest.mark.parametrize("call", ["train_family", "sweep"])
+def test_a_stopped_family_keeps_only_checkpoints_and_resumes_to_the_same_saes(tiny_gemma, tmp_path, call):
+    import threading
+
+    from saewidgets.activations import harvest
+    from saewidgets.cancel import Cancelled
+    from saewidgets.progress import reporting
+    from saewidgets.sae.checkpoint import CHECKPOINT_NAME
+
+    acts = harvest(tiny_gemma, ["The bridge is red and the bay is grey."] * 40, layer=1, progress=False)
+    held = harvest(tiny_gemma, ["Paris is the capital of France."] * 10, layer=1, progress=False)
+    settings = dict(eval_activations=held, n_steps=12, batch_size=32, k=2, lr_warmup_steps=2, progress=False)
+
+    def run(**kwargs):
+        if call == "sweep":
+            return sweep(acts, [8, 16], [6, 12], **settings, **kwargs).results
+        return train_family(acts, [8, 16], **settings, **kwargs).results
+
+    reference = run(cache=False)
+    stop, reports = threading.Event(), []
+
+    def stop_after_seven_steps(report):
+        reports.append(report)
+        if report.n >= 7:
+            stop.set()
+
+    with reporting(stop_after_seven_steps), pytest.raises(Cancelled, match="training"):
+        run(cache_dir=tmp_path, cancel=stop)
+    assert reports[0].unit == "step" and 7 <= reports[-1].n < reports[-1].total, "progress came through progress_bar"
+    run_dirs = list(tmp_path.iterdir())
+    assert run_dirs and not list(tmp_path.glob("*/result.json")), "no run is marked finished"
+    assert all((d / CHECKPOINT_NAME).exists() for d in run_dirs), "every run kept its resumable checkpoint"
+    resumed = run(cache_dir=tmp_path, cancel=threading.Event())
+    assert resumed == reference  # weights (fingerprint), FLOPs and held-out metrics

@@ -210,3 +210,27 @@ def test_train_sae_reads_a_store_like_the_same_rows_in_memory(tmp_path):
     a, b = train_sae(store, **options), train_sae(in_memory, **options)
     for name in ("W_enc", "W_dec", "b_enc", "b_dec"):
         torch.testing.assert_close(getattr(a, name), getattr(b, name))
+
+
+def test_a_stopped_harvest_keeps_only_committed_shards_and_resumes_to_the_same_rows(tiny_gemma, reference, tmp_path):
+    import threading
+
+    from saewidgets.cancel import Cancelled
+    from saewidgets.progress import reporting
+
+    stop, reports = threading.Event(), []
+
+    def stop_after_five_batches(report):
+        reports.append(report)
+        if report.n > 0 and len(reports) >= 6:
+            stop.set()
+
+    with reporting(stop_after_five_batches), pytest.raises(Cancelled, match="harvest"):
+        harvest_to_store(tiny_gemma, TEXTS, tmp_path / "s", cancel=stop, **SETTINGS)
+    assert reports[0].unit == "tok" and 0 < reports[-1].n < len(reference), "progress came through progress_bar"
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert not manifest["complete"] and 1 <= len(manifest["shards"]) < manifest["n_shards"]
+    on_disk = sorted(p.name for p in (tmp_path / "s" / "shards").iterdir())
+    assert on_disk == [s["name"] for s in manifest["shards"]], "only the shards the manifest lists are kept"
+    store = harvest_to_store(tiny_gemma, TEXTS, tmp_path / "s", cancel=threading.Event(), **SETTINGS)
+    assert_same_rows(store, reference)

@@ -12,7 +12,8 @@ held-out ``eval_activations`` when given (else on its last training batches), th
 
 Runs are cached: each finished run is a folder (the SAE, then ``result.json``, written last, marks it done) under
 a key of the data, the settings and the held-out data; running the same sweep again loads it, and one interrupted
-resumes its unfinished runs from their checkpoints (every ``checkpoint_every`` steps and on Ctrl-C).
+resumes its unfinished runs from their checkpoints (every ``checkpoint_every`` steps, on Ctrl-C and when stopped
+through ``cancel=``).
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ import numpy as np
 import torch
 
 from ..activation_source import TrainingRows
+from ..progress import progress_bar
 from .._atomic_write import atomic_write_bytes
 from .._cache import cache_dir as default_cache_dir
+from ..cancel import CancelSignal, Cancelled, check_cancel
 from .._checks import whole_number
 from .base import SAE
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint
@@ -163,6 +166,7 @@ def train_family(
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
     device: str | torch.device | None = None,
+    cancel: CancelSignal | None = None,
     **options: Any,
 ) -> SAEFamily:
     """Train one SAE per width in ``sizes`` on ``activations``, reading each batch once for all of them.
@@ -177,10 +181,13 @@ def train_family(
         cache_dir: where runs are kept (default: the saewidgets cache's ``scaling`` folder).
         progress: one tqdm bar over every run's steps.
         device: where to train (default CPU).
+        cancel: a `threading.Event` (see `saewidgets.cancel`), checked before every step; once set, every
+            unfinished run with a cache folder is checkpointed (as on Ctrl-C) and `saewidgets.cancel.Cancelled`
+            raised. No run is marked finished, and calling again resumes to the SAEs of an uninterrupted call.
     """
     base = (config or TrainConfig()).with_options(**options)
     configs = [base.with_options(n_features=n) for n in _sizes(sizes, "sizes")]
-    trained = train_runs(activations, configs, eval_activations, cache, cache_dir, progress, device)
+    trained = train_runs(activations, configs, eval_activations, cache, cache_dir, progress, device, cancel)
     return SAEFamily([sae for sae, _ in trained], [result for _, result in trained])
 
 
@@ -195,6 +202,7 @@ def sweep(
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
     device: str | torch.device | None = None,
+    cancel: CancelSignal | None = None,
     **options: Any,
 ) -> Sweep:
     """Train every (size, steps) pair of the grid, for `fit_scaling_laws`: compute budgets from the smallest SAE's
@@ -207,7 +215,7 @@ def sweep(
     base = (config or TrainConfig()).with_options(**options)
     grid = [(n, t) for n in _sizes(sizes, "sizes") for t in _sizes(steps, "steps")]
     configs = [base.with_options(n_features=n, n_steps=t) for n, t in grid]
-    trained = train_runs(activations, configs, eval_activations, cache, cache_dir, progress, device)
+    trained = train_runs(activations, configs, eval_activations, cache, cache_dir, progress, device, cancel)
     return Sweep([result for _, result in trained], [sae for sae, _ in trained])
 
 
@@ -233,9 +241,11 @@ def train_runs(
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
     device: str | torch.device | None = None,
+    cancel: CancelSignal | None = None,
 ) -> list[tuple[SAE, RunResult]]:
     """Train (or load from the cache) one SAE per config; configs differing only in ``n_features``, ``n_steps``
-    and ``lr`` share the batch order, so each batch is read once for every run still training."""
+    and ``lr`` share the batch order, so each batch is read once for every run still training. ``cancel`` is
+    checked before every step (see `train_family`)."""
     shared = {(c.seed, c.batch_size) for c in configs}
     if len(shared) != 1:
         raise ValueError(
@@ -255,7 +265,7 @@ def train_runs(
             done[i] = _load_run(run_dir)
     todo = [i for i in range(len(configs)) if i not in done]
     if todo:
-        trained = _train_together(rows, [configs[i] for i in todo], [dirs[i] for i in todo], progress, device)
+        trained = _train_together(rows, [configs[i] for i in todo], [dirs[i] for i in todo], progress, device, cancel)
         for i, (sae, flops) in zip(todo, trained):
             result = _result(sae, configs[i], flops, eval_activations if eval_rows is not None else None)
             run_dir = dirs[i]
@@ -271,9 +281,11 @@ def _train_together(
     dirs: list[Path | None],
     progress: bool,
     device: str | torch.device | None,
+    cancel: CancelSignal | None = None,
 ) -> list[tuple[SAE, float]]:
-    """Step every run in lockstep on one read of each batch; each stops at its own ``n_steps``."""
-    from tqdm.auto import tqdm
+    """Step every run in lockstep on one read of each batch; each stops at its own ``n_steps``. Stopped (Ctrl-C
+    or ``cancel``, checked before each step, when every run has finished the steps before it), every run is
+    checkpointed where it is, so calling again resumes them all."""
 
     trainers = [Trainer(rows, c, torch.device(device or "cpu")) for c in configs]
     flops = [0.0] * len(trainers)
@@ -282,9 +294,10 @@ def _train_together(
             trainer.restore(load_checkpoint(run_dir / CHECKPOINT_NAME))
             flops[i] = json.loads((run_dir / _FLOPS_SO_FAR).read_text())["flops"]
     total, start = sum(c.n_steps for c in configs), sum(t.step for t in trainers)
-    bar = tqdm(total=total, initial=start, desc=f"train {len(trainers)} SAEs", unit="step", disable=not progress)
+    bar = progress_bar(total, initial=start, desc=f"train {len(trainers)} SAEs", unit="step", disable=not progress)
     try:
         for step in range(min(t.step for t in trainers), max(c.n_steps for c in configs)):
+            check_cancel(cancel, f"training {len(trainers)} SAEs")
             batch = trainers[0].rows.take(trainers[0].order.rows(step))
             for i, trainer in enumerate(trainers):
                 if trainer.step != step or step >= trainer.tc.n_steps:
@@ -300,7 +313,7 @@ def _train_together(
                 every, run_dir = trainer.tc.checkpoint_every, dirs[i]
                 if run_dir is not None and every > 0 and trainer.step % every == 0 and step + 1 < trainer.tc.n_steps:
                     _checkpoint(trainer, run_dir, flops[i])
-    except KeyboardInterrupt:  # every run keeps its steps: calling again resumes them all
+    except (KeyboardInterrupt, Cancelled):  # every run keeps its steps: calling again resumes them all
         for trainer, run_dir, spent in zip(trainers, dirs, flops):
             if run_dir is not None:
                 _checkpoint(trainer, run_dir, spent)
