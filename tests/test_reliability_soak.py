@@ -90,8 +90,11 @@ def interactions(ex: Explorer, rng: random.Random):
 
         return run
 
+    # Features that fired: steering one that never fired is refused with its own message (tested below), which
+    # would stay shown whenever the soak's last generation happened to land on one (a timing-dependent failure).
+    fired = [f for f in range(48) if float(ex.stats.max_act[f]) > 0]
     actions = [
-        lambda: ex.select(rng.randrange(48)),
+        lambda: ex.select(rng.choice(fired)),
         then_wait(message("steering", "generate"), ex.steering._jobs),
         message("steering", "stop"),
         then_wait(message("attribution", "attribute", target=rng.choice([" Paris", " the", ""])), ex.attribution._jobs),
@@ -177,3 +180,20 @@ def test_two_hundred_rapid_interactions_from_several_threads(explorer):
     assert ex.steering.generate(wait=True) and ex.steering.error == "" and ex.steering.steered_texts
     assert ex.attribution.attribute(" Paris", wait=True) and ex.attribution.error == "" and ex.attribution.rows
     assert ex.refresh_heatmap(wait=True) and ex.heatmap_error == "" and ex.heatmap.tokens
+
+
+def test_steering_a_feature_that_never_fired_says_so_and_the_panel_keeps_working(explorer):
+    """A feature with no activations in the statistics has no max to take a multiple of: Generate shows why (not a
+    crash, not an empty result), and the next feature that fired steers as usual."""
+    ex, _ = explorer
+    max_act = [float(ex.stats.max_act[f]) for f in range(48)]
+    never = next(f for f, m in enumerate(max_act) if m <= 0)
+    fired = next(f for f, m in enumerate(max_act) if m > 0)
+    ex.select(never)
+    ex._on_frontend_msg(ex, {"view": "steering", "msg": {"event": "generate"}}, [])
+    ex.wait(TIMEOUT)
+    assert f"Feature {never} never fired" in ex.steering.error, ex.steering.error
+    ex.select(fired)
+    ex._on_frontend_msg(ex, {"view": "steering", "msg": {"event": "generate"}}, [])
+    ex.wait(TIMEOUT)
+    assert ex.steering.error == "" and ex.steering.steered_feature == fired, ex.steering.error
