@@ -145,7 +145,10 @@ from saewidgets.store import ActivationStore
 
 def report_gloo_threads():
     names = [open(path).read().strip() for path in glob.glob(f"/proc/{{os.getpid()}}/task/*/comm")]
-    print("gloo threads at exit:", sorted(name for name in names if "gloo" in name), flush=True)
+    # One write per rank (a pipe write this short is atomic): print() writes its parts separately, and the two
+    # ranks' lines interleaved once in CI ("gloo threads at exit: gloo threads at exit: [][]").
+    sys.stdout.write("gloo threads at exit: " + str(sorted(n for n in names if "gloo" in n)) + "\\n")
+    sys.stdout.flush()
 
 atexit.register(report_gloo_threads)
 init_process_group()
