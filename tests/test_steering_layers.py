@@ -96,14 +96,18 @@ def test_the_command_line_runs_a_cell_on_the_experiment_it_names(monkeypatch):
         bench_steering.main(["--sae", "huge"])
 
 
+#: A demo small enough for a unit test on the tiny GPT-2 (block 1, 2,000 tokens, 32 features, 20 steps).
+TINY_DEMO = DemoSettings(
+    model="tiny-gpt2", layer=1, n_tokens=2000, context_len=32, n_features=32, k=4, n_steps=20, batch_size=64
+)
+
+
 def test_demo_sae_caches_the_first_stages_and_demo_artifacts_reuses_them(tmp_path, monkeypatch):
     import saewidgets.sae as sae_module
 
     monkeypatch.setenv("SAEWIDGETS_CACHE", str(tmp_path))
     model = tiny_model("gpt2", seed=3)
-    settings = DemoSettings(
-        model="tiny-gpt2", layer=1, n_tokens=2000, context_len=32, n_features=32, k=4, n_steps=20, batch_size=64
-    )
+    settings = TINY_DEMO
     first = demo_sae(settings, model=model, progress=False)
     assert first.sae.cfg.layer == 1 and first.stats.n_features == 32
     assert {p.name for p in first.folder.iterdir()} >= {"activations", "sae", "stats"}
@@ -120,9 +124,7 @@ def test_demo_sae_copies_a_cached_harvest_only_where_it_is_the_same(tmp_path, mo
 
     monkeypatch.setenv("SAEWIDGETS_CACHE", str(tmp_path))
     model = tiny_model("gpt2", seed=3)
-    base = DemoSettings(
-        model="tiny-gpt2", layer=1, n_tokens=2000, context_len=32, n_features=32, k=4, n_steps=20, batch_size=64
-    )
+    base = TINY_DEMO
     first = demo_sae(base, model=model, progress=False)
     harvest = activations_module.harvest
     harvested = []
