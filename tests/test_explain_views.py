@@ -3,7 +3,6 @@ static page; an LLM label replaces a pattern label and the view says which kind 
 
 from __future__ import annotations
 
-import json
 
 import pytest
 import torch
@@ -25,6 +24,7 @@ from saewidgets.analysis.explain import (
 from saewidgets.models.tiny import _TRAINING_TEXT
 from saewidgets.sae import SAE, SAEConfig
 from saewidgets.widgets import Explorer
+from saewidgets.widgets.static_html import page_data
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_static_page_carries_labels_escaped(labelled):
     ex, stats, _ = labelled
     doc = ex.to_html()
     assert "<b>zeppelins</b>" not in doc  # untrusted text never becomes markup
-    data = json.loads(doc.split('<script type="application/json" id="saew-data">')[1].split("</script>")[0])
+    data = page_data(doc)
     cards = unpack_cards(data["cards"])
     assert cards[3]["label"] == {"text": "<b>zeppelins</b> & airships", "kind": "llm"}
     assert all(card["label"]["text"] for card in cards.values())

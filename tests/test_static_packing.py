@@ -3,14 +3,13 @@ contexts the binary columns cannot hold exactly stay JSON, and repeated contexts
 
 from __future__ import annotations
 
-import base64
-import gzip
 import json
 
 import numpy as np
 
 import synthetic_results as syn
-from _packed_cards import group_json, unpack_cards, unpack_group
+from _packed_cards import group_json, group_slots, unpack_cards, unpack_group
+from saewidgets.widgets._embed import decode_text
 from saewidgets.widgets.static_html import _decimal, packed_cards
 
 
@@ -35,8 +34,8 @@ def test_values_at_every_scale_come_back_as_the_json_number():
         "quantiles": [],
     }
     packed = packed_cards({0: {**card, "top": [{**c, "tokens": ["a", "b", "c", "d"]} for c in card["top"]]}})
-    stored = group_json(gzip.decompress(base64.b64decode(packed["chunks"]["0"])))["0"]["top"]
-    assert 100 < sum(type(r) is int for r in stored) < len(values)  # most in the columns, the extremes as JSON
+    stored = group_json(decode_text(packed["chunks"]["0"], compressed=True))["0"]["top"]
+    assert 100 < sum(r == 0 for r in stored) < len(values)  # most in the columns, the extremes as JSON
     back = unpack_cards(as_json(packed))[0]["top"]
     assert [c["value"] for c in back] == values
     for v in values:
@@ -59,9 +58,11 @@ def test_contexts_the_columns_cannot_hold_stay_json_and_repeats_are_stored_once(
     back = unpack_cards(packed)[7]
     assert back == as_json(card)
     assert str(back["top"][2]["value"]) == "-0.0"
-    raw = gzip.decompress(base64.b64decode(packed["chunks"]["0"]))
+    raw = decode_text(packed["chunks"]["0"], compressed=True)
     group = group_json(raw)
-    assert group["7"]["top"][0] == 0 and group["7"]["top"][4] == [0, 3]  # one table row, referenced three times
+    assert group["7"]["top"][0] == 0 and group["7"]["top"][4] == 0  # slots, resolved from the columns
     assert group["7"]["quantiles"][0]["examples"] == [0, 0]
     assert [type(r) for r in group["7"]["top"][1:4]] == [dict, dict, dict]  # kept as JSON
+    rows_back, counts = group_slots(raw)
+    assert rows_back == [0, 1, 1, 1] and counts == [0, 3, 0, 0]  # one table row, referenced four times
     assert len(unpack_group(raw)) == 1

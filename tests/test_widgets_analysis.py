@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ from saewidgets.analysis import DEFAULT_CLAMP_MULTIPLE, feature_geometry, featur
 from saewidgets.models.tiny import _TRAINING_TEXT
 from saewidgets.sae import SAE, SAEConfig
 from saewidgets.widgets import Explorer, SteeringPanel
+from saewidgets.widgets.static_html import page_data
 
 LAYER = 1
 
@@ -69,5 +69,5 @@ def test_explorer_defaults_run_steer_attribute_heatmap_and_search(wired):
 def test_real_explorer_exports_a_static_page(wired, tmp_path):
     ex, stats = wired
     doc = ex.to_html()
-    data = json.loads(doc.split('<script type="application/json" id="saew-data">')[1].split("</script>")[0])
+    data = page_data(doc)
     assert data["cards"]["features"] == list(range(stats.n_features))  # every card embedded (compressed)

@@ -10,7 +10,7 @@ import pytest
 
 from saewidgets.widgets import AttributionView, FeatureDashboard, FeatureMap, SteeringPanel, TokenHeatmap, export_html
 import synthetic_results as syn
-from saewidgets.widgets.static_html import script_json, static_bundle_js
+from saewidgets.widgets.static_html import page_data, script_json, static_bundle_js
 
 
 class TagCollector(HTMLParser):
@@ -80,8 +80,8 @@ def test_hostile_tokens_create_no_markup_in_static_html(documents, name):
     assert [a.get("type") for a, _ in parsed.scripts] == ["application/json", None, None]
     assert all(not k.startswith("on") for _, attrs in parsed.tags for k in attrs)
     # Token text survives as data: the JSON payload holds it verbatim once decoded.
-    data = json.loads(parsed.scripts[0][1])
-    assert "window.__pwned" in json.dumps(data) or name == "map"
+    data = page_data(documents[name])
+    assert "window.__pwned" in json.dumps(data, default=repr) or name == "map"
 
 
 def test_static_html_loads_nothing_from_the_network(documents):
@@ -100,13 +100,31 @@ def test_script_json_escapes_everything_that_could_end_a_script():
     assert json.loads(text) == payload
 
 
-def test_binary_traits_are_embedded_base64_and_decode_to_the_same_floats():
-    import base64
+def test_binary_traits_are_embedded_as_page_text_and_decode_to_the_same_floats():
+    from saewidgets.widgets._embed import decode_text
 
     hm = TokenHeatmap(tokens=["a", "b", "c"], acts=np.array([0.5, 1.5, -2.0], dtype=np.float32), feature=4)
     data = json.loads(parse(hm.to_html()).scripts[0][1])
-    acts = data["views"][0]["state"]["acts"]["__saew_b64__"]
-    np.testing.assert_array_equal(np.frombuffer(base64.b64decode(acts), "<f4"), [0.5, 1.5, -2.0])
+    acts = data["views"][0]["state"]["acts"]
+    assert "gzip" not in acts  # 12 bytes of floats: compressing would not pay
+    np.testing.assert_array_equal(np.frombuffer(decode_text(acts["__saew_bytes__"]), "<f4"), [0.5, 1.5, -2.0])
+
+
+def test_large_state_values_are_embedded_compressed_and_read_back_whole():
+    from saewidgets.widgets.static_html import COMPRESS_STATE_ABOVE, page_data
+
+    ex = syn.explorer(n_features=600, background=False)
+    ex.map.labels = [f"pattern: '<{i}>' after 'the' -> promotes ' cat'" for i in range(600)]
+    doc = ex.to_html()
+    raw = json.loads(parse(doc).scripts[0][1])["views"][0]["state"]
+    assert len(json.dumps(ex.map.labels)) > COMPRESS_STATE_ABOVE and set(raw["map_labels"]) == {"__saew_json__"}
+    assert raw["map_selected"] == ex.selected  # small values stay plain JSON
+    state = page_data(doc)["views"][0]["state"]
+    assert state["map_labels"] == ex.map.labels
+    clusters = np.frombuffer(state["map_clusters"], "<i4")
+    assert (
+        raw["map_clusters"].get("gzip") is True and clusters.tolist() == np.frombuffer(ex.map.clusters, "<i4").tolist()
+    )
 
 
 def test_inlined_javascript_cannot_close_its_own_script_element():

@@ -8,13 +8,14 @@ here from the files shipped in the package. The static HTML export inlines the s
 
 from __future__ import annotations
 
-import base64
 import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar
 
 import anywidget
+
+from ._embed import embedded_bytes
 
 STATIC_DIR = Path(__file__).parent / "static"
 CSS_PATH = STATIC_DIR / "saewidgets.css"
@@ -52,10 +53,10 @@ def view_esm(view: str, composes: tuple[str, ...] = ()) -> str:
 
 
 def static_value(value: Any) -> Any:
-    """A trait value as embedded in a static page: bytes become ``{"__saew_b64__": ...}`` (decoded to a
-    DataView by ``static_host.js``), everything else stays JSON."""
+    """A trait value as embedded in a static page: bytes become ``{"__saew_bytes__": ...}`` (see
+    ``_embed.embedded_bytes``; decoded to a DataView by ``static_host.js``), everything else stays JSON."""
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return {"__saew_b64__": base64.b64encode(bytes(value)).decode("ascii")}
+        return embedded_bytes(bytes(value))
     return value
 
 

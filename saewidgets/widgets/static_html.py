@@ -8,8 +8,6 @@ in for the anywidget model; nothing is fetched from the network.
 
 from __future__ import annotations
 
-import base64
-import gzip
 import html
 import json
 import math
@@ -20,6 +18,7 @@ from typing import Any, Iterable, Mapping
 
 from .._atomic_write import atomic_write_bytes
 from ._base import CSS_PATH, read_static, registered_views
+from ._embed import decode_text, embed_text, embedded_json
 
 __all__ = [
     "script_json",
@@ -30,6 +29,7 @@ __all__ = [
     "write_atomic",
     "packed_cards",
     "offline_copy",
+    "page_data",
 ]
 
 VIEWS = ("heatmap", "dashboard", "feature_map", "attribution_view", "steering_panel", "explorer", "family_map")
@@ -40,6 +40,10 @@ CARDS_PER_CHUNK = 256
 # ``acts_unit`` (its largest context activation / ACT_LEVELS): enough for a colour and a 3-digit tooltip, and
 # small integers compress far better than floats.
 ACT_LEVELS = 255
+# A view's state value whose JSON is longer than this is embedded compressed (the map's 4,096 labels: 355 KB of
+# JSON, 93 KB compressed); smaller ones stay plain JSON, readable in the page source.
+COMPRESS_STATE_ABOVE = 8192
+_DATA_OPEN = '<script type="application/json" id="saew-data">'
 _JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
 
@@ -72,7 +76,7 @@ def document(title: str, body: str, data: dict[str, Any]) -> str:
         "script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:\">\n"
         f"<title>{html.escape(title)}</title>\n<style>\n{css}\n</style>\n</head>\n"
         f'<body class="saew-page">\n{body}\n'
-        f'<script type="application/json" id="saew-data">{script_json(data)}</script>\n'
+        f"{_DATA_OPEN}{script_json(data)}</script>\n"
         f"<script>\n{static_bundle_js()}\n</script>\n"
         "<script>SAEW.boot();</script>\n</body>\n</html>\n"
     )
@@ -87,8 +91,41 @@ def view_container(element_id: str, fallback_html: str, cls: str = "") -> str:
 
 
 def view_spec(widget: Any, name: str, element_id: str) -> dict[str, Any]:
-    """The boot record of one view: where to mount, which JS view, and its state."""
-    return {"id": element_id, "name": name, "view": widget._view, "state": widget.static_state()}
+    """The boot record of one view: where to mount, which JS view, and its state (large values compressed, see
+    :func:`_compact`)."""
+    state = {key: _compact(value) for key, value in widget.static_state().items()}
+    return {"id": element_id, "name": name, "view": widget._view, "state": state}
+
+
+def _compact(value: Any) -> Any:
+    """A state value as the page embeds it: lists and objects whose JSON passes ``COMPRESS_STATE_ABOVE`` bytes
+    gzip-compressed (``_embed.embedded_json``; the page inflates them before the views mount)."""
+    if isinstance(value, (list, dict)) and not _embedded(value):
+        if len(_json_bytes(value)) > COMPRESS_STATE_ABOVE:
+            return embedded_json(value)
+    return value
+
+
+def _embedded(value: Any) -> bool:
+    return isinstance(value, dict) and ("__saew_bytes__" in value or "__saew_json__" in value)
+
+
+def page_data(doc: str) -> dict[str, Any]:
+    """The data a static page embeds, its view states as the views receive them (compressed JSON inflated,
+    binary values as ``bytes``); cards stay packed (``cards``). For tools and tests reading a page back."""
+    start = doc.index(_DATA_OPEN) + len(_DATA_OPEN)
+    data = json.loads(doc[start : doc.index("</script>", start)])
+    for spec in data.get("views") or []:
+        spec["state"] = {key: _decoded(value) for key, value in spec["state"].items()}
+    return data
+
+
+def _decoded(value: Any) -> Any:
+    if isinstance(value, dict) and "__saew_json__" in value:
+        return json.loads(decode_text(value["__saew_json__"], compressed=True))
+    if isinstance(value, dict) and "__saew_bytes__" in value:
+        return decode_text(value["__saew_bytes__"], compressed=bool(value.get("gzip")))
+    return value
 
 
 def view_document(widget: Any, title: str | None = None) -> str:
@@ -116,16 +153,8 @@ def quantized_card(card: dict[str, Any]) -> dict[str, Any]:
     return {**card, "acts_unit": unit}
 
 
-def _gzip_b64(obj: Any) -> str:
-    return _gzip_b64_bytes(_json_bytes(obj))
-
-
 def _json_bytes(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
-
-
-def _gzip_b64_bytes(raw: bytes) -> str:
-    return base64.b64encode(gzip.compress(raw, compresslevel=9, mtime=0)).decode("ascii")
 
 
 def _varints(out: bytearray, numbers: Iterable[int]) -> None:
@@ -140,6 +169,14 @@ def _varints(out: bytearray, numbers: Iterable[int]) -> None:
 def _zigzag(n: int) -> int:
     """A signed int as an unsigned one, small magnitudes small (0, -1, 1, -2 ... -> 0, 1, 2, 3 ...)."""
     return 2 * n if n >= 0 else -2 * n - 1
+
+
+def _deltas(numbers: Iterable[int]) -> Iterable[int]:
+    """Each number as the zigzag of its difference from the one before (the first from 0)."""
+    previous = 0
+    for n in numbers:
+        yield _zigzag(n - previous)
+        previous = n
 
 
 _CONTEXT_KEYS = {"w", "acts", "center", "value"}
@@ -176,22 +213,53 @@ def _packable(item: Mapping[str, Any]) -> bool:
     )
 
 
-def _packed_group(group: Mapping[str, dict[str, Any]]) -> str:
-    """One group of cards as base64 of gzip of: a varint byte length, the cards' JSON, then the columns of the
-    group's distinct contexts.
+# A card's lists of ``{index: int, value: number}`` rows (logit tables by token index, decoder neighbours), held
+# as columns: which key is the index and which the value.
+RECORD_FIELDS = {"promoted": ("token", "value"), "suppressed": ("token", "value"), "neighbours": ("feature", "cosine")}
 
-    A card's contexts (top activations, band samples: most of its bytes) become references into the group's
-    table of distinct contexts (an index, or ``[index, count]``); a band sample that is also a top context is
-    stored once. The table is columns of varints: window references (zigzag deltas from the previous), centres,
+
+def _records_packable(rows: Any, keys: tuple[str, str]) -> bool:
+    """A non-empty list of rows with exactly ``keys``: a non-negative int index and a value ``_decimal`` holds."""
+    index, value = keys
+    return (
+        type(rows) is list
+        and len(rows) > 0
+        and all(
+            type(row) is dict
+            and set(row) == {index, value}
+            and type(row[index]) is int
+            and row[index] >= 0
+            and _decimal(row[value]) is not None
+            for row in rows
+        )
+    )
+
+
+def _packed_group(group: Mapping[int, dict[str, Any]]) -> str:
+    """One group of cards as page text (base85 of gzip) of: a varint byte length, the cards' JSON, the columns of
+    the group's distinct contexts, the columns of the cards' references to them, then the columns of each
+    ``RECORD_FIELDS`` list.
+
+    A card's contexts (top activations, band samples: most of its bytes) become slots (``0`` in the JSON) that
+    refer to rows of the group's table of distinct contexts; a band sample that is also a top context is stored
+    once. The context table is columns of varints: window references (zigzag deltas from the previous), centres,
     values (zigzag decimal mantissa and exponent: exactly the number the JSON held), activation counts and the
-    integer activations (zigzag). Contexts the columns cannot hold exactly stay JSON objects in the card."""
+    integer activations (zigzag). The slots, taken card by card in ascending feature order (top contexts, then
+    each band's examples), are two columns: the row (0 for the next new row, else how many rows back from it)
+    and the context's ``count`` (0 when it has none). Contexts the columns cannot hold exactly stay JSON objects
+    in the card. A ``RECORD_FIELDS`` list becomes its row count in the JSON and, per field over the group's
+    cards, three columns: the indices, the values' decimal exponents and their mantissas as deltas (sorted logit
+    tables and neighbour cosines change little from row to row); lists the columns cannot hold stay JSON."""
     table: dict[tuple, int] = {}
     windows: list[int] = []
     centers: list[int] = []
     values: list[tuple[int, int]] = []
     acts: list[list[int]] = []
+    rows: list[int] = []
+    counts: list[int] = []
+    records: dict[str, list[tuple[int, tuple[int, int]]]] = {field: [] for field in RECORD_FIELDS}
 
-    def ref(item: dict[str, Any]) -> Any:
+    def slot(item: dict[str, Any]) -> Any:
         if not _packable(item):
             return item
         key = (item["w"], item["center"], json.dumps(item["value"]), tuple(item["acts"]))
@@ -201,31 +269,46 @@ def _packed_group(group: Mapping[str, dict[str, Any]]) -> str:
             centers.append(item["center"])
             values.append(_decimal(item["value"]))  # type: ignore[arg-type]
             acts.append(item["acts"])
-        index = table[key]
-        return [index, item["count"]] if "count" in item else index
+            rows.append(0)
+        else:
+            rows.append(len(table) - table[key])
+        counts.append(item.get("count", 0))
+        return 0
 
     cards = {}
-    for key, card in group.items():
-        card = dict(card)
+    for feature in sorted(group):
+        card = dict(group[feature])
         if card.get("top"):
-            card["top"] = [ref(item) for item in card["top"]]
+            card["top"] = [slot(item) for item in card["top"]]
         if card.get("quantiles"):
             card["quantiles"] = [
-                {**band, "examples": [ref(item) for item in band["examples"]]} if band.get("examples") else band
+                {**band, "examples": [slot(item) for item in band["examples"]]} if band.get("examples") else band
                 for band in card["quantiles"]
             ]
-        cards[key] = card
+        for field, (index, value) in RECORD_FIELDS.items():
+            if _records_packable(card.get(field), (index, value)):
+                records[field] += [(row[index], _decimal(row[value])) for row in card[field]]  # type: ignore[misc]
+                card[field] = len(card[field])
+        cards[str(feature)] = card
     text = _json_bytes(cards)
     out = bytearray()
     _varints(out, [len(text)])
     out += text
     _varints(out, [len(table)])
-    _varints(out, (_zigzag(w - prev) for w, prev in zip(windows, [0, *windows])))
+    _varints(out, _deltas(windows))
     _varints(out, centers)
     _varints(out, (z for m, e in values for z in (_zigzag(m), _zigzag(e))))
     _varints(out, (len(a) for a in acts))
     _varints(out, (_zigzag(a) for row in acts for a in row))
-    return _gzip_b64_bytes(bytes(out))
+    _varints(out, [len(rows)])
+    _varints(out, rows)
+    _varints(out, counts)
+    for field in RECORD_FIELDS:
+        _varints(out, [len(records[field])])
+        _varints(out, (i for i, _ in records[field]))
+        _varints(out, (_zigzag(e) for _, (_, e) in records[field]))
+        _varints(out, _deltas(m for _, (m, _) in records[field]))
+    return embed_text(bytes(out), compress=True)
 
 
 def _contexts(card: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -270,12 +353,15 @@ def packed_cards(cards: Mapping[int, Any], per_chunk: int = CARDS_PER_CHUNK) -> 
     distinct token string is stored once and every distinct window once, as a span of a token ``stream`` that
     lays overlapping windows end to end (see :func:`_chained`), in ``tables``; a context keeps its window's index
     ``w``, and logit rows their token's index. Cards are grouped by ``feature // per_chunk``; each group is its
-    cards' JSON with their contexts in binary columns (see :func:`_packed_group`), and the group and the tables are
-    gzip-compressed and base64-encoded. ``static_host.js`` decompresses the tables and a group
-    (``DecompressionStream``) the first time one of the group's cards is shown, and rebuilds the cards exactly."""
+    cards' JSON with their contexts in binary columns (see :func:`_packed_group`). ``tables`` is binary too: the
+    strings' JSON (most used first, so the common tokens have one-byte indices), the stream as varints, and the
+    windows as columns of start deltas and lengths. The groups and the tables are gzip-compressed page text
+    (``_embed``); ``static_host.js`` inflates the tables and a group the first time one of the group's cards is
+    shown, and rebuilds the cards exactly."""
     strings: dict[str, int] = {}
     windows: dict[tuple[int, ...], int] = {}
-    groups: dict[int, dict[str, Any]] = {}
+    groups: dict[int, dict[int, Any]] = {}
+    logit_rows: list[dict[str, Any]] = []
     for feature, card in cards.items():
         card = json.loads(json.dumps(card))  # a copy to rewrite
         for item in _contexts(card):
@@ -284,13 +370,30 @@ def packed_cards(cards: Mapping[int, Any], per_chunk: int = CARDS_PER_CHUNK) -> 
         for key in ("promoted", "suppressed"):
             for row in card.get(key) or []:
                 row["token"] = strings.setdefault(str(row["token"]), len(strings))
-        groups.setdefault(int(feature) // per_chunk, {})[str(int(feature))] = card
+                logit_rows.append(row)
+        groups.setdefault(int(feature) // per_chunk, {})[int(feature)] = card
     stream, spans = _chained(list(windows))
-    tables = {"strings": list(strings), "stream": stream, "windows": spans}
+    uses = [0] * len(strings)
+    for k in [*stream, *(row["token"] for row in logit_rows)]:
+        uses[k] += 1
+    by_use = sorted(range(len(strings)), key=lambda k: -uses[k])
+    rank = {k: r for r, k in enumerate(by_use)}
+    for row in logit_rows:
+        row["token"] = rank[row["token"]]
+    names = list(strings)
+    text = _json_bytes([names[k] for k in by_use])
+    tables = bytearray()
+    _varints(tables, [len(text)])
+    tables += text
+    _varints(tables, [len(stream)])
+    _varints(tables, (rank[k] for k in stream))
+    _varints(tables, [len(spans)])
+    _varints(tables, _deltas(start for start, _ in spans))
+    _varints(tables, (length for _, length in spans))
     return {
         "per_chunk": per_chunk,
         "features": sorted(int(f) for f in cards),
-        "tables": _gzip_b64(tables),
+        "tables": embed_text(bytes(tables), compress=True),
         "chunks": {str(key): _packed_group(group) for key, group in sorted(groups.items())},
     }
 

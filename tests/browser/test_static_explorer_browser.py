@@ -361,3 +361,21 @@ def test_packed_card_values_at_every_scale_decode_exactly_in_the_browser(page, t
     )
     assert json.loads(shown, parse_int=float) == [expanded(ex.static_card(i)) for i in range(64)]
     assert page.errors == []
+
+
+def test_page_text_decodes_to_the_embedded_bytes_at_every_length(page, static_page_path):
+    """The page's base85 (``_embed``): every length of last group (0 to 3 bytes past a multiple of 4), the
+    alphabet's extremes, and gzip-compressed text inflate in chromium to exactly the bytes Python embedded."""
+    from saewidgets.widgets._embed import embed_text
+
+    path, _ = static_page_path
+    page.goto(path.as_uri())
+    page.wait_for_function("() => window.SAEW && SAEW.bootMs")
+    samples = [bytes(range(k)) for k in range(10)] + [b"\xff" * 7, b"\x00" * 5, bytes(range(256)) * 3]
+    texts = [embed_text(raw) for raw in samples]
+    assert page.evaluate("(ts) => ts.map((t) => Array.from(saewBytes(t)))", texts) == [list(s) for s in samples]
+    inflated = page.evaluate(
+        "async (ts) => (await Promise.all(ts.map((t) => SAEW.inflate(t)))).map((b) => Array.from(b))",
+        [embed_text(raw, compress=True) for raw in samples],
+    )
+    assert inflated == [list(s) for s in samples]
