@@ -66,3 +66,20 @@ def test_contexts_the_columns_cannot_hold_stay_json_and_repeats_are_stored_once(
     rows_back, counts = group_slots(raw)
     assert rows_back == [0, 1, 1, 1] and counts == [0, 3, 0, 0]  # one table row, referenced four times
     assert len(unpack_group(raw)) == 1
+
+
+def test_logit_and_neighbour_rows_become_columns_unless_a_row_cannot_be_held_exactly():
+    rows = [{"token": "a", "value": 0.4289}, {"token": "b", "value": 0.3946}, {"token": "c", "value": 1e-20}]
+    card = {
+        "feature": 3,
+        "top": [],
+        "promoted": rows,
+        "suppressed": [{"token": "d", "value": -0.0}],  # -0.0 is not m * 10**e: the list stays JSON
+        "neighbours": [{"feature": 9, "cosine": 0.3092}, {"feature": 2, "cosine": 0.2271, "note": "extra key"}],
+    }
+    other = {"feature": 4, "neighbours": [{"feature": 3, "cosine": 0.5}], "promoted": []}
+    packed = as_json(packed_cards({3: card, 4: other}))
+    assert unpack_cards(packed) == {3: as_json(card), 4: as_json(other)}
+    stored = group_json(decode_text(packed["chunks"]["0"], compressed=True))
+    assert stored["3"]["promoted"] == 3 and stored["4"]["neighbours"] == 1 and stored["4"]["promoted"] == []
+    assert stored["3"]["suppressed"] == [{"token": 3, "value": -0.0}] and type(stored["3"]["neighbours"]) is list
