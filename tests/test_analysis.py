@@ -778,6 +778,55 @@ def test_pca_by_eigh_spans_the_leading_principal_subspace():
     assert np.array_equal(_pca(points, 10), reduced)
 
 
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_knn_over_block_pairs_equals_a_full_distance_matrix(metric):
+    """`_knn` computes each pair of blocks once and feeds both blocks' rows: the same neighbours and distances as
+    the whole ``F x F`` matrix, for blocks that do not divide F, with each point first even beside a duplicate."""
+    import torch
+
+    from saewidgets.analysis.geometry import _knn
+
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(700, 24)).astype(np.float32)
+    points[11] = points[3]  # a duplicate direction: distance 0, yet each point still lists itself first
+    x = torch.from_numpy(points)
+    if metric == "cosine":
+        x = torch.nn.functional.normalize(x, dim=1)
+        full = (1.0 - x @ x.T).clamp(min=0.0)
+    else:
+        full = torch.cdist(x, x)
+    full.fill_diagonal_(-1.0)
+    want_d, want_i = full.topk(6, dim=1, largest=False)
+    for block in (64, 300, 700, 2048):
+        index, distance = _knn(points, 6, metric, block=block)
+        assert (index[:, 0] == np.arange(700)).all() and (distance[:, 0] == 0).all()
+        assert np.allclose(distance, want_d.clamp(min=0.0).numpy(), atol=1e-5)
+        assert (np.sort(index, 1) == np.sort(want_i.numpy(), 1)).mean() > 0.999  # float ties may swap
+        assert index[3, 1] == 11 and index[11, 1] == 3
+
+
+def test_maps_above_the_threshold_take_an_nn_descent_graph_that_finds_the_exact_neighbours(monkeypatch):
+    """Above `NN_DESCENT_ABOVE` features the map's neighbour graph is NN-descent's: on clustered directions it finds
+    at least 95% of the exact 5 nearest (98.3% measured at 16,384 in 640-d), and each point lists itself first."""
+    from saewidgets.analysis import geometry
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(16, 64))
+    points = centres[rng.integers(0, 16, 3000)] + 1.2 * rng.normal(size=(3000, 64))
+    points = (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
+    exact, _ = geometry._knn(points, 5)
+    approx, distance = geometry._nn_descent(points, 5, "cosine", seed=0)
+    assert approx.shape == (3000, 5) and (approx[:, 0] == np.arange(3000)).all() and (distance[:, 0] < 1e-6).all()
+    assert np.mean([len(set(a) & set(e)) / 5 for a, e in zip(approx, exact)]) >= 0.95
+    used = []
+    monkeypatch.setattr(geometry, "NN_DESCENT_ABOVE", 2000)
+    monkeypatch.setattr(geometry, "_nn_descent", lambda *a: used.append(len(a[0])) or geometry._knn(a[0], a[1]))
+    params = {"n_neighbors": 5, "seed": 0, "n_clusters": 4, "min_dist": 0.0, "pca_dims": None}
+    geometry.layout_and_clusters(points[:2000], params)
+    geometry.layout_and_clusters(points, params)
+    assert used == [3000]
+
+
 def reference_term_score(model, sae, prompt: str, feature: int, value: float, spellings: list[str]) -> float:
     """The rise in log sum_s p(s | prompt) over ``spellings`` (each the product of its tokens' probabilities) when
     ``feature`` is clamped to ``value`` at every token but BOS, with a plain forward hook, one row at a time."""
