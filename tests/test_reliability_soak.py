@@ -193,6 +193,7 @@ def test_steering_a_feature_that_never_fired_says_so_and_the_panel_keeps_working
     ex._on_frontend_msg(ex, {"view": "steering", "msg": {"event": "generate"}}, [])
     ex.wait(TIMEOUT)
     assert f"Feature {never} never fired" in ex.steering.error, ex.steering.error
+    assert "select a feature that fired" in ex.steering.error and "units=" not in ex.steering.error  # a widget's advice
     ex.select(fired)
     ex._on_frontend_msg(ex, {"view": "steering", "msg": {"event": "generate"}}, [])
     ex.wait(TIMEOUT)

@@ -325,6 +325,12 @@ class Explorer(_ExplorerState):  # type: ignore[misc, valid-type]  # a base clas
         return _analysis().feature_card(self.stats, i, self.logit_effects, self.geometry, self.labels)
 
     def _default_steer_fn(self, prompt: str, feature: int, multiple: float) -> SteeringResult:
+        if self.stats is not None and float(self.stats.max_act[self.stats.check_feature(feature)]) <= 0:
+            # steer() would refuse too, but its advice (units='activation') is for Python, not for the slider
+            raise ValueError(
+                f"Feature {feature} never fired in the statistics corpus (max activation 0), so the slider's "
+                "multiple of its max means nothing: select a feature that fired (density above 0)."
+            )
         steer = _analysis().steer
         return steer(self.model, self.sae, prompt, {feature: multiple}, stats=self.stats, **cancel_kwargs(steer))
 
