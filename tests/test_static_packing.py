@@ -78,8 +78,11 @@ def test_logit_and_neighbour_rows_become_columns_unless_a_row_cannot_be_held_exa
         "neighbours": [{"feature": 9, "cosine": 0.3092}, {"feature": 2, "cosine": 0.2271, "note": "extra key"}],
     }
     other = {"feature": 4, "neighbours": [{"feature": 3, "cosine": 0.5}], "promoted": []}
-    packed = as_json(packed_cards({3: card, 4: other}))
-    assert unpack_cards(packed) == {3: as_json(card), 4: as_json(other)}
+    # mantissas of 16 digits: a difference's zigzag would pass 2**53, where a JS number stops being exact
+    wide = {"feature": 5, "neighbours": [{"feature": 1, "cosine": 0.9876543210987654}, {"feature": 2, "cosine": -0.9}]}
+    packed = as_json(packed_cards({3: card, 4: other, 5: wide}))
+    assert unpack_cards(packed) == {3: as_json(card), 4: as_json(other), 5: as_json(wide)}
     stored = group_json(decode_text(packed["chunks"]["0"], compressed=True))
     assert stored["3"]["promoted"] == 3 and stored["4"]["neighbours"] == 1 and stored["4"]["promoted"] == []
+    assert type(stored["5"]["neighbours"]) is list
     assert stored["3"]["suppressed"] == [{"token": 3, "value": -0.0}] and type(stored["3"]["neighbours"]) is list

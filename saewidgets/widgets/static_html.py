@@ -219,20 +219,22 @@ RECORD_FIELDS = {"promoted": ("token", "value"), "suppressed": ("token", "value"
 
 
 def _records_packable(rows: Any, keys: tuple[str, str]) -> bool:
-    """A non-empty list of rows with exactly ``keys``: a non-negative int index and a value ``_decimal`` holds."""
+    """A non-empty list of rows with exactly ``keys``: a non-negative int index and a value ``_decimal`` holds
+    with a mantissa small enough that the zigzag of a difference of two stays exact in a JS number."""
     index, value = keys
-    return (
-        type(rows) is list
-        and len(rows) > 0
-        and all(
-            type(row) is dict
-            and set(row) == {index, value}
-            and type(row[index]) is int
-            and row[index] >= 0
-            and _decimal(row[value]) is not None
-            for row in rows
+
+    def fits(row: Any) -> bool:
+        if type(row) is not dict or set(row) != {index, value}:
+            return False
+        decimal = _decimal(row[value])
+        return (
+            type(row[index]) is int
+            and 0 <= row[index] < _MAX_SAFE
+            and decimal is not None
+            and abs(decimal[0]) < _MAX_SAFE // 4
         )
-    )
+
+    return type(rows) is list and len(rows) > 0 and all(fits(row) for row in rows)
 
 
 def _packed_group(group: Mapping[int, dict[str, Any]]) -> str:
