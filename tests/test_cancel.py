@@ -16,7 +16,7 @@ import torch
 from saewidgets import analysis, harvest
 from saewidgets.cancel import Cancelled, check_cancel
 from saewidgets.models import tiny_model
-from saewidgets.sae import SAE, SAEConfig
+from tiny_sae import tiny_topk_sae
 
 PROMPT = "The Golden Gate Bridge is in"
 TEXTS = [f"Document {i}: the bridge over the bay is red and the fog rolls in at dawn." for i in range(12)]
@@ -36,10 +36,7 @@ class SetAfter:
 @pytest.fixture(scope="module")
 def setup():
     model = tiny_model("gpt2", seed=3)
-    sae = SAE(
-        SAEConfig(d_in=model.d_model, n_features=32, architecture="topk", k=4, layer=1, model_name=model.name),
-        torch.Generator().manual_seed(0),
-    )
+    sae = tiny_topk_sae(model)
     stats = analysis.feature_stats(model, sae, TEXTS, top_k=3, progress=False)
     return model, sae, stats
 

@@ -25,8 +25,8 @@ import torch
 
 from saewidgets import analysis
 from saewidgets.models import tiny_model
-from saewidgets.sae import SAE, SAEConfig
 from saewidgets.widgets import Explorer
+from tiny_sae import tiny_topk_sae
 import synthetic_results as syn
 
 PROMPT = "The Golden Gate Bridge is in"
@@ -107,10 +107,7 @@ class AstOverlapDetector:
 @pytest.fixture(scope="module")
 def setup():
     model = tiny_model("gpt2", seed=7)
-    sae = SAE(
-        SAEConfig(d_in=model.d_model, n_features=48, architecture="topk", k=4, layer=1, model_name=model.name),
-        torch.Generator().manual_seed(0),
-    )
+    sae = tiny_topk_sae(model, n_features=48)
     texts = ["The Golden Gate Bridge is a suspension bridge in San Francisco.", "The Eiffel Tower is in Paris."]
     stats = analysis.feature_stats(model, sae, texts, top_k=3, progress=False)
     geometry = syn.geometry(48)

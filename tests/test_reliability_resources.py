@@ -25,7 +25,6 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 
 N_TOKENS = 1_000_000
 D_MODEL = 128
@@ -158,14 +157,10 @@ LONG = "the bridge " * 400  # ~800 tokens; the tiny models read 256
 @pytest.fixture(scope="module", params=["gpt2", "gemma"])
 def model_and_sae(request):
     from saewidgets.models import tiny_model
-    from saewidgets.sae import SAE, SAEConfig
+    from tiny_sae import tiny_topk_sae
 
     model = tiny_model(request.param)
-    sae = SAE(
-        SAEConfig(d_in=model.d_model, n_features=32, architecture="topk", k=4, layer=1),
-        torch.Generator().manual_seed(0),
-    )
-    return model, sae
+    return model, tiny_topk_sae(model)
 
 
 def test_harvest_windows_a_text_longer_than_the_context_and_keeps_every_token(model_and_sae):

@@ -16,12 +16,11 @@ import threading
 import time
 
 import pytest
-import torch
 
 from saewidgets import analysis
 from saewidgets.models import tiny_model
-from saewidgets.sae import SAE, SAEConfig
 from saewidgets.widgets import Explorer
+from tiny_sae import tiny_topk_sae
 import synthetic_results as syn
 
 PROMPT = "The Golden Gate Bridge is in"
@@ -59,10 +58,7 @@ def footprint() -> tuple[float, int]:
 @pytest.fixture(scope="module")
 def explorer():
     model = tiny_model("gpt2", seed=11)
-    sae = SAE(
-        SAEConfig(d_in=model.d_model, n_features=48, architecture="topk", k=4, layer=1, model_name=model.name),
-        torch.Generator().manual_seed(0),
-    )
+    sae = tiny_topk_sae(model, n_features=48)
     texts = [
         "The Golden Gate Bridge is a suspension bridge in San Francisco.",
         "The Eiffel Tower is in Paris.",

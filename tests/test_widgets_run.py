@@ -17,9 +17,10 @@ from test_cancel import TEXTS, model_is_clean
 from saewidgets import analysis, harvest
 from saewidgets.models import tiny_model
 from saewidgets.progress import Progress, progress_bar, progress_iter, reporting
-from saewidgets.sae import SAE, SAEConfig
+from saewidgets.sae import SAE
 from saewidgets.widgets import RunView
 from saewidgets.widgets import run_view
+from tiny_sae import tiny_topk_sae
 
 BATCH = 16  # tokens per statistics batch: the tiny corpus gives ~20 batches
 MORE_TEXTS = [f"{text} ({j})" for j in range(4) for text in TEXTS]  # 48 documents: 3 harvest batches of 16
@@ -28,10 +29,7 @@ MORE_TEXTS = [f"{text} ({j})" for j in range(4) for text in TEXTS]  # 48 documen
 @pytest.fixture(scope="module")
 def setup():
     model = tiny_model("gpt2", seed=3)
-    sae = SAE(
-        SAEConfig(d_in=model.d_model, n_features=32, architecture="topk", k=4, layer=1, model_name=model.name),
-        torch.Generator().manual_seed(0),
-    )
+    sae = tiny_topk_sae(model)
     acts = harvest(model, TEXTS, layer=1, progress=False)
     return model, sae, acts
 
