@@ -818,6 +818,8 @@ def test_maps_above_the_threshold_take_an_nn_descent_graph_that_finds_the_exact_
     approx, distance = geometry._nn_descent(points, 5, "cosine", seed=0)
     assert approx.shape == (3000, 5) and (approx[:, 0] == np.arange(3000)).all() and (distance[:, 0] < 1e-6).all()
     assert np.mean([len(set(a) & set(e)) / 5 for a, e in zip(approx, exact)]) >= 0.95
+    again = geometry._nn_descent(points, 5, "cosine", seed=0)  # the same seed, the same graph (maps are cached)
+    assert np.array_equal(again[0], approx) and np.array_equal(again[1], distance)
     used = []
     monkeypatch.setattr(geometry, "NN_DESCENT_ABOVE", 2000)
     monkeypatch.setattr(geometry, "_nn_descent", lambda *a: used.append(len(a[0])) or geometry._knn(a[0], a[1]))
