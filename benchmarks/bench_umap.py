@@ -45,23 +45,14 @@ def contenders(sae: Any) -> dict[str, Any]:
     return {"umap-learn": reference, "ours": ours}
 
 
-def _compile_nn_descent() -> None:
-    """umap-learn uses exact neighbours below 4,096 points and numba-compiled NN-descent from 4,096 up: compile the
-    latter untimed too, or the first reference run at 4,096 features pays ~1 min of JIT."""
-    import umap
-
-    points = np.random.default_rng(0).standard_normal((4200, 640)).astype(np.float32)
-    umap.UMAP(metric="cosine", random_state=0, n_epochs=5).fit_transform(points)
-
-
 def run(quick: bool = False) -> list[Row]:
     sizes, repeats = ((2048,), 1) if quick else ((4096, 16_384), 3)
     interleaved(contenders(clustered_sae(600)), repeats=0)  # warm-up: numba compilation, imports
-    _compile_nn_descent()
     runs = f"median of {repeats} interleaved runs after an untimed one" if repeats > 1 else "one run each"
     rows = []
     for n in sizes:
-        # an untimed round at each size: ours runs NN-descent only above 8,192 features (numba compiles it there)
+        # an untimed round at each size: numba compiles NN-descent where it first runs (umap-learn's from 4,096
+        # points, ours above 8,192), ~1 min that no timed run should pay
         times = interleaved(contenders(clustered_sae(n)), repeats, warmup=not quick)
         rows.append(
             Row(

@@ -13,9 +13,10 @@ import gzip
 import json
 from typing import Any
 
-__all__ = ["ALPHABET", "embed_text", "embedded_bytes", "embedded_json", "decode_text"]
+__all__ = ["ALPHABET", "embed_text", "embedded_bytes", "embedded_json", "decode_text", "is_embedded", "decoded"]
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz!#$%:()*+-;,=.?@^_`{|}~"
+BYTES_KEY, JSON_KEY = "__saew_bytes__", "__saew_json__"  # the wrappers' keys, read by static_host.js too
 _TO_PAGE = bytes.maketrans(b"<>&", b",.:")
 _FROM_PAGE = str.maketrans(",.:", "<>&")
 # Compress a binary value only where it pays: float arrays barely shrink, and inflating costs a round trip.
@@ -40,12 +41,26 @@ def embedded_bytes(raw: bytes) -> dict[str, Any]:
     with ``"gzip": true`` where compressing saves more than a tenth."""
     packed = gzip.compress(raw, compresslevel=9, mtime=0)
     if len(packed) < _WORTH_COMPRESSING * len(raw):
-        return {"__saew_bytes__": embed_text(packed), "gzip": True}
-    return {"__saew_bytes__": embed_text(raw)}
+        return {BYTES_KEY: embed_text(packed), "gzip": True}
+    return {BYTES_KEY: embed_text(raw)}
 
 
 def embedded_json(obj: Any) -> dict[str, Any]:
     """A large JSON value (a list of 4,096 labels) gzip-compressed: ``{"__saew_json__": text}``; the page
     inflates it before the views mount, so they receive the value itself."""
     raw = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
-    return {"__saew_json__": embed_text(raw, compress=True)}
+    return {JSON_KEY: embed_text(raw, compress=True)}
+
+
+def is_embedded(value: Any) -> bool:
+    """Whether ``value`` is one of this module's wrappers (already page text)."""
+    return isinstance(value, dict) and (BYTES_KEY in value or JSON_KEY in value)
+
+
+def decoded(value: Any) -> Any:
+    """A wrapper back to what the views receive (JSON inflated, binary as ``bytes``); anything else as it is."""
+    if isinstance(value, dict) and JSON_KEY in value:
+        return json.loads(decode_text(value[JSON_KEY], compressed=True))
+    if isinstance(value, dict) and BYTES_KEY in value:
+        return decode_text(value[BYTES_KEY], compressed=bool(value.get("gzip")))
+    return value

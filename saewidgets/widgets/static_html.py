@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping
 
 from .._atomic_write import atomic_write_bytes
 from ._base import CSS_PATH, read_static, registered_views
-from ._embed import decode_text, embed_text, embedded_json
+from ._embed import decoded, embed_text, embedded_json, is_embedded
 
 __all__ = [
     "script_json",
@@ -100,14 +100,10 @@ def view_spec(widget: Any, name: str, element_id: str) -> dict[str, Any]:
 def _compact(value: Any) -> Any:
     """A state value as the page embeds it: lists and objects whose JSON passes ``COMPRESS_STATE_ABOVE`` bytes
     gzip-compressed (``_embed.embedded_json``; the page inflates them before the views mount)."""
-    if isinstance(value, (list, dict)) and not _embedded(value):
+    if isinstance(value, (list, dict)) and not is_embedded(value):
         if len(_json_bytes(value)) > COMPRESS_STATE_ABOVE:
             return embedded_json(value)
     return value
-
-
-def _embedded(value: Any) -> bool:
-    return isinstance(value, dict) and ("__saew_bytes__" in value or "__saew_json__" in value)
 
 
 def page_data(doc: str) -> dict[str, Any]:
@@ -116,16 +112,8 @@ def page_data(doc: str) -> dict[str, Any]:
     start = doc.index(_DATA_OPEN) + len(_DATA_OPEN)
     data = json.loads(doc[start : doc.index("</script>", start)])
     for spec in data.get("views") or []:
-        spec["state"] = {key: _decoded(value) for key, value in spec["state"].items()}
+        spec["state"] = {key: decoded(value) for key, value in spec["state"].items()}
     return data
-
-
-def _decoded(value: Any) -> Any:
-    if isinstance(value, dict) and "__saew_json__" in value:
-        return json.loads(decode_text(value["__saew_json__"], compressed=True))
-    if isinstance(value, dict) and "__saew_bytes__" in value:
-        return decode_text(value["__saew_bytes__"], compressed=bool(value.get("gzip")))
-    return value
 
 
 def view_document(widget: Any, title: str | None = None) -> str:
@@ -218,23 +206,24 @@ def _packable(item: Mapping[str, Any]) -> bool:
 RECORD_FIELDS = {"promoted": ("token", "value"), "suppressed": ("token", "value"), "neighbours": ("feature", "cosine")}
 
 
-def _records_packable(rows: Any, keys: tuple[str, str]) -> bool:
-    """A non-empty list of rows with exactly ``keys``: a non-negative int index and a value ``_decimal`` holds
-    with a mantissa small enough that the zigzag of a difference of two stays exact in a JS number."""
+def _record_columns(rows: Any, keys: tuple[str, str]) -> list[tuple[int, tuple[int, int]]] | None:
+    """``rows`` as (index, (mantissa, exponent)) pairs, or None unless they are a non-empty list of rows with
+    exactly ``keys``: a non-negative int index and a value ``_decimal`` holds, with a mantissa small enough that
+    the zigzag of a difference of two stays exact in a JS number."""
     index, value = keys
-
-    def fits(row: Any) -> bool:
+    if type(rows) is not list or not rows:
+        return None
+    pairs = []
+    for row in rows:
         if type(row) is not dict or set(row) != {index, value}:
-            return False
+            return None
         decimal = _decimal(row[value])
-        return (
-            type(row[index]) is int
-            and 0 <= row[index] < _MAX_SAFE
-            and decimal is not None
-            and abs(decimal[0]) < _MAX_SAFE // 4
-        )
-
-    return type(rows) is list and len(rows) > 0 and all(fits(row) for row in rows)
+        if type(row[index]) is not int or not 0 <= row[index] < _MAX_SAFE:
+            return None
+        if decimal is None or abs(decimal[0]) >= _MAX_SAFE // 4:
+            return None
+        pairs.append((row[index], decimal))
+    return pairs
 
 
 def _packed_group(group: Mapping[int, dict[str, Any]]) -> str:
@@ -287,10 +276,11 @@ def _packed_group(group: Mapping[int, dict[str, Any]]) -> str:
                 {**band, "examples": [slot(item) for item in band["examples"]]} if band.get("examples") else band
                 for band in card["quantiles"]
             ]
-        for field, (index, value) in RECORD_FIELDS.items():
-            if _records_packable(card.get(field), (index, value)):
-                records[field] += [(row[index], _decimal(row[value])) for row in card[field]]  # type: ignore[misc]
-                card[field] = len(card[field])
+        for field, keys in RECORD_FIELDS.items():
+            pairs = _record_columns(card.get(field), keys)
+            if pairs is not None:
+                records[field] += pairs
+                card[field] = len(pairs)
         cards[str(feature)] = card
     text = _json_bytes(cards)
     out = bytearray()
