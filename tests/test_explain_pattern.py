@@ -123,3 +123,41 @@ def test_search_labels_finds_features_by_label():
     assert search_labels(labels, "zeppelin") == []
     with pytest.raises(ValueError, match="at least one word"):
         search_labels(labels, "  ")
+
+
+TIED = [  # 'salt' and 'water' are each in every context: a tie, broken by which the contexts name first
+    ["a", " salt", " water", " in", "."],
+    ["b", " water", " salt", " on", "."],
+    ["c", " salt", " water", " at", "."],
+    ["d", " water", " salt", " by", "."],
+]
+
+
+def test_pattern_label_breaks_a_tie_between_shared_words_the_same_way_in_every_process():
+    """The shared word once came from a ``set``, whose order follows Python's per-process string hashing: the
+    same statistics got 'salt' in one process and 'water' in another (121 of the quick demo's 2,048 labels
+    differed between two runs). Each process here gets a different ``PYTHONHASHSEED``."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = (
+        "from explain_helpers import make_stats\n"
+        "from saewidgets.analysis.explain import PatternExplainer, explain_features\n"
+        "from test_explain_pattern import TIED\n"
+        "print(explain_features(make_stats([TIED]), PatternExplainer(), progress=False)[0].text)\n"
+    )
+    here = Path(__file__).parent
+    texts = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            env={**os.environ, "PYTHONHASHSEED": str(seed), "PYTHONPATH": str(here)},
+            cwd=here,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for seed in range(6)
+    }
+    assert texts == {"varied tokens (' in', ' on', ' at') in contexts with 'salt'"}

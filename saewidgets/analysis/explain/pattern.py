@@ -112,7 +112,7 @@ class PatternExplainer(Explainer):
 
     kind = "pattern"
     name = "pattern"
-    version = 2  # bump when the labelling rules change: labels cached by an older version are not reused
+    version = 3  # bump when the labelling rules change: labels cached by an older version are not reused
 
     def __init__(self, min_share: float = 0.5, max_context_tokens: int = 2, n_promoted: int = 2):
         if not 0 < min_share <= 1:
@@ -171,11 +171,13 @@ class PatternExplainer(Explainer):
         return text
 
     def _shared_word(self, examples: list[ContextExample]) -> str:
-        """The word (3+ letters, not a stopword) found in the most contexts, if in at least ``min_share`` of them."""
+        """The word (3+ letters, not a stopword) found in the most contexts, if in at least ``min_share`` of them;
+        of words found in equally many, the one met first (contexts in order, each read left to right), so the label
+        is the same in every process (a ``set`` here made the tie follow Python's per-process string hashing)."""
         counts = Counter(
             w
             for e in examples
-            for w in set(re.findall(r"[^\W\d_]{3,}", "".join(e.tokens).lower()))
+            for w in dict.fromkeys(re.findall(r"[^\W\d_]{3,}", "".join(e.tokens).lower()))
             if w not in _STOPWORDS
         )
         if not counts:
