@@ -54,3 +54,38 @@ def test_embedded_tokenizer_forgets_its_build_sources_and_tokenizes_the_same(gem
         ids = fresh(text).input_ids
         assert gemma.tokenizer.decode(ids) == fresh.decode(ids)
     assert gemma.tokenizer.get_vocab() == fresh.get_vocab()
+
+
+def test_conversion_writes_the_checkpoint_from_pretrained_gguf_would(gemma):
+    """The streamed GGUF conversion (`saewidgets.models.gguf_checkpoint`) gives, byte for byte, the checkpoint that
+    transformers' ``from_pretrained(gguf_file=...)`` then ``save_pretrained`` wrote (digest recorded from it)."""
+    import hashlib
+
+    from saewidgets.models.embedded import converted_checkpoint
+
+    digest = hashlib.sha256()
+    with open(converted_checkpoint() / "model.safetensors", "rb") as f:
+        while block := f.read(1 << 24):
+            digest.update(block)
+    assert digest.hexdigest() == "cf4e538230192cf987f7ff033d906fd151bbfef797688e662d8214ea3115bf04"
+
+
+def test_compact_embedding_gives_the_checkpoints_numbers(gemma):
+    """The embedded model keeps its tied embedding as Q8_0 codes (`Q8Unembedding`); looked-up rows and logits equal
+    those of the float32 checkpoint's embedding bit for bit."""
+    from saewidgets.models.embedded import converted_checkpoint
+    from saewidgets.models.gguf_checkpoint import read_rows
+    from saewidgets.models.q8_embedding import Q8Unembedding
+
+    head = gemma.hf.get_output_embeddings()
+    assert isinstance(head, Q8Unembedding)
+    path = converted_checkpoint() / "model.safetensors"
+    ids = torch.tensor([[2, 818, 9550, 262143]])
+    rows = torch.cat([read_rows(path, "model.embed_tokens.weight", i, i + 1) for i in ids[0].tolist()])
+    with torch.no_grad():
+        looked_up = gemma.hf.get_input_embeddings()(ids)[0]
+    assert torch.equal(looked_up, rows * gemma.hf.get_input_embeddings().embed_scale)
+    hidden = torch.randn(3, 640, generator=torch.Generator().manual_seed(0))
+    block = read_rows(path, "model.embed_tokens.weight", 8192, 16384)  # one decoded block of the head
+    with torch.no_grad():
+        assert torch.equal(head(hidden)[:, 8192:16384], torch.nn.functional.linear(hidden, block))

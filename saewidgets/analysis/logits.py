@@ -166,9 +166,8 @@ def direction_logits(model: ModelHandle, directions: torch.Tensor) -> torch.Tens
     d = directions.float().cpu()
     if centres:
         d = d - d.mean(-1, keepdim=True)
-    W_U = model.unembed.detach()
     with torch.no_grad():
-        return (d * gain).to(W_U.device, W_U.dtype) @ W_U.T
+        return model.unembed_product(d * gain)
 
 
 #: Sentences whose tokens give the typical scale of the final residual (`final_residual_rms`) by default.

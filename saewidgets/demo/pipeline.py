@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .._atomic_write import atomic_write_bytes
 from .._cache import cache_dir
 from ..cancel import CancelSignal, check_cancel
+from ..models._memory import release_freed_memory
 from .settings import DemoSettings, settings_from_env
 
 if TYPE_CHECKING:
@@ -142,7 +143,7 @@ def demo_sae(
             seed=settings.seed,
             checkpoint_dir=folder / "checkpoints",
             progress=progress,
-            callback=lambda step, info: _stage(cancel, "training"),
+            callback=lambda step, info: check_cancel(cancel, "the demo pipeline (training)"),
         )
         save_sae(sae, sae_dir)
 
@@ -208,7 +209,10 @@ def demo_artifacts(
 
 
 def _stage(cancel: CancelSignal | None, name: str) -> None:
+    """Between stages: stop here if cancelled, and hand the heap the last stage freed back to the system (Binder's
+    ~2 GB counts what the allocator keeps, not only what is in use)."""
     check_cancel(cancel, f"the demo pipeline ({name})")
+    release_freed_memory()
 
 
 def _held_out_texts(corpus: Any, held_out: Any, limit: int) -> list[str]:

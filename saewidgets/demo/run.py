@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..models._memory import release_freed_memory
 from .examples import STEERING_PROMPTS, highlight_features, missing_highlights, steering_examples
 from .lab import jupyterlab_missing, open_lab
 from .page import write_explorer
@@ -44,6 +45,7 @@ def run_demo(
         print(f"  feature {feature:>5}  {name}")
     for name in missing_highlights(highlights):
         print(f"  no bookmark  {name}: no feature whose top contexts contain it passed both checks")
+    release_freed_memory()  # what the pipeline's last stage freed, before steering's generations
     examples = steering_examples(art, STEERING_PROMPTS[:n_prompts], progress=True) if steer else []
     if steer and not examples:
         print(
@@ -59,6 +61,7 @@ def run_demo(
         )
         for prompt, default, steered in zip(ex.prompts, ex.default, ex.steered):
             print(f"  {prompt!r}\n    default: {default!r}\n    steered: {steered!r}")
+    release_freed_memory()
     out = write_explorer(art, Path(out_dir), highlights=highlights, steering=examples)
     print(f"\nExplorer written to {out.resolve()}  (open it in any browser; it works offline)")
     print(f"done in {time.time() - start:.0f} s")

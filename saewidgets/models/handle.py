@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
+from .q8_embedding import Q8Unembedding
+
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
@@ -183,11 +185,13 @@ class ModelHandle:
     @cached_property
     def d_model(self) -> int:
         """Width of the residual stream."""
-        return int(self.hf.get_input_embeddings().weight.shape[1])
+        embedding = self.hf.get_input_embeddings()
+        return int(getattr(embedding, "embedding_dim", None) or embedding.weight.shape[1])
 
     @cached_property
     def vocab_size(self) -> int:
-        return int(self.unembed.shape[0])
+        head = self.hf.get_output_embeddings()
+        return int(getattr(head, "out_features", None) or self.unembed.shape[0])
 
     @property
     def device(self) -> torch.device:
@@ -260,10 +264,23 @@ class ModelHandle:
         """The norm applied to the last residual stream before the unembedding."""
         return get_path(self.hf, self._norm_path)
 
-    @cached_property
+    @property
     def unembed(self) -> torch.Tensor:
-        """The unembedding matrix ``[vocab, d_model]`` (the LM head's weight)."""
-        return self.hf.get_output_embeddings().weight
+        """The unembedding matrix ``[vocab, d_model]`` (the LM head's weight). A head kept compact (the embedded
+        Gemma's, `Q8Unembedding`) is decoded whole for this: 671 MB for Gemma; `unembed_product` needs no copy."""
+        head = self.hf.get_output_embeddings()
+        if isinstance(head, Q8Unembedding):
+            return head.decoded_weight()
+        return head.weight
+
+    def unembed_product(self, x: torch.Tensor) -> torch.Tensor:
+        """``x @ unembed.T``: logits ``[..., vocab]`` of vectors ``[..., d_model]`` without the head's bias, a block
+        of the vocabulary at a time where the head is kept compact."""
+        head = self.hf.get_output_embeddings()
+        if isinstance(head, Q8Unembedding):
+            return head(x.to(head.device, torch.float32))
+        W_U = head.weight.detach()
+        return x.to(W_U.device, W_U.dtype) @ W_U.T
 
     def logits_of_residual(self, residual: torch.Tensor) -> torch.Tensor:
         """Logits the model would produce from final residual stream vectors ``[..., d_model]``."""

@@ -14,11 +14,13 @@ weights stay on NDIF) gets the plain path, from the whole logits inside the trac
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 
 from .handle import ModelHandle, get_path
+from .q8_embedding import Q8Unembedding
 
 #: Unembedding rows per matrix product: ``[positions, 16384]`` float32 is 64 KB a position.
 VOCAB_BLOCK = 16384
@@ -36,13 +38,27 @@ def lm_head_site(model: ModelHandle) -> Any | None:
     if model.remote:
         return None
     head = model.hf.get_output_embeddings()
-    if not isinstance(head, torch.nn.Linear):
+    if not isinstance(head, (torch.nn.Linear, Q8Unembedding)):
         return None
     config = _text_config(model)
     if any(getattr(config, name, None) not in (None, 1, 1.0) for name in _OTHER_LOGIT_SCALES):
         return None
     name = next(path for path, module in model.hf.named_modules() if module is head)
     return get_path(model.nn, name)
+
+
+def unembed_blocks(
+    head: torch.nn.Linear | Q8Unembedding, rows: int | None = None
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor | None]]:
+    """``(start, weight, bias)`` of the LM head's rows ``start:start + rows`` (default `VOCAB_BLOCK`), over the
+    whole vocabulary; a `Q8Unembedding` decodes each block into a reused buffer, so use it before the next."""
+    rows = rows or VOCAB_BLOCK
+    if isinstance(head, Q8Unembedding):
+        for start, weight in head.weight_blocks(rows):
+            yield start, weight, None
+        return
+    for start in range(0, head.out_features, rows):
+        yield start, head.weight[start : start + rows], None if head.bias is None else head.bias[start : start + rows]
 
 
 def logprob_at(logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -57,17 +73,17 @@ def streamed_logprob_at(model: ModelHandle, hidden: torch.Tensor, index: torch.T
     """`logprob_at` of the logits the LM head makes from ``hidden [..., d]`` (its input), a `VOCAB_BLOCK` of the
     vocabulary at a time: ``[...]`` float32."""
     head = model.hf.get_output_embeddings()
-    weight, bias = head.weight, head.bias
     cap = getattr(_text_config(model), "final_logit_softcapping", None)
-    hidden = hidden.to(weight.device, weight.dtype)
+    if isinstance(head, Q8Unembedding):
+        hidden = hidden.to(head.device, torch.float32)
+    else:
+        hidden = hidden.to(head.weight.device, head.weight.dtype)
     index = index.to(hidden.device).expand(*hidden.shape[:-1], index.shape[-1])
     picked = torch.full(index.shape, -torch.inf, device=hidden.device)
     block_lse = []
-    vocab = len(weight)
-    for start in range(0, vocab, VOCAB_BLOCK):
-        stop = min(vocab, start + VOCAB_BLOCK)
-        logits = torch.nn.functional.linear(hidden, weight[start:stop], None if bias is None else bias[start:stop])
-        logits = logits.float()
+    for start, weight, bias in unembed_blocks(head):
+        stop = start + len(weight)
+        logits = torch.nn.functional.linear(hidden, weight, bias).float()
         if cap:
             logits = torch.tanh(logits / cap) * cap
         block_lse.append(logits.logsumexp(-1))

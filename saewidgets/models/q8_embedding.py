@@ -1,0 +1,207 @@
+"""The embedded Gemma's token embedding kept in its GGUF Q8_0 form: a quarter of the memory, the same numbers.
+
+The embedded model's GGUF stores the token embedding, which Gemma ties to the LM head (262,144 x 640 values, 63% of
+the model's weights), as Q8_0: blocks of 32 signed 8-bit codes sharing one float16 scale. The float32 checkpoint
+holds each value as code x scale, which float32 represents exactly (8 x 11 significant bits), so its 671 MB carry
+178 MB of codes and scales. Every generation step and every log probability reads the whole head, so those 671 MB
+were resident for most of a demo: the largest part of the quick demo's peak memory, where Binder gives about 2 GB.
+
+Here the codes and scales are what stays in memory, and rows are decoded to float32 where they are used: the
+embedding decodes the rows of the tokens it looks up; the head decodes `BLOCK_ROWS` rows at a time into one buffer
+reused for the whole call and multiplies. A decoded row equals the checkpoint's row bit for bit (checked over the
+whole table when the compact file is written), and on the CPU a block of rows gives the same logits as those rows of
+the whole product (the split is over the vocabulary, never over the 640-long sums, and falls where the kernels'
+own tiles do: see `BLOCK_ROWS`; `tests/test_q8_embedding.py` checks equality, on Gemma too), so generations, log
+probabilities and every result are unchanged (on a GPU the split may move a logit by float rounding). Decoding into
+a reused buffer costs about what reading float32 rows from memory did; a fresh buffer per block would not (page
+faults).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._atomic_write import atomic_write_bytes
+
+#: Values per Q8_0 block, each block sharing one float16 scale (GGML's ``QK8_0``).
+GROUP = 32
+#: Rows of the head decoded per matrix product: 8,192 x 640 float32 is a 21 MB buffer. Keep it a multiple of 64:
+#: on the CPU, blocks that start on a multiple of 16 rows give logits bit for bit equal to the whole product, while
+#: other splits (50 or 37 rows) move some logits by an ulp (torch 2.13's CPU kernels, checked in the tests).
+BLOCK_ROWS = 8192
+#: The compact table beside the converted checkpoint (codes ``int8 [vocab, d]``, scales' float16 bits
+#: ``int16 [vocab, d / 32]``).
+COMPACT_FILE = "embed_tokens.q8_0.safetensors"
+_GGUF_TENSOR = "token_embd.weight"
+_CHECKPOINT_TENSOR = "model.embed_tokens.weight"
+
+
+def decode_rows(codes: torch.Tensor, scale_bits: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Float32 rows ``[n, d]`` of Q8_0 ``codes [n, d]`` (int8) and ``scale_bits [n, d / 32]`` (int16 holding
+    float16 scales); written into ``out`` (at least ``n`` rows) when given."""
+    n, d = codes.shape
+    rows = torch.empty(n, d, dtype=torch.float32, device=codes.device) if out is None else out[:n]
+    rows.copy_(codes)
+    # float32 times float16: the scale is widened exactly, so each value is code x scale rounded once, as in GGML.
+    rows.view(n, d // GROUP, GROUP).mul_(scale_bits.view(torch.float16).unsqueeze(-1))
+    return rows
+
+
+def split_q8_0(raw: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes ``int8 [rows, d]`` and scale bits ``int16 [rows, d / 32]`` of Q8_0 data as GGUF stores it: ``uint8
+    [rows, bytes per row]``, each block a float16 scale followed by its 32 codes."""
+    rows, row_bytes = raw.shape
+    blocks = raw.reshape(rows, row_bytes // (2 + GROUP), 2 + GROUP)
+    scale_bits = torch.from_numpy(blocks[..., :2].copy().view(np.int16)[..., 0])
+    return torch.from_numpy(blocks[..., 2:].copy().view(np.int8).reshape(rows, -1)), scale_bits
+
+
+def read_gguf_q8_0(gguf_path: str | Path, name: str = _GGUF_TENSOR) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Codes and scale bits of the Q8_0 tensor ``name`` in a GGUF file, or None when it is stored another way."""
+    from gguf import GGMLQuantizationType
+
+    from .gguf_checkpoint import read_tensors
+
+    tensor = next((t for t in read_tensors(gguf_path).tensors if t.name == name), None)
+    if tensor is None or tensor.tensor_type != GGMLQuantizationType.Q8_0:
+        return None
+    return split_q8_0(tensor.data)
+
+
+def write_compact_table(folder: Path, gguf_path: str | Path, rows_per_check: int = 16384) -> bool:
+    """Write `COMPACT_FILE` into the converted checkpoint ``folder`` from the GGUF the checkpoint was made from,
+    after checking that it decodes to the checkpoint's embedding bit for bit; False (nothing written) if it does not
+    or the GGUF stores the embedding another way."""
+    from safetensors.torch import save
+
+    from .gguf_checkpoint import read_rows, tensor_shape
+
+    table = read_gguf_q8_0(gguf_path)
+    if table is None:
+        return False
+    codes, scale_bits = table
+    checkpoint = folder / "model.safetensors"
+    if tensor_shape(checkpoint, _CHECKPOINT_TENSOR) != tuple(codes.shape):
+        return False
+    for start in range(0, len(codes), rows_per_check):
+        stop = start + rows_per_check
+        weight = read_rows(checkpoint, _CHECKPOINT_TENSOR, start, stop)
+        if not torch.equal(decode_rows(codes[start:stop], scale_bits[start:stop]), weight):
+            return False
+    atomic_write_bytes(folder / COMPACT_FILE, save({"codes": codes, "scale_bits": scale_bits}))
+    return True
+
+
+class Q8Embedding(torch.nn.Module):
+    """A token embedding stored as Q8_0 codes and scales; replaces an ``nn.Embedding`` (or Gemma's scaled one,
+    whose ``embed_scale`` multiplies the looked-up rows) with identical outputs."""
+
+    codes: torch.Tensor
+    scale_bits: torch.Tensor
+    embed_scale: torch.Tensor | None
+
+    def __init__(self, codes: torch.Tensor, scale_bits: torch.Tensor, embed_scale: torch.Tensor | None = None):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = codes.shape
+        # Scales are kept as their float16 bits (int16) so that casting the model to another dtype never rounds them.
+        self.register_buffer("codes", codes)
+        self.register_buffer("scale_bits", scale_bits)
+        self.register_buffer("embed_scale", embed_scale, persistent=False)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        flat = input_ids.reshape(-1)
+        rows = decode_rows(self.codes[flat], self.scale_bits[flat]).view(*input_ids.shape, self.embedding_dim)
+        return rows if self.embed_scale is None else rows * self.embed_scale.to(rows.dtype)
+
+
+class Q8Unembedding(torch.nn.Module):
+    """The LM head tied to a `Q8Embedding`: logits ``hidden @ W.T``, `BLOCK_ROWS` decoded rows of ``W`` at a time."""
+
+    def __init__(self, embedding: Q8Embedding):
+        super().__init__()
+        self.out_features, self.in_features = embedding.num_embeddings, embedding.embedding_dim
+        # A tuple, not a submodule: the table is stored, saved and moved between devices once, by the embedding.
+        self._tied = (embedding,)
+        self.bias = None
+
+    @property
+    def device(self) -> torch.device:
+        return self._tied[0].codes.device
+
+    def decoded_weight(self) -> torch.Tensor:
+        """The whole float32 weight ``[vocab, d]``, a new tensor (671 MB for Gemma): only for code that needs it."""
+        return decode_rows(self._tied[0].codes, self._tied[0].scale_bits)
+
+    def weight_blocks(self, rows: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+        """``(start, W[start:start + rows])`` (default `BLOCK_ROWS` rows) over the vocabulary, decoded into one
+        reused buffer: use each block before asking for the next."""
+        rows = rows or BLOCK_ROWS
+        table = self._tied[0]
+        buffer = torch.empty(min(rows, self.out_features), self.in_features, device=self.device)
+        for start in range(0, self.out_features, rows):
+            stop = min(start + rows, self.out_features)
+            yield start, decode_rows(table.codes[start:stop], table.scale_bits[start:stop], out=buffer)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return _BlockwiseUnembedding.apply(hidden, self)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``hidden @ W.T``, a block of decoded rows at a time (no autograd)."""
+        logits = hidden.new_empty(*hidden.shape[:-1], self.out_features)
+        for start, block in self.weight_blocks():
+            logits[..., start : start + len(block)] = torch.nn.functional.linear(hidden, block.to(hidden.dtype))
+        return logits
+
+    def input_gradient(self, grad_logits: torch.Tensor) -> torch.Tensor:
+        """``grad_logits @ W``, summed a block of decoded rows at a time."""
+        grad = grad_logits.new_zeros(*grad_logits.shape[:-1], self.in_features)
+        for start, block in self.weight_blocks():
+            grad += grad_logits[..., start : start + len(block)] @ block.to(grad_logits.dtype)
+        return grad
+
+
+class _BlockwiseUnembedding(torch.autograd.Function):
+    """The head's product with a backward pass that decodes the blocks again instead of keeping them: autograd
+    would otherwise hold every decoded block (the whole float32 head, 671 MB for Gemma) until the backward pass,
+    as attribution's gradients need. The gradient is summed block by block, so it equals the float32 head's to
+    float rounding (not bit for bit, unlike the logits)."""
+
+    @staticmethod
+    def forward(ctx: Any, hidden: torch.Tensor, head: Q8Unembedding) -> torch.Tensor:
+        ctx.head = head
+        return head.logits(hidden)
+
+    @staticmethod
+    def backward(ctx: Any, grad_logits: torch.Tensor) -> tuple[torch.Tensor | None, None]:
+        return (ctx.head.input_gradient(grad_logits) if ctx.needs_input_grad[0] else None), None
+
+
+def use_compact_embedding(hf_model: Any, folder: Path) -> bool:
+    """Swap the tied token embedding and LM head of ``hf_model`` (loaded float32 from ``folder``) for the Q8_0
+    table `write_compact_table` put in ``folder``. False (model unchanged) where the model is not float32 with a
+    tied head, or the folder has no table that matches it."""
+    embedding, head = hf_model.get_input_embeddings(), hf_model.get_output_embeddings()
+    tied = isinstance(head, torch.nn.Linear) and head.bias is None and head.weight is embedding.weight
+    if not tied or embedding.weight.dtype != torch.float32:
+        return False
+    path = folder / COMPACT_FILE
+    if not path.exists():
+        return False
+    from safetensors.torch import load_file
+
+    table = load_file(str(path))
+    compact = Q8Embedding(table["codes"], table["scale_bits"], getattr(embedding, "embed_scale", None))
+    probe = torch.tensor([0, 1, 2, compact.num_embeddings - 1])  # a few rows: reading them all would page them in
+    with torch.no_grad():
+        if compact.codes.shape != embedding.weight.shape or not torch.equal(compact(probe), embedding(probe)):
+            warnings.warn(f"{path} does not match the checkpoint beside it; using the float32 embedding", stacklevel=2)
+            return False
+    hf_model.set_input_embeddings(compact.to(embedding.weight.device))
+    hf_model.set_output_embeddings(Q8Unembedding(compact))
+    return True

@@ -1,0 +1,189 @@
+"""The embedding kept as Q8_0 codes (`saewidgets.models.q8_embedding`) gives exactly the float32 model's numbers."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from saewidgets.analysis.logits import direction_logits
+from saewidgets.models import ModelHandle, vocab
+from saewidgets.models.tiny import tiny_hf_model
+from saewidgets.models.q8_embedding import (
+    COMPACT_FILE,
+    Q8Embedding,
+    Q8Unembedding,
+    decode_rows,
+    split_q8_0,
+    use_compact_embedding,
+    write_compact_table,
+)
+
+if os.environ.get("SAEWIDGETS_REQUIRE_GEMMA"):  # CI installs the demo extra: a missing gguf must fail, not skip
+    import gguf
+else:
+    gguf = pytest.importorskip("gguf")  # the demo extra: pip install "saewidgets[demo]"
+Q8_0 = gguf.GGMLQuantizationType.Q8_0
+
+
+def _quantised(weight: torch.Tensor) -> np.ndarray:
+    return gguf.quants.quantize(weight.numpy(), Q8_0)
+
+
+def test_decoded_rows_equal_gguf_dequantisation():
+    torch.manual_seed(0)
+    weight = torch.randn(300, 96) * torch.logspace(-3, 1, 300).unsqueeze(1)  # scales over four decades
+    raw = _quantised(weight)
+    codes, scale_bits = split_q8_0(raw)
+    expected = torch.from_numpy(gguf.quants.dequantize(raw, Q8_0))
+    assert torch.equal(decode_rows(codes, scale_bits), expected)
+    buffer = torch.full((512, 96), torch.nan)
+    assert torch.equal(decode_rows(codes[:7], scale_bits[:7], out=buffer), expected[:7])
+
+
+def test_compact_modules_equal_float_embedding_and_head(monkeypatch):
+    monkeypatch.setattr("saewidgets.models.q8_embedding.BLOCK_ROWS", 128)  # 8 blocks through one buffer
+    torch.manual_seed(1)
+    vocab_rows, d = 1000, 64
+    codes, scale_bits = split_q8_0(_quantised(torch.randn(vocab_rows, d)))
+    weight = decode_rows(codes, scale_bits)
+    scale = torch.tensor(8.0)
+    embedding = Q8Embedding(codes, scale_bits, embed_scale=scale)
+    head = Q8Unembedding(embedding)
+    ids = torch.tensor([[0, 5, 999], [3, 3, 42]])
+    assert torch.equal(embedding(ids), torch.nn.functional.embedding(ids, weight) * scale)
+    for shape in [(d,), (7, d), (2, 5, d), (300, d)]:
+        hidden = torch.randn(shape)
+        expected = torch.nn.functional.linear(hidden, weight)
+        assert torch.equal(head(hidden), expected), shape
+        blocks = [torch.nn.functional.linear(hidden, w) for _, w in head.weight_blocks(rows=256)]
+        assert torch.equal(torch.cat(blocks, -1), expected)  # four blocks, the last one partial
+    assert torch.equal(head.decoded_weight(), weight)
+    hidden = torch.randn(3, d, requires_grad=True)  # attribution's gradient through the head
+    (grad,) = torch.autograd.grad(head(hidden)[:, 7].sum() - head(hidden)[:, 900].sum(), hidden)
+    assert torch.equal(grad, (weight[7] - weight[900]).expand(3, d))
+    mix = torch.randn(3, vocab_rows)
+    (grad,) = torch.autograd.grad((head(hidden) * mix).sum(), hidden)
+    torch.testing.assert_close(grad, mix @ weight, rtol=1e-5, atol=1e-4)  # |values| ~ 30: float rounding
+    assert (head.in_features, head.out_features) == (d, vocab_rows)
+
+
+@pytest.fixture
+def converted(tmp_path):
+    """A tiny Gemma 3 saved as a float32 checkpoint whose (tied) embedding holds Q8_0 values, and a GGUF holding
+    the same embedding as Q8_0 codes, as the embedded model's conversion leaves them."""
+    hf, tokenizer = tiny_hf_model("gemma")
+    embedding = hf.get_input_embeddings()
+    raw = _quantised(embedding.weight.detach())
+    with torch.no_grad():
+        embedding.weight.copy_(torch.from_numpy(gguf.quants.dequantize(raw, Q8_0)))
+    assert hf.get_output_embeddings().weight is embedding.weight
+    folder = tmp_path / "checkpoint"
+    hf.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder, _write_gguf(tmp_path / "model.gguf", raw)
+
+
+def _write_gguf(path, raw: np.ndarray):
+    writer = gguf.GGUFWriter(str(path), "gemma3")
+    writer.add_tensor("token_embd.weight", raw, raw_dtype=Q8_0)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def _load(folder) -> torch.nn.Module:
+    import transformers
+
+    return transformers.AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+
+
+def test_compact_model_generates_and_scores_exactly_as_the_float_one(converted, monkeypatch):
+    import transformers
+
+    folder, gguf_path = converted
+    assert write_compact_table(folder, gguf_path)
+    plain, compact = _load(folder), _load(folder)
+    assert use_compact_embedding(compact, folder)
+    assert isinstance(compact.get_output_embeddings(), Q8Unembedding)
+    monkeypatch.setattr(vocab, "VOCAB_BLOCK", 37)  # several blocks, the last one partial
+    monkeypatch.setattr("saewidgets.models.q8_embedding.BLOCK_ROWS", 64)  # 8 blocks, the last one partial
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder))
+    ids = torch.tensor([tokenizer("The bridge in the fog")["input_ids"]])
+    with torch.no_grad():
+        assert torch.equal(compact(ids).logits, plain(ids).logits)
+    kwargs = dict(max_new_tokens=12, do_sample=False, pad_token_id=0)
+    assert torch.equal(compact.generate(ids, **kwargs), plain.generate(ids, **kwargs))
+
+    plain_handle = ModelHandle(plain, tokenizer, name="tiny-float32")
+    compact_handle = ModelHandle(compact, tokenizer, name="tiny-q8")
+    assert (compact_handle.d_model, compact_handle.vocab_size) == (plain_handle.d_model, plain_handle.vocab_size)
+    assert torch.equal(compact_handle.unembed, plain_handle.unembed)
+    directions = torch.randn(5, plain_handle.d_model)
+    assert torch.equal(direction_logits(compact_handle, directions), direction_logits(plain_handle, directions))
+    hidden, index = torch.randn(3, 4, plain_handle.d_model), torch.tensor([[1, 60, 200]])
+    assert vocab.lm_head_site(compact_handle) is not None
+    assert torch.equal(
+        vocab.streamed_logprob_at(compact_handle, hidden, index), vocab.streamed_logprob_at(plain_handle, hidden, index)
+    )
+
+
+def test_a_table_that_does_not_match_is_never_written_or_used(converted):
+    folder, gguf_path = converted
+    weight = _load(folder).get_input_embeddings().weight.detach()
+    other = _write_gguf(folder.parent / "other.gguf", _quantised(weight.flip(0)))  # rows in the wrong order
+    assert not write_compact_table(folder, other)
+    assert not (folder / COMPACT_FILE).exists()
+    model = _load(folder)
+    assert not use_compact_embedding(model, folder)  # no table: the float32 embedding stays
+    assert isinstance(model.get_output_embeddings(), torch.nn.Linear)
+
+    assert write_compact_table(folder, gguf_path)
+    model = _load(folder)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.mul_(2)  # the checkpoint changed after the table was written
+    with pytest.warns(UserWarning, match="does not match"):
+        assert not use_compact_embedding(model, folder)
+    assert isinstance(model.get_output_embeddings(), torch.nn.Linear)
+
+
+def test_a_half_precision_model_keeps_its_own_embedding(converted):
+    folder, gguf_path = converted
+    assert write_compact_table(folder, gguf_path)
+    import transformers
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.bfloat16)
+    assert not use_compact_embedding(model, folder)
+
+
+def test_lean_gguf_index_finds_what_gguf_reader_finds(tmp_path):
+    """`read_tensors` skips the metadata (here a string array standing in for a vocabulary, scalars, a custom
+    alignment) and finds every tensor's type and bytes exactly where gguf's own reader does."""
+    from saewidgets.models.gguf_checkpoint import read_tensors
+
+    path = tmp_path / "tiny.gguf"
+    writer = gguf.GGUFWriter(str(path), "gemma3")
+    writer.add_custom_alignment(64)
+    writer.add_array("tokenizer.ggml.tokens", ["<pad>", "a", "ünï", "🌉"] * 50)
+    writer.add_array("tokenizer.ggml.scores", [0.5, -1.0] * 100)
+    writer.add_float32("gemma3.rope.freq_base", 1e6)
+    torch.manual_seed(2)
+    writer.add_tensor("output_norm.weight", torch.randn(64).numpy())
+    writer.add_tensor("blk.0.attn_k.weight", torch.randn(3, 64).half().numpy())
+    writer.add_tensor("token_embd.weight", _quantised(torch.randn(10, 64)), raw_dtype=Q8_0)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+    lean, reference = read_tensors(path), gguf.GGUFReader(str(path))
+    assert lean.architecture == "gemma3"
+    assert [t.name for t in lean.tensors] == [t.name for t in reference.tensors]
+    for ours, theirs in zip(lean.tensors, reference.tensors):
+        assert ours.tensor_type == theirs.tensor_type and ours.data.dtype == theirs.data.dtype
+        assert ours.data.shape == theirs.data.shape and np.array_equal(ours.data, theirs.data)
+    assert read_tensors(path).tensors[2].data.shape == (10, 68)  # 2 blocks of 34 bytes per row
