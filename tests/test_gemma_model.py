@@ -105,3 +105,23 @@ def test_compact_embedding_gives_the_checkpoints_numbers(gemma):
     block = read_rows(path, "model.embed_tokens.weight", 8192, 16384)  # one decoded block of the head
     with torch.no_grad():
         assert torch.equal(head(hidden)[:, 8192:16384], torch.nn.functional.linear(hidden, block))
+
+
+def test_compact_embeddings_state_dict_is_the_checkpoints_float_embedding(gemma):
+    """``gemma.hf.state_dict()`` (what ``save_pretrained`` writes) holds the float32 embedding the checkpoint holds,
+    not Q8_0 codes, and loading it back gives the same codes (the encoding inverts the decoding on the real table)."""
+    from safetensors import safe_open
+
+    from saewidgets.models.embedded import converted_checkpoint
+
+    state = gemma.hf.state_dict()
+    assert not any(key.endswith(("codes", "scale_bits")) for key in state)
+    with safe_open(str(converted_checkpoint() / "model.safetensors"), "pt") as f:
+        assert torch.equal(state["model.embed_tokens.weight"], f.get_tensor("model.embed_tokens.weight"))
+    assert state["lm_head.weight"] is state["model.embed_tokens.weight"]  # tied, decoded once
+    embedding = gemma.hf.get_input_embeddings()
+    codes, scale_bits = embedding.codes.clone(), embedding.scale_bits.clone()
+    tied = {key: state[key] for key in ("model.embed_tokens.weight", "lm_head.weight")}
+    del state
+    gemma.hf.load_state_dict(tied, strict=False)
+    assert torch.equal(embedding.codes, codes) and torch.equal(embedding.scale_bits, scale_bits)

@@ -16,6 +16,7 @@ from saewidgets.models.q8_embedding import (
     Q8Embedding,
     Q8Unembedding,
     decode_rows,
+    encode_rows,
     split_q8_0,
     use_compact_embedding,
     write_compact_table,
@@ -130,6 +131,50 @@ def test_compact_model_generates_and_scores_exactly_as_the_float_one(converted, 
     assert torch.equal(
         vocab.streamed_logprob_at(compact_handle, hidden, index), vocab.streamed_logprob_at(plain_handle, hidden, index)
     )
+
+
+def test_encoding_inverts_decoding_and_refuses_other_values():
+    torch.manual_seed(3)
+    weight = torch.randn(50, 64) * torch.logspace(-5, 1, 50).unsqueeze(1)  # float16 scales down to subnormals
+    weight[4, :32] = 0  # a block of zeros has scale 0
+    codes, scale_bits = split_q8_0(_quantised(weight))
+    again = encode_rows(decode_rows(codes, scale_bits))
+    assert torch.equal(again[0], codes) and torch.equal(again[1], scale_bits)
+    with pytest.raises(ValueError, match="not Q8_0 values"):
+        encode_rows(torch.randn(50, 64))
+
+
+def test_compact_model_saves_and_loads_a_checkpoint_any_transformers_reads(converted, tmp_path):
+    """``save_pretrained`` of the compact model writes the float32 embedding (not codes that transformers would drop
+    for a random embedding); its state dict loads back into the compact model; other weights are refused."""
+    folder, gguf_path = converted
+    assert write_compact_table(folder, gguf_path)
+    plain, compact = _load(folder), _load(folder)
+    assert use_compact_embedding(compact, folder)
+    state = compact.state_dict()
+    assert not any("codes" in key or "scale_bits" in key for key in state)
+    assert torch.equal(state["model.embed_tokens.weight"], plain.get_input_embeddings().weight)
+    compact.save_pretrained(tmp_path / "saved")
+    reloaded = _load(tmp_path / "saved")
+    ids = torch.tensor([[2, 17, 99, 5]])
+    with torch.no_grad():
+        assert torch.equal(reloaded(ids).logits, plain(ids).logits)
+
+    codes = compact.get_input_embeddings().codes.clone()
+    compact.get_input_embeddings().codes.zero_()
+    compact.load_state_dict(plain.state_dict())  # strict: every key accounted for
+    assert torch.equal(compact.get_input_embeddings().codes, codes)
+    with torch.no_grad():
+        assert torch.equal(compact(ids).logits, plain(ids).logits)
+    fine_tuned = {k: v + 0.01 if k == "model.embed_tokens.weight" else v for k, v in plain.state_dict().items()}
+    with pytest.raises(ValueError, match="not Q8_0 values"):
+        compact.load_state_dict(fine_tuned)
+    without = {k: v for k, v in plain.state_dict().items() if k != "model.embed_tokens.weight"}
+    with pytest.raises(RuntimeError, match="Missing key.*embed_tokens.weight"):
+        compact.load_state_dict(without)
+    for module in (compact.get_input_embeddings(), compact.get_output_embeddings()):
+        with pytest.raises(AttributeError, match="ModelHandle.unembed"):
+            getattr(module, "weight")  # noqa: B009 (the attribute access is what is tested)
 
 
 def test_a_table_that_does_not_match_is_never_written_or_used(converted):

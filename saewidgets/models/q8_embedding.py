@@ -20,6 +20,7 @@ faults).
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,26 @@ def decode_rows(codes: torch.Tensor, scale_bits: torch.Tensor, out: torch.Tensor
     # float32 times float16: the scale is widened exactly, so each value is code x scale rounded once, as in GGML.
     rows.view(n, d // GROUP, GROUP).mul_(scale_bits.view(torch.float16).unsqueeze(-1))
     return rows
+
+
+def encode_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes and scale bits of float32 rows ``[n, d]`` whose values are exactly Q8_0 values (each block of 32 a
+    code in [-127, 127] times one float16 scale, as `decode_rows` gives them): the inverse of `decode_rows`.
+    Raises ValueError where the rows are not such values (e.g. a fine-tuned or another model's embedding)."""
+    n, d = weight.shape
+    blocks = weight.detach().float().reshape(n, d // GROUP, GROUP)
+    # GGML gives a block's largest value the code 127, and 127 x a float16 scale is exact in float32.
+    scale = (blocks.abs().amax(-1) / 127).half()
+    codes = torch.where(scale.unsqueeze(-1) > 0, blocks / scale.float().unsqueeze(-1), 0).round()
+    codes = codes.clamp(-127, 127).to(torch.int8).reshape(n, d)
+    scale_bits = scale.view(torch.int16)
+    if not torch.equal(decode_rows(codes, scale_bits), weight.detach().float()):
+        raise ValueError(
+            "these embedding weights are not Q8_0 values (a code times a float16 scale per 32 values), so the "
+            "compact embedding cannot hold them; load the model without it (transformers' from_pretrained of the "
+            "checkpoint folder) to change its embedding"
+        )
+    return codes, scale_bits
 
 
 def split_q8_0(raw: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,19 +126,89 @@ class Q8Embedding(torch.nn.Module):
     codes: torch.Tensor
     scale_bits: torch.Tensor
     embed_scale: torch.Tensor | None
+    _decoded_for_state: weakref.ref[torch.Tensor]
 
     def __init__(self, codes: torch.Tensor, scale_bits: torch.Tensor, embed_scale: torch.Tensor | None = None):
         super().__init__()
         self.num_embeddings, self.embedding_dim = codes.shape
         # Scales are kept as their float16 bits (int16) so that casting the model to another dtype never rounds them.
-        self.register_buffer("codes", codes)
-        self.register_buffer("scale_bits", scale_bits)
+        # The state dict holds the float32 ``weight`` instead, as an nn.Embedding's: ``save_pretrained`` writes a
+        # checkpoint any transformers can load (not codes it would drop, leaving a random embedding), and loading
+        # such a state dict back turns its weight into codes again.
+        self.register_buffer("codes", codes, persistent=False)
+        self.register_buffer("scale_bits", scale_bits, persistent=False)
         self.register_buffer("embed_scale", embed_scale, persistent=False)
+        self.register_state_dict_post_hook(_save_decoded_weight)
+        self.register_load_state_dict_pre_hook(_load_decoded_weight)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         flat = input_ids.reshape(-1)
         rows = decode_rows(self.codes[flat], self.scale_bits[flat]).view(*input_ids.shape, self.embedding_dim)
         return rows if self.embed_scale is None else rows * self.embed_scale.to(rows.dtype)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "weight":
+            raise AttributeError(_NO_FLOAT_WEIGHT)
+        return super().__getattr__(name)
+
+
+#: Why a compact embedding or head has no ``.weight``, and what to use instead.
+_NO_FLOAT_WEIGHT = (
+    "the embedded model keeps its tied token embedding and LM head as Q8_0 codes, not a float weight: for the "
+    "float32 matrix use ModelHandle.unembed (a decoded copy, 671 MB for Gemma), for x @ W.T ModelHandle."
+    "unembed_product(x); model.hf.state_dict() and save_pretrained give it as model.embed_tokens.weight"
+)
+
+
+def _save_decoded_weight(module: Q8Embedding, state_dict: dict[str, Any], prefix: str, local_metadata: Any) -> None:
+    weight = decode_rows(module.codes, module.scale_bits)
+    state_dict[prefix + "weight"] = weight
+    # The tied head gives the same tensor, as a tied nn.Linear's state dict does, without decoding it twice; a weak
+    # reference, so the 671 MB go when the state dict does.
+    module._decoded_for_state = weakref.ref(weight)
+
+
+def _save_tied_weight(module: Q8Unembedding, state_dict: dict[str, Any], prefix: str, local_metadata: Any) -> None:
+    table = module._tied[0]
+    shared = getattr(table, "_decoded_for_state", lambda: None)()
+    state_dict[prefix + "weight"] = shared if shared is not None else decode_rows(table.codes, table.scale_bits)
+
+
+def _load_tied_weight(module: Q8Unembedding, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """A tied head's weight is the embedding's, loaded there: accept the copy a state dict holds, if it is that."""
+    weight = state_dict.pop(prefix + "weight", None)
+    table = module._tied[0]
+    if weight is not None and not torch.equal(
+        weight.to(table.codes.device), decode_rows(table.codes, table.scale_bits)
+    ):
+        raise ValueError(
+            f"{prefix}weight differs from the token embedding, but the compact head is tied to it; load the model "
+            "without the compact embedding (transformers' from_pretrained of the checkpoint folder) for an untied head"
+        )
+
+
+def _load_decoded_weight(
+    module: Q8Embedding,
+    state_dict: dict[str, Any],
+    prefix: str,
+    local_metadata: Any,
+    strict: bool,
+    missing_keys: list[str],
+    unexpected_keys: list[str],
+    error_msgs: list[str],
+) -> None:
+    weight = state_dict.pop(prefix + "weight", None)
+    if weight is None:
+        if strict:
+            missing_keys.append(prefix + "weight")
+        return
+    if tuple(weight.shape) != tuple(module.codes.shape):
+        raise ValueError(
+            f"{prefix}weight has shape {tuple(weight.shape)}, the compact embedding {tuple(module.codes.shape)}"
+        )
+    codes, scale_bits = encode_rows(weight.to(module.codes.device))
+    module.codes.copy_(codes)
+    module.scale_bits.copy_(scale_bits)
 
 
 class Q8Unembedding(torch.nn.Module):
@@ -129,6 +220,8 @@ class Q8Unembedding(torch.nn.Module):
         # A tuple, not a submodule: the table is stored, saved and moved between devices once, by the embedding.
         self._tied = (embedding,)
         self.bias = None
+        self.register_state_dict_post_hook(_save_tied_weight)
+        self.register_load_state_dict_pre_hook(_load_tied_weight)
 
     @property
     def device(self) -> torch.device:
@@ -150,6 +243,11 @@ class Q8Unembedding(torch.nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return _BlockwiseUnembedding.apply(hidden, self)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "weight":
+            raise AttributeError(_NO_FLOAT_WEIGHT)
+        return super().__getattr__(name)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """``hidden @ W.T``, a block of decoded rows at a time (no autograd)."""
