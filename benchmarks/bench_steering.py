@@ -20,8 +20,8 @@ The experiments, each a demo SAE's settings with one thing changed (`experiment`
 these SAEs the benchmark trains itself (`saewidgets.demo.demo_sae`: harvest, SAE, statistics, cached beside the
 demo's). `LAYERS`: quick-sized SAEs (the `QUICK` settings, only the block changed) at middle blocks, where Scaling
 Monosemanticity clamped. `WIDTHS`: each demo's settings with only the width swapped for the other demo's, which
-separates the SAE's width from its training tokens and steps. Which setting is better is read off the validation
-prompts only.
+separates the SAE's width from its training tokens and steps. `CORPUS_RUNS`: each demo's settings on a variant of
+the demo corpus (`corpus_variants`). Which setting is better is read off the validation prompts only.
 
 Each step's result is cached in the saewidgets cache (keyed by everything that changes it), so a run killed by a
 time limit resumes where it stopped: run it under the shared lock in chunks, one cell at a time from the command
@@ -41,6 +41,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from .corpus_variants import CORPORA
 from .fixtures import gemma
 from .timing import Row
 
@@ -60,6 +61,9 @@ LAYERS = (6, 9)
 #: width changed to the other demo's. The full demo's SAE is twice as wide as the quick one's and trained on 3.4x the
 #: tokens and 2.5x the steps; these two tell which of the two its higher bridge rate comes with.
 WIDTHS = (("full", 2048), ("quick", 4096))
+#: The corpus experiment: (demo, corpus), the demo's settings with only the text changed to a variant of the demo
+#: corpus (`corpus_variants.CORPORA`): the bridge named once per document instead of 1,107 times in all.
+CORPUS_RUNS = (("quick", "demo-bridge-named-once"), ("full", "demo-bridge-named-once"))
 #: Methods run on the experiments' SAEs.
 EXPERIMENT_METHODS = ("recipe",)
 #: Bump when a method's code changes, so cached results of the old code are not reused.
@@ -336,7 +340,6 @@ class Demo:
         from saewidgets._cache import cache_dir
         from saewidgets.activations import Activations
         from saewidgets.analysis import FeatureStats
-        from saewidgets.corpus import demo_corpus
         from saewidgets.sae import load_sae
 
         folder = cache_dir("demo", settings.key())
@@ -344,7 +347,7 @@ class Demo:
             raise FileNotFoundError(
                 f"the demo run {settings.key()} has not harvested yet: run `saewidgets demo` (or `--quick`) first"
             )
-        self.key, self.model, self.corpus, self.validate = settings.key(), model, demo_corpus(), validate
+        self.key, self.model, self.corpus, self.validate = settings.key(), model, corpus_for(settings), validate
         self.activations = Activations.load(folder / "activations")
         trained = (folder / "sae").exists() and (folder / "stats").exists()
         self.sae = load_sae(folder / "sae") if trained else None
@@ -352,7 +355,14 @@ class Demo:
 
 
 #: How an experiment's label names each setting it changes.
-_CHANGES = {"layer": "block {}", "n_features": "{} features"}
+_CHANGES = {"layer": "block {}", "n_features": "{} features", "corpus": "corpus {}"}
+
+
+def corpus_for(settings: Any) -> Any:
+    """The text ``settings`` harvest: the demo corpus or the variant of `CORPORA` they name."""
+    from saewidgets.demo.pipeline import corpus_of
+
+    return corpus_of(settings, CORPORA[settings.corpus]() if settings.corpus in CORPORA else None)
 
 
 def demo_settings(demo: str) -> Any:
@@ -364,7 +374,7 @@ def demo_settings(demo: str) -> Any:
 
 def experiment(demo: str, **change: Any) -> tuple[str, Any]:
     """The label and settings of an experiment's SAE: the ``demo`` SAE's settings with only ``change`` (``layer``,
-    ``n_features``) applied, e.g. ``experiment("full", n_features=2048)`` -> ("full, 2048 features", ...). A change
+    ``n_features``, ``corpus``) applied, e.g. ``experiment("full", n_features=2048)`` -> ("full, 2048 features", ...). A change
     that changes nothing gives the demo's own label and settings."""
     settings = replace(demo_settings(demo), **change)
     if settings == demo_settings(demo):
@@ -378,15 +388,19 @@ def layer_settings(layer: int) -> Any:
 
 
 def saes(
-    quick: bool, layers: tuple[int, ...] = LAYERS, widths: tuple[tuple[str, int], ...] = WIDTHS
+    quick: bool,
+    layers: tuple[int, ...] = LAYERS,
+    widths: tuple[tuple[str, int], ...] = WIDTHS,
+    corpora: tuple[tuple[str, str], ...] = CORPUS_RUNS,
 ) -> list[tuple[str, Any, tuple[str, ...]]]:
     """(label, settings, methods) of every SAE the benchmark steers with: the quick demo's, the full one's, then the
-    layer experiment's and the width experiment's (with ``quick``, neither the full demo's SAE nor an experiment on
-    the full demo's settings)."""
+    layer, width and corpus experiments' (with ``quick``, neither the full demo's SAE nor an experiment on the full
+    demo's settings)."""
     demos = ["quick"] + ([] if quick else ["full"])
     runs = [experiment("quick", layer=layer) for layer in layers] + [
         experiment(demo, n_features=n) for demo, n in widths if demo in demos
     ]
+    runs += [experiment(demo, corpus=corpus) for demo, corpus in corpora if demo in demos]
     return [(d, demo_settings(d), tuple(METHODS)) for d in demos] + [(*run, EXPERIMENT_METHODS) for run in runs]
 
 
@@ -397,7 +411,12 @@ def load(label: str, settings: Any, model: Any) -> Demo:
     if trained_here:
         from saewidgets.demo import demo_sae
 
-        demo_sae(settings, model=model, harvest_from=[demo_settings("quick"), demo_settings("full")])
+        demo_sae(
+            settings,
+            model=model,
+            harvest_from=[demo_settings("quick"), demo_settings("full")],
+            corpus=corpus_for(settings),
+        )
     return Demo(settings, model, validate=trained_here)
 
 
@@ -500,11 +519,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sae", choices=("quick", "full"), default="quick", help="the demo SAE's settings")
     parser.add_argument("--layer", type=int, help="an SAE with those settings at this block (trained if needed)")
     parser.add_argument("--features", type=int, help="an SAE with those settings this wide (trained if needed)")
+    parser.add_argument("--corpus", choices=list(CORPORA), help="an SAE with those settings on this corpus variant")
     parser.add_argument("--concept", action="append", choices=[c.name for c in CONCEPTS], help="(repeatable)")
     parser.add_argument("--method", action="append", choices=list(METHODS), help="(repeatable; default: recipe)")
     args = parser.parse_args(argv)
     change = {
-        name: value for name, value in (("layer", args.layer), ("n_features", args.features)) if value is not None
+        name: value
+        for name, value in (("layer", args.layer), ("n_features", args.features), ("corpus", args.corpus))
+        if value is not None
     }
     label, settings = experiment(args.sae, **change)
     model = gemma()

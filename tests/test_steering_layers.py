@@ -39,30 +39,37 @@ def test_an_experiment_that_changes_nothing_is_the_demo_itself():
 
 
 def test_the_benchmark_steers_the_experiments_saes_with_the_recipe_after_the_demo_saes():
-    labels = [(label, methods) for label, _, methods in bench_steering.saes(quick=True, layers=(6, 9), widths=())]
+    labels = [
+        (label, methods) for label, _, methods in bench_steering.saes(quick=True, layers=(6, 9), widths=(), corpora=())
+    ]
     assert labels[0] == ("quick", tuple(bench_steering.METHODS))
     assert labels[1:] == [("quick, block 6", ("recipe",)), ("quick, block 9", ("recipe",))]
-    assert [label for label, _, _ in bench_steering.saes(quick=False, layers=(), widths=())] == ["quick", "full"]
+    none = dict(layers=(), widths=(), corpora=())
+    assert [label for label, _, _ in bench_steering.saes(quick=False, **none)] == ["quick", "full"]
     widths = (("full", 2048), ("quick", 4096))
-    assert [label for label, _, _ in bench_steering.saes(quick=False, layers=(), widths=widths)] == [
+    corpora = (("quick", "demo-bridge-named-once"), ("full", "demo-bridge-named-once"))
+    assert [label for label, _, _ in bench_steering.saes(quick=False, layers=(), widths=widths, corpora=corpora)] == [
         "quick",
         "full",
         "full, 2048 features",
         "quick, 4096 features",
+        "quick, corpus demo-bridge-named-once",
+        "full, corpus demo-bridge-named-once",
     ]
-    quick = bench_steering.saes(quick=True, layers=(), widths=widths)
+    quick = bench_steering.saes(quick=True, layers=(), widths=widths, corpora=corpora)
     assert [(label, methods) for label, _, methods in quick] == [
         ("quick", tuple(bench_steering.METHODS)),
         ("quick, 4096 features", ("recipe",)),
+        ("quick, corpus demo-bridge-named-once", ("recipe",)),
     ], "a quick run trained an SAE on the full demo's tokens"
 
 
 def test_layer_saes_are_trained_and_validated_the_demo_saes_are_only_loaded(monkeypatch):
     trained, built = [], []
 
-    def demo_sae(settings, model, harvest_from):
-        assert harvest_from == [QUICK, FULL]
-        trained.append(settings.layer)
+    def demo_sae(settings, model, harvest_from, corpus):
+        assert harvest_from == [QUICK, FULL] and corpus.name == settings.corpus
+        trained.append(settings.layer if settings.corpus == "demo" else corpus.name)
 
     monkeypatch.setattr("saewidgets.demo.demo_sae", demo_sae)
 
@@ -74,6 +81,9 @@ def test_layer_saes_are_trained_and_validated_the_demo_saes_are_only_loaded(monk
     bench_steering.load("quick, block 6", bench_steering.layer_settings(6), None)
     bench_steering.load("quick", QUICK, None)
     assert trained == [6] and built == [(6, True), ("late", False)]
+    label, settings = bench_steering.experiment("full", corpus="demo-bridge-named-once")
+    bench_steering.load(label, settings, None)
+    assert trained == [6, "demo-bridge-named-once"] and built[-1] == ("late", True)
 
 
 def test_the_command_line_runs_a_cell_on_the_experiment_it_names(monkeypatch):
@@ -86,12 +96,14 @@ def test_the_command_line_runs_a_cell_on_the_experiment_it_names(monkeypatch):
     bench_steering.main(["--sae", "full", "--features", "2048", "--concept", "Golden Gate Bridge"])
     bench_steering.main(["--layer", "6", "--concept", "music", "--method", "diffmean"])
     bench_steering.main(["--sae", "full", "--concept", "music"])
+    bench_steering.main(["--corpus", "demo-bridge-named-once", "--concept", "music"])
     assert loaded == [
         ("full, 2048 features", bench_steering.experiment("full", n_features=2048)[1]),
         ("quick, block 6", bench_steering.layer_settings(6)),
         ("full", FULL),
+        ("quick, corpus demo-bridge-named-once", replace(QUICK, corpus="demo-bridge-named-once")),
     ]
-    assert cells == [("Golden Gate Bridge", "recipe"), ("music", "diffmean"), ("music", "recipe")]
+    assert cells == [("Golden Gate Bridge", "recipe"), ("music", "diffmean"), ("music", "recipe"), ("music", "recipe")]
     with pytest.raises(SystemExit):
         bench_steering.main(["--sae", "huge"])
 
@@ -137,3 +149,65 @@ def test_demo_sae_copies_a_cached_harvest_only_where_it_is_the_same(tmp_path, mo
 
     other_block = demo_sae(replace(base, layer=0), model=model, progress=False, harvest_from=[base])
     assert harvested == [model.resolve_layer(0)] and other_block.activations.layer != first.activations.layer
+
+
+def test_corpus_settings_are_a_demos_but_for_the_text_and_cached_apart():
+    for demo, corpus in bench_steering.CORPUS_RUNS:
+        label, settings = bench_steering.experiment(demo, corpus=corpus)
+        base = bench_steering.demo_settings(demo)
+        assert {k for k, v in asdict(settings).items() if asdict(base)[k] != v} == {"corpus"}
+        assert settings.key() not in (QUICK.key(), FULL.key()) and label == f"{demo}, corpus {corpus}"
+        assert bench_steering.corpus_for(settings).name == corpus
+    assert bench_steering.corpus_for(QUICK).name == "demo"
+
+
+def test_a_demo_corpus_setting_added_later_keeps_the_keys_of_runs_cached_before():
+    import hashlib
+    import json
+
+    for settings in (QUICK, FULL, TINY_DEMO):
+        fields = {k: v for k, v in asdict(settings).items() if k != "corpus"}
+        digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
+        assert settings.key() == digest
+    assert QUICK.key() == "847e5792fed9"  # the quick demo's cache folder, as CI, Binder and users have it
+
+
+def test_bridge_named_once_keeps_the_first_mention_in_each_document():
+    from benchmarks.corpus_variants import bridge_named_once
+    from saewidgets.corpus import Corpus, Document
+
+    text = (
+        "The Golden Gate Bridge opened in 1937. The Golden Gate Bridge is orange. We crossed the Golden Gate Bridge, "
+        "and Golden Gate Park is nearby."
+    )
+    corpus = Corpus([Document(text, "a", "golden_gate"), Document("Golden Gate Bridge at dawn.", "b")], name="x")
+    variant = bridge_named_once(corpus)
+    assert variant.texts[0] == (
+        "The Golden Gate Bridge opened in 1937. The bridge is orange. We crossed the bridge, and Golden Gate Park is "
+        "nearby."
+    )
+    assert variant.texts[1] == "Golden Gate Bridge at dawn."
+    assert variant.name == "demo-bridge-named-once" and variant.documents[0].topic == "golden_gate"
+
+
+def test_demo_sae_harvests_the_corpus_its_settings_name(tmp_path, monkeypatch):
+    from saewidgets.corpus import Corpus, Document
+
+    monkeypatch.setenv("SAEWIDGETS_CACHE", str(tmp_path))
+    model = tiny_model("gpt2", seed=3)
+    texts = [f"Document {i} says the fog rolls over the orange towers at dawn." for i in range(80)]
+    own = Corpus([Document(t, str(i)) for i, t in enumerate(texts)], name="fog")
+    fog_settings = replace(TINY_DEMO, corpus="fog")
+    with pytest.raises(ValueError, match="pass that Corpus as corpus="):
+        demo_sae(fog_settings, model=model, progress=False)
+    with pytest.raises(ValueError, match=r"DemoSettings\(corpus='fog'\)"):
+        demo_sae(TINY_DEMO, model=model, progress=False, corpus=own)
+    with pytest.raises(TypeError, match="takes a Corpus"):
+        demo_sae(TINY_DEMO, model=model, progress=False, corpus="fog")
+
+    demo = demo_sae(TINY_DEMO, model=model, progress=False)
+    fog = demo_sae(fog_settings, model=model, progress=False, corpus=own, harvest_from=[TINY_DEMO])
+    assert fog.folder != demo.folder
+    harvested = model.tokenizer.decode(np.asarray(fog.activations.token_ids[fog.activations.doc_ids == 0]))
+    assert "fog rolls over the orange towers" in harvested
+    assert not np.array_equal(np.asarray(fog.activations.acts[:50]), np.asarray(demo.activations.acts[:50]))

@@ -64,7 +64,7 @@ class DemoSAE:
 
 
 #: The settings a harvest depends on; the others decide only the SAE and what follows it.
-HARVEST_FIELDS = ("model", "layer", "n_tokens", "context_len")
+HARVEST_FIELDS = ("model", "layer", "n_tokens", "context_len", "corpus")
 
 
 def cached_harvest(settings: DemoSettings, others: Sequence[DemoSettings]) -> Path | None:
@@ -87,6 +87,7 @@ def demo_sae(
     refresh: bool = False,
     cancel: CancelSignal | None = None,
     harvest_from: Sequence[DemoSettings] = (),
+    corpus: Corpus | None = None,
     **overrides: Any,
 ) -> DemoSAE:
     """Harvest, train and compute feature statistics as `demo_artifacts` does (same arguments, same cache), and
@@ -94,14 +95,15 @@ def demo_sae(
     e.g. the steering benchmark's SAEs at other blocks (``demo_sae(QUICK, layer=6)``); `demo_artifacts` with the
     same settings later reuses all three. ``harvest_from``: cached runs whose harvest is copied instead of
     harvesting again where it is the same (`cached_harvest`), e.g. ``demo_sae(FULL, n_features=2048,
-    harvest_from=[FULL])``."""
+    harvest_from=[FULL])``. ``corpus``: other text than the demo corpus, named in the settings (``DemoSettings(
+    corpus=corpus.name)``)."""
     from .. import load_model
     from ..activations import Activations, harvest
     from ..analysis import FeatureStats, feature_stats
-    from ..corpus import demo_corpus
     from ..sae import load_sae, save_sae, train_sae
 
     settings = replace(settings or settings_from_env(), **overrides)
+    corpus = corpus_of(settings, corpus)
 
     folder = cache_dir("demo", settings.key())
     if model is None:
@@ -116,7 +118,7 @@ def demo_sae(
     else:
         acts = harvest(
             model,
-            demo_corpus(),
+            corpus,
             model.resolve_layer(settings.layer),
             n_tokens=settings.n_tokens,
             context_len=settings.context_len,
@@ -157,6 +159,33 @@ def demo_sae(
     return DemoSAE(settings, folder, model, acts, held_out, sae, stats)
 
 
+def corpus_of(settings: DemoSettings, corpus: Corpus | None = None) -> Corpus:
+    """The text ``settings`` harvest: the demo corpus, or ``corpus`` where ``settings.corpus`` names it (a clear
+    error where they disagree: results are cached by the settings, so a corpus they do not name would be mixed up
+    with another's)."""
+    from ..corpus import Corpus, demo_corpus
+
+    if corpus is None:
+        if settings.corpus != "demo":
+            raise ValueError(
+                f"these settings harvest the corpus {settings.corpus!r}: pass that Corpus as corpus=, or use "
+                'DemoSettings(corpus="demo") for the bundled demo corpus'
+            )
+        return demo_corpus()
+    if not isinstance(corpus, Corpus):
+        raise TypeError(
+            f"corpus= takes a Corpus (e.g. load_corpus(...)), not {type(corpus).__name__}; name it in the settings "
+            "with DemoSettings(corpus=...)"
+        )
+    if corpus.name != settings.corpus:
+        raise ValueError(
+            f"the corpus given is named {corpus.name!r} but the settings name {settings.corpus!r}: use "
+            f"DemoSettings(corpus={corpus.name!r}) (dataclasses.replace(settings, corpus={corpus.name!r})) so that "
+            "its results are cached apart from other text's"
+        )
+    return corpus
+
+
 def demo_artifacts(
     settings: DemoSettings | None = None,
     *,
@@ -164,6 +193,7 @@ def demo_artifacts(
     progress: bool = True,
     refresh: bool = False,
     cancel: CancelSignal | None = None,
+    corpus: Corpus | None = None,
     **overrides: Any,
 ) -> DemoArtifacts:
     """Compute (or load from the cache) every result the demo shows.
@@ -176,15 +206,18 @@ def demo_artifacts(
             (harvest and statistics batches, training steps); once set, `saewidgets.cancel.Cancelled` is raised.
             Stages already finished stay cached; the stopped one writes nothing (training keeps its resumable
             checkpoint), so the next call resumes where this one stopped.
+        corpus: text to harvest instead of the demo corpus; the settings must name it (``corpus=corpus.name``).
         overrides: fields of `DemoSettings` to change, e.g. ``n_features=8192``.
     """
     from ..analysis import feature_geometry, logit_effects
     from ..analysis.explain import PatternExplainer, cached_labels, explain_features
-    from ..corpus import demo_corpus
     from ..sae import evaluate_sae
 
-    first = demo_sae(settings, model=model, progress=progress, refresh=refresh, cancel=cancel, **overrides)
-    settings, folder, model, corpus = first.settings, first.folder, first.model, demo_corpus()
+    first = demo_sae(
+        settings, model=model, progress=progress, refresh=refresh, cancel=cancel, corpus=corpus, **overrides
+    )
+    settings, folder, model = first.settings, first.folder, first.model
+    corpus = corpus_of(settings, corpus)
     acts, held_out, sae, stats = first.activations, first.held_out, first.sae, first.stats
 
     _stage(cancel, "metrics")

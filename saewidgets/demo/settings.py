@@ -43,10 +43,23 @@ class DemoSettings:
     """Documents kept out of training, for honest metrics."""
     seed: int = 0
     """Seed for the split, initialisation and batch order."""
+    corpus: str = "demo"
+    """Text to harvest: "demo" (the bundled demo corpus) or the name of the `Corpus` passed to `demo_sae` /
+    `demo_artifacts` as ``corpus=`` (they refuse one whose name differs, so each text is cached apart)."""
 
     def key(self) -> str:
-        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        """The cache key: a digest of every field (those added since caches were first made only when changed)."""
+        fields = asdict(self)
+        for name, default in _ADDED_SINCE.items():
+            if fields[name] == default:
+                del fields[name]
+        blob = json.dumps(fields, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
+
+
+#: Fields added after demo caches existed, with their defaults: left out of `DemoSettings.key` at the default, so
+#: the runs cached before keep their keys.
+_ADDED_SINCE = {"corpus": "demo"}
 
 
 FULL = DemoSettings()
