@@ -78,9 +78,13 @@ def test_a_stream_row_without_the_text_field_names_the_field():
         load_corpus(iter([{"text": "x"}]), text_field="body")
 
 
-def _wandb_records(run_dir) -> list:
+def _wandb_records(run_dir, still_written: bool = False) -> list:
     """The records of an offline run's ``run-*.wandb`` file, read the way ``wandb sync`` reads them (a LevelDB-style
-    log of 32 KiB blocks, each record a protobuf ``Record``), so the test checks what was written to disk."""
+    log of 32 KiB blocks, each record a protobuf ``Record``), so the test checks what was written to disk.
+
+    ``still_written``: wandb's service process may be half-way through a record when the file is read; the records
+    up to the torn one are returned. Otherwise every record must be whole and parse."""
+    from google.protobuf.message import DecodeError
     from wandb.proto import wandb_internal_pb2 as pb
 
     (path,) = run_dir.glob("run-*.wandb")
@@ -90,13 +94,20 @@ def _wandb_records(run_dir) -> list:
             pos += 32768 - pos % 32768
             continue
         length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
+        if still_written and pos + 7 + length > len(data):
+            break
         chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
         if kind == 0 and length == 0:
             break
         partial = chunk if kind in (1, 2) else partial + chunk
         if kind in (1, 4):
             record = pb.Record()
-            record.ParseFromString(partial)
+            try:
+                record.ParseFromString(partial)
+            except DecodeError:
+                if still_written:
+                    break
+                raise
             records.append(record)
     return records
 
@@ -113,10 +124,14 @@ def test_wandb_logger_writes_training_curves_and_metrics_offline(tiny_gemma, tmp
         sae = train_sae(acts, arch="topk", n_features=64, k=4, n_steps=20, batch_size=32, progress=False, callback=log)
         log.log_metrics(evaluate_sae(sae, acts))
     (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
-    deadline = time.monotonic() + 60
-    while not any(r.WhichOneof("record_type") == "exit" for r in _wandb_records(run_dir)):
-        assert time.monotonic() < deadline, "wandb never wrote the run's exit record"
-        time.sleep(0.2)  # wandb's service process writes the file after finish() returns
+    # wandb's service process writes the file after finish() returns: wait for its exit record, then for the file to
+    # stop growing, before reading it strictly.
+    deadline, size = time.monotonic() + 60, -1
+    while not any(r.WhichOneof("record_type") == "exit" for r in _wandb_records(run_dir, still_written=True)) or (
+        size != (size := next(run_dir.glob("run-*.wandb")).stat().st_size)
+    ):
+        assert time.monotonic() < deadline, "wandb never finished writing the run's file"
+        time.sleep(0.5)
     history, summary = {}, {}
     for record in _wandb_records(run_dir):
         kind = record.WhichOneof("record_type")
