@@ -119,7 +119,17 @@ def write_compact_table(folder: Path, gguf_path: str | Path, rows_per_check: int
     return True
 
 
-class Q8Embedding(torch.nn.Module):
+class _WithoutFloatWeight(torch.nn.Module):
+    """A module standing in for an embedding or LM head whose ``.weight`` it does not keep: asking for it says what to
+    use instead (`_NO_FLOAT_WEIGHT`), rather than torch's bare "has no attribute"."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "weight":
+            raise AttributeError(_NO_FLOAT_WEIGHT)
+        return super().__getattr__(name)
+
+
+class Q8Embedding(_WithoutFloatWeight):
     """A token embedding stored as Q8_0 codes and scales; replaces an ``nn.Embedding`` (or Gemma's scaled one,
     whose ``embed_scale`` multiplies the looked-up rows) with identical outputs."""
 
@@ -145,11 +155,6 @@ class Q8Embedding(torch.nn.Module):
         flat = input_ids.reshape(-1)
         rows = decode_rows(self.codes[flat], self.scale_bits[flat]).view(*input_ids.shape, self.embedding_dim)
         return rows if self.embed_scale is None else rows * self.embed_scale.to(rows.dtype)
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "weight":
-            raise AttributeError(_NO_FLOAT_WEIGHT)
-        return super().__getattr__(name)
 
 
 #: Why a compact embedding or head has no ``.weight``, and what to use instead.
@@ -211,7 +216,7 @@ def _load_decoded_weight(
     module.scale_bits.copy_(scale_bits)
 
 
-class Q8Unembedding(torch.nn.Module):
+class Q8Unembedding(_WithoutFloatWeight):
     """The LM head tied to a `Q8Embedding`: logits ``hidden @ W.T``, `BLOCK_ROWS` decoded rows of ``W`` at a time."""
 
     def __init__(self, embedding: Q8Embedding):
@@ -243,11 +248,6 @@ class Q8Unembedding(torch.nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return _BlockwiseUnembedding.apply(hidden, self)
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "weight":
-            raise AttributeError(_NO_FLOAT_WEIGHT)
-        return super().__getattr__(name)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """``hidden @ W.T``, a block of decoded rows at a time (no autograd)."""
