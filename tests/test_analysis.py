@@ -585,6 +585,21 @@ def test_strong_clamp_changes_the_text(tiny, sae, stats):
     assert result.steered != result.default
 
 
+def test_many_prompts_are_steered_in_bounded_calls_with_the_same_greedy_text(tiny, sae, stats, monkeypatch):
+    import saewidgets.analysis.steering as steering
+
+    prompts = ["I went for a walk and saw", "The Eiffel Tower", "Hello", "My favourite food is", "Once upon a"]
+    whole = steer(tiny, sae, prompts, {3: 4.0}, stats=stats, max_new_tokens=6)
+    calls: list[int] = []
+    batch = steering._generate_batch
+    monkeypatch.setattr(steering, "rows_per_generate", lambda model: 4)
+    monkeypatch.setattr(steering, "_generate_batch", lambda m, p, *a, **k: calls.append(len(p)) or batch(m, p, *a, **k))
+    split = steer(tiny, sae, prompts, {3: 4.0}, stats=stats, max_new_tokens=6)
+    assert calls == [2, 2, 1], "5 prompts and their defaults (10 rows) in calls of at most 4 rows"
+    assert (split.default, split.steered) == (whole.default, whole.steered)
+    assert split.steered != split.default
+
+
 def test_steering_without_default_and_with_sampling(tiny, sae, stats):
     a = steer(tiny, sae, "Hello", [3], stats=stats, max_new_tokens=5, temperature=1.0, seed=1, include_default=False)
     b = steer(tiny, sae, "Hello", [3], stats=stats, max_new_tokens=5, temperature=1.0, seed=1, include_default=False)

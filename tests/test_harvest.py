@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -92,6 +94,32 @@ def test_save_and_load_round_trip(tiny, tmp_path):
     np.testing.assert_array_equal(loaded.acts, acts.acts)
     assert loaded.site == acts.site and loaded.layer == 1
     assert [p.name for p in tmp_path.iterdir()] == ["h"], "no temporary folder left behind"
+
+
+def _resident_kb(path) -> int:
+    """Resident kB of this process's mappings of ``path`` (``/proc/self/smaps``)."""
+    total, inside = 0, False
+    for line in open("/proc/self/smaps"):
+        if line[0] in "0123456789abcdef" and "-" in line.split()[0]:
+            inside = line.rstrip().endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads Linux's /proc/self/smaps")
+def test_dropping_resident_pages_of_mapped_activations_keeps_their_values(tmp_path):
+    rows = np.random.default_rng(0).standard_normal((8192, 256)).astype(np.float32)  # 8 MB
+    Activations(rows, *(np.zeros(len(rows), np.int32) for _ in range(3))).save(tmp_path / "acts")
+    loaded = Activations.load(tmp_path / "acts")
+    file = (tmp_path / "acts" / "acts.npy").resolve()
+    assert float(loaded.acts.sum()) == pytest.approx(float(rows.sum()), rel=1e-4)  # every page read
+    before = _resident_kb(file)
+    loaded.drop_resident_pages()
+    after = _resident_kb(file)
+    assert before > 7000 and after < 100, (before, after)
+    np.testing.assert_array_equal(loaded.acts, rows)  # read again from the file
+    Activations(rows, *(np.zeros(len(rows), np.int32) for _ in range(3))).drop_resident_pages()  # in memory: no-op
 
 
 def test_corrupt_saved_activations_are_named(tiny, tmp_path):

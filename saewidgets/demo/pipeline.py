@@ -148,6 +148,7 @@ def demo_sae(
             callback=lambda step, info: check_cancel(cancel, "the demo pipeline (training)"),
         )
         save_sae(sae, sae_dir)
+    del train  # an in-memory copy of 90% of the harvest: freed before the statistics, not kept to the end
 
     _stage(cancel, "statistics")
     stats_dir = folder / "stats"
@@ -156,6 +157,7 @@ def demo_sae(
     else:
         stats = feature_stats(model, sae, acts, progress=progress, cancel=cancel)
         stats.save(stats_dir)
+    acts.drop_resident_pages()  # read by the split and the statistics; no later stage reads the mapped harvest
     return DemoSAE(settings, folder, model, acts, held_out, sae, stats)
 
 
