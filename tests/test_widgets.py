@@ -237,6 +237,41 @@ def test_explorer_heatmap_tab_colours_text_by_the_selection_and_its_neighbours()
     assert ex.selected == nb
 
 
+def test_explorer_heatmap_show_during_the_tabs_own_refresh_runs_after_it_not_never():
+    # Opening the tab colours its text in the background; a Show clicked before the browser heard "busy" used to
+    # be refused by the job in flight and dropped, leaving the old text's tokens on screen (a browser test saw it).
+    release, asked = threading.Event(), []
+
+    def activations_fn(text, features):
+        asked.append(text)
+        if len(asked) == 1:
+            assert release.wait(10), "the first job was never released"
+        return syn.token_activations(syn.tokens(len(text.split()), seed=6), features)
+
+    ex = syn.explorer(n_features=60, activations_fn=activations_fn)
+    ex.select(11)
+    ex.tab = "heatmap"  # starts the tab's own refresh, which blocks
+    ex._on_frontend_msg(ex, {"event": "heatmap", "text": "one two three"}, [])
+    ex._on_frontend_msg(ex, {"event": "heatmap", "text": "one two three four"}, [])  # the newest request wins
+    assert ex.heatmap_busy and asked == ["synthetic text"]
+    release.set()
+    deadline = time.monotonic() + 10
+    while (len(ex.heatmap.tokens) != 4 or ex.heatmap_busy) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert asked == ["synthetic text", "one two three four"] and len(ex.heatmap.tokens) == 4
+
+    # Stop drops a request still waiting along with the job in flight.
+    release.clear()
+    asked.clear()
+    ex._on_frontend_msg(ex, {"event": "heatmap", "text": "a b"}, [])
+    ex._on_frontend_msg(ex, {"event": "heatmap", "text": "a b c"}, [])
+    ex._on_frontend_msg(ex, {"event": "heatmap_stop"}, [])
+    release.set()
+    ex.wait(10)
+    time.sleep(0.1)
+    assert asked == ["a b"] and ex.heatmap_error == "stopped" and len(ex.heatmap.tokens) == 4
+
+
 def test_explorer_generate_uses_the_selected_feature():
     ex = syn.explorer(n_features=40, background=False)
     ex.select(6)

@@ -4,6 +4,10 @@ Widgets hand user actions to analysis callbacks that can take seconds (a model f
 :class:`SingleFlight` runs them in a daemon thread, refuses a second start while one is running, and reports
 "busy"/"error"/result through callables the widget supplies, so every view handles progress and errors alike.
 
+A request that arrives while a job runs can wait for it instead (:meth:`SingleFlight.run_after`): a view that
+starts jobs on its own (the Explorer's heatmap, on opening its tab) must not drop the user's request made a moment
+later, before the "busy" state reached the browser.
+
 A job can be stopped (the views' Stop buttons): :meth:`SingleFlight.stop` sets the job's ``threading.Event``,
 which analysis calls that accept ``cancel=`` check between batches (see :func:`cancel_kwargs`); whatever the job
 returns after a stop is dropped, so a stopped result never replaces the one shown.
@@ -42,6 +46,8 @@ class SingleFlight:
 
     def __init__(self, on_busy: Callable[[bool], None], on_error: Callable[[str], None]) -> None:
         self._lock = threading.Lock()
+        self._waiting = threading.Lock()  # guards _after against a job finishing while it is set
+        self._after: Callable[[], Any] | None = None
         self._thread: threading.Thread | None = None
         self._event = threading.Event()
         self._on_busy = on_busy
@@ -54,10 +60,20 @@ class SingleFlight:
 
     def stop(self) -> bool:
         """Ask the job in flight to stop; its result (if it still returns one) is dropped. False if none runs."""
+        self._after = None
         if not self.running:
             return False
         self._event.set()
         return True
+
+    def run_after(self, fn: Callable[[], Any]) -> None:
+        """Call ``fn()`` now if no job runs, else once the job in flight has finished (in its thread). A later call
+        replaces a ``fn`` still waiting (the newest request wins); `stop` drops it."""
+        with self._waiting:
+            if self.running:
+                self._after = fn
+                return
+        fn()
 
     def start(self, job: Callable[[], Any], on_done: Callable[[Any], None], background: bool = True) -> bool:
         """Run ``job()`` then ``on_done(result)``; errors go to ``on_error`` as one readable message, a stop as
@@ -82,7 +98,11 @@ class SingleFlight:
             finally:
                 _current.event = None
                 self._on_busy(False)
-                self._lock.release()
+                with self._waiting:
+                    self._lock.release()
+                    after, self._after = self._after, None
+                if after is not None:
+                    after()
 
         if background:
             thread = threading.Thread(target=run, name="saewidgets-job", daemon=True)

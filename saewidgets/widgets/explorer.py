@@ -244,7 +244,7 @@ class Explorer(_ExplorerState):  # type: ignore[misc, valid-type]  # a base clas
         elif content.get("event") == "heatmap":
             if "text" in content:
                 self.heatmap_text = str(content["text"])
-            self.refresh_heatmap(wait=not self.background)
+            self._refresh_heatmap_after_current()
         elif content.get("event") == "heatmap_stop":
             self._heatmap_jobs.stop()
 
@@ -267,7 +267,7 @@ class Explorer(_ExplorerState):  # type: ignore[misc, valid-type]  # a base clas
             if int(feature) in self.heatmap.features:
                 self.heatmap.feature = int(feature)
             elif self.tab == "heatmap":
-                self.refresh_heatmap(wait=not self.background)
+                self._refresh_heatmap_after_current()
         finally:
             self._syncing = False
 
@@ -283,7 +283,12 @@ class Explorer(_ExplorerState):  # type: ignore[misc, valid-type]  # a base clas
     @t.observe("tab")
     def _tab_changed(self, change: dict[str, Any]) -> None:
         if change["new"] == "heatmap" and self.selected not in self.heatmap.features:
-            self.refresh_heatmap(wait=not self.background)
+            self._refresh_heatmap_after_current()
+
+    def _refresh_heatmap_after_current(self) -> None:
+        """`refresh_heatmap` for what is asked now, after the heatmap job in flight (if any): the one this tab
+        starts when it opens must not swallow a Show clicked before the browser heard it was busy."""
+        self._heatmap_jobs.run_after(lambda: self.refresh_heatmap(wait=not self.background))
 
     def refresh_heatmap(self, wait: bool = True) -> bool:
         """Colour the heatmap text by the selected feature and its neighbours (one model pass), each on its own
