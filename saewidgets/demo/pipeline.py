@@ -128,6 +128,7 @@ def demo_sae(
         acts.save(acts_dir)
         acts = Activations.load(acts_dir)
     train, held_out = acts.split(settings.held_out_fraction, seed=settings.seed)
+    acts.drop_resident_pages()  # the split read every row into its copies; training reads only those
 
     _stage(cancel, "training")
     sae_dir = folder / "sae"
@@ -157,7 +158,7 @@ def demo_sae(
     else:
         stats = feature_stats(model, sae, acts, progress=progress, cancel=cancel)
         stats.save(stats_dir)
-    acts.drop_resident_pages()  # read by the split and the statistics; no later stage reads the mapped harvest
+    acts.drop_resident_pages()  # read again by the statistics; no later stage reads the mapped harvest
     return DemoSAE(settings, folder, model, acts, held_out, sae, stats)
 
 
