@@ -141,9 +141,11 @@ def test_steer_each_in_chunks_bounded_by_the_logits_budget_equals_one_batch(tiny
     prompts = ["I went for a walk and saw", "The fog", "Bridges are"]
     interventions = [{3: 4.0}, {5: -2.0}, {3: 0.0, 7: 6.0}, {9: 3.0}]
     calls = []
-    generate = steering._generate
+    generate = steering._generate_batch  # one batched generate call
     monkeypatch.setattr(
-        steering, "_generate", lambda model, rows, *a, **kw: calls.append(len(rows)) or generate(model, rows, *a, **kw)
+        steering,
+        "_generate_batch",
+        lambda model, rows, *a, **kw: calls.append(len(rows)) or generate(model, rows, *a, **kw),
     )
 
     def run(budget_rows: int) -> list[list[str]]:
