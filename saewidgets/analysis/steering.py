@@ -455,18 +455,15 @@ def _generate(
     layer: int,
     edit: Any,
     *,
-    max_new_tokens: int,
-    temperature: float,
     seed: int,
-    repetition_penalty: float,
     include_default: bool,
-    cancel: CancelSignal | None = None,
+    **options: Any,
 ) -> tuple[list[str], list[str]]:
     """`_generate_batch` over ``prompts`` in as few calls of at most `rows_per_generate` rows as there can be, of
     near-equal size: each step's logits are ``rows x vocabulary`` floats, copied several times by ``generate``
     (Gemma's 262k-token vocabulary: a 48-row call held ~365 MB above the loaded model, a 16-row call ~133 MB), so
     however many prompts are steered the memory stays bounded. Greedy continuations do not depend on the split
-    (checked on Gemma); sampled ones use ``seed + i`` for the ``i``-th call."""
+    (checked on Gemma); sampled ones use ``seed + i`` for the ``i``-th call. ``options``: `_generate_batch`'s."""
     per_call = max(1, rows_per_generate(model) // (2 if include_default else 1))
     calls = -(-len(prompts) // per_call)
     size = -(-len(prompts) // calls)
@@ -478,12 +475,9 @@ def _generate(
             prompts[start : start + size],
             layer,
             edit,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
             seed=seed + i,
-            repetition_penalty=repetition_penalty,
             include_default=include_default,
-            cancel=cancel,
+            **options,
         )
         default += part[0]
         edited += part[1]
