@@ -5,11 +5,11 @@
 Meant to run in a child process (`bench_demo` starts it) with ``$SAEWIDGETS_CACHE`` pointing at a fresh folder, so
 the figures are a first run's (model conversion included) or, run again on the same folder, a cached run's.
 
-Stages are the demo's own functions (model loading, harvest, training, metrics, statistics, logit effects, geometry,
-labels, steering, the page), wrapped in place. Each outermost stage resets the kernel's peak-RSS counter on entry
-(``/proc/self/clear_refs``, Linux) and reads it (``VmHWM``) on exit, so its peak is exact, not sampled; the
-process's peak is the largest of those and of the gaps between stages (and ``ru_maxrss`` when the counter cannot
-be reset).
+Stages are the demo's own functions (model loading, harvest, training, metrics, statistics, logit effects, labels,
+steering, the page's model work, the feature map, the page), wrapped in place. Each outermost stage resets the
+kernel's peak-RSS counter on entry (``/proc/self/clear_refs``, Linux) and reads it (``VmHWM``) on exit, so its peak
+is exact, not sampled; the process's peak is the largest of those and of the gaps between stages (and
+``ru_maxrss`` when the counter cannot be reset).
 
 Resident memory counts the model's weights, which are memory-mapped from the safetensors checkpoint: those pages are
 file-backed and clean, so under a memory limit (Binder's cgroup) the kernel drops and re-reads them instead of
@@ -121,6 +121,7 @@ def instrument(recorder: StageRecorder) -> None:
         (analysis, "feature_geometry", "feature map"),
         (explain, "explain_features", "labels"),
         (demo_run, "steering_examples", "steering example"),
+        (demo_run, "page_examples", "the page's attribution and heatmap (model)"),
         (demo_run, "write_explorer", "Explorer page"),
     ]
     for module, attr, name in targets:

@@ -231,9 +231,9 @@ def logit_effects(
         v, i = logits.topk(k, dim=-1)
         top_ids.append(i)
         top_vals.append(v)
-        v, i = (-logits).topk(k, dim=-1)
+        v, i = logits.topk(k, dim=-1, largest=False)  # not (-logits).topk: a second [batch, vocab] block
         low_ids.append(i)
-        low_vals.append(-v)
+        low_vals.append(v)
     promoted_ids, suppressed_ids = torch.cat(top_ids), torch.cat(low_ids)
     used = torch.cat([promoted_ids.flatten(), suppressed_ids.flatten()]).unique().tolist()
     return LogitEffects(

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..analysis.results import SteeringExample
 from .pipeline import DemoArtifacts
+
+if TYPE_CHECKING:
+    from ..analysis import Attribution, TokenActivations
 
 #: The page's attribution example (what the prompt's next token owes to each feature) and its heatmap text.
 ATTRIBUTION_PROMPT, ATTRIBUTION_TARGET = "The Eiffel Tower is in the city of", " Paris"
@@ -15,21 +21,59 @@ HEATMAP_TEXT = (
 )
 
 
+@dataclass
+class PageExamples:
+    """The page's model work, done before it is built so that the model can be freed first: the attribution of
+    `ATTRIBUTION_TARGET` after `ATTRIBUTION_PROMPT`, and every feature's activations on `HEATMAP_TEXT` (the
+    heatmap shows the selected feature's neighbours, which the feature map decides later)."""
+
+    attribution: Attribution
+    heatmap: TokenActivations
+
+    def activations(self, text: str, features: Sequence[int]) -> TokenActivations:
+        """The heatmap's activations of ``features`` on ``text`` (the Explorer's ``activations_fn``), sliced from
+        every feature's; only `HEATMAP_TEXT` was run."""
+        from ..analysis import TokenActivations
+
+        if text != HEATMAP_TEXT:
+            raise ValueError(f"the demo page ran only its own heatmap text {HEATMAP_TEXT!r}, not {text!r}")
+        chosen = [int(f) for f in features]
+        return TokenActivations(self.heatmap.tokens, self.heatmap.acts[:, chosen], chosen)
+
+
+def page_examples(art: DemoArtifacts) -> PageExamples:
+    """Run the page's examples on ``art.model`` (three traces of the attribution prompt, one of the heatmap text)."""
+    from ..analysis import attribute, token_activations
+
+    return PageExamples(
+        attribute(art.model, art.sae, ATTRIBUTION_PROMPT, target=ATTRIBUTION_TARGET),
+        token_activations(art.model, art.sae, HEATMAP_TEXT, range(art.sae.cfg.n_features)),
+    )
+
+
 def write_explorer(
-    art: DemoArtifacts, out_dir: Path, *, highlights: dict[str, int], steering: list[SteeringExample]
+    art: DemoArtifacts,
+    out_dir: Path,
+    *,
+    highlights: dict[str, int],
+    steering: list[SteeringExample],
+    examples: PageExamples | None = None,
 ) -> Path:
     """Write the self-contained Explorer page for the demo's SAE to ``out_dir/explorer.html``.
 
     The page cannot run the model, so it carries one example of each live computation: the steering examples,
-    an attribution of " Paris" after "The Eiffel Tower is in the city of", and a heatmap of a short travel text.
+    an attribution of " Paris" after "The Eiffel Tower is in the city of", and a heatmap of a short travel text
+    (``examples``: `page_examples`, run here on ``art.model`` when not given). No model is needed once
+    ``examples`` are given, and the feature map (``art.geometry``) is computed here if it was not yet.
     """
-    from ..analysis import attribute
     from ..widgets import Explorer
 
+    if examples is None:
+        examples = page_examples(art)
     fallback = highlights.get("Golden Gate Bridge", next(iter(highlights.values()), 0))
     selected = steering[0].feature if steering else fallback
     explorer = Explorer(
-        art.model,
+        None,
         art.sae,
         art.stats,
         geometry=art.geometry,
@@ -38,10 +82,11 @@ def write_explorer(
         selected=selected,
         prompt=ATTRIBUTION_PROMPT,
         text=HEATMAP_TEXT,
+        activations_fn=examples.activations,
         background=False,
     )
     if steering:
         explorer.show_steering(steering[0])
-    explorer.attribution.set_attribution(attribute(art.model, art.sae, ATTRIBUTION_PROMPT, target=ATTRIBUTION_TARGET))
+    explorer.attribution.set_attribution(examples.attribution)
     explorer.refresh_heatmap()
     return explorer.save_html(Path(out_dir) / "explorer.html", highlights=highlights)

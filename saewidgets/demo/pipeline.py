@@ -1,5 +1,5 @@
 """The demo pipeline: model -> harvest -> SAE -> statistics (`demo_sae`, the part steering needs) -> metrics ->
-logit effects -> geometry -> pattern labels, each cached.
+logit effects -> pattern labels, each cached; the feature map (`DemoArtifacts.geometry`) on first use.
 
 `demo_artifacts` is what ``saewidgets demo``, the tutorials, the Binder start-up and the integration tests share:
 the first call does the work (minutes on two CPU cores) and writes every result under the saewidgets cache, keyed
@@ -8,6 +8,7 @@ by the settings; later calls with the same settings load them in seconds.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -43,10 +44,23 @@ class DemoArtifacts:
     metrics: dict[str, Any]
     stats: FeatureStats
     logit_effects: LogitEffects
-    geometry: FeatureGeometry
     labels: Labels
     """Every feature's label (`saewidgets.analysis.explain.Labels`), cached beside the statistics: its pattern
     label, replaced by an LLM explanation where one was made with ``cache_dir=art.folder``."""
+
+    @functools.cached_property
+    def geometry(self) -> FeatureGeometry:
+        """The feature map of the SAE's decoder directions (`feature_geometry`, cached in ``folder``), computed on
+        first use: UMAP's libraries (umap-learn, numba, pynndescent) hold ~275 MB once imported, so ``saewidgets
+        demo`` asks for the map only after its model work is done and the model is freed (Binder has ~2 GB)."""
+        from ..analysis import feature_geometry
+
+        return feature_geometry(self.sae, cache_dir=self.folder)
+
+    def release_model(self) -> None:
+        """Drop this object's reference to the model (~600 MB resident for Gemma 3 270M), for a caller whose
+        model work is done; `model` is None afterwards."""
+        self.model = None  # type: ignore[assignment]  # only callers that are done with the model call this
 
 
 @dataclass
@@ -199,7 +213,8 @@ def demo_artifacts(
     corpus: Corpus | None = None,
     **overrides: Any,
 ) -> DemoArtifacts:
-    """Compute (or load from the cache) every result the demo shows.
+    """Compute (or load from the cache) every result the demo shows (the feature map when ``.geometry`` is first
+    read).
 
     Args:
         settings: `FULL`, `QUICK` or your own `DemoSettings` (default: `settings_from_env()`).
@@ -212,7 +227,7 @@ def demo_artifacts(
         corpus: text to harvest instead of the demo corpus; the settings must name it (``corpus=corpus.name``).
         overrides: fields of `DemoSettings` to change, e.g. ``n_features=8192``.
     """
-    from ..analysis import feature_geometry, logit_effects
+    from ..analysis import logit_effects
     from ..analysis.explain import PatternExplainer, cached_labels, explain_features
     from ..sae import evaluate_sae
 
@@ -234,14 +249,10 @@ def demo_artifacts(
 
     _stage(cancel, "logit effects")
     effects = logit_effects(model, sae, cache_dir=folder, progress=progress)
-    _stage(cancel, "geometry")
-    geometry = feature_geometry(sae, cache_dir=folder)
     _stage(cancel, "labels")
     explain_features(stats, PatternExplainer(), logit_effects=effects, cache_dir=folder, progress=progress)
     labels = cached_labels(folder, stats.fingerprint)  # with any LLM explanations made with cache_dir=art.folder
-    return DemoArtifacts(
-        settings, folder, model, corpus, acts, held_out, sae, metrics, stats, effects, geometry, labels
-    )
+    return DemoArtifacts(settings, folder, model, corpus, acts, held_out, sae, metrics, stats, effects, labels)
 
 
 def _stage(cancel: CancelSignal | None, name: str) -> None:

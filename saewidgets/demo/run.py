@@ -7,10 +7,10 @@ import sys
 import time
 from pathlib import Path
 
-from ..models._memory import release_freed_memory
+from ..models._memory import release_freed_memory, return_large_blocks
 from .examples import STEERING_PROMPTS, highlight_features, missing_highlights, steering_examples
 from .lab import jupyterlab_missing, open_lab
-from .page import write_explorer
+from .page import page_examples, write_explorer
 from .pipeline import demo_artifacts
 from .settings import DemoSettings
 
@@ -32,6 +32,7 @@ def run_demo(
         print(jupyterlab_missing(), file=sys.stderr)
         return 2
     start = time.time()
+    return_large_blocks()  # Binder's ~2 GB: steering's logit blocks would otherwise grow a fragmented heap
     art = demo_artifacts(settings, refresh=refresh)
     print(
         f"\nSAE: {art.sae.cfg.n_features:,} {art.sae.cfg.architecture} features on {art.model.name} "
@@ -61,8 +62,15 @@ def run_demo(
         )
         for prompt, default, steered in zip(ex.prompts, ex.default, ex.steered):
             print(f"  {prompt!r}\n    default: {default!r}\n    steered: {steered!r}")
+    release_freed_memory()  # what steering's generations freed, before the page's traces
+    page = page_examples(art)
+    # The model's work is done: free it (~600 MB for Gemma) before the feature map imports UMAP (~275 MB) and the
+    # page is built, so that the two never sit in memory together (Binder has ~2 GB).
+    art.release_model()
     release_freed_memory()
-    out = write_explorer(art, Path(out_dir), highlights=highlights, steering=examples)
+    geometry = art.geometry
+    print(f"\nfeature map: {geometry.n_features:,} decoder directions in {int(geometry.clusters.max()) + 1} clusters")
+    out = write_explorer(art, Path(out_dir), highlights=highlights, steering=examples, examples=page)
     print(f"\nExplorer written to {out.resolve()}  (open it in any browser; it works offline)")
     print(f"done in {time.time() - start:.0f} s")
     if not lab:

@@ -1,0 +1,101 @@
+"""``saewidgets demo`` end to end on a tiny random model: the page is written, and the model is freed before the
+feature map imports UMAP (the order that keeps the quick demo within Binder's memory)."""
+
+from __future__ import annotations
+
+import gc
+import platform
+import subprocess
+import sys
+import weakref
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from saewidgets import analysis
+from saewidgets.demo import page as demo_page
+from saewidgets.demo import run as demo_run
+from saewidgets.demo.settings import DemoSettings
+
+TINY = DemoSettings(
+    model="tiny-gpt2", layer=1, n_tokens=3000, context_len=32, n_features=64, k=4, n_steps=50, batch_size=64
+)
+
+
+def test_the_demo_writes_its_page_with_the_model_freed_before_the_feature_map(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SAEWIDGETS_CACHE", str(tmp_path / "cache"))
+    models: list[weakref.ref] = []
+    model_alive_at_map: list[bool] = []
+    artifacts, geometry = demo_run.demo_artifacts, analysis.feature_geometry
+
+    def recording_artifacts(*args, **kwargs):
+        art = artifacts(*args, **kwargs)
+        models.append(weakref.ref(art.model))
+        return art
+
+    def checking_geometry(*args, **kwargs):
+        gc.collect()
+        model_alive_at_map.append(models[0]() is not None)
+        return geometry(*args, **kwargs)
+
+    monkeypatch.setattr(demo_run, "demo_artifacts", recording_artifacts)
+    monkeypatch.setattr(analysis, "feature_geometry", checking_geometry)
+    assert demo_run.run_demo(TINY, tmp_path / "page", steer=False) == 0
+
+    assert model_alive_at_map == [False], "the feature map ran while the model was still held"
+    page = (tmp_path / "page" / "explorer.html").read_text()
+    assert demo_page.HEATMAP_TEXT.split()[3] in page and "feature map: 64 decoder directions" in capsys.readouterr().out
+
+
+def test_the_page_examples_slice_the_heatmap_text_run_once_for_every_feature():
+    from saewidgets.models import tiny_model
+    from tiny_sae import tiny_topk_sae
+
+    model = tiny_model("gpt2", seed=3)
+    sae = tiny_topk_sae(model)
+    art = type("Art", (), {"model": model, "sae": sae})()
+    examples = demo_page.page_examples(art)
+    chosen = [5, 0, 17]
+    direct = analysis.token_activations(model, sae, demo_page.HEATMAP_TEXT, chosen)
+    sliced = examples.activations(demo_page.HEATMAP_TEXT, chosen)
+    assert sliced.tokens == direct.tokens and sliced.features == chosen
+    np.testing.assert_allclose(sliced.acts, direct.acts, rtol=1e-5, atol=1e-6)
+    assert "Paris" in examples.attribution.target and examples.attribution.scores.shape[1] == sae.cfg.n_features
+    with pytest.raises(ValueError, match="only its own heatmap text"):
+        examples.activations("another text", chosen)
+
+
+HEAP_PROBE = """
+import sys
+import numpy as np
+from saewidgets.models._memory import return_large_blocks
+
+def resident_mb():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+if sys.argv[1] == "fixed":
+    assert return_large_blocks()
+warm = np.ones(24 * 2**20, np.uint8)  # freed: glibc raises its mmap threshold to 24 MB
+del warm
+before = resident_mb()
+block = np.ones(16 * 2**20, np.uint8)
+del block
+print(resident_mb() - before)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc" or not Path("/proc/self/status").exists(), reason="glibc")
+def test_large_blocks_go_back_to_the_system_when_freed(tmp_path):
+    """After a 24 MB block is freed glibc serves 16 MB from its heap and keeps it; `return_large_blocks` (the demo
+    calls it) maps it on its own, so freeing it gives the memory back. In a child process: it lasts for the
+    process."""
+    kept = {
+        mode: float(
+            subprocess.run([sys.executable, "-c", HEAP_PROBE, mode], capture_output=True, text=True, check=True).stdout
+        )
+        for mode in ("default", "fixed")
+    }
+    assert kept["default"] > 12, f"glibc's default kept {kept['default']:.1f} MB: the probe no longer shows the case"
+    assert kept["fixed"] < 2, f"{kept['fixed']:.1f} MB of a freed 16 MB block stayed resident"
