@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
-from .q8_embedding import Q8Unembedding
+from .q8_embedding import Q8Unembedding, as_head_input
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -277,10 +277,8 @@ class ModelHandle:
         """``x @ unembed.T``: logits ``[..., vocab]`` of vectors ``[..., d_model]`` without the head's bias, a block
         of the vocabulary at a time where the head is kept compact."""
         head = self.hf.get_output_embeddings()
-        if isinstance(head, Q8Unembedding):
-            return head(x.to(head.device, torch.float32))
-        W_U = head.weight.detach()
-        return x.to(W_U.device, W_U.dtype) @ W_U.T
+        x = as_head_input(head, x)
+        return head(x) if isinstance(head, Q8Unembedding) else x @ head.weight.detach().T
 
     def logits_of_residual(self, residual: torch.Tensor) -> torch.Tensor:
         """Logits the model would produce from final residual stream vectors ``[..., d_model]``."""

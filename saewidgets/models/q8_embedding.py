@@ -23,7 +23,7 @@ import warnings
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -303,3 +303,12 @@ def use_compact_embedding(hf_model: Any, folder: Path) -> bool:
     hf_model.set_input_embeddings(compact.to(embedding.weight.device))
     hf_model.set_output_embeddings(Q8Unembedding(compact))
     return True
+
+
+def as_head_input(head: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x`` on the LM head's device, in the dtype its product is taken in: float32 for a `Q8Unembedding` (its rows
+    are decoded to float32), else the weight's."""
+    if isinstance(head, Q8Unembedding):
+        return x.to(head.device, torch.float32)
+    weight = cast(torch.Tensor, head.weight)
+    return x.to(weight.device, weight.dtype)

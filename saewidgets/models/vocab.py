@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from .handle import ModelHandle, get_path
-from .q8_embedding import Q8Unembedding
+from .q8_embedding import Q8Unembedding, as_head_input
 
 #: Unembedding rows per matrix product: ``[positions, 16384]`` float32 is 64 KB a position.
 VOCAB_BLOCK = 16384
@@ -74,10 +74,7 @@ def streamed_logprob_at(model: ModelHandle, hidden: torch.Tensor, index: torch.T
     vocabulary at a time: ``[...]`` float32."""
     head = model.hf.get_output_embeddings()
     cap = getattr(_text_config(model), "final_logit_softcapping", None)
-    if isinstance(head, Q8Unembedding):
-        hidden = hidden.to(head.device, torch.float32)
-    else:
-        hidden = hidden.to(head.weight.device, head.weight.dtype)
+    hidden = as_head_input(head, hidden)
     index = index.to(hidden.device).expand(*hidden.shape[:-1], index.shape[-1])
     picked = torch.full(index.shape, -torch.inf, device=hidden.device)
     block_lse = []
