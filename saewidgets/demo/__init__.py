@@ -1,12 +1,12 @@
 """The demo as one subpackage: what ``saewidgets demo``, the tutorials, Binder and the integration tests share.
 
 - `settings` — `DemoSettings` (the cache key), the `FULL` and `QUICK` runs, `settings_from_env`;
-- `pipeline` — `demo_artifacts`: model -> harvest -> SAE -> statistics -> metrics -> logit effects -> geometry, cached;
-  `demo_sae`: its first stages alone (harvest, SAE, statistics);
+- `pipeline` — `demo_artifacts`: model -> harvest -> SAE -> statistics -> metrics -> logit effects -> labels, cached
+  (the feature map on first use of ``.geometry``); `demo_sae`: its first stages alone (harvest, SAE, statistics);
 - `reader_writer` — `concept_features`: the tutorials' reader, writer and control feature for a concept;
   `checked_reader`: a context hit checked by its top contexts and its logits (the Explorer's bookmarks);
 - `examples` — bookmarked concept features (`highlight_features`) and the steering example (`steering_examples`);
-- `page` — `write_explorer`: the self-contained Explorer page;
+- `page` — `write_explorer`: the self-contained Explorer page; `page_examples`: its model work, done before it;
 - `run` — `run_demo`: the ``saewidgets demo`` command from start to finish.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from .reader_writer import ConceptFeatures, ReaderCheck, checked_reader, concept_features
 from .examples import STEERING_CONCEPT, STEERING_PROMPTS, highlight_features, missing_highlights, steering_examples
-from .page import write_explorer
+from .page import PageExamples, page_examples, write_explorer
 from .pipeline import DemoArtifacts, DemoSAE, demo_artifacts, demo_sae
 from .settings import FULL, QUICK, SETTINGS_ENV, DemoSettings, settings_from_env
 
@@ -28,6 +28,7 @@ __all__ = [
     "DemoArtifacts",
     "DemoSAE",
     "DemoSettings",
+    "PageExamples",
     "ReaderCheck",
     "checked_reader",
     "concept_features",
@@ -35,6 +36,7 @@ __all__ = [
     "demo_sae",
     "highlight_features",
     "missing_highlights",
+    "page_examples",
     "settings_from_env",
     "steering_examples",
     "write_explorer",
