@@ -40,6 +40,8 @@ def test_the_demo_writes_its_page_with_the_model_freed_before_the_feature_map(tm
         return geometry(*args, **kwargs)
 
     monkeypatch.setattr(demo_run, "demo_artifacts", recording_artifacts)
+    # The allocator setting would last for the rest of the test session; it has its own test, in a child process.
+    monkeypatch.setattr(demo_run, "return_large_blocks", lambda: True)
     monkeypatch.setattr(analysis, "feature_geometry", checking_geometry)
     assert demo_run.run_demo(TINY, tmp_path / "page", steer=False) == 0
 
