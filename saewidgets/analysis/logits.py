@@ -207,8 +207,9 @@ def logit_effects(
 
     Features go ``batch_size`` at a time (a ``[batch_size, vocab]`` logit block: 67 MB for Gemma's 262k vocab at
     64), so 16k features need no more memory than 64. On the quick demo SAE, 64 at a time peaked 156 MB above the
-    loaded model against 284 MB at 128, took 1.8 s longer over 2,048 features, and gave identical results. With ``cache_dir`` the result is kept there, keyed by the
-    SAE's fingerprint, the model and ``k``, and loaded on later calls.
+    loaded model against 284 MB at 128, took 1.8 s longer over 2,048 features, and gave identical results. With
+    ``cache_dir`` the result is kept there, keyed by the SAE's fingerprint, the model and ``k``, and loaded on
+    later calls.
     """
     k, batch_size = whole_number("k", k, 1), whole_number("batch_size", batch_size, 1)
     if cache_dir is not None:
