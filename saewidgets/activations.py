@@ -27,6 +27,7 @@ from ._atomic_write import atomic_dir, check_writable_dir, finish_interrupted_sa
 from ._checks import whole_number
 from ._cache import cache_dir
 from .cancel import CancelSignal, check_cancel
+from .precision import Precision, autocast, check_precision, warn_if_emulated
 from .progress import progress_bar
 from .models.handle import LayerSpec, ModelHandle, check_text, residual_of
 
@@ -260,6 +261,7 @@ def harvest(
     progress: bool = True,
     cancel: CancelSignal | None = None,
     split_special_tokens: bool = True,
+    precision: Precision = "fp32",
 ) -> Activations:
     """Collect the residual stream after decoder block ``layer`` for every token of ``texts_or_corpus``.
 
@@ -279,8 +281,20 @@ def harvest(
         split_special_tokens: read special-token strings in the texts (``"<bos>"``, ``"<|endoftext|>"``) as the
             plain text they are (default: the texts are untrusted). False turns them into the special tokens,
             for texts that carry them on purpose (e.g. chat-formatted data).
+        precision: ``"fp32"``, or ``"bf16"`` / ``"fp16"`` to run the model's matrix products under
+            ``torch.autocast`` (SAELens's ``autocast_lm``; see `saewidgets.precision`). On a CPU with native bf16
+            (`saewidgets.precision.native_bf16`) bf16 harvests ~2.4x faster than float32, with residuals within
+            ~0.5% (relative norm) of float32's for Gemma 3 270M; elsewhere it is emulated and slower. The rows are
+            stored as float32 either way. A local model only: NDIF runs a remote model in its own dtype.
     """
     layer = model.resolve_layer(layer)
+    check_precision("precision", precision)
+    if precision != "fp32" and model.remote is True:
+        raise ValueError(
+            f"precision={precision!r} applies to a model run here; NDIF runs a remote model in its own dtype. "
+            "Pass precision='fp32' (the default) for a remote model."
+        )
+    warn_if_emulated(model.device, precision)
     windows = plan_harvest(model, texts_or_corpus, context_len, n_tokens, batch_size, drop_bos, split_special_tokens)
     total = windows[-1].offset + windows[-1].n_rows
     acts, spill = _allocate(total, model.d_model, ram_budget, memmap_dir)
@@ -290,7 +304,15 @@ def harvest(
     try:
         with progress_bar(total, desc=f"harvest layer {layer}", unit="tok", disable=not progress) as bar:
             fill_rows(
-                model, layer, windows, batch_size, (acts, token_ids, doc_ids, positions), base=0, bar=bar, cancel=cancel
+                model,
+                layer,
+                windows,
+                batch_size,
+                (acts, token_ids, doc_ids, positions),
+                base=0,
+                bar=bar,
+                cancel=cancel,
+                precision=precision,
             )
     except BaseException:
         if spill is not None:
@@ -350,11 +372,12 @@ def fill_rows(
     base: int,
     bar: Any,
     cancel: CancelSignal | None = None,
+    precision: Precision = "fp32",
 ) -> None:
     """Trace ``windows`` in batches (longest first: least padding) and write their rows into ``out``.
 
     ``out`` is (acts, token_ids, doc_ids, positions); a window's rows go to ``w.offset - base`` onwards, so a
-    caller holding only some windows (a store shard) passes its first row as ``base``.
+    caller holding only some windows (a store shard) passes its first row as ``base``. ``precision``: as `harvest`'s.
     """
     order = sorted(range(len(windows)), key=lambda i: -len(windows[i].ids))
     bos = model.bos_id
@@ -362,7 +385,7 @@ def fill_rows(
     for b in range(0, len(order), batch_size):
         check_cancel(cancel, "the harvest")
         batch = [windows[i] for i in order[b : b + batch_size]]
-        hidden = _trace_batch(model, layer, [w.ids for w in batch])
+        hidden = _trace_batch(model, layer, [w.ids for w in batch], precision)
         for row, w in enumerate(batch):
             _store(w, hidden[row], bos, *out, base=base)
         bar.update(sum(w.n_rows for w in batch))
@@ -372,10 +395,11 @@ def _remove_spill(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
-def _trace_batch(model: ModelHandle, layer: int, inputs: Sequence[np.ndarray]) -> torch.Tensor:
+def _trace_batch(model: ModelHandle, layer: int, inputs: Sequence[np.ndarray], precision: str = "fp32") -> torch.Tensor:
     """Residuals after block ``layer`` for left-padded inputs, ``[batch, max_len, d_model]`` float32 on CPU.
 
-    The trace stops right after the block, so the rest of the model (and its unembedding) never runs.
+    The trace stops right after the block, so the rest of the model (and its unembedding) never runs; its matrix
+    products run in ``precision`` (autocast).
     """
     from nnsight import save  # `.save()` as a function: nnsight mounts the method at run time, unseen by mypy
 
@@ -387,7 +411,7 @@ def _trace_batch(model: ModelHandle, layer: int, inputs: Sequence[np.ndarray]) -
         input_ids[row, width - len(ids) :] = torch.as_tensor(np.asarray(ids), dtype=torch.long)
         mask[row, width - len(ids) :] = 1
     block = model.block(layer)
-    with model.lock, torch.no_grad():
+    with model.lock, torch.no_grad(), autocast(model.device, precision):
         with model.nn.trace({"input_ids": input_ids, "attention_mask": mask}, **model.trace_kwargs) as tracer:
             hidden = save(residual_of(block.output))
             tracer.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -179,3 +180,36 @@ def test_failed_spill_leaves_nothing_on_disk(tiny_gpt2, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         harvest(tiny_gpt2, TEXTS, layer=1, ram_budget=0, memmap_dir=tmp_path, progress=False)
     assert calls and list(tmp_path.iterdir()) == []
+
+
+def test_bf16_harvest_autocasts_the_model_and_stores_float32(tiny):
+    exact = harvest(tiny, TEXTS, layer=1, progress=False)
+    fast = harvest(tiny, TEXTS, layer=1, progress=False, precision="bf16")
+    assert fast.acts.dtype == np.float32 and fast.acts.shape == exact.acts.shape
+    np.testing.assert_array_equal(fast.token_ids, exact.token_ids)
+    error = np.linalg.norm(fast.acts - exact.acts, axis=1) / np.linalg.norm(exact.acts, axis=1)
+    assert error.max() > 0, "the products ran in bf16 (an fp32 run would match exactly)"
+    assert error.mean() < 0.02, f"bf16 residuals within 2% of float32's (mean relative error {error.mean():.4f})"
+
+
+def test_a_harvest_precision_must_be_one_it_knows(tiny_gpt2):
+    with pytest.raises(ValueError, match=r"precision='bfloat16' is not a precision: pass one of 'fp32', 'bf16'"):
+        harvest(tiny_gpt2, TEXTS, layer=1, progress=False, precision="bfloat16")  # type: ignore[arg-type]
+
+
+def test_a_remote_model_is_not_harvested_in_a_local_precision(tiny_gpt2, monkeypatch):
+    monkeypatch.setattr(tiny_gpt2, "remote", True)  # refused before any request would be sent
+    with pytest.raises(ValueError, match="NDIF runs a remote model in its own dtype"):
+        harvest(tiny_gpt2, TEXTS, layer=1, progress=False, precision="bf16")
+
+
+def test_bf16_on_hardware_that_emulates_it_says_so(tiny_gpt2, monkeypatch):
+    import saewidgets.precision as precision
+
+    monkeypatch.setattr(precision, "native_bf16", lambda device="cpu": False)
+    with pytest.warns(RuntimeWarning, match="no bf16 instructions, so autocast emulates them"):
+        harvest(tiny_gpt2, TEXTS[:1], layer=1, progress=False, precision="bf16")
+    monkeypatch.setattr(precision, "native_bf16", lambda device="cpu": True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        harvest(tiny_gpt2, TEXTS[:1], layer=1, progress=False, precision="bf16")

@@ -258,9 +258,7 @@ def test_mixed_precision_trains_within_tolerance_of_fp32(arch, precision, option
 
 @pytest.mark.parametrize("bad", ["float16", "bfloat16", torch.bfloat16, None, "BF16"])
 def test_a_precision_the_trainer_lacks_is_refused_naming_the_choices(bad):
-    with pytest.raises(
-        ValueError, match=r"precision=.* is not a training precision: pass one of 'fp32', 'bf16', 'fp16'"
-    ):
+    with pytest.raises(ValueError, match=r"precision=.* is not a precision: pass one of 'fp32', 'bf16', 'fp16'"):
         TrainConfig(precision=bad)
 
 

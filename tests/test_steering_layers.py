@@ -140,7 +140,9 @@ def test_demo_sae_copies_a_cached_harvest_only_where_it_is_the_same(tmp_path, mo
     first = demo_sae(base, model=model, progress=False)
     harvest = activations_module.harvest
     harvested = []
-    monkeypatch.setattr(activations_module, "harvest", lambda *a, **k: harvested.append(a[2]) or harvest(*a, **k))
+    monkeypatch.setattr(
+        activations_module, "harvest", lambda *a, **k: harvested.append((a[2], k["precision"])) or harvest(*a, **k)
+    )
 
     wider = demo_sae(replace(base, n_features=64), model=model, progress=False, harvest_from=[base])
     assert harvested == [] and wider.folder != first.folder and wider.sae.cfg.n_features == 64
@@ -148,7 +150,11 @@ def test_demo_sae_copies_a_cached_harvest_only_where_it_is_the_same(tmp_path, mo
     assert (wider.folder / "activations" / "activations.json").exists()
 
     other_block = demo_sae(replace(base, layer=0), model=model, progress=False, harvest_from=[base])
-    assert harvested == [model.resolve_layer(0)] and other_block.activations.layer != first.activations.layer
+    assert harvested == [(model.resolve_layer(0), "fp32")] and other_block.activations.layer != first.activations.layer
+
+    bf16 = demo_sae(replace(base, precision="bf16"), model=model, progress=False, harvest_from=[base])
+    assert harvested[1:] == [(first.activations.layer, "bf16")], "a bf16 run harvests anew, in bf16"
+    assert not np.array_equal(np.asarray(bf16.activations.acts), np.asarray(first.activations.acts))
 
 
 def test_corpus_settings_are_a_demos_but_for_the_text_and_cached_apart():
@@ -161,15 +167,17 @@ def test_corpus_settings_are_a_demos_but_for_the_text_and_cached_apart():
     assert bench_steering.corpus_for(QUICK).name == "demo"
 
 
-def test_a_demo_corpus_setting_added_later_keeps_the_keys_of_runs_cached_before():
+def test_settings_added_later_keep_the_keys_of_runs_cached_before():
     import hashlib
     import json
 
     for settings in (QUICK, FULL, TINY_DEMO):
-        fields = {k: v for k, v in asdict(settings).items() if k != "corpus"}
+        fields = {k: v for k, v in asdict(settings).items() if k not in ("corpus", "precision")}
         digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
         assert settings.key() == digest
     assert QUICK.key() == "847e5792fed9"  # the quick demo's cache folder, as CI, Binder and users have it
+    assert FULL.key() == "0e0cc17f14ac"  # the full demo's (the SAE its steering figures were measured on)
+    assert replace(FULL, precision="bf16").key() != FULL.key(), "a bf16 run is cached apart"
 
 
 def test_bridge_named_once_keeps_the_first_mention_in_each_document():

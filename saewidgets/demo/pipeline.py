@@ -78,7 +78,7 @@ class DemoSAE:
 
 
 #: The settings a harvest depends on; the others decide only the SAE and what follows it.
-HARVEST_FIELDS = ("model", "layer", "n_tokens", "context_len", "corpus")
+HARVEST_FIELDS = ("model", "layer", "n_tokens", "context_len", "corpus", "precision")
 
 
 def cached_harvest(settings: DemoSettings, others: Sequence[DemoSettings]) -> Path | None:
@@ -138,6 +138,7 @@ def demo_sae(
             context_len=settings.context_len,
             progress=progress,
             cancel=cancel,
+            precision=settings.precision,
         )
         acts.save(acts_dir)
         acts = Activations.load(acts_dir)
@@ -158,6 +159,7 @@ def demo_sae(
             batch_size=settings.batch_size,
             lr=settings.lr,
             seed=settings.seed,
+            precision=settings.precision,
             checkpoint_dir=folder / "checkpoints",
             progress=progress,
             callback=lambda step, info: check_cancel(cancel, "the demo pipeline (training)"),

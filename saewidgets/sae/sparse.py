@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from .architectures import StepOutput, auxk_loss, squared_error, update_threshold
 from .base import SAE
-from .precision import compute_dtype
+from ..precision import compute_dtype
 from .train_config import TrainConfig
 
 SPARSE_ARCHITECTURES = ("topk", "batchtopk")

@@ -29,7 +29,7 @@ from .base import SAE
 from .checkpoint import CHECKPOINT_NAME, BatchOrder, load_checkpoint, save_checkpoint
 from .config import Architecture, SAEConfig
 from .data import Rows, as_rows, check_finite
-from .precision import autocast, grad_scaler
+from ..precision import autocast, grad_scaler, warn_if_emulated
 from .sparse import SPARSE_ARCHITECTURES, release_workspace, sparse_training_step
 from .train_config import TrainConfig
 
@@ -167,6 +167,7 @@ class Trainer:
                 self.sae.threshold.fill_(tc.jumprelu_init_threshold)
         self.optimizer = _adam(list(self.sae.parameters()), tc.peak_lr)
         self.scaler = grad_scaler(device, tc.precision)
+        warn_if_emulated(device, tc.precision)
         self.tokens_since_fired = torch.zeros(cfg.n_features, dtype=torch.long)
         self.step = 0
         self.history: list[dict[str, float]] = []

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from .._checks import real_number, whole_number
+from ..precision import Precision, check_precision
 from .config import ARCHITECTURES, Architecture
-from .precision import PRECISIONS, Precision
 
 #: Architectures with a ``k`` (exact per token for topk, a batch average for batchtopk).
 K_ARCHITECTURES = ("topk", "batchtopk")
@@ -120,15 +120,6 @@ def _architecture(name: str, value: Any) -> str:
     return str(value)
 
 
-def _precision(name: str, value: Any) -> str:
-    if value not in PRECISIONS:
-        raise ValueError(
-            f"{name}={value!r} is not a training precision: pass one of {', '.join(map(repr, PRECISIONS))} "
-            "(bf16 and fp16 autocast the matrix products; the weights stay float32)."
-        )
-    return str(value)
-
-
 def _flag(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{name}={value!r} is not True or False.")
@@ -155,7 +146,7 @@ _CHECKS = {
     "dead_after_tokens": lambda n, v: whole_number(n, v, 1),
     "threshold_momentum": lambda n, v: real_number(n, v, 0.0, 1.0, low_open=True),
     "sparse_kernels": _flag,
-    "precision": _precision,
+    "precision": check_precision,
     "grad_clip": lambda n, v: real_number(n, v, 0.0),
     "seed": lambda n, v: whole_number(n, v, 0),
     "n_scale_samples": lambda n, v: whole_number(n, v, 1),
