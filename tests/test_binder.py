@@ -29,6 +29,7 @@ def test_repo2docker_reads_binder_folder():
     assert result.returncode == 0, dockerfile[-3000:]
     assert 'pip install --no-cache-dir -r "binder/requirements.txt"' in dockerfile
     assert "./binder/postBuild" in dockerfile
+    assert 'R2D_ENTRYPOINT="${REPO_DIR}/binder/start"' in dockerfile, "start runs before every session"
     assert re.search(r"python=3\.11", dockerfile), "runtime.txt's Python is used"
 
 
@@ -54,3 +55,22 @@ def test_notebooks_the_badges_open_exist():
     assert "tutorials/01_quickstart.ipynb" in targets
     missing = [t for t in targets if not (ROOT / t).exists()]
     assert not missing, f"README links notebooks that do not exist: {missing}"
+
+
+def test_start_gives_binder_kernels_the_demos_allocator_setting():
+    from saewidgets.models._memory import LARGE_BLOCK_ENV
+
+    start = BINDER / "start"
+    assert start.stat().st_mode & 0o111, "start is executable"
+    lines = [line for line in start.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    assert lines[-1] == 'exec "$@"', "start must hand over to the command repo2docker gives it"
+    ((name, value),) = LARGE_BLOCK_ENV.items()
+    assert f'export {name}="${{{name}:-{value}}}"' in lines
+    result = subprocess.run(
+        ["bash", str(start), "bash", "-c", f"echo ${name}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert result.stdout.strip() == value, "the command start runs sees the setting"

@@ -300,6 +300,17 @@ def test_lab_kernels_get_the_demo_settings_and_the_quick_flag(monkeypatch):
         assert settings_from_env() == settings and json.loads(env[SETTINGS_ENV])["n_features"] == settings.n_features
 
 
+def test_lab_kernels_get_the_demos_allocator_setting_unless_the_user_has_one(monkeypatch):
+    from saewidgets.demo import QUICK
+    from saewidgets.demo.lab import lab_environment
+    from saewidgets.models._memory import LARGE_BLOCK
+
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    assert lab_environment(QUICK, True)["MALLOC_MMAP_THRESHOLD_"] == str(LARGE_BLOCK)
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
+    assert lab_environment(QUICK, True)["MALLOC_MMAP_THRESHOLD_"] == "131072"
+
+
 def test_tutorials_exercises_copy_blanks_every_solution_and_keeps_the_checks(tmp_path):
     import ast
     import json

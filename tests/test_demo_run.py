@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import platform
+import os
 import subprocess
 import sys
 import weakref
@@ -91,13 +92,21 @@ print(resident_mb() - before)
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc" or not Path("/proc/self/status").exists(), reason="glibc")
 def test_large_blocks_go_back_to_the_system_when_freed(tmp_path):
     """After a 24 MB block is freed glibc serves 16 MB from its heap and keeps it; `return_large_blocks` (the demo
-    calls it) maps it on its own, so freeing it gives the memory back. In a child process: it lasts for the
+    calls it) maps it on its own, so freeing it gives the memory back; so does `LARGE_BLOCK_ENV` in a child's
+    environment (the kernels `saewidgets demo --lab` and Binder start). In child processes: it lasts for the
     process."""
+    from saewidgets.models._memory import LARGE_BLOCK_ENV
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    runs = {"default": ("default", env), "fixed": ("fixed", env), "env": ("default", {**env, **LARGE_BLOCK_ENV})}
     kept = {
-        mode: float(
-            subprocess.run([sys.executable, "-c", HEAP_PROBE, mode], capture_output=True, text=True, check=True).stdout
+        name: float(
+            subprocess.run(
+                [sys.executable, "-c", HEAP_PROBE, mode], capture_output=True, text=True, check=True, env=child_env
+            ).stdout
         )
-        for mode in ("default", "fixed")
+        for name, (mode, child_env) in runs.items()
     }
     assert kept["default"] > 12, f"glibc's default kept {kept['default']:.1f} MB: the probe no longer shows the case"
     assert kept["fixed"] < 2, f"{kept['fixed']:.1f} MB of a freed 16 MB block stayed resident"
+    assert kept["env"] < 2, f"with LARGE_BLOCK_ENV (kernels, Binder) {kept['env']:.1f} MB stayed resident"

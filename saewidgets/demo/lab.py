@@ -19,6 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .._atomic_write import atomic_write_bytes
+from ..models._memory import LARGE_BLOCK_ENV
 from .settings import SETTINGS_ENV, DemoSettings
 
 QUICKSTART = "01_quickstart.ipynb"
@@ -105,8 +106,11 @@ def jupyterlab_missing() -> str | None:
 
 def lab_environment(settings: DemoSettings, quick: bool) -> dict[str, str]:
     """The server's environment (its kernels inherit it): the demo's settings, so ``demo_artifacts()`` in the notebook
-    loads this very SAE from the cache, and ``SAEWIDGETS_QUICK`` so the tutorials size their own runs to match."""
-    return dict(os.environ, **{SETTINGS_ENV: json.dumps(asdict(settings)), "SAEWIDGETS_QUICK": "1" if quick else "0"})
+    loads this very SAE from the cache, ``SAEWIDGETS_QUICK`` so the tutorials size their own runs to match, and the
+    demo's allocator setting (`LARGE_BLOCK_ENV`, unless the user set their own): a tutorial kernel peaked 20-120 MB
+    lower with it (benchmarks/README.md)."""
+    demo = {SETTINGS_ENV: json.dumps(asdict(settings)), "SAEWIDGETS_QUICK": "1" if quick else "0"}
+    return {**LARGE_BLOCK_ENV, **os.environ, **demo}
 
 
 def open_lab(settings: DemoSettings, out_dir: str | os.PathLike, *, quick: bool) -> int:

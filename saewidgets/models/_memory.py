@@ -14,7 +14,8 @@ And one thing the allocator does on its own: glibc serves blocks below its mmap 
 that threshold (up to 32 MB) each time a larger block is freed. A steering search's blocks of vocabulary logits
 (``[positions, 16384]`` float32, 1-30 MB each, in many sizes) then come from a heap that cannot reuse their holes
 for the next size, so it grows: one fluency judgement of 8 continuations took 350 MB above its start and kept 300 MB
-after it. `return_large_blocks` fixes the threshold instead (+70-100 MB and nothing kept, measured on the same call).
+after it. `return_large_blocks` fixes the threshold instead (+70-100 MB and nothing kept, measured on the same call);
+`LARGE_BLOCK_ENV` is the same setting for the environment of processes a tool starts (notebook kernels).
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ def release_freed_memory() -> None:
 _M_MMAP_THRESHOLD = -3
 #: Blocks of at least this many bytes get their own mapping, returned to the system when freed.
 LARGE_BLOCK = 4 * 2**20
+#: `return_large_blocks` as glibc reads it from the environment when a process starts, for the processes a tool
+#: launches (notebook kernels: ``saewidgets demo --lab``'s, and Binder's through ``binder/start``).
+LARGE_BLOCK_ENV = {"MALLOC_MMAP_THRESHOLD_": str(LARGE_BLOCK)}
 
 
 def return_large_blocks(threshold: int = LARGE_BLOCK) -> bool:
