@@ -288,13 +288,7 @@ def harvest(
             stored as float32 either way. A local model only: NDIF runs a remote model in its own dtype.
     """
     layer = model.resolve_layer(layer)
-    check_precision("precision", precision)
-    if precision != "fp32" and model.remote is True:
-        raise ValueError(
-            f"precision={precision!r} applies to a model run here; NDIF runs a remote model in its own dtype. "
-            "Pass precision='fp32' (the default) for a remote model."
-        )
-    warn_if_emulated(model.device, precision)
+    check_harvest_precision(model, precision)
     windows = plan_harvest(model, texts_or_corpus, context_len, n_tokens, batch_size, drop_bos, split_special_tokens)
     total = windows[-1].offset + windows[-1].n_rows
     acts, spill = _allocate(total, model.d_model, ram_budget, memmap_dir)
@@ -361,6 +355,18 @@ def plan_harvest(
             f"pass n_tokens <= {total:,} or more text."
         )
     return windows
+
+
+def check_harvest_precision(model: ModelHandle, precision: str) -> None:
+    """Refuse a precision `harvest` does not know, or a 16-bit one for a model NDIF runs (its dtype is the server's);
+    warn where bf16 would be emulated. Shared by `harvest` and `saewidgets.store.harvest_to_store`."""
+    check_precision("precision", precision)
+    if precision != "fp32" and model.remote is True:
+        raise ValueError(
+            f"precision={precision!r} applies to a model run here; NDIF runs a remote model in its own dtype. "
+            "Pass precision='fp32' (the default) for a remote model."
+        )
+    warn_if_emulated(model.device, precision)
 
 
 def fill_rows(

@@ -1,8 +1,8 @@
 """Mixed precision: matrix products in bf16 or fp16 under ``torch.autocast``, everything else in float32.
 
-Two places take a ``precision``: `train_sae` (``TrainConfig.precision``) and `harvest`. ``"fp32"`` is plain
-float32. ``"bf16"`` and ``"fp16"`` run the work under ``torch.autocast`` (CPU or CUDA), so the matrix products run in
-16 bits: in training the encoder product above all (the only dense one of a sparse TopK step), while the weights,
+``precision`` is taken by `train_sae` (``TrainConfig.precision``) and by the harvests (`harvest`, `harvest_to_store`;
+``saewidgets train --harvest-precision``). ``"fp32"`` is plain float32. ``"bf16"`` and ``"fp16"`` run the work under
+``torch.autocast`` (CPU or CUDA), so the matrix products run in 16 bits: in training the encoder product above all (the only dense one of a sparse TopK step), while the weights,
 their gradients, Adam's state, the loss and the metrics stay float32, so the master weights never lose precision,
 only each step's products do; in the harvest the model's linear layers (SAELens's ``autocast_lm``), while the
 stored residuals are float32. fp16's narrow exponent range needs the loss scaled against gradient underflow

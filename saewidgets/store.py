@@ -36,9 +36,18 @@ from torch import Tensor  # the class attribute `torch` (a method) hides the mod
 from ._atomic_write import atomic_write_bytes, check_writable_dir, fsync_path
 from ._checks import whole_number
 from .cancel import CancelSignal
-from .activations import DEFAULT_CONTEXT_LEN, Activations, as_texts, HarvestWindow, fill_rows, plan_harvest
+from .activations import (
+    DEFAULT_CONTEXT_LEN,
+    Activations,
+    HarvestWindow,
+    as_texts,
+    check_harvest_precision,
+    fill_rows,
+    plan_harvest,
+)
 from .corpus import corpus_for_tokens, is_stream
 from .models.handle import LayerSpec, ModelHandle
+from .precision import Precision
 from .progress import progress_bar
 
 STORE_FORMAT = "saewidgets.store/1"
@@ -194,6 +203,7 @@ def harvest_to_store(
     text_field: str = "text",
     split_special_tokens: bool = True,
     cancel: CancelSignal | None = None,
+    precision: Precision = "fp32",
 ) -> "ActivationStore":
     """Harvest the residual stream after block ``layer`` into a disk-backed store in ``directory``.
 
@@ -213,6 +223,8 @@ def harvest_to_store(
         cancel: a `threading.Event` (see `saewidgets.cancel`), checked before every batch; once set, the shard in
             flight is deleted and `saewidgets.cancel.Cancelled` raised. The shards already committed stay listed
             in the manifest, so calling again resumes: the same rows as an uninterrupted harvest.
+        precision: as `saewidgets.harvest`'s (bf16 autocast of the model's products); recorded in the manifest, so
+            a store is never resumed in another precision than it was begun in.
 
     Under ``torch.distributed`` (e.g. torchrun) every rank must call this with the same arguments: rank r
     harvests shards r, r + world_size, ...; all ranks return the finished store.
@@ -222,6 +234,7 @@ def harvest_to_store(
     shard_tokens = whole_number("shard_tokens", shard_tokens, 1)
     check_writable_dir(directory, "directory")  # before the harvest, not at its first shard
     layer = model.resolve_layer(layer)
+    check_harvest_precision(model, precision)
     if is_stream(texts_or_corpus):
         if n_tokens is None:
             raise ValueError(
@@ -251,6 +264,8 @@ def harvest_to_store(
             "n_tokens": n_tokens,
             "shard_tokens": shard_tokens,
             "split_special_tokens": split_special_tokens,
+            # recorded only when not fp32, so that the stores begun before it was a setting still resume
+            **({"precision": precision} if precision != "fp32" else {}),
         },
         "n_rows": windows[-1].offset + windows[-1].n_rows,
         "n_shards": len(shards),
@@ -270,7 +285,7 @@ def harvest_to_store(
         disable=not progress,
     ) as bar:
         for shard in mine:
-            _write_shard(model, layer, directory, shard, np.dtype(dtype), batch_size, bar, cancel)
+            _write_shard(model, layer, directory, shard, np.dtype(dtype), batch_size, bar, cancel, precision)
             if rank == 0:
                 _write_manifest(directory, header, shards)
     _barrier()
@@ -315,6 +330,7 @@ def _write_shard(
     batch_size: int,
     bar: Any,
     cancel: CancelSignal | None,
+    precision: Precision = "fp32",
 ) -> None:
     """Harvest one shard into a temporary folder, fsync it, and commit it with one rename."""
     final = directory / "shards" / shard.name
@@ -333,6 +349,7 @@ def _write_shard(
             base=shard.first_row,
             bar=bar,
             cancel=cancel,
+            precision=precision,
         )
         _check_fits(acts, dtype, model, layer)
         for array in (acts, index):

@@ -54,6 +54,7 @@ EVERY_RUN_OPTION = dict(
     held_out_fraction=0.1,
     eval_tokens=300,
     shard_tokens=500,
+    harvest_precision="bf16",
     format="saelens",
     shard_latents=False,
     restart=True,
@@ -123,6 +124,7 @@ def _check_every_option_arrived(run, config):
     assert (store.manifest["model"], store.manifest["layer"]) == ("tiny-gpt2", 1)
     assert store.manifest["settings"]["context_len"] == 32 and store.manifest["settings"]["n_tokens"] == 1200
     assert store.manifest["settings"]["shard_tokens"] == 500
+    assert store.manifest["settings"]["precision"] == "bf16", "--harvest-precision"
     assert store.manifest["n_documents"] == 24 - round(0.1 * 24), "the held-out documents stayed out of the store"
     trained = load_checkpoint(run.checkpoint_dir)["train_config"]
     assert trained == config.to_dict(), "every TrainConfig field reached the trainer"

@@ -234,3 +234,16 @@ def test_a_stopped_harvest_keeps_only_committed_shards_and_resumes_to_the_same_r
     assert on_disk == [s["name"] for s in manifest["shards"]], "only the shards the manifest lists are kept"
     store = harvest_to_store(tiny_gemma, TEXTS, tmp_path / "s", cancel=threading.Event(), **SETTINGS)
     assert_same_rows(store, reference)
+
+
+def test_a_bf16_store_holds_the_rows_of_a_bf16_harvest_and_resumes_only_in_bf16(tiny_gemma, tmp_path):
+    store = harvest_to_store(tiny_gemma, TEXTS, tmp_path / "s", **SETTINGS, precision="bf16")
+    in_memory = harvest(tiny_gemma, TEXTS, layer=1, context_len=16, batch_size=4, progress=False, precision="bf16")
+    assert store.acts.dtype == np.float32 and store.manifest["settings"]["precision"] == "bf16"
+    error = np.linalg.norm(np.asarray(store.acts) - in_memory.acts, axis=1) / np.linalg.norm(in_memory.acts, axis=1)
+    assert error.max() < 0.02, "the same rows (shards batch windows differently, so bf16 rounds a little apart)"
+    fp32 = harvest_to_store(tiny_gemma, TEXTS, tmp_path / "f", **SETTINGS)
+    assert "precision" not in fp32.manifest["settings"], "fp32 stores keep the manifest stores had before"
+    assert not np.allclose(np.asarray(store.acts), np.asarray(fp32.acts), rtol=0, atol=1e-6), "bf16 ran"
+    with pytest.raises(ValueError, match="harvested differently.*settings"):
+        harvest_to_store(tiny_gemma, TEXTS, tmp_path / "s", **SETTINGS)  # an fp32 resume of the bf16 store
