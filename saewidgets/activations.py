@@ -283,7 +283,7 @@ def harvest(
             for texts that carry them on purpose (e.g. chat-formatted data).
         precision: ``"fp32"``, or ``"bf16"`` / ``"fp16"`` to run the model's matrix products under
             ``torch.autocast`` (SAELens's ``autocast_lm``; see `saewidgets.precision`). On a CPU with native bf16
-            (`saewidgets.precision.native_bf16`) bf16 harvests ~2.4x faster than float32, with residuals within
+            (`saewidgets.precision.native_bf16`) bf16 harvests 2.1-2.4x faster than float32, with residuals within
             ~0.5% (relative norm) of float32's for Gemma 3 270M; elsewhere it is emulated and slower. The rows are
             stored as float32 either way. A local model only: NDIF runs a remote model in its own dtype.
     """

@@ -2,11 +2,12 @@
 
 ``precision`` is taken by `train_sae` (``TrainConfig.precision``) and by the harvests (`harvest`, `harvest_to_store`;
 ``saewidgets train --harvest-precision``). ``"fp32"`` is plain float32. ``"bf16"`` and ``"fp16"`` run the work under
-``torch.autocast`` (CPU or CUDA), so the matrix products run in 16 bits: in training the encoder product above all (the only dense one of a sparse TopK step), while the weights,
-their gradients, Adam's state, the loss and the metrics stay float32, so the master weights never lose precision,
-only each step's products do; in the harvest the model's linear layers (SAELens's ``autocast_lm``), while the
-stored residuals are float32. fp16's narrow exponent range needs the loss scaled against gradient underflow
-(`torch.amp.GradScaler`); bf16 has float32's range and needs none.
+``torch.autocast`` (CPU or CUDA), so the matrix products run in 16 bits. In training that is the encoder product
+above all (the only dense one of a sparse TopK step), while the weights, their gradients, Adam's state, the loss and
+the metrics stay float32: the master weights never lose precision, only each step's products do. In the harvest it
+is the model's linear layers (SAELens's ``autocast_lm``), while the stored residuals are float32. fp16's narrow
+exponent range needs the loss scaled against gradient underflow (`torch.amp.GradScaler`); bf16 has float32's range
+and needs none.
 
 bf16 is only fast where the hardware has bf16 instructions (`native_bf16`): a CUDA GPU that supports it, or a CPU
 with AVX512-BF16 or AMX. Elsewhere the CPU emulates it and may well be slower than float32.

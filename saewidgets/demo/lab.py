@@ -107,7 +107,7 @@ def jupyterlab_missing() -> str | None:
 def lab_environment(settings: DemoSettings, quick: bool) -> dict[str, str]:
     """The server's environment (its kernels inherit it): the demo's settings, so ``demo_artifacts()`` in the notebook
     loads this very SAE from the cache, ``SAEWIDGETS_QUICK`` so the tutorials size their own runs to match, and the
-    demo's allocator setting (`LARGE_BLOCK_ENV`, unless the user set their own): a tutorial kernel peaked 20-120 MB
+    demo's allocator setting (`LARGE_BLOCK_ENV`, unless the user set their own): a tutorial kernel peaked 17-122 MB
     lower with it (benchmarks/README.md)."""
     demo = {SETTINGS_ENV: json.dumps(asdict(settings)), "SAEWIDGETS_QUICK": "1" if quick else "0"}
     return {**LARGE_BLOCK_ENV, **os.environ, **demo}
