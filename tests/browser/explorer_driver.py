@@ -53,12 +53,21 @@ def expect_selected(ex: Locator, feature: int) -> None:
 
 
 def click_map_point(page, ex: Locator, feature: int) -> int:
-    """Click where ``feature`` is drawn; returns the feature the map selected (the nearest point)."""
+    """Click where ``feature`` is drawn; returns the feature the map selected (the nearest point).
+
+    The map is scrolled to the middle of the viewport first: a point near its bottom edge can lie below the fold
+    (Notebook 7 at 1280x720 put one at y = 855), where a mouse click reaches nothing."""
     mp = ex.locator(".saew-map")
+    overlay = ex.locator(".saew-map-overlay")
+    overlay.evaluate("el => el.scrollIntoView({block: 'center', inline: 'center'})")
     x, y = mp.evaluate("(el, i) => el.saewScreenOf(i)", feature)
-    box = ex.locator(".saew-map-overlay").bounding_box()
+    box = overlay.bounding_box()
+    px, py, view = box["x"] + x, box["y"] + y, page.viewport_size
+    assert 0 <= px < view["width"] and 0 <= py < view["height"], (
+        f"feature {feature} at ({px:.0f}, {py:.0f}) is off {view}"
+    )
     before = shown_feature(ex)
-    page.mouse.click(box["x"] + x, box["y"] + y)
+    page.mouse.click(px, py)
     expect(ex.locator(".saew-card-id")).not_to_have_text(f"Feature #{before}", timeout=ROUND_TRIP_MS)
     picked = shown_feature(ex)
     expect_selected(ex, picked)
