@@ -47,10 +47,10 @@ class DemoSettings:
     precision: Precision = "fp32"
     """Precision of the harvest's model products and of the training step's (`saewidgets.precision`): "fp32", or
     "bf16" under autocast (``saewidgets demo --precision bf16``). On a CPU with native bf16 (`native_bf16`) the
-    full demo ran in 335 s instead of 400 (harvest 2x, training 1.15x faster), but it trains another SAE: measured,
-    its Golden Gate feature steered 8% of the held-out prompts where the fp32 SAE's steered 50%, and its peak memory
-    was 2.9 GB against 1.8 (benchmarks/README.md). Both demos therefore stay fp32; elsewhere bf16 is emulated and
-    slower."""
+    full demo ran in 335 s instead of 400 (harvest 2x, training 1.15x faster; still above 6 minutes on a first run),
+    but it trains another SAE: measured, its Golden Gate search's trials steered 1 of 6 selection prompts where the
+    fp32 SAE's steered 4, and its peak memory was 2.9 GB against 1.8 (benchmarks/README.md). Both demos therefore
+    stay fp32; elsewhere bf16 is emulated and slower."""
     corpus: str = "demo"
     """Text to harvest: "demo" (the bundled demo corpus) or the name of the `Corpus` passed to `demo_sae` /
     `demo_artifacts` as ``corpus=`` (they refuse one whose name differs, so each text is cached apart)."""
