@@ -330,7 +330,7 @@ def _write_shard(
     batch_size: int,
     bar: Any,
     cancel: CancelSignal | None,
-    precision: Precision = "fp32",
+    precision: Precision,
 ) -> None:
     """Harvest one shard into a temporary folder, fsync it, and commit it with one rename."""
     final = directory / "shards" / shard.name

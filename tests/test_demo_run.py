@@ -4,8 +4,8 @@ feature map imports UMAP (the order that keeps the quick demo within Binder's me
 from __future__ import annotations
 
 import gc
-import platform
 import os
+import platform
 import subprocess
 import sys
 import weakref
