@@ -355,7 +355,7 @@ class Demo:
 
 
 #: How an experiment's label names each setting it changes.
-_CHANGES = {"layer": "block {}", "n_features": "{} features", "corpus": "corpus {}"}
+_CHANGES = {"layer": "block {}", "n_features": "{} features", "corpus": "corpus {}", "seed": "seed {}"}
 
 
 def corpus_for(settings: Any) -> Any:
@@ -374,7 +374,7 @@ def demo_settings(demo: str) -> Any:
 
 def experiment(demo: str, **change: Any) -> tuple[str, Any]:
     """The label and settings of an experiment's SAE: the ``demo`` SAE's settings with only ``change`` (``layer``,
-    ``n_features``, ``corpus``) applied, e.g. ``experiment("full", n_features=2048)`` -> ("full, 2048 features", ...). A change
+    ``n_features``, ``corpus``, ``seed``) applied, e.g. ``experiment("full", n_features=2048)`` -> ("full, 2048 features", ...). A change
     that changes nothing gives the demo's own label and settings."""
     settings = replace(demo_settings(demo), **change)
     if settings == demo_settings(demo):
@@ -520,12 +520,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layer", type=int, help="an SAE with those settings at this block (trained if needed)")
     parser.add_argument("--features", type=int, help="an SAE with those settings this wide (trained if needed)")
     parser.add_argument("--corpus", choices=list(CORPORA), help="an SAE with those settings on this corpus variant")
+    parser.add_argument("--seed", type=int, help="an SAE with those settings trained from this seed (a second draw)")
     parser.add_argument("--concept", action="append", choices=[c.name for c in CONCEPTS], help="(repeatable)")
     parser.add_argument("--method", action="append", choices=list(METHODS), help="(repeatable; default: recipe)")
     args = parser.parse_args(argv)
     change = {
         name: value
-        for name, value in (("layer", args.layer), ("n_features", args.features), ("corpus", args.corpus))
+        for name, value in (
+            ("layer", args.layer),
+            ("n_features", args.features),
+            ("corpus", args.corpus),
+            ("seed", args.seed),
+        )
         if value is not None
     }
     label, settings = experiment(args.sae, **change)

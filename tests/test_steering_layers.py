@@ -33,6 +33,27 @@ def test_width_settings_are_a_demos_but_for_the_other_demos_width():
         assert label == f"{demo}, {n_features} features"
 
 
+def test_a_second_draw_changes_only_the_seed_and_harvests_the_same_rows():
+    from saewidgets.demo.pipeline import HARVEST_FIELDS
+
+    label, settings = bench_steering.experiment("quick", corpus="demo-bridge-named-once", seed=1)
+    assert label == "quick, corpus demo-bridge-named-once, seed 1"
+    assert {k for k, v in asdict(settings).items() if asdict(QUICK)[k] != v} == {"corpus", "seed"}
+    assert "seed" not in HARVEST_FIELDS  # a seed-1 SAE reuses the seed-0 run's harvest
+    assert settings.key() != bench_steering.experiment("quick", corpus="demo-bridge-named-once")[1].key()
+    assert "--seed SEED" in _cli_help()
+
+
+def _cli_help() -> str:
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+        bench_steering.main(["--help"])
+    return out.getvalue()
+
+
 def test_an_experiment_that_changes_nothing_is_the_demo_itself():
     assert bench_steering.experiment("full", n_features=FULL.n_features) == ("full", FULL)
     assert bench_steering.experiment("quick") == ("quick", QUICK)
