@@ -404,9 +404,10 @@ def saes(
     return [(d, demo_settings(d), tuple(METHODS)) for d in demos] + [(*run, EXPERIMENT_METHODS) for run in runs]
 
 
-def load(label: str, settings: Any, model: Any) -> Demo:
+def load(label: str, settings: Any, model: Any, validate: bool = False) -> Demo:
     """The SAE's `Demo`; the experiments' SAEs are trained (and cached) first, on a copy of a cached demo's harvest
-    where theirs is the same (the width experiment), the demo's are not."""
+    where theirs is the same (the width experiment), the demo's are not. The experiments' clamps are judged on the
+    validation prompts too; the demo SAEs' only with ``validate`` (to compare a demo with an experiment)."""
     trained_here = label not in ("quick", "full")
     if trained_here:
         from saewidgets.demo import demo_sae
@@ -417,7 +418,7 @@ def load(label: str, settings: Any, model: Any) -> Demo:
             harvest_from=[demo_settings("quick"), demo_settings("full")],
             corpus=corpus_for(settings),
         )
-    return Demo(settings, model, validate=trained_here)
+    return Demo(settings, model, validate=trained_here or validate)
 
 
 def cell(model: Any, art: Any, concept: Any, index: int, method: str, label: str) -> dict[str, Any] | None:
@@ -523,6 +524,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, help="an SAE with those settings trained from this seed (a second draw)")
     parser.add_argument("--concept", action="append", choices=[c.name for c in CONCEPTS], help="(repeatable)")
     parser.add_argument("--method", action="append", choices=list(METHODS), help="(repeatable; default: recipe)")
+    parser.add_argument(
+        "--validate", action="store_true", help="judge a demo SAE's clamps on the validation prompts too"
+    )
     args = parser.parse_args(argv)
     change = {
         name: value
@@ -536,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     label, settings = experiment(args.sae, **change)
     model = gemma()
-    art = load(label, settings, model)
+    art = load(label, settings, model, validate=args.validate)
     for i, c in enumerate(CONCEPTS):
         if args.concept is None or c.name in args.concept:
             for m in args.method or ["recipe"]:

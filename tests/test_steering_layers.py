@@ -41,7 +41,7 @@ def test_a_second_draw_changes_only_the_seed_and_harvests_the_same_rows():
     assert {k for k, v in asdict(settings).items() if asdict(QUICK)[k] != v} == {"corpus", "seed"}
     assert "seed" not in HARVEST_FIELDS  # a seed-1 SAE reuses the seed-0 run's harvest
     assert settings.key() != bench_steering.experiment("quick", corpus="demo-bridge-named-once")[1].key()
-    assert "--seed SEED" in _cli_help()
+    assert "--seed SEED" in _cli_help() and "--validate" in _cli_help()
 
 
 def _cli_help() -> str:
