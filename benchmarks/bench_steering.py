@@ -64,6 +64,9 @@ WIDTHS = (("full", 2048), ("quick", 4096))
 #: The corpus experiment: (demo, corpus), the demo's settings with only the text changed to a variant of the demo
 #: corpus (`corpus_variants.CORPORA`): the bridge named once per document instead of 1,107 times in all.
 CORPUS_RUNS = (("quick", "demo-bridge-named-once"), ("full", "demo-bridge-named-once"))
+#: Candidates the `promoters` method adds to the context search's: the features that most promote the terms'
+#: first tokens by their decoder directions alone. Set before any measurement, not tuned.
+PROMOTERS = 10
 #: Methods run on the experiments' SAEs.
 EXPERIMENT_METHODS = ("recipe",)
 #: Bump when a method's code changes, so cached results of the old code are not reused.
@@ -288,6 +291,13 @@ def family(model: Any, art: Any, concept: Any) -> dict[str, Any]:
     return clamped(model, art, concept, hit, hit.get("multiple", 2.0))
 
 
+def promoters(model: Any, art: Any, concept: Any) -> dict[str, Any]:
+    """The recipe with `PROMOTERS` more candidates: the features whose decoder directions most promote the terms'
+    first tokens (`promoting_features`), whatever their top contexts."""
+    hit = search(model, art, concept, multiples=RECIPE_MULTIPLES, promoters=PROMOTERS)
+    return clamped(model, art, concept, hit, hit.get("multiple", 2.0))
+
+
 def whole_term_family(model: Any, art: Any, concept: Any) -> dict[str, Any]:
     """Both: whole-term ranking of the shortlist, then families."""
     hit = search(model, art, concept, whole_terms=True, family=3, multiples=RECIPE_MULTIPLES)
@@ -321,11 +331,21 @@ METHODS: dict[str, Callable[[Any, Any, Any], dict[str, Any]]] = {
     "whole-term": whole_term,
     "family": family,
     "whole-term+family": whole_term_family,
+    "promoters": promoters,
     "diffmean": diffmean,
     "prompting": prompting,
 }
 #: Methods that need a trained SAE.
-SAE_METHODS = ("recipe", "fixed-2x", "recipe-calibrated", "decoder-added", "whole-term", "family", "whole-term+family")
+SAE_METHODS = (
+    "recipe",
+    "fixed-2x",
+    "recipe-calibrated",
+    "decoder-added",
+    "whole-term",
+    "family",
+    "whole-term+family",
+    "promoters",
+)
 #: The item-4 variants run on the Golden Gate Bridge only: on two shared CPU cores each costs several minutes per
 #: concept, and the bridge is the target the issue sets first.
 VARIANTS, VARIANT_CONCEPTS = ("recipe-calibrated", "decoder-added", "whole-term", "family", "whole-term+family"), 1

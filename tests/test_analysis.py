@@ -27,7 +27,13 @@ from saewidgets.analysis import (
     steering_search,
     token_activations,
 )
-from saewidgets.analysis.output_score import WHOLE_TERM_LEADERS, concept_token_ids, term_spellings
+from saewidgets.analysis.output_score import (
+    WHOLE_TERM_LEADERS,
+    concept_token_ids,
+    promoting_features,
+    term_spellings,
+)
+from saewidgets.analysis.search import context_hit
 from saewidgets.analysis.steering import generate
 from saewidgets.analysis.steering_judge import calibrate_fluency, judge_steering
 from saewidgets.analysis.logits import norm_gain
@@ -746,6 +752,45 @@ def test_steering_search_returns_only_features_whose_trials_succeeded(tiny, sae,
         assert h.output_score == pytest.approx(scores[h.feature], abs=1e-5)
         assert h.to_dict()["feature"] == h.feature and isinstance(h.steered, str)
     assert any("No feature steered" in str(w.message) for w in caught) == (not expected)
+
+
+def test_promoting_features_rank_the_direct_logit_z_score_of_the_terms(tiny, sae):
+    terms = ["bridge", "fog"]
+    ids = concept_token_ids(tiny, terms)
+    # the model's own final norm and head on each direction, less their output at zero (the norm's bias): a positive
+    # multiple of the direct logit effect, which a z-score over the vocabulary does not see
+    brute = tiny.logits_of_residual(sae.W_dec.detach()) - tiny.logits_of_residual(torch.zeros(1, tiny.d_model))
+    z = ((brute[:, ids] - brute.mean(1, keepdim=True)) / brute.std(1, keepdim=True)).max(1).values
+    found = promoting_features(tiny, sae, terms, n=5, batch_size=7)
+    assert [f for f, _ in found] == z.topk(5).indices.tolist()
+    assert [score for _, score in found] == pytest.approx(z.topk(5).values.tolist(), rel=1e-3)
+    planted = copy.deepcopy(sae)  # feature 9's direction is the unembedding row of " bridge": it says the term
+    with torch.no_grad():
+        planted.W_dec[9] = tiny.hf.get_output_embeddings().weight[ids[0]] * 10
+    assert promoting_features(tiny, planted, terms, n=1)[0][0] == 9
+
+
+def test_promoting_features_leave_out_features_that_never_fired(tiny, sae, stats):
+    dead = set(np.flatnonzero(np.asarray(stats.max_act) <= 0).tolist())
+    assert dead, "the tiny SAE has features that never fire"
+    everything = [f for f, _ in promoting_features(tiny, sae, "bridge", n=sae.cfg.n_features)]
+    alive = [f for f, _ in promoting_features(tiny, sae, "bridge", n=sae.cfg.n_features, stats=stats)]
+    assert alive == [f for f in everything if f not in dead]
+
+
+def test_context_hit_is_the_context_searchs_record_of_any_feature(stats):
+    for hit in search_contexts(stats, "the", n=5):
+        assert context_hit(stats, hit.feature, "the") == hit
+    missing = context_hit(stats, 0, "no context says this")
+    assert missing.fraction == 0 and missing.example == (stats.context_texts(0) or [""])[0]
+
+
+def test_steering_search_tries_the_promoting_features_when_no_context_has_the_query(tiny, sae, stats):
+    options = dict(terms="Zanzibarquetzal", prompts=["The fog"], max_new_tokens=4, progress=False)
+    with pytest.warns(UserWarning, match=r"nothing to try.*promoters=10"):
+        assert steering_search(tiny, sae, stats, "no context says this", **options) == []
+    with pytest.warns(UserWarning, match="No feature steered.*the 3 best by output score"):
+        assert steering_search(tiny, sae, stats, "no context says this", promoters=3, **options) == []
 
 
 def test_steering_search_warns_and_returns_nothing_when_no_trial_succeeds(tiny, sae, stats):

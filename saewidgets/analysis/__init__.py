@@ -17,7 +17,7 @@ from .attribution import Attribution, attribute
 from .cards import FeatureCard, feature_card
 from .geometry import FeatureGeometry, MapQuality, feature_geometry, map_quality
 from .logits import LogitEffects, logit_effects
-from .output_score import SteeringCandidate, output_scores, steering_search
+from .output_score import SteeringCandidate, output_scores, promoting_features, steering_search
 from .results import (
     ActiveFeature,
     AttributedFeature,
@@ -95,6 +95,7 @@ __all__ = [
     "map_quality",
     "mentions",
     "output_scores",
+    "promoting_features",
     "search_contexts",
     "steer",
     "steer_vector",

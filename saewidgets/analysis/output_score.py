@@ -21,6 +21,11 @@ only predicts: candidates are the features whose top contexts contain the query 
 without the name's own tokens); the best few by output score are clamped while the model writes on the same
 neutral prompts, and ranked by how many continuations mention one of the terms, stay fluent and were not about
 the concept without the clamp (`judge_steering`; fluency calibrated on the same prompts' default continuations).
+
+A feature that says a concept need not fire in text about it, so the context search can miss it: on the quick demo
+SAE no feature whose top contexts contain "honest" steered toward honesty, while the feature whose decoder direction
+most promotes " lying" through the unembedding did. `promoting_features` ranks every feature that way (weights
+only, no forward pass), and ``steering_search(..., promoters=n)`` adds the best ``n`` to the candidates.
 """
 
 from __future__ import annotations
@@ -37,7 +42,8 @@ from .._checks import whole_number
 from ..models.handle import ModelHandle
 from ._common import check_features, content_mask, left_padded_batch, prompt_ids, sae_layer
 from ._trace import next_token_logprobs_with_delta, residuals, token_logprob_with_delta
-from .search import search_contexts
+from .logits import direction_logits
+from .search import context_hit, search_contexts
 from .stats import FeatureStats
 from .steering import DEFAULT_CLAMP_MULTIPLE, clamp_values, generate, intervention_delta, steer_each
 from .steering_judge import as_terms, calibrate_fluency, judge_steering
@@ -76,6 +82,42 @@ def concept_token_ids(model: ModelHandle, terms: str | Sequence[str]) -> list[in
                 if ids:
                     found.add(int(ids[0]))
     return sorted(found)
+
+
+@torch.no_grad()
+def promoting_features(
+    model: ModelHandle,
+    sae: SAE,
+    terms: str | Sequence[str],
+    n: int = 10,
+    stats: FeatureStats | None = None,
+    batch_size: int = 64,
+) -> list[tuple[int, float]]:
+    """The ``n`` features whose decoder directions most promote one of ``terms``' first tokens
+    (`concept_token_ids`) through the final norm and the unembedding (the direct logit effect,
+    `saewidgets.analysis.logits.direction_logits`), with that promotion as a z-score over the vocabulary.
+
+    A z-score, not a raw logit: a feature whose direction raises every token a little is not a feature that says
+    the concept. This reads the weights only (no forward pass), so it ranks all features of a wide SAE in seconds;
+    it ignores the blocks after the SAE's layer, which `output_scores` and trial generations then account for.
+    With ``stats``, features that never fired there are left out (a clamp at a multiple of a max activation of 0
+    means nothing). Best first; ``batch_size`` directions at a time (a ``[batch_size, vocab]`` logit block).
+    """
+    n, batch_size = whole_number("n", n, 1), whole_number("batch_size", batch_size, 1)
+    ids = torch.tensor(concept_token_ids(model, terms))
+    if not len(ids):
+        raise ValueError(f"None of the terms {list(as_terms(terms))} is made of tokens of this model's vocabulary.")
+    directions = sae.W_dec.detach()
+    scores = []
+    for start in range(0, len(directions), batch_size):
+        logits = direction_logits(model, directions[start : start + batch_size])
+        z = (logits[:, ids] - logits.mean(1, keepdim=True)) / logits.std(1, keepdim=True).clamp_min(1e-12)
+        scores.append(z.max(1).values)
+    score = torch.cat(scores)
+    if stats is not None:
+        score[torch.as_tensor(stats.max_act) <= 0] = -torch.inf
+    top = [f for f in torch.argsort(score, descending=True)[:n].tolist() if score[f] > -torch.inf]
+    return [(f, float(score[f])) for f in top]
 
 
 @torch.no_grad()
@@ -238,7 +280,8 @@ class SteeringCandidate:
         n_trials: how many trial prompts that fraction is over.
         output_score: the rise in log probability of the terms' first tokens when clamped (nats, `output_scores`).
         steered: its trial continuation of the first prompt.
-        fraction, max_act, density, example: from the context search (`search_contexts`), of ``feature``.
+        fraction, max_act, density, example: from the context search (`search_contexts`, or `context_hit` for a
+            feature added by ``promoters``: fraction 0 when none of its top contexts contains the query).
         family: with ``steering_search(..., family=k)``, the features clamped together (``feature`` first, the
             best alone), each at ``multiple``; empty for one feature.
     """
@@ -280,6 +323,7 @@ def steering_search(
     check_provenance: bool = True,
     whole_terms: bool = False,
     family: int = 1,
+    promoters: int = 0,
 ) -> list[SteeringCandidate]:
     """The features that steered toward ``query`` in trials, best first, each with the strength that worked best.
 
@@ -313,6 +357,9 @@ def steering_search(
         family: also try the best 2, ..., ``family`` features that succeeded alone clamped together (each at each
             of ``multiples``): a concept an SAE splits over several features may need them all. A family is
             returned as one candidate (``family``, ``clamps``), ranked with the single features by its trials.
+        promoters: also take as candidates the ``promoters`` features whose decoder directions most promote the
+            terms' first tokens (`promoting_features`), whatever their top contexts: a feature that makes the
+            model *say* "lying" need not fire in text about honesty, so the context search can miss it.
 
     Returns `SteeringCandidate` s sorted by ``hit_rate``, then fewer features, then ``output_score`` (the gentler
     multiple on a tie). Empty when no top context contains ``query`` or no trial succeeded (with a warning).
@@ -326,14 +373,19 @@ def steering_search(
         raise ValueError("steering_search() needs at least one clamp multiple to try, e.g. multiples=(2.0,).")
     family = whole_number("family", family, 1)
     prompts = list(prompts)
+    promoters = whole_number("promoters", promoters, 0)
     hits: dict[int, ContextHit] = {}
     for beyond_query in (False, True):
         for hit in search_contexts(stats, query, n=candidates, beyond_query=beyond_query):
             hits.setdefault(hit.feature, hit)
+    if promoters:
+        for feature, _ in promoting_features(model, sae, terms, promoters, stats):
+            hits.setdefault(feature, context_hit(stats, feature, query))
     if not hits:
         warnings.warn(
             f"No feature has {query!r} in its top contexts, so there is nothing to try: search for a "
-            "phrase the corpus uses (search_contexts), or use a steering vector (steering_vector).",
+            "phrase the corpus uses (search_contexts), add candidates by what they make the model say "
+            "(promoters=10), or use a steering vector (steering_vector).",
             stacklevel=2,
         )
         return []

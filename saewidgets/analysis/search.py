@@ -157,6 +157,19 @@ def search_contexts(
     ]
 
 
+def context_hit(stats: FeatureStats, feature: int, query: str) -> ContextHit:
+    """`search_contexts`'s record of one feature, whether or not its top contexts contain ``query`` (then
+    ``fraction`` is 0 and ``example`` its top context): for a feature found some other way, e.g. by what it makes
+    the model say."""
+    texts = stats.context_texts(feature)
+    matching = [t for t in texts if query.lower() in t.lower()]
+    example = (matching or texts or [""])[0]
+    fraction = len(matching) / stats.top_values.shape[1]
+    return ContextHit(
+        feature, fraction, len(texts), float(stats.max_act[feature]), float(stats.density[feature]), example
+    )
+
+
 def _centre_inside_query(stats: FeatureStats, feature: int, slot: int, needle: str, fold) -> bool:
     """Whether the activating token of top context ``slot`` overlaps an occurrence of ``needle``."""
     example = stats.top_examples(feature, slot + 1)[slot]
