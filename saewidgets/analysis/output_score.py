@@ -362,7 +362,8 @@ def steering_search(
             model *say* "lying" need not fire in text about honesty, so the context search can miss it.
 
     Returns `SteeringCandidate` s sorted by ``hit_rate``, then fewer features, then ``output_score`` (the gentler
-    multiple on a tie). Empty when no top context contains ``query`` or no trial succeeded (with a warning).
+    multiple on a tie). Empty when there is no candidate (no top context contains ``query`` and no promoter) or no
+    trial succeeded (with a warning).
     """
     if not query.strip():
         raise ValueError("steering_search() needs a non-empty query, e.g. 'Golden Gate'.")
@@ -384,8 +385,9 @@ def steering_search(
     if not hits:
         warnings.warn(
             f"No feature has {query!r} in its top contexts, so there is nothing to try: search for a "
-            "phrase the corpus uses (search_contexts), add candidates by what they make the model say "
-            "(promoters=10), or use a steering vector (steering_vector).",
+            "phrase the corpus uses (search_contexts), "
+            + ("" if promoters else "add candidates by what they make the model say (promoters=10), ")
+            + "or use a steering vector (steering_vector).",
             stacklevel=2,
         )
         return []
