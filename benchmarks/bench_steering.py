@@ -4,8 +4,8 @@ For each concept of `CONCEPTS` and each demo SAE (quick, full) that is cached, t
 Gemma 3 270M, all greedy with `DEFAULT_REPETITION_PENALTY` and `NEW_TOKENS` new tokens:
 
 - **recipe**: the README quickstart exactly: ``steering_search(model, sae, stats, query, terms=terms,
-  multiples=(1, 1.5, 2))[0]`` (candidates from the context search, output score, trials on the first selection
-  prompts at each strength), then ``steer(..., hit.clamps, stats=stats)``: the feature at the strength its trials
+  multiples=(1, 1.5, 2))[0]`` (candidates from the context search and the `DEFAULT_PROMOTERS` features that most
+  promote the terms, output score, trials on the first selection prompts at each strength), then ``steer(..., hit.clamps, stats=stats)``: the feature at the strength its trials
   chose (`RECIPE_MULTIPLES`).
 - **diffmean**: `steering_vector` on the demo's own harvest (rows of the concept's documents minus the rest), added
   with the strength in `ALPHAS` that does best on `SELECTION_PROMPTS` (the gentler on a tie).
@@ -64,11 +64,8 @@ WIDTHS = (("full", 2048), ("quick", 4096))
 #: The corpus experiment: (demo, corpus), the demo's settings with only the text changed to a variant of the demo
 #: corpus (`corpus_variants.CORPORA`): the bridge named once per document instead of 1,107 times in all.
 CORPUS_RUNS = (("quick", "demo-bridge-named-once"), ("full", "demo-bridge-named-once"))
-#: Candidates the `promoters` method adds to the context search's: the features that most promote the terms'
-#: first tokens by their decoder directions alone. Set before any measurement, not tuned.
-PROMOTERS = 10
-#: Methods run on the experiments' SAEs.
-EXPERIMENT_METHODS = ("recipe",)
+#: Methods run on the experiments' SAEs: the recipe as it was when they were measured (context candidates only).
+EXPERIMENT_METHODS = ("context-only",)
 #: Bump when a method's code changes, so cached results of the old code are not reused.
 VERSION = 1
 RESULTS = Path(__file__).resolve().parent / "results" / "steering.json"
@@ -197,7 +194,7 @@ def diffmean(model: Any, art: Any, concept: Any) -> dict[str, Any]:
 
 def search(model: Any, art: Any, concept: Any, **options: Any) -> dict[str, Any]:
     """``steering_search(model, sae, stats, query, terms=terms, **options)[0]`` as a dict ({} when it found none)."""
-    from saewidgets.analysis import steering_search
+    from saewidgets.analysis import DEFAULT_PROMOTERS, steering_search
 
     def compute() -> dict[str, Any]:
         hits = steering_search(
@@ -205,7 +202,17 @@ def search(model: Any, art: Any, concept: Any, **options: Any) -> dict[str, Any]
         )
         return hits[0].to_dict() if hits else {}
 
-    return _cached("search", {"concept": concept.name, "sae": art.sae.fingerprint(), **options}, compute)
+    # Keyed by the promoters the search really adds; a search without them keeps the key it had before promoters
+    # existed, so those results still serve.
+    promoters = options.pop("promoters", DEFAULT_PROMOTERS)
+    key = {
+        "concept": concept.name,
+        "sae": art.sae.fingerprint(),
+        **options,
+        **({"promoters": promoters} if promoters else {}),
+    }
+    options["promoters"] = promoters
+    return _cached("search", key, compute)
 
 
 def clamped(model: Any, art: Any, concept: Any, hit: dict[str, Any], multiple: float) -> dict[str, Any]:
@@ -268,39 +275,42 @@ def recipe(model: Any, art: Any, concept: Any) -> dict[str, Any]:
     return clamped(model, art, concept, hit, hit.get("multiple", 2.0))
 
 
+# The variants below were measured against the recipe before promoters became its default, on the context search's
+# candidates alone (``promoters=0``); they keep that, so the code is what their recorded figures measured.
+
+
+def context_only(model: Any, art: Any, concept: Any) -> dict[str, Any]:
+    """The recipe before promoters (until 2026-12-02): candidates from the context search only."""
+    hit = search(model, art, concept, multiples=RECIPE_MULTIPLES, promoters=0)
+    return clamped(model, art, concept, hit, hit.get("multiple", 2.0))
+
+
 def fixed_2x(model: Any, art: Any, concept: Any) -> dict[str, Any]:
-    """The earlier README recipe, kept for comparison: the top hit of a search at 2x only, clamped at 2x."""
-    return clamped(model, art, concept, search(model, art, concept), 2.0)
+    """An earlier README recipe, kept for comparison: the top hit of a search at 2x only, clamped at 2x."""
+    return clamped(model, art, concept, search(model, art, concept, promoters=0), 2.0)
 
 
 def recipe_calibrated(model: Any, art: Any, concept: Any) -> dict[str, Any]:
     """The search also calibrates the clamp (1x-3x on its selection prompts); clamp at the strength it chose."""
-    hit = search(model, art, concept, multiples=MULTIPLES)
+    hit = search(model, art, concept, multiples=MULTIPLES, promoters=0)
     return clamped(model, art, concept, hit, hit.get("multiple", 2.0))
 
 
 def whole_term(model: Any, art: Any, concept: Any) -> dict[str, Any]:
     """The shortlist ranked by the whole terms' log probability (" Golden Gate") instead of their first tokens'."""
-    hit = search(model, art, concept, whole_terms=True)
+    hit = search(model, art, concept, whole_terms=True, promoters=0)
     return clamped(model, art, concept, hit, hit.get("multiple", 2.0))
 
 
 def family(model: Any, art: Any, concept: Any) -> dict[str, Any]:
     """The best 2 and 3 features that steered alone also tried together (at 1x-2x each); the best of all."""
-    hit = search(model, art, concept, family=3, multiples=RECIPE_MULTIPLES)
-    return clamped(model, art, concept, hit, hit.get("multiple", 2.0))
-
-
-def promoters(model: Any, art: Any, concept: Any) -> dict[str, Any]:
-    """The recipe with `PROMOTERS` more candidates: the features whose decoder directions most promote the terms'
-    first tokens (`promoting_features`), whatever their top contexts."""
-    hit = search(model, art, concept, multiples=RECIPE_MULTIPLES, promoters=PROMOTERS)
+    hit = search(model, art, concept, family=3, multiples=RECIPE_MULTIPLES, promoters=0)
     return clamped(model, art, concept, hit, hit.get("multiple", 2.0))
 
 
 def whole_term_family(model: Any, art: Any, concept: Any) -> dict[str, Any]:
     """Both: whole-term ranking of the shortlist, then families."""
-    hit = search(model, art, concept, whole_terms=True, family=3, multiples=RECIPE_MULTIPLES)
+    hit = search(model, art, concept, whole_terms=True, family=3, multiples=RECIPE_MULTIPLES, promoters=0)
     return clamped(model, art, concept, hit, hit.get("multiple", 2.0))
 
 
@@ -311,7 +321,7 @@ def decoder_added(model: Any, art: Any, concept: Any) -> dict[str, Any]:
 
     from saewidgets.analysis._common import decoder_directions
 
-    hit = search(model, art, concept)
+    hit = search(model, art, concept, promoters=0)
     if not hit:
         return {"rate": 0.0, "setting": "steering_search found no feature that steered", "judgement": None}
     direction = decoder_directions(art.sae, [hit["feature"]])[0].float()
@@ -321,8 +331,8 @@ def decoder_added(model: Any, art: Any, concept: Any) -> dict[str, Any]:
     return {**out, "setting": f"feature {hit['feature']}, {out['setting']}"}
 
 
-#: Methods in the order of the table. "recipe" is the README's, "fixed-2x" the earlier README recipe; the others
-#: are the issue's item-4 variants and the baselines.
+#: Methods in the order of the table. "recipe" is the README's, "fixed-2x" and "context-only" earlier README recipes;
+#: the others are the issue's item-4 variants and the baselines.
 METHODS: dict[str, Callable[[Any, Any, Any], dict[str, Any]]] = {
     "recipe": recipe,
     "fixed-2x": fixed_2x,
@@ -331,7 +341,7 @@ METHODS: dict[str, Callable[[Any, Any, Any], dict[str, Any]]] = {
     "whole-term": whole_term,
     "family": family,
     "whole-term+family": whole_term_family,
-    "promoters": promoters,
+    "context-only": context_only,
     "diffmean": diffmean,
     "prompting": prompting,
 }
@@ -344,7 +354,7 @@ SAE_METHODS = (
     "whole-term",
     "family",
     "whole-term+family",
-    "promoters",
+    "context-only",
 )
 #: The item-4 variants run on the Golden Gate Bridge only: on two shared CPU cores each costs several minutes per
 #: concept, and the bridge is the target the issue sets first.

@@ -760,8 +760,9 @@ def test_promoting_features_rank_the_direct_logit_z_score_of_the_terms(tiny, sae
     # the model's own final norm and head on each direction, less their output at zero (the norm's bias): a positive
     # multiple of the direct logit effect, which a z-score over the vocabulary does not see
     brute = tiny.logits_of_residual(sae.W_dec.detach()) - tiny.logits_of_residual(torch.zeros(1, tiny.d_model))
-    z = ((brute[:, ids] - brute.mean(1, keepdim=True)) / brute.std(1, keepdim=True)).max(1).values
-    found = promoting_features(tiny, sae, terms, n=5, batch_size=7)
+    # over the whole vocabulary: the population's std, not a sample's
+    z = ((brute[:, ids] - brute.mean(1, keepdim=True)) / brute.std(1, keepdim=True, correction=0)).max(1).values
+    found = promoting_features(tiny, sae, terms, n=5)
     assert [f for f, _ in found] == z.topk(5).indices.tolist()
     assert [score for _, score in found] == pytest.approx(z.topk(5).values.tolist(), rel=1e-3)
     planted = copy.deepcopy(sae)  # feature 9's direction is the unembedding row of " bridge": it says the term
@@ -788,9 +789,11 @@ def test_context_hit_is_the_context_searchs_record_of_any_feature(stats):
 def test_steering_search_tries_the_promoting_features_when_no_context_has_the_query(tiny, sae, stats):
     options = dict(terms="Zanzibarquetzal", prompts=["The fog"], max_new_tokens=4, progress=False)
     with pytest.warns(UserWarning, match=r"nothing to try.*promoters=10"):
-        assert steering_search(tiny, sae, stats, "no context says this", **options) == []
+        assert steering_search(tiny, sae, stats, "no context says this", promoters=0, **options) == []
     with pytest.warns(UserWarning, match="No feature steered.*the 3 best by output score"):
         assert steering_search(tiny, sae, stats, "no context says this", promoters=3, **options) == []
+    with pytest.warns(UserWarning, match="No feature steered.*the 6 best by output score"):  # 10 by default
+        assert steering_search(tiny, sae, stats, "no context says this", **options) == []
 
 
 def test_steering_search_warns_and_returns_nothing_when_no_trial_succeeds(tiny, sae, stats):
@@ -808,8 +811,6 @@ def test_steering_search_warns_and_returns_nothing_when_no_trial_succeeds(tiny, 
             progress=False,
         )
     assert hits == []
-    with pytest.warns(UserWarning, match="nothing to try"):
-        assert steering_search(tiny, sae, stats, "no context says this", terms="bridge", progress=False) == []
 
 
 def test_output_scores_refuse_bad_input(tiny, sae, stats):

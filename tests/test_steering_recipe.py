@@ -7,11 +7,13 @@ and clamp replaced by recorders, so the test fails if either side changes withou
 from __future__ import annotations
 
 import ast
+import inspect
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 from benchmarks import bench_steering
-from saewidgets.analysis import GOLDEN_GATE
+from saewidgets.analysis import DEFAULT_PROMOTERS, GOLDEN_GATE, steering_search
 from saewidgets.demo.examples import STEERING_SEARCH
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -62,3 +64,21 @@ def test_benchmark_recipe_searches_with_those_multiples_and_clamps_at_the_chosen
 
 def test_the_demo_and_tutorials_writer_search_is_the_recipe():
     assert tuple(STEERING_SEARCH["multiples"]) == bench_steering.RECIPE_MULTIPLES
+    defaults = {k: p.default for k, p in inspect.signature(steering_search).parameters.items()}
+    others = {k: v for k, v in STEERING_SEARCH.items() if k != "multiples"}
+    assert others == {k: defaults[k] for k in others}, (
+        "the demo's search differs from the README's in more than its multiples"
+    )
+    assert STEERING_SEARCH["promoters"] == DEFAULT_PROMOTERS > 0
+
+
+def test_benchmark_searches_are_keyed_by_the_promoters_they_add(monkeypatch):
+    keys = []
+    monkeypatch.setattr(bench_steering, "_cached", lambda name, key, compute: keys.append(key) or {})
+    art = SimpleNamespace(sae=SimpleNamespace(fingerprint=lambda: "sae"))
+    bench_steering.search(None, art, GOLDEN_GATE, multiples=(1.0,))
+    bench_steering.search(None, art, GOLDEN_GATE, multiples=(1.0,), promoters=DEFAULT_PROMOTERS)
+    bench_steering.search(None, art, GOLDEN_GATE, multiples=(1.0,), promoters=0)
+    base = {"concept": GOLDEN_GATE.name, "sae": "sae", "multiples": (1.0,)}
+    # the default's results are not those of a search without promoters (cached before they existed, keyed so)
+    assert keys == [{**base, "promoters": DEFAULT_PROMOTERS}] * 2 + [base]

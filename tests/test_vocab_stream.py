@@ -1,4 +1,5 @@
-"""Log probabilities streamed over the vocabulary (`saewidgets.models.vocab`) equal those from the whole logits."""
+"""Log probabilities streamed over the vocabulary (`saewidgets.models.vocab`) equal those from the whole logits, and so
+do the unembedding's moments and rows."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import torch
 
 from saewidgets.analysis import _trace
 from saewidgets.models import tiny_model, vocab
+from saewidgets.models.q8_embedding import Q8Embedding, Q8Unembedding
 
 
 def _plain(monkeypatch):
@@ -70,3 +72,35 @@ def test_streaming_is_refused_where_logits_are_rescaled_or_the_model_is_remote()
         assert vocab.lm_head_site(model) is None
     finally:
         model.remote = False
+
+
+def _q8_head(vocab_rows: int, d: int) -> tuple[torch.Tensor, Q8Unembedding]:
+    """A compact head and its float32 weight (random codes, float16 scales over three decades, a shared offset)."""
+    gen = torch.Generator().manual_seed(2)
+    codes = torch.randint(-127, 128, (vocab_rows, d), generator=gen, dtype=torch.int8)
+    scales = (torch.rand(vocab_rows, d // 32, generator=gen) * torch.logspace(-3, 0, vocab_rows)[:, None]).half()
+    head = Q8Unembedding(Q8Embedding(codes, scales.view(torch.int16)))
+    return head.decoded_weight(), head
+
+
+@pytest.mark.parametrize("kind", ["linear", "q8"])
+def test_unembedding_moments_and_rows_equal_those_of_the_whole_weight(monkeypatch, kind):
+    monkeypatch.setattr(vocab, "VOCAB_BLOCK", 96)  # several blocks, the last one partial
+    if kind == "q8":
+        monkeypatch.setattr("saewidgets.models.q8_embedding.BLOCK_ROWS", 96)
+        weight, head = _q8_head(1000, 64)
+    else:
+        weight = torch.randn(1000, 64, generator=torch.Generator().manual_seed(3)) + 5.0  # a large common mean
+        head = torch.nn.Linear(64, 1000, bias=False)
+        head.weight.data = weight.clone()
+    mean, cov = vocab.unembed_moments(head)
+    exact = weight.double()
+    expected = torch.cov(exact.T, correction=0)  # each block's product is float32: rounding of its scale, no more
+    torch.testing.assert_close(mean, exact.mean(0), rtol=1e-6, atol=1e-6 * float(exact.abs().max()))
+    torch.testing.assert_close(cov, expected, rtol=1e-5, atol=1e-6 * float(expected.abs().max()))
+    ids = [999, 0, 7, 7]
+    assert torch.equal(vocab.unembed_rows(head, ids), weight[ids])
+    v = torch.randn(5, 64, dtype=torch.float64)  # what the moments are for: each direction's logit mean and variance
+    logits = v @ exact.T
+    torch.testing.assert_close(v @ mean, logits.mean(1), rtol=1e-5, atol=1e-5 * float(logits.abs().max()))
+    torch.testing.assert_close(((v @ cov) * v).sum(1), logits.var(1, correction=0), rtol=1e-5, atol=0)

@@ -17,7 +17,13 @@ from .attribution import Attribution, attribute
 from .cards import FeatureCard, feature_card
 from .geometry import FeatureGeometry, MapQuality, feature_geometry, map_quality
 from .logits import LogitEffects, logit_effects
-from .output_score import SteeringCandidate, output_scores, promoting_features, steering_search
+from .output_score import (
+    DEFAULT_PROMOTERS,
+    SteeringCandidate,
+    output_scores,
+    promoting_features,
+    steering_search,
+)
 from .results import (
     ActiveFeature,
     AttributedFeature,
@@ -46,6 +52,7 @@ from .splitting import FeatureTree, JointGeometry, joint_geometry, match_feature
 __all__ = [
     "CONCEPTS",
     "DEFAULT_CLAMP_MULTIPLE",
+    "DEFAULT_PROMOTERS",
     "DEFAULT_REPETITION_PENALTY",
     "ActiveFeature",
     "AttributedFeature",

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -160,14 +161,34 @@ def norm_gain(norm: torch.nn.Module, d_model: int) -> tuple[torch.Tensor, bool]:
     )
 
 
-def direction_logits(model: ModelHandle, directions: torch.Tensor) -> torch.Tensor:
-    """Logit effect ``[n, vocab]`` of residual directions ``[n, d_model]`` (see the module docstring)."""
+def _through_final_norm(model: ModelHandle, directions: torch.Tensor) -> torch.Tensor:
+    """What the unembedding sees of residual directions ``[n, d_model]``: centred if the final norm centres, times
+    its gain (the norm's division by the residual's scale is the same for every token, so it is left out)."""
     gain, centres = norm_gain(model.final_norm, model.d_model)
     d = directions.float().cpu()
     if centres:
         d = d - d.mean(-1, keepdim=True)
+    return d * gain
+
+
+def direction_logits(model: ModelHandle, directions: torch.Tensor) -> torch.Tensor:
+    """Logit effect ``[n, vocab]`` of residual directions ``[n, d_model]`` (see the module docstring)."""
     with torch.no_grad():
-        return model.unembed_product(d * gain)
+        return model.unembed_product(_through_final_norm(model, directions))
+
+
+def direction_logit_z(model: ModelHandle, directions: torch.Tensor, ids: Sequence[int]) -> torch.Tensor:
+    """How far each direction's logit effect on the tokens ``ids`` stands out from its effect on the whole
+    vocabulary: ``[n, len(ids)]`` z-scores, ``(logit - mean) / std`` over the vocabulary of `direction_logits`.
+
+    Read from the unembedding's mean and covariance (`ModelHandle.unembed_moments`, computed once per model) and
+    its rows for ``ids``, so no ``[n, vocab]`` logits are made: all 4,096 directions of an SAE on Gemma's 262k-token
+    vocabulary in well under a second once the moments are known."""
+    v = _through_final_norm(model, directions).double()
+    mean, cov = model.unembed_moments
+    spread = ((v @ cov) * v).sum(-1).clamp_min(1e-24).sqrt()
+    logits = v @ model.unembed_rows(ids).double().cpu().T
+    return (logits - (v @ mean)[:, None]) / spread[:, None]
 
 
 #: Sentences whose tokens give the typical scale of the final residual (`final_residual_rms`) by default.

@@ -25,7 +25,7 @@ the concept without the clamp (`judge_steering`; fluency calibrated on the same 
 A feature that says a concept need not fire in text about it, so the context search can miss it: on the quick demo
 SAE no feature whose top contexts contain "honest" steered toward honesty, while the feature whose decoder direction
 most promotes " lying" through the unembedding did. `promoting_features` ranks every feature that way (weights
-only, no forward pass), and ``steering_search(..., promoters=n)`` adds the best ``n`` to the candidates.
+only, no forward pass), and `steering_search` adds the best ``promoters`` (10 by default) to the candidates.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from .._checks import whole_number
 from ..models.handle import ModelHandle
 from ._common import check_features, content_mask, left_padded_batch, prompt_ids, sae_layer
 from ._trace import next_token_logprobs_with_delta, residuals, token_logprob_with_delta
-from .logits import direction_logits
+from .logits import direction_logit_z
 from .search import context_hit, search_contexts
 from .stats import FeatureStats
 from .steering import DEFAULT_CLAMP_MULTIPLE, clamp_values, generate, intervention_delta, steer_each
@@ -59,6 +59,10 @@ if TYPE_CHECKING:
 SCORING_PROMPTS: tuple[str, ...] = SELECTION_PROMPTS[:6]
 #: Candidate features clamped per forward pass (each adds one row per scoring prompt).
 FEATURES_PER_PASS = 4
+#: Candidates `steering_search` adds by what they make the model say (`promoting_features`), beside the context
+#: search's. Set to 10 before any measurement; made the default because, on the validation prompts, it never lost a
+#: concept against context candidates alone on four SAEs (benchmarks/README.md, "Promoters").
+DEFAULT_PROMOTERS = 10
 #: `steering_search(..., whole_terms=True)` re-scores this many times ``shortlist`` first-token leaders.
 WHOLE_TERM_LEADERS = 3
 #: Rows per forward pass when scoring whole terms (one row per prompt and spelling of a term, per feature; a feature
@@ -89,31 +93,25 @@ def promoting_features(
     model: ModelHandle,
     sae: SAE,
     terms: str | Sequence[str],
-    n: int = 10,
+    n: int = DEFAULT_PROMOTERS,
     stats: FeatureStats | None = None,
-    batch_size: int = 64,
 ) -> list[tuple[int, float]]:
     """The ``n`` features whose decoder directions most promote one of ``terms``' first tokens
     (`concept_token_ids`) through the final norm and the unembedding (the direct logit effect,
-    `saewidgets.analysis.logits.direction_logits`), with that promotion as a z-score over the vocabulary.
+    `saewidgets.analysis.logits.direction_logits`), with that promotion as a z-score over the vocabulary
+    (`direction_logit_z`).
 
     A z-score, not a raw logit: a feature whose direction raises every token a little is not a feature that says
-    the concept. This reads the weights only (no forward pass), so it ranks all features of a wide SAE in seconds;
-    it ignores the blocks after the SAE's layer, which `output_scores` and trial generations then account for.
-    With ``stats``, features that never fired there are left out (a clamp at a multiple of a max activation of 0
-    means nothing). Best first; ``batch_size`` directions at a time (a ``[batch_size, vocab]`` logit block).
+    the concept. This reads the weights only (no forward pass, no ``[features, vocab]`` logits), so it ranks all
+    features of a wide SAE in a second; it ignores the blocks after the SAE's layer, which `output_scores` and
+    trial generations then account for. With ``stats``, features that never fired there are left out (a clamp at
+    a multiple of a max activation of 0 means nothing). Best first, as ``(feature, z-score)``.
     """
-    n, batch_size = whole_number("n", n, 1), whole_number("batch_size", batch_size, 1)
-    ids = torch.tensor(concept_token_ids(model, terms))
-    if not len(ids):
+    n = whole_number("n", n, 1)
+    ids = concept_token_ids(model, terms)
+    if not ids:
         raise ValueError(f"None of the terms {list(as_terms(terms))} is made of tokens of this model's vocabulary.")
-    directions = sae.W_dec.detach()
-    scores = []
-    for start in range(0, len(directions), batch_size):
-        logits = direction_logits(model, directions[start : start + batch_size])
-        z = (logits[:, ids] - logits.mean(1, keepdim=True)) / logits.std(1, keepdim=True).clamp_min(1e-12)
-        scores.append(z.max(1).values)
-    score = torch.cat(scores)
+    score = direction_logit_z(model, sae.W_dec.detach(), ids).max(1).values
     if stats is not None:
         score[torch.as_tensor(stats.max_act) <= 0] = -torch.inf
     top = [f for f in torch.argsort(score, descending=True)[:n].tolist() if score[f] > -torch.inf]
@@ -323,11 +321,12 @@ def steering_search(
     check_provenance: bool = True,
     whole_terms: bool = False,
     family: int = 1,
-    promoters: int = 0,
+    promoters: int = DEFAULT_PROMOTERS,
 ) -> list[SteeringCandidate]:
     """The features that steered toward ``query`` in trials, best first, each with the strength that worked best.
 
-    Candidates are the features whose top contexts contain ``query``; the ``shortlist`` best by output score are
+    Candidates are the features whose top contexts contain ``query`` and the ``promoters`` features whose decoder
+    directions most promote the terms (`promoting_features`); the ``shortlist`` best by output score are
     clamped while the model continues ``prompts``, at each of ``multiples``, and judged by `judge_steering`
     against the unclamped continuations (fluency calibrated on those). Only features whose trials succeeded at
     least once are returned: a feature whose trials all failed is not presented as a way to steer. When none
@@ -359,7 +358,8 @@ def steering_search(
             returned as one candidate (``family``, ``clamps``), ranked with the single features by its trials.
         promoters: also take as candidates the ``promoters`` features whose decoder directions most promote the
             terms' first tokens (`promoting_features`), whatever their top contexts: a feature that makes the
-            model *say* "lying" need not fire in text about honesty, so the context search can miss it.
+            model *say* "lying" need not fire in text about honesty, so the context search can miss it. 0: the
+            context search's candidates only.
 
     Returns `SteeringCandidate` s sorted by ``hit_rate``, then fewer features, then ``output_score`` (the gentler
     multiple on a tie). Empty when there is no candidate (no top context contains ``query`` and no promoter) or no
@@ -386,7 +386,7 @@ def steering_search(
         warnings.warn(
             f"No feature has {query!r} in its top contexts, so there is nothing to try: search for a "
             "phrase the corpus uses (search_contexts), "
-            + ("" if promoters else "add candidates by what they make the model say (promoters=10), ")
+            + ("" if promoters else f"add candidates by what they make the model say (promoters={DEFAULT_PROMOTERS}), ")
             + "or use a steering vector (steering_vector).",
             stacklevel=2,
         )

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .._atomic_write import atomic_write_bytes
+from ..analysis.output_score import DEFAULT_PROMOTERS
 from ..analysis.results import SteeringExample
 from ..analysis.steering_sets import CONCEPTS, GOLDEN_GATE, SteeringConcept
 from .pipeline import DemoArtifacts
@@ -48,8 +49,15 @@ STEERING_CONCEPT = ("Golden Gate Bridge", GOLDEN_GATE.query, GOLDEN_GATE.terms) 
 
 
 #: How the demo searches for its steering feature: clamp strengths tried (multiples of max activation; the demo
-#: calibrates the strength per SAE), context hits scored per search, best-scored features tried by generating.
-STEERING_SEARCH: dict[str, Any] = {"multiples": (1.0, 1.5, 2.0), "candidates": 50, "shortlist": 6}
+#: calibrates the strength per SAE), context hits scored per search, features added by what they make the model say
+#: (`promoting_features`), best-scored features tried by generating. Written out in full, so a change of the
+#: recipe's defaults also changes the cached choice's key.
+STEERING_SEARCH: dict[str, Any] = {
+    "multiples": (1.0, 1.5, 2.0),
+    "candidates": 50,
+    "promoters": DEFAULT_PROMOTERS,
+    "shortlist": 6,
+}
 
 
 def steering_examples(
@@ -62,10 +70,11 @@ def steering_examples(
 ) -> list[SteeringExample]:
     """Clamp the concept's best steering feature on neutral prompts; cached beside the SAE.
 
-    Feature and strength both come from `steering_search` (context hits ranked by output score, then tried at each
-    of the `STEERING_SEARCH` multiples on its own neutral prompts), not from the top context hit: features that
-    fire on the name's own tokens break the text when clamped instead of steering it, and how hard a feature can
-    be pushed before a small model's text breaks down varies with the SAE.
+    Feature and strength both come from `steering_search` (context hits and the features that most promote the
+    terms, ranked by output score, then tried at each of the `STEERING_SEARCH` multiples on its own neutral
+    prompts), not from the top context hit: features that fire on the name's own tokens break the text when clamped
+    instead of steering it, and how hard a feature can be pushed before a small model's text breaks down varies
+    with the SAE.
     """
     from ..analysis import DEFAULT_REPETITION_PENALTY, steer, steering_search
     from ..analysis.steering_sets import EVALUATION_PROMPTS  # judging only: the demo reports its held-out rate

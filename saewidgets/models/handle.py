@@ -280,6 +280,21 @@ class ModelHandle:
         x = as_head_input(head, x)
         return head(x) if isinstance(head, Q8Unembedding) else x @ head.weight.detach().T
 
+    @cached_property
+    def unembed_moments(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean ``[d_model]`` and covariance ``[d_model, d_model]`` of the unembedding's rows over the vocabulary
+        (float64, computed once per model): the mean and variance of any direction's logits over the vocabulary
+        without its ``[vocab]`` logits (`saewidgets.models.vocab.unembed_moments`)."""
+        from .vocab import unembed_moments
+
+        return unembed_moments(self.hf.get_output_embeddings())
+
+    def unembed_rows(self, ids: Sequence[int]) -> torch.Tensor:
+        """Float32 rows ``[len(ids), d_model]`` of the unembedding for the tokens ``ids`` (no whole weight)."""
+        from .vocab import unembed_rows
+
+        return unembed_rows(self.hf.get_output_embeddings(), ids)
+
     def logits_of_residual(self, residual: torch.Tensor) -> torch.Tensor:
         """Logits the model would produce from final residual stream vectors ``[..., d_model]``."""
         with torch.no_grad():

@@ -236,6 +236,11 @@ class Q8Unembedding(_WithoutFloatWeight):
         """The whole float32 weight ``[vocab, d]``, a new tensor (671 MB for Gemma): only for code that needs it."""
         return decode_rows(self._tied[0].codes, self._tied[0].scale_bits)
 
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """Float32 rows ``W[ids]`` ``[len(ids), d]``, decoded on their own (no whole weight)."""
+        table = self._tied[0]
+        return decode_rows(table.codes[ids], table.scale_bits[ids])
+
     def weight_blocks(self, rows: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
         """``(start, W[start:start + rows])`` (default `BLOCK_ROWS` rows) over the vocabulary, decoded into one
         reused buffer: use each block before asking for the next."""

@@ -14,7 +14,7 @@ weights stay on NDIF) gets the plain path, from the whole logits inside the trac
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -59,6 +59,44 @@ def unembed_blocks(
         return
     for start in range(0, head.out_features, rows):
         yield start, head.weight[start : start + rows], None if head.bias is None else head.bias[start : start + rows]
+
+
+def unembed_rows(head: torch.nn.Linear | Q8Unembedding, ids: Sequence[int]) -> torch.Tensor:
+    """Float32 rows ``[len(ids), d_model]`` of the LM head's weight for the tokens ``ids``."""
+    index = torch.as_tensor(list(ids), dtype=torch.long)
+    if isinstance(head, Q8Unembedding):
+        return head.rows(index.to(head.device)).float()
+    return head.weight.detach()[index.to(head.weight.device)].float()
+
+
+@torch.no_grad()
+def unembed_moments(head: torch.nn.Linear | Q8Unembedding) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean ``[d_model]`` and population covariance ``[d_model, d_model]`` (float64, on the CPU) of the LM head's
+    rows over the vocabulary.
+
+    The logits ``W @ v`` of any direction ``v`` then have mean ``mean @ v`` and variance ``v @ cov @ v`` over the
+    vocabulary: one ``[d_model, d_model]`` product per direction instead of a ``[vocab]`` row. Each block of rows
+    is centred on its own mean before its product and the blocks are merged as in Chan, Golub & LeVeque's parallel
+    variance, so no large mean is subtracted from a large second moment."""
+    count, mean, cov = 0, None, None
+    for _, weight, _ in unembed_blocks(head):
+        block = weight.detach().float()
+        n = len(block)
+        block_mean = block.mean(0)
+        centred = block - block_mean
+        block_cov = (centred.T @ centred).double().cpu()
+        block_mean = block_mean.double().cpu()
+        if mean is None or cov is None:
+            count, mean, cov = n, block_mean, block_cov
+            continue
+        delta = block_mean - mean
+        total = count + n
+        cov = cov + block_cov + torch.outer(delta, delta) * (count * n / total)
+        mean = mean + delta * (n / total)
+        count = total
+    if mean is None or cov is None:
+        raise ValueError("The LM head has no rows: an empty vocabulary has no logit statistics.")
+    return mean, cov / count
 
 
 def logprob_at(logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

@@ -259,8 +259,15 @@ def test_demo_explorer_in_jupyterlab_dark_is_readable(demo, page, dark_jupyter_s
 
     # Switching JupyterLab to its Light theme while the Explorer shows: the views follow, readable.
     page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})")
+    # Wait for the views in their light scheme and the card drawn again: `every` of no roots is true, and under
+    # load the probe once ran while the re-rendered Explorer had nothing on screen yet.
     page.wait_for_function(
-        "() => [...document.querySelectorAll('.saew-root')].every(r => r.dataset.saewScheme === 'light')",
+        """() => {
+          const roots = [...document.querySelectorAll('.saew-root')];
+          const drawn = (s) => [...document.querySelectorAll(s)].some(e => e.getClientRects().length);
+          return roots.length > 0 && roots.every(r => r.dataset.saewScheme === 'light')
+            && drawn('.saew-card-id') && drawn('.saew-context-tokens .saew-tok');
+        }""",
         timeout=ROUND_TRIP_MS,
     )
     ratios["switched to light"] = assert_readable(ex, expect=(".saew-card-id", ".saew-context-tokens .saew-tok"))
