@@ -273,3 +273,22 @@ def test_steer_runs_remotely_with_only_the_steered_rows_in_the_request(remote, l
     near = steer(local, sae, PROMPTS[0], {3: 4.0}, units="activation", max_new_tokens=3)
     assert (far.default, far.steered) == (near.default, near.steered)
     assert payloads and max(payloads) < sum(p.numel() * p.element_size() for p in sae.parameters())
+
+
+def test_steering_search_on_a_remote_model_searches_context_hits_only_and_says_so(remote, local):
+    """Promoters read the unembedding, which stays on NDIF: the search warns and does what promoters=0 does."""
+    from saewidgets.analysis import feature_stats, promoting_features, steering_search
+
+    sae = make_sae("topk", n_features=64)
+    stats = feature_stats(local, sae, harvest(local, PROMPTS * 3, layer=1, progress=False), progress=False)
+    options = dict(terms="bridge", candidates=4, shortlist=2, prompts=PROMPTS[:1], max_new_tokens=3, progress=False)
+    with pytest.warns(UserWarning) as far:
+        assert steering_search(remote, sae, stats, "the", **options) == []
+    with pytest.warns(UserWarning) as near:
+        assert steering_search(local, sae, stats, "the", promoters=0, **options) == []
+    said = [str(w.message) for w in far]
+    assert "remote model keeps on NDIF: searching the context hits only" in said[0]
+    # the same shortlist, scores and trial text as the local search without promoters (no trial steered here)
+    assert said[1:] == [str(w.message) for w in near] and "feature" in said[1]
+    with pytest.raises(ValueError, match="a remote model keeps them on NDIF"):
+        promoting_features(remote, sae, "bridge")

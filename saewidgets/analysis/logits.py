@@ -164,6 +164,12 @@ def norm_gain(norm: torch.nn.Module, d_model: int) -> tuple[torch.Tensor, bool]:
 def _through_final_norm(model: ModelHandle, directions: torch.Tensor) -> torch.Tensor:
     """What the unembedding sees of residual directions ``[n, d_model]``: centred if the final norm centres, times
     its gain (the norm's division by the residual's scale is the same for every token, so it is left out)."""
+    if model.remote:
+        raise ValueError(
+            "Reading directions as logits needs the final norm's and the unembedding's weights, and a remote model "
+            "keeps them on NDIF (here they are on the meta device): load the model locally, load_model(name) "
+            "without remote=, for logit effects and promoting features."
+        )
     gain, centres = norm_gain(model.final_norm, model.d_model)
     d = directions.float().cpu()
     if centres:

@@ -359,7 +359,8 @@ def steering_search(
         promoters: also take as candidates the ``promoters`` features whose decoder directions most promote the
             terms' first tokens (`promoting_features`), whatever their top contexts: a feature that makes the
             model *say* "lying" need not fire in text about honesty, so the context search can miss it. 0: the
-            context search's candidates only.
+            context search's candidates only (and what a remote model gets, with a warning: its weights are on
+            NDIF).
 
     Returns `SteeringCandidate` s sorted by ``hit_rate``, then fewer features, then ``output_score`` (the gentler
     multiple on a tie). Empty when there is no candidate (no top context contains ``query`` and no promoter) or no
@@ -375,6 +376,13 @@ def steering_search(
     family = whole_number("family", family, 1)
     prompts = list(prompts)
     promoters = whole_number("promoters", promoters, 0)
+    if promoters and model.remote:
+        warnings.warn(
+            "Promoters are ranked from the unembedding's weights, which a remote model keeps on NDIF: searching "
+            "the context hits only (pass promoters=0 to say so, or load the model locally to add them).",
+            stacklevel=2,
+        )
+        promoters = 0
     hits: dict[int, ContextHit] = {}
     for beyond_query in (False, True):
         for hit in search_contexts(stats, query, n=candidates, beyond_query=beyond_query):
