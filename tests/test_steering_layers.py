@@ -48,12 +48,13 @@ def test_an_experiment_that_changes_nothing_is_the_demo_itself():
     assert bench_steering.experiment("quick") == ("quick", QUICK)
 
 
-def test_the_benchmark_steers_the_experiments_saes_with_the_recipe_after_the_demo_saes():
+def test_the_benchmark_steers_the_experiments_saes_with_the_recipe_they_were_measured_by_after_the_demo_saes():
+    """The experiments were measured on context candidates alone (before promoters): `context-only`."""
     labels = [
         (label, methods) for label, _, methods in bench_steering.saes(quick=True, layers=(6, 9), widths=(), corpora=())
     ]
     assert labels[0] == ("quick", tuple(bench_steering.METHODS))
-    assert labels[1:] == [("quick, block 6", ("recipe",)), ("quick, block 9", ("recipe",))]
+    assert labels[1:] == [("quick, block 6", ("context-only",)), ("quick, block 9", ("context-only",))]
     none = dict(layers=(), widths=(), corpora=())
     assert [label for label, _, _ in bench_steering.saes(quick=False, **none)] == ["quick", "full"]
     widths = (("full", 2048), ("quick", 4096))
@@ -69,8 +70,8 @@ def test_the_benchmark_steers_the_experiments_saes_with_the_recipe_after_the_dem
     quick = bench_steering.saes(quick=True, layers=(), widths=widths, corpora=corpora)
     assert [(label, methods) for label, _, methods in quick] == [
         ("quick", tuple(bench_steering.METHODS)),
-        ("quick, 4096 features", ("recipe",)),
-        ("quick, corpus demo-bridge-named-once", ("recipe",)),
+        ("quick, 4096 features", ("context-only",)),
+        ("quick, corpus demo-bridge-named-once", ("context-only",)),
     ], "a quick run trained an SAE on the full demo's tokens"
 
 
