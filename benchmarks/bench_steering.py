@@ -215,38 +215,46 @@ def search(model: Any, art: Any, concept: Any, **options: Any) -> dict[str, Any]
     return _cached("search", key, compute)
 
 
+def clamp_judged(
+    model: Any, art: Any, concept: Any, features: list[int], multiple: float, prompts: tuple[str, ...]
+) -> dict[str, Any]:
+    """`judged` clamps of ``features`` together at ``multiple`` on ``prompts`` (cached by SAE, features, strength)."""
+    from saewidgets.analysis import steer
+
+    key: dict[str, Any] = {"sae": art.sae.fingerprint(), "feature": features[0], "multiple": multiple}
+    if len(features) > 1:
+        key["family"] = features
+    return judged(
+        model,
+        "clamp",
+        key,
+        prompts,
+        lambda: (
+            steer(
+                model,
+                art.sae,
+                prompts,
+                dict.fromkeys(features, multiple),
+                stats=art.stats,
+                max_new_tokens=NEW_TOKENS,
+                include_default=False,
+            ).steered
+        ),
+        concept.terms,
+    )
+
+
 def clamped(model: Any, art: Any, concept: Any, hit: dict[str, Any], multiple: float) -> dict[str, Any]:
     """Clamp the feature (or family) of ``hit`` at ``multiple`` on the evaluation prompts, and on the selection
     prompts the search did not try them on (`VALIDATION_PROMPTS`: what choosing among recipes may look at)."""
-    from saewidgets.analysis import steer
     from saewidgets.analysis.steering_sets import EVALUATION_PROMPTS
 
     if not hit:
         return {"rate": 0.0, "setting": "steering_search found no feature that steered", "judgement": None}
     features = hit.get("family") or [hit["feature"]]
-    key = {"sae": art.sae.fingerprint(), "feature": hit["feature"], "multiple": multiple}
-    if len(features) > 1:
-        key["family"] = features
 
     def at(prompts: tuple[str, ...]) -> dict[str, Any]:
-        return judged(
-            model,
-            "clamp",
-            key,
-            prompts,
-            lambda: (
-                steer(
-                    model,
-                    art.sae,
-                    prompts,
-                    dict.fromkeys(features, multiple),
-                    stats=art.stats,
-                    max_new_tokens=NEW_TOKENS,
-                    include_default=False,
-                ).steered
-            ),
-            concept.terms,
-        )
+        return clamp_judged(model, art, concept, features, multiple, prompts)
 
     out = at(tuple(EVALUATION_PROMPTS))
     what = f"features {'+'.join(map(str, features))}" if len(features) > 1 else f"feature {hit['feature']}"
@@ -273,6 +281,40 @@ def recipe(model: Any, art: Any, concept: Any) -> dict[str, Any]:
     clamped as its trials ran it (``hit.clamps``: the feature at the strength they chose)."""
     hit = search(model, art, concept, multiples=RECIPE_MULTIPLES)
     return clamped(model, art, concept, hit, hit.get("multiple", 2.0))
+
+
+#: How many of the recipe's candidates `shortlist_ceiling` clamps on the validation prompts: three times the search's
+#: shortlist.
+CEILING_SHORTLIST = 18
+
+
+def shortlist_ceiling(model: Any, art: Any, concept: Any, n: int = CEILING_SHORTLIST) -> list[dict[str, Any]]:
+    """How well the recipe could do by choosing better among its own candidates: the ``n`` best by output score
+    (at the largest of `RECIPE_MULTIPLES`, on the search's own prompts) of `steering_candidates`, each clamped at
+    each of `RECIPE_MULTIPLES` on the validation prompts only, so a change to how the search chooses may be judged by
+    it. One row per feature and strength (``rank`` by output score, ``source``, ``validation``), best first."""
+    from saewidgets.analysis import output_scores, steering_candidates
+    from saewidgets.analysis.output_score import SCORING_PROMPTS
+
+    found = steering_candidates(model, art.sae, art.stats, concept.query, list(concept.terms))
+    features = list(found)
+    scores = output_scores(
+        model, art.sae, art.stats, features, list(concept.terms), max(RECIPE_MULTIPLES), SCORING_PROMPTS, progress=False
+    )
+    ranked = sorted(zip(scores.tolist(), features), key=lambda pair: -pair[0])[:n]
+    rows = [
+        {
+            "rank": rank,
+            "feature": feature,
+            "source": "context" if found[feature].fraction > 0 else "promoter",
+            "output_score": score,
+            "multiple": multiple,
+            "validation": clamp_judged(model, art, concept, [feature], multiple, VALIDATION_PROMPTS)["rate"],
+        }
+        for rank, (score, feature) in enumerate(ranked)
+        for multiple in RECIPE_MULTIPLES
+    ]
+    return sorted(rows, key=lambda row: (-row["validation"], row["rank"], row["multiple"]))
 
 
 # The variants below were measured against the recipe before promoters became its default, on the context search's
@@ -557,6 +599,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--validate", action="store_true", help="judge a demo SAE's clamps on the validation prompts too"
     )
+    parser.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="instead of methods: the recipe's 18 best candidates at each strength on the validation prompts",
+    )
     args = parser.parse_args(argv)
     change = {
         name: value
@@ -572,9 +619,14 @@ def main(argv: list[str] | None = None) -> int:
     model = gemma()
     art = load(label, settings, model, validate=args.validate)
     for i, c in enumerate(CONCEPTS):
-        if args.concept is None or c.name in args.concept:
-            for m in args.method or ["recipe"]:
-                cell(model, art, c, i, m, label)
+        if args.concept is not None and c.name not in args.concept:
+            continue
+        if args.ceiling:
+            for row in shortlist_ceiling(model, art, c):
+                print(f"[ceiling] {label} {c.name}: " + ", ".join(f"{k} {v}" for k, v in row.items()), flush=True)
+            continue
+        for m in args.method or ["recipe"]:
+            cell(model, art, c, i, m, label)
     return 0
 
 

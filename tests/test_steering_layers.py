@@ -5,6 +5,7 @@ the other demo's width (`WIDTHS`), trained by `demo_sae` (the demo pipeline's fi
 from __future__ import annotations
 
 from dataclasses import asdict, replace
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -119,6 +120,10 @@ def test_the_command_line_runs_a_cell_on_the_experiment_it_names(monkeypatch):
         ("quick, seed 2", replace(QUICK, seed=2), True),
     ]
     assert cells == [("Golden Gate Bridge", "recipe"), ("music", "diffmean")] + [("music", "recipe")] * 3
+    ceilings = []
+    monkeypatch.setattr(bench_steering, "shortlist_ceiling", lambda model, art, c: ceilings.append(c.name) or [])
+    bench_steering.main(["--sae", "full", "--ceiling", "--concept", "music"])
+    assert ceilings == ["music"] and len(cells) == 5, "--ceiling runs the ceiling instead of a method"
     with pytest.raises(SystemExit):
         bench_steering.main(["--sae", "huge"])
 
@@ -234,3 +239,30 @@ def test_demo_sae_harvests_the_corpus_its_settings_name(tmp_path, monkeypatch):
     harvested = model.tokenizer.decode(np.asarray(fog.activations.token_ids[fog.activations.doc_ids == 0]))
     assert "fog rolls over the orange towers" in harvested
     assert not np.array_equal(np.asarray(fog.activations.acts[:50]), np.asarray(demo.activations.acts[:50]))
+
+
+def test_shortlist_ceiling_clamps_the_recipes_best_candidates_on_validation_prompts_only(tmp_path, monkeypatch):
+    from saewidgets.analysis import output_scores, steering_candidates
+    from saewidgets.analysis.output_score import SCORING_PROMPTS
+
+    monkeypatch.setenv("SAEWIDGETS_CACHE", str(tmp_path))
+    model = tiny_model("gpt2", seed=3)
+    art = demo_sae(TINY_DEMO, model=model, progress=False)
+    concept = SimpleNamespace(name="fog", query="the", terms=("fog",))
+    judged_on = []
+    judged = bench_steering.judged
+    monkeypatch.setattr(
+        bench_steering,
+        "judged",
+        lambda m, name, key, prompts, *rest: judged_on.append(prompts) or judged(m, name, key, prompts, *rest),
+    )
+    rows = bench_steering.shortlist_ceiling(model, art, concept, n=3)
+
+    found = list(steering_candidates(model, art.sae, art.stats, "the", ["fog"]))
+    scores = output_scores(model, art.sae, art.stats, found, ["fog"], 2.0, SCORING_PROMPTS, progress=False)
+    best = [found[i] for i in scores.argsort(descending=True)[:3].tolist()]
+    assert sorted((r["rank"], r["feature"], r["multiple"]) for r in rows) == [
+        (rank, feature, m) for rank, feature in enumerate(best) for m in bench_steering.RECIPE_MULTIPLES
+    ]
+    assert judged_on and set(judged_on) == {bench_steering.VALIDATION_PROMPTS}, "judged on other prompts"
+    assert [r["validation"] for r in rows] == sorted((r["validation"] for r in rows), reverse=True)

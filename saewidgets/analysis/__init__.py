@@ -22,6 +22,7 @@ from .output_score import (
     SteeringCandidate,
     output_scores,
     promoting_features,
+    steering_candidates,
     steering_search,
 )
 from .results import (
@@ -106,6 +107,7 @@ __all__ = [
     "search_contexts",
     "steer",
     "steer_vector",
+    "steering_candidates",
     "steering_search",
     "steering_vector",
     "token_activations",

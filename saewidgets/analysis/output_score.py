@@ -305,6 +305,37 @@ class SteeringCandidate:
         return {**asdict(self), "family": list(self.family)}
 
 
+def steering_candidates(
+    model: ModelHandle,
+    sae: SAE,
+    stats: FeatureStats,
+    query: str,
+    terms: str | Sequence[str],
+    candidates: int = 50,
+    promoters: int = DEFAULT_PROMOTERS,
+) -> dict[int, ContextHit]:
+    """The features `steering_search` scores, each with its context search record (`context_hit`): the best
+    ``candidates`` context hits for ``query`` with and without ``beyond_query``, then the ``promoters`` features whose
+    decoder directions most promote ``terms`` (`promoting_features`; fraction 0 where no top context has the query).
+
+    A remote model's weights stay on NDIF, so it gets the context hits only, with a warning."""
+    if promoters and model.remote:
+        warnings.warn(
+            "Promoters are ranked from the unembedding's weights, which a remote model keeps on NDIF: searching "
+            "the context hits only (pass promoters=0 to say so, or load the model locally to add them).",
+            stacklevel=3,
+        )
+        promoters = 0
+    hits: dict[int, ContextHit] = {}
+    for beyond_query in (False, True):
+        for hit in search_contexts(stats, query, n=candidates, beyond_query=beyond_query):
+            hits.setdefault(hit.feature, hit)
+    if promoters:
+        for feature, _ in promoting_features(model, sae, terms, promoters, stats):
+            hits.setdefault(feature, context_hit(stats, feature, query))
+    return hits
+
+
 def steering_search(
     model: ModelHandle,
     sae: SAE,
@@ -376,20 +407,7 @@ def steering_search(
     family = whole_number("family", family, 1)
     prompts = list(prompts)
     promoters = whole_number("promoters", promoters, 0)
-    if promoters and model.remote:
-        warnings.warn(
-            "Promoters are ranked from the unembedding's weights, which a remote model keeps on NDIF: searching "
-            "the context hits only (pass promoters=0 to say so, or load the model locally to add them).",
-            stacklevel=2,
-        )
-        promoters = 0
-    hits: dict[int, ContextHit] = {}
-    for beyond_query in (False, True):
-        for hit in search_contexts(stats, query, n=candidates, beyond_query=beyond_query):
-            hits.setdefault(hit.feature, hit)
-    if promoters:
-        for feature, _ in promoting_features(model, sae, terms, promoters, stats):
-            hits.setdefault(feature, context_hit(stats, feature, query))
+    hits = steering_candidates(model, sae, stats, query, terms, candidates, promoters)
     if not hits:
         warnings.warn(
             f"No feature has {query!r} in its top contexts, so there is nothing to try: search for a "
