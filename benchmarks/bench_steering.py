@@ -5,8 +5,9 @@ Gemma 3 270M, all greedy with `DEFAULT_REPETITION_PENALTY` and `NEW_TOKENS` new 
 
 - **recipe**: the README quickstart exactly: ``steering_search(model, sae, stats, query, terms=terms,
   multiples=(1, 1.5, 2))[0]`` (candidates from the context search and the `DEFAULT_PROMOTERS` features that most
-  promote the terms, output score, trials on the first selection prompts at each strength), then ``steer(..., hit.clamps, stats=stats)``: the feature at the strength its trials
-  chose (`RECIPE_MULTIPLES`).
+  promote the terms, output score, trials on the first selection prompts at each strength), then
+  ``steer(..., hit.clamps, stats=stats)``: the feature at the strength its trials chose (`RECIPE_MULTIPLES`).
+  ``--ceiling`` shows how well it could choose among its own candidates (`shortlist_ceiling`, validation only).
 - **diffmean**: `steering_vector` on the demo's own harvest (rows of the concept's documents minus the rest), added
   with the strength in `ALPHAS` that does best on `SELECTION_PROMPTS` (the gentler on a tie).
 - **prompting**: no intervention; `instruction` in front of each prompt. The ceiling.
@@ -26,8 +27,8 @@ the demo corpus (`corpus_variants`). Which setting is better is read off the val
 Each step's result is cached in the saewidgets cache (keyed by everything that changes it), so a run killed by a
 time limit resumes where it stopped: run it under the shared lock in chunks, one cell at a time from the command
 line (``python -m benchmarks.bench_steering --sae quick --layer 6 --concept "Golden Gate Bridge" --method recipe``,
-``--sae full --features 2048``; see `main`). The demo SAEs themselves are not trained here: an SAE that ``saewidgets demo [--quick]`` has not
-cached yet is skipped with a message.
+``--sae full --features 2048``; see `main`). The demo SAEs themselves are not trained here: an SAE that
+``saewidgets demo [--quick]`` has not cached yet is skipped with a message.
 """
 
 from __future__ import annotations
@@ -446,8 +447,8 @@ def demo_settings(demo: str) -> Any:
 
 def experiment(demo: str, **change: Any) -> tuple[str, Any]:
     """The label and settings of an experiment's SAE: the ``demo`` SAE's settings with only ``change`` (``layer``,
-    ``n_features``, ``corpus``, ``seed``) applied, e.g. ``experiment("full", n_features=2048)`` -> ("full, 2048 features", ...). A change
-    that changes nothing gives the demo's own label and settings."""
+    ``n_features``, ``corpus``, ``seed``) applied, e.g. ``experiment("full", n_features=2048)`` -> ("full, 2048
+    features", ...). A change that changes nothing gives the demo's own label and settings."""
     settings = replace(demo_settings(demo), **change)
     if settings == demo_settings(demo):
         return demo, settings
