@@ -75,7 +75,7 @@ def test_streaming_is_refused_where_logits_are_rescaled_or_the_model_is_remote()
 
 
 def _q8_head(vocab_rows: int, d: int) -> tuple[torch.Tensor, Q8Unembedding]:
-    """A compact head and its float32 weight (random codes, float16 scales over three decades, a shared offset)."""
+    """A compact head and its float32 weight (random codes, float16 scales over three decades)."""
     gen = torch.Generator().manual_seed(2)
     codes = torch.randint(-127, 128, (vocab_rows, d), generator=gen, dtype=torch.int8)
     scales = (torch.rand(vocab_rows, d // 32, generator=gen) * torch.logspace(-3, 0, vocab_rows)[:, None]).half()

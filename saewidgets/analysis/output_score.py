@@ -319,6 +319,7 @@ def steering_candidates(
     decoder directions most promote ``terms`` (`promoting_features`; fraction 0 where no top context has the query).
 
     A remote model's weights stay on NDIF, so it gets the context hits only, with a warning."""
+    promoters = whole_number("promoters", promoters, 0)
     if promoters and model.remote:
         warnings.warn(
             "Promoters are ranked from the unembedding's weights, which a remote model keeps on NDIF: searching "
@@ -406,7 +407,6 @@ def steering_search(
         raise ValueError("steering_search() needs at least one clamp multiple to try, e.g. multiples=(2.0,).")
     family = whole_number("family", family, 1)
     prompts = list(prompts)
-    promoters = whole_number("promoters", promoters, 0)
     hits = steering_candidates(model, sae, stats, query, terms, candidates, promoters)
     if not hits:
         warnings.warn(

@@ -78,23 +78,20 @@ def unembed_moments(head: torch.nn.Linear | Q8Unembedding) -> tuple[torch.Tensor
     vocabulary: one ``[d_model, d_model]`` product per direction instead of a ``[vocab]`` row. Each block of rows
     is centred on its own mean before its product and the blocks are merged as in Chan, Golub & LeVeque's parallel
     variance, so no large mean is subtracted from a large second moment."""
-    count, mean, cov = 0, None, None
+    count = 0
+    mean = torch.zeros(head.in_features, dtype=torch.float64)
+    cov = torch.zeros(head.in_features, head.in_features, dtype=torch.float64)
     for _, weight, _ in unembed_blocks(head):
         block = weight.detach().float()
         n = len(block)
         block_mean = block.mean(0)
         centred = block - block_mean
-        block_cov = (centred.T @ centred).double().cpu()
-        block_mean = block_mean.double().cpu()
-        if mean is None or cov is None:
-            count, mean, cov = n, block_mean, block_cov
-            continue
-        delta = block_mean - mean
+        delta = block_mean.double().cpu() - mean
         total = count + n
-        cov = cov + block_cov + torch.outer(delta, delta) * (count * n / total)
-        mean = mean + delta * (n / total)
+        cov += (centred.T @ centred).double().cpu() + torch.outer(delta, delta) * (count * n / total)
+        mean += delta * (n / total)
         count = total
-    if mean is None or cov is None:
+    if not count:
         raise ValueError("The LM head has no rows: an empty vocabulary has no logit statistics.")
     return mean, cov / count
 
