@@ -5,7 +5,8 @@ Gemma 3 270M, all greedy with `DEFAULT_REPETITION_PENALTY` and `NEW_TOKENS` new 
 
 - **recipe**: the README quickstart exactly: ``steering_search(model, sae, stats, query, terms=terms,
   multiples=(1, 1.5, 2))[0]`` (candidates from the context search and the `DEFAULT_PROMOTERS` features that most
-  promote the terms, output score, trials on the first selection prompts at each strength), then
+  promote the terms, output score, trials on the first selection prompts at each strength, the best three tried
+  again on `CONFIRMATION_PROMPTS`), then
   ``steer(..., hit.clamps, stats=stats)``: the feature at the strength its trials chose (`RECIPE_MULTIPLES`).
   ``--ceiling`` shows how well it could choose among its own candidates (`shortlist_ceiling`, validation only).
 - **diffmean**: `steering_vector` on the demo's own harvest (rows of the concept's documents minus the rest), added
@@ -82,6 +83,17 @@ def _validation_prompts() -> tuple[str, ...]:
 #: Selection prompts `steering_search` does not try features on (its trials use `SCORING_PROMPTS`): the SAE
 #: methods are also judged on these, and a change to the recipe is chosen by this rate, never by the evaluation one.
 VALIDATION_PROMPTS = _validation_prompts()
+
+
+def _tiebreak_prompts() -> tuple[str, ...]:
+    from saewidgets.analysis.steering_sets import TIEBREAK_PROMPTS
+
+    return TIEBREAK_PROMPTS
+
+
+#: More selection prompts no method tries or calibrates on: a recipe change whose validation rate ties the current
+#: recipe's is decided by its rate on these (`clamped`), never by the evaluation one.
+TIEBREAK_PROMPTS = _tiebreak_prompts()
 
 
 def instruction(concept: Any) -> str:
@@ -195,7 +207,7 @@ def diffmean(model: Any, art: Any, concept: Any) -> dict[str, Any]:
 
 def search(model: Any, art: Any, concept: Any, **options: Any) -> dict[str, Any]:
     """``steering_search(model, sae, stats, query, terms=terms, **options)[0]`` as a dict ({} when it found none)."""
-    from saewidgets.analysis import DEFAULT_PROMOTERS, steering_search
+    from saewidgets.analysis import DEFAULT_CONFIRM, DEFAULT_PROMOTERS, steering_search
 
     def compute() -> dict[str, Any]:
         hits = steering_search(
@@ -203,17 +215,12 @@ def search(model: Any, art: Any, concept: Any, **options: Any) -> dict[str, Any]
         )
         return hits[0].to_dict() if hits else {}
 
-    # Keyed by the promoters the search really adds; a search without them keeps the key it had before promoters
-    # existed, so those results still serve.
-    promoters = options.pop("promoters", DEFAULT_PROMOTERS)
-    key = {
-        "concept": concept.name,
-        "sae": art.sae.fingerprint(),
-        **options,
-        **({"promoters": promoters} if promoters else {}),
-    }
-    options["promoters"] = promoters
-    return _cached("search", key, compute)
+    # Keyed by the promoters the search really adds and the candidates it confirms; a search without them keeps
+    # the key it had before they existed, so those results still serve.
+    options = {"promoters": DEFAULT_PROMOTERS, "confirm": DEFAULT_CONFIRM, **options}
+    added = {name: options[name] for name in ("promoters", "confirm") if options[name]}
+    rest = {name: value for name, value in options.items() if name not in ("promoters", "confirm")}
+    return _cached("search", {"concept": concept.name, "sae": art.sae.fingerprint(), **rest, **added}, compute)
 
 
 def clamp_judged(
@@ -247,7 +254,8 @@ def clamp_judged(
 
 def clamped(model: Any, art: Any, concept: Any, hit: dict[str, Any], multiple: float) -> dict[str, Any]:
     """Clamp the feature (or family) of ``hit`` at ``multiple`` on the evaluation prompts, and on the selection
-    prompts the search did not try them on (`VALIDATION_PROMPTS`: what choosing among recipes may look at)."""
+    prompts the search did not try them on (`VALIDATION_PROMPTS`, then `TIEBREAK_PROMPTS`: what choosing among
+    recipes may look at)."""
     from saewidgets.analysis.steering_sets import EVALUATION_PROMPTS
 
     if not hit:
@@ -262,12 +270,13 @@ def clamped(model: Any, art: Any, concept: Any, hit: dict[str, Any], multiple: f
     setting = f"{what} at {multiple:g}x (trial rate {hit['hit_rate']:.0%}"
     if concept.name not in _variant_concepts() and not art.validate:  # validation: variants and the layer experiment
         return {"rate": out["rate"], "judgement": out, "setting": setting + ")"}
-    validation = at(VALIDATION_PROMPTS)["rate"]
+    validation, tiebreak = at(VALIDATION_PROMPTS)["rate"], at(TIEBREAK_PROMPTS)["rate"]
     return {
         "rate": out["rate"],
         "validation": validation,
+        "tiebreak": tiebreak,
         "judgement": out,
-        "setting": f"{setting}, validation {validation:.0%})",
+        "setting": f"{setting}, validation {validation:.0%}, tie-break {tiebreak:.0%})",
     }
 
 
@@ -322,38 +331,44 @@ def shortlist_ceiling(model: Any, art: Any, concept: Any, n: int = CEILING_SHORT
 # candidates alone (``promoters=0``); they keep that, so the code is what their recorded figures measured.
 
 
+def unconfirmed(model: Any, art: Any, concept: Any) -> dict[str, Any]:
+    """The recipe before its second round of trials (817992f, 2026-12-02): ranked by the first six prompts alone."""
+    hit = search(model, art, concept, multiples=RECIPE_MULTIPLES, confirm=0)
+    return clamped(model, art, concept, hit, hit.get("multiple", 2.0))
+
+
 def context_only(model: Any, art: Any, concept: Any) -> dict[str, Any]:
     """The recipe before promoters (until 2026-12-02): candidates from the context search only."""
-    hit = search(model, art, concept, multiples=RECIPE_MULTIPLES, promoters=0)
+    hit = search(model, art, concept, multiples=RECIPE_MULTIPLES, promoters=0, confirm=0)
     return clamped(model, art, concept, hit, hit.get("multiple", 2.0))
 
 
 def fixed_2x(model: Any, art: Any, concept: Any) -> dict[str, Any]:
     """An earlier README recipe, kept for comparison: the top hit of a search at 2x only, clamped at 2x."""
-    return clamped(model, art, concept, search(model, art, concept, promoters=0), 2.0)
+    return clamped(model, art, concept, search(model, art, concept, promoters=0, confirm=0), 2.0)
 
 
 def recipe_calibrated(model: Any, art: Any, concept: Any) -> dict[str, Any]:
     """The search also calibrates the clamp (1x-3x on its selection prompts); clamp at the strength it chose."""
-    hit = search(model, art, concept, multiples=MULTIPLES, promoters=0)
+    hit = search(model, art, concept, multiples=MULTIPLES, promoters=0, confirm=0)
     return clamped(model, art, concept, hit, hit.get("multiple", 2.0))
 
 
 def whole_term(model: Any, art: Any, concept: Any) -> dict[str, Any]:
     """The shortlist ranked by the whole terms' log probability (" Golden Gate") instead of their first tokens'."""
-    hit = search(model, art, concept, whole_terms=True, promoters=0)
+    hit = search(model, art, concept, whole_terms=True, promoters=0, confirm=0)
     return clamped(model, art, concept, hit, hit.get("multiple", 2.0))
 
 
 def family(model: Any, art: Any, concept: Any) -> dict[str, Any]:
     """The best 2 and 3 features that steered alone also tried together (at 1x-2x each); the best of all."""
-    hit = search(model, art, concept, family=3, multiples=RECIPE_MULTIPLES, promoters=0)
+    hit = search(model, art, concept, family=3, multiples=RECIPE_MULTIPLES, promoters=0, confirm=0)
     return clamped(model, art, concept, hit, hit.get("multiple", 2.0))
 
 
 def whole_term_family(model: Any, art: Any, concept: Any) -> dict[str, Any]:
     """Both: whole-term ranking of the shortlist, then families."""
-    hit = search(model, art, concept, whole_terms=True, family=3, multiples=RECIPE_MULTIPLES, promoters=0)
+    hit = search(model, art, concept, whole_terms=True, family=3, multiples=RECIPE_MULTIPLES, promoters=0, confirm=0)
     return clamped(model, art, concept, hit, hit.get("multiple", 2.0))
 
 
@@ -364,7 +379,7 @@ def decoder_added(model: Any, art: Any, concept: Any) -> dict[str, Any]:
 
     from saewidgets.analysis._common import decoder_directions
 
-    hit = search(model, art, concept, promoters=0)
+    hit = search(model, art, concept, promoters=0, confirm=0)
     if not hit:
         return {"rate": 0.0, "setting": "steering_search found no feature that steered", "judgement": None}
     direction = decoder_directions(art.sae, [hit["feature"]])[0].float()
@@ -384,6 +399,7 @@ METHODS: dict[str, Callable[[Any, Any, Any], dict[str, Any]]] = {
     "whole-term": whole_term,
     "family": family,
     "whole-term+family": whole_term_family,
+    "unconfirmed": unconfirmed,
     "context-only": context_only,
     "diffmean": diffmean,
     "prompting": prompting,
@@ -397,6 +413,7 @@ SAE_METHODS = (
     "whole-term",
     "family",
     "whole-term+family",
+    "unconfirmed",
     "context-only",
 )
 #: The item-4 variants run on the Golden Gate Bridge only: on two shared CPU cores each costs several minutes per

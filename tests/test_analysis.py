@@ -980,8 +980,10 @@ def test_steering_search_ranks_the_first_token_leaders_by_whole_terms(francisco)
 
 def test_steering_search_tries_the_best_features_together_as_a_family(francisco):
     """``family=3``: the best two and three features that succeeded alone are clamped together, each at each
-    multiple, and come back as candidates whose rate is that of steering with their ``clamps``."""
+    multiple, and come back as candidates whose rate is that of steering with their ``clamps`` (first round only:
+    ``confirm=0``)."""
     tiny, sae, stats, options = francisco
+    options = {**options, "confirm": 0}
     alone = steering_search(tiny, sae, stats, "a", n=12, **options)
     assert len(alone) >= 2, alone  # else this test would not exercise families
     hits = steering_search(tiny, sae, stats, "a", n=12, family=3, **options)
@@ -1018,3 +1020,48 @@ def test_steering_search_tries_the_best_features_together_as_a_family(francisco)
     assert alone[0].clamps == {alone[0].feature: alone[0].multiple} and alone[0].to_dict()["family"] == []
     with pytest.raises(ValueError, match="family=0 is too small"):
         steering_search(tiny, sae, stats, "a", family=0, **options)
+
+
+def test_steering_search_tries_its_best_candidates_again_and_ranks_them_by_both_rounds(francisco):
+    """``confirm=2``: the two best of the first round are clamped again at each multiple on ``confirm_prompts``;
+    their rate counts both rounds' prompts (recomputed here with `steer` and `judge_steering`), they rank first,
+    and the candidates tried once come after them as they were."""
+    tiny, sae, stats, options = francisco
+    first = steering_search(tiny, sae, stats, "a", n=12, **{**options, "confirm": 0})
+    assert len(first) >= 3, first  # else nothing would rank after the confirmed two
+    again = ["She opened the door and", "Here is a short story:", "The weather today is"]
+    hits = steering_search(tiny, sae, stats, "a", n=12, confirm=2, confirm_prompts=again, **options)
+    prompts, terms, multiples = options["prompts"], options["terms"], options["multiples"]
+    fluency = calibrate_fluency(tiny, prompts, max_new_tokens=12, default=generate(tiny, prompts, max_new_tokens=12))
+
+    def wins(feature: int, on: list[str]) -> dict[float, int]:
+        default = generate(tiny, on, max_new_tokens=12)
+        return {
+            m: sum(
+                judge_steering(
+                    tiny,
+                    on,
+                    default,
+                    steer(tiny, sae, on, {feature: m}, stats=stats, max_new_tokens=12).steered,
+                    terms,
+                    fluency,
+                ).success
+            )
+            for m in multiples
+        }
+
+    expected = []
+    for hit in first[:2]:
+        both = {m: a + b for (m, a), b in zip(wins(hit.feature, prompts).items(), wins(hit.feature, again).values())}
+        best = max(multiples, key=lambda m: (both[m], -m))
+        expected.append((hit.feature, best, both[best] / (len(prompts) + len(again)), len(prompts) + len(again)))
+    expected.sort(key=lambda e: -e[2])
+    confirmed = [(h.feature, h.multiple, h.hit_rate, h.n_trials) for h in hits[:2]]
+    assert sorted(confirmed, key=lambda e: -e[2]) == confirmed
+    assert sorted(confirmed) == sorted(expected)
+    assert [h.steered for h in hits[:2]] != [""] * 2 and all(h.n_trials == len(prompts) for h in hits[2:])
+    assert hits[2:] == first[2:]
+    with pytest.raises(ValueError, match="confirm=-1 is too small"):
+        steering_search(tiny, sae, stats, "a", confirm=-1, **options)
+    with pytest.raises(ValueError, match="needs confirm_prompts"):
+        steering_search(tiny, sae, stats, "a", confirm_prompts=[], **options)

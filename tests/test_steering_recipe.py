@@ -13,7 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from benchmarks import bench_steering
-from saewidgets.analysis import DEFAULT_PROMOTERS, GOLDEN_GATE, steering_search
+from saewidgets.analysis import DEFAULT_CONFIRM, DEFAULT_PROMOTERS, GOLDEN_GATE, steering_search
 from saewidgets.demo.examples import STEERING_SEARCH
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -70,15 +70,19 @@ def test_the_demo_and_tutorials_writer_search_is_the_recipe():
         "the demo's search differs from the README's in more than its multiples"
     )
     assert STEERING_SEARCH["promoters"] == DEFAULT_PROMOTERS > 0
+    assert STEERING_SEARCH["confirm"] == DEFAULT_CONFIRM > 0
 
 
-def test_benchmark_searches_are_keyed_by_the_promoters_they_add(monkeypatch):
+def test_benchmark_searches_are_keyed_by_the_promoters_they_add_and_the_candidates_they_confirm(monkeypatch):
     keys = []
     monkeypatch.setattr(bench_steering, "_cached", lambda name, key, compute: keys.append(key) or {})
     art = SimpleNamespace(sae=SimpleNamespace(fingerprint=lambda: "sae"))
     bench_steering.search(None, art, GOLDEN_GATE, multiples=(1.0,))
     bench_steering.search(None, art, GOLDEN_GATE, multiples=(1.0,), promoters=DEFAULT_PROMOTERS)
-    bench_steering.search(None, art, GOLDEN_GATE, multiples=(1.0,), promoters=0)
+    bench_steering.search(None, art, GOLDEN_GATE, multiples=(1.0,), confirm=0)
+    bench_steering.search(None, art, GOLDEN_GATE, multiples=(1.0,), promoters=0, confirm=0)
     base = {"concept": GOLDEN_GATE.name, "sae": "sae", "multiples": (1.0,)}
-    # the default's results are not those of a search without promoters (cached before they existed, keyed so)
-    assert keys == [{**base, "promoters": DEFAULT_PROMOTERS}] * 2 + [base]
+    # the default's results are not those of a search without promoters or confirmation (cached before they
+    # existed, keyed so)
+    default = {**base, "promoters": DEFAULT_PROMOTERS, "confirm": DEFAULT_CONFIRM}
+    assert keys == [default] * 2 + [{**base, "promoters": DEFAULT_PROMOTERS}, base]

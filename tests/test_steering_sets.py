@@ -14,7 +14,13 @@ import re
 from pathlib import Path
 
 import saewidgets
-from saewidgets.analysis.steering_sets import CONCEPTS, EVALUATION_PROMPTS, SELECTION_PROMPTS
+from saewidgets.analysis.steering_sets import (
+    CONCEPTS,
+    CONFIRMATION_PROMPTS,
+    EVALUATION_PROMPTS,
+    SELECTION_PROMPTS,
+    TIEBREAK_PROMPTS,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFINED_IN = ROOT / "saewidgets" / "analysis" / "steering_sets.py"
@@ -39,19 +45,22 @@ def project_files():
 
 
 def test_sets_are_disjoint_large_enough_and_without_duplicates():
-    assert not set(SELECTION_PROMPTS) & set(EVALUATION_PROMPTS)
+    choosing = SELECTION_PROMPTS + CONFIRMATION_PROMPTS + TIEBREAK_PROMPTS
+    assert len(set(choosing)) == len(choosing)  # each selection-side set apart from the others
+    assert not set(choosing) & set(EVALUATION_PROMPTS)
     assert len(set(SELECTION_PROMPTS)) == len(SELECTION_PROMPTS) >= 10
+    assert len(set(CONFIRMATION_PROMPTS)) == len(CONFIRMATION_PROMPTS) >= 8
     assert len(set(EVALUATION_PROMPTS)) == len(EVALUATION_PROMPTS) >= 20
     assert len(SELECTION_PROMPTS) + len(EVALUATION_PROMPTS) >= 30
     normal = lambda p: re.sub(r"\W+", " ", p.lower()).strip()  # noqa: E731
-    assert not {normal(p) for p in SELECTION_PROMPTS} & {normal(p) for p in EVALUATION_PROMPTS}
+    assert not {normal(p) for p in choosing} & {normal(p) for p in EVALUATION_PROMPTS}
 
 
 def test_prompts_are_neutral_no_concept_term_in_any_prompt():
     from saewidgets.analysis.steering_judge import mentions
 
     for concept in CONCEPTS:
-        for prompt in SELECTION_PROMPTS + EVALUATION_PROMPTS:
+        for prompt in SELECTION_PROMPTS + CONFIRMATION_PROMPTS + TIEBREAK_PROMPTS + EVALUATION_PROMPTS:
             assert not mentions(prompt, concept.terms), (concept.name, prompt)
     assert len(CONCEPTS) >= 6 and CONCEPTS[0].name == "Golden Gate Bridge"
 

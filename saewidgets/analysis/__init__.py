@@ -18,6 +18,7 @@ from .cards import FeatureCard, feature_card
 from .geometry import FeatureGeometry, MapQuality, feature_geometry, map_quality
 from .logits import LogitEffects, logit_effects
 from .output_score import (
+    DEFAULT_CONFIRM,
     DEFAULT_PROMOTERS,
     SteeringCandidate,
     output_scores,
@@ -44,7 +45,7 @@ from .search import contrastive_search, features_active_on, search_contexts
 from .stats import FeatureStats, feature_stats
 from .steering import DEFAULT_CLAMP_MULTIPLE, DEFAULT_REPETITION_PENALTY, SteeringResult, generate, steer, steer_vector
 from .steering_judge import FluencyThreshold, SteeringJudgement, calibrate_fluency, judge_steering, mentions
-from .steering_sets import CONCEPTS, GOLDEN_GATE, SELECTION_PROMPTS, SteeringConcept
+from .steering_sets import CONCEPTS, CONFIRMATION_PROMPTS, GOLDEN_GATE, SELECTION_PROMPTS, SteeringConcept
 from .diffmean import SteeringVector, steering_vector
 from .tokens import TokenActivations, token_activations
 from .scaling import PowerLaw, ScalingFit, fit_scaling_laws
@@ -53,6 +54,7 @@ from .splitting import FeatureTree, JointGeometry, joint_geometry, match_feature
 __all__ = [
     "CONCEPTS",
     "DEFAULT_CLAMP_MULTIPLE",
+    "DEFAULT_CONFIRM",
     "DEFAULT_PROMOTERS",
     "DEFAULT_REPETITION_PENALTY",
     "ActiveFeature",
@@ -79,6 +81,7 @@ __all__ = [
     "GOLDEN_GATE",
     "LogitEffects",
     "MapQuality",
+    "CONFIRMATION_PROMPTS",
     "SELECTION_PROMPTS",
     "SteeringCandidate",
     "SteeringConcept",

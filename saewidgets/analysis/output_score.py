@@ -47,7 +47,7 @@ from .search import context_hit, search_contexts
 from .stats import FeatureStats
 from .steering import DEFAULT_CLAMP_MULTIPLE, clamp_values, generate, intervention_delta, steer_each
 from .steering_judge import as_terms, calibrate_fluency, judge_steering
-from .steering_sets import SELECTION_PROMPTS
+from .steering_sets import CONFIRMATION_PROMPTS, SELECTION_PROMPTS
 
 if TYPE_CHECKING:
     from ..sae import SAE
@@ -63,6 +63,10 @@ FEATURES_PER_PASS = 4
 #: search's. Set to 10 before any measurement; made the default because, on the validation prompts, it never lost a
 #: concept against context candidates alone on four SAEs (benchmarks/README.md, "Promoters").
 DEFAULT_PROMOTERS = 10
+#: Candidates `steering_search` tries again on `CONFIRMATION_PROMPTS` (at every strength) before it ranks: six trial
+#: prompts cannot tell a feature that steers 7 of 8 other prompts from one that steers 6 (benchmarks/README.md,
+#: "Confirmation").
+DEFAULT_CONFIRM = 3
 #: `steering_search(..., whole_terms=True)` re-scores this many times ``shortlist`` first-token leaders.
 WHOLE_TERM_LEADERS = 3
 #: Rows per forward pass when scoring whole terms (one row per prompt and spelling of a term, per feature; a feature
@@ -274,8 +278,9 @@ class SteeringCandidate:
         multiple: the clamp strength (multiple of its max activation) its trials did best at.
         hit_rate: the fraction of trial prompts on which clamping it at ``multiple`` succeeded by `judge_steering`:
             the continuation mentions a term, stays fluent, and the default continuation did not mention one.
-            Measured on the search's own (selection) prompts, so it is optimistic for other prompts.
-        n_trials: how many trial prompts that fraction is over.
+            Measured on the search's own (selection) prompts, both rounds for a candidate it confirmed, so it is
+            optimistic for other prompts.
+        n_trials: how many trial prompts that fraction is over (more than the first round's for a confirmed one).
         output_score: the rise in log probability of the terms' first tokens when clamped (nats, `output_scores`).
         steered: its trial continuation of the first prompt.
         fraction, max_act, density, example: from the context search (`search_contexts`, or `context_hit` for a
@@ -354,15 +359,19 @@ def steering_search(
     whole_terms: bool = False,
     family: int = 1,
     promoters: int = DEFAULT_PROMOTERS,
+    confirm: int = DEFAULT_CONFIRM,
+    confirm_prompts: Sequence[str] = CONFIRMATION_PROMPTS,
 ) -> list[SteeringCandidate]:
     """The features that steered toward ``query`` in trials, best first, each with the strength that worked best.
 
     Candidates are the features whose top contexts contain ``query`` and the ``promoters`` features whose decoder
     directions most promote the terms (`promoting_features`); the ``shortlist`` best by output score are
     clamped while the model continues ``prompts``, at each of ``multiples``, and judged by `judge_steering`
-    against the unclamped continuations (fluency calibrated on those). Only features whose trials succeeded at
-    least once are returned: a feature whose trials all failed is not presented as a way to steer. When none
-    succeeded, a warning says so (with the best output score and what its trial wrote) and the list is empty.
+    against the unclamped continuations (fluency calibrated on those). The ``confirm`` best that succeeded are
+    then tried again, at each multiple, on ``confirm_prompts``, and ranked by their trials on both. Only features
+    whose trials succeeded at least once are returned: a feature whose trials all failed is not presented as a way
+    to steer. When none succeeded, a warning says so (with the best output score and what its trial wrote) and the
+    list is empty.
     Steer with what a candidate ran: ``steer(model, sae, prompt, hit.clamps, stats=stats)``.
 
     Args:
@@ -393,10 +402,15 @@ def steering_search(
             model *say* "lying" need not fire in text about honesty, so the context search can miss it. 0: the
             context search's candidates only (and what a remote model gets, with a warning: its weights are on
             NDIF).
+        confirm: how many of the candidates that succeeded to try again on ``confirm_prompts`` (0: rank by the
+            first trials alone). Each costs one generation per multiple and prompt; their ``hit_rate`` and
+            ``n_trials`` then count both rounds, and they rank before the candidates tried once.
+        confirm_prompts: the second round's prompts: selection prompts other than ``prompts``
+            (`CONFIRMATION_PROMPTS`), never the ones you judge on.
 
-    Returns `SteeringCandidate` s sorted by ``hit_rate``, then fewer features, then ``output_score`` (the gentler
-    multiple on a tie). Empty when there is no candidate (no top context contains ``query`` and no promoter) or no
-    trial succeeded (with a warning).
+    Returns `SteeringCandidate` s, those tried twice first, each sorted by ``hit_rate``, then fewer features, then
+    ``output_score`` (the gentler multiple on a tie). Empty when there is no candidate (no top context contains
+    ``query`` and no promoter) or no trial succeeded (with a warning).
     """
     if not query.strip():
         raise ValueError("steering_search() needs a non-empty query, e.g. 'Golden Gate'.")
@@ -406,7 +420,13 @@ def steering_search(
     if not multiples:
         raise ValueError("steering_search() needs at least one clamp multiple to try, e.g. multiples=(2.0,).")
     family = whole_number("family", family, 1)
+    confirm = whole_number("confirm", confirm, 0)
     prompts = list(prompts)
+    if confirm and not list(confirm_prompts):
+        raise ValueError(
+            "steering_search() needs confirm_prompts to try its best candidates again on (CONFIRMATION_PROMPTS), "
+            "or confirm=0 to rank by the first trials alone."
+        )
     hits = steering_candidates(model, sae, stats, query, terms, candidates, promoters)
     if not hits:
         warnings.warn(
@@ -441,51 +461,73 @@ def steering_search(
         ranked = sorted(zip(whole.tolist(), leaders), key=lambda pair: -pair[0])
     ranked = ranked[:shortlist]
 
-    def trials(groups: list[tuple[int, ...]]) -> list[SteeringCandidate]:
-        """Clamp each group of features together at each multiple; one candidate per group, at its best."""
+    # per group of features clamped together: successes at each multiple, prompts tried, and the continuation of
+    # the first trial prompt at each multiple
+    trialled: dict[tuple[int, ...], tuple[list[int], int, list[str]]] = {}
+
+    def trials(groups: list[tuple[int, ...]], on: list[str], default_on: list[str]) -> None:
+        """Clamp each group of features together at each multiple on ``on``; add the successes to `trialled`."""
         runs = steer_each(
             model,
             sae,
-            prompts,
+            on,
             [{f: m for f in group} for group in groups for m in multiples],
             stats=stats,
             max_new_tokens=max_new_tokens,
             check_provenance=check_provenance,
         )
-        out = []
         for g, group in enumerate(groups):
             steered = runs[g * len(multiples) : (g + 1) * len(multiples)]
-            rates = [judge_steering(model, prompts, default, texts, terms, fluency).rate for texts in steered]
-            best = max(range(len(multiples)), key=lambda i: (rates[i], -multiples[i]))  # the gentler on a tie
-            context = hits[group[0]]
-            out.append(
-                SteeringCandidate(
-                    group[0],
-                    multiples[best],
-                    rates[best],
-                    len(prompts),
-                    score_of[group[0]],
-                    steered[best][0],
-                    context.fraction,
-                    context.max_act,
-                    context.density,
-                    context.example,
-                    group if len(group) > 1 else (),
-                )
-            )
-        return out
+            wins = [sum(judge_steering(model, on, default_on, texts, terms, fluency).success) for texts in steered]
+            before, n, first = trialled.get(group, ([0] * len(multiples), 0, [texts[0] for texts in steered]))
+            trialled[group] = ([a + b for a, b in zip(before, wins)], n + len(on), first)
+
+    def candidate(group: tuple[int, ...]) -> SteeringCandidate:
+        """``group`` at the multiple its trials did best at (the gentler on a tie)."""
+        wins, n, first = trialled[group]
+        best = max(range(len(multiples)), key=lambda i: (wins[i], -multiples[i]))
+        context = hits[group[0]]
+        return SteeringCandidate(
+            group[0],
+            multiples[best],
+            wins[best] / n,
+            n,
+            score_of[group[0]],
+            first[best],
+            context.fraction,
+            context.max_act,
+            context.density,
+            context.example,
+            group if len(group) > 1 else (),
+        )
+
+    def succeeded() -> list[SteeringCandidate]:
+        """Every group whose trials succeeded at least once: tried twice first, then by rate, size, output score."""
+        tried = [candidate(group) for group in trialled]
+        return sorted(
+            (c for c in tried if c.hit_rate > 0),
+            key=lambda c: (c.n_trials == len(prompts), -c.hit_rate, len(c.family), -c.output_score),
+        )
 
     score_of = {feature: score for score, feature in ranked}
-    tried = trials([(feature,) for _, feature in ranked])
-    alone = sorted((c for c in tried if c.hit_rate > 0), key=lambda c: (-c.hit_rate, -c.output_score))
+    trials([(feature,) for _, feature in ranked], prompts, default)
+    alone = succeeded()
     groups = [tuple(c.feature for c in alone[:k]) for k in range(2, min(family, len(alone)) + 1)]
     if groups:
-        tried += trials(groups)
-    worked = sorted((c for c in tried if c.hit_rate > 0), key=lambda c: (-c.hit_rate, len(c.family), -c.output_score))
+        trials(groups, prompts, default)
+    worked = succeeded()
+    if worked and confirm:
+        again = list(confirm_prompts)
+        trials(
+            [c.family or (c.feature,) for c in worked[:confirm]],
+            again,
+            generate(model, again, max_new_tokens=max_new_tokens),
+        )
+        worked = succeeded()
     if not worked:
-        top = tried[0]
+        top = candidate(next(iter(trialled)))
         warnings.warn(
-            f"No feature steered toward {query!r}: the {len(tried)} best by output score were clamped at "
+            f"No feature steered toward {query!r}: the {len(trialled)} best by output score were clamped at "
             f"{', '.join(f'{m:g}x' for m in multiples)} on {len(prompts)} prompts and no continuation "
             f"mentioned {terms} fluently where the default did not (feature {top.feature}, output score "
             f"{top.output_score:.2f}, wrote {top.steered!r}). Try more multiples, more candidates, or a "

@@ -6,6 +6,9 @@ disjoint sets:
 
 - `SELECTION_PROMPTS` may be used by anything that chooses or calibrates: `steering_search`, `output_scores`,
   strength and fluency calibration, the defaults of every function, docstrings, the README and the tutorials.
+  `CONFIRMATION_PROMPTS` are selection prompts too, kept apart so that the benchmark's validation prompts (the
+  selection prompts `steering_search` does not try features on) stay what they were: `steering_search` tries its
+  best few candidates again on them before it ranks.
 - `EVALUATION_PROMPTS` are for judging only (``benchmarks/bench_steering.py``, the demo's reported rate, the Gemma
   acceptance test). Nothing chooses, tunes or defaults on them; ``tests/test_steering_sets.py`` checks that no
   other file spells one out and that no default of the package holds one.
@@ -36,6 +39,38 @@ SELECTION_PROMPTS: tuple[str, ...] = (
     "Let me tell you about",
     "After lunch we decided to",
     "The most interesting thing I learned this week is",
+)
+
+#: More selection prompts, written on 2026-12-02 when `steering_search` gained a second round of trials: its best
+#: few candidates are tried again on these, so that a choice rests on 14 prompts rather than 6. Not part of
+#: `SELECTION_PROMPTS`, whose calibrations and validation remainder the benchmark's recorded figures were measured on.
+CONFIRMATION_PROMPTS: tuple[str, ...] = (
+    "On Sunday mornings I like to",
+    "The book I am reading is about",
+    "Every evening after work I",
+    "What I remember most about that day is",
+    "The radio was playing and",
+    "My first job was",
+    "The garden behind the house",
+    "There was a knock at the door, and",
+)
+
+#: Selection prompts nothing tries, scores or calibrates on, written on 2026-12-02 because the benchmark's 8
+#: validation prompts (the selection prompts `steering_search` does not try features on) tied between two recipes:
+#: more prompts to choose a recipe by, so that the evaluation prompts never have to.
+TIEBREAK_PROMPTS: tuple[str, ...] = (
+    "The phone rang just as",
+    "In the morning paper there was",
+    "My favourite meal is",
+    "The car would not start, so",
+    "On the first day of school",
+    "The shop around the corner sells",
+    "When the rain finally stopped,",
+    "My sister sent me a message about",
+    "The best part of the holiday was",
+    "Before going to bed I",
+    "The office was empty except for",
+    "The film we watched last night was",
 )
 
 #: Held-out prompts: for judging only, never for choosing, tuning or defaults (see the module docstring).

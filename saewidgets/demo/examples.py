@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .._atomic_write import atomic_write_bytes
-from ..analysis.output_score import DEFAULT_PROMOTERS
+from ..analysis.output_score import DEFAULT_CONFIRM, DEFAULT_PROMOTERS
 from ..analysis.results import SteeringExample
 from ..analysis.steering_sets import CONCEPTS, GOLDEN_GATE, SteeringConcept
 from .pipeline import DemoArtifacts
@@ -50,13 +50,15 @@ STEERING_CONCEPT = ("Golden Gate Bridge", GOLDEN_GATE.query, GOLDEN_GATE.terms) 
 
 #: How the demo searches for its steering feature: clamp strengths tried (multiples of max activation; the demo
 #: calibrates the strength per SAE), context hits scored per search, features added by what they make the model say
-#: (`promoting_features`), best-scored features tried by generating. Written out in full, so a change of the
-#: recipe's defaults also changes the cached choice's key.
+#: (`promoting_features`), best-scored features tried by generating, and how many of those that steered are tried
+#: again on more prompts. Written out in full, so a change of the recipe's defaults also changes the cached choice's
+#: key.
 STEERING_SEARCH: dict[str, Any] = {
     "multiples": (1.0, 1.5, 2.0),
     "candidates": 50,
     "promoters": DEFAULT_PROMOTERS,
     "shortlist": 6,
+    "confirm": DEFAULT_CONFIRM,
 }
 
 

@@ -10,8 +10,8 @@ look only at *selection* data, never at the texts or prompts the tutorials then 
   dashboards finds "the Golden Gate feature"; it usually fires on the name's own tokens.
 - **writer**: the top hit of the library's steering recipe, `steering_search` with the demo's search settings
   (`STEERING_SEARCH`): context hits and the features that most promote the concept's words (`promoting_features`),
-  ranked by output score, then tried by clamping on the selection prompts
-  (`SCORING_PROMPTS`). None when no candidate steered in those trials.
+  ranked by output score, then tried by clamping on the selection prompts (`SCORING_PROMPTS`, the best three again
+  on `CONFIRMATION_PROMPTS`). None when no candidate steered in those trials.
 - **control**: a feature drawn at random (seeded by the demo's seed) among those that fire in the statistics and
   whose top contexts never contain the query: what an arbitrary clamp of the same size does.
 
