@@ -31,7 +31,7 @@ BRIDGE = re.compile(r"golden gate|bridge|san francisco|suspension|marin|puente|p
 PARIS = re.compile(r"paris|france|french|eiffel|louvre|seine|parigi|parís", re.IGNORECASE)
 #: A handful of evaluation prompts (judging only; see steering_sets) and the rate the recipe must reach on them.
 HELD_OUT = EVALUATION_PROMPTS[:6]
-HELD_OUT_GOAL = 2 / 6  # measured 3/6 on the quick demo SAE (README recipe, feature 451 at 2x)
+HELD_OUT_GOAL = 2 / 6  # the benchmark: 5/6 on these for the quick demo SAE (README recipe, feature 1135 at 1.5x)
 
 
 def fraction_matching(stats, feature: int, pattern: re.Pattern) -> float:
