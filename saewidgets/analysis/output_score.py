@@ -421,8 +421,8 @@ def steering_search(
         raise ValueError("steering_search() needs at least one clamp multiple to try, e.g. multiples=(2.0,).")
     family = whole_number("family", family, 1)
     confirm = whole_number("confirm", confirm, 0)
-    prompts = list(prompts)
-    if confirm and not list(confirm_prompts):
+    prompts, confirm_prompts = list(prompts), list(confirm_prompts)
+    if confirm and not confirm_prompts:
         raise ValueError(
             "steering_search() needs confirm_prompts to try its best candidates again on (CONFIRMATION_PROMPTS), "
             "or confirm=0 to rank by the first trials alone."
@@ -517,11 +517,10 @@ def steering_search(
         trials(groups, prompts, default)
     worked = succeeded()
     if worked and confirm:
-        again = list(confirm_prompts)
         trials(
             [c.family or (c.feature,) for c in worked[:confirm]],
-            again,
-            generate(model, again, max_new_tokens=max_new_tokens),
+            confirm_prompts,
+            generate(model, confirm_prompts, max_new_tokens=max_new_tokens),
         )
         worked = succeeded()
     if not worked:
