@@ -234,6 +234,46 @@ def test_lean_gguf_index_finds_what_gguf_reader_finds(tmp_path):
     assert read_tensors(path).tensors[2].data.shape == (10, 68)  # 2 blocks of 34 bytes per row
 
 
+@pytest.mark.parametrize("states_vocab_size", [False, True])
+def test_metadata_copy_gives_transformers_the_same_config_without_the_tokenizers_lists(tmp_path, states_vocab_size):
+    """The conversion builds the config with transformers' ``load_gguf_checkpoint`` from `metadata_copy` (no
+    tokenizer lists, tensor data a hole) instead of the whole file: the same config, vocabulary size and special
+    token ids included, whether or not the file states the vocabulary size itself."""
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    from saewidgets.models.gguf_checkpoint import metadata_copy, read_tensors
+
+    path = tmp_path / "tiny.gguf"
+    writer = gguf.GGUFWriter(str(path), "gemma3")
+    writer.add_custom_alignment(64)
+    for key, value in [("block_count", 2), ("embedding_length", 64), ("feed_forward_length", 128)]:
+        writer.add_uint32(f"gemma3.{key}", value)
+    writer.add_uint32("gemma3.attention.head_count", 4)
+    writer.add_float32("gemma3.rope.freq_base", 1e6)
+    if states_vocab_size:
+        writer.add_uint32("gemma3.vocab_size", 300)
+    writer.add_array("tokenizer.ggml.tokens", [f"t{i}" for i in range(200)])
+    writer.add_array("tokenizer.ggml.scores", [0.5] * 200)
+    writer.add_array("tokenizer.ggml.merges", ["t a", "t b"])
+    writer.add_uint32("tokenizer.ggml.unknown_token_id", 3)
+    writer.add_uint32("tokenizer.ggml.bos_token_id", 2)
+    torch.manual_seed(3)
+    writer.add_tensor("output_norm.weight", torch.randn(64).numpy())
+    writer.add_tensor("token_embd.weight", _quantised(torch.randn(200, 64)), raw_dtype=Q8_0)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+    copy = metadata_copy(path, tmp_path / "copy.gguf")
+    whole, lean = (load_gguf_checkpoint(str(p), return_tensors=False)["config"] for p in (path, copy))
+    assert lean == whole
+    assert whole["vocab_size"] == (300 if states_vocab_size else 200) and whole["unk_token_id"] == 3
+    fields = gguf.GGUFReader(str(copy)).fields
+    assert not any(key.startswith("tokenizer.ggml.") and key.endswith(("tokens", "scores", "merges")) for key in fields)
+    assert [t.name for t in read_tensors(copy).tensors] == ["output_norm.weight", "token_embd.weight"]
+
+
 def test_a_read_only_cache_without_the_compact_table_still_loads_with_a_warning(tmp_path, monkeypatch):
     """A cache converted before the compact table existed gets it added on load; where the folder cannot be
     written (a shared or mounted cache), loading goes on with the float32 embedding and says why."""

