@@ -48,6 +48,9 @@ from .fixtures import gemma
 from .timing import Row
 
 NEW_TOKENS = 24
+#: The landmark itself, for the concepts whose terms also count its surroundings: a hit that names only San Francisco
+#: counts for the Golden Gate Bridge by the issue's rule, and `cell` also reports how many hits name the landmark.
+LANDMARKS = {"Golden Gate Bridge": ("Golden Gate",), "Eiffel Tower / Paris": ("Eiffel",)}
 #: DiffMean strengths tried on the selection prompts (median residual norms).
 ALPHAS = (0.25, 0.5, 0.75)
 #: Clamp strengths the README recipe lets `steering_search` choose from (multiples of max activation), on its
@@ -205,13 +208,16 @@ def diffmean(model: Any, art: Any, concept: Any) -> dict[str, Any]:
     return calibrated_vector(model, "diffmean", key, diffmean_vector(art, concept), concept)
 
 
-def search(model: Any, art: Any, concept: Any, **options: Any) -> dict[str, Any]:
-    """``steering_search(model, sae, stats, query, terms=terms, **options)[0]`` as a dict ({} when it found none)."""
+def search(model: Any, art: Any, concept: Any, terms: tuple[str, ...] | None = None, **options: Any) -> dict[str, Any]:
+    """``steering_search(model, sae, stats, query, terms=terms, **options)[0]`` as a dict ({} when it found none);
+    ``terms`` default to the concept's."""
     from saewidgets.analysis import DEFAULT_CONFIRM, DEFAULT_PROMOTERS, steering_search
+
+    searched = concept.terms if terms is None else terms
 
     def compute() -> dict[str, Any]:
         hits = steering_search(
-            model, art.sae, art.stats, concept.query, terms=list(concept.terms), progress=False, **options
+            model, art.sae, art.stats, concept.query, terms=list(searched), progress=False, **options
         )
         return hits[0].to_dict() if hits else {}
 
@@ -220,6 +226,8 @@ def search(model: Any, art: Any, concept: Any, **options: Any) -> dict[str, Any]
     options = {"promoters": DEFAULT_PROMOTERS, "confirm": DEFAULT_CONFIRM, **options}
     added = {name: options[name] for name in ("promoters", "confirm") if options[name]}
     rest = {name: value for name, value in options.items() if name not in ("promoters", "confirm")}
+    if searched != concept.terms:  # keyed only when not the concept's, so the earlier searches still serve
+        rest["terms"] = list(searched)
     return _cached("search", {"concept": concept.name, "sae": art.sae.fingerprint(), **rest, **added}, compute)
 
 
@@ -293,6 +301,13 @@ def recipe(model: Any, art: Any, concept: Any) -> dict[str, Any]:
     return clamped(model, art, concept, hit, hit.get("multiple", 2.0))
 
 
+def landmark_search(model: Any, art: Any, concept: Any) -> dict[str, Any]:
+    """The recipe told to find the landmark itself: ``steering_search(..., terms=LANDMARKS[concept])``, what a user
+    who wants the bridge named (not San Francisco) would pass; judged by the concept's terms like every method."""
+    hit = search(model, art, concept, terms=LANDMARKS[concept.name], multiples=RECIPE_MULTIPLES)
+    return clamped(model, art, concept, hit, hit.get("multiple", 2.0))
+
+
 #: How many of the recipe's candidates `shortlist_ceiling` clamps on the validation prompts: three times the search's
 #: shortlist.
 CEILING_SHORTLIST = 18
@@ -325,6 +340,13 @@ def shortlist_ceiling(model: Any, art: Any, concept: Any, n: int = CEILING_SHORT
         for multiple in RECIPE_MULTIPLES
     ]
     return sorted(rows, key=lambda row: (-row["validation"], row["rank"], row["multiple"]))
+
+
+def recipe_family(model: Any, art: Any, concept: Any) -> dict[str, Any]:
+    """The recipe with families (``steering_search(..., family=3)``): the best 2 and 3 features that steered alone
+    also tried clamped together, among the recipe's own candidates (context hits and promoters, confirmed)."""
+    hit = search(model, art, concept, multiples=RECIPE_MULTIPLES, family=3)
+    return clamped(model, art, concept, hit, hit.get("multiple", 2.0))
 
 
 # The variants below were measured against the recipe before promoters became its default, on the context search's
@@ -401,6 +423,8 @@ METHODS: dict[str, Callable[[Any, Any, Any], dict[str, Any]]] = {
     "whole-term+family": whole_term_family,
     "unconfirmed": unconfirmed,
     "context-only": context_only,
+    "recipe+family": recipe_family,
+    "landmark-search": landmark_search,
     "diffmean": diffmean,
     "prompting": prompting,
 }
@@ -415,6 +439,8 @@ SAE_METHODS = (
     "whole-term+family",
     "unconfirmed",
     "context-only",
+    "recipe+family",
+    "landmark-search",
 )
 #: The item-4 variants run on the Golden Gate Bridge only: on two shared CPU cores each costs several minutes per
 #: concept, and the bridge is the target the issue sets first.
@@ -513,11 +539,33 @@ def load(label: str, settings: Any, model: Any, validate: bool = False) -> Demo:
 
 def cell(model: Any, art: Any, concept: Any, index: int, method: str, label: str) -> dict[str, Any] | None:
     """One method on one concept (None where the item-4 variants skip it), printed as it finishes."""
-    if method in VARIANTS and index >= VARIANT_CONCEPTS:
+    if (
+        method in VARIANTS
+        and index >= VARIANT_CONCEPTS
+        or method == "landmark-search"
+        and concept.name not in LANDMARKS
+    ):
         return None
     out = METHODS[method](model, art, concept)
-    print(f"[steering] {label} {concept.name} {method}: {out['rate']:.0%} ({out['setting']})", flush=True)
+    named = names_landmark(concept, out["judgement"])
+    if named is not None:
+        out = {**out, "names_landmark": named}
+    landmark = "" if named is None else f"; naming {LANDMARKS[concept.name][0]!r} itself: {named:.0%}"
+    print(f"[steering] {label} {concept.name} {method}: {out['rate']:.0%} ({out['setting']}){landmark}", flush=True)
     return out
+
+
+def names_landmark(concept: Any, judgement: dict[str, Any] | None) -> float | None:
+    """The fraction of ``judgement``'s prompts whose steered text succeeded *and* names the landmark itself
+    (`LANDMARKS`), not only its surroundings; None for a concept without a landmark or a method that ran nothing."""
+    from saewidgets.analysis import mentions
+
+    if concept.name not in LANDMARKS or not judgement:
+        return None
+    hits = [
+        ok and mentions(text, LANDMARKS[concept.name]) for ok, text in zip(judgement["success"], judgement["steered"])
+    ]
+    return sum(hits) / len(hits)
 
 
 def run(quick: bool = False) -> list[Row]:

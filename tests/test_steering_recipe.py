@@ -13,7 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from benchmarks import bench_steering
-from saewidgets.analysis import DEFAULT_CONFIRM, DEFAULT_PROMOTERS, GOLDEN_GATE, steering_search
+from saewidgets.analysis import CONCEPTS, DEFAULT_CONFIRM, DEFAULT_PROMOTERS, GOLDEN_GATE, steering_search
 from saewidgets.demo.examples import STEERING_SEARCH
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -86,3 +86,26 @@ def test_benchmark_searches_are_keyed_by_the_promoters_they_add_and_the_candidat
     # existed, keyed so)
     default = {**base, "promoters": DEFAULT_PROMOTERS, "confirm": DEFAULT_CONFIRM}
     assert keys == [default] * 2 + [{**base, "promoters": DEFAULT_PROMOTERS}, base]
+
+
+def test_a_search_for_other_terms_than_the_concepts_is_cached_apart(monkeypatch):
+    keys = []
+    monkeypatch.setattr(bench_steering, "_cached", lambda name, key, compute: keys.append(key) or {})
+    art = SimpleNamespace(sae=SimpleNamespace(fingerprint=lambda: "sae"))
+    bench_steering.search(None, art, GOLDEN_GATE, multiples=(1.0,))
+    bench_steering.search(None, art, GOLDEN_GATE, terms=GOLDEN_GATE.terms, multiples=(1.0,))
+    bench_steering.search(None, art, GOLDEN_GATE, terms=("Golden Gate",), multiples=(1.0,))
+    assert keys[0] == keys[1] and "terms" not in keys[0]
+    assert keys[2] == {**keys[0], "terms": ["Golden Gate"]}
+
+
+def test_names_landmark_counts_hits_that_name_the_landmark_itself_not_its_surroundings():
+    judgement = {
+        "success": [True, True, False, True],
+        "steered": ["the Golden Gate Bridge", "San Francisco at night", "the Golden Gate again", "golden gate park"],
+    }
+    # a hit naming only San Francisco counts for the bridge by its terms, not here; a failed one never counts
+    assert bench_steering.names_landmark(GOLDEN_GATE, judgement) == 0.5
+    assert bench_steering.names_landmark(GOLDEN_GATE, None) is None
+    music = next(c for c in CONCEPTS if c.name == "music")
+    assert bench_steering.names_landmark(music, judgement) is None
