@@ -5,9 +5,10 @@ Gemma 3 270M, all greedy with `DEFAULT_REPETITION_PENALTY` and `NEW_TOKENS` new 
 
 - **recipe**: the README quickstart exactly: ``steering_search(model, sae, stats, query, terms=terms,
   multiples=(1, 1.5, 2))[0]`` (candidates from the context search and the `DEFAULT_PROMOTERS` features that most
-  promote the terms, output score, trials on the first selection prompts at each strength, the best three tried
-  again on `CONFIRMATION_PROMPTS`), then
-  ``steer(..., hit.clamps, stats=stats)``: the feature at the strength its trials chose (`RECIPE_MULTIPLES`).
+  promote the terms, output score, trials on the first selection prompts at each strength, the best two and three
+  that steered alone also tried together (`DEFAULT_FAMILY`), the best three candidates tried again on
+  `CONFIRMATION_PROMPTS`), then ``steer(..., hit.clamps, stats=stats)``: the feature, or family, at the strength
+  its trials chose (`RECIPE_MULTIPLES`). ``recipe-single`` is the same with one feature (``family=1``).
   ``--ceiling`` shows how well it could choose among its own candidates (`shortlist_ceiling`, validation only).
 - **diffmean**: `steering_vector` on the demo's own harvest (rows of the concept's documents minus the rest), added
   with the strength in `ALPHAS` that does best on `SELECTION_PROMPTS` (the gentler on a tie).
@@ -211,7 +212,7 @@ def diffmean(model: Any, art: Any, concept: Any) -> dict[str, Any]:
 def search(model: Any, art: Any, concept: Any, terms: tuple[str, ...] | None = None, **options: Any) -> dict[str, Any]:
     """``steering_search(model, sae, stats, query, terms=terms, **options)[0]`` as a dict ({} when it found none);
     ``terms`` default to the concept's."""
-    from saewidgets.analysis import DEFAULT_CONFIRM, DEFAULT_PROMOTERS, steering_search
+    from saewidgets.analysis import DEFAULT_CONFIRM, DEFAULT_FAMILY, DEFAULT_PROMOTERS, steering_search
 
     searched = concept.terms if terms is None else terms
 
@@ -221,11 +222,13 @@ def search(model: Any, art: Any, concept: Any, terms: tuple[str, ...] | None = N
         )
         return hits[0].to_dict() if hits else {}
 
-    # Keyed by the promoters the search really adds and the candidates it confirms; a search without them keeps
-    # the key it had before they existed, so those results still serve.
-    options = {"promoters": DEFAULT_PROMOTERS, "confirm": DEFAULT_CONFIRM, **options}
+    # Keyed by the promoters the search really adds, the candidates it confirms and the families it tries; a search
+    # without them keeps the key it had before they existed, so those results still serve.
+    options = {"promoters": DEFAULT_PROMOTERS, "confirm": DEFAULT_CONFIRM, "family": DEFAULT_FAMILY, **options}
     added = {name: options[name] for name in ("promoters", "confirm") if options[name]}
-    rest = {name: value for name, value in options.items() if name not in ("promoters", "confirm")}
+    if options["family"] > 1:
+        added["family"] = options["family"]
+    rest = {name: value for name, value in options.items() if name not in ("promoters", "confirm", "family")}
     if searched != concept.terms:  # keyed only when not the concept's, so the earlier searches still serve
         rest["terms"] = list(searched)
     return _cached("search", {"concept": concept.name, "sae": art.sae.fingerprint(), **rest, **added}, compute)
@@ -296,15 +299,16 @@ def _variant_concepts() -> set[str]:
 
 def recipe(model: Any, art: Any, concept: Any) -> dict[str, Any]:
     """The README quickstart's lines, exactly: the top hit of ``steering_search(..., multiples=RECIPE_MULTIPLES)``,
-    clamped as its trials ran it (``hit.clamps``: the feature at the strength they chose)."""
+    clamped as its trials ran it (``hit.clamps``: the feature, or family, at the strength they chose)."""
     hit = search(model, art, concept, multiples=RECIPE_MULTIPLES)
     return clamped(model, art, concept, hit, hit.get("multiple", 2.0))
 
 
 def landmark_search(model: Any, art: Any, concept: Any) -> dict[str, Any]:
-    """The recipe told to find the landmark itself: ``steering_search(..., terms=LANDMARKS[concept])``, what a user
-    who wants the bridge named (not San Francisco) would pass; judged by the concept's terms like every method."""
-    hit = search(model, art, concept, terms=LANDMARKS[concept.name], multiples=RECIPE_MULTIPLES)
+    """The recipe (one feature, as when it was measured) told to find the landmark itself:
+    ``steering_search(..., terms=LANDMARKS[concept], family=1)``, what a user who wants the bridge named (not San
+    Francisco) would pass; judged by the concept's terms like every method."""
+    hit = search(model, art, concept, terms=LANDMARKS[concept.name], multiples=RECIPE_MULTIPLES, family=1)
     return clamped(model, art, concept, hit, hit.get("multiple", 2.0))
 
 
@@ -342,43 +346,43 @@ def shortlist_ceiling(model: Any, art: Any, concept: Any, n: int = CEILING_SHORT
     return sorted(rows, key=lambda row: (-row["validation"], row["rank"], row["multiple"]))
 
 
-def recipe_family(model: Any, art: Any, concept: Any) -> dict[str, Any]:
-    """The recipe with families (``steering_search(..., family=3)``): the best 2 and 3 features that steered alone
-    also tried clamped together, among the recipe's own candidates (context hits and promoters, confirmed)."""
-    hit = search(model, art, concept, multiples=RECIPE_MULTIPLES, family=3)
+def recipe_single(model: Any, art: Any, concept: Any) -> dict[str, Any]:
+    """The recipe before families (until 2026-12-03): one feature, ``steering_search(..., family=1)``."""
+    hit = search(model, art, concept, multiples=RECIPE_MULTIPLES, family=1)
     return clamped(model, art, concept, hit, hit.get("multiple", 2.0))
 
 
-# The variants below were measured against the recipe before promoters became its default, on the context search's
-# candidates alone (``promoters=0``); they keep that, so the code is what their recorded figures measured.
+# The variants below were measured against the recipe before promoters and families became its defaults, on the
+# context search's candidates alone (``promoters=0``) and one feature unless they say otherwise; they keep that, so
+# the code is what their recorded figures measured.
 
 
 def unconfirmed(model: Any, art: Any, concept: Any) -> dict[str, Any]:
     """The recipe before its second round of trials (817992f, 2026-12-02): ranked by the first six prompts alone."""
-    hit = search(model, art, concept, multiples=RECIPE_MULTIPLES, confirm=0)
+    hit = search(model, art, concept, multiples=RECIPE_MULTIPLES, confirm=0, family=1)
     return clamped(model, art, concept, hit, hit.get("multiple", 2.0))
 
 
 def context_only(model: Any, art: Any, concept: Any) -> dict[str, Any]:
     """The recipe before promoters (until 2026-12-02): candidates from the context search only."""
-    hit = search(model, art, concept, multiples=RECIPE_MULTIPLES, promoters=0, confirm=0)
+    hit = search(model, art, concept, multiples=RECIPE_MULTIPLES, promoters=0, confirm=0, family=1)
     return clamped(model, art, concept, hit, hit.get("multiple", 2.0))
 
 
 def fixed_2x(model: Any, art: Any, concept: Any) -> dict[str, Any]:
     """An earlier README recipe, kept for comparison: the top hit of a search at 2x only, clamped at 2x."""
-    return clamped(model, art, concept, search(model, art, concept, promoters=0, confirm=0), 2.0)
+    return clamped(model, art, concept, search(model, art, concept, promoters=0, confirm=0, family=1), 2.0)
 
 
 def recipe_calibrated(model: Any, art: Any, concept: Any) -> dict[str, Any]:
     """The search also calibrates the clamp (1x-3x on its selection prompts); clamp at the strength it chose."""
-    hit = search(model, art, concept, multiples=MULTIPLES, promoters=0, confirm=0)
+    hit = search(model, art, concept, multiples=MULTIPLES, promoters=0, confirm=0, family=1)
     return clamped(model, art, concept, hit, hit.get("multiple", 2.0))
 
 
 def whole_term(model: Any, art: Any, concept: Any) -> dict[str, Any]:
     """The shortlist ranked by the whole terms' log probability (" Golden Gate") instead of their first tokens'."""
-    hit = search(model, art, concept, whole_terms=True, promoters=0, confirm=0)
+    hit = search(model, art, concept, whole_terms=True, promoters=0, confirm=0, family=1)
     return clamped(model, art, concept, hit, hit.get("multiple", 2.0))
 
 
@@ -401,7 +405,7 @@ def decoder_added(model: Any, art: Any, concept: Any) -> dict[str, Any]:
 
     from saewidgets.analysis._common import decoder_directions
 
-    hit = search(model, art, concept, promoters=0, confirm=0)
+    hit = search(model, art, concept, promoters=0, confirm=0, family=1)
     if not hit:
         return {"rate": 0.0, "setting": "steering_search found no feature that steered", "judgement": None}
     direction = decoder_directions(art.sae, [hit["feature"]])[0].float()
@@ -423,7 +427,7 @@ METHODS: dict[str, Callable[[Any, Any, Any], dict[str, Any]]] = {
     "whole-term+family": whole_term_family,
     "unconfirmed": unconfirmed,
     "context-only": context_only,
-    "recipe+family": recipe_family,
+    "recipe-single": recipe_single,
     "landmark-search": landmark_search,
     "diffmean": diffmean,
     "prompting": prompting,
@@ -439,7 +443,7 @@ SAE_METHODS = (
     "whole-term+family",
     "unconfirmed",
     "context-only",
-    "recipe+family",
+    "recipe-single",
     "landmark-search",
 )
 #: The item-4 variants run on the Golden Gate Bridge only: on two shared CPU cores each costs several minutes per

@@ -957,6 +957,7 @@ def francisco(tiny_gemma):
         "prompts": ["The fog", "I went for a walk and saw"],
         "max_new_tokens": 12,
         "progress": False,
+        "family": 1,  # single features, unless a test is about families
     }
     return tiny, sae, stats, options
 
@@ -986,7 +987,7 @@ def test_steering_search_tries_the_best_features_together_as_a_family(francisco)
     options = {**options, "confirm": 0}
     alone = steering_search(tiny, sae, stats, "a", n=12, **options)
     assert len(alone) >= 2, alone  # else this test would not exercise families
-    hits = steering_search(tiny, sae, stats, "a", n=12, family=3, **options)
+    hits = steering_search(tiny, sae, stats, "a", n=12, **{**options, "family": 3})
     families = {h.family: h for h in hits if h.family}
     prompts, terms = options["prompts"], options["terms"]
     default = generate(tiny, prompts, max_new_tokens=12)
@@ -1019,7 +1020,7 @@ def test_steering_search_tries_the_best_features_together_as_a_family(francisco)
     assert [(-h.hit_rate, len(h.family)) for h in hits] == sorted((-h.hit_rate, len(h.family)) for h in hits)
     assert alone[0].clamps == {alone[0].feature: alone[0].multiple} and alone[0].to_dict()["family"] == []
     with pytest.raises(ValueError, match="family=0 is too small"):
-        steering_search(tiny, sae, stats, "a", family=0, **options)
+        steering_search(tiny, sae, stats, "a", **{**options, "family": 0})
 
 
 def test_steering_search_tries_its_best_candidates_again_and_ranks_them_by_both_rounds(francisco):

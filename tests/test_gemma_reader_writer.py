@@ -36,13 +36,18 @@ def test_the_writer_steered_in_trials_and_is_one_of_the_searchs_candidates(demo,
     assert features.writer_trial_rate > 0 and features.writer_multiple > 0
     candidates = steering_candidates(demo.model, demo.sae, demo.stats, GOLDEN_GATE.query, GOLDEN_GATE.terms)
     assert features.writer in candidates
+    # a family (1135 with 451 when measured) is clamped as its trials ran it: its first feature is the writer
+    clamps = features.writer_clamps
+    assert next(iter(clamps)) == features.writer and set(clamps) <= set(candidates)
+    assert set(clamps.values()) == {features.writer_multiple}
+    assert len(clamps) == max(1, len(features.writer_family))
 
 
 def test_the_control_fires_and_is_unrelated_to_the_query(demo, features):
     f = features.control
     assert float(demo.stats.max_act[f]) > 0
     assert not any(GOLDEN_GATE.query.lower() in t.lower() for t in demo.stats.context_texts(f))
-    assert f not in (features.reader, features.writer)
+    assert f != features.reader and f not in features.writer_clamps
     assert control_feature(demo, GOLDEN_GATE.query) == f  # seeded: the same draw every time
 
 

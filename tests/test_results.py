@@ -37,6 +37,7 @@ from saewidgets.analysis.results import (
     Neighbour,
     PositionAttribution,
     QuantileBand,
+    describe_features,
     TokenLogit,
 )
 from saewidgets.models.tiny import _TRAINING_TEXT
@@ -74,9 +75,21 @@ def test_a_steering_example_round_trips_through_json_and_comes_from_a_steer_resu
         None,
     )
     assert SteeringExample.from_dict(json.loads(json.dumps(example.to_dict()))) == example
-    two = SteeringResult(prompts=["p"], default=["a"], steered=["b"], clamps={1: 1.0, 2: 1.0})
-    with pytest.raises(ValueError, match="one clamped feature"):
-        SteeringExample.from_result(two, 2.0)
+    assert example.family == () and example.features == (12,)
+
+
+def test_a_steering_example_of_a_family_keeps_every_clamped_feature_in_order():
+    family = SteeringResult(prompts=["p"], default=["a"], steered=["b"], clamps={1135: 9.0, 451: 4.0})
+    example = SteeringExample.from_result(family, 1.0)
+    assert (example.feature, example.family, example.features) == (1135, (1135, 451), (1135, 451))
+    assert SteeringExample.from_dict(json.loads(json.dumps(example.to_dict()))) == example
+    assert describe_features(example.features) == "features 1135+451" and describe_features((7,)) == "feature 7"
+    with pytest.raises(ValueError, match="no feature"):
+        SteeringExample.from_result(SteeringResult(prompts=["p"], default=["a"], steered=["b"], clamps={}), 1.0)
+    with pytest.raises(ValueError, match="its feature first"):
+        SteeringExample(feature=3, multiple=1.0, prompts=(), default=(), steered=(), family=(4, 3))
+    with pytest.raises(ValueError, match="at least two"):
+        SteeringExample(feature=3, multiple=1.0, prompts=(), default=(), steered=(), family=(3,))
 
 
 def _dict_card(stats, i, effects=None, geometry=None, labels=None):

@@ -13,7 +13,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from benchmarks import bench_steering
-from saewidgets.analysis import CONCEPTS, DEFAULT_CONFIRM, DEFAULT_PROMOTERS, GOLDEN_GATE, steering_search
+from saewidgets.analysis import (
+    CONCEPTS,
+    DEFAULT_CONFIRM,
+    DEFAULT_FAMILY,
+    DEFAULT_PROMOTERS,
+    GOLDEN_GATE,
+    steering_search,
+)
 from saewidgets.demo.examples import STEERING_SEARCH
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -71,6 +78,7 @@ def test_the_demo_and_tutorials_writer_search_is_the_recipe():
     )
     assert STEERING_SEARCH["promoters"] == DEFAULT_PROMOTERS > 0
     assert STEERING_SEARCH["confirm"] == DEFAULT_CONFIRM > 0
+    assert STEERING_SEARCH["family"] == DEFAULT_FAMILY > 1
 
 
 def test_benchmark_searches_are_keyed_by_the_promoters_they_add_and_the_candidates_they_confirm(monkeypatch):
@@ -78,14 +86,17 @@ def test_benchmark_searches_are_keyed_by_the_promoters_they_add_and_the_candidat
     monkeypatch.setattr(bench_steering, "_cached", lambda name, key, compute: keys.append(key) or {})
     art = SimpleNamespace(sae=SimpleNamespace(fingerprint=lambda: "sae"))
     bench_steering.search(None, art, GOLDEN_GATE, multiples=(1.0,))
-    bench_steering.search(None, art, GOLDEN_GATE, multiples=(1.0,), promoters=DEFAULT_PROMOTERS)
-    bench_steering.search(None, art, GOLDEN_GATE, multiples=(1.0,), confirm=0)
-    bench_steering.search(None, art, GOLDEN_GATE, multiples=(1.0,), promoters=0, confirm=0)
+    bench_steering.search(None, art, GOLDEN_GATE, multiples=(1.0,), promoters=DEFAULT_PROMOTERS, family=DEFAULT_FAMILY)
+    bench_steering.search(None, art, GOLDEN_GATE, multiples=(1.0,), family=1)
+    bench_steering.search(None, art, GOLDEN_GATE, multiples=(1.0,), confirm=0, family=1)
+    bench_steering.search(None, art, GOLDEN_GATE, multiples=(1.0,), promoters=0, confirm=0, family=1)
     base = {"concept": GOLDEN_GATE.name, "sae": "sae", "multiples": (1.0,)}
-    # the default's results are not those of a search without promoters or confirmation (cached before they
-    # existed, keyed so)
-    default = {**base, "promoters": DEFAULT_PROMOTERS, "confirm": DEFAULT_CONFIRM}
-    assert keys == [default] * 2 + [{**base, "promoters": DEFAULT_PROMOTERS}, base]
+    # the default's results are not those of a search without promoters, confirmation or families (cached before
+    # they existed, keyed so)
+    single = {**base, "promoters": DEFAULT_PROMOTERS, "confirm": DEFAULT_CONFIRM}
+    default = {**single, "family": DEFAULT_FAMILY}
+    assert DEFAULT_FAMILY > 1
+    assert keys == [default] * 2 + [single, {**base, "promoters": DEFAULT_PROMOTERS}, base]
 
 
 def test_a_search_for_other_terms_than_the_concepts_is_cached_apart(monkeypatch):

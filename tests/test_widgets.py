@@ -339,6 +339,13 @@ def test_explorer_shows_a_saved_steering_example_and_named_features():
     assert ex.steering.feature == 3 and ex.steering.steered_feature == 12
     ex.show_steering(SteeringExample.from_result(syn.steer("p", 7, 2.0), multiple=2.0))
     assert ex.steering.steered_feature == 7 and ex.steering.steered_multiple == 2.0
+    assert ex.steering.steered_family == [] and ex.steering.status.startswith("feature #7 at 2×")
+    family = SteeringExample(feature=12, multiple=1.0, prompts=["I saw"], default=["a"], steered=["b"], family=(12, 4))
+    ex.show_steering(family)  # a family shows every feature it clamped
+    assert (ex.steering.steered_feature, ex.steering.steered_family) == (12, [12, 4])
+    assert ex.steering.status.startswith("features #12+#4 at 1×")
+    ex.steering.show_result(syn.steer("p", 7, 2.0), multiple=2.0, feature=7)  # one feature again: no family left
+    assert (ex.steering.steered_feature, ex.steering.steered_family) == (7, [])
 
 
 def test_explorer_is_one_widget_whose_traits_mirror_every_view():

@@ -19,6 +19,7 @@ from .geometry import FeatureGeometry, MapQuality, feature_geometry, map_quality
 from .logits import LogitEffects, logit_effects
 from .output_score import (
     DEFAULT_CONFIRM,
+    DEFAULT_FAMILY,
     DEFAULT_PROMOTERS,
     SteeringCandidate,
     output_scores,
@@ -55,6 +56,7 @@ __all__ = [
     "CONCEPTS",
     "DEFAULT_CLAMP_MULTIPLE",
     "DEFAULT_CONFIRM",
+    "DEFAULT_FAMILY",
     "DEFAULT_PROMOTERS",
     "DEFAULT_REPETITION_PENALTY",
     "ActiveFeature",

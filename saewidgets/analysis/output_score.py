@@ -67,6 +67,11 @@ DEFAULT_PROMOTERS = 10
 #: prompts cannot tell a feature that steers 7 of 8 other prompts from one that steers 6 (benchmarks/README.md,
 #: "Confirmation").
 DEFAULT_CONFIRM = 3
+#: The most features `steering_search` clamps together as one candidate: the best 2 and 3 that steered alone are
+#: tried together too. Chosen by a rule fixed before the runs (validation prompts decide, tie-break prompts next),
+#: on four SAEs x six concepts: +5 of 192 validation trials, +8 of 288 tie-break, over one feature
+#: (benchmarks/README.md, "Families on the recipe's own candidates").
+DEFAULT_FAMILY = 3
 #: `steering_search(..., whole_terms=True)` re-scores this many times ``shortlist`` first-token leaders.
 WHOLE_TERM_LEADERS = 3
 #: Rows per forward pass when scoring whole terms (one row per prompt and spelling of a term, per feature; a feature
@@ -357,7 +362,7 @@ def steering_search(
     progress: bool = True,
     check_provenance: bool = True,
     whole_terms: bool = False,
-    family: int = 1,
+    family: int = DEFAULT_FAMILY,
     promoters: int = DEFAULT_PROMOTERS,
     confirm: int = DEFAULT_CONFIRM,
     confirm_prompts: Sequence[str] = CONFIRMATION_PROMPTS,
@@ -367,7 +372,8 @@ def steering_search(
     Candidates are the features whose top contexts contain ``query`` and the ``promoters`` features whose decoder
     directions most promote the terms (`promoting_features`); the ``shortlist`` best by output score are
     clamped while the model continues ``prompts``, at each of ``multiples``, and judged by `judge_steering`
-    against the unclamped continuations (fluency calibrated on those). The ``confirm`` best that succeeded are
+    against the unclamped continuations (fluency calibrated on those); the best 2 and 3 that succeeded alone are
+    also tried clamped together (``family``), each group as one candidate. The ``confirm`` best that succeeded are
     then tried again, at each multiple, on ``confirm_prompts``, and ranked by their trials on both. Only features
     whose trials succeeded at least once are returned: a feature whose trials all failed is not presented as a way
     to steer. When none succeeded, a warning says so (with the best output score and what its trial wrote) and the
@@ -396,7 +402,8 @@ def steering_search(
             and ``output_score`` is then the whole-term score.
         family: also try the best 2, ..., ``family`` features that succeeded alone clamped together (each at each
             of ``multiples``): a concept an SAE splits over several features may need them all. A family is
-            returned as one candidate (``family``, ``clamps``), ranked with the single features by its trials.
+            returned as one candidate (``family``, ``clamps``), ranked with the single features by its trials (a
+            single feature first on a tie). 1: single features only.
         promoters: also take as candidates the ``promoters`` features whose decoder directions most promote the
             terms' first tokens (`promoting_features`), whatever their top contexts: a feature that makes the
             model *say* "lying" need not fire in text about honesty, so the context search can miss it. 0: the

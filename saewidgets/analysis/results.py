@@ -7,7 +7,7 @@ written against the dict results keeps working; new code uses the attributes, wh
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import Field, dataclass, fields
 from typing import Any, ClassVar, Protocol
 
@@ -224,13 +224,19 @@ class SteeringOutcome(Protocol):
     clamps: dict[int, float]
 
 
+def describe_features(features: Sequence[int]) -> str:
+    """How a clamp's features read in a sentence: "feature 3438", or "features 1135+451" for a family."""
+    return f"feature {features[0]}" if len(features) == 1 else f"features {'+'.join(map(str, features))}"
+
+
 @dataclass(frozen=True, eq=True)
 class SteeringExample(Record):
-    """A steering run worth showing: which feature was clamped how hard, and what the model said without and with
-    the clamp. The demo's examples, and what `Explorer.show_steering` shows."""
+    """A steering run worth showing: which feature (or family of features, all at one strength) was clamped how
+    hard, and what the model said without and with the clamp. The demo's examples, and what `Explorer.show_steering`
+    shows."""
 
     feature: int
-    """The clamped feature."""
+    """The clamped feature (a family's first: the one that steered best alone)."""
     multiple: float
     """Clamp strength as a multiple of the feature's max activation."""
     prompts: tuple[str, ...]
@@ -249,27 +255,41 @@ class SteeringExample(Record):
     """Measured hit rate on held-out evaluation prompts (`judge_steering`): the one to report."""
     n_evaluation_prompts: int | None = None
     """How many prompts ``hit_rate`` is over."""
+    family: tuple[int, ...] = ()
+    """Every feature clamped, ``feature`` first, when several were clamped together (`SteeringCandidate.family`);
+    empty for one."""
 
     def __post_init__(self) -> None:
         for name in ("prompts", "default", "steered"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, "feature", int(self.feature))
         object.__setattr__(self, "multiple", float(self.multiple))
+        object.__setattr__(self, "family", tuple(int(f) for f in self.family))
+        if self.family and (len(self.family) < 2 or self.family[0] != self.feature):
+            raise ValueError(
+                f"A steering example's family lists every feature clamped, its feature first ({self.feature}), and "
+                f"has at least two; got {list(self.family)}. Leave it empty for one feature."
+            )
+
+    @property
+    def features(self) -> tuple[int, ...]:
+        """The features clamped: ``family``, or ``(feature,)``."""
+        return self.family or (self.feature,)
 
     @classmethod
     def from_result(cls, result: SteeringOutcome, multiple: float, **details: Any) -> SteeringExample:
-        """The example of a `steer` result that clamped one feature at ``multiple`` x its max activation."""
-        if len(result.clamps) != 1:
-            raise ValueError(
-                f"A steering example shows one clamped feature; this result clamps {len(result.clamps)} "
-                f"({sorted(result.clamps)}): steer one feature at a time."
-            )
+        """The example of a `steer` result that clamped one feature, or several together, at ``multiple`` x their
+        max activations (``result.clamps``' first feature is the example's ``feature``)."""
+        features = tuple(result.clamps)
+        if not features:
+            raise ValueError("A steering example shows a clamp; this result clamps no feature.")
         return cls(
-            next(iter(result.clamps)),
+            features[0],
             multiple,
             tuple(result.prompts),
             tuple(result.default),
             tuple(result.steered),
+            family=features if len(features) > 1 else (),
             **details,
         )
 

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .._atomic_write import atomic_write_bytes
-from ..analysis.output_score import DEFAULT_CONFIRM, DEFAULT_PROMOTERS
-from ..analysis.results import SteeringExample
+from ..analysis.output_score import DEFAULT_CONFIRM, DEFAULT_FAMILY, DEFAULT_PROMOTERS
+from ..analysis.results import SteeringExample, describe_features
 from ..analysis.steering_sets import CONCEPTS, GOLDEN_GATE, SteeringConcept
 from .pipeline import DemoArtifacts
 
@@ -50,15 +50,16 @@ STEERING_CONCEPT = ("Golden Gate Bridge", GOLDEN_GATE.query, GOLDEN_GATE.terms) 
 
 #: How the demo searches for its steering feature: clamp strengths tried (multiples of max activation; the demo
 #: calibrates the strength per SAE), context hits scored per search, features added by what they make the model say
-#: (`promoting_features`), best-scored features tried by generating, and how many of those that steered are tried
-#: again on more prompts. Written out in full, so a change of the recipe's defaults also changes the cached choice's
-#: key.
+#: (`promoting_features`), best-scored features tried by generating, how many of those that steered are tried
+#: again on more prompts, and how many that steered alone are also tried clamped together. Written out in full, so a
+#: change of the recipe's defaults also changes the cached choice's key.
 STEERING_SEARCH: dict[str, Any] = {
     "multiples": (1.0, 1.5, 2.0),
     "candidates": 50,
     "promoters": DEFAULT_PROMOTERS,
     "shortlist": 6,
     "confirm": DEFAULT_CONFIRM,
+    "family": DEFAULT_FAMILY,
 }
 
 
@@ -70,9 +71,9 @@ def steering_examples(
     max_new_tokens: int = 24,
     progress: bool = True,
 ) -> list[SteeringExample]:
-    """Clamp the concept's best steering feature on neutral prompts; cached beside the SAE.
+    """Clamp the concept's best steering feature (or family of features) on neutral prompts; cached beside the SAE.
 
-    Feature and strength both come from `steering_search` (context hits and the features that most promote the
+    Features and strength both come from `steering_search` (context hits and the features that most promote the
     terms, ranked by output score, then tried at each of the `STEERING_SEARCH` multiples on its own neutral
     prompts), not from the top context hit: features that fire on the name's own tokens break the text when clamped
     instead of steering it, and how hard a feature can be pushed before a small model's text breaks down varies
@@ -109,16 +110,16 @@ def steering_examples(
         return []
     best = hits[0]
     if progress:
-        print(f"steering: clamping feature {best.feature} ({name}) at {best.multiple}x its max...", flush=True)
-    result = steer(
-        art.model, art.sae, list(prompts), {best.feature: best.multiple}, stats=art.stats, max_new_tokens=max_new_tokens
-    )
+        print(
+            f"steering: clamping {describe_features(list(best.clamps))} ({name}) at {best.multiple}x max...", flush=True
+        )
+    result = steer(art.model, art.sae, list(prompts), best.clamps, stats=art.stats, max_new_tokens=max_new_tokens)
     # The rate to report: on held-out prompts, which neither the search nor the strength was chosen on.
     held_out = steer(
         art.model,
         art.sae,
         list(EVALUATION_PROMPTS),
-        {best.feature: best.multiple},
+        best.clamps,
         stats=art.stats,
         max_new_tokens=max_new_tokens,
         terms=terms,

@@ -10,8 +10,10 @@ look only at *selection* data, never at the texts or prompts the tutorials then 
   dashboards finds "the Golden Gate feature"; it usually fires on the name's own tokens.
 - **writer**: the top hit of the library's steering recipe, `steering_search` with the demo's search settings
   (`STEERING_SEARCH`): context hits and the features that most promote the concept's words (`promoting_features`),
-  ranked by output score, then tried by clamping on the selection prompts (`SCORING_PROMPTS`, the best three again
-  on `CONFIRMATION_PROMPTS`). None when no candidate steered in those trials.
+  ranked by output score, then tried by clamping on the selection prompts (`SCORING_PROMPTS`; the best two and three
+  that steered alone also together, the best three candidates again on `CONFIRMATION_PROMPTS`). It may be a family
+  of features clamped together (``writer_family``; steer with ``writer_clamps``). None when no candidate steered in
+  those trials.
 - **control**: a feature drawn at random (seeded by the demo's seed) among those that fire in the statistics and
   whose top contexts never contain the query: what an arbitrary clamp of the same size does.
 
@@ -54,11 +56,14 @@ class ConceptFeatures:
         terms: what counts as a mention of the concept (`mentions`).
         reader: the top context hit.
         reader_fraction: the fraction of the reader's top contexts that contain the query.
-        writer: the top `steering_search` hit, or None when nothing steered in its trials.
+        writer: the top `steering_search` hit (a family's first feature, the best alone), or None when nothing
+            steered in its trials.
         writer_multiple: the clamp strength (multiple of max activation) the writer's trials did best at.
         writer_trial_rate: the fraction of trial (selection) prompts the writer steered; optimistic elsewhere.
         writer_output_score: the writer's output score (nats).
         control: a random live feature unrelated to the query by its top contexts.
+        writer_family: every feature of the writer when the hit clamps several together (``writer`` first); empty
+            for one.
     """
 
     concept: str
@@ -71,17 +76,27 @@ class ConceptFeatures:
     writer_trial_rate: float | None
     writer_output_score: float | None
     control: int
+    writer_family: tuple[int, ...] = ()
+
+    @property
+    def writer_clamps(self) -> dict[int, float]:
+        """What to pass to `steer` to clamp the writer as its trials did: ``{feature: writer_multiple}`` for each of
+        its features (empty when there is no writer)."""
+        if self.writer is None or self.writer_multiple is None:
+            return {}
+        return dict.fromkeys(self.writer_family or (self.writer,), self.writer_multiple)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "writer_family": list(self.writer_family)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ConceptFeatures:
-        return cls(**{**data, "terms": tuple(data["terms"])})
+        return cls(**{**data, "terms": tuple(data["terms"]), "writer_family": tuple(data.get("writer_family", ()))})
 
     def __str__(self) -> str:
+        clamped = "+".join(f"#{f}" for f in self.writer_clamps)
         writer = (
-            f"writer #{self.writer} (steered {self.writer_trial_rate:.0%} of trial prompts at {self.writer_multiple:g}x)"
+            f"writer {clamped} (steered {self.writer_trial_rate:.0%} of trial prompts at {self.writer_multiple:g}x)"
             if self.writer is not None
             else "no writer (no candidate steered in steering_search's trials)"
         )
@@ -142,6 +157,7 @@ def concept_features(
         writer_trial_rate=float(writer.hit_rate) if writer else None,
         writer_output_score=float(writer.output_score) if writer else None,
         control=control_feature(art, concept.query),
+        writer_family=tuple(writer.family) if writer else (),
     )
     record = {"key": key, "features": features.to_dict()}
     atomic_write_bytes(path, json.dumps(record, indent=1).encode())

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..analysis.results import describe_features
 from ..models._memory import release_freed_memory, return_large_blocks
 from .examples import STEERING_PROMPTS, highlight_features, missing_highlights, steering_examples
 from .lab import jupyterlab_missing, open_lab
@@ -55,7 +56,7 @@ def run_demo(
         )
     for ex in examples:
         print(
-            f"\nsteering feature {ex.feature} ({ex.name}) at {ex.multiple:g}x max: measured hit rate "
+            f"\nsteering {describe_features(ex.features)} ({ex.name}) at {ex.multiple:g}x max: measured hit rate "
             f"{ex.hit_rate or 0:.0%} on {ex.n_evaluation_prompts} held-out prompts ({ex.steer_rate or 0:.0%} on "
             f"the trial prompts it was chosen on; a hit mentions the concept in fluent text where the default "
             f"did not; output score {ex.output_score or 0:.2f} nats). On the demo's prompts:"

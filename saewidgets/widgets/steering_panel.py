@@ -46,6 +46,13 @@ def default_clamp_multiple() -> float:
     return float(DEFAULT_CLAMP_MULTIPLE)
 
 
+def _family(result: Shown) -> list[int]:
+    """The features a result clamped together when there were several (a saved example's ``family``, a `steer`
+    result's ``clamps``), else []."""
+    features = list(getattr(result, "family", None) or getattr(result, "clamps", None) or ())
+    return [int(f) for f in features] if len(features) > 1 else []
+
+
 def _hit_rate(result: Shown) -> float | None:
     """The measured hit rate a result carries (``SteeringResult.hit_rate``, or ``hit_rate`` in a saved example)."""
     rate = getattr(result, "hit_rate", None)
@@ -67,6 +74,7 @@ class SteeringPanel(ViewWidget):
     steered_texts = t.List(t.Unicode()).tag(sync=True)
     steered_multiple = t.Float(None, allow_none=True).tag(sync=True)  # the clamp of the result shown
     steered_feature = t.Int(-1).tag(sync=True)  # the feature of the result shown
+    steered_family = t.List(t.Int()).tag(sync=True)  # every feature it clamped, when several were clamped together
     hit_rate = t.Float(None, allow_none=True).tag(sync=True)  # measured hit rate of the result shown, if judged
     has_vector = t.Bool(False).tag(sync=True)  # a vector_fn is set: show the vector column and its slider
     vector_name = t.Unicode("vector").tag(sync=True)  # what the vector is, for the column heading
@@ -166,14 +174,18 @@ class SteeringPanel(ViewWidget):
 
     def show_result(self, result: Shown, multiple: float | None = None, feature: int | None = None) -> None:
         """Show a `SteeringResult` or `SteeringExample` (``default`` and ``steered`` continuations) obtained by clamping
-        ``feature`` (default: the panel's) to ``multiple`` x its max activation (default: the slider's)."""
+        ``feature`` (default: the panel's; a result that clamped several features together names them all, its first
+        the feature) to ``multiple`` x its max activation (default: the slider's)."""
+        family = _family(result)
         with self.hold_sync():
             self.default_texts = [str(s) for s in result.default]
             self.steered_texts = [str(s) for s in result.steered]
             self.steered_multiple = self.multiple if multiple is None else float(multiple)
-            self.steered_feature = self.feature if feature is None else int(feature)
+            self.steered_feature = family[0] if family else self.feature if feature is None else int(feature)
+            self.steered_family = family
             self.hit_rate = _hit_rate(result)
-            self.status = f"feature #{self.steered_feature} at {self.steered_multiple:g}× max" + (
+            clamped = "+".join(f"#{f}" for f in family or [self.steered_feature])
+            self.status = f"{'features' if family else 'feature'} {clamped} at {self.steered_multiple:g}× max" + (
                 ""
                 if self.hit_rate is None
                 else f" · measured hit rate {self.hit_rate:.0%} (mentions the concept, fluent, default did not)"

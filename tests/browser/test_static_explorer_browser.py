@@ -42,7 +42,12 @@ def static_page_path(tmp_path_factory):
     ex.tab = "heatmap"  # fill the heatmap tab, as a user would have
     ex.show_steering(
         SteeringExample(
-            feature=42, multiple=4.0, prompts=["I saw"], default=["I saw a cat"], steered=["I saw the bridge"]
+            feature=42,
+            multiple=4.0,
+            prompts=["I saw"],
+            default=["I saw a cat"],
+            steered=["I saw the bridge"],
+            family=(42, 7),  # the demo's steering example can clamp a family
         )
     )
     highlights = {'<img src=x onerror="window.__pwned=1"> Golden Gate': 42}
@@ -85,7 +90,7 @@ def test_static_explorer_renders_offline_and_map_click_changes_dashboard(page, s
     card_is(page, "Feature #42")
     page.locator(".saew-tab-button", has_text="Steering").click()
     assert page.inner_text(".saew-steer-steered .saew-steer-text") == "I saw the bridge"
-    assert "#42 clamped to 4" in page.inner_text(".saew-steer-steered .saew-subhead")
+    assert "#42+#7 clamped to 4" in page.inner_text(".saew-steer-steered .saew-subhead")
 
     assert all(u.startswith(("file:", "data:")) for u in requests), requests
     assert page.errors == []

@@ -76,7 +76,9 @@ function steeringRender({ model, el }) {
     const shown = texts.length && sf >= 0 ? sf : current;
     const m = texts.length ? (model.get("steered_multiple") ?? model.get("multiple")) : model.get("multiple");
     column(colDefault, "Default", model.get("default_texts"));
-    let head = `Steered (#${shown} clamped to ${saewFmt(m, 2)}× max)`;
+    const family = texts.length && shown === sf ? model.get("steered_family") || [] : [];
+    const clamped = family.length ? family.map((f) => `#${f}`).join("+") : `#${shown}`;
+    let head = `Steered (${clamped} clamped to ${saewFmt(m, 2)}× max)`;
     if (texts.length && shown !== current) head += ` — result for #${shown}; Generate for #${current}`;
     const rate = model.get("hit_rate");
     if (texts.length && rate !== null && rate !== undefined) head += ` · hit rate ${Math.round(100 * rate)}%`;
@@ -128,8 +130,8 @@ function steeringRender({ model, el }) {
   const offs = [
     saewOn(model, ["feature", "multiple", "prompt", "feature_options", "min_multiple", "max_multiple",
       "has_vector", "alpha", "max_alpha"], saewDebounced(paintControls)),
-    saewOn(model, ["default_texts", "steered_texts", "steered_multiple", "steered_feature", "feature", "multiple",
-      "hit_rate", "has_vector", "vector_name", "vector_texts", "vector_alpha", "vector_hit_rate", "alpha"],
+    saewOn(model, ["default_texts", "steered_texts", "steered_multiple", "steered_feature", "steered_family", "feature",
+      "multiple", "hit_rate", "has_vector", "vector_name", "vector_texts", "vector_alpha", "vector_hit_rate", "alpha"],
       saewDebounced(paintOutputs)),
     saewOn(model, ["busy", "error", "status"], paintStatus),
   ];
