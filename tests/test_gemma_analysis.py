@@ -18,12 +18,12 @@ from saewidgets.analysis import (
     feature_stats,
     search_contexts,
     steer,
-    steering_search,
 )
 from saewidgets.analysis.output_score import SCORING_PROMPTS
 from saewidgets.analysis.steering_judge import calibrate_fluency, continuation_logprobs
 from saewidgets.analysis.steering_sets import EVALUATION_PROMPTS
 from saewidgets.demo import STEERING_CONCEPT
+from saewidgets.demo.writer_search import writer_search
 
 pytestmark = pytest.mark.gemma
 
@@ -52,9 +52,11 @@ def test_the_readme_recipe_steers_held_out_prompts_to_the_bridge(demo, gemma):
     """The README quickstart's recipe (search calibrating the strength over 1x-2x, then clamp at the chosen one) on
     the quick demo SAE, judged as the steering benchmark judges it, on a few evaluation prompts only: the feature
     and its strength are chosen on selection prompts by `steering_search`, the fluency bar is calibrated on
-    selection prompts, and neither ever sees the prompts judged here."""
+    selection prompts, and neither ever sees the prompts judged here. The search is the demo's (`writer_search`:
+    the README's call with its defaults written out, as test_steering_recipe checks), run once for the demo's
+    steering example, the tutorials' writer and this test."""
     _, phrase, terms = STEERING_CONCEPT
-    hits = steering_search(gemma, demo.sae, demo.stats, phrase, terms=terms, multiples=(1, 1.5, 2), progress=False)
+    hits = writer_search(demo, phrase, terms, progress=False)
     assert hits, "no feature steered the selection prompts toward the bridge"
     hit = hits[0]
     assert hit.hit_rate > 0 and fraction_matching(demo.stats, hit.feature, BRIDGE) >= 0.5, hit

@@ -1,7 +1,8 @@
 """The tutorials' reader, writer and control features (`concept_features`) on the quick demo SAE.
 
-The search runs once here and is cached beside the SAE, so the tutorials that nbmake executes afterwards read the
-same three features without searching again.
+The choice is cached beside the SAE, so the tutorials that nbmake executes afterwards read the same three features
+without searching again; its steering search is `writer_search`'s, shared with the demo's steering example and the
+steering acceptance test (whichever runs first searches).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import saewidgets as sw
 from saewidgets.analysis import search_contexts, steering_candidates
 from saewidgets.analysis.steering_sets import GOLDEN_GATE
 from saewidgets.demo.reader_writer import CACHE_FILE, ConceptFeatures, control_feature
+from saewidgets.demo.writer_search import writer_search
 
 pytestmark = pytest.mark.gemma
 
@@ -56,6 +58,8 @@ def test_the_choice_is_cached_and_keyed(demo, features):
     assert ConceptFeatures.from_dict(record["features"]) == features
     assert record["key"]["sae"] == demo.sae.fingerprint()
     assert sw.concept_features(demo, progress=False) == features  # read back, no search
+    hits = writer_search(demo, GOLDEN_GATE.query, GOLDEN_GATE.terms, progress=False)  # the search's hits, read back
+    assert hits[0].feature == features.writer and hits[0].clamps == features.writer_clamps
 
 
 def test_a_query_no_feature_reads_is_a_clear_error(demo):

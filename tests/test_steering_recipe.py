@@ -21,7 +21,7 @@ from saewidgets.analysis import (
     GOLDEN_GATE,
     steering_search,
 )
-from saewidgets.demo.examples import STEERING_SEARCH
+from saewidgets.demo.writer_search import STEERING_SEARCH
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -111,7 +111,7 @@ def test_steering_results_carry_their_measured_hit_rate(tiny, acts):
     assert panel.hit_rate is None and "hit rate" not in panel.status
 
 
-def test_steer_each_equals_one_steer_call_per_intervention(tiny, monkeypatch):
+def test_steer_each_equals_one_steer_call_per_intervention(tiny, monkeypatch, capsys):
     from saewidgets.analysis.steering import steer, steer_each
     from saewidgets.sae import SAE, SAEConfig
 
@@ -126,6 +126,10 @@ def test_steer_each_equals_one_steer_call_per_intervention(tiny, monkeypatch):
     for features, texts in zip(interventions, batched):
         one = steer(tiny, sae, prompts, features, units="activation", max_new_tokens=6, include_default=False)
         assert texts == one.steered
+    assert "100%" not in capsys.readouterr().err, "no bar unless asked"
+    shown = steer_each(tiny, sae, prompts, interventions, units="activation", max_new_tokens=6, progress="trials")
+    bar = capsys.readouterr().err
+    assert shown == batched and "trials: 100%" in bar and "3/3" in bar, bar
 
 
 def test_steer_each_in_chunks_bounded_by_the_logits_budget_equals_one_batch(tiny, monkeypatch):

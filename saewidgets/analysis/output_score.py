@@ -314,6 +314,11 @@ class SteeringCandidate:
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "family": list(self.family)}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SteeringCandidate:
+        """The candidate `to_dict` wrote (a cached search read back)."""
+        return cls(**{**data, "family": tuple(data.get("family", ()))})
+
 
 def steering_candidates(
     model: ModelHandle,
@@ -472,7 +477,7 @@ def steering_search(
     # the first trial prompt at each multiple
     trialled: dict[tuple[int, ...], tuple[list[int], int, list[str]]] = {}
 
-    def trials(groups: list[tuple[int, ...]], on: list[str], default_on: list[str]) -> None:
+    def trials(groups: list[tuple[int, ...]], on: list[str], default_on: list[str], desc: str) -> None:
         """Clamp each group of features together at each multiple on ``on``; add the successes to `trialled`."""
         runs = steer_each(
             model,
@@ -482,6 +487,7 @@ def steering_search(
             stats=stats,
             max_new_tokens=max_new_tokens,
             check_provenance=check_provenance,
+            progress=progress and desc,
         )
         for g, group in enumerate(groups):
             steered = runs[g * len(multiples) : (g + 1) * len(multiples)]
@@ -517,17 +523,18 @@ def steering_search(
         )
 
     score_of = {feature: score for score, feature in ranked}
-    trials([(feature,) for _, feature in ranked], prompts, default)
+    trials([(feature,) for _, feature in ranked], prompts, default, "steering trials")
     alone = succeeded()
     groups = [tuple(c.feature for c in alone[:k]) for k in range(2, min(family, len(alone)) + 1)]
     if groups:
-        trials(groups, prompts, default)
+        trials(groups, prompts, default, "family trials")
     worked = succeeded()
     if worked and confirm:
         trials(
             [c.family or (c.feature,) for c in worked[:confirm]],
             confirm_prompts,
             generate(model, confirm_prompts, max_new_tokens=max_new_tokens),
+            "confirmation trials",
         )
         worked = succeeded()
     if not worked:

@@ -21,6 +21,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
+from tqdm.auto import tqdm
 
 from .._checks import whole_number
 from ..cancel import CancelSignal
@@ -344,12 +345,15 @@ def steer_each(
     repetition_penalty: float = DEFAULT_REPETITION_PENALTY,
     layer: int | str | None = None,
     check_provenance: bool = True,
+    progress: bool | str = False,
 ) -> list[list[str]]:
     """The steered continuations of ``prompts`` under each of ``interventions`` (``{feature: strength}`` each, as
     `steer`), greedy, from as few batched ``generate`` calls as `rows_per_generate` allows (whole interventions per
     call, at least one): trying several features or strengths costs far less than one `steer` call each, and the
     memory stays bounded however many are tried. Returns one list of continuations per intervention.
-    ``check_provenance=False`` steers with an SAE recorded for another model or layer, as in `steer`."""
+    ``check_provenance=False`` steers with an SAE recorded for another model or layer, as in `steer`.
+    ``progress``: a bar counting the interventions generated, when they take more than one call (a string names
+    the bar; True: "steering")."""
     layer = sae_layer(model, sae, layer, check_provenance)
     if mode not in ("clamp", "add"):
         raise ValueError(f"mode={mode!r} is not understood: use 'clamp' or 'add'.")
@@ -365,6 +369,12 @@ def steer_each(
             edits.append(partial(intervention_delta, sae, values=values, mode=mode, directions=directions))
     per_call = max(1, rows_per_generate(model) // len(prompts))
     out: list[list[str]] = []
+    bar = tqdm(
+        total=len(edits),
+        desc=progress if isinstance(progress, str) else "steering",
+        unit="clamp",
+        disable=not progress or len(edits) <= per_call,
+    )
     for start in range(0, len(edits), per_call):
         group = edits[start : start + per_call]
         _, texts = _generate_batch(
@@ -379,6 +389,8 @@ def steer_each(
             include_default=False,
         )
         out += [texts[i * len(prompts) : (i + 1) * len(prompts)] for i in range(len(group))]
+        bar.update(len(group))
+    bar.close()
     return out
 
 

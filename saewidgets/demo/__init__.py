@@ -5,6 +5,8 @@
   (the feature map on first use of ``.geometry``); `demo_sae`: its first stages alone (harvest, SAE, statistics);
 - `reader_writer` — `concept_features`: the tutorials' reader, writer and control feature for a concept;
   `checked_reader`: a context hit checked by its top contexts and its logits (the Explorer's bookmarks);
+- `writer_search` — `STEERING_SEARCH` (the README's steering recipe, written out) and `writer_search`: its hits for
+  a concept on the demo SAE, searched once and cached (the steering example's and the writer's);
 - `examples` — bookmarked concept features (`highlight_features`) and the steering example (`steering_examples`);
 - `page` — `write_explorer`: the self-contained Explorer page; `page_examples`: its model work, done before it;
 - `run` — `run_demo`: the ``saewidgets demo`` command from start to finish.

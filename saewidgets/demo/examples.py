@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from .._atomic_write import atomic_write_bytes
-from ..analysis.output_score import DEFAULT_CONFIRM, DEFAULT_FAMILY, DEFAULT_PROMOTERS
 from ..analysis.results import SteeringExample, describe_features
 from ..analysis.steering_sets import CONCEPTS, GOLDEN_GATE, SteeringConcept
 from .pipeline import DemoArtifacts
+from .writer_search import STEERING_SEARCH, recipe_defaults, writer_search
 
 
 def highlight_features(art: DemoArtifacts, concepts: Sequence[SteeringConcept] = CONCEPTS) -> dict[str, int]:
@@ -48,21 +48,6 @@ STEERING_PROMPTS = ("I went for a walk and saw", "My favourite place in the worl
 STEERING_CONCEPT = ("Golden Gate Bridge", GOLDEN_GATE.query, GOLDEN_GATE.terms)  # the steering benchmark's
 
 
-#: How the demo searches for its steering feature: clamp strengths tried (multiples of max activation; the demo
-#: calibrates the strength per SAE), context hits scored per search, features added by what they make the model say
-#: (`promoting_features`), best-scored features tried by generating, how many of those that steered are tried
-#: again on more prompts, and how many that steered alone are also tried clamped together. Written out in full, so a
-#: change of the recipe's defaults also changes the cached choice's key.
-STEERING_SEARCH: dict[str, Any] = {
-    "multiples": (1.0, 1.5, 2.0),
-    "candidates": 50,
-    "promoters": DEFAULT_PROMOTERS,
-    "shortlist": 6,
-    "confirm": DEFAULT_CONFIRM,
-    "family": DEFAULT_FAMILY,
-}
-
-
 def steering_examples(
     art: DemoArtifacts,
     prompts: Sequence[str],
@@ -75,11 +60,11 @@ def steering_examples(
 
     Features and strength both come from `steering_search` (context hits and the features that most promote the
     terms, ranked by output score, then tried at each of the `STEERING_SEARCH` multiples on its own neutral
-    prompts), not from the top context hit: features that fire on the name's own tokens break the text when clamped
+    prompts; `writer_search`, shared with `concept_features` and cached), not from the top context hit: features that fire on the name's own tokens break the text when clamped
     instead of steering it, and how hard a feature can be pushed before a small model's text breaks down varies
     with the SAE.
     """
-    from ..analysis import DEFAULT_REPETITION_PENALTY, steer, steering_search
+    from ..analysis import DEFAULT_REPETITION_PENALTY, steer
     from ..analysis.steering_sets import EVALUATION_PROMPTS  # judging only: the demo reports its held-out rate
 
     name, phrase, terms = concept
@@ -90,6 +75,7 @@ def steering_examples(
             {
                 "concept": [name, phrase, terms],
                 "search": STEERING_SEARCH,
+                "recipe": recipe_defaults(),
                 "prompts": prompts,
                 "tokens": max_new_tokens,
                 "repetition_penalty": DEFAULT_REPETITION_PENALTY,
@@ -103,9 +89,7 @@ def steering_examples(
         cached = json.loads(path.read_text())
         if cached.get("key") == key:
             return [SteeringExample.from_dict(example) for example in cached["examples"]]
-    hits = steering_search(
-        art.model, art.sae, art.stats, phrase, n=1, terms=terms, progress=progress, **STEERING_SEARCH
-    )
+    hits = writer_search(art, phrase, terms, progress=progress)
     if not hits:
         return []
     best = hits[0]

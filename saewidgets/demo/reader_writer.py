@@ -18,7 +18,8 @@ look only at *selection* data, never at the texts or prompts the tutorials then 
   whose top contexts never contain the query: what an arbitrary clamp of the same size does.
 
 The choice is cached beside the SAE (``concept_features.json``), keyed by the SAE's fingerprint, the concept, the
-search settings and the recipe's defaults, so every tutorial gets the same three features without repeating the search.
+search settings and the recipe's defaults, so every tutorial gets the same three features without repeating the search;
+the search itself is `writer_search`'s, which the demo's steering example shares.
 
 The Explorer's bookmarks need a fourth kind, a *checked reader* (`checked_reader`): a context hit that a dashboard
 shows to be about the concept on both sides, firing on the concept's own words in its top contexts and promoting
@@ -28,7 +29,6 @@ logits point nowhere. No generation is needed, so every concept of the panel is 
 
 from __future__ import annotations
 
-import inspect
 import json
 import re
 from dataclasses import asdict, dataclass
@@ -40,8 +40,8 @@ import numpy as np
 from .._atomic_write import atomic_write_bytes
 from ..analysis.steering_judge import mentions
 from ..analysis.steering_sets import GOLDEN_GATE, SteeringConcept
-from .examples import STEERING_SEARCH
 from .pipeline import DemoArtifacts
+from .writer_search import STEERING_SEARCH, recipe_defaults, writer_search
 
 CACHE_FILE = "concept_features.json"
 
@@ -116,14 +116,14 @@ def concept_features(
         concept: what to look for (default: the Golden Gate Bridge, as in the steering benchmark).
         progress: show the steering search's progress bars the first time.
     """
-    from ..analysis import search_contexts, steering_search
+    from ..analysis import search_contexts
 
     key = json.loads(
         json.dumps(
             {
                 "concept": [concept.name, concept.query, list(concept.terms)],
                 "search": STEERING_SEARCH,
-                "recipe": _recipe_defaults(steering_search),
+                "recipe": recipe_defaults(),
                 "sae": art.sae.fingerprint(),
                 "seed": art.settings.seed,
             }
@@ -142,9 +142,7 @@ def concept_features(
             f"{concept.name!r}: search for a phrase the statistics corpus uses (search_contexts)."
         )
     reader = hits[0]
-    found = steering_search(
-        art.model, art.sae, art.stats, concept.query, n=1, terms=concept.terms, progress=progress, **STEERING_SEARCH
-    )
+    found = writer_search(art, concept.query, concept.terms, progress=progress)
     writer = found[0] if found else None
     features = ConceptFeatures(
         concept=concept.name,
@@ -162,15 +160,6 @@ def concept_features(
     record = {"key": key, "features": features.to_dict()}
     atomic_write_bytes(path, json.dumps(record, indent=1).encode())
     return features
-
-
-def _recipe_defaults(function: Any) -> dict[str, str]:
-    """The defaults of the steering recipe's parameters, so a change of recipe invalidates the cached choice."""
-    return {
-        name: repr(p.default)
-        for name, p in inspect.signature(function).parameters.items()
-        if p.default is not inspect.Parameter.empty
-    }
 
 
 def control_feature(art: DemoArtifacts, query: str) -> int:
