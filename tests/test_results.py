@@ -43,7 +43,6 @@ from saewidgets.analysis.results import (
 from saewidgets.models.tiny import _TRAINING_TEXT
 from saewidgets.sae import SAE, SAEConfig
 from saewidgets.widgets.dashboard import display_card
-from saewidgets.widgets.serializers import round_floats
 from saewidgets.widgets.static_html import packed_cards, quantized_card, script_json
 
 
@@ -189,8 +188,8 @@ def test_a_feature_card_and_its_rows_are_frozen_results_whose_json_is_what_the_p
             assert dict(card) == card.to_dict() == before[i] and card == before[i]  # rows compare equal to dicts
             assert ("logit_unit" in card) == bool(parts) and card.get("logit_unit") == before[i].get("logit_unit")
             assert display_card(card) == display_card(before[i])  # what the dashboard is sent
-        static = {i: quantized_card(round_floats(display_card(c))) for i, c in cards.items()}
-        static_before = {i: quantized_card(round_floats(display_card(c))) for i, c in before.items()}
+        static = {i: quantized_card(display_card(c, digits=4)) for i, c in cards.items()}
+        static_before = {i: quantized_card(display_card(c, digits=4)) for i, c in before.items()}
         assert script_json(packed_cards(static)) == script_json(packed_cards(static_before))  # the static page's data
     card = cards[fired[0]]
     assert card["top"] and card["neighbours"] == [] and card.logit_unit is None and card.label is None

@@ -86,3 +86,68 @@ def test_logit_and_neighbour_rows_become_columns_unless_a_row_cannot_be_held_exa
     assert stored["3"]["promoted"] == 3 and stored["4"]["neighbours"] == 1 and stored["4"]["promoted"] == []
     assert type(stored["5"]["neighbours"]) is list
     assert stored["3"]["suppressed"] == [{"token": 3, "value": -0.0}] and type(stored["3"]["neighbours"]) is list
+
+
+def _decimal_reference(value):
+    """`_decimal` as first written, through `decimal.Decimal` (kept here to check the faster string version)."""
+    import math
+    from decimal import Decimal
+
+    if type(value) is int:
+        return (value, 0) if abs(value) < 2**52 else None
+    if type(value) is not float or not math.isfinite(value) or (value == 0 and math.copysign(1, value) < 0):
+        return None
+    sign, digits, exponent = Decimal(repr(value)).normalize().as_tuple()
+    m = int("".join(map(str, digits)) or "0") * (-1 if sign else 1)
+    if not isinstance(exponent, int) or abs(exponent) > 22 or abs(m) >= 2**52:
+        return None
+    return m, exponent
+
+
+def test_decimal_equals_the_decimal_module_on_every_scale_sign_and_precision():
+    rng = np.random.default_rng(1)
+    raw = (10 ** rng.uniform(-30, 30, size=3000) * rng.choice([-1, 1], size=3000)).tolist()
+    values = raw + [float(f"{v:.4g}") for v in raw] + [float(f"{v:.1g}") for v in raw]
+    values += [0.0, -0.0, 1.0, -1.0, 123456.0, 1234560.0, 0.1, 1e22, 1e23, 1e-22, 1e-23, 5e-324, 1.7976931348623157e308]
+    values += [float("nan"), float("inf"), 3, -7, 2**52, 2**52 - 1, True, "1.5", None]
+    assert [_decimal(v) for v in values] == [_decimal_reference(v) for v in values]
+
+
+def _varints_reference(numbers):
+    out = bytearray()
+    for n in numbers:
+        while n > 127:
+            out.append((n & 127) | 128)
+            n >>= 7
+        out.append(n)
+    return bytes(out)
+
+
+def test_varints_are_unsigned_leb128_at_every_length():
+    from saewidgets.widgets.static_html import _varints
+
+    edges = [0, 1, 127, 128, 255, 300, 2**14 - 1, 2**14, 2**21, 2**35 + 5, 2**52, 2**56 - 1, 2**63, 2**64 - 1]
+    rng = np.random.default_rng(2)
+    numbers = edges + [int(v) for v in rng.integers(0, 2**62, size=500)] + [int(v) for v in rng.integers(0, 300, 500)]
+    for column in (numbers, [], [5], edges):
+        out = bytearray(b"head")
+        _varints(out, column)
+        assert bytes(out) == b"head" + _varints_reference(column)
+    out = bytearray()
+    _varints(out, (n for n in edges))  # a generator, as the packer passes its columns
+    assert bytes(out) == _varints_reference(edges)
+
+
+def test_packing_leaves_the_callers_cards_alone_and_reads_a_shared_context_in_both_places():
+    shared = {"tokens": ["a", "b"], "acts": [0, 5], "center": 1, "value": 2.5}
+    card = {
+        "feature": 2,
+        "top": [shared],
+        "quantiles": [{"label": "x", "examples": [shared]}],
+        "promoted": [{"token": "b", "value": 1.5}],
+        "neighbours": [{"feature": 1, "cosine": 0.5}],
+    }
+    before = json.loads(json.dumps(card))
+    back = unpack_cards(as_json(packed_cards({2: card})))[2]
+    assert card == before, "packed_cards rewrote the caller's card"
+    assert back == before

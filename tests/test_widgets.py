@@ -28,13 +28,12 @@ def test_jsonable_turns_numpy_and_nan_into_plain_json():
 
 
 def test_static_cards_round_floats_to_four_significant_digits():
-    from saewidgets.widgets.serializers import round_floats
-
-    assert round_floats({"a": [1.23456789, 2], "b": {"c": 123456.7}, "t": "x"}) == {
-        "a": [1.235, 2],
-        "b": {"c": 123500.0},
-        "t": "x",
-    }
+    data = {"a": [1.23456789, 2, True], "b": {"c": 123456.7, "d": np.float32(0.123456)}, "t": "x", "n": np.nan}
+    assert jsonable(data, digits=4) == {"a": [1.235, 2, True], "b": {"c": 123500.0, "d": 0.1235}, "t": "x", "n": None}
+    assert jsonable(data)["a"][0] == 1.23456789, "no rounding unless asked"
+    floats, words = [0.123456, np.nan, -np.inf, 2.0], ("a", "b", None)  # the lists taken whole, not item by item
+    assert jsonable(floats, digits=2) == [0.12, None, None, 2.0] and jsonable(floats) == [0.123456, None, None, 2.0]
+    assert jsonable(words) == ["a", "b", None] and jsonable([np.float32(0.5), (1, 2)]) == [0.5, [1, 2]]
 
 
 def test_heatmap_takes_token_activations_and_ships_acts_as_bytes():

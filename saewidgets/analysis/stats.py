@@ -112,14 +112,15 @@ class FeatureStats:
     def check_feature(self, feature: int) -> int:
         return check_feature(self.n_features, feature)
 
-    def _example(self, tokens: torch.Tensor, acts: torch.Tensor, value: float | torch.Tensor) -> ContextExample:
-        """One context as the card contract wants it: token strings, activations, index of the activating token."""
-        ids, values = tokens.tolist(), acts.tolist()  # plain lists: per-element tensor indexing is slow
+    def _example(self, ids: list[int], acts: list[float], value: float) -> ContextExample:
+        """One context as the card contract wants it: token strings, activations, index of the activating token.
+        Takes plain lists (a feature's rows converted at once): indexing tensors per context is slow, and a static
+        page reads the contexts of every feature."""
         keep = [j for j, t in enumerate(ids) if t >= 0]
         before = self.context[0]
         return ContextExample(
             tokens=[self.token_strings[ids[j]] for j in keep],
-            acts=[values[j] for j in keep],
+            acts=[acts[j] for j in keep],
             center=sum(j < before for j in keep),
             value=float(value),
         )
@@ -127,9 +128,11 @@ class FeatureStats:
     def top_examples(self, feature: int, n: int | None = None) -> list[ContextExample]:
         """The feature's top activating contexts, highest first (card items)."""
         i = self.check_feature(feature)
-        values = self.top_values[i]
-        count = int((values > 0).sum()) if n is None else min(n, int((values > 0).sum()))
-        return [self._example(self.top_tokens[i, j], self.top_acts[i, j], values[j]) for j in range(count)]
+        values = self.top_values[i].tolist()
+        fired = sum(v > 0 for v in values)
+        count = fired if n is None else min(n, fired)
+        tokens, acts = self.top_tokens[i, :count].tolist(), self.top_acts[i, :count].tolist()
+        return [self._example(tokens[j], acts[j], values[j]) for j in range(count)]
 
     def band_label(self, band: int) -> str:
         lo, hi = band / self.n_bands, (band + 1) / self.n_bands
@@ -138,13 +141,13 @@ class FeatureStats:
     def quantile_examples(self, feature: int) -> list[QuantileBand]:
         """Sampled contexts per activation band, highest band first."""
         i = self.check_feature(feature)
+        values, tokens, acts = self.band_values[i].tolist(), self.band_tokens[i].tolist(), self.band_acts[i].tolist()
         out = []
         for b in reversed(range(self.n_bands)):
-            values = self.band_values[i, b]
             examples = [
-                self._example(self.band_tokens[i, b, s], self.band_acts[i, b, s], values[s])
-                for s in range(len(values))
-                if not math.isnan(float(values[s]))
+                self._example(tokens[b][s], acts[b][s], value)
+                for s, value in enumerate(values[b])
+                if not math.isnan(value)
             ]
             out.append(QuantileBand(self.band_label(b), examples))
         return out

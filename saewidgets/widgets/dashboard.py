@@ -27,10 +27,11 @@ def dedupe_contexts(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(seen.values())
 
 
-def display_card(card: Mapping[str, Any]) -> dict[str, Any]:
-    """A feature card as the dashboard shows it: JSON-safe, top contexts and quantile samples de-duplicated."""
+def display_card(card: Mapping[str, Any], digits: int | None = None) -> dict[str, Any]:
+    """A feature card as the dashboard shows it: JSON-safe, top contexts and quantile samples de-duplicated;
+    ``digits``: floats rounded to that many significant digits (a static page's cards)."""
     to_dict = getattr(card, "to_dict", None)  # a FeatureCard: its rows become dicts in one pass
-    clean = jsonable(to_dict() if callable(to_dict) else dict(card))
+    clean = jsonable(to_dict() if callable(to_dict) else dict(card), digits)
     if clean.get("top"):
         clean["top"] = dedupe_contexts(clean["top"])
     for band in clean.get("quantiles") or []:

@@ -415,9 +415,7 @@ class Explorer(_ExplorerState):  # type: ignore[misc, valid-type]  # a base clas
     def static_card(self, feature: int) -> dict:
         """The card of ``feature`` as a static page embeds it: de-duplicated, floats to 4 significant digits,
         token activations quantized (see ``static_html.quantized_card``)."""
-        from .serializers import round_floats
-
-        return quantized_card(round_floats(display_card(self.card_fn(int(feature)))))
+        return quantized_card(display_card(self.card_fn(int(feature)), digits=4))
 
     def save_html(self, path: str | Path, **kwargs: Any) -> Path:
         """Write :meth:`to_html` to ``path`` atomically."""

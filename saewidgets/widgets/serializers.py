@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["array_to_bytes", "bytes_to_array", "as_array", "jsonable", "round_floats"]
+__all__ = ["array_to_bytes", "bytes_to_array", "as_array", "jsonable"]
 
 
 def as_array(values: Any, dtype: type, ndim: int, name: str) -> np.ndarray:
@@ -37,53 +37,46 @@ def bytes_to_array(data: bytes | memoryview, dtype: type, shape: tuple[int, ...]
     return arr.reshape(tuple(shape))
 
 
-def jsonable(obj: Any) -> Any:
-    """A JSON-safe copy of ``obj``: numpy scalars/arrays to Python numbers/lists, tuples to lists, NaN/inf to None."""
+def jsonable(obj: Any, digits: int | None = None) -> Any:
+    """A JSON-safe copy of ``obj``: numpy scalars/arrays to Python numbers/lists, tuples to lists, NaN/inf to None;
+    with ``digits``, every float rounded to that many significant digits (static pages embed thousands of feature
+    cards; activations need no more precision than a colour and a label show), in the same pass."""
+    return _jsonable(obj, None if digits is None else f".{digits}g")
+
+
+_PLAIN = frozenset({str, int, bool, type(None)})  # JSON-safe as they are
+_FLOAT = frozenset({float})
+
+
+def _jsonable(obj: Any, spec: str | None) -> Any:
     kind = type(obj)  # exact types first: a static page converts millions of plain values
     if kind is float:
-        return obj if math.isfinite(obj) else None
+        if not math.isfinite(obj):
+            return None
+        return obj if spec is None else float(format(obj, spec))
     if kind is str or kind is int or kind is bool or obj is None:
         return obj
     if kind is list or kind is tuple:
-        return [jsonable(v) for v in obj]
+        kinds = set(map(type, obj))  # a card's lists are mostly all strings (tokens) or all floats (activations)
+        if kinds <= _PLAIN:
+            return list(obj)
+        if kinds == _FLOAT:
+            if spec is None:
+                return [v if math.isfinite(v) else None for v in obj]
+            return [float(format(v, spec)) if math.isfinite(v) else None for v in obj]
+        return [_jsonable(v, spec) for v in obj]
     if isinstance(obj, Mapping):  # dicts, and analysis results (which read as mappings)
-        return {str(k): jsonable(v) for k, v in obj.items()}
+        return {str(k): _jsonable(v, spec) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
+        return [_jsonable(v, spec) for v in obj]
     if hasattr(obj, "detach") and hasattr(obj, "tolist"):  # torch tensors
-        return jsonable(obj.detach().cpu().tolist())
+        return _jsonable(obj.detach().cpu().tolist(), spec)
     if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
+        return _jsonable(obj.tolist(), spec)
     if isinstance(obj, (np.integer,)):
         return int(obj)
     if isinstance(obj, (np.floating, float)):
-        f = float(obj)
-        return f if math.isfinite(f) else None
+        return _jsonable(float(obj), spec)
     if isinstance(obj, np.bool_):
         return bool(obj)
-    return obj
-
-
-def round_floats(obj: Any, digits: int = 4) -> Any:
-    """A copy of JSON data with every float rounded to ``digits`` significant digits (static pages embed
-    thousands of feature cards; activations need no more precision than a colour and a label show)."""
-    return _round(obj, f".{digits}g")
-
-
-def _round(obj: Any, spec: str) -> Any:
-    kind = type(obj)  # exact types first: a static page rounds millions of values
-    if kind is float:
-        return float(format(obj, spec))
-    if kind is list:
-        return [_round(v, spec) for v in obj]
-    if kind is dict:
-        return {k: _round(v, spec) for k, v in obj.items()}
-    if kind is str or kind is int:
-        return obj
-    if isinstance(obj, dict):
-        return {k: _round(v, spec) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_round(v, spec) for v in obj]
-    if isinstance(obj, float):
-        return float(format(obj, spec))
     return obj

@@ -12,9 +12,10 @@ import html
 import json
 import math
 import os
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+
+import numpy as np
 
 from .._atomic_write import atomic_write_bytes
 from ._base import CSS_PATH, read_static, registered_views
@@ -146,12 +147,21 @@ def _json_bytes(obj: Any) -> bytes:
 
 
 def _varints(out: bytearray, numbers: Iterable[int]) -> None:
-    """Unsigned LEB128: 7 bits a byte, low bits first, high bit set on every byte but the last."""
-    for n in numbers:
-        while n > 127:
-            out.append((n & 127) | 128)
-            n >>= 7
-        out.append(n)
+    """Unsigned LEB128: 7 bits a byte, low bits first, high bit set on every byte but the last. Columns of a
+    page's cards hold millions of numbers, so they are encoded with numpy, byte position by byte position."""
+    values = np.fromiter(numbers, dtype=np.uint64)
+    if not len(values):
+        return
+    # the bytes each number takes: one per 7 bits, at least one (ten for the largest uint64)
+    length = np.ones(len(values), dtype=np.int64)
+    for k in range(1, 10):
+        length += values >= np.uint64(1 << (7 * k))
+    width = int(length.max())
+    shifts = np.arange(width, dtype=np.uint64) * np.uint64(7)
+    rows = ((values[:, None] >> shifts) & np.uint64(127)).astype(np.uint8)
+    position = np.arange(width)
+    rows[position < (length - 1)[:, None]] |= 128
+    out += rows[position < length[:, None]].tobytes()
 
 
 def _zigzag(n: int) -> int:
@@ -179,9 +189,15 @@ def _decimal(value: Any) -> tuple[int, int] | None:
         return (value, 0) if abs(value) < _MAX_SAFE else None
     if type(value) is not float or not math.isfinite(value) or (value == 0 and math.copysign(1, value) < 0):
         return None
-    sign, digits, exponent = Decimal(repr(value)).normalize().as_tuple()
-    m = int("".join(map(str, digits)) or "0") * (-1 if sign else 1)
-    if not isinstance(exponent, int) or abs(exponent) > 22 or abs(m) >= _MAX_SAFE:
+    # the shortest decimal text that round-trips ("0.1235", "1e-05", "1.5e+20"), as digits and a power of ten
+    mantissa, _, power = repr(value).partition("e")
+    whole, _, fraction = mantissa.partition(".")
+    m, exponent = int(whole + fraction), int(power or 0) - len(fraction)
+    if m == 0:
+        return 0, 0
+    while m % 10 == 0:  # fewest digits: 123456.0 is (123456, 0), not (1234560, -1)
+        m, exponent = m // 10, exponent + 1
+    if abs(exponent) > 22 or abs(m) >= _MAX_SAFE:
         return None
     return m, exponent
 
@@ -253,7 +269,7 @@ def _packed_group(group: Mapping[int, dict[str, Any]]) -> str:
     def slot(item: dict[str, Any]) -> Any:
         if not _packable(item):
             return item
-        key = (item["w"], item["center"], json.dumps(item["value"]), tuple(item["acts"]))
+        key = (item["w"], item["center"], repr(item["value"]), tuple(item["acts"]))  # 1 and 1.0 apart, as in JSON
         if key not in table:
             table[key] = len(table)
             windows.append(item["w"])
@@ -310,6 +326,23 @@ def _contexts(card: Mapping[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def _copy_to_rewrite(card: Mapping[str, Any]) -> dict[str, Any]:
+    """``card`` with new dicts and lists wherever `packed_cards` rewrites it (contexts, logit rows), so the
+    caller's cards are left as they were and a context shared by two lists is rewritten once in each."""
+    copy = dict(card)
+    if copy.get("top"):
+        copy["top"] = [dict(item) for item in copy["top"]]
+    if copy.get("quantiles"):
+        copy["quantiles"] = [
+            {**band, "examples": [dict(item) for item in band["examples"]]} if band.get("examples") else dict(band)
+            for band in copy["quantiles"]
+        ]
+    for key in RECORD_FIELDS:
+        if copy.get(key):
+            copy[key] = [dict(row) for row in copy[key]]
+    return copy
+
+
 def _chained(windows: list[tuple[int, ...]]) -> tuple[list[int], list[list[int]]]:
     """Windows laid end to end where one continues another (the window at the next corpus position shares all but
     one token with it), as one token ``stream`` plus ``[start, length]`` of each window in it: neighbouring
@@ -355,7 +388,7 @@ def packed_cards(cards: Mapping[int, Any], per_chunk: int = CARDS_PER_CHUNK) -> 
     groups: dict[int, dict[int, Any]] = {}
     logit_rows: list[dict[str, Any]] = []
     for feature, card in cards.items():
-        card = json.loads(json.dumps(card))  # a copy to rewrite
+        card = _copy_to_rewrite(card)
         for item in _contexts(card):
             ids = tuple(strings.setdefault(str(tok), len(strings)) for tok in item.pop("tokens", None) or [])
             item["w"] = windows.setdefault(ids, len(windows))
