@@ -50,6 +50,8 @@ def _plain(value: Any) -> Any:
     ``dataclasses.asdict`` copies; the leaves are immutable numbers and strings, shared). A static page converts
     millions of values, so a list of plain values is copied without a Python call per item."""
     kind = type(value)
+    if kind in _ATOMIC:  # before the `Record` check: a Mapping ABC's isinstance is slow, and most values are leaves
+        return value
     if kind is list or kind is tuple:
         return kind(value) if _ATOMIC.issuperset(map(type, value)) else kind(_plain(v) for v in value)
     if isinstance(value, Record):

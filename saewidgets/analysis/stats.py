@@ -155,10 +155,10 @@ class FeatureStats:
     def histogram(self, feature: int) -> Histogram:
         """Counts of the feature's non-zero activations and the bin edges (activation units)."""
         i = self.check_feature(feature)
-        edges = self.hist_edges[i]
-        n_edges = int(torch.isfinite(edges).sum())
+        edges = self.hist_edges[i].tolist()  # plain lists, as in `_example`
+        n_edges = sum(math.isfinite(e) for e in edges)
         return Histogram(
-            counts=[int(c) for c in self.hist_counts[i, : max(n_edges - 1, 0)]],
+            counts=[int(c) for c in self.hist_counts[i, : max(n_edges - 1, 0)].tolist()],
             edges=[float(e) for e in edges[:n_edges]],
         )
 

@@ -65,7 +65,9 @@ def _jsonable(obj: Any, spec: str | None) -> Any:
                 return [v if math.isfinite(v) else None for v in obj]
             return [float(format(v, spec)) if math.isfinite(v) else None for v in obj]
         return [_jsonable(v, spec) for v in obj]
-    if isinstance(obj, Mapping):  # dicts, and analysis results (which read as mappings)
+    if kind is dict:  # before the Mapping check, which is slow (an ABC)
+        return {str(k): _jsonable(v, spec) for k, v in obj.items()}
+    if isinstance(obj, Mapping):  # analysis results (which read as mappings), other mappings
         return {str(k): _jsonable(v, spec) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_jsonable(v, spec) for v in obj]
