@@ -326,6 +326,15 @@ def _contexts(card: Mapping[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+class _Numbering(dict):
+    """Numbers keys in order of first sight: ``numbering[key]`` is the key's number, a new key getting the next one
+    (a lookup in C for keys seen before: a page's cards look up millions of tokens)."""
+
+    def __missing__(self, key: Any) -> int:
+        self[key] = number = len(self)
+        return number
+
+
 def _copy_to_rewrite(card: Mapping[str, Any]) -> dict[str, Any]:
     """``card`` with new dicts and lists wherever `packed_cards` rewrites it (contexts, logit rows), so the
     caller's cards are left as they were and a context shared by two lists is rewritten once in each."""
@@ -383,18 +392,17 @@ def packed_cards(cards: Mapping[int, Any], per_chunk: int = CARDS_PER_CHUNK) -> 
     windows as columns of start deltas and lengths. The groups and the tables are gzip-compressed page text
     (``_embed``); ``static_host.js`` inflates the tables and a group the first time one of the group's cards is
     shown, and rebuilds the cards exactly."""
-    strings: dict[str, int] = {}
-    windows: dict[tuple[int, ...], int] = {}
+    strings = _Numbering()
+    windows = _Numbering()
     groups: dict[int, dict[int, Any]] = {}
     logit_rows: list[dict[str, Any]] = []
     for feature, card in cards.items():
         card = _copy_to_rewrite(card)
         for item in _contexts(card):
-            ids = tuple(strings.setdefault(str(tok), len(strings)) for tok in item.pop("tokens", None) or [])
-            item["w"] = windows.setdefault(ids, len(windows))
+            item["w"] = windows[tuple(map(strings.__getitem__, map(str, item.pop("tokens", None) or [])))]
         for key in ("promoted", "suppressed"):
             for row in card.get(key) or []:
-                row["token"] = strings.setdefault(str(row["token"]), len(strings))
+                row["token"] = strings[str(row["token"])]
                 logit_rows.append(row)
         groups.setdefault(int(feature) // per_chunk, {})[int(feature)] = card
     stream, spans = _chained(list(windows))
