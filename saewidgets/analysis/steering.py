@@ -369,28 +369,27 @@ def steer_each(
             edits.append(partial(intervention_delta, sae, values=values, mode=mode, directions=directions))
     per_call = max(1, rows_per_generate(model) // len(prompts))
     out: list[list[str]] = []
-    bar = tqdm(
+    with tqdm(
         total=len(edits),
         desc=progress if isinstance(progress, str) else "steering",
         unit="clamp",
         disable=not progress or len(edits) <= per_call,
-    )
-    for start in range(0, len(edits), per_call):
-        group = edits[start : start + per_call]
-        _, texts = _generate_batch(
-            model,
-            prompts * len(group),
-            layer,
-            RowGroups(group, len(prompts)),
-            max_new_tokens=max_new_tokens,
-            temperature=0.0,
-            seed=0,
-            repetition_penalty=repetition_penalty,
-            include_default=False,
-        )
-        out += [texts[i * len(prompts) : (i + 1) * len(prompts)] for i in range(len(group))]
-        bar.update(len(group))
-    bar.close()
+    ) as bar:
+        for start in range(0, len(edits), per_call):
+            group = edits[start : start + per_call]
+            _, texts = _generate_batch(
+                model,
+                prompts * len(group),
+                layer,
+                RowGroups(group, len(prompts)),
+                max_new_tokens=max_new_tokens,
+                temperature=0.0,
+                seed=0,
+                repetition_penalty=repetition_penalty,
+                include_default=False,
+            )
+            out += [texts[i * len(prompts) : (i + 1) * len(prompts)] for i in range(len(group))]
+            bar.update(len(group))
     return out
 
 

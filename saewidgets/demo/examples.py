@@ -60,9 +60,9 @@ def steering_examples(
 
     Features and strength both come from `steering_search` (context hits and the features that most promote the
     terms, ranked by output score, then tried at each of the `STEERING_SEARCH` multiples on its own neutral
-    prompts; `writer_search`, shared with `concept_features` and cached), not from the top context hit: features that fire on the name's own tokens break the text when clamped
-    instead of steering it, and how hard a feature can be pushed before a small model's text breaks down varies
-    with the SAE.
+    prompts; run by `writer_search`, cached and shared with `concept_features`), not from the top context hit:
+    features that fire on the name's own tokens break the text when clamped instead of steering it, and how hard a
+    feature can be pushed before a small model's text breaks down varies with the SAE.
     """
     from ..analysis import DEFAULT_REPETITION_PENALTY, steer
     from ..analysis.steering_sets import EVALUATION_PROMPTS  # judging only: the demo reports its held-out rate
