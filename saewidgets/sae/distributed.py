@@ -19,7 +19,10 @@ ranks), and the AuxK term of ``topk``/``batchtopk`` normalises by each rank's er
 from __future__ import annotations
 
 import atexit
+import gc
 import os
+import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -137,11 +140,33 @@ def init_process_group() -> tuple[int, int, torch.device]:
     return dist.get_rank(), dist.get_world_size(), device
 
 
+#: How long `_leave_process_group` waits for gloo's threads to end after destroying the group.
+GLOO_EXIT_WAIT_S = 5.0
+
+
 def _leave_process_group() -> None:
     """Destroy the group this process joined, if still there, while the interpreter is whole: gloo's threads end
-    here, not during teardown, where they aborted runs that had finished (see the torch.distributed.nn import)."""
+    here, not during teardown, where they aborted runs that had finished (see the torch.distributed.nn import).
+    A gloo device's loop thread ends when its last reference goes, which can be just after the destroy returns
+    (a CI run once found ``gloo_tcp_loop`` still there at exit), so this collects garbage and waits for the threads
+    (Linux, where ``/proc`` lists them), at most `GLOO_EXIT_WAIT_S`."""
     if dist.is_initialized():
         dist.destroy_process_group()
+        gc.collect()
+        deadline = time.monotonic() + GLOO_EXIT_WAIT_S
+        while _gloo_threads() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+
+def _gloo_threads() -> list[str]:
+    """The names of this process's threads that are gloo's (empty where ``/proc`` does not list threads)."""
+    names = []
+    for comm in Path(f"/proc/{os.getpid()}/task").glob("*/comm"):
+        try:
+            names.append(comm.read_text().strip())
+        except OSError:  # a thread that ended while being listed
+            continue
+    return [name for name in names if "gloo" in name]
 
 
 def _free_port() -> int:
