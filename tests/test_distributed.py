@@ -138,16 +138,15 @@ def test_entry_point_without_torchrun_trains_in_one_process_like_train_sae(tmp_p
 # At exit, after init_process_group's handler destroyed the group (atexit runs last in, first out), it reports gloo's
 # threads still running: a group left for interpreter teardown aborted finished runs now and then.
 SHARDED_WORKER = """
-import atexit, glob, os, sys
-from saewidgets.sae.distributed import init_process_group
+import atexit, sys
+from saewidgets.sae.distributed import _gloo_threads, init_process_group
 from saewidgets.sae.sharded import train_sae_latent_sharded
 from saewidgets.store import ActivationStore
 
 def report_gloo_threads():
-    names = [open(path).read().strip() for path in glob.glob(f"/proc/{{os.getpid()}}/task/*/comm")]
     # One write per rank (a pipe write this short is atomic): print() writes its parts separately, and the two
     # ranks' lines interleaved once in CI ("gloo threads at exit: gloo threads at exit: [][]").
-    sys.stdout.write("gloo threads at exit: " + str(sorted(n for n in names if "gloo" in n)) + "\\n")
+    sys.stdout.write("gloo threads at exit: " + str(sorted(_gloo_threads())) + "\\n")
     sys.stdout.flush()
 
 atexit.register(report_gloo_threads)
