@@ -29,6 +29,10 @@ What a cancelled call guarantees:
 A remote (NDIF) generation cannot be stopped mid-request (the signal cannot travel with it): it is checked before
 the request is sent and once its answer is back.
 
+Ctrl-C is the other way to stop: where stopping mid-step would leave a checkpoint no uninterrupted run passes
+through (training; under torchrun, every rank at the same step), `DeferredInterrupt` holds the first SIGINT until
+the step ends, and a second stops at once.
+
 The widgets (`saewidgets.widgets`) pass their job's Stop event as ``cancel=`` to any callable whose signature has
 a ``cancel`` parameter, and drop whatever a stopped job returns. `saewidgets.widgets.RunView` gives any such call
 (statistics, a harvest, the demo pipeline) a Stop button of its own, with its progress and outcome.
@@ -36,6 +40,10 @@ a ``cancel`` parameter, and drop whatever a stopped job returns. `saewidgets.wid
 
 from __future__ import annotations
 
+import signal
+import sys
+import threading
+from types import FrameType, TracebackType
 from typing import Protocol
 
 
@@ -60,4 +68,44 @@ def check_cancel(cancel: CancelSignal | None, what: str) -> None:
         raise Cancelled(stopped(what))
 
 
-__all__ = ["CancelSignal", "Cancelled", "check_cancel", "stopped"]
+class DeferredInterrupt:
+    """Ctrl-C held until the work in progress reaches a point where stopping leaves it whole.
+
+    A training step updates the weights, Adam's state and the step counter one after another; a KeyboardInterrupt
+    raised between them leaves a checkpoint that no uninterrupted run passes through, and under torchrun one rank
+    stopping mid-step leaves the others waiting in a collective. Inside ``with DeferredInterrupt() as ctrl_c:`` the
+    first SIGINT only sets ``ctrl_c.requested`` (and prints ``notice``), for the loop to act on at its next
+    boundary; a second raises KeyboardInterrupt at once, as Python's own handler would.
+
+    It takes over SIGINT only in the main thread and only from Python's default handler (a script's, a torchrun
+    rank's, a notebook cell's); anywhere else it changes nothing and ``requested`` stays False.
+    """
+
+    def __init__(self, notice: str | None = None) -> None:
+        self.requested = False
+        self.notice = notice
+        self._previous: object = None
+
+    def __enter__(self) -> DeferredInterrupt:
+        if threading.current_thread() is threading.main_thread() and (
+            signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        if self.notice:
+            print(self.notice, file=sys.stderr, flush=True)
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)  # type: ignore[arg-type]
+            self._previous = None
+
+
+__all__ = ["CancelSignal", "Cancelled", "DeferredInterrupt", "check_cancel", "stopped"]

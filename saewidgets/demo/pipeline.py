@@ -164,6 +164,8 @@ def demo_sae(
             progress=progress,
             callback=lambda step, info: check_cancel(cancel, "the demo pipeline (training)"),
         )
+        if sae.cfg.provenance["steps"] < settings.n_steps:  # stopped by Ctrl-C: resume from the checkpoint next time
+            raise KeyboardInterrupt
         save_sae(sae, sae_dir)
     del train  # an in-memory copy of 90% of the harvest: freed before the statistics, not kept to the end
 

@@ -76,6 +76,9 @@ class DataParallelTrainer(Trainer):
     def extra_provenance(self) -> dict[str, Any]:
         return {"data_parallel_ranks": self.world_size}
 
+    def any_rank(self, asked: bool) -> bool:
+        return any_rank(asked, self.device)
+
     def _average_gradient(self, p: torch.Tensor) -> None:
         grad = p.grad
         assert grad is not None, "a post-accumulate-grad hook runs after the gradient is written"
@@ -102,6 +105,15 @@ class DataParallelTrainer(Trainer):
         info = dict(zip(names, (values / self.world_size).tolist()))
         info["dead"] = float((self.tokens_since_fired >= self.tc.dead_after_tokens).float().mean())
         return info
+
+
+def any_rank(asked: bool, device: torch.device) -> bool:
+    """Whether ``asked`` is True on any rank of the group (a collective: every rank calls it at the same step, so
+    a stop asked for on one rank, e.g. by its Ctrl-C, stops them all there instead of leaving the others waiting
+    in the next step's all-reduce). ``device``: this rank's (NCCL reduces GPU tensors only)."""
+    flag = torch.tensor([int(asked)], dtype=torch.int32, device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
 
 
 def train_sae_distributed(
@@ -177,4 +189,4 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-__all__ = ["DataParallelTrainer", "init_process_group", "require_process_group", "train_sae_distributed"]
+__all__ = ["DataParallelTrainer", "any_rank", "init_process_group", "require_process_group", "train_sae_distributed"]

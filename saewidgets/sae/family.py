@@ -32,7 +32,7 @@ from ..activation_source import TrainingRows
 from ..progress import progress_bar
 from .._atomic_write import atomic_write_bytes
 from .._cache import cache_dir as default_cache_dir
-from ..cancel import CancelSignal, Cancelled, check_cancel
+from ..cancel import CancelSignal, Cancelled, DeferredInterrupt, check_cancel
 from .._checks import whole_number
 from .base import SAE
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint
@@ -283,9 +283,9 @@ def _train_together(
     device: str | torch.device | None,
     cancel: CancelSignal | None = None,
 ) -> list[tuple[SAE, float]]:
-    """Step every run in lockstep on one read of each batch; each stops at its own ``n_steps``. Stopped (Ctrl-C
-    or ``cancel``, checked before each step, when every run has finished the steps before it), every run is
-    checkpointed where it is, so calling again resumes them all."""
+    """Step every run in lockstep on one read of each batch; each stops at its own ``n_steps``. Stopped (``cancel``
+    or a first Ctrl-C, each acted on before a step, when every run has finished the steps before it; a second
+    Ctrl-C at once), every run is checkpointed where it is, so calling again resumes them all."""
 
     trainers = [Trainer(rows, c, torch.device(device or "cpu")) for c in configs]
     flops = [0.0] * len(trainers)
@@ -295,24 +295,33 @@ def _train_together(
             flops[i] = json.loads((run_dir / _FLOPS_SO_FAR).read_text())["flops"]
     total, start = sum(c.n_steps for c in configs), sum(t.step for t in trainers)
     bar = progress_bar(total, initial=start, desc=f"train {len(trainers)} SAEs", unit="step", disable=not progress)
+    notice = "Stopping after this training step and saving every run's checkpoint (Ctrl-C again to stop at once)."
     try:
-        for step in range(min(t.step for t in trainers), max(c.n_steps for c in configs)):
-            check_cancel(cancel, f"training {len(trainers)} SAEs")
-            batch = trainers[0].rows.take(trainers[0].order.rows(step))
-            for i, trainer in enumerate(trainers):
-                if trainer.step != step or step >= trainer.tc.n_steps:
-                    continue
-                cost = _step_flops(trainer)
-                try:
-                    info = trainer.advance(batch)
-                except FloatingPointError as err:
-                    raise FloatingPointError(f"Training the {trainer.tc.n_features}-feature SAE: {err}") from err
-                flops[i] += cost
-                bar.update(1)
-                bar.set_postfix(F=trainer.tc.n_features, loss=f"{info['loss']:.4g}", refresh=False)
-                every, run_dir = trainer.tc.checkpoint_every, dirs[i]
-                if run_dir is not None and every > 0 and trainer.step % every == 0 and step + 1 < trainer.tc.n_steps:
-                    _checkpoint(trainer, run_dir, flops[i])
+        with DeferredInterrupt(notice if progress else None) as ctrl_c:
+            for step in range(min(t.step for t in trainers), max(c.n_steps for c in configs)):
+                check_cancel(cancel, f"training {len(trainers)} SAEs")
+                if ctrl_c.requested:
+                    raise KeyboardInterrupt
+                batch = trainers[0].rows.take(trainers[0].order.rows(step))
+                for i, trainer in enumerate(trainers):
+                    if trainer.step != step or step >= trainer.tc.n_steps:
+                        continue
+                    cost = _step_flops(trainer)
+                    try:
+                        info = trainer.advance(batch)
+                    except FloatingPointError as err:
+                        raise FloatingPointError(f"Training the {trainer.tc.n_features}-feature SAE: {err}") from err
+                    flops[i] += cost
+                    bar.update(1)
+                    bar.set_postfix(F=trainer.tc.n_features, loss=f"{info['loss']:.4g}", refresh=False)
+                    every, run_dir = trainer.tc.checkpoint_every, dirs[i]
+                    if (
+                        run_dir is not None
+                        and every > 0
+                        and trainer.step % every == 0
+                        and step + 1 < trainer.tc.n_steps
+                    ):
+                        _checkpoint(trainer, run_dir, flops[i])
     except (KeyboardInterrupt, Cancelled):  # every run keeps its steps: calling again resumes them all
         for trainer, run_dir, spent in zip(trainers, dirs, flops):
             if run_dir is not None:

@@ -29,7 +29,7 @@ from ..activation_source import TrainingRows
 from .architectures import auxk_loss, squared_error
 from .base import SAE, sparse_decode
 from .data import Rows
-from .distributed import require_process_group
+from .distributed import any_rank, require_process_group
 from .train import Trainer, lr_factor, remove_parallel_gradient, train_sae
 from .train_config import TrainConfig
 
@@ -87,8 +87,6 @@ class LatentShardedTrainer(Trainer):
     one process, and the checkpoint format; `sync` gathers the shards into it (a collective: every rank calls it).
     """
 
-    saves_on_interrupt = False  # saving needs every rank to gather, which an interrupted rank cannot count on
-
     def __init__(self, rows: Rows, config: TrainConfig, device: torch.device) -> None:
         require_process_group("Latent-sharded training")
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
@@ -115,6 +113,9 @@ class LatentShardedTrainer(Trainer):
 
     def extra_provenance(self) -> dict[str, Any]:
         return {"latent_shards": self.world_size}
+
+    def any_rank(self, asked: bool) -> bool:
+        return any_rank(asked, self.shard_device)
 
     def _local(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
         """This rank's slice of a full ``[d, F]`` / ``[F]`` / ``[F, d]`` tensor of parameter ``name``."""

@@ -138,12 +138,11 @@ class Trainer:
     Its data-parallel and latent-sharded configurations (`saewidgets.sae.distributed.DataParallelTrainer`,
     `saewidgets.sae.sharded.LatentShardedTrainer`) change how work is split across ranks through these hooks:
     `batch_rows` (which rows this process trains on at a step), `one_step`, `sync` (bring the full SAE, optimizer
-    state and counters up to date before they are read), `restore` and `extra_provenance`; ``rank`` 0 alone writes
-    checkpoints, and a subclass that cannot save on Ctrl-C sets ``saves_on_interrupt`` False.
+    state and counters up to date before they are read), `restore`, `extra_provenance` and `any_rank` (whether a
+    stop was asked for on any rank); ``rank`` 0 alone writes checkpoints.
     """
 
     rank, world_size = 0, 1
-    saves_on_interrupt = True
 
     def __init__(self, rows: Rows, config: TrainConfig, device: torch.device) -> None:
         self.rows, self.device = rows, device
@@ -260,7 +259,14 @@ class Trainer:
         progress: bool = True,
         callback: StepCallback | None = None,
     ) -> SAE:
-        """Train until ``tc.n_steps``, checkpointing every ``tc.checkpoint_every`` steps into ``checkpoint_dir``."""
+        """Train until ``tc.n_steps``, checkpointing every ``tc.checkpoint_every`` steps into ``checkpoint_dir``.
+
+        Stopping (Ctrl-C, or ``callback`` raising KeyboardInterrupt) takes effect when the step in progress ends,
+        on every rank at the same step: the run is checkpointed there and the SAE trained so far returned, with a
+        warning that says how to continue. A second Ctrl-C raises at once (one process: checkpointed where it was;
+        several ranks: nothing is saved, the last periodic checkpoint stands, as no rank knows where the others
+        stopped)."""
+        from ..cancel import DeferredInterrupt
         from ..progress import progress_bar
 
         tc = self.tc
@@ -273,37 +279,55 @@ class Trainer:
             unit="step",
             disable=not (progress and self.is_writer),
         )
+        notice = "Stopping after this training step and saving a checkpoint (Ctrl-C again to stop at once)."
+        stopped = False
         try:
-            while self.step < tc.n_steps:
-                info = self.advance()
-                if self.history and self.history[-1]["step"] == self.step:
-                    bar.set_postfix(
-                        loss=f"{info['loss']:.4g}",
-                        L0=f"{info['l0']:.1f}",
-                        fve=f"{info['fve']:.3f}",
-                        dead=f"{info['dead']:.1%}",
-                        refresh=False,
-                    )
-                bar.update(1)
-                if callback is not None:
-                    callback(self.step, info)
-                if checkpoint_dir is not None and every > 0 and self.step % every == 0:
-                    self.write_checkpoint(checkpoint_dir)
+            with DeferredInterrupt(notice if self.is_writer else None) as ctrl_c:
+                while self.step < tc.n_steps and not stopped:
+                    info = self.advance()
+                    if self.history and self.history[-1]["step"] == self.step:
+                        bar.set_postfix(
+                            loss=f"{info['loss']:.4g}",
+                            L0=f"{info['l0']:.1f}",
+                            fve=f"{info['fve']:.3f}",
+                            dead=f"{info['dead']:.1%}",
+                            refresh=False,
+                        )
+                    bar.update(1)
+                    asked = False
+                    if callback is not None:
+                        try:
+                            callback(self.step, info)
+                        except KeyboardInterrupt:
+                            asked = True
+                    stopped = self.any_rank(asked or ctrl_c.requested)
+                    if not stopped and checkpoint_dir is not None and every > 0 and self.step % every == 0:
+                        self.write_checkpoint(checkpoint_dir)
         except KeyboardInterrupt:
-            if not self.saves_on_interrupt:
+            if self.world_size > 1:
                 raise
-            where = Path(checkpoint_dir) if checkpoint_dir is not None else _interrupt_dir(self.sae.cfg)
-            if self.is_writer:
-                save_checkpoint(where / CHECKPOINT_NAME, self.state())
-            warnings.warn(
-                f"Training interrupted after step {self.step} of {tc.n_steps}; returning the SAE trained so far. "
-                f"Checkpoint saved to {where / CHECKPOINT_NAME}: call train_sae again with checkpoint_dir={str(where)!r} "
-                "and the same settings to continue.",
-                stacklevel=3,
-            )
+            stopped = True
         finally:
             bar.close()
+        if stopped and self.step < tc.n_steps:
+            self._checkpoint_stopped(checkpoint_dir)
         return self.finish()
+
+    def any_rank(self, asked: bool) -> bool:
+        """Whether to stop after this step: ``asked`` here (one process; ranks override it to ask every rank)."""
+        return asked
+
+    def _checkpoint_stopped(self, checkpoint_dir: str | os.PathLike | None) -> None:
+        """Checkpoint a run stopped before its last step (collective) and warn how to continue it."""
+        where = Path(checkpoint_dir) if checkpoint_dir is not None else _interrupt_dir(self.sae.cfg)
+        self.write_checkpoint(where)
+        if self.is_writer:
+            warnings.warn(
+                f"Training interrupted after step {self.step} of {self.tc.n_steps}; returning the SAE trained so "
+                f"far. Checkpoint saved to {where / CHECKPOINT_NAME}: call train_sae again with "
+                f"checkpoint_dir={str(where)!r} and the same settings to continue.",
+                stacklevel=4,
+            )
 
     def advance(self, batch: torch.Tensor | None = None) -> dict[str, float]:
         """One step (`one_step`), checked for divergence and logged to ``history`` about 200 times a run.
