@@ -209,7 +209,15 @@ def _launch(n_processes: int, options: list[str]) -> int:
         *options,
     ]
     print("running:", " ".join(command), flush=True)
-    return subprocess.call(command)
+    torchrun = subprocess.Popen(command)
+    try:
+        return torchrun.wait()
+    except KeyboardInterrupt:  # torchrun got the same Ctrl-C and passes it to the ranks, which checkpoint and stop
+        try:
+            torchrun.wait()  # their last words before the prompt comes back (torchrun kills them after 30 s)
+        except KeyboardInterrupt:  # a second Ctrl-C: stop waiting
+            torchrun.kill()
+        raise
 
 
 # -- the parser and the entry point ---------------------------------------------------------------------------------

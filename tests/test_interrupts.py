@@ -196,3 +196,43 @@ def test_a_demo_stopped_in_training_caches_no_sae_and_resumes_from_its_checkpoin
 
     monkeypatch.setattr(train_module.Trainer, "advance", advance)
     assert pipeline.demo_artifacts(settings, model=model, progress=False).sae.cfg.provenance["steps"] == 50
+
+
+def test_ctrl_c_at_the_terminal_stops_saewidgets_train_distributed_and_every_rank(tmp_path):
+    """As a user's Ctrl-C reaches a foreground job: SIGINT to the whole process group of ``saewidgets train
+    --distributed 2`` (the command and torchrun; torchrun passes it to the ranks). The command returns once every
+    rank has checkpointed, saved the SAE so far and ended. Before, the ranks stopped at different steps and hung in a
+    collective, with no SAE saved, after the command had returned."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    out = tmp_path / "run"
+    command = [str(Path(sys.executable).with_name("saewidgets")), "train", "--distributed", "2", "--model"]
+    command += ["tiny-gpt2", "--corpus", "demo", "--layer", "1", "--n-tokens", "4000", "--out", str(out), "--arch"]
+    command += ["topk", "--n-features", "64", "--k", "8", "--batch-size", "64", "--n-steps", "1000000"]
+    job = subprocess.Popen(
+        command + ["--checkpoint-every", "20"],
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / "checkpoints" / "checkpoint.pt").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert job.poll() is None, "training ended before it could be interrupted"
+        os.killpg(job.pid, signal.SIGINT)
+        output, _ = job.communicate(timeout=120)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    assert job.returncode == 130, output[-3000:]
+    ranks = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True).stdout.split()
+    assert not ranks, f"ranks still running after the command returned:\n{output[-3000:]}"
+    step = load_checkpoint(out / "checkpoints")["step"]
+    assert f"interrupted after step {step} of 1000000" in output, output[-3000:]
+    assert load_sae(out / "sae").cfg.provenance["steps"] == step
