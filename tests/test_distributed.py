@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -26,25 +27,39 @@ TEXTS = [
 TRAIN = dict(arch="topk", n_features=64, k=8, batch_size=32, n_steps=12, seed=0)
 CLI_TRAIN = ["--arch", "topk", "--n-features", "64", "--k", "8", "--batch-size", "32", "--n-steps", "12"]
 
-# Harvests the store across both ranks, then trains; rank 1 kills itself (SIGKILL) after step 6.
+# Harvests the store across both ranks, then trains; rank 1 sends itself SIGNAL after step 6 (SIGKILL: it dies;
+# SIGINT: Ctrl-C). A rank that returns prints the step it stopped at, and rank 0 saves the SAE.
 WORKER = """
 import os, signal, sys
 from saewidgets.corpus import load_corpus
 from saewidgets.models import tiny_model
-from saewidgets.sae.distributed import init_process_group, train_sae_distributed
+from saewidgets.sae import save_sae, train_sae
+from saewidgets.sae.distributed import init_process_group
 from saewidgets.store import harvest_to_store
 
 rank, world, device = init_process_group()
 corpus, store_dir, out = sys.argv[1:]
 store = harvest_to_store(tiny_model("gpt2"), load_corpus(corpus), store_dir, 1, shard_tokens=100, progress=False)
 
-def kill_rank_1(step, info):
+def signal_rank_1(step, info):
     if rank == 1 and step == 6:
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.{signal})
 
-train_sae_distributed(store, checkpoint_dir=out + "/checkpoints", checkpoint_every=4, callback=kill_rank_1,
-                      progress=False, **{train})
+sae = train_sae(store, parallel={parallel!r}, checkpoint_dir=out + "/checkpoints", checkpoint_every=4,
+                callback=signal_rank_1, progress=False, **{train})
+print(f"rank {{rank}} stopped at step {{sae.cfg.provenance['steps']}}")
+if rank == 0:
+    save_sae(sae, out + "/sae")
 """
+
+
+def run_worker(tmp_path, signal: str, parallel: str = "data") -> tuple[subprocess.CompletedProcess, Path, Path]:
+    """`WORKER` on two torchrun ranks over `TEXTS`: (the finished job, its store folder, its run folder)."""
+    corpus, store_dir, out = tmp_path / "corpus.txt", tmp_path / "store", tmp_path / "run"
+    corpus.write_text("\n\n".join(TEXTS))
+    worker = tmp_path / "worker.py"
+    worker.write_text(textwrap.dedent(WORKER.format(train=TRAIN, signal=signal, parallel=parallel)))
+    return torchrun(str(worker), str(corpus), str(store_dir), str(out)), store_dir, out
 
 
 def torchrun(*args: str) -> subprocess.CompletedProcess:
@@ -55,12 +70,7 @@ def torchrun(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_torchrun_resumes_after_a_rank_is_killed_and_equals_single_process_training(tmp_path):
-    corpus, store_dir, out = tmp_path / "corpus.txt", tmp_path / "store", tmp_path / "run"
-    corpus.write_text("\n\n".join(TEXTS))
-    worker = tmp_path / "worker.py"
-    worker.write_text(textwrap.dedent(WORKER.format(train=TRAIN)))
-
-    killed = torchrun(str(worker), str(corpus), str(store_dir), str(out))
+    killed, store_dir, out = run_worker(tmp_path, "SIGKILL")
     assert killed.returncode != 0, "the job fails when a rank dies"
     assert load_checkpoint(out / "checkpoints")["step"] == 4, "rank 0 wrote the last checkpoint before the kill"
     store = ActivationStore(store_dir)
@@ -72,7 +82,7 @@ def test_torchrun_resumes_after_a_rank_is_killed_and_equals_single_process_train
         "--model",
         "tiny-gpt2",
         "--corpus",
-        str(corpus),
+        str(tmp_path / "corpus.txt"),
         "--layer",
         "1",
         "--store",

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import textwrap
 import threading
 
 import pytest
@@ -119,43 +118,14 @@ def test_ctrl_c_inside_a_sweeps_step_checkpoints_every_run_where_its_step_ended(
     assert [r.fingerprint for r in resumed.results] == [r.fingerprint for r in reference.results]
 
 
-# Rank 1 alone gets Ctrl-C, after step 6 (as a signal from torchrun reaches the ranks at different moments).
-WORKER = """
-import os, signal, sys
-from saewidgets.corpus import load_corpus
-from saewidgets.models import tiny_model
-from saewidgets.sae import save_sae, train_sae
-from saewidgets.sae.distributed import init_process_group
-from saewidgets.store import harvest_to_store
-
-rank, world, device = init_process_group()
-corpus, store_dir, out = sys.argv[1:]
-store = harvest_to_store(tiny_model("gpt2"), load_corpus(corpus), store_dir, 1, shard_tokens=100, progress=False)
-
-def ctrl_c_on_rank_1(step, info):
-    if rank == 1 and step == 6:
-        os.kill(os.getpid(), signal.SIGINT)
-
-sae = train_sae(store, parallel={parallel!r}, checkpoint_dir=out + "/checkpoints", checkpoint_every=4,
-                callback=ctrl_c_on_rank_1, progress=False, **{train})
-print(f"rank {{rank}} stopped at step {{sae.cfg.provenance['steps']}}")
-if rank == 0:
-    save_sae(sae, out + "/sae")
-"""
-
-
 @pytest.mark.parametrize("parallel", ["data", "latents"])
 def test_ctrl_c_on_one_torchrun_rank_stops_every_rank_at_the_same_step(parallel, tmp_path):
     """Data-parallel and latent-sharded: both ranks stop after step 6 and rank 0 checkpoints there (a sharded run
     gathers every rank's latents for it, so it could not save on Ctrl-C before the ranks agreed where to stop)."""
-    from test_distributed import TEXTS, TRAIN, torchrun
+    from test_distributed import TRAIN, run_worker
 
-    corpus, store_dir, out = tmp_path / "corpus.txt", tmp_path / "store", tmp_path / "run"
-    corpus.write_text("\n\n".join(TEXTS))
-    worker = tmp_path / "worker.py"
-    worker.write_text(textwrap.dedent(WORKER.format(train=TRAIN, parallel=parallel)))
-
-    stopped = torchrun(str(worker), str(corpus), str(store_dir), str(out))
+    stopped, store_dir, out = run_worker(tmp_path, "SIGINT", parallel)  # rank 1 alone, as torchrun's signal
+    # reaches the ranks at different moments
     assert stopped.returncode == 0, stopped.stderr[-3000:]
     assert "rank 0 stopped at step 6" in stopped.stdout and "rank 1 stopped at step 6" in stopped.stdout
     assert load_checkpoint(out / "checkpoints")["step"] == 6, "rank 0 checkpointed the step where both stopped"
@@ -172,14 +142,11 @@ def test_a_demo_stopped_in_training_caches_no_sae_and_resumes_from_its_checkpoin
     default_sigint, tmp_path, monkeypatch
 ):
     from saewidgets.demo import pipeline
-    from saewidgets.demo.settings import DemoSettings
     from saewidgets.models import tiny_model
+    from test_demo_run import TINY as settings
 
     monkeypatch.setenv("SAEWIDGETS_CACHE", str(tmp_path))
     model = tiny_model("gpt2", seed=3)
-    settings = DemoSettings(
-        model="tiny-gpt2", layer=1, n_tokens=3000, context_len=32, n_features=64, k=4, n_steps=50, batch_size=64
-    )
     folder = pipeline.cache_dir("demo", settings.key())
     advance = train_module.Trainer.advance
 
