@@ -215,7 +215,7 @@ def _launch(n_processes: int, options: list[str]) -> int:
     except KeyboardInterrupt:  # torchrun got the same Ctrl-C and passes it to the ranks, which checkpoint and stop
         try:
             torchrun.wait()  # their last words before the prompt comes back (torchrun kills them after 30 s)
-        except KeyboardInterrupt:  # a second Ctrl-C: stop waiting
+        except KeyboardInterrupt:  # a second Ctrl-C: the prompt back now (the ranks still stop at their step's end)
             torchrun.kill()
         raise
 
