@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -170,11 +174,6 @@ def test_ctrl_c_at_the_terminal_stops_saewidgets_train_distributed_and_every_ran
     --distributed 2`` (the command and torchrun; torchrun passes it to the ranks). The command returns once every
     rank has checkpointed, saved the SAE so far and ended. Before, the ranks stopped at different steps and hung in a
     collective, with no SAE saved, after the command had returned."""
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
-
     out = tmp_path / "run"
     command = [str(Path(sys.executable).with_name("saewidgets")), "train", "--distributed", "2", "--model"]
     command += ["tiny-gpt2", "--corpus", "demo", "--layer", "1", "--n-tokens", "4000", "--out", str(out), "--arch"]

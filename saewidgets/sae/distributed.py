@@ -77,7 +77,7 @@ class DataParallelTrainer(Trainer):
         return {"data_parallel_ranks": self.world_size}
 
     def any_rank(self, asked: bool) -> bool:
-        return any_rank(asked, self.device)
+        return asked_on_any_rank(asked, self.device)
 
     def _average_gradient(self, p: torch.Tensor) -> None:
         grad = p.grad
@@ -107,7 +107,7 @@ class DataParallelTrainer(Trainer):
         return info
 
 
-def any_rank(asked: bool, device: torch.device) -> bool:
+def asked_on_any_rank(asked: bool, device: torch.device) -> bool:
     """Whether ``asked`` is True on any rank of the group (a collective: every rank calls it at the same step, so
     a stop asked for on one rank, e.g. by its Ctrl-C, stops them all there instead of leaving the others waiting
     in the next step's all-reduce). ``device``: this rank's (NCCL reduces GPU tensors only)."""
@@ -189,4 +189,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-__all__ = ["DataParallelTrainer", "any_rank", "init_process_group", "require_process_group", "train_sae_distributed"]
+__all__ = [
+    "DataParallelTrainer",
+    "asked_on_any_rank",
+    "init_process_group",
+    "require_process_group",
+    "train_sae_distributed",
+]

@@ -29,7 +29,7 @@ from ..activation_source import TrainingRows
 from .architectures import auxk_loss, squared_error
 from .base import SAE, sparse_decode
 from .data import Rows
-from .distributed import any_rank, require_process_group
+from .distributed import asked_on_any_rank, require_process_group
 from .train import Trainer, lr_factor, remove_parallel_gradient, train_sae
 from .train_config import TrainConfig
 
@@ -115,7 +115,7 @@ class LatentShardedTrainer(Trainer):
         return {"latent_shards": self.world_size}
 
     def any_rank(self, asked: bool) -> bool:
-        return any_rank(asked, self.shard_device)
+        return asked_on_any_rank(asked, self.shard_device)
 
     def _local(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
         """This rank's slice of a full ``[d, F]`` / ``[F]`` / ``[F, d]`` tensor of parameter ``name``."""
