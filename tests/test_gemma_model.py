@@ -102,7 +102,7 @@ def test_compact_embedding_gives_the_checkpoints_numbers(gemma):
         looked_up = gemma.hf.get_input_embeddings()(ids)[0]
     assert torch.equal(looked_up, rows * gemma.hf.get_input_embeddings().embed_scale)
     hidden = torch.randn(3, 640, generator=torch.Generator().manual_seed(0))
-    block = read_rows(path, "model.embed_tokens.weight", 8192, 16384)  # one decoded block of the head
+    block = read_rows(path, "model.embed_tokens.weight", 8192, 16384)  # several of the head's decoded blocks
     with torch.no_grad():
         assert torch.equal(head(hidden)[:, 8192:16384], torch.nn.functional.linear(hidden, block))
 

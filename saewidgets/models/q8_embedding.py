@@ -13,8 +13,9 @@ whole table when the compact file is written), and on the CPU a block of rows gi
 the whole product (the split is over the vocabulary, never over the 640-long sums, and falls where the kernels'
 own tiles do: see `BLOCK_ROWS`; `tests/test_q8_embedding.py` checks equality, on Gemma too), so generations, log
 probabilities and every result are unchanged (on a GPU the split may move a logit by float rounding). Decoding into
-a reused buffer costs about what reading float32 rows from memory did; a fresh buffer per block would not (page
-faults).
+one reused buffer small enough to stay in the CPU's cache makes the head's product faster than the float32 head's,
+which reads 671 MB from memory each time (`benchmarks/README.md`, the `steer` rows); a fresh buffer per block would
+not be (page faults).
 """
 
 from __future__ import annotations
@@ -32,10 +33,16 @@ from .._atomic_write import atomic_write_bytes
 
 #: Values per Q8_0 block, each block sharing one float16 scale (GGML's ``QK8_0``).
 GROUP = 32
-#: Rows of the head decoded per matrix product: 8,192 x 640 float32 is a 21 MB buffer. Keep it a multiple of 64:
-#: on the CPU, blocks that start on a multiple of 16 rows give logits bit for bit equal to the whole product, while
-#: other splits (50 or 37 rows) move some logits by an ulp (torch 2.13's CPU kernels, checked in the tests).
-BLOCK_ROWS = 8192
+#: Rows of the head decoded per matrix product: 2,048 x 640 float32 is a 5 MB buffer, small enough to be still in the
+#: CPU's cache when the product reads it. With a generation step's or a scored text's rows (1-128) the head's product
+#: took 1.5-2.7x less time than with 8,192-row (21 MB) blocks, which the product read back from memory (2-core AMD
+#: EPYC, 32 MB L3; 1,024 and 4,096 rows were no faster). Keep it a multiple of 64: on the CPU, blocks that start on a
+#: multiple of 16 rows give logits bit for bit equal to the whole product, while other splits (50 or 37 rows) move
+#: some logits by an ulp (torch 2.13's CPU kernels, checked in the tests).
+BLOCK_ROWS = 2048
+#: Rows per product on a GPU, where each block costs a few kernel launches and the cache argument does not hold:
+#: the 8,192 rows the CPU used before (not measured on a GPU: no device was lent).
+ACCELERATOR_BLOCK_ROWS = 8192
 #: The compact table beside the converted checkpoint (codes ``int8 [vocab, d]``, scales' float16 bits
 #: ``int16 [vocab, d / 32]``).
 COMPACT_FILE = "embed_tokens.q8_0.safetensors"
@@ -242,9 +249,9 @@ class Q8Unembedding(_WithoutFloatWeight):
         return decode_rows(table.codes[ids], table.scale_bits[ids])
 
     def weight_blocks(self, rows: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
-        """``(start, W[start:start + rows])`` (default `BLOCK_ROWS` rows) over the vocabulary, decoded into one
-        reused buffer: use each block before asking for the next."""
-        rows = rows or BLOCK_ROWS
+        """``(start, W[start:start + rows])`` (default `BLOCK_ROWS` rows on the CPU, `ACCELERATOR_BLOCK_ROWS`
+        elsewhere) over the vocabulary, decoded into one reused buffer: use each block before asking for the next."""
+        rows = rows or (BLOCK_ROWS if self.device.type == "cpu" else ACCELERATOR_BLOCK_ROWS)
         table = self._tied[0]
         buffer = torch.empty(min(rows, self.out_features), self.in_features, device=self.device)
         for start in range(0, self.out_features, rows):
