@@ -103,6 +103,17 @@ def _load(folder) -> torch.nn.Module:
     return transformers.AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
 
 
+def test_head_blocks_are_sized_for_its_device(monkeypatch):
+    """The CPU's block size keeps a decoded block in cache; elsewhere (a GPU) blocks stay large: fewer launches."""
+    monkeypatch.setattr("saewidgets.models.q8_embedding.BLOCK_ROWS", 64)
+    monkeypatch.setattr("saewidgets.models.q8_embedding.ACCELERATOR_BLOCK_ROWS", 256)
+    codes, scale_bits = split_q8_0(_quantised(torch.randn(1000, 32)))
+    cpu = Q8Unembedding(Q8Embedding(codes, scale_bits))
+    assert [len(w) for _, w in cpu.weight_blocks()] == [64] * 15 + [40]
+    meta = Q8Unembedding(Q8Embedding(codes, scale_bits).to("meta"))  # a device that is not the CPU
+    assert [len(w) for _, w in meta.weight_blocks()] == [256, 256, 256, 232]
+
+
 def test_compact_model_generates_and_scores_exactly_as_the_float_one(converted, monkeypatch):
     import transformers
 
