@@ -36,7 +36,8 @@ GROUP = 32
 #: Rows of the head decoded per matrix product: 2,048 x 640 float32 is a 5 MB buffer, small enough to be still in the
 #: CPU's cache when the product reads it. With a generation step's or a scored text's rows (1-128) the head's product
 #: took 1.5-2.7x less time than with 8,192-row (21 MB) blocks, which the product read back from memory (2-core AMD
-#: EPYC, 32 MB L3; 1,024 and 4,096 rows were no faster). Keep it a multiple of 64: on the CPU, blocks that start on a
+#: EPYC, 32 MB L3; 1,024 and 4,096 rows were no faster), though 10-20% more while a neighbouring VM used that shared
+#: cache (benchmarks/README.md, "Smaller blocks"). Keep it a multiple of 64: on the CPU, blocks that start on a
 #: multiple of 16 rows give logits bit for bit equal to the whole product, while other splits (50 or 37 rows) move
 #: some logits by an ulp (torch 2.13's CPU kernels, checked in the tests).
 BLOCK_ROWS = 2048
