@@ -51,6 +51,39 @@ def test_the_demo_writes_its_page_with_the_model_freed_before_the_feature_map(tm
     assert demo_page.HEATMAP_TEXT.split()[3] in page and "feature map: 64 decoder directions" in capsys.readouterr().out
 
 
+def test_the_demo_fixes_the_allocator_threshold_after_training_and_before_the_vocabulary_stages(tmp_path, monkeypatch):
+    """Harvest and training keep glibc's own threshold (a fixed one faults in their blocks afresh each batch); the
+    held-out LM loss, logit effects and steering get the fixed one (their many-sized logit blocks)."""
+    import saewidgets.sae as sae_module
+
+    monkeypatch.setenv("SAEWIDGETS_CACHE", str(tmp_path / "cache"))
+    order: list[str] = []
+
+    def recorded(name, fn):
+        def call(*args, **kwargs):
+            order.append(name)
+            return fn(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(demo_run, "return_large_blocks", recorded("threshold", lambda: True))
+    monkeypatch.setattr(sae_module, "train_sae", recorded("training", sae_module.train_sae))
+    monkeypatch.setattr(sae_module, "evaluate_sae", recorded("metrics", sae_module.evaluate_sae))
+    assert demo_run.run_demo(TINY, tmp_path / "page", steer=False) == 0
+    assert order == ["training", "threshold", "metrics"]
+
+
+def test_demo_artifacts_refuses_first_stages_run_with_other_settings(tmp_path, monkeypatch):
+    from saewidgets.demo import demo_artifacts, demo_sae
+
+    monkeypatch.setenv("SAEWIDGETS_CACHE", str(tmp_path / "cache"))
+    first = demo_sae(TINY, progress=False)
+    with pytest.raises(ValueError, match="other settings"):
+        demo_artifacts(TINY, sae_stages=first, k=8, progress=False)
+    art = demo_artifacts(TINY, sae_stages=first, progress=False)
+    assert art.sae is first.sae and art.stats is first.stats
+
+
 def test_the_page_examples_slice_the_heatmap_text_run_once_for_every_feature():
     from saewidgets.models import tiny_model
     from tiny_sae import tiny_topk_sae

@@ -142,6 +142,7 @@ def demo_sae(
         )
         acts.save(acts_dir)
         acts = Activations.load(acts_dir)
+    release_freed_memory()  # the heap the harvest's batches freed, before the split copies the rows
     train, held_out = acts.split(settings.held_out_fraction, seed=settings.seed)
     acts.drop_resident_pages()  # the split read every row into its copies; training reads only those
 
@@ -215,6 +216,7 @@ def demo_artifacts(
     refresh: bool = False,
     cancel: CancelSignal | None = None,
     corpus: Corpus | None = None,
+    sae_stages: DemoSAE | None = None,
     **overrides: Any,
 ) -> DemoArtifacts:
     """Compute (or load from the cache) every result the demo shows (the feature map when ``.geometry`` is first
@@ -229,15 +231,25 @@ def demo_artifacts(
             Stages already finished stay cached; the stopped one writes nothing (training keeps its resumable
             checkpoint), so the next call resumes where this one stopped.
         corpus: text to harvest instead of the demo corpus; the settings must name it (``corpus=corpus.name``).
+        sae_stages: what `demo_sae` returned for these settings, where the caller ran the first stages itself
+            (``saewidgets demo`` changes the allocator between them and the rest); they are not run again.
         overrides: fields of `DemoSettings` to change, e.g. ``n_features=8192``.
     """
     from ..analysis import logit_effects
     from ..analysis.explain import PatternExplainer, cached_labels, explain_features
     from ..sae import evaluate_sae
 
-    first = demo_sae(
-        settings, model=model, progress=progress, refresh=refresh, cancel=cancel, corpus=corpus, **overrides
-    )
+    if sae_stages is None:
+        first = demo_sae(
+            settings, model=model, progress=progress, refresh=refresh, cancel=cancel, corpus=corpus, **overrides
+        )
+    elif sae_stages.settings != replace(settings or settings_from_env(), **overrides):
+        raise ValueError(
+            "sae_stages= comes from demo_sae with other settings than these: pass the same settings (and "
+            "overrides) to both, or leave sae_stages out"
+        )
+    else:
+        first = sae_stages
     settings, folder, model = first.settings, first.folder, first.model
     corpus = corpus_of(settings, corpus)
     acts, held_out, sae, stats = first.activations, first.held_out, first.sae, first.stats

@@ -12,7 +12,7 @@ from ..models._memory import release_freed_memory, return_large_blocks
 from .examples import STEERING_PROMPTS, highlight_features, missing_highlights, steering_examples
 from .lab import jupyterlab_missing, open_lab
 from .page import page_examples, write_explorer
-from .pipeline import demo_artifacts
+from .pipeline import demo_artifacts, demo_sae
 from .settings import DemoSettings
 
 
@@ -33,8 +33,15 @@ def run_demo(
         print(jupyterlab_missing(), file=sys.stderr)
         return 2
     start = time.time()
-    return_large_blocks()  # Binder's ~2 GB: steering's logit blocks would otherwise grow a fragmented heap
-    art = demo_artifacts(settings, refresh=refresh)
+    first = demo_sae(settings, refresh=refresh)
+    # Harvest and training ran under glibc's own mmap threshold: their blocks, of the same few sizes each batch, are
+    # reused from the heap; fixed at 4 MB it maps and faults in each one afresh (the harvest took ~20% longer). The
+    # vocabulary stages from here allocate logit blocks of many sizes, which would grow a fragmented heap (Binder
+    # has ~2 GB): these go back to the system when freed.
+    return_large_blocks()
+    release_freed_memory()
+    art = demo_artifacts(settings, refresh=refresh, sae_stages=first)
+    del first  # art holds the same; the model must be freed with art's before the feature map (see below)
     print(
         f"\nSAE: {art.sae.cfg.n_features:,} {art.sae.cfg.architecture} features on {art.model.name} "
         f"{art.activations.site} ({len(art.activations):,} tokens)  [cache: {art.folder}]"

@@ -16,6 +16,11 @@ that threshold (up to 32 MB) each time a larger block is freed. A steering searc
 for the next size, so it grows: one fluency judgement of 8 continuations took 350 MB above its start and kept 300 MB
 after it. `return_large_blocks` fixes the threshold instead (+70-100 MB and nothing kept, measured on the same call);
 `LARGE_BLOCK_ENV` is the same setting for the environment of processes a tool starts (notebook kernels).
+
+A fixed threshold has a price where blocks of the same few sizes come and go, as in a harvest's batches and SAE
+training: each one is mapped and faulted in afresh instead of reused from the heap (the full demo's first run made
+50 million page faults, ~120 s of system time). So ``saewidgets demo`` fixes it only after training, where the
+vocabulary stages begin.
 """
 
 from __future__ import annotations
@@ -60,8 +65,10 @@ def release_freed_memory() -> None:
         libc.malloc_trim(0)
 
 
-#: glibc's ``mallopt`` parameter for the mmap threshold (malloc.h).
+#: glibc's ``mallopt`` parameters for the mmap threshold and the trim threshold (malloc.h), and the latter's default.
 _M_MMAP_THRESHOLD = -3
+_M_TRIM_THRESHOLD = -1
+_DEFAULT_TRIM = 128 * 1024
 #: Blocks of at least this many bytes get their own mapping, returned to the system when freed.
 LARGE_BLOCK = 4 * 2**20
 #: `return_large_blocks` as glibc reads it from the environment when a process starts, for the processes a tool
@@ -74,6 +81,12 @@ def return_large_blocks(threshold: int = LARGE_BLOCK) -> bool:
     ``M_MMAP_THRESHOLD``), so freeing one gives its memory back at once, instead of raising the threshold as
     large blocks come and go and serving them from a heap that fragments (see the module docstring). For a whole
     process with a memory limit, e.g. ``saewidgets demo`` on Binder; it applies to the rest of the process.
+    The heap's trim threshold goes back to glibc's default too: the dynamic threshold raises it to twice its own
+    (up to 64 MB), and a heap that frees its top only past 64 MB peaked ~50 MB higher in the quick demo's steering.
     False where it cannot be set (not glibc)."""
     libc = _libc()
-    return libc is not None and hasattr(libc, "mallopt") and bool(libc.mallopt(_M_MMAP_THRESHOLD, int(threshold)))
+    if libc is None or not hasattr(libc, "mallopt"):
+        return False
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, int(threshold))) and bool(
+        libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM)
+    )
