@@ -195,12 +195,21 @@ def steered_generate(
     block = model.block(layer)
     check_cancel(cancel, "the generation")
     stop = None if model.remote else cancel
+    if model.remote or generate_kwargs.get("do_sample"):
+        # HF's own processors: NDIF runs what it can serialize, and sampling's warpers must come after the penalty
+        generate_kwargs["min_new_tokens"] = max_new_tokens
+    else:
+        from transformers import LogitsProcessorList
+
+        from .models.decoding import GreedySteps, end_of_sequence_ids
+
+        steps = GreedySteps(generate_kwargs.pop("repetition_penalty", 1.0), end_of_sequence_ids(model.hf))
+        generate_kwargs["logits_processor"] = LogitsProcessorList([steps])
     try:
         with model.lock, torch.no_grad():
             with model.nn.generate(
                 {"input_ids": input_ids, "attention_mask": attention_mask},
                 max_new_tokens=max_new_tokens,
-                min_new_tokens=max_new_tokens,
                 **generate_kwargs,
                 **model.trace_kwargs,
             ) as tracer:
