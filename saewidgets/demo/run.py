@@ -37,9 +37,8 @@ def run_demo(
     # Harvest and training ran under glibc's own mmap threshold: their blocks, of the same few sizes each batch, are
     # reused from the heap; fixed at 4 MB it maps and faults in each one afresh (the harvest took ~20% longer). The
     # vocabulary stages from here allocate logit blocks of many sizes, which would grow a fragmented heap (Binder
-    # has ~2 GB): these go back to the system when freed.
+    # has ~2 GB): these go back to the system when freed (the pipeline trims the heap before its next stage).
     return_large_blocks()
-    release_freed_memory()
     art = demo_artifacts(settings, refresh=refresh, sae_stages=first)
     del first  # art holds the same; the model must be freed with art's before the feature map (see below)
     print(
