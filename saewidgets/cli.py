@@ -195,8 +195,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _launch(n_processes: int, options: list[str]) -> int:
-    """``torchrun --standalone --nproc-per-node N -m saewidgets.training_run OPTIONS`` on this machine."""
+    """``torchrun --standalone --nproc-per-node N -m saewidgets.training_run OPTIONS`` on this machine.
+
+    torchrun runs in a session of its own, and every SIGINT or SIGTERM this command gets is passed on to it, once:
+    a Ctrl-C at the terminal and a ``kill -INT`` of this command alike reach torchrun, which passes the signal to
+    the ranks (each in a session of its own, so a terminal's Ctrl-C never reached them directly). The first SIGINT
+    lets the ranks end their step, checkpoint and save; a second stops them at once (torchrun terminates them). The
+    command returns when torchrun has ended, so its ranks never outlive it. Before, a ``kill -INT`` of this command
+    alone left torchrun training, and a SIGTERM left it running with no parent."""
+    import signal
     import subprocess
+    import threading
 
     command = [
         sys.executable,
@@ -209,15 +218,29 @@ def _launch(n_processes: int, options: list[str]) -> int:
         *options,
     ]
     print("running:", " ".join(command), flush=True)
-    torchrun = subprocess.Popen(command)
+    torchrun = subprocess.Popen(command, start_new_session=True)
+    received: list[int] = []
+
+    def pass_on(signum: int, frame: object) -> None:
+        received.append(signum)
+        torchrun.send_signal(signum)
+
+    forwarded = (signal.SIGINT, signal.SIGTERM)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # only the main thread may handle signals
+        previous = {signum: signal.signal(signum, pass_on) for signum in forwarded}
     try:
-        return torchrun.wait()
-    except KeyboardInterrupt:  # torchrun got the same Ctrl-C and passes it to the ranks, which checkpoint and stop
-        try:
-            torchrun.wait()  # their last words before the prompt comes back (torchrun kills them after 30 s)
-        except KeyboardInterrupt:  # a second Ctrl-C: the prompt back now (the ranks still stop at their step's end)
-            torchrun.kill()
-        raise
+        returncode = torchrun.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if received:
+        print(
+            "\ninterrupted: every rank has ended; run the same command again to resume from its checkpoint.",
+            file=sys.stderr,
+        )
+        return 128 + received[0]
+    return returncode
 
 
 # -- the parser and the entry point ---------------------------------------------------------------------------------

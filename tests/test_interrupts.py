@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -169,12 +170,9 @@ def test_a_demo_stopped_in_training_caches_no_sae_and_resumes_from_its_checkpoin
     assert pipeline.demo_artifacts(settings, model=model, progress=False).sae.cfg.provenance["steps"] == 50
 
 
-def test_ctrl_c_at_the_terminal_stops_saewidgets_train_distributed_and_every_rank(tmp_path):
-    """As a user's Ctrl-C reaches a foreground job: SIGINT to the whole process group of ``saewidgets train
-    --distributed 2`` (the command and torchrun; torchrun passes it to the ranks). The command returns once every
-    rank has checkpointed, saved the SAE so far and ended. Before, the ranks stopped at different steps and hung in a
-    collective, with no SAE saved, after the command had returned."""
-    out = tmp_path / "run"
+def _start_distributed_training(out: Path) -> subprocess.Popen:
+    """``saewidgets train --distributed 2`` on a tiny model, endless, in a process group of its own; returns once
+    its first checkpoint is written."""
     command = [str(Path(sys.executable).with_name("saewidgets")), "train", "--distributed", "2", "--model"]
     command += ["tiny-gpt2", "--corpus", "demo", "--layer", "1", "--n-tokens", "4000", "--out", str(out), "--arch"]
     command += ["topk", "--n-features", "64", "--k", "8", "--batch-size", "64", "--n-steps", "1000000"]
@@ -186,19 +184,51 @@ def test_ctrl_c_at_the_terminal_stops_saewidgets_train_distributed_and_every_ran
         text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
+    deadline = time.monotonic() + 240
+    while not (out / "checkpoints" / "checkpoint.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert job.poll() is None, "training ended before it could be interrupted"
+    return job
+
+
+def _stop(job: subprocess.Popen, out: Path, send: Callable[[], None]) -> str:
+    """``send`` the signal, wait for the command to return; asserts that no rank outlives it. Returns its output."""
     try:
-        deadline = time.monotonic() + 240
-        while not (out / "checkpoints" / "checkpoint.pt").exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert job.poll() is None, "training ended before it could be interrupted"
-        os.killpg(job.pid, signal.SIGINT)
+        send()
         output, _ = job.communicate(timeout=120)
     finally:
         if job.poll() is None:
             os.killpg(job.pid, signal.SIGKILL)
-    assert job.returncode == 130, output[-3000:]
-    ranks = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True).stdout.split()
+        ranks = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True).stdout.split()
+        subprocess.run(["pkill", "-KILL", "-f", str(out)])  # torchrun and ranks of a failed test, in their sessions
     assert not ranks, f"ranks still running after the command returned:\n{output[-3000:]}"
+    return output
+
+
+@pytest.mark.parametrize("to", ["terminal", "command"])
+def test_ctrl_c_stops_saewidgets_train_distributed_and_every_rank(to, tmp_path):
+    """As a user's Ctrl-C reaches a foreground job (SIGINT to the whole process group of ``saewidgets train
+    --distributed 2``), and as ``kill -INT`` reaches the command alone: the command passes it to torchrun, which
+    passes it to the ranks. The command returns once every rank has checkpointed, saved the SAE so far and ended.
+    Before, at the terminal, the ranks stopped at different steps and hung in a collective, with no SAE saved, after
+    the command had returned; and a ``kill -INT`` of the command alone never reached torchrun, so it kept training."""
+    out = tmp_path / "run"
+    job = _start_distributed_training(out)
+    if to == "terminal":
+        output = _stop(job, out, lambda: os.killpg(job.pid, signal.SIGINT))
+    else:
+        output = _stop(job, out, lambda: os.kill(job.pid, signal.SIGINT))
+    assert job.returncode == 130, output[-3000:]
     step = load_checkpoint(out / "checkpoints")["step"]
     assert f"interrupted after step {step} of 1000000" in output, output[-3000:]
     assert load_sae(out / "sae").cfg.provenance["steps"] == step
+
+
+def test_sigterm_to_saewidgets_train_distributed_ends_every_rank(tmp_path):
+    """``kill`` (SIGTERM) of the command, as a job scheduler or a closing terminal sends it: torchrun gets it and
+    terminates the ranks, and the command returns after them. Before, the command died at once and left torchrun
+    and its ranks training with no parent."""
+    out = tmp_path / "run"
+    job = _start_distributed_training(out)
+    output = _stop(job, out, lambda: os.kill(job.pid, signal.SIGTERM))
+    assert job.returncode == 128 + signal.SIGTERM, output[-3000:]
