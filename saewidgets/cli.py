@@ -195,7 +195,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _launch(n_processes: int, options: list[str]) -> int:
-    """``torchrun --standalone --nproc-per-node N -m saewidgets.training_run OPTIONS`` on this machine.
+    """``torchrun --standalone --nproc-per-node N -m saewidgets.training_run OPTIONS`` on this machine (torchrun
+    as `saewidgets._torchrun` starts it: without its traceback when a signal stops it).
 
     torchrun runs in a session of its own, and every SIGINT or SIGTERM this command gets is passed on to it, once:
     a Ctrl-C at the terminal and a ``kill -INT`` of this command alike reach torchrun, which passes the signal to
@@ -210,7 +211,7 @@ def _launch(n_processes: int, options: list[str]) -> int:
     command = [
         sys.executable,
         "-m",
-        "torch.distributed.run",
+        "saewidgets._torchrun",
         "--standalone",
         f"--nproc-per-node={n_processes}",
         "-m",
