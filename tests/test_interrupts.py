@@ -225,6 +225,22 @@ def test_ctrl_c_stops_saewidgets_train_distributed_and_every_rank(to, tmp_path):
     assert load_sae(out / "sae").cfg.provenance["steps"] == step
 
 
+def test_a_second_ctrl_c_ends_saewidgets_train_distributed_at_once(tmp_path):
+    """Two SIGINTs to the command: torchrun ends the ranks without waiting for their step (it terminates them), and
+    the command returns after them, with no traceback."""
+    out = tmp_path / "run"
+    job = _start_distributed_training(out)
+
+    def twice() -> None:
+        os.kill(job.pid, signal.SIGINT)
+        time.sleep(0.3)
+        os.kill(job.pid, signal.SIGINT)
+
+    output = _stop(job, out, twice)
+    assert job.returncode == 130, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+
+
 def test_sigterm_to_saewidgets_train_distributed_ends_every_rank(tmp_path):
     """``kill`` (SIGTERM) of the command, as a job scheduler or a closing terminal sends it: torchrun gets it and
     terminates the ranks, and the command returns after them. Before, the command died at once and left torchrun
