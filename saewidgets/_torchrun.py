@@ -8,16 +8,14 @@ that passed the signal on already says it was interrupted. Anything else torchru
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.run import main
 
 
-def run(argv: Sequence[str] | None = None) -> int:
-    """``torchrun ARGV``; its exit status, ``128 + signal`` when a signal stopped it."""
+def run() -> int:
+    """torchrun with this process's arguments; its exit status, ``128 + signal`` when a signal stopped it."""
     try:
-        main(None if argv is None else list(argv))
+        main()
     except SignalException as stop:
         return 128 + int(stop.sigval)
     return 0

@@ -226,10 +226,9 @@ def _launch(n_processes: int, options: list[str]) -> int:
         received.append(signum)
         torchrun.send_signal(signum)
 
-    forwarded = (signal.SIGINT, signal.SIGTERM)
     previous = {}
     if threading.current_thread() is threading.main_thread():  # only the main thread may handle signals
-        previous = {signum: signal.signal(signum, pass_on) for signum in forwarded}
+        previous = {signum: signal.signal(signum, pass_on) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         returncode = torchrun.wait()
     finally:
