@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import os
 import platform
+import re
 import subprocess
 import sys
 import weakref
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from saewidgets import analysis
 from saewidgets.demo import page as demo_page
@@ -84,13 +86,38 @@ def test_demo_artifacts_refuses_first_stages_run_with_other_settings(tmp_path, m
     assert art.sae is first.sae and art.stats is first.stats
 
 
-def test_the_page_examples_slice_the_heatmap_text_run_once_for_every_feature():
+def test_a_cached_demo_loads_no_model_and_writes_the_same_page(tmp_path, monkeypatch, capsys):
+    """Every stage of the second run is read from the cache (the page's attribution and heatmap included), so the
+    model (~6 s and ~500 MB for Gemma) is never loaded."""
+    import saewidgets
+
+    monkeypatch.setenv("SAEWIDGETS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(demo_run, "return_large_blocks", lambda: True)  # see the first test
+    assert demo_run.run_demo(TINY, tmp_path / "first", steer=False) == 0
+    first_out = capsys.readouterr().out
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a cached run loaded the model")
+
+    monkeypatch.setattr(saewidgets, "load_model", no_model)
+    assert demo_run.run_demo(TINY, tmp_path / "again", steer=False) == 0
+    again_out = capsys.readouterr().out
+    assert "features on tiny-gpt2 " in again_out
+    assert again_out.split("Explorer written")[0] == first_out.split("Explorer written")[0]
+    first, again = ((tmp_path / run / "explorer.html").read_text() for run in ("first", "again"))
+    fallback_id = re.compile(r'"fallback_id":"[0-9a-f]{32}"')  # a fresh id per page
+    assert fallback_id.sub("", again) == fallback_id.sub("", first) and "heatmap_acts" in first
+
+
+def test_the_page_examples_slice_the_heatmap_text_run_once_for_every_feature(tmp_path):
+    from types import SimpleNamespace
+
     from saewidgets.models import tiny_model
     from tiny_sae import tiny_topk_sae
 
     model = tiny_model("gpt2", seed=3)
     sae = tiny_topk_sae(model)
-    art = type("Art", (), {"model": model, "sae": sae})()
+    art = SimpleNamespace(model=model, sae=sae, folder=tmp_path, settings=TINY)
     examples = demo_page.page_examples(art)
     chosen = [5, 0, 17]
     direct = analysis.token_activations(model, sae, demo_page.HEATMAP_TEXT, chosen)
@@ -100,6 +127,29 @@ def test_the_page_examples_slice_the_heatmap_text_run_once_for_every_feature():
     assert "Paris" in examples.attribution.target and examples.attribution.scores.shape[1] == sae.cfg.n_features
     with pytest.raises(ValueError, match="only its own heatmap text"):
         examples.activations("another text", chosen)
+
+    # Kept beside the SAE and read back as they were; another SAE's examples are run again, on that SAE.
+    kept = demo_page.page_examples(SimpleNamespace(model=None, sae=sae, folder=tmp_path, settings=TINY))
+    assert kept.heatmap.tokens == examples.heatmap.tokens and kept.heatmap.features == examples.heatmap.features
+    np.testing.assert_array_equal(kept.heatmap.acts, examples.heatmap.acts)
+    a, b = kept.attribution, examples.attribution
+    assert (a.tokens, a.target, a.target_ids, a.metric, a.ablations) == (
+        b.tokens,
+        b.target,
+        b.target_ids,
+        b.metric,
+        b.ablations,
+    )
+    assert torch.equal(a.scores, b.scores) and torch.equal(a.error_attribution, b.error_attribution)
+    other = tiny_topk_sae(model, seed=1)
+    fresh = demo_page.page_examples(SimpleNamespace(model=model, sae=other, folder=tmp_path, settings=TINY))
+    direct = analysis.attribute(model, other, demo_page.ATTRIBUTION_PROMPT, target=demo_page.ATTRIBUTION_TARGET)
+    assert torch.allclose(fresh.attribution.scores, direct.scores)
+    (tmp_path / "page_examples.npz").write_bytes(b"not a zip")  # unreadable: run again, not an error
+    assert (
+        demo_page.page_examples(SimpleNamespace(model=model, sae=sae, folder=tmp_path, settings=TINY)).heatmap.tokens
+        == examples.heatmap.tokens
+    )
 
 
 HEAP_PROBE = """

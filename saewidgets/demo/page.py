@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import io
+import json
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from .._atomic_write import atomic_write_bytes
 from ..analysis.results import SteeringExample
 from .pipeline import DemoArtifacts
 
@@ -42,13 +48,77 @@ class PageExamples:
 
 
 def page_examples(art: DemoArtifacts) -> PageExamples:
-    """Run the page's examples on ``art.model`` (three traces of the attribution prompt, one of the heatmap text)."""
+    """The page's examples: run on ``art.model`` (three traces of the attribution prompt, one of the heatmap text)
+    and kept in ``art.folder``, or read from there when this SAE's were kept, so that a cached run loads no model."""
     from ..analysis import attribute, token_activations
 
-    return PageExamples(
-        attribute(art.model, art.sae, ATTRIBUTION_PROMPT, target=ATTRIBUTION_TARGET),
-        token_activations(art.model, art.sae, HEATMAP_TEXT, range(art.sae.cfg.n_features)),
+    key = {
+        "sae": art.sae.fingerprint(),
+        "model": art.settings.model,
+        "attribution": [ATTRIBUTION_PROMPT, ATTRIBUTION_TARGET],
+        "heatmap": HEATMAP_TEXT,
+    }
+    path = Path(art.folder) / "page_examples.npz"
+    examples = _read_examples(path, key)
+    if examples is None:
+        examples = PageExamples(
+            attribute(art.model, art.sae, ATTRIBUTION_PROMPT, target=ATTRIBUTION_TARGET),
+            token_activations(art.model, art.sae, HEATMAP_TEXT, range(art.sae.cfg.n_features)),
+        )
+        _write_examples(path, key, examples)
+    return examples
+
+
+def _write_examples(path: Path, key: dict[str, Any], examples: PageExamples) -> None:
+    attribution, heatmap = examples.attribution, examples.heatmap
+    meta = {
+        "key": key,
+        "tokens": attribution.tokens,
+        "target": attribution.target,
+        "target_ids": list(attribution.target_ids),
+        "metric": attribution.metric,
+        "ablations": [[feature, value] for feature, value in attribution.ablations.items()],
+        "heatmap_tokens": heatmap.tokens,
+        "heatmap_features": heatmap.features,
+    }
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        meta=np.array(json.dumps(meta)),
+        scores=attribution.scores.detach().cpu().numpy(),
+        error_attribution=attribution.error_attribution.detach().cpu().numpy(),
+        heatmap=heatmap.acts,
     )
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _read_examples(path: Path, key: dict[str, Any]) -> PageExamples | None:
+    """The examples `_write_examples` kept at ``path`` for ``key``; None where there are none, they are another
+    SAE's, or the file is unreadable (they are run again and the file replaced)."""
+    import torch
+
+    from ..analysis import Attribution, TokenActivations
+
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as kept:
+            meta = json.loads(str(kept["meta"]))
+            if meta["key"] != key:
+                return None
+            attribution = Attribution(
+                tokens=meta["tokens"],
+                target=meta["target"],
+                target_ids=tuple(meta["target_ids"]),
+                metric=meta["metric"],
+                scores=torch.from_numpy(kept["scores"]),
+                error_attribution=torch.from_numpy(kept["error_attribution"]),
+                ablations={int(feature): value for feature, value in meta["ablations"]},
+            )
+            heatmap = TokenActivations(meta["heatmap_tokens"], kept["heatmap"], meta["heatmap_features"])
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
+        return None
+    return PageExamples(attribution, heatmap)
 
 
 def write_explorer(

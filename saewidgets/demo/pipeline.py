@@ -1,5 +1,6 @@
 """The demo pipeline: model -> harvest -> SAE -> statistics (`demo_sae`, the part steering needs) -> metrics ->
-logit effects -> pattern labels, each cached; the feature map (`DemoArtifacts.geometry`) on first use.
+logit effects -> pattern labels, each cached; the feature map (`DemoArtifacts.geometry`) on first use. The model
+itself is loaded on first use too (`LazyModel`), so a run whose stages are all cached never loads it.
 
 `demo_artifacts` is what ``saewidgets demo``, the tutorials, the Binder start-up and the integration tests share:
 the first call does the work (minutes on two CPU cores) and writes every result under the saewidgets cache, keyed
@@ -30,13 +31,48 @@ if TYPE_CHECKING:
     from ..sae import SAE
 
 
+class LazyModel:
+    """The demo's model, loaded on first use (`get`) and shared by a `DemoSAE` and the `DemoArtifacts` made from it.
+
+    Only uncached stages and live computations (steering, attribution) need the model; a run whose every result is
+    in the cache never loads it. For Gemma 3 270M loading costs ~6 s of a ~30 s cached ``saewidgets demo``
+    (transformers' model and tokenizer imports ~3.7 s, the tokenizer's JSON ~2 s) and ~500 MB resident.
+    """
+
+    def __init__(self, name: str | None, model: ModelHandle | None = None):
+        self.name, self._model = name, model  # name: what `load_model` takes (None: the embedded default)
+
+    def get(self) -> ModelHandle:
+        """The model, loaded now (``load_model(name)``) if it was not yet or was released."""
+        if self._model is None:
+            from .. import load_model
+
+            self._model = load_model(self.name)
+        return self._model
+
+    def release(self) -> None:
+        """Drop the reference to the model; the next `get` loads it again."""
+        self._model = None
+
+
+class _UsesModel:
+    """`model` of a dataclass holding a `LazyModel` in ``model_source``."""
+
+    model_source: LazyModel
+
+    @property
+    def model(self) -> ModelHandle:
+        """The `ModelHandle` of ``settings.model``, loaded on first use (see `LazyModel`)."""
+        return self.model_source.get()
+
+
 @dataclass
-class DemoArtifacts:
-    """Everything the demo computed, ready for the Explorer."""
+class DemoArtifacts(_UsesModel):
+    """Everything the demo computed, ready for the Explorer (``model``: loaded on first use)."""
 
     settings: DemoSettings
     folder: Path
-    model: ModelHandle
+    model_source: LazyModel
     corpus: Corpus
     activations: Activations
     held_out: Activations
@@ -58,19 +94,19 @@ class DemoArtifacts:
         return feature_geometry(self.sae, cache_dir=self.folder)
 
     def release_model(self) -> None:
-        """Drop this object's reference to the model (~600 MB resident for Gemma 3 270M), for a caller whose
-        model work is done; `model` is None afterwards."""
-        self.model = None  # type: ignore[assignment]  # only callers that are done with the model call this
+        """Drop the reference to the model (~600 MB resident for Gemma 3 270M) that this object shares with the
+        `DemoSAE` it was made from, for a caller whose model work is done; using `model` again loads it again."""
+        self.model_source.release()
 
 
 @dataclass
-class DemoSAE:
+class DemoSAE(_UsesModel):
     """The demo's first stages: the harvest, the SAE trained on it and its feature statistics (what steering
-    needs)."""
+    needs; ``model``: loaded on first use)."""
 
     settings: DemoSettings
     folder: Path
-    model: ModelHandle
+    model_source: LazyModel
     activations: Activations
     held_out: Activations
     sae: SAE
@@ -111,7 +147,6 @@ def demo_sae(
     harvesting again where it is the same (`cached_harvest`), e.g. ``demo_sae(FULL, n_features=2048,
     harvest_from=[FULL])``. ``corpus``: other text than the demo corpus, named in the settings (``DemoSettings(
     corpus=corpus.name)``)."""
-    from .. import load_model
     from ..activations import Activations, harvest
     from ..analysis import FeatureStats, feature_stats
     from ..sae import load_sae, save_sae, train_sae
@@ -120,8 +155,7 @@ def demo_sae(
     corpus = corpus_of(settings, corpus)
 
     folder = cache_dir("demo", settings.key())
-    if model is None:
-        model = load_model(settings.model)
+    model_source = LazyModel(settings.model, model)
     acts_dir = folder / "activations"
     source = None if refresh else cached_harvest(settings, harvest_from)
     if acts_dir.exists() and not refresh:
@@ -130,6 +164,7 @@ def demo_sae(
         Activations.load(source).save(acts_dir)
         acts = Activations.load(acts_dir)
     else:
+        model = model_source.get()
         acts = harvest(
             model,
             corpus,
@@ -175,10 +210,10 @@ def demo_sae(
     if stats_dir.exists() and not refresh:
         stats = FeatureStats.load(stats_dir, sae=sae)
     else:
-        stats = feature_stats(model, sae, acts, progress=progress, cancel=cancel)
+        stats = feature_stats(model_source.get(), sae, acts, progress=progress, cancel=cancel)
         stats.save(stats_dir)
     acts.drop_resident_pages()  # read again by the statistics; no later stage reads the mapped harvest
-    return DemoSAE(settings, folder, model, acts, held_out, sae, stats)
+    return DemoSAE(settings, folder, model_source, acts, held_out, sae, stats)
 
 
 def corpus_of(settings: DemoSettings, corpus: Corpus | None = None) -> Corpus:
@@ -235,7 +270,7 @@ def demo_artifacts(
             (``saewidgets demo`` changes the allocator between them and the rest); they are not run again.
         overrides: fields of `DemoSettings` to change, e.g. ``n_features=8192``.
     """
-    from ..analysis import logit_effects
+    from ..analysis import LogitEffects, logit_effects
     from ..analysis.explain import PatternExplainer, cached_labels, explain_features
     from ..sae import evaluate_sae
 
@@ -250,7 +285,7 @@ def demo_artifacts(
         )
     else:
         first = sae_stages
-    settings, folder, model = first.settings, first.folder, first.model
+    settings, folder = first.settings, first.folder
     corpus = corpus_of(settings, corpus)
     acts, held_out, sae, stats = first.activations, first.held_out, first.sae, first.stats
 
@@ -260,15 +295,22 @@ def demo_artifacts(
         metrics = json.loads(metrics_path.read_text())
     else:
         held_texts = _held_out_texts(corpus, held_out, limit=16)
-        metrics = evaluate_sae(sae, held_out, model=model, texts=held_texts, progress=progress).to_dict()
+        metrics = evaluate_sae(sae, held_out, model=first.model, texts=held_texts, progress=progress).to_dict()
         atomic_write_bytes(metrics_path, json.dumps(metrics, indent=1).encode())
 
     _stage(cancel, "logit effects")
-    effects = logit_effects(model, sae, cache_dir=folder, progress=progress)
+    effects_dir = folder / "logit_effects"  # cached by the run's folder, as the stages before: no model to key it
+    if effects_dir.exists() and not refresh:
+        effects = LogitEffects.load(effects_dir)
+    else:
+        effects = logit_effects(first.model, sae, progress=progress)
+        effects.save(effects_dir)
     _stage(cancel, "labels")
     explain_features(stats, PatternExplainer(), logit_effects=effects, cache_dir=folder, progress=progress)
     labels = cached_labels(folder, stats.fingerprint)  # with any LLM explanations made with cache_dir=art.folder
-    return DemoArtifacts(settings, folder, model, corpus, acts, held_out, sae, metrics, stats, effects, labels)
+    return DemoArtifacts(
+        settings, folder, first.model_source, corpus, acts, held_out, sae, metrics, stats, effects, labels
+    )
 
 
 def _stage(cancel: CancelSignal | None, name: str) -> None:

@@ -42,7 +42,7 @@ def run_demo(
     art = demo_artifacts(settings, refresh=refresh, sae_stages=first)
     del first  # art holds the same; the model must be freed with art's before the feature map (see below)
     print(
-        f"\nSAE: {art.sae.cfg.n_features:,} {art.sae.cfg.architecture} features on {art.model.name} "
+        f"\nSAE: {art.sae.cfg.n_features:,} {art.sae.cfg.architecture} features on {art.sae.cfg.model_name} "
         f"{art.activations.site} ({len(art.activations):,} tokens)  [cache: {art.folder}]"
     )
     print("held-out metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in art.metrics.items() if isinstance(v, float)))
