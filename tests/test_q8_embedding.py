@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from saewidgets.analysis.logits import direction_logits
+from saewidgets.analysis.logits import direction_logits, extreme_logits
 from saewidgets.models import ModelHandle, vocab
 from saewidgets.models.tiny import tiny_hf_model
 from saewidgets.models.q8_embedding import (
@@ -137,6 +137,12 @@ def test_compact_model_generates_and_scores_exactly_as_the_float_one(converted, 
     assert torch.equal(compact_handle.unembed, plain_handle.unembed)
     directions = torch.randn(5, plain_handle.d_model)
     assert torch.equal(direction_logits(compact_handle, directions), direction_logits(plain_handle, directions))
+    whole = plain_handle.unembed_product(directions)
+    for handle in (plain_handle, compact_handle):  # a running top / bottom 6 over 8 head blocks, the last partial
+        high_ids, high, low_ids, low = extreme_logits(handle, directions, 6)
+        assert torch.equal(high, whole.topk(6).values) and torch.equal(high_ids, whole.topk(6).indices)
+        assert torch.equal(low, whole.topk(6, largest=False).values)
+        assert torch.equal(low_ids, whole.topk(6, largest=False).indices)
     hidden, index = torch.randn(3, 4, plain_handle.d_model), torch.tensor([[1, 60, 200]])
     assert vocab.lm_head_site(compact_handle) is not None
     assert torch.equal(
