@@ -283,16 +283,16 @@ def extreme_logits(
 
     Every row meets each block of the unembedding's rows while that block is at hand (`unembed_blocks`), and only a
     running top and bottom ``k`` are kept: for Gemma's compact head each block is decoded once for all rows, where a
-    product per group of rows decoded the whole head again for each group. On the CPU the blocks are
-    `q8_embedding.BLOCK_ROWS` rows, which start on multiples of 16, so the logits are bit for bit those of the whole
-    product; elsewhere `ACCELERATOR_BLOCK_ROWS`.
+    product per group of rows decoded the whole head again for each group. The blocks are the compact head's own
+    (`q8_embedding.product_block_rows`): on the CPU they start on multiples of 16 rows, so the logits are bit for bit
+    those of the whole product.
     ``on_block(rows)`` is called after each block (a progress bar's ``update``)."""
-    from ..models.q8_embedding import ACCELERATOR_BLOCK_ROWS, BLOCK_ROWS, as_head_input
+    from ..models.q8_embedding import as_head_input, product_block_rows
     from ..models.vocab import unembed_blocks
 
     head = model.hf.get_output_embeddings()
     x = as_head_input(head, x)
-    n, rows = len(x), BLOCK_ROWS if x.device.type == "cpu" else ACCELERATOR_BLOCK_ROWS
+    n, rows = len(x), product_block_rows(x.device)
     high = (torch.full((n, 0), -torch.inf, device=x.device), torch.zeros((n, 0), dtype=torch.long, device=x.device))
     low = (torch.full((n, 0), torch.inf, device=x.device), torch.zeros((n, 0), dtype=torch.long, device=x.device))
     buffer = x.new_empty(n, min(rows, head.out_features))  # reused: a fresh block per product faults it in

@@ -51,6 +51,12 @@ _GGUF_TENSOR = "token_embd.weight"
 _CHECKPOINT_TENSOR = "model.embed_tokens.weight"
 
 
+def product_block_rows(device: torch.device) -> int:
+    """Rows of the head per matrix product on ``device``: `BLOCK_ROWS` on the CPU, `ACCELERATOR_BLOCK_ROWS`
+    elsewhere."""
+    return BLOCK_ROWS if device.type == "cpu" else ACCELERATOR_BLOCK_ROWS
+
+
 def decode_rows(codes: torch.Tensor, scale_bits: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """Float32 rows ``[n, d]`` of Q8_0 ``codes [n, d]`` (int8) and ``scale_bits [n, d / 32]`` (int16 holding
     float16 scales); written into ``out`` (at least ``n`` rows) when given."""
@@ -250,9 +256,9 @@ class Q8Unembedding(_WithoutFloatWeight):
         return decode_rows(table.codes[ids], table.scale_bits[ids])
 
     def weight_blocks(self, rows: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
-        """``(start, W[start:start + rows])`` (default `BLOCK_ROWS` rows on the CPU, `ACCELERATOR_BLOCK_ROWS`
-        elsewhere) over the vocabulary, decoded into one reused buffer: use each block before asking for the next."""
-        rows = rows or (BLOCK_ROWS if self.device.type == "cpu" else ACCELERATOR_BLOCK_ROWS)
+        """``(start, W[start:start + rows])`` (default `product_block_rows`) over the vocabulary, decoded into one
+        reused buffer: use each block before asking for the next."""
+        rows = rows or product_block_rows(self.device)
         table = self._tied[0]
         buffer = torch.empty(min(rows, self.out_features), self.in_features, device=self.device)
         for start in range(0, self.out_features, rows):
