@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     from saewidgets.demo.settings import FULL, QUICK
 
     instrument(recorder)
-    status = run_demo(QUICK if args.quick else FULL, args.page_dir, steer=not args.no_steer)
+    status = run_demo(QUICK if args.quick else FULL, args.page_dir, steer=not args.no_steer, quick=args.quick)
     result = {
         "status": status,
         "seconds": time.perf_counter() - start,

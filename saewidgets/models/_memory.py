@@ -19,8 +19,8 @@ after it. `return_large_blocks` fixes the threshold instead (+70-100 MB and noth
 
 A fixed threshold has a price where blocks of the same few sizes come and go, as in a harvest's batches and SAE
 training: each one is mapped and faulted in afresh instead of reused from the heap (the full demo's first run made
-50 million page faults, ~120 s of system time). So ``saewidgets demo`` fixes it only after training, where the
-vocabulary stages begin.
+50 million page faults, ~120 s of system time). So ``saewidgets demo --quick`` (Binder's) fixes it only after
+training, where the vocabulary stages begin; the full demo, with room to spare under its 3 GB, keeps glibc's own.
 """
 
 from __future__ import annotations
