@@ -58,7 +58,7 @@ def test_the_quick_demo_fixes_the_allocator_threshold_after_training_and_the_ful
     """The quick demo (Binder's, ~2 GB) keeps glibc's own threshold for harvest and training (a fixed one faults in
     their blocks afresh each batch) and fixes it for the held-out LM loss, logit effects and steering (their
     many-sized logit blocks would fragment the heap). The full demo keeps glibc's throughout: it has room to spare,
-    and the fixed threshold cost its later stages ~26 s in the kernel, faulting pages in."""
+    and the fixed threshold cost its later stages time in the kernel, faulting pages in."""
     import saewidgets.sae as sae_module
 
     monkeypatch.setenv("SAEWIDGETS_CACHE", str(tmp_path / "cache"))

@@ -40,9 +40,8 @@ def run_demo(
         # many sizes, which would grow a fragmented heap: these go back to the system when freed (the pipeline trims
         # the heap before its next stage). Not before: harvest and training free blocks of the same few sizes each
         # batch, which glibc's own threshold reuses from the heap. The full demo keeps glibc's threshold throughout:
-        # fixed, its stages after training made 13-14.5 million page faults (2.5-3.7 million without) and spent ~26 s
-        # more in the kernel, for at most 290 MB less peak, which its 3 GB goal does not need (benchmarks/README.md,
-        # "The mmap threshold in the full demo").
+        # its 3 GB goal does not need the fixed one, which cost its stages after training ~26 s in the kernel on a
+        # cached SAE and ~2 s in a first run (benchmarks/README.md, "The mmap threshold in the full demo").
         return_large_blocks()
     art = demo_artifacts(settings, refresh=refresh, sae_stages=first)
     del first  # art holds the same; the model must be freed with art's before the feature map (see below)
